@@ -1,0 +1,86 @@
+// The interface every backend implements (CPU reference, CUDA kernels). The server drives it:
+// CheckSupported -> EstimateBytes -> Prepare, then per iteration BeforeIteration (untimed: cache
+// flush, input rotation) and RunTimed, and finally Output and Inputs for the correctness check.
+#ifndef ATTNBENCH_KERNELS_BACKEND_H_
+#define ATTNBENCH_KERNELS_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/problem.h"
+#include "kernels/tensors.h"
+
+namespace attnbench {
+
+struct DeviceDescription {
+  std::string name;
+  std::string kind;  // "cpu" or "cuda"
+  int index = 0;
+  int compute_units = 0;  // hardware threads or SMs
+  uint64_t memory_bytes = 0;
+  std::string compute_capability;  // empty on the CPU
+  double peak_tflops = 0;  // measured ceilings (0 when not measured)
+  double peak_gbps = 0;
+};
+
+// What a backend can run, for GetCapabilities and for `auto` selection.
+struct BackendSupport {
+  std::vector<DType> dtypes;
+  std::vector<Phase> phases;
+  std::vector<Scope> scopes;
+  std::vector<LayoutKind> layouts;
+  std::vector<MaskKind> masks;
+  std::vector<std::string> modifiers;  // "rope", "alibi", "softcap"
+  std::vector<CacheFormat> cache_formats;
+  bool paged_kv_cache = false;
+  std::vector<int> head_dims;  // empty: any
+  std::vector<std::string> limitations;
+  // Higher runs first under `auto` among backends that support a problem.
+  int auto_priority = 0;
+};
+
+struct IterationOptions {
+  bool flush_cache = true;  // evict the last-level cache before the timed region
+};
+
+// One prepared problem on one device: inputs generated and resident, outputs allocated.
+class Workload {
+ public:
+  virtual ~Workload() = default;
+  // Untimed work before an iteration (cache flush, input rotation).
+  virtual absl::Status BeforeIteration(const IterationOptions& options) = 0;
+  // Runs the computation once; returns its duration in seconds measured the backend's way
+  // (CUDA events on the GPU, the steady clock on the CPU).
+  virtual absl::StatusOr<double> RunTimed() = 0;
+  // The inputs as the computation read them (after rounding to the dtype; unquantized).
+  virtual const AttentionInputs& Inputs() const = 0;
+  // The output of the last run: O [B, S_q, H_out, D_v] (layer scope: Y [B, S, d_model]).
+  virtual absl::StatusOr<FloatTensor> Output() = 0;
+  virtual DeviceDescription Device() const = 0;
+  // SM clock in MHz now, or 0 where not known.
+  virtual int CurrentClockMhz() const { return 0; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Name() const = 0;
+  virtual std::string Description() const = 0;
+  virtual std::vector<DeviceDescription> Devices() const = 0;
+  virtual BackendSupport Support() const = 0;
+  // OK when this backend can run the normalized, valid problem; FAILED_PRECONDITION naming what
+  // it lacks otherwise.
+  virtual absl::Status CheckSupported(const Problem& problem) const = 0;
+  // Memory the workload would allocate on its device, to refuse it before allocating.
+  virtual uint64_t EstimateBytes(const Problem& problem) const = 0;
+  virtual absl::StatusOr<std::unique_ptr<Workload>> Prepare(const Problem& problem,
+                                                            int device_index) = 0;
+};
+
+}  // namespace attnbench
+
+#endif  // ATTNBENCH_KERNELS_BACKEND_H_
