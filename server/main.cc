@@ -1,0 +1,170 @@
+// attnbench-server: serves attnbench.v1.AttnBench on --listen_address and Prometheus metrics on
+// --metrics_address. Prints one line with the actual ports once both listen (tests and scripts
+// parse it), and drains in-flight requests on SIGTERM or SIGINT before exiting 0.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "kernels/registry.h"
+#include "prometheus/exposer.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/options.h"
+#include "server/service.h"
+#include "server/signal_waiter.h"
+
+ABSL_FLAG(std::string, listen_address, "0.0.0.0:50051",
+          "host:port for gRPC; port 0 picks a free port (printed at start)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9464",
+          "host:port for Prometheus /metrics; empty disables; port 0 picks a free port");
+ABSL_FLAG(uint64_t, max_request_bytes, uint64_t{8} << 30,
+          "largest device memory one request may use (backend's estimate)");
+ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "largest gRPC message, received or sent");
+ABSL_FLAG(uint64_t, max_inline_output_bytes, uint64_t{4} << 20,
+          "largest output tensor Run returns inline; larger ones need StreamRun");
+ABSL_FLAG(int32_t, stream_chunk_bytes, 1 << 20, "bytes per StreamRun tensor chunk");
+ABSL_FLAG(int32_t, max_sweep_points, 10000, "largest sweep grid");
+ABSL_FLAG(int32_t, max_iterations, 100000, "largest warmup/min/max iteration count of a request");
+ABSL_FLAG(double, max_duration_seconds, 600, "largest measurement.max_duration_seconds");
+ABSL_FLAG(int32_t, cpu_threads, 0, "threads of the CPU reference backend; 0 uses all");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(double, shutdown_grace_seconds, 10,
+          "on SIGTERM/SIGINT, how long in-flight requests may take to finish");
+
+namespace attnbench::server {
+namespace {
+
+constexpr char kServiceName[] = "attnbench.v1.AttnBench";
+
+// "0.0.0.0:50051" -> "0.0.0.0"; "[::]:0" -> "[::]".
+std::string HostOf(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+bool ReadOptions(ServerOptions* options) {
+  options->max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options->max_inline_output_bytes = absl::GetFlag(FLAGS_max_inline_output_bytes);
+  options->max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options->stream_chunk_bytes = absl::GetFlag(FLAGS_stream_chunk_bytes);
+  options->max_sweep_points = absl::GetFlag(FLAGS_max_sweep_points);
+  options->max_iterations = absl::GetFlag(FLAGS_max_iterations);
+  options->max_duration_seconds = absl::GetFlag(FLAGS_max_duration_seconds);
+  bool ok = true;
+  auto require = [&ok](bool condition, const char* what) {
+    if (!condition) {
+      ATTNBENCH_LOG(kError) << what;
+      ok = false;
+    }
+  };
+  require(options->max_message_bytes > 0, "--max_message_bytes must be positive");
+  require(options->stream_chunk_bytes > 0 &&
+              options->stream_chunk_bytes <= options->max_message_bytes / 2,
+          "--stream_chunk_bytes must be positive and at most half of --max_message_bytes");
+  require(options->max_sweep_points > 0, "--max_sweep_points must be positive");
+  require(options->max_iterations > 0, "--max_iterations must be positive");
+  require(options->max_duration_seconds > 0, "--max_duration_seconds must be positive");
+  require(absl::GetFlag(FLAGS_cpu_threads) >= 0, "--cpu_threads must be >= 0");
+  require(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0,
+          "--shutdown_grace_seconds must be >= 0");
+  return ok;
+}
+
+int Main() {
+  LogLevel level;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    ATTNBENCH_LOG(kError) << "--log_level must be debug, info, warning or error";
+    return 2;
+  }
+  SetLogLevel(level);
+  ServerOptions options;
+  if (!ReadOptions(&options)) return 2;
+
+  // Before any thread exists, so every thread inherits the blocked mask.
+  BlockTerminationSignals();
+
+  RegistryOptions registry_options;
+  registry_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  BackendList backends = CreateBackends(registry_options);
+  std::vector<std::string> names;
+  for (const auto& b : backends) names.push_back(b->Name());
+
+  auto metrics = std::make_shared<Metrics>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string metrics_endpoint = "disabled";
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!metrics_address.empty()) {
+    // prometheus-cpp reports a failed bind by throwing; this is the one place that can catch it.
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_address);
+    } catch (const std::exception& e) {
+      ATTNBENCH_LOG(kError) << "cannot serve metrics on " << metrics_address << ": " << e.what();
+      return 1;
+    }
+    exposer->RegisterCollectable(metrics->registry());
+    const std::vector<int> ports = exposer->GetListeningPorts();
+    metrics_endpoint =
+        absl::StrCat(HostOf(metrics_address), ":", ports.empty() ? 0 : ports.front());
+  }
+
+  AttnBenchService service(std::move(backends), options, metrics);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string listen_address = absl::GetFlag(FLAGS_listen_address);
+  int port = 0;
+  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    ATTNBENCH_LOG(kError) << "cannot listen on " << listen_address;
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(kServiceName, true);
+
+  std::printf("attnbench-server listening on %s:%d metrics on %s backends %s\n",
+              HostOf(listen_address).c_str(), port, metrics_endpoint.c_str(),
+              absl::StrJoin(names, ",").c_str());
+  std::fflush(stdout);
+
+  const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  std::thread stopper([&server, health, grace] {
+    const int signal = WaitForTerminationSignal();
+    ATTNBENCH_LOG(kInfo) << "signal " << signal << ": draining for up to " << grace << " s";
+    // Health first, so load balancers stop sending work while in-flight requests drain.
+    if (health != nullptr) health->SetServingStatus(false);
+    server->Shutdown(std::chrono::system_clock::now() +
+                     std::chrono::microseconds(static_cast<int64_t>(grace * 1e6)));
+  });
+  server->Wait();
+  stopper.join();
+  ATTNBENCH_LOG(kInfo) << "stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace attnbench::server
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves attnbench.v1.AttnBench: runs and measures attention variants.\n"
+      "Usage: attnbench-server [--listen_address=host:port] [--metrics_address=host:port] ...");
+  absl::ParseCommandLine(argc, argv);
+  return attnbench::server::Main();
+}

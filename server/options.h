@@ -1,0 +1,23 @@
+// The server's limits and defaults, set from flags in main.cc and read by every request path, so
+// tests can build a service with small limits without touching flags.
+#ifndef ATTNBENCH_SERVER_OPTIONS_H_
+#define ATTNBENCH_SERVER_OPTIONS_H_
+
+#include <cstdint>
+
+namespace attnbench::server {
+
+struct ServerOptions {
+  uint64_t max_request_bytes = uint64_t{8} << 30;
+  uint64_t max_inline_output_bytes = uint64_t{4} << 20;
+  int max_sweep_points = 10000;
+  int max_iterations = 100000;
+  double max_duration_seconds = 600;
+  int max_message_bytes = 64 << 20;
+  // Size of each TensorChunk's data in StreamRun; well under max_message_bytes.
+  int stream_chunk_bytes = 1 << 20;
+};
+
+}  // namespace attnbench::server
+
+#endif  // ATTNBENCH_SERVER_OPTIONS_H_

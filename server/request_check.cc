@@ -1,0 +1,51 @@
+#include "server/request_check.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/convert.h"
+
+namespace attnbench::server {
+
+absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest& request,
+                                               const BackendList& backends,
+                                               const ServerOptions& options) {
+  CheckedRequest out;
+  absl::StatusOr<Problem> problem = ProblemFromProto(request.spec());
+  if (!problem.ok()) return problem.status();
+  out.problem = NormalizeProblem(*problem);
+  if (absl::Status s = ValidateProblem(out.problem); !s.ok()) return s;
+
+  if (absl::Status s = CheckBackendName(backends, request.backend()); !s.ok()) return s;
+  out.backend = request.backend();
+
+  if (request.has_device_index()) {
+    const int index = request.device_index();
+    // The exact range depends on the backend chosen (SelectBackend checks it); this catches
+    // indexes no backend could have.
+    size_t most = 0;
+    for (const auto& b : backends) {
+      if (IsAutoBackend(out.backend) || b->Name() == out.backend) {
+        most = std::max(most, b->Devices().size());
+      }
+    }
+    if (index < 0 || static_cast<size_t>(index) >= most) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device_index = ", index, ": out of range [0, ", most, ") for backend ",
+          IsAutoBackend(out.backend) ? "auto" : out.backend));
+    }
+    out.device_index = index;
+  }
+
+  absl::StatusOr<MeasurementPlan> measurement = ResolveMeasurement(request.measurement(), options);
+  if (!measurement.ok()) return measurement.status();
+  out.measurement = *measurement;
+  absl::StatusOr<CheckPlan> check = ResolveCheck(request.check());
+  if (!check.ok()) return check.status();
+  out.check = *check;
+  out.return_output = request.return_output();
+  return out;
+}
+
+}  // namespace attnbench::server

@@ -1,0 +1,36 @@
+// Everything about a RunRequest that can be judged before touching a device: the spec converted,
+// normalized and validated, the backend name known, the device index plausible, measurement and
+// check settings complete and within the server's limits. Run, StreamRun and every Sweep point
+// go through here, so a sweep can refuse a bad grid before running any point.
+#ifndef ATTNBENCH_SERVER_REQUEST_CHECK_H_
+#define ATTNBENCH_SERVER_REQUEST_CHECK_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "attnbench/v1/attnbench.pb.h"
+#include "kernels/problem.h"
+#include "server/backend_select.h"
+#include "server/measurement.h"
+#include "server/options.h"
+
+namespace attnbench::server {
+
+struct CheckedRequest {
+  Problem problem;  // normalized and valid
+  std::string backend;  // as asked: "auto", "" or a registered name
+  std::optional<int> device_index;
+  MeasurementPlan measurement;
+  CheckPlan check;
+  bool return_output = false;
+};
+
+// INVALID_ARGUMENT naming the offending field by its path in RunRequest.
+absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest& request,
+                                               const BackendList& backends,
+                                               const ServerOptions& options);
+
+}  // namespace attnbench::server
+
+#endif  // ATTNBENCH_SERVER_REQUEST_CHECK_H_

@@ -1,0 +1,176 @@
+#include "server/run_executor.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/check.h"
+#include "kernels/counting.h"
+#include "kernels/shapes.h"
+#include "server/convert.h"
+#include "server/harness.h"
+#include "server/log.h"
+#include "server/stats.h"
+#include "server/throughput.h"
+
+namespace attnbench::server {
+namespace {
+
+namespace pb = ::attnbench::v1;
+
+absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "return_output: the output is ", bytes, " bytes, over --max_inline_output_bytes=", limit,
+      "; use StreamRun to receive it in chunks"));
+}
+
+// The device a request runs on: the one it named, else the backend's least busy one.
+int PickDevice(const Backend& backend, std::optional<int> requested,
+               const DeviceScheduler& scheduler) {
+  if (requested.has_value()) return *requested;
+  const std::vector<DeviceDescription> devices = backend.Devices();
+  int best = 0;
+  int best_queue = -1;
+  for (int i = 0; i < static_cast<int>(devices.size()); ++i) {
+    const int queue = scheduler.QueueLength(DeviceKey(devices[i]));
+    if (best_queue < 0 || queue < best_queue) {
+      best = i;
+      best_queue = queue;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
+                                                OutputDelivery delivery,
+                                                const InterruptCheck& interrupted,
+                                                absl::Time received) {
+  const Problem& problem = request.problem;
+  absl::StatusOr<Backend*> chosen =
+      SelectBackend(*backends_, request.backend, problem, request.device_index);
+  if (!chosen.ok()) return chosen.status();
+  Backend& backend = **chosen;
+
+  if (request.measurement.use_cuda_graph) {
+    // The Workload interface has no graph capture, so no backend can honour this yet; refusing
+    // beats timing something other than what was asked.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "measurement.use_cuda_graph: backend ", backend.Name(), " cannot replay CUDA graphs"));
+  }
+
+  absl::StatusOr<WorkCounts> work = CountWork(problem);
+  if (!work.ok()) return work.status();
+
+  const uint64_t estimate = backend.EstimateBytes(problem);
+  if (estimate > options_->max_request_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "spec: backend ", backend.Name(), " estimates ", estimate,
+        " bytes of device memory for this request, over --max_request_bytes=",
+        options_->max_request_bytes));
+  }
+
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return shapes.status();
+  if (request.return_output && delivery == OutputDelivery::kInline) {
+    // Refused before running, so a client learns to use StreamRun without waiting for a run.
+    const uint64_t bytes = static_cast<uint64_t>(NumElements(shapes->output)) *
+                           static_cast<uint64_t>(DTypeBytes(problem.dtype));
+    if (bytes > options_->max_inline_output_bytes) {
+      return InlineTooLarge(bytes, options_->max_inline_output_bytes);
+    }
+  }
+
+  const int device_index = PickDevice(backend, request.device_index, *scheduler_);
+  const std::vector<DeviceDescription> devices = backend.Devices();
+  if (device_index < 0 || device_index >= static_cast<int>(devices.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("device_index = ", device_index,
+                                                   ": backend ", backend.Name(), " has ",
+                                                   devices.size(), " device(s)"));
+  }
+  const std::string device_key = DeviceKey(devices[device_index]);
+
+  const absl::Time queued = absl::Now();
+  absl::StatusOr<DeviceScheduler::Lease> lease = scheduler_->Acquire(device_key, interrupted);
+  if (!lease.ok()) return lease.status();
+  const double queue_ms = absl::ToDoubleMilliseconds(absl::Now() - queued);
+  if (absl::Status s = interrupted(); !s.ok()) return s;
+
+  ATTNBENCH_LOG(kDebug) << "run on " << backend.Name() << " " << device_key << " after "
+                        << queue_ms << " ms in queue";
+  // Declared after the lease so it is destroyed first: device memory is freed before the next
+  // request may start on the device.
+  absl::StatusOr<std::unique_ptr<Workload>> prepared = backend.Prepare(problem, device_index);
+  if (!prepared.ok()) return prepared.status();
+  std::unique_ptr<Workload> workload = *std::move(prepared);
+  if (workload == nullptr) return absl::InternalError("backend returned no workload");
+
+  const int clock_before = workload->CurrentClockMhz();
+  absl::StatusOr<std::vector<double>> samples =
+      MeasureWorkload(*workload, request.measurement, interrupted);
+  if (!samples.ok()) return samples.status();
+  const int clock_after = workload->CurrentClockMhz();
+
+  absl::StatusOr<FloatTensor> output = workload->Output();
+  if (!output.ok()) return output.status();
+
+  RunOutcome outcome;
+  pb::RunResult& result = outcome.result;
+  if (request.check.enabled) {
+    if (absl::Status s = interrupted(); !s.ok()) return s;
+    CheckOptions check_options;
+    check_options.full = request.check.full;
+    check_options.max_rows = request.check.max_sampled_rows;
+    check_options.seed = problem.seed;
+    absl::StatusOr<CorrectnessReport> report =
+        CheckOutput(problem, workload->Inputs(), *output, check_options);
+    if (!report.ok()) return report.status();
+    CorrectnessToProto(*report, result.mutable_correctness());
+  }
+  const DeviceDescription device = workload->Device();
+  workload.reset();
+  *lease = DeviceScheduler::Lease();  // the device is free; what is left is host-side work
+
+  std::vector<double> samples_ms;
+  samples_ms.reserve(samples->size());
+  for (double s : *samples) samples_ms.push_back(s * 1e3);
+  const TimingStats stats = ComputeStats(samples_ms);
+
+  *result.mutable_spec() = ProblemToProto(problem);
+  result.set_backend(backend.Name());
+  DeviceToProto(device, result.mutable_device());
+  result.mutable_device()->set_sm_clock_mhz_before(clock_before);
+  result.mutable_device()->set_sm_clock_mhz_after(clock_after);
+  *result.mutable_measurement() = MeasurementToProto(request.measurement);
+  TimingToProto(stats, samples_ms, request.measurement.return_samples, result.mutable_timing());
+  WorkCountsToProto(*work, result.mutable_work());
+  *result.mutable_throughput() = ComputeThroughput(*work, stats.median / 1e3, device);
+  OutputSummaryToProto(SummarizeTensor(*output), result.mutable_output_summary());
+  HeadMapToProto(shapes->heads.map, result.mutable_head_map());
+  result.set_queue_ms(queue_ms);
+
+  if (request.return_output) {
+    if (delivery == OutputDelivery::kInline) {
+      const uint64_t bytes =
+          output->values.size() * static_cast<uint64_t>(DTypeBytes(output->dtype));
+      if (bytes > options_->max_inline_output_bytes) {
+        return InlineTooLarge(bytes, options_->max_inline_output_bytes);
+      }
+      TensorToProto(*output, result.mutable_output());
+    } else {
+      outcome.output = *std::move(output);
+    }
+  }
+  if (metrics_ != nullptr) {
+    metrics_->RecordRun(backend.Name(), LayoutName(problem.layout.kind), stats.median / 1e3);
+  }
+  result.set_wall_ms(absl::ToDoubleMilliseconds(absl::Now() - received));
+  return outcome;
+}
+
+}  // namespace attnbench::server

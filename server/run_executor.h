@@ -1,0 +1,54 @@
+// Runs one checked request end to end: picks the backend and device, refuses what would not fit,
+// waits its turn for the device, prepares, measures, checks and summarizes the output, and builds
+// the RunResult. Shared by Run, StreamRun and every Sweep point.
+#ifndef ATTNBENCH_SERVER_RUN_EXECUTOR_H_
+#define ATTNBENCH_SERVER_RUN_EXECUTOR_H_
+
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "attnbench/v1/attnbench.pb.h"
+#include "kernels/tensors.h"
+#include "server/backend_select.h"
+#include "server/device_lock.h"
+#include "server/harness.h"
+#include "server/metrics.h"
+#include "server/options.h"
+#include "server/request_check.h"
+
+namespace attnbench::server {
+
+// Where the output tensor goes when the request asks for it.
+enum class OutputDelivery {
+  kInline,  // in RunResult.output, refused over max_inline_output_bytes (Run)
+  kStream,  // returned apart for the caller to send as chunks (StreamRun)
+};
+
+struct RunOutcome {
+  ::attnbench::v1::RunResult result;
+  // The output, for kStream delivery of a request with return_output.
+  std::optional<FloatTensor> output;
+};
+
+class RunExecutor {
+ public:
+  // Borrows everything; metrics may be null.
+  RunExecutor(const BackendList* backends, DeviceScheduler* scheduler, Metrics* metrics,
+              const ServerOptions* options)
+      : backends_(backends), scheduler_(scheduler), metrics_(metrics), options_(options) {}
+
+  // `received` is when the request arrived, for RunResult.wall_ms.
+  absl::StatusOr<RunOutcome> Execute(const CheckedRequest& request, OutputDelivery delivery,
+                                     const InterruptCheck& interrupted, absl::Time received);
+
+ private:
+  const BackendList* backends_;
+  DeviceScheduler* scheduler_;
+  Metrics* metrics_;
+  const ServerOptions* options_;
+};
+
+}  // namespace attnbench::server
+
+#endif  // ATTNBENCH_SERVER_RUN_EXECUTOR_H_

@@ -1,0 +1,220 @@
+#include "server/service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/tensors.h"
+#include "server/convert.h"
+#include "server/log.h"
+#include "server/request_check.h"
+#include "server/sweep_grid.h"
+
+namespace attnbench::server {
+namespace {
+
+namespace pb = ::attnbench::v1;
+
+// absl and gRPC share the canonical code numbering.
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+// Between iterations and points: has the client gone, or its deadline passed?
+InterruptCheck FromContext(grpc::ServerContext* context) {
+  return [context]() -> absl::Status {
+    if (context->deadline() <= std::chrono::system_clock::now()) {
+      return absl::DeadlineExceededError("deadline exceeded while running");
+    }
+    if (context->IsCancelled()) return absl::CancelledError("cancelled by the client");
+    return absl::OkStatus();
+  };
+}
+
+// Records one RPC's outcome in metrics and the log when it goes out of scope.
+class RequestScope {
+ public:
+  RequestScope(Metrics* metrics, absl::string_view method)
+      : metrics_(metrics), method_(method), start_(absl::Now()) {}
+  grpc::Status Finish(grpc::Status status) {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+    if (metrics_ != nullptr) metrics_->RecordRequest(method_, status.error_code(), seconds);
+    if (status.ok()) {
+      ATTNBENCH_LOG(kDebug) << method_ << " OK in " << seconds << " s";
+    } else {
+      ATTNBENCH_LOG(kInfo) << method_ << " " << GrpcCodeName(status.error_code()) << " in "
+                           << seconds << " s: " << status.error_message();
+    }
+    return status;
+  }
+  absl::Time start() const { return start_; }
+
+ private:
+  Metrics* metrics_;
+  absl::string_view method_;
+  absl::Time start_;
+};
+
+}  // namespace
+
+AttnBenchService::AttnBenchService(BackendList backends, ServerOptions options,
+                                   std::shared_ptr<Metrics> metrics)
+    : backends_(std::move(backends)),
+      options_(options),
+      metrics_(std::move(metrics)),
+      executor_(&backends_, &scheduler_, metrics_.get(), &options_) {}
+
+grpc::Status AttnBenchService::Run(grpc::ServerContext* context, const pb::RunRequest* request,
+                                   pb::RunResponse* response) {
+  RequestScope scope(metrics_.get(), "Run");
+  return scope.Finish(DoRun(context, *request, response));
+}
+
+grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const pb::RunRequest& request,
+                                     pb::RunResponse* response) {
+  const absl::Time received = absl::Now();
+  absl::StatusOr<CheckedRequest> checked = CheckRunRequest(request, backends_, options_);
+  if (!checked.ok()) return ToGrpc(checked.status());
+  absl::StatusOr<RunOutcome> outcome =
+      executor_.Execute(*checked, OutputDelivery::kInline, FromContext(context), received);
+  if (!outcome.ok()) return ToGrpc(outcome.status());
+  *response->mutable_result() = std::move(outcome->result);
+  return grpc::Status::OK;
+}
+
+grpc::Status AttnBenchService::StreamRun(grpc::ServerContext* context,
+                                         const pb::RunRequest* request,
+                                         grpc::ServerWriter<pb::StreamRunResponse>* writer) {
+  RequestScope scope(metrics_.get(), "StreamRun");
+  return scope.Finish(DoStreamRun(context, *request, writer));
+}
+
+grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context,
+                                           const pb::RunRequest& request,
+                                           grpc::ServerWriter<pb::StreamRunResponse>* writer) {
+  const absl::Time received = absl::Now();
+  absl::StatusOr<CheckedRequest> checked = CheckRunRequest(request, backends_, options_);
+  if (!checked.ok()) return ToGrpc(checked.status());
+  absl::StatusOr<RunOutcome> outcome =
+      executor_.Execute(*checked, OutputDelivery::kStream, FromContext(context), received);
+  if (!outcome.ok()) return ToGrpc(outcome.status());
+
+  if (outcome->output.has_value()) {
+    const FloatTensor& tensor = *outcome->output;
+    const std::string bytes = EncodeTensor(tensor);
+    const size_t chunk = static_cast<size_t>(std::max(1, options_.stream_chunk_bytes));
+    pb::StreamRunResponse message;
+    pb::TensorChunk* piece = message.mutable_chunk();
+    piece->set_name("output");
+    piece->set_dtype(DTypeToProto(tensor.dtype));
+    for (int64_t d : tensor.shape) piece->add_shape(d);
+    piece->set_total_bytes(bytes.size());
+    for (size_t offset = 0; offset < bytes.size(); offset += chunk) {
+      piece->set_offset_bytes(offset);
+      piece->set_data(bytes.substr(offset, chunk));
+      if (!writer->Write(message)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading the stream");
+      }
+    }
+  }
+  pb::StreamRunResponse last;
+  *last.mutable_result() = std::move(outcome->result);
+  last.mutable_result()->set_wall_ms(absl::ToDoubleMilliseconds(absl::Now() - received));
+  if (!writer->Write(last)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading the stream");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AttnBenchService::Sweep(grpc::ServerContext* context, const pb::SweepRequest* request,
+                                     grpc::ServerWriter<pb::SweepResponse>* writer) {
+  RequestScope scope(metrics_.get(), "Sweep");
+  return scope.Finish(DoSweep(context, *request, writer));
+}
+
+grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context,
+                                       const pb::SweepRequest& request,
+                                       grpc::ServerWriter<pb::SweepResponse>* writer) {
+  absl::StatusOr<int> total = CountSweepPoints(request, options_.max_sweep_points);
+  if (!total.ok()) return ToGrpc(total.status());
+
+  // Every point is checked before any runs, so a typo in the grid costs no device time.
+  for (int i = 0; i < *total; ++i) {
+    absl::StatusOr<CheckedRequest> checked =
+        CheckRunRequest(SweepPointRequest(request, i), backends_, options_);
+    if (!checked.ok()) {
+      return ToGrpc(WithPrefix(checked.status(),
+                               absl::StrCat("sweep point ", i, " (",
+                                            DescribeSweepPoint(request, i), "): base.")));
+    }
+  }
+
+  const InterruptCheck interrupted = FromContext(context);
+  for (int i = 0; i < *total; ++i) {
+    if (absl::Status s = interrupted(); !s.ok()) {
+      return ToGrpc(WithPrefix(s, absl::StrCat("sweep stopped before point ", i, ": ")));
+    }
+    const absl::Time received = absl::Now();
+    absl::StatusOr<CheckedRequest> checked =
+        CheckRunRequest(SweepPointRequest(request, i), backends_, options_);
+    absl::StatusOr<RunOutcome> outcome =
+        checked.ok() ? executor_.Execute(*checked, OutputDelivery::kInline, interrupted, received)
+                     : absl::StatusOr<RunOutcome>(checked.status());
+    pb::SweepResponse response;
+    response.set_point_index(i);
+    response.set_total_points(*total);
+    response.set_completed_points(i + 1);
+    if (outcome.ok()) {
+      *response.mutable_result() = std::move(outcome->result);
+    } else {
+      const absl::Status& s = outcome.status();
+      const bool interrupted_now =
+          s.code() == absl::StatusCode::kCancelled || s.code() == absl::StatusCode::kDeadlineExceeded;
+      if (!request.continue_on_error() || interrupted_now) {
+        return ToGrpc(WithPrefix(
+            s, absl::StrCat("sweep point ", i, " (", DescribeSweepPoint(request, i), "): ")));
+      }
+      response.mutable_error()->set_code(static_cast<int>(s.code()));
+      response.mutable_error()->set_message(std::string(s.message()));
+    }
+    if (!writer->Write(response)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading the stream");
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
+                                               const pb::GetCapabilitiesRequest* request,
+                                               pb::GetCapabilitiesResponse* response) {
+  RequestScope scope(metrics_.get(), "GetCapabilities");
+  response->set_server_version(ATTNBENCH_VERSION);
+  for (const auto& backend : backends_) {
+    pb::BackendCapabilities* caps = response->add_backends();
+    caps->set_name(backend->Name());
+    caps->set_description(backend->Description());
+    for (const DeviceDescription& device : backend->Devices()) {
+      DeviceToProto(device, caps->add_devices());
+    }
+    SupportToProto(backend->Support(), caps);
+  }
+  pb::ServerLimits* limits = response->mutable_limits();
+  limits->set_max_request_bytes(options_.max_request_bytes);
+  limits->set_max_inline_output_bytes(options_.max_inline_output_bytes);
+  limits->set_max_sweep_points(options_.max_sweep_points);
+  limits->set_max_iterations(options_.max_iterations);
+  limits->set_max_duration_seconds(options_.max_duration_seconds);
+  limits->set_max_message_bytes(options_.max_message_bytes);
+  return scope.Finish(grpc::Status::OK);
+}
+
+}  // namespace attnbench::server

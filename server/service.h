@@ -1,0 +1,53 @@
+// attnbench.v1.AttnBench over gRPC's synchronous API: each RPC checks its request, runs through
+// RunExecutor, and maps absl::Status codes to gRPC ones one to one.
+#ifndef ATTNBENCH_SERVER_SERVICE_H_
+#define ATTNBENCH_SERVER_SERVICE_H_
+
+#include <memory>
+
+#include "attnbench/v1/attnbench.grpc.pb.h"
+#include "server/backend_select.h"
+#include "server/device_lock.h"
+#include "server/metrics.h"
+#include "server/options.h"
+#include "server/run_executor.h"
+
+namespace attnbench::server {
+
+class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
+ public:
+  // metrics may be null (no metrics recorded).
+  AttnBenchService(BackendList backends, ServerOptions options, std::shared_ptr<Metrics> metrics);
+
+  grpc::Status Run(grpc::ServerContext* context, const ::attnbench::v1::RunRequest* request,
+                   ::attnbench::v1::RunResponse* response) override;
+  grpc::Status StreamRun(
+      grpc::ServerContext* context, const ::attnbench::v1::RunRequest* request,
+      grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer) override;
+  grpc::Status Sweep(grpc::ServerContext* context, const ::attnbench::v1::SweepRequest* request,
+                     grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer) override;
+  grpc::Status GetCapabilities(grpc::ServerContext* context,
+                               const ::attnbench::v1::GetCapabilitiesRequest* request,
+                               ::attnbench::v1::GetCapabilitiesResponse* response) override;
+
+  const BackendList& backends() const { return backends_; }
+
+ private:
+  grpc::Status DoRun(grpc::ServerContext* context, const ::attnbench::v1::RunRequest& request,
+                     ::attnbench::v1::RunResponse* response);
+  grpc::Status DoStreamRun(grpc::ServerContext* context,
+                           const ::attnbench::v1::RunRequest& request,
+                           grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer);
+  grpc::Status DoSweep(grpc::ServerContext* context, const ::attnbench::v1::SweepRequest& request,
+                       grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
+
+  const BackendList backends_;
+  const ServerOptions options_;
+  std::shared_ptr<Metrics> metrics_;
+  DeviceScheduler scheduler_;
+  RunExecutor executor_;
+};
+
+}  // namespace attnbench::server
+
+#endif  // ATTNBENCH_SERVER_SERVICE_H_
