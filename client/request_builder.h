@@ -1,0 +1,23 @@
+// Builds attnbench.v1 RunRequest and SweepRequest messages from the CLI's flags (client/flags.h).
+// An unset flag leaves its proto field unset, so the server's default applies (and is echoed in
+// the result). Every error is a usage error: InvalidArgument whose message starts with the
+// offending flag ("--layout: ..."). Semantic checks (divisibility, ranges) are the server's.
+#ifndef ATTNBENCH_CLIENT_REQUEST_BUILDER_H_
+#define ATTNBENCH_CLIENT_REQUEST_BUILDER_H_
+
+#include "absl/status/statusor.h"
+#include "attnbench/v1/attnbench.pb.h"
+
+namespace attnbench::client {
+
+// The request of `attnbench run`. Sets return_output when --output is given.
+absl::StatusOr<v1::RunRequest> RunRequestFromFlags();
+
+// The request of `attnbench sweep`: the base request from the workload flags plus one axis per
+// --sweep_* flag, in the order backend, layout, mask, dtype, phase, batch, seq_len, seq_len_q,
+// seq_len_kv, head_dim (the last varies fastest). At least one axis is required.
+absl::StatusOr<v1::SweepRequest> SweepRequestFromFlags();
+
+}  // namespace attnbench::client
+
+#endif  // ATTNBENCH_CLIENT_REQUEST_BUILDER_H_

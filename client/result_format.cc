@@ -1,0 +1,194 @@
+#include "client/result_format.h"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "client/layout_syntax.h"
+#include "client/names.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace attnbench::client {
+namespace {
+
+struct Column {
+  const char* title;
+  bool right_aligned;
+};
+
+constexpr Column kColumns[] = {
+    {"point", true},    {"backend", false},   {"layout", false},     {"mask", false},
+    {"dtype", false},   {"B", true},          {"S_q", true},         {"S_kv", true},
+    {"H", true},        {"D", true},          {"median ms", true},   {"p10-p90 ms", true},
+    {"TFLOP/s", true},  {"GB/s", true},       {"rel err", true},     {"pass", false},
+};
+constexpr size_t kNumColumns = sizeof(kColumns) / sizeof(kColumns[0]);
+
+int HeadsOf(const v1::RunResult& result) {
+  if (result.head_map_size() > 0) return result.head_map_size();
+  return OutputHeads(result.spec().layout());
+}
+
+std::string HeadDimOf(const v1::AttentionSpec& spec) {
+  if (spec.has_head_dim_v() && spec.head_dim_v() != spec.head_dim_qk()) {
+    return absl::StrCat(spec.head_dim_qk(), "/", spec.head_dim_v());
+  }
+  return absl::StrCat(spec.head_dim_qk());
+}
+
+std::vector<std::string> TableCells(int point, const v1::RunResult& r) {
+  const v1::AttentionSpec& spec = r.spec();
+  const v1::Correctness& check = r.correctness();
+  return {absl::StrCat(point),
+          r.backend(),
+          LayoutToString(spec.layout()),
+          MaskToString(spec.mask()),
+          DTypeName(spec.dtype()),
+          absl::StrCat(spec.batch_size()),
+          absl::StrCat(spec.seq_len_q()),
+          absl::StrCat(spec.seq_len_kv()),
+          absl::StrCat(HeadsOf(r)),
+          HeadDimOf(spec),
+          absl::StrFormat("%.3f", r.timing().median_ms()),
+          absl::StrFormat("%.3f-%.3f", r.timing().p10_ms(), r.timing().p90_ms()),
+          absl::StrFormat("%.3f", r.throughput().achieved_tflops()),
+          absl::StrFormat("%.2f", r.throughput().achieved_gbps()),
+          check.checked() ? absl::StrFormat("%.2e", check.relative_error()) : "-",
+          check.checked() ? (check.passed() ? "yes" : "NO") : "-"};
+}
+
+std::string CsvField(absl::string_view text) {
+  if (text.find_first_of(",\"\n") == absl::string_view::npos) return std::string(text);
+  return absl::StrCat("\"", absl::StrReplaceAll(text, {{"\"", "\"\""}}), "\"");
+}
+
+}  // namespace
+
+absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
+  if (name == "table") return OutputFormat::kTable;
+  if (name == "csv") return OutputFormat::kCsv;
+  if (name == "json") return OutputFormat::kJson;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown format '", name, "' (expected table|csv|json)"));
+}
+
+ResultRow RowOf(const v1::SweepResponse& response) {
+  ResultRow row;
+  row.point = response.point_index();
+  if (response.has_result()) {
+    row.result = response.result();
+  } else {
+    row.error = absl::Status(static_cast<absl::StatusCode>(response.error().code()),
+                             response.error().message());
+    if (row.error.ok()) row.error = absl::UnknownError("point failed without a status");
+  }
+  return row;
+}
+
+std::string StatusText(const absl::Status& status) {
+  return absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message());
+}
+
+std::string FormatTable(const std::vector<ResultRow>& rows) {
+  std::vector<std::vector<std::string>> cells;
+  std::vector<size_t> widths(kNumColumns);
+  for (size_t c = 0; c < kNumColumns; ++c) widths[c] = std::string(kColumns[c].title).size();
+  for (const ResultRow& row : rows) {
+    if (!row.result.has_value()) continue;
+    cells.push_back(TableCells(row.point, *row.result));
+    for (size_t c = 0; c < kNumColumns; ++c) widths[c] = std::max(widths[c], cells.back()[c].size());
+  }
+  auto line = [&](const std::vector<std::string>& values) {
+    std::string out;
+    for (size_t c = 0; c < values.size(); ++c) {
+      const size_t pad = widths[c] - std::min(widths[c], values[c].size());
+      if (c > 0) out += "  ";
+      if (kColumns[c].right_aligned) out.append(pad, ' ');
+      out += values[c];
+      if (!kColumns[c].right_aligned && c + 1 < values.size()) out.append(pad, ' ');
+    }
+    return out + "\n";
+  };
+  std::vector<std::string> header;
+  for (const Column& column : kColumns) header.push_back(column.title);
+  std::string out = line(header);
+  size_t next = 0;
+  for (const ResultRow& row : rows) {
+    if (row.result.has_value()) {
+      out += line(cells[next++]);
+    } else {
+      std::string point = absl::StrCat(row.point);
+      out += std::string(widths[0] - std::min(widths[0], point.size()), ' ');
+      out += absl::StrCat(point, "  error ", StatusText(row.error), "\n");
+    }
+  }
+  return out;
+}
+
+std::string FormatCsv(const std::vector<ResultRow>& rows) {
+  std::string out =
+      "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
+      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,error\n";
+  for (const ResultRow& row : rows) {
+    if (!row.result.has_value()) {
+      absl::StrAppend(&out, row.point, std::string(18, ','), CsvField(StatusText(row.error)),
+                      "\n");
+      continue;
+    }
+    const v1::RunResult& r = *row.result;
+    const v1::AttentionSpec& spec = r.spec();
+    const v1::Correctness& check = r.correctness();
+    std::vector<std::string> fields = {
+        absl::StrCat(row.point),
+        CsvField(r.backend()),
+        CsvField(LayoutToString(spec.layout())),
+        CsvField(MaskToString(spec.mask())),
+        DTypeName(spec.dtype()),
+        absl::StrCat(spec.batch_size()),
+        absl::StrCat(spec.seq_len_q()),
+        absl::StrCat(spec.seq_len_kv()),
+        absl::StrCat(HeadsOf(r)),
+        absl::StrCat(spec.head_dim_qk()),
+        absl::StrCat(spec.has_head_dim_v() ? spec.head_dim_v() : spec.head_dim_qk()),
+        absl::StrFormat("%.6g", r.timing().median_ms()),
+        absl::StrFormat("%.6g", r.timing().p10_ms()),
+        absl::StrFormat("%.6g", r.timing().p90_ms()),
+        absl::StrFormat("%.6g", r.throughput().achieved_tflops()),
+        absl::StrFormat("%.6g", r.throughput().achieved_gbps()),
+        check.checked() ? absl::StrFormat("%.6g", check.relative_error()) : "",
+        check.checked() ? (check.passed() ? "true" : "false") : "",
+        ""};
+    absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  std::string json;
+  const google::protobuf::util::Status status =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("JSON conversion failed: ", status.ToString()));
+  }
+  return json;
+}
+
+absl::StatusOr<std::string> FormatSweepJson(const std::vector<v1::SweepResponse>& responses) {
+  std::vector<std::string> items;
+  for (const v1::SweepResponse& response : responses) {
+    absl::StatusOr<std::string> json = FormatJson(response);
+    if (!json.ok()) return json.status();
+    // Pretty-printed objects end with a newline; the array adds its own separators.
+    while (!json->empty() && json->back() == '\n') json->pop_back();
+    items.push_back(*std::move(json));
+  }
+  if (items.empty()) return std::string("[]\n");
+  return absl::StrCat("[\n", absl::StrJoin(items, ",\n"), "\n]\n");
+}
+
+}  // namespace attnbench::client

@@ -1,0 +1,52 @@
+// Renders measured results as an aligned text table, CSV or JSON. One row per run or sweep
+// point; a failed sweep point is a row carrying its error.
+#ifndef ATTNBENCH_CLIENT_RESULT_FORMAT_H_
+#define ATTNBENCH_CLIENT_RESULT_FORMAT_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "attnbench/v1/attnbench.pb.h"
+
+namespace attnbench::client {
+
+// What --format selects.
+enum class OutputFormat { kTable, kCsv, kJson };
+
+// "table", "csv" or "json"; InvalidArgument otherwise.
+absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
+
+// A measured point (result set) or a failed one (error not OK).
+struct ResultRow {
+  int point = 0;
+  std::optional<v1::RunResult> result;
+  absl::Status error;
+};
+
+// The row of a sweep response.
+ResultRow RowOf(const v1::SweepResponse& response);
+
+// Columns: point, backend, layout, mask, dtype, B, S_q, S_kv, H, D, median ms, p10-p90 ms,
+// TFLOP/s, GB/s, rel err, pass. Text columns are left-aligned, numbers right-aligned; an error
+// row shows its status code name and message after the point. Ends with a newline.
+std::string FormatTable(const std::vector<ResultRow>& rows);
+
+// A header line and one line per row; numbers at full precision, an `error` column last.
+std::string FormatCsv(const std::vector<ResultRow>& rows);
+
+// The proto3 JSON mapping (lowerCamelCase names) of one message, pretty-printed.
+absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
+
+// A JSON array of the sweep's responses in arrival order.
+absl::StatusOr<std::string> FormatSweepJson(const std::vector<v1::SweepResponse>& responses);
+
+// "INVALID_ARGUMENT: message" for a status.
+std::string StatusText(const absl::Status& status);
+
+}  // namespace attnbench::client
+
+#endif  // ATTNBENCH_CLIENT_RESULT_FORMAT_H_

@@ -1,0 +1,115 @@
+#include "client/rpc_client.h"
+
+#include <chrono>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace attnbench::client {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+}  // namespace
+
+RpcClient::RpcClient(const std::string& target, std::optional<double> deadline_seconds)
+    : deadline_seconds_(deadline_seconds) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // The server's own limit bounds what it sends.
+  stub_ = v1::AttnBench::NewStub(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+}
+
+void RpcClient::PrepareContext(grpc::ClientContext* context) const {
+  if (deadline_seconds_.has_value()) {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                              std::chrono::duration<double>(*deadline_seconds_)));
+  }
+}
+
+absl::StatusOr<v1::RunResponse> RpcClient::Run(const v1::RunRequest& request) {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::RunResponse response;
+  absl::Status status = FromGrpc(stub_->Run(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::RunResult> RpcClient::StreamRunToFile(const v1::RunRequest& request,
+                                                         const std::string& path,
+                                                         WrittenTensor* written) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) return absl::FailedPreconditionError(absl::StrCat("cannot write ", path));
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  std::unique_ptr<grpc::ClientReader<v1::StreamRunResponse>> reader =
+      stub_->StreamRun(&context, request);
+  v1::StreamRunResponse item;
+  std::optional<v1::RunResult> result;
+  std::optional<uint64_t> total_bytes;
+  uint64_t offset = 0;
+  absl::Status failure;
+  while (reader->Read(&item)) {
+    if (!failure.ok()) continue;  // Drain the stream so Finish() reports the server's status.
+    if (item.has_result()) {
+      result = std::move(*item.mutable_result());
+      continue;
+    }
+    const v1::TensorChunk& chunk = item.chunk();
+    if (chunk.name() != "output") continue;  // Only the output tensor goes to --output.
+    if (result.has_value() || chunk.offset_bytes() != offset ||
+        (total_bytes.has_value() && chunk.total_bytes() != *total_bytes)) {
+      failure = absl::DataLossError(absl::StrCat("output chunk at offset ", chunk.offset_bytes(),
+                                                 " out of order (expected ", offset, ")"));
+      continue;
+    }
+    if (!total_bytes.has_value()) {
+      total_bytes = chunk.total_bytes();
+      written->dtype = chunk.dtype();
+      written->shape.assign(chunk.shape().begin(), chunk.shape().end());
+    }
+    file.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    offset += chunk.data().size();
+  }
+  absl::Status status = FromGrpc(reader->Finish());
+  if (!status.ok()) return status;
+  if (!failure.ok()) return failure;
+  file.close();
+  if (!file) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
+  if (!result.has_value()) return absl::DataLossError("StreamRun ended without a result");
+  if (!total_bytes.has_value()) return absl::DataLossError("StreamRun sent no output chunks");
+  if (offset != *total_bytes) {
+    return absl::DataLossError(
+        absl::StrCat("output has ", offset, " bytes, expected ", *total_bytes));
+  }
+  written->bytes = offset;
+  return *std::move(result);
+}
+
+absl::Status RpcClient::Sweep(const v1::SweepRequest& request,
+                              const std::function<void(const v1::SweepResponse&)>& on_response) {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  std::unique_ptr<grpc::ClientReader<v1::SweepResponse>> reader = stub_->Sweep(&context, request);
+  v1::SweepResponse response;
+  while (reader->Read(&response)) on_response(response);
+  return FromGrpc(reader->Finish());
+}
+
+absl::StatusOr<v1::GetCapabilitiesResponse> RpcClient::GetCapabilities() {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::GetCapabilitiesResponse response;
+  absl::Status status =
+      FromGrpc(stub_->GetCapabilities(&context, v1::GetCapabilitiesRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+}  // namespace attnbench::client

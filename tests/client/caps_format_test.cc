@@ -1,0 +1,63 @@
+// Text and CSV renderings of a hand-built GetCapabilitiesResponse.
+#include "client/caps_format.h"
+
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/test_util.h"
+
+namespace attnbench::client {
+namespace {
+
+using ::attnbench::client::testing::Proto;
+using ::testing::HasSubstr;
+
+v1::GetCapabilitiesResponse Caps() {
+  return Proto<v1::GetCapabilitiesResponse>(R"pb(
+    server_version: "0.1.0"
+    backends {
+      name: "cpu_reference"
+      description: "float32 reference"
+      devices { name: "Xeon" kind: "cpu" index: 0 compute_units: 2 peak_tflops: 0.05 }
+      dtypes: [ DTYPE_FLOAT32, DTYPE_FLOAT16 ]
+      phases: [ PHASE_PREFILL, PHASE_DECODE ]
+      scopes: [ SCOPE_CORE ]
+      layouts: [ "mha", "gqa" ]
+      masks: [ "none", "causal" ]
+      modifiers: [ "rope" ]
+      cache_formats: [ CACHE_FORMAT_NATIVE, CACHE_FORMAT_INT8 ]
+      paged_kv_cache: true
+      limitations: "slow"
+    }
+    limits { max_inline_output_bytes: 1048576 max_sweep_points: 256 }
+  )pb");
+}
+
+TEST(CapsFormatTest, Text) {
+  const std::string text = FormatCapabilitiesText(Caps());
+  EXPECT_THAT(text, HasSubstr("server 0.1.0\n"));
+  EXPECT_THAT(text, HasSubstr("max_inline_output_bytes=1048576"));
+  EXPECT_THAT(text, HasSubstr("max_sweep_points=256"));
+  EXPECT_THAT(text, HasSubstr("backend cpu_reference: float32 reference\n"));
+  EXPECT_THAT(text, HasSubstr("  device    #0 Xeon (cpu, 2 compute units, 0.050 TFLOP/s)\n"));
+  EXPECT_THAT(text, HasSubstr("  dtypes    fp32 fp16\n"));
+  EXPECT_THAT(text, HasSubstr("  phases    prefill decode\n"));
+  EXPECT_THAT(text, HasSubstr("  layouts   mha gqa\n"));
+  EXPECT_THAT(text, HasSubstr("  kv cache  native int8, paged\n"));
+  EXPECT_THAT(text, HasSubstr("  head dims any\n"));
+  EXPECT_THAT(text, HasSubstr("  limit     slow\n"));
+}
+
+TEST(CapsFormatTest, CsvHasOneLinePerDevice) {
+  const std::string csv = FormatCapabilitiesCsv(Caps());
+  std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[1],
+            "cpu_reference,0,Xeon,cpu,2,0,0.05,0,fp32 fp16,prefill decode,core,mha gqa,"
+            "none causal,rope");
+  EXPECT_EQ(std::vector<std::string>(absl::StrSplit(lines[0], ',')).size(),
+            std::vector<std::string>(absl::StrSplit(lines[1], ',')).size());
+}
+
+}  // namespace
+}  // namespace attnbench::client

@@ -1,0 +1,247 @@
+// `attnbench run` flags -> RunRequest: every layout, mask, modifier and setting lands in its
+// proto field, unset flags stay unset, and bad combinations are usage errors naming the flag.
+#include "client/request_builder.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/test_util.h"
+
+namespace attnbench::client {
+namespace {
+
+using ::attnbench::client::testing::Apply;
+using ::attnbench::client::testing::EqualsProto;
+using ::attnbench::client::testing::Proto;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct Case {
+  std::string name;
+  std::vector<std::string> args;
+  std::string expected;  // Text-format RunRequest.
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+class RunRequestTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RunRequestTest, BuildsExpectedRequest) {
+  const Case& c = GetParam();
+  ASSERT_TRUE(Apply(Subcommand::kRun, c.args).ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(*request, EqualsProto(Proto<v1::RunRequest>(c.expected)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Flags, RunRequestTest,
+    ::testing::Values(
+        // Nothing given: an empty spec, and no measurement or check message at all.
+        Case{"NoFlags", {}, "spec {}"},
+        Case{"Shape",
+             {"--batch=2", "--seq_len=128", "--head_dim=64"},
+             "spec { batch_size: 2 seq_len_q: 128 seq_len_kv: 128 head_dim_qk: 64 }"},
+        Case{"SeqLenQOverridesSeqLen",
+             {"--seq_len=128", "--seq_len_q=1"},
+             "spec { seq_len_q: 1 seq_len_kv: 128 }"},
+        Case{"SeparateLengthsAndHeadDimV",
+             {"--seq_len_q=4", "--seq_len_kv=1000", "--head_dim=192", "--head_dim_v=128"},
+             "spec { seq_len_q: 4 seq_len_kv: 1000 head_dim_qk: 192 head_dim_v: 128 }"},
+        // Layouts.
+        Case{"HeadsAloneMeansMha", {"--heads=8"}, "spec { layout { mha { num_heads: 8 } } }"},
+        Case{"Mha", {"--layout=mha", "--heads=4"}, "spec { layout { mha { num_heads: 4 } } }"},
+        Case{"Mqa", {"--layout=mqa", "--heads=4"}, "spec { layout { mqa { num_heads: 4 } } }"},
+        Case{"GqaWithHeads",
+             {"--layout=gqa", "--heads=8", "--kv_heads=2"},
+             "spec { layout { gqa { num_query_heads: 8 num_kv_heads: 2 } } }"},
+        Case{"GqaWithQueryHeads",
+             {"--layout=gqa", "--query_heads=8", "--kv_heads=4"},
+             "spec { layout { gqa { num_query_heads: 8 num_kv_heads: 4 } } }"},
+        Case{"Sqa",
+             {"--layout=sqa", "--heads=16", "--query_heads=8", "--kv_heads=4"},
+             "spec { layout { sqa { baseline_heads: 16 num_query_heads: 8 num_kv_heads: 4 } } }"},
+        Case{"SymmetricSqa",
+             {"--layout=ssqa", "--heads=16"},
+             "spec { layout { symmetric_sqa { baseline_heads: 16 } } }"},
+        Case{"ExtremeSqaDefault",
+             {"--layout=xsqa", "--heads=16"},
+             "spec { layout { extreme_sqa { baseline_heads: 16 } } }"},
+        Case{"ExtremeSqaWithQueryHeads",
+             {"--layout=xsqa", "--heads=16", "--query_heads=2"},
+             "spec { layout { extreme_sqa { baseline_heads: 16 num_query_heads: 2 } } }"},
+        Case{"Gqkva",
+             {"--layout=gqkva", "--query_groups=2", "--kv_groups=3"},
+             "spec { layout { gqkva { query_groups: 2 kv_groups: 3 } } }"},
+        Case{"Explicit",
+             {"--layout=explicit", "--query_heads=2", "--kv_heads=1", "--head_map=0:0,1:0,1:0"},
+             "spec { layout { explicit_map { num_query_heads: 2 num_kv_heads: 1 "
+             "pairs { query_head: 0 kv_head: 0 } pairs { query_head: 1 kv_head: 0 } "
+             "pairs { query_head: 1 kv_head: 0 } } } }"},
+        // Masks.
+        Case{"MaskNone", {"--mask=none"}, "spec { mask { none {} } }"},
+        Case{"MaskCausal", {"--mask=causal"}, "spec { mask { causal {} } }"},
+        Case{"WindowBothSides",
+             {"--mask=window", "--window_left=128", "--window_right=0"},
+             "spec { mask { sliding_window { left_tokens: 128 right_tokens: 0 } } }"},
+        Case{"WindowLeftOnly",
+             {"--mask=window", "--window_left=64"},
+             "spec { mask { sliding_window { left_tokens: 64 } } }"},
+        Case{"WindowUnbounded", {"--mask=window"}, "spec { mask { sliding_window {} } }"},
+        Case{"BlockSparse",
+             {"--mask=block_sparse", "--block_q=64", "--block_kv=32", "--blocks=0:0,1:0,1:1",
+              "--block_causal"},
+             "spec { mask { block_sparse { query_block_tokens: 64 kv_block_tokens: 32 "
+             "blocks { query_block: 0 kv_block: 0 } blocks { query_block: 1 kv_block: 0 } "
+             "blocks { query_block: 1 kv_block: 1 } intersect_causal: true } } }"},
+        Case{"ProbBlockSparse",
+             {"--mask=prob_block_sparse", "--block_q=64", "--block_kv=64", "--prob_c=2",
+              "--prob_alpha=1.5", "--mask_seed=7"},
+             "spec { mask { probabilistic_block_sparse { query_block_tokens: 64 "
+             "kv_block_tokens: 64 c_coefficient: 2 alpha: 1.5 seed: 7 } } }"},
+        // Score modifiers.
+        Case{"Rope", {"--rope"}, "spec { rope {} }"},
+        Case{"RopeWithThetaAndDims",
+             {"--rope", "--rope_theta=500000", "--rotary_dims=32"},
+             "spec { rope { theta: 500000 rotary_dims: 32 } }"},
+        Case{"AlibiGeometric",
+             {"--alibi=geometric"},
+             "spec { alibi { schedule: ALIBI_SCHEDULE_GEOMETRIC } }"},
+        Case{"AlibiHarmonic",
+             {"--alibi=harmonic", "--alibi_base_slope=0.5"},
+             "spec { alibi { schedule: ALIBI_SCHEDULE_HARMONIC harmonic_base_slope: 0.5 } }"},
+        Case{"RopeAndAlibiTogether",
+             {"--rope", "--alibi=geometric"},
+             "spec { rope {} alibi { schedule: ALIBI_SCHEDULE_GEOMETRIC } }"},
+        Case{"SoftcapAndScale",
+             {"--softcap=30", "--scale=0.125"},
+             "spec { softcap { cap: 30 } scale: 0.125 }"},
+        // Type, phase, scope, inputs.
+        Case{"DTypes", {"--dtype=bf16"}, "spec { dtype: DTYPE_BFLOAT16 }"},
+        Case{"Fp8", {"--dtype=fp8"}, "spec { dtype: DTYPE_FLOAT8_E4M3 }"},
+        Case{"PhaseAndScope",
+             {"--phase=backward", "--scope=layer", "--d_model=1024"},
+             "spec { phase: PHASE_BACKWARD scope: SCOPE_LAYER d_model: 1024 }"},
+        Case{"SeedAndInputScale",
+             {"--seed=42", "--input_scale=0.5"},
+             "spec { seed: 42 input_scale: 0.5 }"},
+        // Decode KV cache.
+        Case{"PagedInt8Cache",
+             {"--phase=decode", "--page_size=16", "--cache_format=int8"},
+             "spec { phase: PHASE_DECODE kv_cache { paging { page_size_tokens: 16 } "
+             "format: CACHE_FORMAT_INT8 } }"},
+        Case{"Saq",
+             {"--saq=512:native,2048:int8,rest:int4"},
+             "spec { kv_cache { saq_bands { num_tokens: 512 format: CACHE_FORMAT_NATIVE } "
+             "saq_bands { num_tokens: 2048 format: CACHE_FORMAT_INT8 } "
+             "saq_bands { format: CACHE_FORMAT_INT4 } } }"},
+        // Where, measurement, checking, output.
+        Case{"BackendAndDevice",
+             {"--backend=cpu_reference", "--device_index=0"},
+             "spec {} backend: 'cpu_reference' device_index: 0"},
+        Case{"Measurement",
+             {"--warmup=2", "--min_iters=3", "--max_iters=50", "--max_seconds=1.5",
+              "--target_noise=0.02", "--cache=warm", "--cuda_graph", "--samples"},
+             "spec {} measurement { warmup_iterations: 2 min_iterations: 3 max_iterations: 50 "
+             "max_duration_seconds: 1.5 target_relative_noise: 0.02 cache_mode: CACHE_MODE_WARM "
+             "use_cuda_graph: true return_samples: true }"},
+        Case{"Check",
+             {"--check=auto", "--check_rows=100"},
+             "spec {} check { mode: CHECK_MODE_AUTO max_sampled_rows: 100 }"},
+        Case{"CheckOff", {"--check=off"}, "spec {} check { mode: CHECK_MODE_OFF }"},
+        Case{"OutputAsksForTheTensor", {"--output=/tmp/o.bin"}, "spec {} return_output: true"}),
+    [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+struct ErrorCase {
+  std::string name;
+  std::vector<std::string> args;
+  std::string flag;     // The message starts with "--<flag>: ".
+  std::string message;  // ... and contains this.
+};
+
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.name; }
+
+class RunRequestErrorTest : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(RunRequestErrorTest, RejectsWithFlagName) {
+  const ErrorCase& c = GetParam();
+  ASSERT_TRUE(Apply(Subcommand::kRun, c.args).ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(request.status().message()), StartsWith("--" + c.flag + ": "));
+  EXPECT_THAT(std::string(request.status().message()), HasSubstr(c.message));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Flags, RunRequestErrorTest,
+    ::testing::Values(
+        ErrorCase{"UnknownLayout", {"--layout=foo", "--heads=4"}, "layout", "unknown layout 'foo'"},
+        ErrorCase{"GqaNeedsKvHeads", {"--layout=gqa", "--heads=8"}, "kv_heads", "required by"},
+        ErrorCase{"SqaNeedsQueryHeads",
+                  {"--layout=sqa", "--heads=8", "--kv_heads=2"},
+                  "query_heads",
+                  "required by --layout=sqa"},
+        ErrorCase{"MhaTakesNoKvHeads",
+                  {"--layout=mha", "--heads=8", "--kv_heads=2"},
+                  "kv_heads",
+                  "does not apply to --layout=mha"},
+        ErrorCase{"GqkvaTakesNoHeads",
+                  {"--layout=gqkva", "--query_groups=2", "--kv_groups=2", "--heads=4"},
+                  "heads",
+                  "does not apply"},
+        ErrorCase{"KvHeadsNeedLayout", {"--kv_heads=2"}, "kv_heads", "needs --layout"},
+        ErrorCase{"ExplicitNeedsMap",
+                  {"--layout=explicit", "--query_heads=2", "--kv_heads=1"},
+                  "head_map",
+                  "required"},
+        ErrorCase{"BadHeadMap",
+                  {"--layout=explicit", "--query_heads=2", "--kv_heads=1", "--head_map=0:0,1"},
+                  "head_map",
+                  "'1' is not of the form a:b"},
+        ErrorCase{"UnknownMask", {"--mask=diagonal"}, "mask", "unknown mask 'diagonal'"},
+        ErrorCase{"BlockSparseNeedsBlocks",
+                  {"--mask=block_sparse", "--block_q=64", "--block_kv=64"},
+                  "blocks",
+                  "required by mask block_sparse"},
+        ErrorCase{"BadBlocks",
+                  {"--mask=block_sparse", "--block_q=64", "--block_kv=64", "--blocks=0:x"},
+                  "blocks",
+                  "'x' is not an integer"},
+        ErrorCase{"ProbNeedsAlpha",
+                  {"--mask=prob_block_sparse", "--block_q=64", "--block_kv=64", "--prob_c=1"},
+                  "prob_alpha",
+                  "required"},
+        ErrorCase{"WindowFlagNeedsMask", {"--window_left=4"}, "window_left", "needs --mask"},
+        ErrorCase{"BlocksDoNotApplyToCausal",
+                  {"--mask=causal", "--blocks=0:0"},
+                  "blocks",
+                  "does not apply to mask causal"},
+        ErrorCase{"RopeThetaNeedsRope", {"--rope_theta=1e4"}, "rope_theta", "needs --rope"},
+        ErrorCase{"RotaryDimsNeedRope", {"--rotary_dims=16"}, "rotary_dims", "needs --rope"},
+        ErrorCase{"UnknownAlibi", {"--alibi=linear"}, "alibi", "geometric|harmonic"},
+        ErrorCase{"BaseSlopeNeedsHarmonic",
+                  {"--alibi=geometric", "--alibi_base_slope=1"},
+                  "alibi_base_slope",
+                  "needs --alibi=harmonic"},
+        ErrorCase{"UnknownDType", {"--dtype=fp64"}, "dtype", "fp32|fp16|bf16|fp8"},
+        ErrorCase{"UnknownPhase", {"--phase=train"}, "phase", "prefill|decode|backward"},
+        ErrorCase{"UnknownScope", {"--scope=model"}, "scope", "core|layer"},
+        ErrorCase{"UnknownCacheFormat", {"--cache_format=int2"}, "cache_format", "int2"},
+        ErrorCase{"SaqWithCacheFormat",
+                  {"--saq=rest:int4", "--cache_format=int8"},
+                  "saq",
+                  "cannot be combined"},
+        ErrorCase{"SaqRestNotLast",
+                  {"--saq=rest:int4,512:int8"},
+                  "saq",
+                  "only the last SAQ band may be 'rest'"},
+        ErrorCase{"SaqBadFormat", {"--saq=512:fp4"}, "saq", "unknown cache format 'fp4'"},
+        ErrorCase{"UnknownCacheMode", {"--cache=hot"}, "cache", "cold|warm"},
+        ErrorCase{"UnknownCheckMode", {"--check=some"}, "check", "off|auto|full"}),
+    [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace attnbench::client

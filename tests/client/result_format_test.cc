@@ -1,0 +1,162 @@
+// Table, CSV and JSON renderings of hand-built results, including a failed sweep point.
+#include "client/result_format.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/client/test_util.h"
+
+namespace attnbench::client {
+namespace {
+
+using ::attnbench::client::testing::EqualsProto;
+using ::attnbench::client::testing::Proto;
+using ::testing::HasSubstr;
+
+v1::RunResult CheckedGqaResult() {
+  return Proto<v1::RunResult>(R"pb(
+    spec {
+      batch_size: 2
+      seq_len_q: 128
+      seq_len_kv: 256
+      head_dim_qk: 64
+      layout { gqa { num_query_heads: 8 num_kv_heads: 2 } }
+      mask { causal {} }
+      dtype: DTYPE_FLOAT16
+    }
+    backend: "cpu_reference"
+    timing { count: 10 p10_ms: 1.25 median_ms: 1.5 p90_ms: 2.0 }
+    throughput { achieved_tflops: 0.0123 achieved_gbps: 12.5 }
+    correctness { checked: true relative_error: 0.00015 passed: true }
+  )pb");
+}
+
+v1::RunResult UncheckedMhaResult() {
+  return Proto<v1::RunResult>(R"pb(
+    spec {
+      batch_size: 1
+      seq_len_q: 64
+      seq_len_kv: 64
+      head_dim_qk: 64
+      head_dim_v: 32
+      layout { mha { num_heads: 4 } }
+      dtype: DTYPE_FLOAT32
+    }
+    backend: "cpu_reference"
+    timing { count: 3 p10_ms: 0.2 median_ms: 0.25 p90_ms: 0.3 }
+    throughput { achieved_tflops: 1.5 achieved_gbps: 100 }
+  )pb");
+}
+
+std::vector<ResultRow> Rows() {
+  return {ResultRow{0, CheckedGqaResult(), absl::OkStatus()},
+          ResultRow{1, UncheckedMhaResult(), absl::OkStatus()},
+          ResultRow{2, std::nullopt, absl::InvalidArgumentError("kv_heads must divide, really")}};
+}
+
+// Cells joined by the table's two-space separator.
+std::string Line(const std::vector<std::string>& cells) {
+  return absl::StrJoin(cells, "  ") + "\n";
+}
+
+TEST(ResultFormatTest, TableAlignsColumns) {
+  const std::string expected =
+      Line({"point", "backend      ", "layout ", "mask  ", "dtype", "B", "S_q", "S_kv", "H",
+            "    D", "median ms", " p10-p90 ms", "TFLOP/s", "  GB/s", " rel err", "pass"}) +
+      Line({"    0", "cpu_reference", "gqa:8/2", "causal", "fp16 ", "2", "128", " 256", "8",
+            "   64", "    1.500", "1.250-2.000", "  0.012", " 12.50", "1.50e-04", "yes"}) +
+      Line({"    1", "cpu_reference", "mha:4  ", "none  ", "fp32 ", "1", " 64", "  64", "4",
+            "64/32", "    0.250", "0.200-0.300", "  1.500", "100.00", "       -", "-"}) +
+      "    2  error INVALID_ARGUMENT: kv_heads must divide, really\n";
+  EXPECT_EQ(FormatTable(Rows()), expected);
+}
+
+TEST(ResultFormatTest, TableUsesTheHeadMapWhenPresent) {
+  v1::RunResult result = UncheckedMhaResult();
+  for (int h = 0; h < 3; ++h) result.add_head_map();
+  EXPECT_THAT(FormatTable({ResultRow{0, result, absl::OkStatus()}}), HasSubstr("  3  64/32"));
+}
+
+TEST(ResultFormatTest, EmptyTableIsTheHeader) {
+  EXPECT_THAT(FormatTable({}), ::testing::StartsWith("point  backend  layout"));
+}
+
+TEST(ResultFormatTest, Csv) {
+  EXPECT_EQ(FormatCsv(Rows()),
+            "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
+            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,error\n"
+            "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
+            "0.00015,true,\n"
+            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,\n"
+            "2,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\"\n");
+}
+
+TEST(ResultFormatTest, RunJsonRoundTrips) {
+  v1::RunResponse response;
+  *response.mutable_result() = CheckedGqaResult();
+  absl::StatusOr<std::string> json = FormatJson(response);
+  ASSERT_TRUE(json.ok());
+  EXPECT_THAT(*json, HasSubstr("\"medianMs\": 1.5"));
+  v1::RunResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &parsed).ok());
+  EXPECT_THAT(parsed, EqualsProto(response));
+}
+
+TEST(ResultFormatTest, SweepJsonIsAnArrayOfResponses) {
+  std::vector<v1::SweepResponse> responses(2);
+  responses[0].set_point_index(0);
+  responses[0].set_total_points(2);
+  responses[0].set_completed_points(1);
+  *responses[0].mutable_result() = CheckedGqaResult();
+  responses[1].set_point_index(1);
+  responses[1].set_total_points(2);
+  responses[1].set_completed_points(2);
+  responses[1].mutable_error()->set_code(3);
+  responses[1].mutable_error()->set_message("bad");
+  absl::StatusOr<std::string> json = FormatSweepJson(responses);
+  ASSERT_TRUE(json.ok());
+  google::protobuf::ListValue list;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &list).ok()) << *json;
+  ASSERT_EQ(list.values_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    std::string item_json;
+    ASSERT_TRUE(google::protobuf::util::MessageToJsonString(list.values(i), &item_json).ok());
+    v1::SweepResponse item;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(item_json, &item).ok());
+    EXPECT_THAT(item, EqualsProto(responses[i]));
+  }
+  EXPECT_EQ(*FormatSweepJson({}), "[]\n");
+}
+
+TEST(ResultFormatTest, RowOfSweepResponse) {
+  v1::SweepResponse failed = Proto<v1::SweepResponse>(
+      "point_index: 4 error { code: 8 message: 'too big' }");
+  ResultRow row = RowOf(failed);
+  EXPECT_EQ(row.point, 4);
+  EXPECT_FALSE(row.result.has_value());
+  EXPECT_EQ(StatusText(row.error), "RESOURCE_EXHAUSTED: too big");
+
+  v1::SweepResponse measured;
+  measured.set_point_index(1);
+  *measured.mutable_result() = UncheckedMhaResult();
+  row = RowOf(measured);
+  EXPECT_EQ(row.point, 1);
+  ASSERT_TRUE(row.result.has_value());
+  EXPECT_TRUE(row.error.ok());
+}
+
+TEST(ResultFormatTest, OutputFormats) {
+  EXPECT_EQ(*ParseOutputFormat("table"), OutputFormat::kTable);
+  EXPECT_EQ(*ParseOutputFormat("csv"), OutputFormat::kCsv);
+  EXPECT_EQ(*ParseOutputFormat("json"), OutputFormat::kJson);
+  EXPECT_THAT(std::string(ParseOutputFormat("yaml").status().message()),
+              HasSubstr("table|csv|json"));
+}
+
+}  // namespace
+}  // namespace attnbench::client
