@@ -5,7 +5,6 @@
 #define ATTNBENCH_KERNELS_CPU_DEVICE_H_
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels/backend.h"
 
@@ -17,17 +16,11 @@ DeviceDescription CpuDevice();
 // Bytes of the last-level cache (sysconf, then /sys), 64 MiB when neither says.
 uint64_t LastLevelCacheBytes();
 
-// Writes over a buffer twice the size of the last-level cache, evicting what a run left there.
-class CacheFlusher {
- public:
-  // The buffer is allocated on the first Flush.
-  void Flush();
-  static uint64_t BufferBytes() { return 2 * LastLevelCacheBytes(); }
-
- private:
-  std::vector<unsigned char> buffer_;
-  unsigned char value_ = 0;
-};
+// Writes over a buffer larger than the last-level cache (by a quarter, at least 8 MiB),
+// evicting what a run left there. The buffer is allocated on the first call and shared by the
+// process; calls are serialized.
+void FlushLastLevelCache();
+uint64_t FlushBufferBytes();
 
 }  // namespace attnbench
 

@@ -47,13 +47,13 @@ absl::StatusOr<MeasurementPlan> ResolveMeasurement(const pb::MeasurementSettings
     const int v = in.max_iterations();
     if (v < 1) return Invalid("max_iterations", v, "must be >= 1");
     if (v > iteration_limit) return OverLimit("max_iterations", v, "max_iterations", iteration_limit);
-    if (v < plan.min_iterations) {
+    if (in.has_min_iterations() && v < plan.min_iterations) {
       return Invalid("max_iterations", v,
                      absl::StrCat("must be >= min_iterations (", plan.min_iterations, ")"));
     }
     plan.max_iterations = v;
     // A client that only caps iterations below the default minimum means that many.
-    if (!in.has_min_iterations()) plan.min_iterations = std::min(plan.min_iterations, v);
+    plan.min_iterations = std::min(plan.min_iterations, v);
   } else {
     // Defaults bend to explicit client values rather than contradict them.
     plan.max_iterations =

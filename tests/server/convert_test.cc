@@ -1,0 +1,280 @@
+#include "server/convert.h"
+
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+
+namespace attnbench::server {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::HasSubstr;
+
+pb::AttentionSpec Parse(const std::string& text) {
+  pb::AttentionSpec spec;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &spec)) << text;
+  return spec;
+}
+
+// Every field of the spec set, so a field the converter forgets breaks the round trip.
+constexpr char kFullSpec[] = R"pb(
+  batch_size: 3 seq_len_q: 5 seq_len_kv: 70 head_dim_qk: 64 head_dim_v: 32
+  mask { none {} }
+  rope { theta: 500000 rotary_dims: 32 }
+  alibi { schedule: ALIBI_SCHEDULE_HARMONIC harmonic_base_slope: 0.5 }
+  softcap { cap: 30 }
+  scale: 0.125 dtype: DTYPE_BFLOAT16 phase: PHASE_DECODE scope: SCOPE_LAYER d_model: 512
+  kv_cache {
+    paging { page_size_tokens: 16 page_table: [ 3, 1, 2, 0 ] }
+    format: CACHE_FORMAT_UNSPECIFIED
+    saq_bands { num_tokens: 32 format: CACHE_FORMAT_NATIVE }
+    saq_bands { num_tokens: 16 format: CACHE_FORMAT_INT8 }
+    saq_bands { format: CACHE_FORMAT_INT4 }
+  }
+  seed: 18446744073709551615 input_scale: 0.25
+  inputs {
+    query { dtype: DTYPE_FLOAT32 shape: [ 1, 2 ] data: "abcdefgh" }
+    key { dtype: DTYPE_FLOAT16 shape: [ 3 ] data: "\001\002\003\004\005\006" }
+    value { dtype: DTYPE_FLOAT8_E4M3 shape: [ 1 ] data: "\377" }
+  }
+)pb";
+
+void ExpectRoundTrip(const pb::AttentionSpec& spec) {
+  const absl::StatusOr<Problem> problem = ProblemFromProto(spec);
+  ASSERT_TRUE(problem.ok()) << problem.status();
+  const pb::AttentionSpec back = ProblemToProto(*problem, /*include_input_data=*/true);
+  std::string diff;
+  MessageDifferencer differencer;
+  differencer.ReportDifferencesToString(&diff);
+  EXPECT_TRUE(differencer.Compare(spec, back)) << diff;
+}
+
+class LayoutRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LayoutRoundTrip, EveryLayoutCase) {
+  pb::AttentionSpec spec = Parse(kFullSpec);
+  pb::HeadLayout layout;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(GetParam(), &layout));
+  *spec.mutable_layout() = layout;
+  ExpectRoundTrip(spec);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, LayoutRoundTrip,
+    ::testing::Values("mha { num_heads: 8 }", "mqa { num_heads: 4 }",
+                      "gqa { num_query_heads: 8 num_kv_heads: 2 }",
+                      "sqa { baseline_heads: 16 num_query_heads: 8 num_kv_heads: 4 }",
+                      "symmetric_sqa { baseline_heads: 16 }",
+                      "extreme_sqa { baseline_heads: 16 num_query_heads: 2 }",
+                      "extreme_sqa { baseline_heads: 16 }",
+                      "gqkva { query_groups: 3 kv_groups: 2 }",
+                      "explicit_map { num_query_heads: 3 num_kv_heads: 2 pairs { query_head: 2 "
+                      "kv_head: 1 } pairs { query_head: 0 kv_head: 0 } }"));
+
+class MaskRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MaskRoundTrip, EveryMaskCase) {
+  pb::AttentionSpec spec = Parse(kFullSpec);
+  spec.mutable_layout()->mutable_mha()->set_num_heads(2);
+  pb::Mask mask;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(GetParam(), &mask));
+  *spec.mutable_mask() = mask;
+  ExpectRoundTrip(spec);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Masks, MaskRoundTrip,
+    ::testing::Values("none {}", "causal {}", "sliding_window {}",
+                      "sliding_window { left_tokens: 0 }",
+                      "sliding_window { left_tokens: 128 right_tokens: 0 }",
+                      "sliding_window { right_tokens: 7 }",
+                      "block_sparse { query_block_tokens: 64 kv_block_tokens: 32 blocks { "
+                      "query_block: 1 kv_block: 0 } blocks { query_block: 0 kv_block: 0 } "
+                      "intersect_causal: true }",
+                      "probabilistic_block_sparse { query_block_tokens: 64 kv_block_tokens: 64 "
+                      "c_coefficient: 0.5 alpha: 1.5 seed: 99 }"));
+
+TEST(ConvertSpecTest, OptionalFieldsStayUnset) {
+  pb::AttentionSpec spec = Parse(R"pb(
+    batch_size: 1 seq_len_q: 4 seq_len_kv: 4 head_dim_qk: 8
+    layout { extreme_sqa { baseline_heads: 8 } }
+    mask { sliding_window { left_tokens: 3 } }
+    rope {}
+    alibi {}
+  )pb");
+  const absl::StatusOr<Problem> p = ProblemFromProto(spec);
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->head_dim_v.has_value());
+  EXPECT_FALSE(p->scale.has_value());
+  EXPECT_FALSE(p->d_model.has_value());
+  EXPECT_FALSE(p->input_scale.has_value());
+  EXPECT_FALSE(p->layout.extreme_query_heads.has_value());
+  EXPECT_EQ(p->mask.left_tokens, 3);
+  EXPECT_FALSE(p->mask.right_tokens.has_value());
+  EXPECT_TRUE(p->rope.enabled);
+  EXPECT_FALSE(p->rope.theta.has_value());
+  EXPECT_TRUE(p->alibi.enabled);
+  EXPECT_EQ(p->alibi.schedule, AlibiSchedule::kUnspecified);
+  EXPECT_FALSE(p->softcap.enabled);
+  EXPECT_FALSE(p->kv_cache.paged);
+  EXPECT_FALSE(p->query.has_value());
+  EXPECT_EQ(p->dtype, DType::kUnspecified);
+  EXPECT_EQ(p->phase, Phase::kUnspecified);
+  EXPECT_EQ(p->scope, Scope::kUnspecified);
+  ExpectRoundTrip(spec);
+}
+
+TEST(ConvertSpecTest, EmptySpecIsUnspecifiedEverywhere) {
+  const absl::StatusOr<Problem> p = ProblemFromProto(pb::AttentionSpec());
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->layout.kind, LayoutKind::kUnspecified);
+  EXPECT_EQ(p->mask.kind, MaskKind::kNone);
+  EXPECT_EQ(p->kv_cache.format, CacheFormat::kUnspecified);
+  const pb::AttentionSpec back = ProblemToProto(*p);
+  EXPECT_EQ(back.layout().layout_case(), pb::HeadLayout::LAYOUT_NOT_SET);
+  EXPECT_TRUE(back.mask().has_none());
+  EXPECT_FALSE(back.has_kv_cache());
+  EXPECT_EQ(back.dtype(), pb::DTYPE_UNSPECIFIED);
+}
+
+TEST(ConvertSpecTest, EchoDropsInputBytesButKeepsShape) {
+  const absl::StatusOr<Problem> p = ProblemFromProto(Parse(kFullSpec));
+  ASSERT_TRUE(p.ok());
+  const pb::AttentionSpec echo = ProblemToProto(*p);
+  EXPECT_TRUE(echo.inputs().query().data().empty());
+  EXPECT_EQ(echo.inputs().query().shape_size(), 2);
+  EXPECT_EQ(echo.inputs().key().dtype(), pb::DTYPE_FLOAT16);
+}
+
+TEST(ConvertSpecTest, UnknownEnumValuesNamed) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"dtype: 99", "spec.dtype"},
+      {"phase: 9", "spec.phase"},
+      {"scope: 7", "spec.scope"},
+      {"alibi { schedule: 5 }", "spec.alibi.schedule"},
+      {"kv_cache { format: 8 }", "spec.kv_cache.format"},
+      {"kv_cache { saq_bands {} saq_bands { format: 8 } }", "spec.kv_cache.saq_bands[1].format"},
+      {"inputs { key { dtype: 42 } }", "spec.inputs.key.dtype"},
+  };
+  for (const auto& [text, field] : cases) {
+    const absl::StatusOr<Problem> p = ProblemFromProto(Parse(text));
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(std::string(p.status().message()), HasSubstr(field)) << text;
+  }
+}
+
+TEST(ConvertEnumTest, EveryValueBothWays) {
+  for (int v = 0; v <= 4; ++v) {
+    EXPECT_EQ(DTypeToProto(*DTypeFromProto(v, "x")), v);
+  }
+  for (int v = 0; v <= 3; ++v) {
+    EXPECT_EQ(PhaseToProto(*PhaseFromProto(v, "x")), v);
+    EXPECT_EQ(CacheFormatToProto(*CacheFormatFromProto(v, "x")), v);
+  }
+  for (int v = 0; v <= 2; ++v) {
+    EXPECT_EQ(ScopeToProto(*ScopeFromProto(v, "x")), v);
+    EXPECT_EQ(AlibiScheduleToProto(*AlibiScheduleFromProto(v, "x")), v);
+  }
+  EXPECT_FALSE(DTypeFromProto(-1, "x").ok());
+}
+
+TEST(ConvertResultsTest, FieldByField) {
+  WorkCounts w{10, 2.5, 3.5, 4.5, 11, 12};
+  pb::WorkCounts pw;
+  WorkCountsToProto(w, &pw);
+  EXPECT_EQ(pw.kept_pairs(), 10u);
+  EXPECT_EQ(pw.flops(), 2.5);
+  EXPECT_EQ(pw.flops_flash_convention(), 3.5);
+  EXPECT_EQ(pw.projection_flops(), 4.5);
+  EXPECT_EQ(pw.exponentials(), 11u);
+  EXPECT_EQ(pw.min_bytes(), 12u);
+
+  CorrectnessReport r{5, 9, 0.1, 0.01, 0.02, true};
+  pb::Correctness pc;
+  CorrectnessToProto(r, &pc);
+  EXPECT_TRUE(pc.checked());
+  EXPECT_EQ(pc.rows_checked(), 5);
+  EXPECT_EQ(pc.rows_total(), 9);
+  EXPECT_EQ(pc.max_abs_error(), 0.1);
+  EXPECT_EQ(pc.relative_error(), 0.01);
+  EXPECT_EQ(pc.tolerance(), 0.02);
+  EXPECT_TRUE(pc.passed());
+
+  OutputSummary s{0xfeedface12345678ull, 0.5, 3.0, 77};
+  pb::OutputSummary ps;
+  OutputSummaryToProto(s, &ps);
+  EXPECT_EQ(ps.checksum(), 0xfeedface12345678ull);
+  EXPECT_EQ(ps.mean(), 0.5);
+  EXPECT_EQ(ps.abs_max(), 3.0);
+  EXPECT_EQ(ps.num_elements(), 77);
+
+  DeviceDescription d{"H100", "cuda", 1, 132, 80ull << 30, "9.0", 700, 3000};
+  pb::DeviceInfo pd;
+  DeviceToProto(d, &pd);
+  EXPECT_EQ(pd.name(), "H100");
+  EXPECT_EQ(pd.kind(), "cuda");
+  EXPECT_EQ(pd.index(), 1);
+  EXPECT_EQ(pd.compute_units(), 132);
+  EXPECT_EQ(pd.memory_bytes(), 80ull << 30);
+  EXPECT_EQ(pd.compute_capability(), "9.0");
+  EXPECT_EQ(pd.peak_tflops(), 700);
+  EXPECT_EQ(pd.peak_gbps(), 3000);
+
+  BackendSupport b;
+  b.dtypes = {DType::kFloat16};
+  b.phases = {Phase::kDecode};
+  b.scopes = {Scope::kLayer};
+  b.layouts = {LayoutKind::kGqkva, LayoutKind::kExplicit};
+  b.masks = {MaskKind::kProbabilisticBlockSparse};
+  b.modifiers = {"rope"};
+  b.cache_formats = {CacheFormat::kInt4};
+  b.paged_kv_cache = true;
+  b.head_dims = {64, 128};
+  b.limitations = {"no fp8"};
+  pb::BackendCapabilities pcaps;
+  SupportToProto(b, &pcaps);
+  EXPECT_THAT(pcaps.dtypes(), ::testing::ElementsAre(pb::DTYPE_FLOAT16));
+  EXPECT_THAT(pcaps.phases(), ::testing::ElementsAre(pb::PHASE_DECODE));
+  EXPECT_THAT(pcaps.scopes(), ::testing::ElementsAre(pb::SCOPE_LAYER));
+  EXPECT_THAT(pcaps.layouts(), ::testing::ElementsAre("gqkva", "explicit_map"));
+  EXPECT_THAT(pcaps.masks(), ::testing::ElementsAre("probabilistic_block_sparse"));
+  EXPECT_THAT(pcaps.modifiers(), ::testing::ElementsAre("rope"));
+  EXPECT_THAT(pcaps.cache_formats(), ::testing::ElementsAre(pb::CACHE_FORMAT_INT4));
+  EXPECT_TRUE(pcaps.paged_kv_cache());
+  EXPECT_THAT(pcaps.head_dims(), ::testing::ElementsAre(64, 128));
+  EXPECT_THAT(pcaps.limitations(), ::testing::ElementsAre("no fp8"));
+
+  pb::RunResult result;
+  HeadMapToProto({{0, 0}, {3, 1}}, result.mutable_head_map());
+  ASSERT_EQ(result.head_map_size(), 2);
+  EXPECT_EQ(result.head_map(1).query_head(), 3);
+  EXPECT_EQ(result.head_map(1).kv_head(), 1);
+
+  TimingStats t{3, 1, 1.2, 2, 2, 2.8, 3, 1};
+  pb::TimingStats pt;
+  TimingToProto(t, {1, 2, 3}, false, &pt);
+  EXPECT_EQ(pt.count(), 3);
+  EXPECT_EQ(pt.p10_ms(), 1.2);
+  EXPECT_EQ(pt.p90_ms(), 2.8);
+  EXPECT_EQ(pt.stdev_ms(), 1);
+  EXPECT_EQ(pt.samples_ms_size(), 0);
+  TimingToProto(t, {1, 2, 3}, true, &pt);
+  EXPECT_THAT(pt.samples_ms(), ::testing::ElementsAre(1, 2, 3));
+}
+
+TEST(ConvertResultsTest, TensorEncodesLittleEndianInItsDType) {
+  FloatTensor t;
+  t.dtype = DType::kFloat16;
+  t.shape = {2};
+  t.values = {1.0f, -2.0f};  // fp16 0x3C00 and 0xC000
+  pb::Tensor out;
+  TensorToProto(t, &out);
+  EXPECT_EQ(out.dtype(), pb::DTYPE_FLOAT16);
+  EXPECT_THAT(out.shape(), ::testing::ElementsAre(2));
+  EXPECT_EQ(out.data(), std::string("\x00\x3c\x00\xc0", 4));
+  EXPECT_EQ(out.data(), EncodeTensor(t));
+}
+
+}  // namespace
+}  // namespace attnbench::server
