@@ -58,6 +58,14 @@ class PagedKvCache : public KvSource {
                 int64_t ld) const override;
   void LoadValues(int64_t b, int kv_head, int64_t j0, int64_t j1, float* v) const override;
 
+  // The stored row of token slot `physical_slot` (physical page * page_size + offset in page),
+  // dequantized as the token at that slot is stored: what a kernel reading the physical memory
+  // would see. For tests that the layout really follows the page table.
+  void ReadPhysical(bool keys, int64_t physical_slot, CacheFormat format, int head,
+                    float* out) const {
+    Read(keys ? keys_ : values_, format, physical_slot, head, out, 1);
+  }
+
   // Host bytes the cache of this problem occupies (for EstimateBytes).
   static uint64_t BytesFor(const Problem& problem, int num_kv_heads);
 

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/check.h"
 #include "kernels/cpu_backend.h"
+#include "kernels/cpu_kv_source.h"
 #include "kernels/dtype.h"
 #include "kernels/registry.h"
 #include "tests/kernels/naive_attention.h"
@@ -483,6 +484,48 @@ TEST(RegistryTest, OffersTheCpuReference) {
   const std::vector<std::unique_ptr<Backend>> backends = CreateBackends(RegistryOptions{1});
   ASSERT_GE(backends.size(), 1u);
   EXPECT_EQ(backends[0]->Name(), kCpuReferenceBackend);
+}
+
+}  // namespace
+}  // namespace attnbench
+
+namespace attnbench {
+namespace {
+
+TEST(PagedKvCacheTest, TokensLiveInThePagesTheTableNames) {
+  Problem p = NormalizeProblem(OddProblem());
+  p.phase = Phase::kDecode;
+  p.seq_len_q = 1;
+  p.seq_len_kv = 50;
+  p.head_dim_v = 3;
+  p.kv_cache.paged = true;
+  p.kv_cache.page_size_tokens = 8;  // 7 pages per sequence, 14 in all
+  p.kv_cache.page_table = {13, 2, 7, 0, 11, 5, 9, 1, 12, 3, 6, 10, 4, 8};
+  p.kv_cache.format = CacheFormat::kNative;
+  const int hkv = 3;
+  std::vector<float> keys(2 * 50 * hkv * 40), values(2 * 50 * hkv * 3);
+  for (size_t k = 0; k < keys.size(); ++k) keys[k] = static_cast<float>(k);
+  for (size_t k = 0; k < values.size(); ++k) values[k] = -static_cast<float>(k);
+  const PagedKvCache cache(p, keys, values, hkv);
+  std::vector<float> row(40);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t j = 0; j < 50; ++j) {
+      const int64_t slot = p.kv_cache.page_table[b * 7 + j / 8] * 8 + j % 8;
+      for (int h = 0; h < hkv; ++h) {
+        cache.ReadPhysical(true, slot, CacheFormat::kNative, h, row.data());
+        ASSERT_EQ(row[0], keys[((b * 50 + j) * hkv + h) * 40]) << b << " " << j;
+        ASSERT_EQ(row[39], keys[((b * 50 + j) * hkv + h) * 40 + 39]);
+        cache.ReadPhysical(false, slot, CacheFormat::kNative, h, row.data());
+        ASSERT_EQ(row[2], values[((b * 50 + j) * hkv + h) * 3 + 2]);
+      }
+    }
+  }
+  // And reading through the table gives the logical order back.
+  std::vector<float> kt(40 * 5);
+  cache.LoadKeys(1, 2, 20, 25, kt.data(), 5);
+  for (int64_t j = 20; j < 25; ++j) {
+    for (int d = 0; d < 40; ++d) ASSERT_EQ(kt[d * 5 + (j - 20)], keys[((50 + j) * hkv + 2) * 40 + d]);
+  }
 }
 
 }  // namespace
