@@ -23,7 +23,7 @@ struct DeviceDescription {
   int compute_units = 0;  // hardware threads or SMs
   uint64_t memory_bytes = 0;
   std::string compute_capability;  // empty on the CPU
-  double peak_tflops = 0;  // measured ceilings (0 when not measured)
+  double peak_tflops = 0;          // measured ceilings (0 when not measured)
   double peak_gbps = 0;
 };
 

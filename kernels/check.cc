@@ -90,8 +90,7 @@ double ToleranceFor(const Problem& problem) {
   return tolerance;
 }
 
-absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem,
-                                              const AttentionInputs& inputs,
+absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const AttentionInputs& inputs,
                                               const FloatTensor& output,
                                               const CheckOptions& options) {
   absl::StatusOr<Reference64> probe = Reference64::Create(problem, inputs);
@@ -159,7 +158,7 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem,
   }
   report.max_abs_error = total.nan ? std::nan("") : total.max_abs;
   // An all-zero reference (every row fully masked) has no scale: judge the absolute error.
-  report.relative_error = total.nan       ? std::nan("")
+  report.relative_error = total.nan        ? std::nan("")
                           : total.ref2 > 0 ? std::sqrt(total.diff2 / total.ref2)
                                            : total.max_abs;
   report.passed = !total.nan && report.relative_error <= report.tolerance;

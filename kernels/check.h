@@ -31,8 +31,7 @@ struct CorrectnessReport {
 // Relative-error tolerance for outputs stored in dtype (and a quantized cache, if any).
 double ToleranceFor(const Problem& problem);
 
-absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem,
-                                              const AttentionInputs& inputs,
+absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const AttentionInputs& inputs,
                                               const FloatTensor& output,
                                               const CheckOptions& options);
 

@@ -17,7 +17,7 @@ __extension__ typedef __int128 Wide;
 // sum over i in [i0, i1) of clamp(i + a, 0, w), in closed form (w >= 1).
 Wide SumClamp(int64_t i0, int64_t i1, int64_t a, int64_t w) {
   if (i1 <= i0) return 0;
-  const int64_t mid_begin = std::clamp<int64_t>(1 - a, i0, i1);  // first i with i + a >= 1
+  const int64_t mid_begin = std::clamp<int64_t>(1 - a, i0, i1);   // first i with i + a >= 1
   const int64_t high_begin = std::clamp<int64_t>(w - a, i0, i1);  // first i with i + a >= w
   Wide sum = static_cast<Wide>(i1 - high_begin) * w;
   const int64_t n = high_begin - mid_begin;
@@ -136,8 +136,8 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
   w.exponentials = w.kept_pairs;
   const bool backward = p.phase == Phase::kBackward;
   const double pass = backward ? 2.5 : 1.0;
-  w.flops = pass * 2.0 * static_cast<double>(w.kept_pairs) *
-            static_cast<double>(s.dim_qk + s.dim_v);
+  w.flops =
+      pass * 2.0 * static_cast<double>(w.kept_pairs) * static_cast<double>(s.dim_qk + s.dim_v);
   w.flops_flash_convention = pass * 4.0 * static_cast<double>(s.batch) * heads *
                              static_cast<double>(s.seq_q) * static_cast<double>(s.seq_kv) *
                              static_cast<double>(s.dim_qk);
@@ -160,9 +160,9 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
   } else if (p.phase == Phase::kDecode) {
     Wide cache = 0;
     for (const CacheSegment& seg : CacheSegments(p)) {
-      cache += static_cast<Wide>(seg.end - seg.begin) *
-               (CacheRowBytes(seg.format, s.dim_qk, p.dtype) +
-                CacheRowBytes(seg.format, s.dim_v, p.dtype));
+      cache +=
+          static_cast<Wide>(seg.end - seg.begin) * (CacheRowBytes(seg.format, s.dim_qk, p.dtype) +
+                                                    CacheRowBytes(seg.format, s.dim_v, p.dtype));
     }
     bytes = width * (q + o) + cache * s.batch * s.heads.num_kv_heads;
   } else if (backward) {

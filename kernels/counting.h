@@ -11,12 +11,12 @@
 namespace attnbench {
 
 struct WorkCounts {
-  uint64_t kept_pairs = 0;         // kept (i, j) pairs summed over batch and output heads
-  double flops = 0;                // 2 * B * H_out * N * (D_qk + D_v); x2.5 for backward
+  uint64_t kept_pairs = 0;            // kept (i, j) pairs summed over batch and output heads
+  double flops = 0;                   // 2 * B * H_out * N * (D_qk + D_v); x2.5 for backward
   double flops_flash_convention = 0;  // 4 * B * H_out * S_q * S_kv * D_qk, halved when causal
-  double projection_flops = 0;     // layer scope only
-  uint64_t exponentials = 0;       // B * H_out * N
-  uint64_t min_bytes = 0;          // Q, K, V (or the stored cache) read once, O written once
+  double projection_flops = 0;        // layer scope only
+  uint64_t exponentials = 0;          // B * H_out * N
+  uint64_t min_bytes = 0;             // Q, K, V (or the stored cache) read once, O written once
 };
 
 // Kept pairs for one (b, h); exact for every mask (block-sparse masks are counted block by block,

@@ -103,8 +103,7 @@ void CpuAttention::Run(ThreadPool& pool, const float* queries, const KvSource& k
     const int h = static_cast<int>((item / tiles) % heads);
     const int64_t b = item / tiles / heads;
     const int64_t i0 = t * kQueryTile;
-    RunTile(b, h, i0, std::min(shapes_.seq_q, i0 + kQueryTile), queries, kv, out,
-            scratch_[thread]);
+    RunTile(b, h, i0, std::min(shapes_.seq_q, i0 + kQueryTile), queries, kv, out, scratch_[thread]);
   });
 }
 
@@ -145,7 +144,8 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
       if (!slopes_.empty()) {
         const int64_t pos = i0 + r + mask_.offset();
         for (int64_t c = 0; c < width; ++c) {
-          s[c] += static_cast<float>(static_cast<double>(slope) * static_cast<double>(j0 + c - pos));
+          s[c] +=
+              static_cast<float>(static_cast<double>(slope) * static_cast<double>(j0 + c - pos));
         }
       }
       if (softcap) {
@@ -195,7 +195,8 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = out + (((b * shapes_.seq_q) + i0 + r) * hout + h) * dv;
     const float inv = sc.l[r] > 0 ? 1.0f / sc.l[r] : 0.0f;
-    for (int64_t d = 0; d < dv; ++d) dst[d] = RoundToDType(sc.acc[r * dv + d] * inv, problem_.dtype);
+    for (int64_t d = 0; d < dv; ++d)
+      dst[d] = RoundToDType(sc.acc[r * dv + d] * inv, problem_.dtype);
   }
 }
 

@@ -48,7 +48,7 @@ class CpuAttention {
   const Problem& problem_;
   const ProblemShapes& shapes_;
   MaskEvaluator mask_;
-  std::vector<float> slopes_;  // ALiBi per output head; empty when off
+  std::vector<float> slopes_;     // ALiBi per output head; empty when off
   std::vector<double> inv_freq_;  // RoPE; empty when off
   float scale_;
   std::vector<Scratch> scratch_;

@@ -12,32 +12,11 @@
 #include "kernels/cpu_kv_source.h"
 #include "kernels/cpu_matmul.h"
 #include "kernels/inputs.h"
-#include "kernels/modifiers.h"
 #include "kernels/shapes.h"
 #include "kernels/thread_pool.h"
 
 namespace attnbench {
 namespace {
-
-// Keys of a decode cache are stored after RoPE, as a real decode cache holds them; rotating them
-// happens once here (the prefill that filled the cache), not in every timed step.
-std::vector<float> RotatedKeys(const Problem& problem, const ProblemShapes& shapes,
-                               const std::vector<float>& keys) {
-  std::vector<float> out = keys;
-  if (!problem.rope.enabled) return out;
-  const std::vector<double> inv_freq = RopeInverseFrequencies(
-      problem.rope.theta.value_or(10000.0), problem.rope.rotary_dims.value_or(problem.head_dim_qk));
-  const int half = static_cast<int>(inv_freq.size());
-  std::vector<float> cos_sin(2 * half);
-  const int64_t heads = shapes.heads.num_kv_heads;
-  for (int64_t row = 0; row < shapes.batch * shapes.seq_kv; ++row) {
-    RopeCosSin(row % shapes.seq_kv, inv_freq, cos_sin.data());
-    for (int64_t h = 0; h < heads; ++h) {
-      ApplyRope(&out[(row * heads + h) * shapes.dim_qk], cos_sin.data(), half);
-    }
-  }
-  return out;
-}
 
 class CpuWorkload : public Workload {
  public:
@@ -56,9 +35,17 @@ class CpuWorkload : public Workload {
       o_core_.resize(NumElements(shapes_.core_output));
     }
     if (problem_.phase == Phase::kDecode) {
-      cache_ = std::make_unique<PagedKvCache>(problem_,
-                                              RotatedKeys(problem_, shapes_, inputs_.key.values),
-                                              inputs_.value.values, shapes_.heads.num_kv_heads);
+      // A decode cache holds keys after RoPE, as the prefill that filled it left them; rotating
+      // happens once here, not in every timed step.
+      const std::vector<float>* keys = &inputs_.key.values;
+      std::vector<float> rotated;
+      if (problem_.rope.enabled) {
+        rotated.resize(inputs_.key.values.size());
+        attention_.RotateKeys(pool_, keys->data(), rotated.data());
+        keys = &rotated;
+      }
+      cache_ = std::make_unique<PagedKvCache>(problem_, *keys, inputs_.value.values,
+                                              shapes_.heads.num_kv_heads, &pool_);
     } else if (problem_.rope.enabled) {
       k_work_.resize(NumElements(shapes_.key));
     }
@@ -154,11 +141,11 @@ class CpuReferenceBackend : public Backend {
     s.dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3};
     s.phases = {Phase::kPrefill, Phase::kDecode};
     s.scopes = {Scope::kCore, Scope::kLayer};
-    s.layouts = {LayoutKind::kMha,          LayoutKind::kMqa,        LayoutKind::kGqa,
-                 LayoutKind::kSqa,          LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
-                 LayoutKind::kGqkva,        LayoutKind::kExplicit};
-    s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow,
-               MaskKind::kBlockSparse, MaskKind::kProbabilisticBlockSparse};
+    s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
+                 LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
+                 LayoutKind::kGqkva, LayoutKind::kExplicit};
+    s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow, MaskKind::kBlockSparse,
+               MaskKind::kProbabilisticBlockSparse};
     s.modifiers = {"rope", "alibi", "softcap"};
     s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
     s.paged_kv_cache = true;

@@ -17,8 +17,8 @@ bool Uses(const std::vector<CacheSegment>& segments, CacheFormat format) {
 
 }  // namespace
 
-ContiguousKv::ContiguousKv(const float* keys, const float* values, int64_t seq_kv,
-                           int num_kv_heads, int64_t dim_qk, int64_t dim_v)
+ContiguousKv::ContiguousKv(const float* keys, const float* values, int64_t seq_kv, int num_kv_heads,
+                           int64_t dim_qk, int64_t dim_v)
     : keys_(keys),
       values_(values),
       seq_kv_(seq_kv),
@@ -42,10 +42,8 @@ void ContiguousKv::LoadValues(int64_t b, int kv_head, int64_t j0, int64_t j1, fl
 }
 
 PagedKvCache::PagedKvCache(const Problem& problem, const std::vector<float>& keys,
-                           const std::vector<float>& values, int num_kv_heads)
-    : seq_kv_(problem.seq_len_kv),
-      num_kv_heads_(num_kv_heads),
-      segments_(CacheSegments(problem)) {
+                           const std::vector<float>& values, int num_kv_heads, ThreadPool* pool)
+    : seq_kv_(problem.seq_len_kv), num_kv_heads_(num_kv_heads), segments_(CacheSegments(problem)) {
   const int64_t batch = problem.batch_size;
   if (problem.kv_cache.paged) {
     page_size_ = problem.kv_cache.page_size_tokens;
@@ -72,8 +70,13 @@ PagedKvCache::PagedKvCache(const Problem& problem, const std::vector<float>& key
       pool->scales4.resize(rows);
     }
   }
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t j = 0; j < seq_kv_; ++j) {
+  // Every (b, token) writes its own slot, so chunks of tokens can be stored concurrently.
+  constexpr int64_t kTokensPerItem = 256;
+  const int64_t chunks = (seq_kv_ + kTokensPerItem - 1) / kTokensPerItem;
+  auto store = [&](int64_t item, int) {
+    const int64_t b = item / chunks;
+    const int64_t j0 = (item % chunks) * kTokensPerItem;
+    for (int64_t j = j0; j < std::min(seq_kv_, j0 + kTokensPerItem); ++j) {
       const CacheFormat format = FormatOf(j);
       const int64_t slot = Slot(b, j);
       for (int h = 0; h < num_kv_heads_; ++h) {
@@ -82,12 +85,17 @@ PagedKvCache::PagedKvCache(const Problem& problem, const std::vector<float>& key
         Store(values_, format, slot, h, &values[row * values_.dim]);
       }
     }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(batch * chunks, store);
+  } else {
+    for (int64_t item = 0; item < batch * chunks; ++item) store(item, 0);
   }
 }
 
 uint64_t PagedKvCache::BytesFor(const Problem& problem, int num_kv_heads) {
-  const int64_t page = problem.kv_cache.paged ? problem.kv_cache.page_size_tokens
-                                              : problem.seq_len_kv;
+  const int64_t page =
+      problem.kv_cache.paged ? problem.kv_cache.page_size_tokens : problem.seq_len_kv;
   const int64_t rows =
       problem.batch_size * ((problem.seq_len_kv + page - 1) / page) * page * num_kv_heads;
   const std::vector<CacheSegment> segments = CacheSegments(problem);
@@ -131,7 +139,8 @@ void PagedKvCache::Store(Pool& pool, CacheFormat format, int64_t slot, int head,
   };
   if (format == CacheFormat::kInt8) {
     pool.scales8[row] = scale;
-    for (int64_t d = 0; d < dim; ++d) pool.int8[row * dim + d] = static_cast<int8_t>(quantize(x[d]));
+    for (int64_t d = 0; d < dim; ++d)
+      pool.int8[row * dim + d] = static_cast<int8_t>(quantize(x[d]));
     return;
   }
   pool.scales4[row] = scale;

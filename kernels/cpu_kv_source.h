@@ -15,6 +15,7 @@
 
 #include "kernels/cache_format.h"
 #include "kernels/problem.h"
+#include "kernels/thread_pool.h"
 
 namespace attnbench {
 
@@ -51,9 +52,10 @@ class ContiguousKv : public KvSource {
 // in order. Each token slot holds its (token, head) rows in the format of its token range.
 class PagedKvCache : public KvSource {
  public:
-  // keys [B, S_kv, H_kv, D_qk] (already rotated), values [B, S_kv, H_kv, D_v].
+  // keys [B, S_kv, H_kv, D_qk] (already rotated), values [B, S_kv, H_kv, D_v]. Filled on `pool`
+  // when given (a long cache takes seconds to quantize on one thread).
   PagedKvCache(const Problem& problem, const std::vector<float>& keys,
-               const std::vector<float>& values, int num_kv_heads);
+               const std::vector<float>& values, int num_kv_heads, ThreadPool* pool = nullptr);
   void LoadKeys(int64_t b, int kv_head, int64_t j0, int64_t j1, float* kt,
                 int64_t ld) const override;
   void LoadValues(int64_t b, int kv_head, int64_t j0, int64_t j1, float* v) const override;
@@ -73,11 +75,11 @@ class PagedKvCache : public KvSource {
   // One tensor (keys or values) of the cache in every format any token uses.
   struct Pool {
     int64_t dim = 0;
-    std::vector<float> native;     // [slot][head][dim]
-    std::vector<int8_t> int8;      // [slot][head][dim]
-    std::vector<uint8_t> int4;     // [slot][head][(dim + 1) / 2]
-    std::vector<float> scales8;    // [slot][head]
-    std::vector<float> scales4;    // [slot][head]
+    std::vector<float> native;   // [slot][head][dim]
+    std::vector<int8_t> int8;    // [slot][head][dim]
+    std::vector<uint8_t> int4;   // [slot][head][(dim + 1) / 2]
+    std::vector<float> scales8;  // [slot][head]
+    std::vector<float> scales4;  // [slot][head]
   };
   void Store(Pool& pool, CacheFormat format, int64_t slot, int head, const float* x);
   // Dequantized row of (slot, head) into out[k * stride], k < dim.

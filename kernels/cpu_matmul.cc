@@ -6,8 +6,8 @@
 
 namespace attnbench {
 
-void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m,
-                   int64_t k, int64_t n, DType dtype) {
+void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m, int64_t k,
+                   int64_t n, DType dtype) {
   constexpr int64_t kRows = 8;
   // Column chunks keep a slab of b in cache while a few rows of a stream past it.
   constexpr int64_t kCols = 256;

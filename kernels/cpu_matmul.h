@@ -11,8 +11,8 @@
 namespace attnbench {
 
 // c[m, n] = RoundToDType(sum_k a[m, k] * b[k, n]); all row-major.
-void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m,
-                   int64_t k, int64_t n, DType dtype);
+void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m, int64_t k,
+                   int64_t n, DType dtype);
 
 }  // namespace attnbench
 

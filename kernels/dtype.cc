@@ -52,7 +52,8 @@ uint32_t EncodeRounded(double r, const Format& f, int exponent_bits) {
   const uint32_t max_field = (1u << exponent_bits) - 1;
   if (std::isnan(r)) {
     // e4m3fn has a single NaN pattern (all ones); IEEE-like formats use the quiet NaN.
-    if (f.saturate) return sign_bit | (max_field << f.mantissa_bits) | ((1u << f.mantissa_bits) - 1);
+    if (f.saturate)
+      return sign_bit | (max_field << f.mantissa_bits) | ((1u << f.mantissa_bits) - 1);
     return sign_bit | (max_field << f.mantissa_bits) | (1u << (f.mantissa_bits - 1));
   }
   if (std::isinf(r)) return sign_bit | (max_field << f.mantissa_bits);
@@ -135,8 +136,7 @@ void AppendEncoded(float x, DType dtype, std::string* out) {
   switch (dtype) {
     case DType::kFloat16:
     case DType::kBFloat16: {
-      const uint16_t bits =
-          dtype == DType::kFloat16 ? FloatToHalfBits(x) : FloatToBFloat16Bits(x);
+      const uint16_t bits = dtype == DType::kFloat16 ? FloatToHalfBits(x) : FloatToBFloat16Bits(x);
       out->push_back(static_cast<char>(bits & 0xff));
       out->push_back(static_cast<char>(bits >> 8));
       return;

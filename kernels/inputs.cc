@@ -81,8 +81,7 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   if (shapes->layer) {
     in.x = GenerateTensor(seed, kTensorX, shapes->x, input_scale, dtype);
     auto weight = [&](uint32_t id, const Shape& shape) {
-      return GenerateTensor(seed, id, shape, 1.0 / std::sqrt(static_cast<double>(shape[0])),
-                            dtype);
+      return GenerateTensor(seed, id, shape, 1.0 / std::sqrt(static_cast<double>(shape[0])), dtype);
     };
     in.w_q = weight(kTensorWq, shapes->w_q);
     in.w_k = weight(kTensorWk, shapes->w_k);
@@ -114,10 +113,9 @@ std::vector<int32_t> GeneratePageTable(uint64_t seed, int64_t num_pages) {
   const PhiloxKey key = PhiloxKeyFromSeed(seed);
   for (int64_t t = num_pages - 1; t >= 1; --t) {
     const uint64_t step = static_cast<uint64_t>(t);
-    const PhiloxCounter w = Philox4x32_10(
-        {static_cast<uint32_t>(step & 0xffffffffu), static_cast<uint32_t>(step >> 32),
-         kTensorPageTable, 0u},
-        key);
+    const PhiloxCounter w = Philox4x32_10({static_cast<uint32_t>(step & 0xffffffffu),
+                                           static_cast<uint32_t>(step >> 32), kTensorPageTable, 0u},
+                                          key);
     const uint64_t r = (static_cast<uint64_t>(w[1]) << 32) | w[0];
     const int64_t j = static_cast<int64_t>(r % (step + 1));
     std::swap(perm[t], perm[j]);

@@ -42,10 +42,9 @@ bool MaskEvaluator::BlockSelected(int64_t b, int h, int64_t r, int64_t c) const 
   if (kind_ != MaskKind::kProbabilisticBlockSparse) return true;
   const int64_t d = FloorDiv(r * bq_ + offset_, bk_) - c;
   if (d <= 0) return true;
-  const PhiloxCounter w =
-      Philox4x32_10({static_cast<uint32_t>(c), static_cast<uint32_t>(r), static_cast<uint32_t>(h),
-                     static_cast<uint32_t>(b)},
-                    PhiloxKeyFromSeed(seed_));
+  const PhiloxCounter w = Philox4x32_10({static_cast<uint32_t>(c), static_cast<uint32_t>(r),
+                                         static_cast<uint32_t>(h), static_cast<uint32_t>(b)},
+                                        PhiloxKeyFromSeed(seed_));
   const double p = std::min(1.0, c_coefficient_ / std::pow(1.0 + static_cast<double>(d), alpha_));
   return static_cast<double>(w[0]) / 4294967296.0 < p;
 }
@@ -105,7 +104,8 @@ TileCoverage MaskEvaluator::Coverage(int64_t b, int h, int64_t i0, int64_t i1, i
         for (int64_t c = j0 / bk_; c <= (j1 - 1) / bk_; ++c) {
           const int64_t cj0 = std::max(j0, c * bk_);
           const int64_t cj1 = std::min(j1, (c + 1) * bk_);
-          TileCoverage sub = block_causal_ ? CausalCoverage(ri0, ri1, cj0, cj1) : TileCoverage::kAll;
+          TileCoverage sub =
+              block_causal_ ? CausalCoverage(ri0, ri1, cj0, cj1) : TileCoverage::kAll;
           if (sub != TileCoverage::kNone && !BlockSelected(b, h, r, c)) sub = TileCoverage::kNone;
           any = any || sub != TileCoverage::kNone;
           all = all && sub == TileCoverage::kAll;
@@ -132,8 +132,8 @@ void MaskEvaluator::FillTile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j
   const int64_t nc = (j1 - 1) / bk_ - c0 + 1;
   std::vector<uint8_t> selected(((i1 - 1) / bq_ - r0 + 1) * nc);
   for (size_t k = 0; k < selected.size(); ++k) {
-    selected[k] = BlockSelected(b, h, r0 + static_cast<int64_t>(k) / nc,
-                                c0 + static_cast<int64_t>(k) % nc);
+    selected[k] =
+        BlockSelected(b, h, r0 + static_cast<int64_t>(k) / nc, c0 + static_cast<int64_t>(k) % nc);
   }
   for (int64_t i = i0; i < i1; ++i) {
     const uint8_t* row_blocks = &selected[(i / bq_ - r0) * nc];

@@ -17,7 +17,17 @@ namespace attnbench {
 enum class DType { kUnspecified, kFloat32, kFloat16, kBFloat16, kFloat8E4M3 };
 enum class Phase { kUnspecified, kPrefill, kDecode, kBackward };
 enum class Scope { kUnspecified, kCore, kLayer };
-enum class LayoutKind { kUnspecified, kMha, kMqa, kGqa, kSqa, kSymmetricSqa, kExtremeSqa, kGqkva, kExplicit };
+enum class LayoutKind {
+  kUnspecified,
+  kMha,
+  kMqa,
+  kGqa,
+  kSqa,
+  kSymmetricSqa,
+  kExtremeSqa,
+  kGqkva,
+  kExplicit
+};
 enum class MaskKind { kNone, kCausal, kSlidingWindow, kBlockSparse, kProbabilisticBlockSparse };
 enum class AlibiSchedule { kUnspecified, kGeometric, kHarmonic };
 enum class CacheFormat { kUnspecified, kNative, kInt8, kInt4 };
@@ -35,20 +45,22 @@ const char* MaskName(MaskKind kind);
 struct HeadPair {
   int query_head = 0;
   int kv_head = 0;
-  bool operator==(const HeadPair& o) const { return query_head == o.query_head && kv_head == o.kv_head; }
+  bool operator==(const HeadPair& o) const {
+    return query_head == o.query_head && kv_head == o.kv_head;
+  }
 };
 
 // One of the layouts of §2. Only the fields of `kind` are meaningful; see the proto's comments.
 struct HeadLayout {
   LayoutKind kind = LayoutKind::kUnspecified;
-  int num_heads = 0;        // mha, mqa
-  int num_query_heads = 0;  // gqa, sqa, explicit_map
-  int num_kv_heads = 0;     // gqa, sqa, explicit_map
-  int baseline_heads = 0;   // sqa, symmetric_sqa, extreme_sqa
+  int num_heads = 0;                       // mha, mqa
+  int num_query_heads = 0;                 // gqa, sqa, explicit_map
+  int num_kv_heads = 0;                    // gqa, sqa, explicit_map
+  int baseline_heads = 0;                  // sqa, symmetric_sqa, extreme_sqa
   std::optional<int> extreme_query_heads;  // extreme_sqa; unset means baseline_heads / 4
-  int query_groups = 0;     // gqkva
-  int kv_groups = 0;        // gqkva
-  std::vector<HeadPair> pairs;  // explicit_map
+  int query_groups = 0;                    // gqkva
+  int kv_groups = 0;                       // gqkva
+  std::vector<HeadPair> pairs;             // explicit_map
 };
 
 struct Block {
@@ -75,14 +87,14 @@ struct Mask {
 
 struct Rope {
   bool enabled = false;
-  std::optional<double> theta;       // default 10000
-  std::optional<int> rotary_dims;    // default head_dim_qk
+  std::optional<double> theta;     // default 10000
+  std::optional<int> rotary_dims;  // default head_dim_qk
 };
 
 struct Alibi {
   bool enabled = false;
   AlibiSchedule schedule = AlibiSchedule::kUnspecified;  // default geometric
-  std::optional<double> harmonic_base_slope;               // default 1.0 (harmonic only)
+  std::optional<double> harmonic_base_slope;             // default 1.0 (harmonic only)
 };
 
 struct Softcap {
@@ -128,7 +140,7 @@ struct Problem {
   std::optional<int> d_model;         // layer scope only
   KvCache kv_cache;                   // decode only
   uint64_t seed = 0;
-  std::optional<double> input_scale;  // default 1.0
+  std::optional<double> input_scale;            // default 1.0
   std::optional<HostTensor> query, key, value;  // client inputs instead of generated ones
 };
 
@@ -143,10 +155,10 @@ absl::Status ValidateProblem(const Problem& problem);
 
 // Head counts and the head map a normalized, valid layout resolves to.
 struct HeadConfig {
-  int num_query_heads = 0;   // H_q: heads in the Q tensor
-  int num_kv_heads = 0;      // H_kv: heads in K and V
-  int num_output_heads = 0;  // H_out: heads in O
-  int baseline_heads = 0;    // H the layout is compared with (SQA family); else num_query_heads
+  int num_query_heads = 0;    // H_q: heads in the Q tensor
+  int num_kv_heads = 0;       // H_kv: heads in K and V
+  int num_output_heads = 0;   // H_out: heads in O
+  int baseline_heads = 0;     // H the layout is compared with (SQA family); else num_query_heads
   std::vector<HeadPair> map;  // map[h] = (qh(h), kh(h)), size num_output_heads
 };
 absl::StatusOr<HeadConfig> ResolveHeads(const HeadLayout& layout);

@@ -15,17 +15,14 @@ namespace {
 
 absl::Status CheckShape(const char* name, const FloatTensor& t, const Shape& expected) {
   if (t.shape != expected || static_cast<int64_t>(t.values.size()) != NumElements(expected)) {
-    return absl::InvalidArgumentError(absl::StrCat("input ", name, " has shape [",
-                                                   absl::StrJoin(t.shape, ", "), "] and ",
-                                                   t.values.size(), " values; expected [",
-                                                   absl::StrJoin(expected, ", "), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input ", name, " has shape [", absl::StrJoin(t.shape, ", "), "] and ",
+                     t.values.size(), " values; expected [", absl::StrJoin(expected, ", "), "]"));
   }
   return absl::OkStatus();
 }
 
-double Stored(double x, DType dtype) {
-  return RoundToDType(static_cast<float>(x), dtype);
-}
+double Stored(double x, DType dtype) { return RoundToDType(static_cast<float>(x), dtype); }
 
 }  // namespace
 
@@ -34,11 +31,11 @@ absl::StatusOr<Reference64> Reference64::Create(const Problem& problem,
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
   if (shapes->layer) {
-    for (auto [name, t, shape] : {std::tuple{"x", &inputs.x, &shapes->x},
-                                  std::tuple{"w_q", &inputs.w_q, &shapes->w_q},
-                                  std::tuple{"w_k", &inputs.w_k, &shapes->w_k},
-                                  std::tuple{"w_v", &inputs.w_v, &shapes->w_v},
-                                  std::tuple{"w_o", &inputs.w_o, &shapes->w_o}}) {
+    for (auto [name, t, shape] :
+         {std::tuple{"x", &inputs.x, &shapes->x}, std::tuple{"w_q", &inputs.w_q, &shapes->w_q},
+          std::tuple{"w_k", &inputs.w_k, &shapes->w_k},
+          std::tuple{"w_v", &inputs.w_v, &shapes->w_v},
+          std::tuple{"w_o", &inputs.w_o, &shapes->w_o}}) {
       if (auto s = CheckShape(name, *t, *shape); !s.ok()) return s;
     }
   } else {
@@ -122,8 +119,8 @@ std::vector<double> Reference64::QueryRow(int64_t b, int64_t i, int query_head) 
     q = Project(b, i, inputs_->w_q, query_head * dqk, dqk);
   } else {
     const float* src =
-        &inputs_->query.values[((b * shapes_.seq_q + i) * shapes_.heads.num_query_heads +
-                                query_head) * dqk];
+        &inputs_->query
+             .values[((b * shapes_.seq_q + i) * shapes_.heads.num_query_heads + query_head) * dqk];
     std::copy(src, src + dqk, q.begin());
   }
   if (!inv_freq_.empty()) ApplyRope(q.data(), i + mask_.offset(), inv_freq_);

@@ -23,10 +23,10 @@ struct ProblemShapes {
   int64_t dim_v = 0;
   bool layer = false;
   int64_t d_model = 0;  // layer scope only
-  Shape query;   // [B, S_q, H_q, D_qk]
-  Shape key;     // [B, S_kv, H_kv, D_qk]
-  Shape value;   // [B, S_kv, H_kv, D_v]
-  Shape core_output;  // [B, S_q, H_out, D_v]
+  Shape query;          // [B, S_q, H_q, D_qk]
+  Shape key;            // [B, S_kv, H_kv, D_qk]
+  Shape value;          // [B, S_kv, H_kv, D_v]
+  Shape core_output;    // [B, S_q, H_out, D_v]
   // Layer scope only (empty otherwise).
   Shape x;    // [B, S, d_model]
   Shape w_q;  // [d_model, H_q * D_qk]

@@ -5,8 +5,9 @@
 namespace attnbench {
 
 ThreadPool::ThreadPool(int num_threads)
-    : num_threads_(num_threads > 0 ? num_threads
-                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {
+    : num_threads_(num_threads > 0
+                       ? num_threads
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {
   for (int t = 1; t < num_threads_; ++t) workers_.emplace_back(&ThreadPool::WorkerLoop, this, t);
 }
 

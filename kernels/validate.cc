@@ -66,31 +66,33 @@ absl::Status ValidateDims(const Problem& p) {
     if (auto s = Positive("spec.head_dim_v", *p.head_dim_v); !s.ok()) return s;
   }
   if (p.dtype == DType::kUnspecified) {
-    return Invalid("spec.dtype must be set (DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16 or "
-                   "DTYPE_FLOAT8_E4M3)");
+    return Invalid(
+        "spec.dtype must be set (DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16 or "
+        "DTYPE_FLOAT8_E4M3)");
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateSizes(const ProblemShapes& s) {
   const std::string heads = "spec.layout";
-  if (auto st = CheckTensorSize("query", "spec.batch_size, spec.seq_len_q, " + heads +
-                                              " and spec.head_dim_qk", s.query);
+  if (auto st = CheckTensorSize(
+          "query", "spec.batch_size, spec.seq_len_q, " + heads + " and spec.head_dim_qk", s.query);
       !st.ok()) {
     return st;
   }
-  if (auto st = CheckTensorSize("key", "spec.batch_size, spec.seq_len_kv, " + heads +
-                                            " and spec.head_dim_qk", s.key);
+  if (auto st = CheckTensorSize(
+          "key", "spec.batch_size, spec.seq_len_kv, " + heads + " and spec.head_dim_qk", s.key);
       !st.ok()) {
     return st;
   }
-  if (auto st = CheckTensorSize("value", "spec.batch_size, spec.seq_len_kv, " + heads +
-                                              " and spec.head_dim_v", s.value);
+  if (auto st = CheckTensorSize(
+          "value", "spec.batch_size, spec.seq_len_kv, " + heads + " and spec.head_dim_v", s.value);
       !st.ok()) {
     return st;
   }
-  if (auto st = CheckTensorSize("output", "spec.batch_size, spec.seq_len_q, " + heads +
-                                               " and spec.head_dim_v", s.core_output);
+  if (auto st = CheckTensorSize(
+          "output", "spec.batch_size, spec.seq_len_q, " + heads + " and spec.head_dim_v",
+          s.core_output);
       !st.ok()) {
     return st;
   }
@@ -129,16 +131,16 @@ absl::Status ValidateMask(const Problem& p) {
       for (size_t k = 0; k < m.blocks.size(); ++k) {
         const Block& b = m.blocks[k];
         if (b.query_block < 0 || b.query_block >= rows) {
-          return Invalid(absl::StrCat(p0, "blocks[", k, "].query_block (", b.query_block,
-                                      ") must be in [0, ", rows,
-                                      ") (ceil(spec.seq_len_q / query_block_tokens) = ",
-                                      p.seq_len_q, " / ", m.query_block_tokens, " rounded up)"));
+          return Invalid(
+              absl::StrCat(p0, "blocks[", k, "].query_block (", b.query_block, ") must be in [0, ",
+                           rows, ") (ceil(spec.seq_len_q / query_block_tokens) = ", p.seq_len_q,
+                           " / ", m.query_block_tokens, " rounded up)"));
         }
         if (b.kv_block < 0 || b.kv_block >= cols) {
           return Invalid(absl::StrCat(p0, "blocks[", k, "].kv_block (", b.kv_block,
                                       ") must be in [0, ", cols,
-                                      ") (ceil(spec.seq_len_kv / kv_block_tokens) = ",
-                                      p.seq_len_kv, " / ", m.kv_block_tokens, " rounded up)"));
+                                      ") (ceil(spec.seq_len_kv / kv_block_tokens) = ", p.seq_len_kv,
+                                      " / ", m.kv_block_tokens, " rounded up)"));
         }
       }
       return absl::OkStatus();
@@ -205,7 +207,8 @@ absl::Status ValidateScope(const Problem& p) {
     }
     return absl::OkStatus();
   }
-  if (!p.d_model.has_value()) return Invalid("spec.d_model must be set for spec.scope = SCOPE_LAYER");
+  if (!p.d_model.has_value())
+    return Invalid("spec.d_model must be set for spec.scope = SCOPE_LAYER");
   if (auto s = Positive("spec.d_model", *p.d_model); !s.ok()) return s;
   if (p.seq_len_q != p.seq_len_kv) {
     return Invalid(absl::StrCat("spec.seq_len_q (", p.seq_len_q, ") must equal spec.seq_len_kv (",
@@ -243,9 +246,9 @@ absl::Status ValidatePageTable(const Problem& p) {
                                   ") must be in [0, ", pages, ")"));
     }
     if (seen[page]) {
-      return Invalid(absl::StrCat("spec.kv_cache.paging.page_table[", k, "] (", page,
-                                  ") repeats a physical page; the table must be a permutation of [0, ",
-                                  pages, ")"));
+      return Invalid(absl::StrCat(
+          "spec.kv_cache.paging.page_table[", k, "] (", page,
+          ") repeats a physical page; the table must be a permutation of [0, ", pages, ")"));
     }
     seen[page] = true;
   }
@@ -258,7 +261,8 @@ absl::Status ValidateCache(const Problem& p) {
   const bool quantized_format =
       c.format != CacheFormat::kUnspecified && c.format != CacheFormat::kNative;
   if (phase != Phase::kDecode) {
-    if (c.paged) return Invalid("spec.kv_cache.paging is only valid with spec.phase = PHASE_DECODE");
+    if (c.paged)
+      return Invalid("spec.kv_cache.paging is only valid with spec.phase = PHASE_DECODE");
     if (quantized_format) {
       return Invalid("spec.kv_cache.format is only valid with spec.phase = PHASE_DECODE");
     }
@@ -296,12 +300,12 @@ absl::Status ValidateCache(const Problem& p) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateClientTensor(const Problem& p, const std::string& name,
-                                  const HostTensor& t, const Shape& expected) {
+absl::Status ValidateClientTensor(const Problem& p, const std::string& name, const HostTensor& t,
+                                  const Shape& expected) {
   const std::string path = "spec.inputs." + name;
   if (t.dtype != p.dtype) {
-    return Invalid(absl::StrCat(path, ".dtype (", DTypeName(t.dtype),
-                                ") must equal spec.dtype (", DTypeName(p.dtype), ")"));
+    return Invalid(absl::StrCat(path, ".dtype (", DTypeName(t.dtype), ") must equal spec.dtype (",
+                                DTypeName(p.dtype), ")"));
   }
   if (t.shape != expected) {
     return Invalid(absl::StrCat(path, ".shape [", absl::StrJoin(t.shape, ", "), "] must be [",

@@ -52,8 +52,8 @@ absl::Status ValidateLayout(const HeadLayout& layout) {
       if (auto s = CheckCount(p + "num_query_heads", layout.num_query_heads); !s.ok()) return s;
       if (auto s = CheckCount(p + "num_kv_heads", layout.num_kv_heads); !s.ok()) return s;
       if (layout.num_query_heads >= layout.baseline_heads) {
-        return Invalid(absl::StrCat(p, "num_query_heads (", layout.num_query_heads,
-                                    ") must be < ", p, "baseline_heads (", layout.baseline_heads,
+        return Invalid(absl::StrCat(p, "num_query_heads (", layout.num_query_heads, ") must be < ",
+                                    p, "baseline_heads (", layout.baseline_heads,
                                     "): SQA uses fewer query heads than its baseline"));
       }
       if (layout.num_kv_heads > layout.num_query_heads) {
@@ -92,8 +92,8 @@ absl::Status ValidateLayout(const HeadLayout& layout) {
       const int64_t out = static_cast<int64_t>(layout.query_groups) * layout.kv_groups;
       if (out > kMaxHeads) {
         return Invalid(absl::StrCat(p, "query_groups * ", p, "kv_groups (", layout.query_groups,
-                                    " * ", layout.kv_groups, " = ", out, " output heads) must be <= ",
-                                    kMaxHeads));
+                                    " * ", layout.kv_groups, " = ", out,
+                                    " output heads) must be <= ", kMaxHeads));
       }
       return absl::OkStatus();
     }
@@ -103,20 +103,20 @@ absl::Status ValidateLayout(const HeadLayout& layout) {
       if (auto s = CheckCount(p + "num_kv_heads", layout.num_kv_heads); !s.ok()) return s;
       if (layout.pairs.empty()) return Invalid(p + "pairs must not be empty");
       if (layout.pairs.size() > static_cast<size_t>(kMaxHeads)) {
-        return Invalid(absl::StrCat(p, "pairs has ", layout.pairs.size(),
-                                    " entries; at most ", kMaxHeads, " output heads"));
+        return Invalid(absl::StrCat(p, "pairs has ", layout.pairs.size(), " entries; at most ",
+                                    kMaxHeads, " output heads"));
       }
       for (size_t h = 0; h < layout.pairs.size(); ++h) {
         const HeadPair& pair = layout.pairs[h];
         if (pair.query_head < 0 || pair.query_head >= layout.num_query_heads) {
           return Invalid(absl::StrCat(p, "pairs[", h, "].query_head (", pair.query_head,
-                                      ") must be in [0, ", p, "num_query_heads = ",
-                                      layout.num_query_heads, ")"));
+                                      ") must be in [0, ", p,
+                                      "num_query_heads = ", layout.num_query_heads, ")"));
         }
         if (pair.kv_head < 0 || pair.kv_head >= layout.num_kv_heads) {
           return Invalid(absl::StrCat(p, "pairs[", h, "].kv_head (", pair.kv_head,
-                                      ") must be in [0, ", p, "num_kv_heads = ",
-                                      layout.num_kv_heads, ")"));
+                                      ") must be in [0, ", p,
+                                      "num_kv_heads = ", layout.num_kv_heads, ")"));
         }
       }
       return absl::OkStatus();

@@ -1,9 +1,10 @@
 // Work counts (§7) against hand-worked values, KeptPairs against brute force for every mask, the
 // closed forms at S = 1e6, and overflow.
+#include "kernels/counting.h"
+
 #include <chrono>
 
 #include "gtest/gtest.h"
-#include "kernels/counting.h"
 #include "kernels/mask.h"
 #include "tests/kernels/test_util.h"
 
@@ -121,8 +122,7 @@ TEST(CountingTest, LayerProjections) {
                    2 * tokens * 16 * (4 * 8 + 2 * 8 + 2 * 6) + 2 * tokens * 4 * 6 * 16);
   EXPECT_DOUBLE_EQ(w.flops, 2.0 * 2 * 4 * 16 * (8 + 6));
   // X, W_q, W_k, W_v, W_o, Y in bf16.
-  EXPECT_EQ(w.min_bytes,
-            2u * (8 * 16 + 16 * 32 + 16 * 16 + 16 * 12 + 24 * 16 + 8 * 16));
+  EXPECT_EQ(w.min_bytes, 2u * (8 * 16 + 16 * 32 + 16 * 16 + 16 * 12 + 24 * 16 + 8 * 16));
 }
 
 TEST(CountingTest, BackwardIsTwoAndAHalfForward) {
@@ -147,17 +147,16 @@ TEST(CountingTest, DecodeCacheBytesAtStoredWidth) {
   p.phase = Phase::kDecode;
   p.dtype = DType::kFloat16;
   const uint64_t qo = 2u * 2 * 2 * 4 * (8 + 5);  // Q and O in fp16: B * S_q * H * D * 2 bytes
-  const uint64_t rows = 2 * 100 * 2;               // (b, token, kv head)
+  const uint64_t rows = 2 * 100 * 2;             // (b, token, kv head)
   EXPECT_EQ(Count(p).min_bytes, qo + rows * 2 * (8 + 5));
   p.kv_cache.format = CacheFormat::kInt8;
   EXPECT_EQ(Count(p).min_bytes, qo + rows * ((8 + 4) + (5 + 4)));
   p.kv_cache.format = CacheFormat::kInt4;
   EXPECT_EQ(Count(p).min_bytes, qo + rows * ((4 + 4) + (3 + 4)));
   p.kv_cache.format = CacheFormat::kUnspecified;
-  p.kv_cache.saq_bands = {{10, CacheFormat::kNative}, {30, CacheFormat::kInt8},
-                          {std::nullopt, CacheFormat::kInt4}};
-  EXPECT_EQ(Count(p).min_bytes,
-            qo + 2 * 2 * (10 * 2 * 13 + 30 * (12 + 9) + 60 * (8 + 7)));
+  p.kv_cache.saq_bands = {
+      {10, CacheFormat::kNative}, {30, CacheFormat::kInt8}, {std::nullopt, CacheFormat::kInt4}};
+  EXPECT_EQ(Count(p).min_bytes, qo + 2 * 2 * (10 * 2 * 13 + 30 * (12 + 9) + 60 * (8 + 7)));
   // Bands that stop short leave the oldest tokens native.
   p.kv_cache.saq_bands = {{10, CacheFormat::kInt4}};
   EXPECT_EQ(Count(p).min_bytes, qo + 2 * 2 * (10 * (8 + 7) + 90 * 2 * 13));

@@ -2,6 +2,8 @@
 // inputs with odd sizes (S_q != S_kv, D_qk != D_v, non-power-of-two heads): every layout, mask,
 // modifier, dtype, decode cache (paged, int8, int4, SAQ) and layer scope, every output element.
 // Plus the backend's contract: refusals, threads, device, memory estimate, registry.
+#include "kernels/cpu_backend.h"
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -10,7 +12,6 @@
 
 #include "gtest/gtest.h"
 #include "kernels/check.h"
-#include "kernels/cpu_backend.h"
 #include "kernels/cpu_kv_source.h"
 #include "kernels/dtype.h"
 #include "kernels/registry.h"
@@ -98,8 +99,14 @@ void AllModifiers(Problem& p) {
 std::vector<Case> Cases() {
   std::vector<Case> c;
   // Layouts (§2), causal so masking meets every head map.
-  c.push_back({"mha", [](Problem& p) { Layout(p, LayoutKind::kMha); p.layout.num_heads = 3; }});
-  c.push_back({"mqa", [](Problem& p) { Layout(p, LayoutKind::kMqa); p.layout.num_heads = 6; }});
+  c.push_back({"mha", [](Problem& p) {
+                 Layout(p, LayoutKind::kMha);
+                 p.layout.num_heads = 3;
+               }});
+  c.push_back({"mqa", [](Problem& p) {
+                 Layout(p, LayoutKind::kMqa);
+                 p.layout.num_heads = 6;
+               }});
   c.push_back({"gqa", [](Problem& p) { p.mask.kind = MaskKind::kCausal; }});
   c.push_back({"sqa", [](Problem& p) {
                  Layout(p, LayoutKind::kSqa);
@@ -319,11 +326,14 @@ TEST(CpuBackendTest, QuantizedCachesMatchTheirOwnQuantizationExactly) {
   const std::vector<Q> formats = {
       {"int8", [](KvCache& c) { c.format = CacheFormat::kInt8; }},
       {"int4", [](KvCache& c) { c.format = CacheFormat::kInt4; }},
-      {"saq", [](KvCache& c) {
-         c.saq_bands = {{40, CacheFormat::kNative}, {100, CacheFormat::kInt8},
+      {"saq",
+       [](KvCache& c) {
+         c.saq_bands = {{40, CacheFormat::kNative},
+                        {100, CacheFormat::kInt8},
                         {std::nullopt, CacheFormat::kInt4}};
        }},
-      {"saq_short_bands", [](KvCache& c) {
+      {"saq_short_bands",
+       [](KvCache& c) {
          c.saq_bands = {{17, CacheFormat::kInt4}, {50, CacheFormat::kInt8}};  // rest native
        }},
   };
@@ -347,8 +357,8 @@ TEST(CpuBackendTest, QuantizedCachesMatchTheirOwnQuantizationExactly) {
       ExpectAllClose(r.output.values, NaiveAttention(r.problem, r.workload->Inputs(), quantized),
                      r.problem.dtype, ctx);
       // Against the unquantized truth: within the tolerance the server applies, but not exact.
-      const double err = testing::RelativeError(
-          r.output.values, NaiveAttention(r.problem, r.workload->Inputs()));
+      const double err =
+          testing::RelativeError(r.output.values, NaiveAttention(r.problem, r.workload->Inputs()));
       EXPECT_LT(err, ToleranceFor(r.problem)) << ctx;
       EXPECT_GT(err, 1e-4) << ctx << ": quantization had no effect";
     }
@@ -369,8 +379,8 @@ TEST(CpuBackendTest, QuantizedCachesWithRopeStayWithinTolerance) {
       p.kv_cache.page_size_tokens = 16;
       CpuRun r = RunCpu(p);
       ASSERT_NE(r.workload, nullptr);
-      const double err = testing::RelativeError(r.output.values,
-                                                NaiveAttention(r.problem, r.workload->Inputs()));
+      const double err =
+          testing::RelativeError(r.output.values, NaiveAttention(r.problem, r.workload->Inputs()));
       EXPECT_LT(err, ToleranceFor(r.problem)) << static_cast<int>(f);
     }
   }
@@ -410,8 +420,8 @@ TEST(CpuBackendTest, InputsAreStoredInTheDtype) {
   Problem p = OddProblem();
   p.dtype = DType::kFloat8E4M3;
   const CpuRun r = RunCpu(p);
-  for (const FloatTensor* t : {&r.workload->Inputs().query, &r.workload->Inputs().key,
-                               &r.workload->Inputs().value}) {
+  for (const FloatTensor* t :
+       {&r.workload->Inputs().query, &r.workload->Inputs().key, &r.workload->Inputs().value}) {
     EXPECT_EQ(t->dtype, DType::kFloat8E4M3);
     for (float v : t->values) ASSERT_EQ(RoundToDType(v, DType::kFloat8E4M3), v);
   }
@@ -524,7 +534,8 @@ TEST(PagedKvCacheTest, TokensLiveInThePagesTheTableNames) {
   std::vector<float> kt(40 * 5);
   cache.LoadKeys(1, 2, 20, 25, kt.data(), 5);
   for (int64_t j = 20; j < 25; ++j) {
-    for (int d = 0; d < 40; ++d) ASSERT_EQ(kt[d * 5 + (j - 20)], keys[((50 + j) * hkv + 2) * 40 + d]);
+    for (int d = 0; d < 40; ++d)
+      ASSERT_EQ(kt[d * 5 + (j - 20)], keys[((50 + j) * hkv + 2) * 40 + d]);
   }
 }
 

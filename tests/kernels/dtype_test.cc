@@ -1,12 +1,13 @@
 // Rounding to fp16, bf16 and fp8 e4m3 (ties to even, overflow, saturation, subnormals), the
 // byte encodings, and the tensor summary's checksum.
+#include "kernels/dtype.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
 
 #include "gtest/gtest.h"
-#include "kernels/dtype.h"
 #include "kernels/tensors.h"
 
 namespace attnbench {
@@ -98,8 +99,8 @@ TEST(DTypeTest, EncodesLittleEndianAndDecodes) {
   AppendEncoded(1.0f, DType::kFloat32, &bytes);
   AppendEncoded(-2.0f, DType::kBFloat16, &bytes);
   EXPECT_EQ(bytes, std::string("\x00\x3c\x00\x00\x80\x3f\x00\xc0", 8));
-  const absl::StatusOr<std::vector<float>> half = DecodeValues(std::string("\x00\x3c\xff\x7b", 4),
-                                                               DType::kFloat16);
+  const absl::StatusOr<std::vector<float>> half =
+      DecodeValues(std::string("\x00\x3c\xff\x7b", 4), DType::kFloat16);
   ASSERT_TRUE(half.ok());
   EXPECT_EQ(*half, (std::vector<float>{1.0f, 65504.0f}));
   EXPECT_FALSE(DecodeValues("abc", DType::kFloat16).ok());

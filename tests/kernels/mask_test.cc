@@ -1,11 +1,12 @@
 // Mask predicates (§3) with bottom-right alignment, the tile coverage and fill helpers against
 // brute force, probabilistic block determinism and rates, and the score modifiers (§4).
+#include "kernels/mask.h"
+
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/mask.h"
 #include "kernels/modifiers.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
@@ -191,7 +192,7 @@ TEST(MaskTest, TileCoverageAndFillMatchBruteForce) {
           ASSERT_EQ(fill[(i - i0) * (j1 - j0) + (j - j0)], k);
         }
       }
-      const TileCoverage expected = kept == 0                          ? TileCoverage::kNone
+      const TileCoverage expected = kept == 0                       ? TileCoverage::kNone
                                     : kept == (i1 - i0) * (j1 - j0) ? TileCoverage::kAll
                                                                     : TileCoverage::kPartial;
       ASSERT_EQ(eval.Coverage(1, 2, i0, i1, j0, j1), expected)
@@ -230,7 +231,7 @@ TEST(ModifiersTest, HarmonicAlibiSlopes) {
 TEST(ModifiersTest, RopeRotatesHalvesAndDependsOnRelativePosition) {
   const std::vector<double> inv = RopeInverseFrequencies(100.0, 4);
   EXPECT_DOUBLE_EQ(inv[0], 1.0);
-  EXPECT_DOUBLE_EQ(inv[1], 0.1);  // 100^(-2/4)
+  EXPECT_DOUBLE_EQ(inv[1], 0.1);     // 100^(-2/4)
   double v[6] = {1, 0, 0, 0, 7, 7};  // elements 4 and 5 are past rotary_dims
   ApplyRope(v, 2, inv);
   EXPECT_DOUBLE_EQ(v[0], std::cos(2.0));

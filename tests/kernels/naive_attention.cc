@@ -26,7 +26,7 @@ void Rotate(std::vector<double>& v, double pos, double theta, int rot) {
 // Format of cache token j from the SAQ bands (newest first) or the single format.
 CacheFormat FormatOfToken(const Problem& p, int64_t j) {
   if (p.kv_cache.saq_bands.empty()) return p.kv_cache.format;
-  int64_t newer = 0;  // tokens newer than the current band's start
+  int64_t newer = 0;                         // tokens newer than the current band's start
   const int64_t age = p.seq_len_kv - 1 - j;  // 0 for the newest token
   for (const SaqBand& band : p.kv_cache.saq_bands) {
     if (!band.num_tokens.has_value()) return band.format;
@@ -142,10 +142,10 @@ bool NaiveKeeps(const Problem& p, int64_t b, int h, int64_t i, int64_t j) {
       const int64_t d =
           FloorDivide(r * m.query_block_tokens + p.seq_len_kv - p.seq_len_q, m.kv_block_tokens) - c;
       if (d <= 0) return true;
-      const auto w = Philox4x32_10(
-          {static_cast<uint32_t>(c), static_cast<uint32_t>(r), static_cast<uint32_t>(h),
-           static_cast<uint32_t>(b)},
-          {static_cast<uint32_t>(m.seed), static_cast<uint32_t>(m.seed >> 32)});
+      const auto w =
+          Philox4x32_10({static_cast<uint32_t>(c), static_cast<uint32_t>(r),
+                         static_cast<uint32_t>(h), static_cast<uint32_t>(b)},
+                        {static_cast<uint32_t>(m.seed), static_cast<uint32_t>(m.seed >> 32)});
       const double prob = std::min(1.0, m.c_coefficient / std::pow(1.0 + d, m.alpha));
       return w[0] / 4294967296.0 < prob;
     }
@@ -189,7 +189,9 @@ std::vector<double> NaiveAttention(const Problem& p, const AttentionInputs& in,
     }
     return out;
   };
-  auto copy = [](const FloatTensor& t) { return std::vector<double>(t.values.begin(), t.values.end()); };
+  auto copy = [](const FloatTensor& t) {
+    return std::vector<double>(t.values.begin(), t.values.end());
+  };
   const std::vector<double> Q = layer ? project(in.w_q, heads.hq, Dqk) : copy(in.query);
   const std::vector<double> K = layer ? project(in.w_k, heads.hkv, Dqk) : copy(in.key);
   const std::vector<double> V = layer ? project(in.w_v, heads.hkv, Dv) : copy(in.value);

@@ -16,12 +16,12 @@ namespace {
 TEST(PhiloxTest, Random123KnownAnswers) {
   EXPECT_EQ(Philox4x32_10({0, 0, 0, 0}, {0, 0}),
             (PhiloxCounter{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
-  EXPECT_EQ(Philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
-                          {0xffffffff, 0xffffffff}),
-            (PhiloxCounter{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
-  EXPECT_EQ(Philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
-                          {0xa4093822, 0x299f31d0}),
-            (PhiloxCounter{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+  EXPECT_EQ(
+      Philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
+      (PhiloxCounter{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(
+      Philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
+      (PhiloxCounter{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
 }
 
 TEST(PhiloxTest, SeedSplitsIntoKeyWords) {
@@ -105,10 +105,9 @@ TEST(InputsTest, LayerWeightsAreScaledByFanIn) {
     return std::sqrt(s / t.values.size());
   };
   EXPECT_NEAR(rms(in->x), 2.0, 0.05);
-  EXPECT_NEAR(rms(in->w_q), 1.0 / 16, 0.004);   // 1 / sqrt(256)
+  EXPECT_NEAR(rms(in->w_q), 1.0 / 16, 0.004);  // 1 / sqrt(256)
   EXPECT_NEAR(rms(in->w_o), 1.0 / std::sqrt(32.0), 0.008);
-  EXPECT_EQ(in->w_k.values[5],
-            static_cast<float>(StandardNormal(p.seed, kTensorWk, 5) / 16.0));
+  EXPECT_EQ(in->w_k.values[5], static_cast<float>(StandardNormal(p.seed, kTensorWk, 5) / 16.0));
 }
 
 TEST(InputsTest, UsesClientTensors) {

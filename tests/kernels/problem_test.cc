@@ -1,5 +1,7 @@
 // NormalizeProblem's defaults, every rule of ValidateProblem (one passing and one failing case
 // each, the failure naming the field by proto path), and the head map of every layout.
+#include "kernels/problem.h"
+
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/problem.h"
 #include "kernels/dtype.h"
 #include "tests/kernels/test_util.h"
 
@@ -132,35 +133,64 @@ std::vector<Rule> Rules() {
                  std::function<void(Problem&)> invalid, std::string field) {
     r.push_back({std::move(name), std::move(valid), std::move(invalid), std::move(field)});
   };
-  add("batch", [](Problem& p) { p.batch_size = 1; }, [](Problem& p) { p.batch_size = 0; },
+  add(
+      "batch", [](Problem& p) { p.batch_size = 1; }, [](Problem& p) { p.batch_size = 0; },
       "spec.batch_size");
-  add("seq_q", [](Problem& p) { p.seq_len_q = 5; }, [](Problem& p) { p.seq_len_q = -1; },
+  add(
+      "seq_q", [](Problem& p) { p.seq_len_q = 5; }, [](Problem& p) { p.seq_len_q = -1; },
       "spec.seq_len_q");
-  add("seq_kv", [](Problem& p) { p.seq_len_kv = 3; }, [](Problem& p) { p.seq_len_kv = 0; },
+  add(
+      "seq_kv", [](Problem& p) { p.seq_len_kv = 3; }, [](Problem& p) { p.seq_len_kv = 0; },
       "spec.seq_len_kv");
-  add("head_dim_qk", [](Problem& p) { p.head_dim_qk = 1; }, [](Problem& p) { p.head_dim_qk = 0; },
+  add(
+      "head_dim_qk", [](Problem& p) { p.head_dim_qk = 1; }, [](Problem& p) { p.head_dim_qk = 0; },
       "spec.head_dim_qk");
-  add("head_dim_v", [](Problem& p) { p.head_dim_v = 3; }, [](Problem& p) { p.head_dim_v = -2; },
+  add(
+      "head_dim_v", [](Problem& p) { p.head_dim_v = 3; }, [](Problem& p) { p.head_dim_v = -2; },
       "spec.head_dim_v");
-  add("query_size",
+  add(
+      "query_size",
       [](Problem& p) { p.seq_len_q = p.seq_len_kv = int64_t{1} << 33; },  // 2^39 elements
       [](Problem& p) { p.seq_len_q = int64_t{1} << 36; }, "spec.seq_len_q");
-  add("key_size", [](Problem& p) { p.seq_len_kv = int64_t{1} << 33; },
+  add(
+      "key_size", [](Problem& p) { p.seq_len_kv = int64_t{1} << 33; },
       [](Problem& p) { p.seq_len_kv = int64_t{1} << 36; }, "spec.seq_len_kv");
   // 4 heads of 4096: W_q is d_model x 2^14.
-  add("weight_size", [](Problem& p) { Layer(p); p.head_dim_qk = 1 << 12; p.d_model = 1 << 20; },
-      [](Problem& p) { Layer(p); p.head_dim_qk = 1 << 12; p.d_model = 1 << 28; },
+  add(
+      "weight_size",
+      [](Problem& p) {
+        Layer(p);
+        p.head_dim_qk = 1 << 12;
+        p.d_model = 1 << 20;
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.head_dim_qk = 1 << 12;
+        p.d_model = 1 << 28;
+      },
       "spec.d_model");
-  add("dtype", [](Problem& p) { p.dtype = DType::kFloat8E4M3; },
+  add(
+      "dtype", [](Problem& p) { p.dtype = DType::kFloat8E4M3; },
       [](Problem& p) { p.dtype = DType::kUnspecified; }, "spec.dtype");
-  add("layout", [](Problem& p) {}, [](Problem& p) { SetLayout(p, LayoutKind::kUnspecified); },
+  add(
+      "layout", [](Problem& p) {}, [](Problem& p) { SetLayout(p, LayoutKind::kUnspecified); },
       "spec.layout");
-  add("mha_heads", [](Problem& p) { p.layout.num_heads = 1; },
+  add(
+      "mha_heads", [](Problem& p) { p.layout.num_heads = 1; },
       [](Problem& p) { p.layout.num_heads = 0; }, "spec.layout.mha.num_heads");
-  add("mha_heads_bound", [](Problem& p) { p.layout.num_heads = 3; },
+  add(
+      "mha_heads_bound", [](Problem& p) { p.layout.num_heads = 3; },
       [](Problem& p) { p.layout.num_heads = (1 << 16) + 1; }, "spec.layout.mha.num_heads");
-  add("mqa_heads", [](Problem& p) { SetLayout(p, LayoutKind::kMqa); p.layout.num_heads = 3; },
-      [](Problem& p) { SetLayout(p, LayoutKind::kMqa); p.layout.num_heads = -1; },
+  add(
+      "mqa_heads",
+      [](Problem& p) {
+        SetLayout(p, LayoutKind::kMqa);
+        p.layout.num_heads = 3;
+      },
+      [](Problem& p) {
+        SetLayout(p, LayoutKind::kMqa);
+        p.layout.num_heads = -1;
+      },
       "spec.layout.mqa.num_heads");
   static constexpr auto gqa = [](int hq, int hkv) {
     return [=](Problem& p) {
@@ -204,7 +234,8 @@ std::vector<Rule> Rules() {
   add("xsqa_baseline", xsqa(4, std::nullopt), xsqa(3, std::nullopt),
       "spec.layout.extreme_sqa.baseline_heads (3)");
   add("xsqa_heads_positive", xsqa(16, 1), xsqa(16, 0), "spec.layout.extreme_sqa.num_query_heads");
-  add("xsqa_heads_quarter", xsqa(16, 4), xsqa(16, 5), "spec.layout.extreme_sqa.num_query_heads (5)");
+  add("xsqa_heads_quarter", xsqa(16, 4), xsqa(16, 5),
+      "spec.layout.extreme_sqa.num_query_heads (5)");
   auto gqkva = [](int g, int k) {
     return [=](Problem& p) {
       SetLayout(p, LayoutKind::kGqkva);
@@ -253,8 +284,10 @@ std::vector<Rule> Rules() {
     };
   };
   // 16 tokens in blocks of 5 (q) and 6 (kv): a 4 x 3 grid.
-  add("block_q_tokens", block(5, 6, {}), block(0, 6, {}), "spec.mask.block_sparse.query_block_tokens");
-  add("block_kv_tokens", block(5, 6, {}), block(5, -6, {}), "spec.mask.block_sparse.kv_block_tokens");
+  add("block_q_tokens", block(5, 6, {}), block(0, 6, {}),
+      "spec.mask.block_sparse.query_block_tokens");
+  add("block_kv_tokens", block(5, 6, {}), block(5, -6, {}),
+      "spec.mask.block_sparse.kv_block_tokens");
   add("block_row", block(5, 6, {{3, 2}}), block(5, 6, {{0, 0}, {4, 0}}),
       "spec.mask.block_sparse.blocks[1].query_block (4)");
   add("block_col", block(5, 6, {{0, 2}}), block(5, 6, {{0, 3}}),
@@ -283,75 +316,209 @@ std::vector<Rule> Rules() {
   add("rope_dims_even", rope(std::nullopt, 4), rope(std::nullopt, 3), "spec.rope.rotary_dims (3)");
   add("rope_dims_positive", rope(std::nullopt, 2), rope(std::nullopt, 0), "spec.rope.rotary_dims");
   add("rope_dims_le_dim", rope(std::nullopt, 8), rope(std::nullopt, 10), "spec.rope.rotary_dims");
-  add("alibi_base_only_harmonic",
-      [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 0.5}; },
-      [](Problem& p) { p.alibi = {true, AlibiSchedule::kGeometric, 0.5}; },
+  add(
+      "alibi_base_only_harmonic",
+      [](Problem& p) {
+        p.alibi = {true, AlibiSchedule::kHarmonic, 0.5};
+      },
+      [](Problem& p) {
+        p.alibi = {true, AlibiSchedule::kGeometric, 0.5};
+      },
       "spec.alibi.harmonic_base_slope");
-  add("alibi_base_positive", [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 2.0}; },
-      [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 0.0}; },
+  add(
+      "alibi_base_positive",
+      [](Problem& p) {
+        p.alibi = {true, AlibiSchedule::kHarmonic, 2.0};
+      },
+      [](Problem& p) {
+        p.alibi = {true, AlibiSchedule::kHarmonic, 0.0};
+      },
       "spec.alibi.harmonic_base_slope");
-  add("softcap", [](Problem& p) { p.softcap = {true, 30.0}; },
-      [](Problem& p) { p.softcap = {true, 0.0}; }, "spec.softcap.cap");
-  add("softcap_finite", [](Problem& p) { p.softcap = {true, 1e-3}; },
-      [](Problem& p) { p.softcap = {true, inf}; }, "spec.softcap.cap");
-  add("scale", [](Problem& p) { p.scale = 2.0; }, [](Problem& p) { p.scale = 0.0; }, "spec.scale");
-  add("scale_finite", [](Problem& p) { p.scale = 1e-9; }, [](Problem& p) { p.scale = nan; },
+  add(
+      "softcap",
+      [](Problem& p) {
+        p.softcap = {true, 30.0};
+      },
+      [](Problem& p) {
+        p.softcap = {true, 0.0};
+      },
+      "spec.softcap.cap");
+  add(
+      "softcap_finite",
+      [](Problem& p) {
+        p.softcap = {true, 1e-3};
+      },
+      [](Problem& p) {
+        p.softcap = {true, inf};
+      },
+      "spec.softcap.cap");
+  add(
+      "scale", [](Problem& p) { p.scale = 2.0; }, [](Problem& p) { p.scale = 0.0; }, "spec.scale");
+  add(
+      "scale_finite", [](Problem& p) { p.scale = 1e-9; }, [](Problem& p) { p.scale = nan; },
       "spec.scale");
-  add("input_scale", [](Problem& p) { p.input_scale = 0.01; },
+  add(
+      "input_scale", [](Problem& p) { p.input_scale = 0.01; },
       [](Problem& p) { p.input_scale = -1.0; }, "spec.input_scale");
-  add("input_scale_finite", [](Problem& p) { p.input_scale = 100.0; },
+  add(
+      "input_scale_finite", [](Problem& p) { p.input_scale = 100.0; },
       [](Problem& p) { p.input_scale = inf; }, "spec.input_scale");
-  add("d_model_only_layer", [](Problem& p) { Layer(p); },
-      [](Problem& p) { p.d_model = 32; }, "spec.d_model");
-  add("d_model_required", [](Problem& p) { Layer(p); },
-      [](Problem& p) { Layer(p); p.d_model.reset(); }, "spec.d_model");
-  add("d_model_positive", [](Problem& p) { Layer(p); p.d_model = 1; },
-      [](Problem& p) { Layer(p); p.d_model = 0; }, "spec.d_model");
-  add("layer_self_attention", [](Problem& p) { Layer(p); p.seq_len_q = p.seq_len_kv = 9; },
-      [](Problem& p) { Layer(p); p.seq_len_q = 9; }, "spec.seq_len_q (9)");
-  add("layer_prefill", [](Problem& p) { Layer(p); p.phase = Phase::kPrefill; },
-      [](Problem& p) { Layer(p); p.phase = Phase::kDecode; }, "spec.phase");
-  add("layer_no_client_tensors", [](Problem& p) { ClientInputs(p); },
-      [](Problem& p) { ClientInputs(p); Layer(p); }, "spec.inputs");
-  add("paging_only_decode", [](Problem& p) { Paged(p); },
-      [](Problem& p) { Paged(p); p.phase = Phase::kPrefill; }, "spec.kv_cache.paging");
-  add("cache_format_only_decode", [](Problem& p) { p.kv_cache.format = CacheFormat::kNative; },
+  add(
+      "d_model_only_layer", [](Problem& p) { Layer(p); }, [](Problem& p) { p.d_model = 32; },
+      "spec.d_model");
+  add(
+      "d_model_required", [](Problem& p) { Layer(p); },
+      [](Problem& p) {
+        Layer(p);
+        p.d_model.reset();
+      },
+      "spec.d_model");
+  add(
+      "d_model_positive",
+      [](Problem& p) {
+        Layer(p);
+        p.d_model = 1;
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.d_model = 0;
+      },
+      "spec.d_model");
+  add(
+      "layer_self_attention",
+      [](Problem& p) {
+        Layer(p);
+        p.seq_len_q = p.seq_len_kv = 9;
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.seq_len_q = 9;
+      },
+      "spec.seq_len_q (9)");
+  add(
+      "layer_prefill",
+      [](Problem& p) {
+        Layer(p);
+        p.phase = Phase::kPrefill;
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.phase = Phase::kDecode;
+      },
+      "spec.phase");
+  add(
+      "layer_no_client_tensors", [](Problem& p) { ClientInputs(p); },
+      [](Problem& p) {
+        ClientInputs(p);
+        Layer(p);
+      },
+      "spec.inputs");
+  add(
+      "paging_only_decode", [](Problem& p) { Paged(p); },
+      [](Problem& p) {
+        Paged(p);
+        p.phase = Phase::kPrefill;
+      },
+      "spec.kv_cache.paging");
+  add(
+      "cache_format_only_decode", [](Problem& p) { p.kv_cache.format = CacheFormat::kNative; },
       [](Problem& p) { p.kv_cache.format = CacheFormat::kInt8; }, "spec.kv_cache.format");
-  add("saq_only_decode",
-      [](Problem& p) { Decode(p); p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}}; },
-      [](Problem& p) { p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}}; },
+  add(
+      "saq_only_decode",
+      [](Problem& p) {
+        Decode(p);
+        p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}};
+      },
+      [](Problem& p) {
+        p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}};
+      },
       "spec.kv_cache.saq_bands");
-  add("saq_only_decode_backward",
-      [](Problem& p) { p.phase = Phase::kBackward; },
-      [](Problem& p) { p.phase = Phase::kBackward; p.kv_cache.format = CacheFormat::kInt4; },
+  add(
+      "saq_only_decode_backward", [](Problem& p) { p.phase = Phase::kBackward; },
+      [](Problem& p) {
+        p.phase = Phase::kBackward;
+        p.kv_cache.format = CacheFormat::kInt4;
+      },
       "spec.kv_cache.format");
-  add("decode_q_le_kv", [](Problem& p) { Decode(p); p.seq_len_q = 16; },
-      [](Problem& p) { Decode(p); p.seq_len_q = 17; }, "spec.seq_len_q (17)");
-  add("page_size", [](Problem& p) { Paged(p); p.kv_cache.page_size_tokens = 100; },
-      [](Problem& p) { Paged(p); p.kv_cache.page_size_tokens = 0; },
+  add(
+      "decode_q_le_kv",
+      [](Problem& p) {
+        Decode(p);
+        p.seq_len_q = 16;
+      },
+      [](Problem& p) {
+        Decode(p);
+        p.seq_len_q = 17;
+      },
+      "spec.seq_len_q (17)");
+  add(
+      "page_size",
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_size_tokens = 100;
+      },
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_size_tokens = 0;
+      },
       "spec.kv_cache.paging.page_size_tokens");
-  add("page_table_size", [](Problem& p) { Paged(p); p.kv_cache.page_table = {7, 6, 5, 4, 3, 2, 1, 0}; },
-      [](Problem& p) { Paged(p); p.kv_cache.page_table = {0, 1, 2, 3, 4, 5, 6}; },
+  add(
+      "page_table_size",
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_table = {7, 6, 5, 4, 3, 2, 1, 0};
+      },
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_table = {0, 1, 2, 3, 4, 5, 6};
+      },
       "spec.kv_cache.paging.page_table");
-  add("page_table_range", [](Problem& p) { Paged(p); p.kv_cache.page_table = {1, 0, 2, 3, 4, 5, 6, 7}; },
-      [](Problem& p) { Paged(p); p.kv_cache.page_table = {0, 1, 2, 3, 4, 5, 6, 8}; },
+  add(
+      "page_table_range",
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_table = {1, 0, 2, 3, 4, 5, 6, 7};
+      },
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_table = {0, 1, 2, 3, 4, 5, 6, 8};
+      },
       "spec.kv_cache.paging.page_table[7] (8)");
-  add("page_table_permutation",
-      [](Problem& p) { Paged(p); p.kv_cache.page_table = {3, 1, 2, 0, 4, 5, 6, 7}; },
-      [](Problem& p) { Paged(p); p.kv_cache.page_table = {0, 1, 2, 3, 4, 5, 6, 3}; },
+  add(
+      "page_table_permutation",
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_table = {3, 1, 2, 0, 4, 5, 6, 7};
+      },
+      [](Problem& p) {
+        Paged(p);
+        p.kv_cache.page_table = {0, 1, 2, 3, 4, 5, 6, 3};
+      },
       "spec.kv_cache.paging.page_table[7] (3)");
-  add("saq_format",
-      [](Problem& p) { Decode(p); p.kv_cache.saq_bands = {{4, CacheFormat::kNative}}; },
-      [](Problem& p) { Decode(p); p.kv_cache.saq_bands = {{4, CacheFormat::kUnspecified}}; },
+  add(
+      "saq_format",
+      [](Problem& p) {
+        Decode(p);
+        p.kv_cache.saq_bands = {{4, CacheFormat::kNative}};
+      },
+      [](Problem& p) {
+        Decode(p);
+        p.kv_cache.saq_bands = {{4, CacheFormat::kUnspecified}};
+      },
       "spec.kv_cache.saq_bands[0].format");
-  add("saq_tokens",
-      [](Problem& p) { Decode(p); p.kv_cache.saq_bands = {{1, CacheFormat::kInt4}}; },
+  add(
+      "saq_tokens",
+      [](Problem& p) {
+        Decode(p);
+        p.kv_cache.saq_bands = {{1, CacheFormat::kInt4}};
+      },
       [](Problem& p) {
         Decode(p);
         p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}, {0, CacheFormat::kInt4}};
       },
       "spec.kv_cache.saq_bands[1].num_tokens");
-  add("saq_unset_last_only",
+  add(
+      "saq_unset_last_only",
       [](Problem& p) {
         Decode(p);
         p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}, {std::nullopt, CacheFormat::kInt4}};
@@ -361,37 +528,64 @@ std::vector<Rule> Rules() {
         p.kv_cache.saq_bands = {{std::nullopt, CacheFormat::kInt8}, {4, CacheFormat::kInt4}};
       },
       "spec.kv_cache.saq_bands[0].num_tokens");
-  add("saq_format_unspecified",
-      [](Problem& p) { Decode(p); p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}}; },
+  add(
+      "saq_format_unspecified",
+      [](Problem& p) {
+        Decode(p);
+        p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}};
+      },
       [](Problem& p) {
         Decode(p);
         p.kv_cache.format = CacheFormat::kInt8;
         p.kv_cache.saq_bands = {{4, CacheFormat::kInt8}};
       },
       "spec.kv_cache.format");
-  add("client_all_or_none", [](Problem& p) { ClientInputs(p); },
-      [](Problem& p) { ClientInputs(p); p.value.reset(); }, "spec.inputs");
-  add("client_dtype", [](Problem& p) { ClientInputs(p); },
-      [](Problem& p) { ClientInputs(p); p.key = Client(DType::kFloat16, {2, 16, 4, 8}); },
+  add(
+      "client_all_or_none", [](Problem& p) { ClientInputs(p); },
+      [](Problem& p) {
+        ClientInputs(p);
+        p.value.reset();
+      },
+      "spec.inputs");
+  add(
+      "client_dtype", [](Problem& p) { ClientInputs(p); },
+      [](Problem& p) {
+        ClientInputs(p);
+        p.key = Client(DType::kFloat16, {2, 16, 4, 8});
+      },
       "spec.inputs.key.dtype");
-  add("client_shape",
+  add(
+      "client_shape",
       [](Problem& p) {
         p.head_dim_v = 3;
         ClientInputs(p);
         p.value = Client(DType::kFloat32, {2, 16, 4, 3});
       },
-      [](Problem& p) { ClientInputs(p); p.value = Client(DType::kFloat32, {2, 16, 4, 3}); },
+      [](Problem& p) {
+        ClientInputs(p);
+        p.value = Client(DType::kFloat32, {2, 16, 4, 3});
+      },
       "spec.inputs.value.shape");
-  add("client_shape_resolved_heads",
+  add(
+      "client_shape_resolved_heads",
       [](Problem& p) {
         gqa(4, 2)(p);
         ClientInputs(p);
         p.key = Client(DType::kFloat32, {2, 16, 2, 8});
         p.value = Client(DType::kFloat32, {2, 16, 2, 8});
       },
-      [](Problem& p) { gqa(4, 2)(p); ClientInputs(p); }, "spec.inputs.key.shape");
-  add("client_data_size", [](Problem& p) { ClientInputs(p); },
-      [](Problem& p) { ClientInputs(p); p.query->data.pop_back(); }, "spec.inputs.query.data");
+      [](Problem& p) {
+        gqa(4, 2)(p);
+        ClientInputs(p);
+      },
+      "spec.inputs.key.shape");
+  add(
+      "client_data_size", [](Problem& p) { ClientInputs(p); },
+      [](Problem& p) {
+        ClientInputs(p);
+        p.query->data.pop_back();
+      },
+      "spec.inputs.query.data");
   return r;
 }
 
@@ -452,10 +646,16 @@ void ExpectHeads(const HeadConfig& c, int hq, int hkv, int hout, int baseline,
 }
 
 TEST(ResolveHeadsTest, EveryLayout) {
-  ExpectHeads(Resolve([](HeadLayout& l) { l.kind = LayoutKind::kMha; l.num_heads = 3; }), 3, 3, 3,
-              3, {{0, 0}, {1, 1}, {2, 2}});
-  ExpectHeads(Resolve([](HeadLayout& l) { l.kind = LayoutKind::kMqa; l.num_heads = 3; }), 3, 1, 3,
-              3, {{0, 0}, {1, 0}, {2, 0}});
+  ExpectHeads(Resolve([](HeadLayout& l) {
+                l.kind = LayoutKind::kMha;
+                l.num_heads = 3;
+              }),
+              3, 3, 3, 3, {{0, 0}, {1, 1}, {2, 2}});
+  ExpectHeads(Resolve([](HeadLayout& l) {
+                l.kind = LayoutKind::kMqa;
+                l.num_heads = 3;
+              }),
+              3, 1, 3, 3, {{0, 0}, {1, 0}, {2, 0}});
   ExpectHeads(Resolve([](HeadLayout& l) {
                 l.kind = LayoutKind::kGqa;
                 l.num_query_heads = 6;

@@ -63,13 +63,13 @@ inline void ExpectAllClose(const std::vector<float>& out, const std::vector<doub
   int failures = 0;
   std::string first;
   for (size_t k = 0; k < out.size(); ++k) {
-    const double bound = UlpRelative(dtype) * std::fabs(ref[k]) + SubnormalStep(dtype) +
-                         noise * rms + 1e-30;
+    const double bound =
+        UlpRelative(dtype) * std::fabs(ref[k]) + SubnormalStep(dtype) + noise * rms + 1e-30;
     const double diff = std::fabs(static_cast<double>(out[k]) - ref[k]);
     if (!(diff <= bound)) {
       if (failures++ == 0) {
-        first = "element " + std::to_string(k) + ": got " + std::to_string(out[k]) +
-                ", expected " + std::to_string(ref[k]) + " (bound " + std::to_string(bound) + ")";
+        first = "element " + std::to_string(k) + ": got " + std::to_string(out[k]) + ", expected " +
+                std::to_string(ref[k]) + " (bound " + std::to_string(bound) + ")";
       }
     }
   }
