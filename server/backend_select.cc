@@ -41,9 +41,9 @@ absl::StatusOr<Backend*> SelectBackend(const BackendList& backends, absl::string
     for (const auto& b : backends) {
       if (b->Name() != name) continue;
       if (!HasDevice(*b, device_index)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "device_index: backend ", name, " has ", b->Devices().size(), " device(s), no index ",
-            device_index.value_or(0)));
+        return absl::InvalidArgumentError(absl::StrCat("device_index: backend ", name, " has ",
+                                                       b->Devices().size(), " device(s), no index ",
+                                                       device_index.value_or(0)));
       }
       if (absl::Status s = b->CheckSupported(problem); !s.ok()) return s;
       return b.get();
@@ -65,14 +65,14 @@ absl::StatusOr<Backend*> SelectBackend(const BackendList& backends, absl::string
     if (s.ok()) return b;
     reasons.push_back(absl::StrCat(b->Name(), ": ", s.message()));
   }
-  if (device_index.has_value() &&
-      std::none_of(order.begin(), order.end(),
-                   [&](const Backend* b) { return HasDevice(*b, device_index); })) {
+  if (device_index.has_value() && std::none_of(order.begin(), order.end(), [&](const Backend* b) {
+        return HasDevice(*b, device_index);
+      })) {
     return absl::InvalidArgumentError(
         absl::StrCat("device_index: no backend has device ", *device_index));
   }
-  return absl::FailedPreconditionError(absl::StrCat("no backend supports this spec (",
-                                                    absl::StrJoin(reasons, "; "), ")"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("no backend supports this spec (", absl::StrJoin(reasons, "; "), ")"));
 }
 
 std::string DeviceKey(const DeviceDescription& device) {

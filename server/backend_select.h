@@ -28,8 +28,7 @@ absl::Status CheckBackendName(const BackendList& backends, absl::string_view nam
 // returns its own FAILED_PRECONDITION; under auto, FAILED_PRECONDITION with each backend's
 // reason when none can. device_index, when set, must exist on the backend chosen.
 absl::StatusOr<Backend*> SelectBackend(const BackendList& backends, absl::string_view name,
-                                       const Problem& problem,
-                                       std::optional<int> device_index);
+                                       const Problem& problem, std::optional<int> device_index);
 
 // The scheduler key of a device: "<kind>:<index>", e.g. "cpu:0", shared by every backend on it.
 std::string DeviceKey(const DeviceDescription& device);

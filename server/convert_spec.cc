@@ -9,8 +9,7 @@ namespace attnbench::server {
 namespace {
 
 absl::Status UnknownEnum(absl::string_view field, int value) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": unknown enum value ", value));
+  return absl::InvalidArgumentError(absl::StrCat(field, ": unknown enum value ", value));
 }
 
 HostTensor TensorFromProto(const pb::Tensor& t, DType dtype) {
@@ -138,7 +137,8 @@ Mask MaskFromProto(const pb::Mask& in) {
       break;
     case pb::Mask::kSlidingWindow:
       out.kind = MaskKind::kSlidingWindow;
-      if (in.sliding_window().has_left_tokens()) out.left_tokens = in.sliding_window().left_tokens();
+      if (in.sliding_window().has_left_tokens())
+        out.left_tokens = in.sliding_window().left_tokens();
       if (in.sliding_window().has_right_tokens()) {
         out.right_tokens = in.sliding_window().right_tokens();
       }
@@ -148,7 +148,8 @@ Mask MaskFromProto(const pb::Mask& in) {
       out.kind = MaskKind::kBlockSparse;
       out.query_block_tokens = b.query_block_tokens();
       out.kv_block_tokens = b.kv_block_tokens();
-      for (const auto& blk : b.blocks()) out.blocks.push_back(Block{blk.query_block(), blk.kv_block()});
+      for (const auto& blk : b.blocks())
+        out.blocks.push_back(Block{blk.query_block(), blk.kv_block()});
       out.intersect_causal = b.intersect_causal();
       break;
     }
@@ -218,8 +219,8 @@ absl::StatusOr<KvCache> KvCacheFromProto(const pb::KvCache& in) {
     const auto& band = in.saq_bands(i);
     SaqBand b;
     if (band.has_num_tokens()) b.num_tokens = band.num_tokens();
-    absl::StatusOr<CacheFormat> f =
-        CacheFormatFromProto(band.format(), absl::StrCat("spec.kv_cache.saq_bands[", i, "].format"));
+    absl::StatusOr<CacheFormat> f = CacheFormatFromProto(
+        band.format(), absl::StrCat("spec.kv_cache.saq_bands[", i, "].format"));
     if (!f.ok()) return f.status();
     b.format = *f;
     out.saq_bands.push_back(b);
@@ -482,9 +483,11 @@ pb::AttentionSpec ProblemToProto(const Problem& p, bool include_input_data) {
   if (p.input_scale.has_value()) spec.set_input_scale(*p.input_scale);
   if (p.query.has_value() || p.key.has_value() || p.value.has_value()) {
     auto* inputs = spec.mutable_inputs();
-    if (p.query.has_value()) HostTensorToProto(*p.query, include_input_data, inputs->mutable_query());
+    if (p.query.has_value())
+      HostTensorToProto(*p.query, include_input_data, inputs->mutable_query());
     if (p.key.has_value()) HostTensorToProto(*p.key, include_input_data, inputs->mutable_key());
-    if (p.value.has_value()) HostTensorToProto(*p.value, include_input_data, inputs->mutable_value());
+    if (p.value.has_value())
+      HostTensorToProto(*p.value, include_input_data, inputs->mutable_value());
   }
   return spec;
 }

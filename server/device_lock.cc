@@ -40,8 +40,8 @@ void DeviceScheduler::Lease::Release() {
   if (owner_ != nullptr) std::exchange(owner_, nullptr)->Release(device_, ticket_);
 }
 
-absl::StatusOr<DeviceScheduler::Lease> DeviceScheduler::Acquire(
-    const std::string& device, const InterruptCheck& interrupted) {
+absl::StatusOr<DeviceScheduler::Lease> DeviceScheduler::Acquire(const std::string& device,
+                                                                const InterruptCheck& interrupted) {
   absl::MutexLock lock(&mu_);
   std::unique_ptr<Queue>& slot = queues_[device];
   if (slot == nullptr) slot = std::make_unique<Queue>();

@@ -46,8 +46,7 @@ absl::StatusOr<double> OneIteration(Workload& workload, const IterationOptions& 
 
 }  // namespace
 
-absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload,
-                                                    const MeasurementPlan& plan,
+absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const MeasurementPlan& plan,
                                                     const InterruptCheck& interrupted) {
   const IterationOptions options{plan.flush_cache};
   for (int i = 0; i < plan.warmup_iterations; ++i) {

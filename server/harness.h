@@ -20,8 +20,7 @@ using InterruptCheck = std::function<absl::Status()>;
 // min_iterations are done and one of: max_duration_seconds of measuring elapsed, max_iterations
 // reached, or (target_relative_noise > 0) stdev / mean of the samples below the target.
 // Returns each timed iteration's duration in seconds, as the workload measured it.
-absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload,
-                                                    const MeasurementPlan& plan,
+absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const MeasurementPlan& plan,
                                                     const InterruptCheck& interrupted);
 
 }  // namespace attnbench::server

@@ -5,7 +5,6 @@
 #include <atomic>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 

@@ -34,10 +34,9 @@ class LogLine {
 }  // namespace attnbench::server
 
 // The stream expression is only evaluated when the level is enabled.
-#define ATTNBENCH_LOG(level)                                                           \
-  if (!::attnbench::server::LogEnabled(::attnbench::server::LogLevel::level)) {        \
-  } else                                                                               \
-    ::attnbench::server::LogLine(::attnbench::server::LogLevel::level, __FILE__, __LINE__) \
-        .stream()
+#define ATTNBENCH_LOG(level)                                                    \
+  if (!::attnbench::server::LogEnabled(::attnbench::server::LogLevel::level)) { \
+  } else                                                                        \
+    ::attnbench::server::LogLine(::attnbench::server::LogLevel::level, __FILE__, __LINE__).stream()
 
 #endif  // ATTNBENCH_SERVER_LOG_H_

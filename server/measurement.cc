@@ -14,13 +14,11 @@ namespace pb = ::attnbench::v1;
 absl::Status OverLimit(absl::string_view field, double value, absl::string_view flag,
                        double limit) {
   return absl::InvalidArgumentError(absl::StrCat("measurement.", field, " = ", value,
-                                                 " exceeds the server limit --", flag, "=",
-                                                 limit));
+                                                 " exceeds the server limit --", flag, "=", limit));
 }
 
 absl::Status Invalid(absl::string_view field, double value, absl::string_view rule) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("measurement.", field, " = ", value, ": ", rule));
+  return absl::InvalidArgumentError(absl::StrCat("measurement.", field, " = ", value, ": ", rule));
 }
 
 }  // namespace
@@ -40,13 +38,15 @@ absl::StatusOr<MeasurementPlan> ResolveMeasurement(const pb::MeasurementSettings
   if (in.has_min_iterations()) {
     const int v = in.min_iterations();
     if (v < 1) return Invalid("min_iterations", v, "must be >= 1");
-    if (v > iteration_limit) return OverLimit("min_iterations", v, "max_iterations", iteration_limit);
+    if (v > iteration_limit)
+      return OverLimit("min_iterations", v, "max_iterations", iteration_limit);
     plan.min_iterations = v;
   }
   if (in.has_max_iterations()) {
     const int v = in.max_iterations();
     if (v < 1) return Invalid("max_iterations", v, "must be >= 1");
-    if (v > iteration_limit) return OverLimit("max_iterations", v, "max_iterations", iteration_limit);
+    if (v > iteration_limit)
+      return OverLimit("max_iterations", v, "max_iterations", iteration_limit);
     if (in.has_min_iterations() && v < plan.min_iterations) {
       return Invalid("max_iterations", v,
                      absl::StrCat("must be >= min_iterations (", plan.min_iterations, ")"));
@@ -125,8 +125,8 @@ absl::StatusOr<CheckPlan> ResolveCheck(const pb::CheckSettings& in) {
   }
   if (in.has_max_sampled_rows()) {
     if (in.max_sampled_rows() < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "check.max_sampled_rows = ", in.max_sampled_rows(), ": must be >= 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("check.max_sampled_rows = ", in.max_sampled_rows(), ": must be >= 1"));
     }
     plan.max_sampled_rows = in.max_sampled_rows();
   }

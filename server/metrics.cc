@@ -7,17 +7,17 @@ namespace {
 
 // Request latency spans a millisecond GetCapabilities to sweeps of many minutes.
 const std::vector<double>& RequestBuckets() {
-  static const auto* buckets = new std::vector<double>{
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-      2.5,   5,      10,    30,   60,    120,  300, 600, 1800};
+  static const auto* buckets =
+      new std::vector<double>{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                              2.5,   5,      10,    30,   60,    120,  300, 600,  1800};
   return *buckets;
 }
 
 // Kernel medians span microseconds (decode on a GPU) to seconds (long prefill on the CPU).
 const std::vector<double>& KernelBuckets() {
   static const auto* buckets = new std::vector<double>{
-      1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
-      2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+      1e-6, 2.5e-6, 5e-6,   1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+      5e-3, 1e-2,   2.5e-2, 5e-2, 0.1,    0.25, 0.5,  1,      2.5,  5,    10};
   return *buckets;
 }
 

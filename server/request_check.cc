@@ -31,9 +31,9 @@ absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest
       }
     }
     if (index < 0 || static_cast<size_t>(index) >= most) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "device_index = ", index, ": out of range [0, ", most, ") for backend ",
-          IsAutoBackend(out.backend) ? "auto" : out.backend));
+      return absl::InvalidArgumentError(
+          absl::StrCat("device_index = ", index, ": out of range [0, ", most, ") for backend ",
+                       IsAutoBackend(out.backend) ? "auto" : out.backend));
     }
     out.device_index = index;
   }

@@ -18,7 +18,7 @@
 namespace attnbench::server {
 
 struct CheckedRequest {
-  Problem problem;  // normalized and valid
+  Problem problem;      // normalized and valid
   std::string backend;  // as asked: "auto", "" or a registered name
   std::optional<int> device_index;
   MeasurementPlan measurement;

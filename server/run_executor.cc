@@ -23,9 +23,9 @@ namespace {
 namespace pb = ::attnbench::v1;
 
 absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "return_output: the output is ", bytes, " bytes, over --max_inline_output_bytes=", limit,
-      "; use StreamRun to receive it in chunks"));
+  return absl::ResourceExhaustedError(absl::StrCat("return_output: the output is ", bytes,
+                                                   " bytes, over --max_inline_output_bytes=", limit,
+                                                   "; use StreamRun to receive it in chunks"));
 }
 
 // The device a request runs on: the one it named, else the backend's least busy one.
@@ -69,10 +69,10 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
 
   const uint64_t estimate = backend.EstimateBytes(problem);
   if (estimate > options_->max_request_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "spec: backend ", backend.Name(), " estimates ", estimate,
-        " bytes of device memory for this request, over --max_request_bytes=",
-        options_->max_request_bytes));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("spec: backend ", backend.Name(), " estimates ", estimate,
+                     " bytes of device memory for this request, over --max_request_bytes=",
+                     options_->max_request_bytes));
   }
 
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
@@ -89,9 +89,9 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
   const int device_index = PickDevice(backend, request.device_index, *scheduler_);
   const std::vector<DeviceDescription> devices = backend.Devices();
   if (device_index < 0 || device_index >= static_cast<int>(devices.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("device_index = ", device_index,
-                                                   ": backend ", backend.Name(), " has ",
-                                                   devices.size(), " device(s)"));
+    return absl::InvalidArgumentError(absl::StrCat("device_index = ", device_index, ": backend ",
+                                                   backend.Name(), " has ", devices.size(),
+                                                   " device(s)"));
   }
   const std::string device_key = DeviceKey(devices[device_index]);
 
@@ -101,8 +101,8 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
   const double queue_ms = absl::ToDoubleMilliseconds(absl::Now() - queued);
   if (absl::Status s = interrupted(); !s.ok()) return s;
 
-  ATTNBENCH_LOG(kDebug) << "run on " << backend.Name() << " " << device_key << " after "
-                        << queue_ms << " ms in queue";
+  ATTNBENCH_LOG(kDebug) << "run on " << backend.Name() << " " << device_key << " after " << queue_ms
+                        << " ms in queue";
   // Declared after the lease so it is destroyed first: device memory is freed before the next
   // request may start on the device.
   absl::StatusOr<std::unique_ptr<Workload>> prepared = backend.Prepare(problem, device_index);

@@ -152,9 +152,9 @@ grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context,
     absl::StatusOr<CheckedRequest> checked =
         CheckRunRequest(SweepPointRequest(request, i), backends_, options_);
     if (!checked.ok()) {
-      return ToGrpc(WithPrefix(checked.status(),
-                               absl::StrCat("sweep point ", i, " (",
-                                            DescribeSweepPoint(request, i), "): base.")));
+      return ToGrpc(WithPrefix(
+          checked.status(),
+          absl::StrCat("sweep point ", i, " (", DescribeSweepPoint(request, i), "): base.")));
     }
   }
 
@@ -177,8 +177,8 @@ grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context,
       *response.mutable_result() = std::move(outcome->result);
     } else {
       const absl::Status& s = outcome.status();
-      const bool interrupted_now =
-          s.code() == absl::StatusCode::kCancelled || s.code() == absl::StatusCode::kDeadlineExceeded;
+      const bool interrupted_now = s.code() == absl::StatusCode::kCancelled ||
+                                   s.code() == absl::StatusCode::kDeadlineExceeded;
       if (!request.continue_on_error() || interrupted_now) {
         return ToGrpc(WithPrefix(
             s, absl::StrCat("sweep point ", i, " (", DescribeSweepPoint(request, i), "): ")));

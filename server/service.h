@@ -21,9 +21,8 @@ class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
 
   grpc::Status Run(grpc::ServerContext* context, const ::attnbench::v1::RunRequest* request,
                    ::attnbench::v1::RunResponse* response) override;
-  grpc::Status StreamRun(
-      grpc::ServerContext* context, const ::attnbench::v1::RunRequest* request,
-      grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer) override;
+  grpc::Status StreamRun(grpc::ServerContext* context, const ::attnbench::v1::RunRequest* request,
+                         grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer) override;
   grpc::Status Sweep(grpc::ServerContext* context, const ::attnbench::v1::SweepRequest* request,
                      grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer) override;
   grpc::Status GetCapabilities(grpc::ServerContext* context,
@@ -35,8 +34,7 @@ class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
  private:
   grpc::Status DoRun(grpc::ServerContext* context, const ::attnbench::v1::RunRequest& request,
                      ::attnbench::v1::RunResponse* response);
-  grpc::Status DoStreamRun(grpc::ServerContext* context,
-                           const ::attnbench::v1::RunRequest& request,
+  grpc::Status DoStreamRun(grpc::ServerContext* context, const ::attnbench::v1::RunRequest& request,
                            grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer);
   grpc::Status DoSweep(grpc::ServerContext* context, const ::attnbench::v1::SweepRequest& request,
                        grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);

@@ -183,9 +183,9 @@ absl::StatusOr<int> CountSweepPoints(const pb::SweepRequest& sweep, int max_poin
     // Checked per axis so the product cannot overflow before it is compared.
     total *= size;
     if (total > max_points) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "axes: the grid has more than ", max_points, " points (--max_sweep_points) after axes[",
-          a, "]"));
+      return absl::InvalidArgumentError(absl::StrCat("axes: the grid has more than ", max_points,
+                                                     " points (--max_sweep_points) after axes[", a,
+                                                     "]"));
     }
   }
   return static_cast<int>(total);

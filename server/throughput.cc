@@ -17,10 +17,11 @@ namespace attnbench::server {
   t.set_achieved_tflops(total_flops / median_seconds / 1e12);
   // Projections are counted the same way in both conventions, so the two figures differ only in
   // how the attention core is counted.
-  t.set_achieved_tflops_flash_convention(
-      (work.flops_flash_convention + work.projection_flops) / median_seconds / 1e12);
+  t.set_achieved_tflops_flash_convention((work.flops_flash_convention + work.projection_flops) /
+                                         median_seconds / 1e12);
   t.set_achieved_gbps(bytes / median_seconds / 1e9);
-  if (device.peak_tflops > 0) t.set_fraction_of_peak_flops(t.achieved_tflops() / device.peak_tflops);
+  if (device.peak_tflops > 0)
+    t.set_fraction_of_peak_flops(t.achieved_tflops() / device.peak_tflops);
   if (device.peak_gbps > 0) t.set_fraction_of_peak_bandwidth(t.achieved_gbps() / device.peak_gbps);
   return t;
 }

@@ -29,8 +29,7 @@ class FakeBackend : public Backend {
     return s;
   }
   absl::Status CheckSupported(const Problem&) const override {
-    return supports_ ? absl::OkStatus()
-                     : absl::FailedPreconditionError(name_ + " lacks something");
+    return supports_ ? absl::OkStatus() : absl::FailedPreconditionError(name_ + " lacks something");
   }
   uint64_t EstimateBytes(const Problem&) const override { return 0; }
   absl::StatusOr<std::unique_ptr<Workload>> Prepare(const Problem&, int) override {

@@ -113,8 +113,8 @@ TEST(BinaryTest, StartsServesAndDrainsOnSigterm) {
   EXPECT_GT(metrics_port, 0);
   EXPECT_THAT(match[3].str(), HasSubstr("cpu_reference"));
 
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
   auto stub = pb::AttnBench::NewStub(channel);
   {
     grpc::ClientContext context;

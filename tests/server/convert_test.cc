@@ -19,24 +19,48 @@ pb::AttentionSpec Parse(const std::string& text) {
 
 // Every field of the spec set, so a field the converter forgets breaks the round trip.
 constexpr char kFullSpec[] = R"pb(
-  batch_size: 3 seq_len_q: 5 seq_len_kv: 70 head_dim_qk: 64 head_dim_v: 32
+  batch_size: 3
+  seq_len_q: 5
+  seq_len_kv: 70
+  head_dim_qk: 64
+  head_dim_v: 32
   mask { none {} }
   rope { theta: 500000 rotary_dims: 32 }
   alibi { schedule: ALIBI_SCHEDULE_HARMONIC harmonic_base_slope: 0.5 }
   softcap { cap: 30 }
-  scale: 0.125 dtype: DTYPE_BFLOAT16 phase: PHASE_DECODE scope: SCOPE_LAYER d_model: 512
+  scale: 0.125
+  dtype: DTYPE_BFLOAT16
+  phase: PHASE_DECODE
+  scope: SCOPE_LAYER
+  d_model: 512
   kv_cache {
-    paging { page_size_tokens: 16 page_table: [ 3, 1, 2, 0 ] }
+    paging {
+      page_size_tokens: 16
+      page_table: [ 3, 1, 2, 0 ]
+    }
     format: CACHE_FORMAT_UNSPECIFIED
     saq_bands { num_tokens: 32 format: CACHE_FORMAT_NATIVE }
     saq_bands { num_tokens: 16 format: CACHE_FORMAT_INT8 }
     saq_bands { format: CACHE_FORMAT_INT4 }
   }
-  seed: 18446744073709551615 input_scale: 0.25
+  seed: 18446744073709551615
+  input_scale: 0.25
   inputs {
-    query { dtype: DTYPE_FLOAT32 shape: [ 1, 2 ] data: "abcdefgh" }
-    key { dtype: DTYPE_FLOAT16 shape: [ 3 ] data: "\001\002\003\004\005\006" }
-    value { dtype: DTYPE_FLOAT8_E4M3 shape: [ 1 ] data: "\377" }
+    query {
+      dtype: DTYPE_FLOAT32
+      shape: [ 1, 2 ]
+      data: "abcdefgh"
+    }
+    key {
+      dtype: DTYPE_FLOAT16
+      shape: [ 3 ]
+      data: "\001\002\003\004\005\006"
+    }
+    value {
+      dtype: DTYPE_FLOAT8_E4M3
+      shape: [ 1 ]
+      data: "\377"
+    }
   }
 )pb";
 
@@ -97,7 +121,10 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(ConvertSpecTest, OptionalFieldsStayUnset) {
   pb::AttentionSpec spec = Parse(R"pb(
-    batch_size: 1 seq_len_q: 4 seq_len_kv: 4 head_dim_qk: 8
+    batch_size: 1
+    seq_len_q: 4
+    seq_len_kv: 4
+    head_dim_qk: 8
     layout { extreme_sqa { baseline_heads: 8 } }
     mask { sliding_window { left_tokens: 3 } }
     rope {}

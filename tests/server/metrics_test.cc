@@ -23,13 +23,12 @@ TEST(MetricsTest, CountsByLabels) {
   m.RecordRequest("Run", grpc::StatusCode::INVALID_ARGUMENT, 0.001);
   m.RecordRun("cpu_reference", "gqa", 0.003);
   EXPECT_EQ(MetricValue(m, "attnbench_requests_total", {{"method", "Run"}, {"code", "OK"}}), 2);
-  EXPECT_EQ(MetricValue(m, "attnbench_requests_total",
-                        {{"method", "Run"}, {"code", "INVALID_ARGUMENT"}}),
-            1);
+  EXPECT_EQ(
+      MetricValue(m, "attnbench_requests_total", {{"method", "Run"}, {"code", "INVALID_ARGUMENT"}}),
+      1);
   EXPECT_EQ(MetricValue(m, "attnbench_request_duration_seconds", {{"method", "Run"}}), 3);
-  EXPECT_EQ(MetricValue(m, "attnbench_runs_total",
-                        {{"backend", "cpu_reference"}, {"layout", "gqa"}}),
-            1);
+  EXPECT_EQ(
+      MetricValue(m, "attnbench_runs_total", {{"backend", "cpu_reference"}, {"layout", "gqa"}}), 1);
   EXPECT_EQ(MetricValue(m, "attnbench_kernel_time_seconds", {{"backend", "cpu_reference"}}), 1);
   EXPECT_EQ(MetricValue(m, "attnbench_build_info", {{"version", ATTNBENCH_VERSION}}), 1);
 }

@@ -26,8 +26,7 @@ struct Intervals {
 
 class RecordingWorkload : public Workload {
  public:
-  RecordingWorkload(std::unique_ptr<Workload> inner, Intervals* intervals,
-                    Clock::time_point start)
+  RecordingWorkload(std::unique_ptr<Workload> inner, Intervals* intervals, Clock::time_point start)
       : inner_(std::move(inner)), intervals_(intervals), start_(start) {}
   ~RecordingWorkload() override {
     inner_.reset();
@@ -56,9 +55,7 @@ class RecordingBackend : public Backend {
   std::string Description() const override { return inner_->Description(); }
   std::vector<DeviceDescription> Devices() const override { return inner_->Devices(); }
   BackendSupport Support() const override { return inner_->Support(); }
-  absl::Status CheckSupported(const Problem& p) const override {
-    return inner_->CheckSupported(p);
-  }
+  absl::Status CheckSupported(const Problem& p) const override { return inner_->CheckSupported(p); }
   uint64_t EstimateBytes(const Problem& p) const override { return inner_->EstimateBytes(p); }
   absl::StatusOr<std::unique_ptr<Workload>> Prepare(const Problem& p, int device) override {
     const Clock::time_point start = Clock::now();

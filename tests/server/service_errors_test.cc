@@ -14,13 +14,13 @@ namespace {
 
 namespace pb = ::attnbench::v1;
 
+using ::testing::HasSubstr;
 using testing::InProcessServer;
 using testing::MetricValue;
 using testing::SmallRequest;
-using ::testing::HasSubstr;
 
 grpc::Status CallRun(InProcessServer& server, const pb::RunRequest& request,
-                 pb::RunResponse* response = nullptr) {
+                     pb::RunResponse* response = nullptr) {
   grpc::ClientContext context;
   pb::RunResponse local;
   return server.stub().Run(&context, request, response != nullptr ? response : &local);

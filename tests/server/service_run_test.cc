@@ -13,10 +13,10 @@ namespace attnbench::server {
 namespace {
 
 using testing::FastMeasurement;
+using ::testing::HasSubstr;
 using testing::InProcessServer;
 using testing::MetricValue;
 using testing::SmallRequest;
-using ::testing::HasSubstr;
 
 struct RunCase {
   const char* name;
@@ -33,8 +33,8 @@ class RunCorrectTest : public ::testing::TestWithParam<RunCase> {
 
 TEST_P(RunCorrectTest, PassesCheckAndCountsMatch) {
   pb::RunRequest request;
-  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(GetParam().spec,
-                                                            request.mutable_spec()));
+  ASSERT_TRUE(
+      google::protobuf::TextFormat::ParseFromString(GetParam().spec, request.mutable_spec()));
   *request.mutable_measurement() = FastMeasurement();
   request.mutable_check()->set_mode(pb::CHECK_MODE_FULL);
   request.set_backend(GetParam().name[0] == 'a' ? "auto" : "cpu_reference");
@@ -56,9 +56,8 @@ TEST_P(RunCorrectTest, PassesCheckAndCountsMatch) {
   EXPECT_EQ(r.work().min_bytes(), work->min_bytes);
 
   EXPECT_TRUE(r.correctness().checked());
-  EXPECT_TRUE(r.correctness().passed())
-      << "relative error " << r.correctness().relative_error() << " tolerance "
-      << r.correctness().tolerance();
+  EXPECT_TRUE(r.correctness().passed()) << "relative error " << r.correctness().relative_error()
+                                        << " tolerance " << r.correctness().tolerance();
   EXPECT_EQ(r.correctness().rows_checked(), r.correctness().rows_total());
   EXPECT_GT(r.correctness().rows_total(), 0);
 
@@ -87,54 +86,117 @@ TEST_P(RunCorrectTest, PassesCheckAndCountsMatch) {
 INSTANTIATE_TEST_SUITE_P(
     Variants, RunCorrectTest,
     ::testing::Values(
-        RunCase{"mha_none_f32", R"pb(batch_size: 2 seq_len_q: 24 seq_len_kv: 24 head_dim_qk: 16
-                                     layout { mha { num_heads: 2 } } dtype: DTYPE_FLOAT32)pb"},
-        RunCase{"gqa_causal_f16", R"pb(batch_size: 1 seq_len_q: 33 seq_len_kv: 33 head_dim_qk: 32
+        RunCase{"mha_none_f32", R"pb(batch_size: 2
+                                     seq_len_q: 24
+                                     seq_len_kv: 24
+                                     head_dim_qk: 16
+                                     layout { mha { num_heads: 2 } }
+                                     dtype: DTYPE_FLOAT32)pb"},
+        RunCase{"gqa_causal_f16", R"pb(batch_size: 1
+                                       seq_len_q: 33
+                                       seq_len_kv: 33
+                                       head_dim_qk: 32
                                        layout { gqa { num_query_heads: 4 num_kv_heads: 2 } }
-                                       mask { causal {} } dtype: DTYPE_FLOAT16 seed: 3)pb"},
+                                       mask { causal {} }
+                                       dtype: DTYPE_FLOAT16
+                                       seed: 3)pb"},
         RunCase{"mqa_window_bf16",
-                R"pb(batch_size: 1 seq_len_q: 40 seq_len_kv: 40 head_dim_qk: 16
+                R"pb(batch_size: 1
+                     seq_len_q: 40
+                     seq_len_kv: 40
+                     head_dim_qk: 16
                      layout { mqa { num_heads: 3 } }
                      mask { sliding_window { left_tokens: 8 right_tokens: 0 } }
                      dtype: DTYPE_BFLOAT16)pb"},
         RunCase{"sqa_blocks_bf16",
-                R"pb(batch_size: 1 seq_len_q: 32 seq_len_kv: 32 head_dim_qk: 16
+                R"pb(batch_size: 1
+                     seq_len_q: 32
+                     seq_len_kv: 32
+                     head_dim_qk: 16
                      layout { sqa { baseline_heads: 8 num_query_heads: 4 num_kv_heads: 2 } }
-                     mask { block_sparse { query_block_tokens: 16 kv_block_tokens: 16
-                            blocks { query_block: 0 kv_block: 0 }
-                            blocks { query_block: 1 kv_block: 0 }
-                            blocks { query_block: 1 kv_block: 1 } } }
+                     mask {
+                       block_sparse {
+                         query_block_tokens: 16
+                         kv_block_tokens: 16
+                         blocks { query_block: 0 kv_block: 0 }
+                         blocks { query_block: 1 kv_block: 0 }
+                         blocks { query_block: 1 kv_block: 1 }
+                       }
+                     }
                      dtype: DTYPE_BFLOAT16)pb"},
         RunCase{"auto_ssqa_prob_f32",
-                R"pb(batch_size: 1 seq_len_q: 64 seq_len_kv: 64 head_dim_qk: 16
+                R"pb(batch_size: 1
+                     seq_len_q: 64
+                     seq_len_kv: 64
+                     head_dim_qk: 16
                      layout { symmetric_sqa { baseline_heads: 4 } }
-                     mask { probabilistic_block_sparse { query_block_tokens: 16
-                            kv_block_tokens: 16 c_coefficient: 0.5 alpha: 1 seed: 3 } }
+                     mask {
+                       probabilistic_block_sparse {
+                         query_block_tokens: 16
+                         kv_block_tokens: 16
+                         c_coefficient: 0.5
+                         alpha: 1
+                         seed: 3
+                       }
+                     }
                      dtype: DTYPE_FLOAT32)pb"},
         RunCase{"xsqa_modifiers_fp8",
-                R"pb(batch_size: 1 seq_len_q: 16 seq_len_kv: 16 head_dim_qk: 16
-                     layout { extreme_sqa { baseline_heads: 8 } } mask { causal {} }
-                     rope {} alibi {} softcap { cap: 20 } dtype: DTYPE_FLOAT8_E4M3)pb"},
+                R"pb(batch_size: 1
+                     seq_len_q: 16
+                     seq_len_kv: 16
+                     head_dim_qk: 16
+                     layout { extreme_sqa { baseline_heads: 8 } }
+                     mask { causal {} }
+                     rope {}
+                     alibi {}
+                     softcap { cap: 20 }
+                     dtype: DTYPE_FLOAT8_E4M3)pb"},
         RunCase{"gqkva_causal_rect_f16",
-                R"pb(batch_size: 1 seq_len_q: 8 seq_len_kv: 40 head_dim_qk: 16 head_dim_v: 8
-                     layout { gqkva { query_groups: 2 kv_groups: 2 } } mask { causal {} }
+                R"pb(batch_size: 1
+                     seq_len_q: 8
+                     seq_len_kv: 40
+                     head_dim_qk: 16
+                     head_dim_v: 8
+                     layout { gqkva { query_groups: 2 kv_groups: 2 } }
+                     mask { causal {} }
                      dtype: DTYPE_FLOAT16)pb"},
         RunCase{"explicit_harmonic_f32",
-                R"pb(batch_size: 1 seq_len_q: 12 seq_len_kv: 12 head_dim_qk: 8
-                     layout { explicit_map { num_query_heads: 2 num_kv_heads: 2
-                              pairs { query_head: 1 kv_head: 0 }
-                              pairs { query_head: 0 kv_head: 1 }
-                              pairs { query_head: 1 kv_head: 1 } } }
-                     alibi { schedule: ALIBI_SCHEDULE_HARMONIC } dtype: DTYPE_FLOAT32)pb"},
+                R"pb(batch_size: 1
+                     seq_len_q: 12
+                     seq_len_kv: 12
+                     head_dim_qk: 8
+                     layout {
+                       explicit_map {
+                         num_query_heads: 2
+                         num_kv_heads: 2
+                         pairs { query_head: 1 kv_head: 0 }
+                         pairs { query_head: 0 kv_head: 1 }
+                         pairs { query_head: 1 kv_head: 1 }
+                       }
+                     }
+                     alibi { schedule: ALIBI_SCHEDULE_HARMONIC }
+                     dtype: DTYPE_FLOAT32)pb"},
         RunCase{"decode_paged_int8",
-                R"pb(batch_size: 2 seq_len_q: 1 seq_len_kv: 64 head_dim_qk: 16
+                R"pb(batch_size: 2
+                     seq_len_q: 1
+                     seq_len_kv: 64
+                     head_dim_qk: 16
                      layout { gqa { num_query_heads: 4 num_kv_heads: 1 } }
-                     phase: PHASE_DECODE dtype: DTYPE_FLOAT16
-                     kv_cache { paging { page_size_tokens: 16 } format: CACHE_FORMAT_INT8 })pb"},
+                     phase: PHASE_DECODE
+                     dtype: DTYPE_FLOAT16
+                     kv_cache {
+                       paging { page_size_tokens: 16 }
+                       format: CACHE_FORMAT_INT8
+                     })pb"},
         RunCase{"layer_scope_f32",
-                R"pb(batch_size: 1 seq_len_q: 16 seq_len_kv: 16 head_dim_qk: 8
+                R"pb(batch_size: 1
+                     seq_len_q: 16
+                     seq_len_kv: 16
+                     head_dim_qk: 8
                      layout { sqa { baseline_heads: 4 num_query_heads: 2 num_kv_heads: 1 } }
-                     scope: SCOPE_LAYER d_model: 32 dtype: DTYPE_FLOAT32)pb"}),
+                     scope: SCOPE_LAYER
+                     d_model: 32
+                     dtype: DTYPE_FLOAT32)pb"}),
     [](const ::testing::TestParamInfo<RunCase>& info) { return std::string(info.param.name); });
 
 TEST(RunTest, NormalizedEchoFillsDefaultsAndKeepsClientValues) {

@@ -13,9 +13,9 @@ namespace attnbench::server {
 namespace {
 
 using testing::FastMeasurement;
+using ::testing::HasSubstr;
 using testing::InProcessServer;
 using testing::SmallRequest;
-using ::testing::HasSubstr;
 
 ServerOptions SmallChunks() {
   ServerOptions options;
