@@ -74,6 +74,9 @@ bool ReadOptions(ServerOptions* options) {
   require(options->stream_chunk_bytes > 0 &&
               options->stream_chunk_bytes <= options->max_message_bytes / 2,
           "--stream_chunk_bytes must be positive and at most half of --max_message_bytes");
+  // An inline output shares its message with the result, so it must leave room for it.
+  require(options->max_inline_output_bytes < static_cast<uint64_t>(options->max_message_bytes),
+          "--max_inline_output_bytes must be below --max_message_bytes");
   require(options->max_sweep_points > 0, "--max_sweep_points must be positive");
   require(options->max_iterations > 0, "--max_iterations must be positive");
   require(options->max_duration_seconds > 0, "--max_duration_seconds must be positive");

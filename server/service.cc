@@ -33,7 +33,7 @@ absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
 InterruptCheck FromContext(grpc::ServerContext* context) {
   return [context]() -> absl::Status {
     if (context->deadline() <= std::chrono::system_clock::now()) {
-      return absl::DeadlineExceededError("deadline exceeded while running");
+      return absl::DeadlineExceededError("deadline exceeded before the run finished");
     }
     if (context->IsCancelled()) return absl::CancelledError("cancelled by the client");
     return absl::OkStatus();

@@ -113,5 +113,34 @@ TEST(ConcurrencyTest, RunsOnOneDeviceNeverOverlap) {
   }
 }
 
+TEST(ConcurrencyTest, WaiterInQueueHonoursItsDeadline) {
+  InProcessServer server;
+  // The holder measures for up to 10 s but is cancelled by its own 1.5 s deadline.
+  pb::RunRequest holder = SmallRequest(64, 2, 16);
+  holder.mutable_measurement()->set_min_iterations(100000);
+  holder.mutable_measurement()->set_max_iterations(100000);
+  holder.mutable_measurement()->set_max_duration_seconds(10);
+  std::thread first([&] {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1500));
+    pb::RunResponse response;
+    EXPECT_EQ(server.stub().Run(&context, holder, &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the holder has the device
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  pb::RunResponse response;
+  const auto start = Clock::now();
+  EXPECT_EQ(server.stub().Run(&context, SmallRequest(), &response).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(800));
+  first.join();
+  // Both abandoned requests left the queue: the next one runs at once.
+  grpc::ClientContext after;
+  ASSERT_TRUE(server.stub().Run(&after, SmallRequest(), &response).ok());
+  EXPECT_LT(response.result().queue_ms(), 300);
+}
+
 }  // namespace
 }  // namespace attnbench::server
