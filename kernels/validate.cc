@@ -35,7 +35,7 @@ absl::Status PositiveFinite(const std::string& path, double value) {
   return absl::OkStatus();
 }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 // Element count of `dims` (all positive) or -1 when above kMaxTensorElements.
 int64_t BoundedProduct(const std::vector<int64_t>& dims) {

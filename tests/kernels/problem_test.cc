@@ -623,6 +623,26 @@ TEST(ValidationTest, MessagesCarryTheRuleAndValues) {
             "spec.layout.gqa.num_kv_heads (5)");
 }
 
+// Sizes near INT64_MAX must be refused, not overflow on the way (UBSan in the asan preset).
+TEST(ValidationTest, ExtremeSizesAreRefusedWithoutOverflow) {
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  for (auto edit : std::vector<std::function<void(Problem&)>>{
+           [&](Problem& p) { p.seq_len_q = big; p.seq_len_kv = big; },
+           [&](Problem& p) { p.batch_size = big; },
+           [&](Problem& p) { p.seq_len_kv = big; p.phase = Phase::kDecode; },
+           [&](Problem& p) {
+             p.mask.kind = MaskKind::kBlockSparse;
+             p.mask.query_block_tokens = big;
+             p.mask.kv_block_tokens = big;
+             p.seq_len_q = big;
+           }}) {
+    Problem p = SmallProblem();
+    edit(p);
+    const absl::Status s = ValidateProblem(NormalizeProblem(p));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  }
+}
+
 TEST(ValidationTest, SmallProblemIsValid) {
   EXPECT_TRUE(ValidateProblem(NormalizeProblem(SmallProblem())).ok());
 }
