@@ -42,10 +42,13 @@ std::string DeviceLine(const v1::DeviceInfo& d) {
   std::string line = absl::StrFormat("#%d %s (%s", d.index(), d.name(), d.kind());
   if (d.compute_units() > 0) absl::StrAppend(&line, ", ", d.compute_units(), " compute units");
   if (d.memory_bytes() > 0) {
-    absl::StrAppend(&line, absl::StrFormat(", %.1f GiB", d.memory_bytes() / (1024.0 * 1024 * 1024)));
+    absl::StrAppend(&line,
+                    absl::StrFormat(", %.1f GiB", d.memory_bytes() / (1024.0 * 1024 * 1024)));
   }
   if (!d.compute_capability().empty()) absl::StrAppend(&line, ", sm ", d.compute_capability());
-  if (d.peak_tflops() > 0) absl::StrAppend(&line, absl::StrFormat(", %.3f TFLOP/s", d.peak_tflops()));
+  if (d.peak_tflops() > 0) {
+    absl::StrAppend(&line, absl::StrFormat(", %.3f TFLOP/s", d.peak_tflops()));
+  }
   if (d.peak_gbps() > 0) absl::StrAppend(&line, absl::StrFormat(", %.1f GB/s", d.peak_gbps()));
   return line + ")";
 }
@@ -58,7 +61,8 @@ std::string FormatCapabilitiesText(const v1::GetCapabilitiesResponse& caps) {
   absl::StrAppend(&out, "limits: max_request_bytes=", l.max_request_bytes(),
                   " max_inline_output_bytes=", l.max_inline_output_bytes(),
                   " max_message_bytes=", l.max_message_bytes(),
-                  " max_sweep_points=", l.max_sweep_points(), " max_iterations=", l.max_iterations(),
+                  " max_sweep_points=", l.max_sweep_points(),
+                  " max_iterations=", l.max_iterations(),
                   " max_duration_seconds=", l.max_duration_seconds(), "\n");
   for (const v1::BackendCapabilities& b : caps.backends()) {
     absl::StrAppend(&out, "\nbackend ", b.name(), ": ", b.description(), "\n");

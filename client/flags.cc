@@ -9,8 +9,9 @@
 #include "absl/strings/str_cat.h"
 
 // Help texts name the accepted values; client/names.h and client/layout_syntax.h hold the tables.
-ABSL_FLAG(std::string, server, "localhost:50051",
-          "gRPC target of the attnbench server: host:port, or any gRPC URI such as dns:///host:port");
+ABSL_FLAG(
+    std::string, server, "localhost:50051",
+    "gRPC target of the attnbench server: host:port, or any gRPC URI such as dns:///host:port");
 ABSL_FLAG(std::string, format, "table", "Output format: table|csv|json");
 ABSL_FLAG(std::optional<double>, deadline_seconds, std::nullopt,
           "Deadline of the whole RPC in seconds (unset: none)");
@@ -23,11 +24,13 @@ ABSL_FLAG(std::optional<int32_t>, device_index, std::nullopt, "Device index with
 
 ABSL_FLAG(std::optional<int64_t>, batch, std::nullopt, "Batch size B");
 ABSL_FLAG(std::optional<int64_t>, seq_len, std::nullopt, "Sets both S_q and S_kv");
-ABSL_FLAG(std::optional<int64_t>, seq_len_q, std::nullopt, "Query length S_q (overrides --seq_len)");
+ABSL_FLAG(std::optional<int64_t>, seq_len_q, std::nullopt,
+          "Query length S_q (overrides --seq_len)");
 ABSL_FLAG(std::optional<int64_t>, seq_len_kv, std::nullopt,
           "Key/value length S_kv (overrides --seq_len)");
 ABSL_FLAG(std::optional<int32_t>, head_dim, std::nullopt, "Head dimension D_qk");
-ABSL_FLAG(std::optional<int32_t>, head_dim_v, std::nullopt, "Value head dimension D_v (unset: D_qk)");
+ABSL_FLAG(std::optional<int32_t>, head_dim_v, std::nullopt,
+          "Value head dimension D_v (unset: D_qk)");
 
 ABSL_FLAG(std::optional<std::string>, layout, std::nullopt,
           "Head layout: mha|mqa|gqa|sqa|ssqa|xsqa|gqkva|explicit (unset with --heads: mha)");
@@ -42,7 +45,8 @@ ABSL_FLAG(std::optional<std::string>, head_map, std::nullopt,
 
 ABSL_FLAG(std::optional<std::string>, mask, std::nullopt,
           "Mask: none|causal|window|block_sparse|prob_block_sparse (server default: none)");
-ABSL_FLAG(std::optional<int64_t>, window_left, std::nullopt, "Window: tokens left (unset: unbounded)");
+ABSL_FLAG(std::optional<int64_t>, window_left, std::nullopt,
+          "Window: tokens left (unset: unbounded)");
 ABSL_FLAG(std::optional<int64_t>, window_right, std::nullopt,
           "Window: tokens right (unset: unbounded; 0 makes it causal)");
 ABSL_FLAG(std::optional<int64_t>, block_q, std::nullopt, "Block-sparse masks: query block tokens");
@@ -58,7 +62,8 @@ ABSL_FLAG(bool, rope, false, "Apply rotate-half RoPE to q and k");
 ABSL_FLAG(std::optional<double>, rope_theta, std::nullopt, "RoPE base theta (needs --rope)");
 ABSL_FLAG(std::optional<int32_t>, rotary_dims, std::nullopt,
           "Rotate only the first N dimensions (needs --rope)");
-ABSL_FLAG(std::optional<std::string>, alibi, std::nullopt, "ALiBi bias schedule: geometric|harmonic");
+ABSL_FLAG(std::optional<std::string>, alibi, std::nullopt,
+          "ALiBi bias schedule: geometric|harmonic");
 ABSL_FLAG(std::optional<double>, alibi_base_slope, std::nullopt,
           "Base slope s0 of the harmonic schedule (needs --alibi=harmonic)");
 ABSL_FLAG(std::optional<double>, softcap, std::nullopt, "Soft cap: s = cap * tanh(s / cap)");
@@ -84,7 +89,8 @@ ABSL_FLAG(std::optional<double>, max_seconds, std::nullopt,
           "Stop measuring after this long once min_iters are done");
 ABSL_FLAG(std::optional<double>, target_noise, std::nullopt,
           "Stop early once stdev/mean falls below this");
-ABSL_FLAG(std::optional<std::string>, cache, std::nullopt, "Device cache between iterations: cold|warm");
+ABSL_FLAG(std::optional<std::string>, cache, std::nullopt,
+          "Device cache between iterations: cold|warm");
 ABSL_FLAG(bool, cuda_graph, false, "Replay a captured CUDA graph per iteration (GPU backends)");
 ABSL_FLAG(bool, samples, false, "Return every timing sample (shown by --format=json)");
 ABSL_FLAG(std::optional<std::string>, check, std::nullopt,
@@ -100,7 +106,8 @@ ABSL_FLAG(std::optional<std::string>, sweep_mask, std::nullopt,
           "Axis: masks none,causal,window:L/R (empty side: unbounded),block_sparse,"
           "prob_block_sparse (the block masks take the --block_* and --prob_* flags)");
 ABSL_FLAG(std::optional<std::string>, sweep_dtype, std::nullopt, "Axis: dtypes, e.g. fp32,fp16");
-ABSL_FLAG(std::optional<std::string>, sweep_phase, std::nullopt, "Axis: phases, e.g. prefill,decode");
+ABSL_FLAG(std::optional<std::string>, sweep_phase, std::nullopt,
+          "Axis: phases, e.g. prefill,decode");
 ABSL_FLAG(std::optional<std::string>, sweep_batch, std::nullopt, "Axis: batch sizes, e.g. 1,4");
 ABSL_FLAG(std::optional<std::string>, sweep_seq_len, std::nullopt,
           "Axis: sequence lengths (S_q = S_kv), e.g. 512,1024");
@@ -142,7 +149,7 @@ std::vector<FlagGroup> WorkloadGroups() {
 std::vector<FlagGroup> MakeGroups(Subcommand subcommand) {
   std::vector<FlagGroup> groups = {ConnectionGroup()};
   if (subcommand == Subcommand::kCaps) return groups;
-  if (subcommand == Subcommand::kRun) groups[0].names.push_back("output");
+  if (subcommand == Subcommand::kRun) groups[0].names.emplace_back("output");
   for (FlagGroup& group : WorkloadGroups()) groups.push_back(std::move(group));
   if (subcommand == Subcommand::kSweep) {
     groups.push_back({"Sweep axes (the grid's last axis varies fastest, in this order)",
@@ -226,9 +233,9 @@ absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& ar
       }
     }
     if (flag == nullptr) {
-      return UsageError(name, absl::StrCat("not a flag of '", SubcommandName(subcommand),
-                                           "' (see attnbench ", SubcommandName(subcommand),
-                                           " --help)"));
+      return UsageError(
+          name, absl::StrCat("not a flag of '", SubcommandName(subcommand), "' (see attnbench ",
+                             SubcommandName(subcommand), " --help)"));
     }
     if (!value.has_value()) {
       if (flag->IsOfType<bool>()) {

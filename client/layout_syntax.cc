@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/lists.h"
@@ -180,8 +180,8 @@ std::string MaskToString(const v1::Mask& mask) {
       return "causal";
     case v1::Mask::kSlidingWindow: {
       const v1::Mask::SlidingWindow& w = mask.sliding_window();
-      return absl::StrCat("window:", w.has_left_tokens() ? absl::StrCat(w.left_tokens()) : "",
-                          "/", w.has_right_tokens() ? absl::StrCat(w.right_tokens()) : "");
+      return absl::StrCat("window:", w.has_left_tokens() ? absl::StrCat(w.left_tokens()) : "", "/",
+                          w.has_right_tokens() ? absl::StrCat(w.right_tokens()) : "");
     }
     case v1::Mask::kBlockSparse: {
       const v1::Mask::BlockSparse& b = mask.block_sparse();
@@ -209,9 +209,8 @@ int OutputHeads(const v1::HeadLayout& layout) {
     case v1::HeadLayout::kSymmetricSqa:
       return layout.symmetric_sqa().baseline_heads() / 2;
     case v1::HeadLayout::kExtremeSqa:
-      return layout.extreme_sqa().has_num_query_heads()
-                 ? layout.extreme_sqa().num_query_heads()
-                 : layout.extreme_sqa().baseline_heads() / 4;
+      return layout.extreme_sqa().has_num_query_heads() ? layout.extreme_sqa().num_query_heads()
+                                                        : layout.extreme_sqa().baseline_heads() / 4;
     case v1::HeadLayout::kGqkva:
       return layout.gqkva().query_groups() * layout.gqkva().kv_groups();
     case v1::HeadLayout::kExplicitMap:

@@ -22,8 +22,9 @@ const NameTable<v1::DType>& DTypes() {
 }
 
 const NameTable<v1::Phase>& Phases() {
-  static const auto* table = new NameTable<v1::Phase>{
-      {"prefill", v1::PHASE_PREFILL}, {"decode", v1::PHASE_DECODE}, {"backward", v1::PHASE_BACKWARD}};
+  static const auto* table = new NameTable<v1::Phase>{{"prefill", v1::PHASE_PREFILL},
+                                                      {"decode", v1::PHASE_DECODE},
+                                                      {"backward", v1::PHASE_BACKWARD}};
   return *table;
 }
 
@@ -41,8 +42,8 @@ const NameTable<v1::CacheFormat>& CacheFormats() {
 }
 
 const NameTable<v1::CacheMode>& CacheModes() {
-  static const auto* table = new NameTable<v1::CacheMode>{{"cold", v1::CACHE_MODE_COLD},
-                                                          {"warm", v1::CACHE_MODE_WARM}};
+  static const auto* table =
+      new NameTable<v1::CacheMode>{{"cold", v1::CACHE_MODE_COLD}, {"warm", v1::CACHE_MODE_WARM}};
   return *table;
 }
 
@@ -53,17 +54,15 @@ const NameTable<v1::CheckMode>& CheckModes() {
 }
 
 const NameTable<v1::AlibiSchedule>& AlibiSchedules() {
-  static const auto* table =
-      new NameTable<v1::AlibiSchedule>{{"geometric", v1::ALIBI_SCHEDULE_GEOMETRIC},
-                                       {"harmonic", v1::ALIBI_SCHEDULE_HARMONIC}};
+  static const auto* table = new NameTable<v1::AlibiSchedule>{
+      {"geometric", v1::ALIBI_SCHEDULE_GEOMETRIC}, {"harmonic", v1::ALIBI_SCHEDULE_HARMONIC}};
   return *table;
 }
 
 template <typename Enum>
 std::string Names(const NameTable<Enum>& table) {
-  return absl::StrJoin(table, "|", [](std::string* out, const auto& entry) {
-    absl::StrAppend(out, entry.first);
-  });
+  return absl::StrJoin(
+      table, "|", [](std::string* out, const auto& entry) { absl::StrAppend(out, entry.first); });
 }
 
 template <typename Enum>

@@ -78,7 +78,8 @@ absl::Status CheckFamily(const FlagSet& flags, absl::string_view owner,
 absl::StatusOr<v1::HeadLayout> LayoutFromFlags(const std::string& name) {
   const FlagSet flags = LayoutFlagsGiven();
   const std::string owner = absl::StrCat("--layout=", name);
-  auto check = [&](std::set<absl::string_view> required, std::set<absl::string_view> allowed) {
+  auto check = [&](const std::set<absl::string_view>& required,
+                   const std::set<absl::string_view>& allowed) {
     return CheckFamily(flags, owner, required, allowed);
   };
   const auto heads = absl::GetFlag(FLAGS_heads);
@@ -158,8 +159,7 @@ MaskParams(absl::string_view name) {
     return std::make_pair(Names{"block_q", "block_kv", "blocks"}, Names{"block_causal"});
   }
   if (name == "prob_block_sparse") {
-    return std::make_pair(Names{"block_q", "block_kv", "prob_c", "prob_alpha"},
-                          Names{"mask_seed"});
+    return std::make_pair(Names{"block_q", "block_kv", "prob_c", "prob_alpha"}, Names{"mask_seed"});
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown mask '", name, "' (expected ", kMaskNames, ")"));
@@ -342,8 +342,9 @@ absl::StatusOr<v1::RunRequest> RequestWithoutMask() {
   if (auto backend = absl::GetFlag(FLAGS_backend)) request.set_backend(*backend);
   if (auto device = absl::GetFlag(FLAGS_device_index)) request.set_device_index(*device);
   v1::AttentionSpec* spec = request.mutable_spec();
-  for (absl::Status status : {SetShape(spec), SetLayout(spec), SetModifiers(spec),
-                              SetTypePhaseScope(spec), SetKvCache(spec), SetMeasurement(&request)}) {
+  for (absl::Status status :
+       {SetShape(spec), SetLayout(spec), SetModifiers(spec), SetTypePhaseScope(spec),
+        SetKvCache(spec), SetMeasurement(&request)}) {
     if (!status.ok()) return status;
   }
   return request;

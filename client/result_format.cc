@@ -20,10 +20,10 @@ struct Column {
 };
 
 constexpr Column kColumns[] = {
-    {"point", true},    {"backend", false},   {"layout", false},     {"mask", false},
-    {"dtype", false},   {"B", true},          {"S_q", true},         {"S_kv", true},
-    {"H", true},        {"D", true},          {"median ms", true},   {"p10-p90 ms", true},
-    {"TFLOP/s", true},  {"GB/s", true},       {"rel err", true},     {"pass", false},
+    {"point", true},   {"backend", false}, {"layout", false},   {"mask", false},
+    {"dtype", false},  {"B", true},        {"S_q", true},       {"S_kv", true},
+    {"H", true},       {"D", true},        {"median ms", true}, {"p10-p90 ms", true},
+    {"TFLOP/s", true}, {"GB/s", true},     {"rel err", true},   {"pass", false},
 };
 constexpr size_t kNumColumns = sizeof(kColumns) / sizeof(kColumns[0]);
 
@@ -99,7 +99,9 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) continue;
     cells.push_back(TableCells(row.point, *row.result));
-    for (size_t c = 0; c < kNumColumns; ++c) widths[c] = std::max(widths[c], cells.back()[c].size());
+    for (size_t c = 0; c < kNumColumns; ++c) {
+      widths[c] = std::max(widths[c], cells.back()[c].size());
+    }
   }
   auto line = [&](const std::vector<std::string>& values) {
     std::string out;
@@ -113,7 +115,7 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
     return out + "\n";
   };
   std::vector<std::string> header;
-  for (const Column& column : kColumns) header.push_back(column.title);
+  for (const Column& column : kColumns) header.emplace_back(column.title);
   std::string out = line(header);
   size_t next = 0;
   for (const ResultRow& row : rows) {
@@ -134,8 +136,7 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,error\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
-      absl::StrAppend(&out, row.point, std::string(18, ','), CsvField(StatusText(row.error)),
-                      "\n");
+      absl::StrAppend(&out, row.point, std::string(18, ','), CsvField(StatusText(row.error)), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;

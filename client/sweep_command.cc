@@ -48,6 +48,7 @@ int SweepCommand(std::ostream& out, std::ostream& err) {
   });
 
   std::vector<ResultRow> rows;
+  rows.reserve(responses.size());
   for (const v1::SweepResponse& response : responses) rows.push_back(RowOf(response));
   switch (*format) {
     case OutputFormat::kTable:

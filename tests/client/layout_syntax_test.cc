@@ -39,8 +39,8 @@ INSTANTIATE_TEST_SUITE_P(
         LayoutCase{"mha:8", "mha { num_heads: 8 }", 8},
         LayoutCase{"mqa:4", "mqa { num_heads: 4 }", 4},
         LayoutCase{"gqa:8/2", "gqa { num_query_heads: 8 num_kv_heads: 2 }", 8},
-        LayoutCase{"sqa:16/8/4",
-                   "sqa { baseline_heads: 16 num_query_heads: 8 num_kv_heads: 4 }", 8},
+        LayoutCase{"sqa:16/8/4", "sqa { baseline_heads: 16 num_query_heads: 8 num_kv_heads: 4 }",
+                   8},
         LayoutCase{"ssqa:16", "symmetric_sqa { baseline_heads: 16 }", 8},
         LayoutCase{"xsqa:16", "extreme_sqa { baseline_heads: 16 }", 4},
         LayoutCase{"xsqa:16/2", "extreme_sqa { baseline_heads: 16 num_query_heads: 2 }", 2},
@@ -89,12 +89,13 @@ TEST(MaskSyntaxTest, PrintsEveryKind) {
   EXPECT_EQ(MaskToString(v1::Mask()), "none");
   EXPECT_EQ(MaskToString(Proto<v1::Mask>("none {}")), "none");
   EXPECT_EQ(MaskToString(Proto<v1::Mask>("causal {}")), "causal");
-  EXPECT_EQ(MaskToString(Proto<v1::Mask>(
-                "block_sparse { query_block_tokens: 64 kv_block_tokens: 32 }")),
-            "block_sparse:64/32");
-  EXPECT_EQ(MaskToString(Proto<v1::Mask>(
-                "block_sparse { query_block_tokens: 64 kv_block_tokens: 64 intersect_causal: true }")),
-            "block_sparse:64/64+causal");
+  EXPECT_EQ(
+      MaskToString(Proto<v1::Mask>("block_sparse { query_block_tokens: 64 kv_block_tokens: 32 }")),
+      "block_sparse:64/32");
+  EXPECT_EQ(
+      MaskToString(Proto<v1::Mask>(
+          "block_sparse { query_block_tokens: 64 kv_block_tokens: 64 intersect_causal: true }")),
+      "block_sparse:64/64+causal");
   EXPECT_EQ(MaskToString(Proto<v1::Mask>(
                 "probabilistic_block_sparse { query_block_tokens: 16 kv_block_tokens: 16 }")),
             "prob_block_sparse:16/16");

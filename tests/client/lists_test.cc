@@ -27,7 +27,8 @@ TEST(ListsTest, HeadMap) {
   absl::StatusOr<std::vector<v1::HeadLayout::HeadPair>> pairs = ParseHeadMap("0:0,1:0,2:1");
   ASSERT_TRUE(pairs.ok());
   ASSERT_EQ(pairs->size(), 3u);
-  EXPECT_THAT((*pairs)[2], EqualsProto(Proto<v1::HeadLayout::HeadPair>("query_head: 2 kv_head: 1")));
+  EXPECT_THAT((*pairs)[2],
+              EqualsProto(Proto<v1::HeadLayout::HeadPair>("query_head: 2 kv_head: 1")));
   EXPECT_FALSE(ParseHeadMap("0:0:0").ok());
   EXPECT_FALSE(ParseHeadMap(":1").ok());
   EXPECT_FALSE(ParseHeadMap("0-1").ok());

@@ -134,8 +134,8 @@ TEST(ResultFormatTest, SweepJsonIsAnArrayOfResponses) {
 }
 
 TEST(ResultFormatTest, RowOfSweepResponse) {
-  v1::SweepResponse failed = Proto<v1::SweepResponse>(
-      "point_index: 4 error { code: 8 message: 'too big' }");
+  v1::SweepResponse failed =
+      Proto<v1::SweepResponse>("point_index: 4 error { code: 8 message: 'too big' }");
   ResultRow row = RowOf(failed);
   EXPECT_EQ(row.point, 4);
   EXPECT_FALSE(row.result.has_value());

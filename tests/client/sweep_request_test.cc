@@ -33,30 +33,30 @@ TEST(SweepRequestTest, EveryAxisInGridOrder) {
              "--continue_on_error"});
   ASSERT_TRUE(sweep.ok()) << sweep.status();
   EXPECT_THAT(*sweep, EqualsProto(Proto<v1::SweepRequest>(R"pb(
-                base { spec {} }
-                axes { backend { values: "cpu_reference" values: "auto" } }
-                axes {
-                  layout {
-                    values { mha { num_heads: 8 } }
-                    values { gqa { num_query_heads: 8 num_kv_heads: 2 } }
-                  }
-                }
-                axes {
-                  mask {
-                    values { none {} }
-                    values { causal {} }
-                    values { sliding_window { left_tokens: 128 right_tokens: 0 } }
-                  }
-                }
-                axes { dtype { values: DTYPE_FLOAT32 values: DTYPE_FLOAT16 } }
-                axes { phase { values: PHASE_PREFILL values: PHASE_DECODE } }
-                axes { batch_size { values: 1 values: 4 } }
-                axes { seq_len { values: 256 values: 512 } }
-                axes { seq_len_q { values: 1 values: 8 } }
-                axes { seq_len_kv { values: 1024 } }
-                axes { head_dim { values: 64 values: 128 } }
-                continue_on_error: true
-              )pb")));
+    base { spec {} }
+    axes { backend { values: "cpu_reference" values: "auto" } }
+    axes {
+      layout {
+        values { mha { num_heads: 8 } }
+        values { gqa { num_query_heads: 8 num_kv_heads: 2 } }
+      }
+    }
+    axes {
+      mask {
+        values { none {} }
+        values { causal {} }
+        values { sliding_window { left_tokens: 128 right_tokens: 0 } }
+      }
+    }
+    axes { dtype { values: DTYPE_FLOAT32 values: DTYPE_FLOAT16 } }
+    axes { phase { values: PHASE_PREFILL values: PHASE_DECODE } }
+    axes { batch_size { values: 1 values: 4 } }
+    axes { seq_len { values: 256 values: 512 } }
+    axes { seq_len_q { values: 1 values: 8 } }
+    axes { seq_len_kv { values: 1024 } }
+    axes { head_dim { values: 64 values: 128 } }
+    continue_on_error: true
+  )pb")));
 }
 
 TEST(SweepRequestTest, BaseRequestComesFromWorkloadFlags) {
@@ -65,24 +65,24 @@ TEST(SweepRequestTest, BaseRequestComesFromWorkloadFlags) {
              "--backend=cpu_reference", "--sweep_seq_len=128"});
   ASSERT_TRUE(sweep.ok()) << sweep.status();
   EXPECT_THAT(*sweep, EqualsProto(Proto<v1::SweepRequest>(R"pb(
-                base {
-                  spec {
-                    batch_size: 1
-                    head_dim_qk: 64
-                    mask { causal {} }
-                    dtype: DTYPE_FLOAT32
-                  }
-                  backend: "cpu_reference"
-                  measurement { min_iterations: 2 }
-                }
-                axes { seq_len { values: 128 } }
-              )pb")));
+    base {
+      spec {
+        batch_size: 1
+        head_dim_qk: 64
+        mask { causal {} }
+        dtype: DTYPE_FLOAT32
+      }
+      backend: "cpu_reference"
+      measurement { min_iterations: 2 }
+    }
+    axes { seq_len { values: 128 } }
+  )pb")));
 }
 
 TEST(SweepRequestTest, EveryCompactLayout) {
-  absl::StatusOr<v1::SweepRequest> sweep = Build(
-      {"--sweep_layout=mha:8,mqa:8,gqa:8/2,sqa:16/8/4,ssqa:16,xsqa:16,xsqa:16/2,gqkva:2/4,"
-       "explicit:2/1/0-0+1-0"});
+  absl::StatusOr<v1::SweepRequest> sweep =
+      Build({"--sweep_layout=mha:8,mqa:8,gqa:8/2,sqa:16/8/4,ssqa:16,xsqa:16,xsqa:16/2,gqkva:2/4,"
+             "explicit:2/1/0-0+1-0"});
   ASSERT_TRUE(sweep.ok()) << sweep.status();
   EXPECT_THAT(sweep->axes(0), EqualsProto(Proto<v1::SweepAxis>(R"pb(
                 layout {
@@ -167,28 +167,37 @@ INSTANTIATE_TEST_SUITE_P(
     Flags, SweepRequestErrorTest,
     ::testing::Values(
         ErrorCase{"NoAxis", {"--seq_len=128"}, "sweep needs at least one axis", ""},
-        ErrorCase{"UnknownLayout", {"--sweep_layout=mha:8,foo:2"}, "--sweep_layout: ",
+        ErrorCase{"UnknownLayout",
+                  {"--sweep_layout=mha:8,foo:2"},
+                  "--sweep_layout: ",
                   "unknown layout 'foo'"},
-        ErrorCase{"LayoutWithoutCounts", {"--sweep_layout=gqa"}, "--sweep_layout: ",
-                  "name:counts"},
-        ErrorCase{"GqaNeedsTwoCounts", {"--sweep_layout=gqa:8"}, "--sweep_layout: ",
+        ErrorCase{"LayoutWithoutCounts", {"--sweep_layout=gqa"}, "--sweep_layout: ", "name:counts"},
+        ErrorCase{"GqaNeedsTwoCounts",
+                  {"--sweep_layout=gqa:8"},
+                  "--sweep_layout: ",
                   "needs 2 '/'-separated counts"},
-        ErrorCase{"UnknownMask", {"--sweep_mask=none,diag"}, "--sweep_mask: ",
-                  "unknown mask 'diag'"},
+        ErrorCase{
+            "UnknownMask", {"--sweep_mask=none,diag"}, "--sweep_mask: ", "unknown mask 'diag'"},
         ErrorCase{"BadWindow", {"--sweep_mask=window:5"}, "--sweep_mask: ", "window:L/R"},
-        ErrorCase{"BlockMaskWithoutBlocks", {"--sweep_mask=block_sparse"}, "--block_q: ",
+        ErrorCase{"BlockMaskWithoutBlocks",
+                  {"--sweep_mask=block_sparse"},
+                  "--block_q: ",
                   "required by mask block_sparse"},
-        ErrorCase{"BlocksWithoutBlockMask", {"--sweep_mask=causal", "--blocks=0:0"}, "--blocks: ",
+        ErrorCase{"BlocksWithoutBlockMask",
+                  {"--sweep_mask=causal", "--blocks=0:0"},
+                  "--blocks: ",
                   "does not apply"},
-        ErrorCase{"UnknownDType", {"--sweep_dtype=fp32,int8"}, "--sweep_dtype: ",
-                  "unknown dtype 'int8'"},
+        ErrorCase{
+            "UnknownDType", {"--sweep_dtype=fp32,int8"}, "--sweep_dtype: ", "unknown dtype 'int8'"},
         ErrorCase{"UnknownPhase", {"--sweep_phase=forward"}, "--sweep_phase: ", "forward"},
-        ErrorCase{"BadSeqLen", {"--sweep_seq_len=128,x"}, "--sweep_seq_len: ",
-                  "'x' is not an integer"},
+        ErrorCase{
+            "BadSeqLen", {"--sweep_seq_len=128,x"}, "--sweep_seq_len: ", "'x' is not an integer"},
         ErrorCase{"EmptyItem", {"--sweep_batch=1,,2"}, "--sweep_batch: ", "empty item"},
-        ErrorCase{"BadHeadDim", {"--sweep_head_dim=64.5"}, "--sweep_head_dim: ",
-                  "not a 32-bit integer"},
-        ErrorCase{"BaseErrorsToo", {"--sweep_seq_len=1", "--layout=mqa"}, "--heads: ",
+        ErrorCase{
+            "BadHeadDim", {"--sweep_head_dim=64.5"}, "--sweep_head_dim: ", "not a 32-bit integer"},
+        ErrorCase{"BaseErrorsToo",
+                  {"--sweep_seq_len=1", "--layout=mqa"},
+                  "--heads: ",
                   "required by --layout=mqa"}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
 
