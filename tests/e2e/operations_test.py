@@ -3,6 +3,7 @@
 
 import re
 import shutil
+import signal
 import subprocess
 import time
 import unittest
@@ -158,6 +159,24 @@ class ShutdownTest(unittest.TestCase):
             elapsed = time.monotonic() - start
             self.assertEqual(code, 0, server.stderr_text())
             self.assertLess(elapsed, 10)
+
+    def test_sigterm_lets_an_in_flight_run_finish(self):
+        with harness.Server("--cpu_threads=1", "--shutdown_grace_seconds=30") as server:
+            with grpc.insecure_channel(server.target) as channel:
+                grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+                stub = pb_grpc.AttnBenchStub(channel)
+                req = small_run_request()
+                # About a second or more of work on one thread.
+                req.spec.seq_len_q = req.spec.seq_len_kv = 512
+                req.spec.head_dim_qk = 64
+                req.measurement.min_iterations = req.measurement.max_iterations = 40
+                req.measurement.max_duration_seconds = 20
+                future = stub.Run.future(req, timeout=60)
+                time.sleep(1.0)  # Let the request reach the server.
+                server.proc.send_signal(signal.SIGTERM)
+                result = future.result(timeout=60).result
+                self.assertEqual(result.timing.count, 40)
+            self.assertEqual(server.terminate(timeout=30), 0, server.stderr_text())
 
 
 if __name__ == "__main__":
