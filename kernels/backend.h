@@ -39,12 +39,15 @@ struct BackendSupport {
   bool paged_kv_cache = false;
   std::vector<int> head_dims;  // empty: any
   std::vector<std::string> limitations;
+  // Whether RunTimed can replay a captured CUDA graph (IterationOptions::use_cuda_graph).
+  bool cuda_graphs = false;
   // Higher runs first under `auto` among backends that support a problem.
   int auto_priority = 0;
 };
 
 struct IterationOptions {
-  bool flush_cache = true;  // evict the last-level cache before the timed region
+  bool flush_cache = true;      // evict the last-level cache before the timed region
+  bool use_cuda_graph = false;  // time the replay of a captured graph (small shapes)
 };
 
 // One prepared problem on one device: inputs generated and resident, outputs allocated.
@@ -53,8 +56,8 @@ class Workload {
   virtual ~Workload() = default;
   // Untimed work before an iteration (cache flush, input rotation).
   virtual absl::Status BeforeIteration(const IterationOptions& options) = 0;
-  // Runs the computation once; returns its duration in seconds measured the backend's way
-  // (CUDA events on the GPU, the steady clock on the CPU).
+  // Runs the computation once, as the last BeforeIteration's options say; returns its duration in
+  // seconds measured the backend's way (CUDA events on the GPU, the steady clock on the CPU).
   virtual absl::StatusOr<double> RunTimed() = 0;
   // The inputs as the computation read them (after rounding to the dtype; unquantized).
   virtual const AttentionInputs& Inputs() const = 0;

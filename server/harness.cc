@@ -48,7 +48,7 @@ absl::StatusOr<double> OneIteration(Workload& workload, const IterationOptions& 
 
 absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const MeasurementPlan& plan,
                                                     const InterruptCheck& interrupted) {
-  const IterationOptions options{plan.flush_cache};
+  const IterationOptions options{plan.flush_cache, plan.use_cuda_graph};
   for (int i = 0; i < plan.warmup_iterations; ++i) {
     if (absl::Status s = interrupted(); !s.ok()) return s;
     absl::StatusOr<double> t = OneIteration(workload, options);

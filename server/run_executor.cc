@@ -57,9 +57,8 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
   if (!chosen.ok()) return chosen.status();
   Backend& backend = **chosen;
 
-  if (request.measurement.use_cuda_graph) {
-    // The Workload interface has no graph capture, so no backend can honour this yet; refusing
-    // beats timing something other than what was asked.
+  if (request.measurement.use_cuda_graph && !backend.Support().cuda_graphs) {
+    // Refusing beats timing something other than what was asked.
     return absl::FailedPreconditionError(absl::StrCat(
         "measurement.use_cuda_graph: backend ", backend.Name(), " cannot replay CUDA graphs"));
   }

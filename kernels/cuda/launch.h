@@ -1,0 +1,27 @@
+// Entry points of the CUDA attention kernels, one per kernel family (each in its own .cu file).
+// Host code calls these with AttentionArgs whose pointers are device memory; they enqueue on
+// `stream` and return the launch status without synchronizing. Plain CUDA runtime types only.
+#ifndef ATTNBENCH_KERNELS_CUDA_LAUNCH_H_
+#define ATTNBENCH_KERNELS_CUDA_LAUNCH_H_
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "kernels/cuda/attention_args.h"
+
+namespace attnbench::cuda {
+
+// reference_attention.cu: one query row at a time in float32, every storage type, every mask and
+// modifier. Simple and obviously right; the fast paths are checked against it.
+cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t stream);
+
+// flash_attention.cu: the fused FlashAttention-style forward on tensor cores (sm_80 and newer).
+// Empty when the kernel can run `args` on a device of compute capability `cc_major.cc_minor`,
+// otherwise why not ("dtype float32: the fused kernel needs float16 or bfloat16").
+std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int cc_minor);
+cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream);
+
+}  // namespace attnbench::cuda
+
+#endif  // ATTNBENCH_KERNELS_CUDA_LAUNCH_H_
