@@ -52,6 +52,7 @@ void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out)
   out->set_paged_kv_cache(support.paged_kv_cache);
   for (int d : support.head_dims) out->add_head_dims(d);
   for (const std::string& l : support.limitations) out->add_limitations(l);
+  out->set_cuda_graphs(support.cuda_graphs);
 }
 
 void HeadMapToProto(const std::vector<HeadPair>& map,

@@ -79,8 +79,8 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   flags.exp_scale = args.scale * 1.4426950408889634f;
 
   auto kernel = flash::FlashForwardKernel<T, Cfg>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Cfg::kSmemBytes);
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>((args.seq_q + Cfg::kBr - 1) / Cfg::kBr),
                   static_cast<unsigned>(args.heads_out), static_cast<unsigned>(args.batch));
@@ -114,7 +114,8 @@ cudaError_t LaunchStorage(const AttentionArgs& args, cudaStream_t stream) {
 std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int cc_minor) {
   const std::string cc = std::to_string(cc_major) + "." + std::to_string(cc_minor);
   if (cc_major < 8) {
-    return "compute capability " + cc + ": the fused kernel needs sm_80 or newer (mma.sync, "
+    return "compute capability " + cc +
+           ": the fused kernel needs sm_80 or newer (mma.sync, "
            "cp.async)";
   }
   if (args.storage == Storage::kFloat32) {
@@ -135,14 +136,11 @@ std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int 
     return "batch or output heads above 65535 (grid y/z limit of the fused kernel)";
   }
   if ((args.seq_q + 127) / 128 > 0x7fffffff) return "S_q too large for the fused kernel's grid";
-  if (args.head_map == nullptr) return "no head map";
-  if (args.mask == MaskCode::kBlock && args.block_bitmap == nullptr) return "no block bitmap";
-  if (args.rope_cos_sin != nullptr) {
+  // Judged on sizes alone: backends ask before any device memory exists (ShapeArgs), so the
+  // pointers are checked at launch instead.
+  if (args.rope_dims != 0 || args.rope_cos_sin != nullptr) {
     if (args.rope_dims <= 0 || args.rope_dims % 2 != 0 || args.rope_dims > args.dim_qk) {
       return "rope_dims must be even and within D_qk";
-    }
-    if (args.seq_q > args.seq_kv) {
-      return "RoPE with S_q > S_kv: early query positions fall before the RoPE table";
     }
   }
   const int config = PickConfig(args.dim_qk, args.dim_v);
@@ -150,8 +148,10 @@ std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int 
   const int smem = kFlashConfigs[config].smem_bytes;
   if (smem > MaxSmemOptin(cc_major, cc_minor)) {
     return "head dims " + std::to_string(args.dim_qk) + "/" + std::to_string(args.dim_v) +
-           " need " + std::to_string(smem / 1024) + " KB of shared memory per block, above "
-           "compute capability " + cc + "'s limit";
+           " need " + std::to_string(smem / 1024) +
+           " KB of shared memory per block, above "
+           "compute capability " +
+           cc + "'s limit";
   }
   return "";
 }
@@ -167,6 +167,10 @@ cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream)
   err = cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, device);
   if (err != cudaSuccess) return err;
   if (!FlashUnsupportedReason(args, cc_major, cc_minor).empty()) return cudaErrorNotSupported;
+  if (args.head_map == nullptr || (args.mask == MaskCode::kBlock && args.block_bitmap == nullptr) ||
+      (args.rope_dims > 0 && args.rope_cos_sin == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
   if (args.storage == Storage::kBFloat16) {
     return LaunchStorage<__nv_bfloat16>(args, stream);
   }

@@ -21,9 +21,9 @@
 //   per kept tile t: issue cp.async of the next kept tile into the other stage; wait for tile t;
 //     S = Q K^T (ldmatrix + mma.sync.m16n8k16, float32 accumulators); ALiBi and softcap
 //     (ModifyScore, §4 order) when enabled; mask (only in partially covered tiles and in the
-//     tile that crosses S_kv); online softmax with ex2.approx and scale * log2(e) folded into one FMA;
-//     P is rounded to the storage type in registers and used directly as the A operand of
-//     O += P V (V through ldmatrix.trans); barrier before the stage is overwritten.
+//     tile that crosses S_kv); online softmax with ex2.approx and scale * log2(e) folded into one
+//     FMA; P is rounded to the storage type in registers and used directly as the A operand of O +=
+//     P V (V through ldmatrix.trans); barrier before the stage is overwritten.
 //   epilogue: O / l (0 for rows whose every key is hidden), staged in shared memory and written
 //     with 16-byte stores where alignment allows.
 //
@@ -77,10 +77,10 @@ struct FlashConfig {
 
 // Per-launch choices made on the host (all uniform across the grid).
 struct FlashFlags {
-  bool async_q = false;  // cp.async for Q (aligned rows, no RoPE)
-  bool async_k = false;  // cp.async for K (aligned rows, no RoPE)
-  bool async_v = false;  // cp.async for V
-  bool vector_o = false;  // 16-byte stores of O
+  bool async_q = false;    // cp.async for Q (aligned rows, no RoPE)
+  bool async_k = false;    // cp.async for K (aligned rows, no RoPE)
+  bool async_v = false;    // cp.async for V
+  bool vector_o = false;   // 16-byte stores of O
   bool modifiers = false;  // ALiBi or softcap (or a non-positive scale): scores go through float
   float exp_scale = 0;     // multiplies raw <q, k> into log2 units when !modifiers
 };
@@ -95,8 +95,7 @@ __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
 // valid address, so callers pass the tile base then).
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool pred) {
   const int bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
@@ -130,8 +129,8 @@ __device__ __forceinline__ void Mma16816<__nv_bfloat16>(float (&c)[4], const uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 template <>
-__device__ __forceinline__ void Mma16816<__half>(float (&c)[4], const uint32_t (&a)[4],
-                                                 uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void Mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                 uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
       "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -187,8 +186,8 @@ __device__ __forceinline__ void LoadTileAsync(T* smem, const T* src, int64_t row
 // (row r sits at position pos0 + r). Slow path.
 template <int kThreads, int kRows, int kDim, int kStride, typename T>
 __device__ __forceinline__ void LoadTileSync(T* smem, const T* src, int64_t row_stride,
-                                             int rows_valid, int dim_valid, bool rope,
-                                             int64_t pos0, const AttentionArgs& args, int tid) {
+                                             int rows_valid, int dim_valid, bool rope, int64_t pos0,
+                                             const AttentionArgs& args, int tid) {
   for (int e = tid; e < kRows * kDim; e += kThreads) {
     const int r = e / kDim;
     const int d = e % kDim;
@@ -212,8 +211,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr int kBr = Cfg::kBr;
   constexpr int kBc = Cfg::kBc;
   constexpr int kThreads = Cfg::kThreads;
-  constexpr int kNT = kBc / 8;    // score n-tiles per warp
-  constexpr int kOT = kDv / 8;    // output n-tiles per warp
+  constexpr int kNT = kBc / 8;  // score n-tiles per warp
+  constexpr int kOT = kDv / 8;  // output n-tiles per warp
   constexpr float kNegInf = -__builtin_huge_valf();
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -243,8 +242,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   {
     const int64_t first_pos = i0 + args.offset;
     const int64_t last_pos = i1 - 1 + args.offset;
-    if (args.mask == MaskCode::kCausal ||
-        (args.mask == MaskCode::kBlock && args.block_causal)) {
+    if (args.mask == MaskCode::kCausal || (args.mask == MaskCode::kBlock && args.block_causal)) {
       j_hi = min(j_hi, last_pos + 1);
     } else if (args.mask == MaskCode::kWindow) {
       if (args.window_right >= 0) j_hi = min(j_hi, last_pos + args.window_right + 1);
@@ -265,8 +263,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     return t_end;
   };
 
-  const T* q_ptr = static_cast<const T*>(args.q) +
-                   RowOffset(b, seq_q, i0, args.heads_q, qh, args.dim_qk);
+  const T* q_ptr =
+      static_cast<const T*>(args.q) + RowOffset(b, seq_q, i0, args.heads_q, qh, args.dim_qk);
   const int64_t q_stride = static_cast<int64_t>(args.heads_q) * args.dim_qk;
   const int64_t k_stride = static_cast<int64_t>(args.heads_kv) * args.dim_qk;
   const int64_t v_stride = static_cast<int64_t>(args.heads_kv) * args.dim_v;
@@ -275,25 +273,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   auto load_kv = [&](int t, int stage) {
     const int64_t j0 = static_cast<int64_t>(t) * kBc;
     const int rows = static_cast<int>(seq_kv - j0 < kBc ? seq_kv - j0 : kBc);
-    const T* k_ptr = static_cast<const T*>(args.k) +
-                     RowOffset(b, seq_kv, j0, args.heads_kv, kh, args.dim_qk);
-    const T* v_ptr = static_cast<const T*>(args.v) +
-                     RowOffset(b, seq_kv, j0, args.heads_kv, kh, args.dim_v);
+    const T* k_ptr =
+        static_cast<const T*>(args.k) + RowOffset(b, seq_kv, j0, args.heads_kv, kh, args.dim_qk);
+    const T* v_ptr =
+        static_cast<const T*>(args.v) + RowOffset(b, seq_kv, j0, args.heads_kv, kh, args.dim_v);
     T* sk = s_k + stage * Cfg::kKElems;
     T* sv = s_v + stage * Cfg::kVElems;
     if (flags.async_k) {
-      LoadTileAsync<kThreads, kBc, kD, Cfg::kKStride>(sk, k_ptr, k_stride, rows, args.dim_qk,
-                                                      tid);
+      LoadTileAsync<kThreads, kBc, kD, Cfg::kKStride>(sk, k_ptr, k_stride, rows, args.dim_qk, tid);
     } else {
-      LoadTileSync<kThreads, kBc, kD, Cfg::kKStride>(sk, k_ptr, k_stride, rows, args.dim_qk,
-                                                     rope, j0, args, tid);
+      LoadTileSync<kThreads, kBc, kD, Cfg::kKStride>(sk, k_ptr, k_stride, rows, args.dim_qk, rope,
+                                                     j0, args, tid);
     }
     if (flags.async_v) {
-      LoadTileAsync<kThreads, kBc, kDv, Cfg::kVStride>(sv, v_ptr, v_stride, rows, args.dim_v,
-                                                       tid);
+      LoadTileAsync<kThreads, kBc, kDv, Cfg::kVStride>(sv, v_ptr, v_stride, rows, args.dim_v, tid);
     } else {
-      LoadTileSync<kThreads, kBc, kDv, Cfg::kVStride>(sv, v_ptr, v_stride, rows, args.dim_v,
-                                                      false, j0, args, tid);
+      LoadTileSync<kThreads, kBc, kDv, Cfg::kVStride>(sv, v_ptr, v_stride, rows, args.dim_v, false,
+                                                      j0, args, tid);
     }
   };
 
@@ -301,12 +297,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   int t = next_tile(t_begin, cov);
   if (t < t_end) {
     if (flags.async_q) {
-      LoadTileAsync<kThreads, kBr, kD, Cfg::kQStride>(s_q, q_ptr, q_stride, rows_q,
-                                                      args.dim_qk, tid);
+      LoadTileAsync<kThreads, kBr, kD, Cfg::kQStride>(s_q, q_ptr, q_stride, rows_q, args.dim_qk,
+                                                      tid);
     } else {
-      LoadTileSync<kThreads, kBr, kD, Cfg::kQStride>(s_q, q_ptr, q_stride, rows_q,
-                                                     args.dim_qk, rope, i0 + args.offset, args,
-                                                     tid);
+      LoadTileSync<kThreads, kBr, kD, Cfg::kQStride>(s_q, q_ptr, q_stride, rows_q, args.dim_qk,
+                                                     rope, i0 + args.offset, args, tid);
     }
     load_kv(t, 0);
     CpAsyncCommit();
@@ -335,7 +330,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   uint32_t q_frag[Cfg::kQInRegs ? kM : 1][Cfg::kQInRegs ? kD / 16 : 1][4];
 
   const float exp_scale = flags.modifiers ? 1.4426950408889634f : flags.exp_scale;
-  const int warp_rows = warp * 16 * kM;  // the warp's first row within the tile
+  const int warp_rows = warp * 16 * kM;            // the warp's first row within the tile
   const int64_t row0 = i0 + warp_rows + lane / 4;  // global row of m-tile 0, r = 0
 
   // ldmatrix lane offsets (elements). A (Q, row-major): rows lane % 16, column half lane / 16.
@@ -365,9 +360,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
           for (int kk = 0; kk < kD / 16; ++kk) {
-            Ldmatrix4(SmemAddr(s_q + a_off + mi * 16 * Cfg::kQStride + kk * 16),
-                      q_frag[mi][kk][0], q_frag[mi][kk][1], q_frag[mi][kk][2],
-                      q_frag[mi][kk][3]);
+            Ldmatrix4(SmemAddr(s_q + a_off + mi * 16 * Cfg::kQStride + kk * 16), q_frag[mi][kk][0],
+                      q_frag[mi][kk][1], q_frag[mi][kk][2], q_frag[mi][kk][3]);
           }
         }
         q_loaded = true;
@@ -394,8 +388,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
           for (int e = 0; e < 4; ++e) a[mi][e] = q_frag[mi][kk][e];
         } else {
-          Ldmatrix4(SmemAddr(s_q + a_off + mi * 16 * Cfg::kQStride + kk * 16), a[mi][0],
-                    a[mi][1], a[mi][2], a[mi][3]);
+          Ldmatrix4(SmemAddr(s_q + a_off + mi * 16 * Cfg::kQStride + kk * 16), a[mi][0], a[mi][1],
+                    a[mi][2], a[mi][3]);
         }
       }
 #pragma unroll
@@ -421,8 +415,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         for (int n = 0; n < kNT; ++n) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            s[mi][n][e] = ModifyScore(args, h, row0 + 16 * mi + 8 * (e / 2),
-                                      jl + 8 * n + e % 2, s[mi][n][e] * args.scale);
+            s[mi][n][e] = ModifyScore(args, h, row0 + 16 * mi + 8 * (e / 2), jl + 8 * n + e % 2,
+                                      s[mi][n][e] * args.scale);
           }
         }
       }
@@ -532,8 +526,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
       for (int np = 0; np < kOT / 2; ++np) {
         uint32_t b0, b1, b2, b3;
-        Ldmatrix4Trans(SmemAddr(sv + v_off + kk * 16 * Cfg::kVStride + np * 16), b0, b1, b2,
-                       b3);
+        Ldmatrix4Trans(SmemAddr(sv + v_off + kk * 16 * Cfg::kVStride + np * 16), b0, b1, b2, b3);
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
           Mma16816<T>(o_acc[mi][2 * np], a[mi], b0, b1);
@@ -576,8 +569,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr int kWarpRows = 16 * kM;
   const int64_t o_stride = static_cast<int64_t>(args.heads_out) * args.dim_v;
   const int64_t warp_row0 = i0 + warp_rows;
-  T* o_ptr = static_cast<T*>(args.o) +
-             RowOffset(b, seq_q, warp_row0, args.heads_out, h, args.dim_v);
+  T* o_ptr =
+      static_cast<T*>(args.o) + RowOffset(b, seq_q, warp_row0, args.heads_out, h, args.dim_v);
   if (flags.vector_o) {
     constexpr int kChunks = kDv / 8;
 #pragma unroll

@@ -1,0 +1,625 @@
+// Standalone correctness and timing driver for the fused FlashAttention forward
+// (kernels/cuda/flash_attention.cu). No Abseil or gRPC: built on the GPU machine with
+//   nvcc -std=c++17 -O3 -I. -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+//        bench/flash_dev/flash_check.cu kernels/cuda/flash_attention.cu -o flash_check
+// Correctness: random normal inputs from a host RNG, output poisoned with NaN, compared with a
+// float64 CPU reference of docs/variants.md on small odd shapes covering head maps, masks, RoPE,
+// ALiBi, softcap and padded head dims. Timing: CUDA events around single launches, L2 flushed
+// (2 x L2 memset) between iterations outside the timed region, median of 30. Writes the timing
+// rows to the file named by argv[1] (for bench/flash_dev/torch_flash.py's side-by-side table).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention_args.h"
+#include "kernels/cuda/flash_attention.cuh"
+#include "kernels/cuda/launch.h"
+
+using attnbench::cuda::AttentionArgs;
+using attnbench::cuda::MaskCode;
+using attnbench::cuda::Storage;
+
+#define CHECK(x)                                                                              \
+  do {                                                                                        \
+    cudaError_t e_ = (x);                                                                     \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                           \
+    }                                                                                         \
+  } while (0)
+
+namespace {
+
+struct Rng {
+  uint64_t s;
+  uint64_t Next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  double Uniform() { return ((Next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+  double Normal() {
+    return std::sqrt(-2.0 * std::log(Uniform())) * std::cos(6.283185307179586 * Uniform());
+  }
+};
+
+uint16_t ToBits(float x, Storage st) {
+  uint16_t r;
+  if (st == Storage::kBFloat16) {
+    __nv_bfloat16 v = __float2bfloat16_rn(x);
+    std::memcpy(&r, &v, 2);
+  } else {
+    __half v = __float2half_rn(x);
+    std::memcpy(&r, &v, 2);
+  }
+  return r;
+}
+float FromBits(uint16_t b, Storage st) {
+  if (st == Storage::kBFloat16) {
+    __nv_bfloat16 v;
+    std::memcpy(&v, &b, 2);
+    return __bfloat162float(v);
+  }
+  __half v;
+  std::memcpy(&v, &b, 2);
+  return __half2float(v);
+}
+
+enum class Map { kMha, kGqa, kMqa, kGqkva, kExplicit };
+
+struct Case {
+  std::string name;
+  int batch = 1;
+  int sq = 77, skv = 131;
+  int hq = 4, hkv = 4, hout = 4;
+  int dqk = 64, dv = 64;
+  Map map = Map::kMha;
+  MaskCode mask = MaskCode::kNone;
+  int wl = -1, wr = -1;
+  bool block_per_head = false, block_causal = false;
+  int rope_dims = 0;
+  bool alibi = false;
+  float softcap = 0;
+};
+
+struct CaseResult {
+  double rel = 0, max_abs = 0;
+  long nan = 0, guard_bad = 0;
+  long zero_rows = 0;
+};
+
+CaseResult RunCase(const Case& c, Storage st, uint64_t seed) {
+  Rng rng{seed};
+  const int64_t nq = (int64_t)c.batch * c.sq * c.hq * c.dqk;
+  const int64_t nk = (int64_t)c.batch * c.skv * c.hkv * c.dqk;
+  const int64_t nv = (int64_t)c.batch * c.skv * c.hkv * c.dv;
+  const int64_t no = (int64_t)c.batch * c.sq * c.hout * c.dv;
+  std::vector<uint16_t> hq(nq), hk(nk), hv(nv);
+  std::vector<double> q(nq), k(nk), v(nv);
+  auto fill = [&](std::vector<uint16_t>& bits, std::vector<double>& val) {
+    for (size_t i = 0; i < bits.size(); ++i) {
+      bits[i] = ToBits((float)rng.Normal(), st);
+      val[i] = FromBits(bits[i], st);
+    }
+  };
+  fill(hq, q);
+  fill(hk, k);
+  fill(hv, v);
+
+  // Head map.
+  std::vector<int32_t> map(2 * c.hout);
+  for (int h = 0; h < c.hout; ++h) {
+    int qh = h, kh = h;
+    switch (c.map) {
+      case Map::kMha:
+        break;
+      case Map::kGqa:
+        kh = h / (c.hq / c.hkv);
+        break;
+      case Map::kMqa:
+        kh = 0;
+        break;
+      case Map::kGqkva:
+        qh = h / c.hkv;
+        kh = h % c.hkv;
+        break;
+      case Map::kExplicit:
+        qh = (int)(rng.Next() % c.hq);
+        kh = (int)(rng.Next() % c.hkv);
+        break;
+    }
+    map[2 * h] = qh;
+    map[2 * h + 1] = kh;
+  }
+
+  AttentionArgs a;
+  a.storage = st;
+  a.batch = c.batch;
+  a.seq_q = c.sq;
+  a.seq_kv = c.skv;
+  a.heads_q = c.hq;
+  a.heads_kv = c.hkv;
+  a.heads_out = c.hout;
+  a.dim_qk = c.dqk;
+  a.dim_v = c.dv;
+  a.scale = (float)(1.0 / std::sqrt((double)c.dqk));
+  a.mask = c.mask;
+  a.offset = c.skv - c.sq;
+  a.window_left = c.wl;
+  a.window_right = c.wr;
+  a.softcap = c.softcap;
+
+  // Block bitmap: 16 x 32 blocks, random, with one block row cleared (its rows output zeros).
+  std::vector<uint8_t> bitmap;
+  if (c.mask == MaskCode::kBlock) {
+    a.block_q = 16;
+    a.block_k = 32;
+    a.block_rows = (c.sq + 15) / 16;
+    a.block_cols = (c.skv + 31) / 32;
+    a.block_per_head = c.block_per_head;
+    a.block_causal = c.block_causal;
+    const int maps = c.block_per_head ? c.batch * c.hout : 1;
+    bitmap.resize((size_t)maps * a.block_rows * a.block_cols);
+    for (auto& x : bitmap) x = rng.Uniform() < 0.5 ? 1 : 0;
+    for (int m = 0; m < maps; ++m) {
+      for (int cc = 0; cc < a.block_cols; ++cc) {
+        bitmap[((size_t)m * a.block_rows + 1) * a.block_cols + cc] = 0;
+      }
+    }
+  }
+  // RoPE table in double, stored float.
+  std::vector<float> rope;
+  if (c.rope_dims > 0) {
+    const int half = c.rope_dims / 2;
+    rope.resize((size_t)2 * c.skv * half);
+    for (int p = 0; p < c.skv; ++p) {
+      for (int m = 0; m < half; ++m) {
+        const double inv = std::pow(10000.0, -2.0 * m / c.rope_dims);
+        rope[2 * ((size_t)p * half + m)] = (float)std::cos(p * inv);
+        rope[2 * ((size_t)p * half + m) + 1] = (float)std::sin(p * inv);
+      }
+    }
+    a.rope_dims = c.rope_dims;
+  }
+  std::vector<float> slopes;
+  if (c.alibi) {
+    for (int h = 0; h < c.hout; ++h)
+      slopes.push_back((float)std::pow(2.0, -8.0 * (h + 1) / c.hout));
+  }
+
+  // Device buffers. O gets a poisoned guard tail that must stay untouched.
+  const int64_t kGuard = 4096;
+  void *dq, *dk, *dv, *dout;
+  int32_t* dmap;
+  CHECK(cudaMalloc(&dq, nq * 2));
+  CHECK(cudaMalloc(&dk, nk * 2));
+  CHECK(cudaMalloc(&dv, nv * 2));
+  CHECK(cudaMalloc(&dout, (no + kGuard) * 2));
+  CHECK(cudaMalloc(&dmap, map.size() * 4));
+  CHECK(cudaMemcpy(dq, hq.data(), nq * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dk, hk.data(), nk * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dv, hv.data(), nv * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dmap, map.data(), map.size() * 4, cudaMemcpyHostToDevice));
+  CHECK(cudaMemset(dout, 0xff, (no + kGuard) * 2));  // 0xffff: NaN in fp16 and bf16
+  uint8_t* dbits = nullptr;
+  float *drope = nullptr, *dslopes = nullptr;
+  if (!bitmap.empty()) {
+    CHECK(cudaMalloc(&dbits, bitmap.size()));
+    CHECK(cudaMemcpy(dbits, bitmap.data(), bitmap.size(), cudaMemcpyHostToDevice));
+    a.block_bitmap = dbits;
+  }
+  if (!rope.empty()) {
+    CHECK(cudaMalloc(&drope, rope.size() * 4));
+    CHECK(cudaMemcpy(drope, rope.data(), rope.size() * 4, cudaMemcpyHostToDevice));
+    a.rope_cos_sin = drope;
+  }
+  if (!slopes.empty()) {
+    CHECK(cudaMalloc(&dslopes, slopes.size() * 4));
+    CHECK(cudaMemcpy(dslopes, slopes.data(), slopes.size() * 4, cudaMemcpyHostToDevice));
+    a.alibi_slopes = dslopes;
+  }
+  a.q = dq;
+  a.k = dk;
+  a.v = dv;
+  a.o = dout;
+  a.head_map = dmap;
+
+  CaseResult res;
+  const std::string why = attnbench::cuda::FlashUnsupportedReason(a, 9, 0);
+  if (!why.empty()) {
+    std::printf("  UNSUPPORTED: %s\n", why.c_str());
+    res.nan = -1;
+    return res;
+  }
+  CHECK(attnbench::cuda::LaunchFlashAttention(a, 0));
+  CHECK(cudaDeviceSynchronize());
+  std::vector<uint16_t> ho(no + kGuard);
+  CHECK(cudaMemcpy(ho.data(), dout, (no + kGuard) * 2, cudaMemcpyDeviceToHost));
+  for (int64_t i = no; i < no + kGuard; ++i) res.guard_bad += ho[i] != 0xffff;
+
+  // float64 reference.
+  auto keeps = [&](int b, int h, int64_t i, int64_t j) {
+    const int64_t ip = i + a.offset;
+    switch (c.mask) {
+      case MaskCode::kNone:
+        return true;
+      case MaskCode::kCausal:
+        return j <= ip;
+      case MaskCode::kWindow:
+        return (c.wl < 0 || j >= ip - c.wl) && (c.wr < 0 || j <= ip + c.wr);
+      case MaskCode::kBlock: {
+        if (c.block_causal && j > ip) return false;
+        size_t base = c.block_per_head ? ((size_t)b * c.hout + h) * a.block_rows * a.block_cols : 0;
+        return bitmap[base + (i / 16) * a.block_cols + j / 32] != 0;
+      }
+    }
+    return true;
+  };
+  auto roped = [&](const std::vector<double>& x, int64_t row_off, int64_t pos, int d) {
+    if (c.rope_dims == 0 || d >= c.rope_dims) return x[row_off + d];
+    const int half = c.rope_dims / 2;
+    const int m = d < half ? d : d - half;
+    const double cs = rope[2 * ((size_t)pos * half + m)],
+                 sn = rope[2 * ((size_t)pos * half + m) + 1];
+    if (d < half) return x[row_off + d] * cs - x[row_off + d + half] * sn;
+    return x[row_off + d] * cs + x[row_off + d - half] * sn;
+  };
+  double num = 0, den = 0;
+  std::vector<double> qr(c.dqk), s(c.skv), kr((size_t)c.skv * c.dqk);
+  for (int b = 0; b < c.batch; ++b) {
+    for (int h = 0; h < c.hout; ++h) {
+      const int qh = map[2 * h], kh = map[2 * h + 1];
+      for (int j = 0; j < c.skv; ++j) {
+        const int64_t ko = (((int64_t)b * c.skv + j) * c.hkv + kh) * c.dqk;
+        for (int d = 0; d < c.dqk; ++d) kr[(size_t)j * c.dqk + d] = roped(k, ko, j, d);
+      }
+      for (int i = 0; i < c.sq; ++i) {
+        const int64_t qo = (((int64_t)b * c.sq + i) * c.hq + qh) * c.dqk;
+        const int64_t ip = i + a.offset;
+        for (int d = 0; d < c.dqk; ++d) qr[d] = roped(q, qo, ip, d);
+        double mx = -INFINITY;
+        for (int j = 0; j < c.skv; ++j) {
+          double dot = 0;
+          for (int d = 0; d < c.dqk; ++d) dot += qr[d] * kr[(size_t)j * c.dqk + d];
+          double sc = dot * (double)a.scale;
+          if (c.alibi) sc += (double)slopes[h] * (double)(j - ip);
+          if (c.softcap > 0) sc = c.softcap * std::tanh(sc / c.softcap);
+          if (!keeps(b, h, i, j)) sc = -INFINITY;
+          s[j] = sc;
+          mx = std::max(mx, sc);
+        }
+        double l = 0;
+        for (int j = 0; j < c.skv; ++j) {
+          s[j] = mx == -INFINITY ? 0.0 : std::exp(s[j] - mx);
+          l += s[j];
+        }
+        if (l == 0) ++res.zero_rows;
+        const int64_t oo = (((int64_t)b * c.sq + i) * c.hout + h) * c.dv;
+        for (int d = 0; d < c.dv; ++d) {
+          double acc = 0;
+          if (l > 0) {
+            for (int j = 0; j < c.skv; ++j) {
+              acc += s[j] * v[(((int64_t)b * c.skv + j) * c.hkv + kh) * c.dv + d];
+            }
+            acc /= l;
+          }
+          const float got = FromBits(ho[oo + d], st);
+          if (std::isnan(got)) {
+            ++res.nan;
+            continue;
+          }
+          num += (got - acc) * (got - acc);
+          den += acc * acc;
+          res.max_abs = std::max(res.max_abs, std::fabs(got - acc));
+        }
+      }
+    }
+  }
+  res.rel = std::sqrt(num / std::max(den, 1e-300));
+  cudaFree(dq);
+  cudaFree(dk);
+  cudaFree(dv);
+  cudaFree(dout);
+  cudaFree(dmap);
+  if (dbits) cudaFree(dbits);
+  if (drope) cudaFree(drope);
+  if (dslopes) cudaFree(dslopes);
+  return res;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cs;
+  auto add = [&](Case c) { cs.push_back(c); };
+  Case c;
+  c.name = "mha d64 none 77x131";
+  add(c);
+  c.name = "mha d64 causal 77x131 (bottom-right)";
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "gqa 6/2 d128 causal 200x200 b2";
+  c.batch = 2;
+  c.sq = c.skv = 200;
+  c.hq = c.hout = 6;
+  c.hkv = 2;
+  c.map = Map::kGqa;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "mha d80(pad96) window(17,5) 77x131";
+  c.dqk = c.dv = 80;
+  c.mask = MaskCode::kWindow;
+  c.wl = 17;
+  c.wr = 5;
+  add(c);
+  c = Case();
+  c.name = "gqkva 2x3 d192/128 none 77x131";
+  c.hq = 2;
+  c.hkv = 3;
+  c.hout = 6;
+  c.map = Map::kGqkva;
+  c.dqk = 192;
+  c.dv = 128;
+  add(c);
+  c = Case();
+  c.name = "explicit 3q/2kv->5 d64 block+causal 77x131";
+  c.hq = 3;
+  c.hkv = 2;
+  c.hout = 5;
+  c.map = Map::kExplicit;
+  c.mask = MaskCode::kBlock;
+  c.block_causal = true;
+  add(c);
+  c = Case();
+  c.name = "mqa 4/1 d128 block per-head 300x300";
+  c.sq = c.skv = 300;
+  c.hkv = 1;
+  c.map = Map::kMqa;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kBlock;
+  c.block_per_head = true;
+  add(c);
+  c = Case();
+  c.name = "rope 32/64 causal 150x150";
+  c.sq = c.skv = 150;
+  c.rope_dims = 32;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "rope 128 + alibi d128 causal 77x131";
+  c.dqk = c.dv = 128;
+  c.rope_dims = 128;
+  c.alibi = true;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "alibi + softcap 5 d64 window(17,5) 77x131";
+  c.alibi = true;
+  c.softcap = 5.f;
+  c.mask = MaskCode::kWindow;
+  c.wl = 17;
+  c.wr = 5;
+  add(c);
+  c = Case();
+  c.name = "causal 131x77 (54 rows hidden)";
+  c.sq = 131;
+  c.skv = 77;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "window(17,5) 131x77 (rows hidden)";
+  c.sq = 131;
+  c.skv = 77;
+  c.mask = MaskCode::kWindow;
+  c.wl = 17;
+  c.wr = 5;
+  add(c);
+  c = Case();
+  c.name = "d100 h3 unaligned (pad128, plain loads)";
+  c.hq = c.hkv = c.hout = 3;
+  c.dqk = c.dv = 100;
+  add(c);
+  c = Case();
+  c.name = "d40 (pad64) causal 77x131";
+  c.dqk = c.dv = 40;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "d256 causal 200x333";
+  c.sq = 200;
+  c.skv = 333;
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = c.dv = 256;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "d192 none 77x131";
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = c.dv = 192;
+  add(c);
+  c = Case();
+  c.name = "d64/d200(pad 192/256? ->256) none";
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = 64;
+  c.dv = 200;
+  add(c);
+  c = Case();
+  c.name = "mha d128 none 1000x1000";
+  c.sq = c.skv = 1000;
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = c.dv = 128;
+  add(c);
+  c.name = "mha d128 causal 1000x1000";
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "d96 window(-1,0) 1 row 1x300";
+  c.sq = 1;
+  c.skv = 300;
+  c.dqk = c.dv = 96;
+  c.mask = MaskCode::kWindow;
+  c.wl = -1;
+  c.wr = 0;
+  add(c);
+  return cs;
+}
+
+// ---- timing ---------------------------------------------------------------------------------
+
+__global__ void InitNormal(__nv_bfloat16* x, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    const float u1 = ((z >> 40) + 0.5f) * (1.0f / 16777216.0f);
+    const float u2 = (((z >> 16) & 0xffffff) + 0.5f) * (1.0f / 16777216.0f);
+    x[i] = __float2bfloat16(sqrtf(-2.f * logf(u1)) * cospif(2.f * u2));
+  }
+}
+
+using LaunchFn = cudaError_t (*)(const AttentionArgs&, cudaStream_t);
+
+// Alternative configurations, timed next to the shipped one to choose tiles.
+template <typename Cfg>
+cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
+  attnbench::cuda::flash::FlashFlags f;
+  f.async_q = f.async_k = f.async_v = f.vector_o = true;
+  f.exp_scale = a.scale * 1.4426950408889634f;
+  auto kernel = attnbench::cuda::flash::FlashForwardKernel<__nv_bfloat16, Cfg>;
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  dim3 grid((unsigned)((a.seq_q + Cfg::kBr - 1) / Cfg::kBr), a.heads_out, a.batch);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, f);
+  return cudaGetLastError();
+}
+
+struct Variant {
+  const char* name;
+  int d;  // 0: any
+  LaunchFn fn;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* out_path = argc > 1 ? argv[1] : "ours.tsv";
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+
+  // Correctness.
+  int fails = 0;
+  uint64_t seed = 12345;
+  std::printf("%-46s %5s %10s %10s %5s %5s %5s\n", "case", "dtype", "rel", "max_abs", "nan",
+              "guard", "0rows");
+  for (const Case& c : Cases()) {
+    for (Storage st : {Storage::kBFloat16, Storage::kFloat16}) {
+      const CaseResult r = RunCase(c, st, seed++);
+      const double tol = st == Storage::kBFloat16 ? 1e-2 : 5e-3;
+      const bool ok = r.nan == 0 && r.guard_bad == 0 && r.rel < tol;
+      fails += !ok;
+      std::printf("%-46s %5s %10.3e %10.3e %5ld %5ld %5ld %s\n", c.name.c_str(),
+                  st == Storage::kBFloat16 ? "bf16" : "fp16", r.rel, r.max_abs, r.nan, r.guard_bad,
+                  r.zero_rows, ok ? "ok" : "FAIL");
+    }
+  }
+  std::printf("correctness: %d failures\n", fails);
+
+  // Timing.
+  const size_t flush_bytes = 2 * (size_t)prop.l2CacheSize;
+  void* flush;
+  CHECK(cudaMalloc(&flush, flush_bytes));
+  const int kH = 32;
+  const int64_t kTokens = 16384;
+  const int64_t max_elems = kTokens * kH * 128;
+  __nv_bfloat16 *q, *k, *v, *o;
+  CHECK(cudaMalloc(&q, max_elems * 2));
+  CHECK(cudaMalloc(&k, max_elems * 2));
+  CHECK(cudaMalloc(&v, max_elems * 2));
+  CHECK(cudaMalloc(&o, max_elems * 2));
+  InitNormal<<<1024, 256>>>(q, max_elems, 1);
+  InitNormal<<<1024, 256>>>(k, max_elems, 2);
+  InitNormal<<<1024, 256>>>(v, max_elems, 3);
+  CHECK(cudaGetLastError());
+  std::vector<int32_t> map(2 * kH);
+  for (int h = 0; h < kH; ++h) map[2 * h] = map[2 * h + 1] = h;
+  int32_t* dmap;
+  CHECK(cudaMalloc(&dmap, map.size() * 4));
+  CHECK(cudaMemcpy(dmap, map.data(), map.size() * 4, cudaMemcpyHostToDevice));
+
+  using attnbench::cuda::flash::FlashConfig;
+  const Variant variants[] = {
+      {"shipped", 0, attnbench::cuda::LaunchFlashAttention},
+      {"d64 w8 m1 bc128 (r1)", 64, LaunchAlt<FlashConfig<64, 64, 8, 1, 128, true, 1>>},
+      {"d64 w4 m2 bc128 smemQ", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 128, false, 2>>},
+      {"d64 w8 m2 bc64", 64, LaunchAlt<FlashConfig<64, 64, 8, 2, 64, true, 1>>},
+      {"d128 w8 m1 bc128 (r1)", 128, LaunchAlt<FlashConfig<128, 128, 8, 1, 128, true, 1>>},
+      {"d128 w8 m2 bc64 smemQ", 128, LaunchAlt<FlashConfig<128, 128, 8, 2, 64, false, 1>>},
+      {"d128 w4 m2 bc32 qregs", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 32, true, 2>>},
+  };
+
+  FILE* out = std::fopen(out_path, "w");
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::printf("\n%-26s %6s %4s %6s %10s %9s\n", "variant", "S", "D", "causal", "ms", "TFLOP/s");
+  for (int d : {64, 128}) {
+    for (int64_t s : {1024, 4096, 16384}) {
+      for (bool causal : {false, true}) {
+        AttentionArgs a;
+        a.storage = Storage::kBFloat16;
+        a.q = q;
+        a.k = k;
+        a.v = v;
+        a.o = o;
+        a.batch = (int)(kTokens / s);
+        a.seq_q = a.seq_kv = s;
+        a.heads_q = a.heads_kv = a.heads_out = kH;
+        a.dim_qk = a.dim_v = d;
+        a.head_map = dmap;
+        a.scale = 1.f / std::sqrt((float)d);
+        a.mask = causal ? MaskCode::kCausal : MaskCode::kNone;
+        const double flops = 4.0 * a.batch * kH * (double)s * s * d / (causal ? 2 : 1);
+        for (const Variant& var : variants) {
+          if (var.d != 0 && var.d != d) continue;
+          for (int w = 0; w < 3; ++w) CHECK(var.fn(a, 0));
+          std::vector<float> ms;
+          for (int it = 0; it < 30; ++it) {
+            CHECK(cudaMemsetAsync(flush, it & 0xff, flush_bytes));
+            CHECK(cudaEventRecord(e0));
+            CHECK(var.fn(a, 0));
+            CHECK(cudaEventRecord(e1));
+            CHECK(cudaEventSynchronize(e1));
+            float t;
+            CHECK(cudaEventElapsedTime(&t, e0, e1));
+            ms.push_back(t);
+          }
+          std::sort(ms.begin(), ms.end());
+          const double med = ms[ms.size() / 2];
+          const double tf = flops / (med * 1e-3) / 1e12;
+          std::printf("%-26s %6ld %4d %6d %10.3f %9.1f\n", var.name, (long)s, d, (int)causal, med,
+                      tf);
+          std::fprintf(out, "%s\t%ld\t%d\t%d\t%.4f\t%.1f\n", var.name, (long)s, d, (int)causal, med,
+                       tf);
+        }
+      }
+    }
+  }
+  std::fclose(out);
+  return fails == 0 ? 0 : 2;
+}
