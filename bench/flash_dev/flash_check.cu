@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/flash_dev/flash_v0.cuh"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/launch.h"
@@ -498,7 +499,22 @@ cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   attnbench::cuda::flash::FlashFlags f;
   f.async_q = f.async_k = f.async_v = f.vector_o = true;
   f.exp_scale = a.scale * 1.4426950408889634f;
-  auto kernel = attnbench::cuda::flash::FlashForwardKernel<__nv_bfloat16, Cfg>;
+  auto kernel = attnbench::cuda::flash::FlashForwardKernel<__nv_bfloat16, Cfg, false>;
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  dim3 grid((unsigned)((a.seq_q + Cfg::kBr - 1) / Cfg::kBr), a.heads_out, a.batch);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, f);
+  return cudaGetLastError();
+}
+
+// The frozen kernel of bench/flash_dev/flash_v0.cuh, for before/after in one run.
+template <typename Cfg>
+cudaError_t LaunchV0(const AttentionArgs& a, cudaStream_t stream) {
+  attnbench::cuda::flash_v0::FlashFlags f;
+  f.async_q = f.async_k = f.async_v = f.vector_o = true;
+  f.exp_scale = a.scale * 1.4426950408889634f;
+  auto kernel = attnbench::cuda::flash_v0::FlashForwardKernel<__nv_bfloat16, Cfg>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
@@ -565,12 +581,15 @@ int main(int argc, char** argv) {
   using attnbench::cuda::flash::FlashConfig;
   const Variant variants[] = {
       {"shipped", 0, attnbench::cuda::LaunchFlashAttention},
-      {"d64 w8 m1 bc128 (r1)", 64, LaunchAlt<FlashConfig<64, 64, 8, 1, 128, true, 1>>},
-      {"d64 w4 m2 bc128 smemQ", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 128, false, 2>>},
-      {"d64 w8 m2 bc64", 64, LaunchAlt<FlashConfig<64, 64, 8, 2, 64, true, 1>>},
-      {"d128 w8 m1 bc128 (r1)", 128, LaunchAlt<FlashConfig<128, 128, 8, 1, 128, true, 1>>},
-      {"d128 w8 m2 bc64 smemQ", 128, LaunchAlt<FlashConfig<128, 128, 8, 2, 64, false, 1>>},
-      {"d128 w4 m2 bc32 qregs", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 32, true, 2>>},
+      {"v0 d64 (06978e6)", 64,
+       LaunchV0<attnbench::cuda::flash_v0::FlashConfig<64, 64, 4, 2, 64, true, 2>>},
+      {"v0 d128 (06978e6)", 128,
+       LaunchV0<attnbench::cuda::flash_v0::FlashConfig<128, 128, 4, 2, 64, false, 2>>},
+      {"d64 w4 m2 bc64 smemQ", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 64, false, 2>>},
+      {"d128 w8 m1 bc128", 128, LaunchAlt<FlashConfig<128, 128, 8, 1, 128, false, 1>>},
+      {"d128 w8 m1 bc64 qregs", 128, LaunchAlt<FlashConfig<128, 128, 8, 1, 64, true, 1>>},
+      {"d128 w4 m2 bc32 smemQ", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 32, false, 2>>},
+      {"d128 w4 m2 bc48 smemQ", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 48, false, 2>>},
   };
 
   FILE* out = std::fopen(out_path, "w");

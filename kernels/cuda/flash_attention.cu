@@ -67,7 +67,16 @@ bool RowsAligned16(const void* base, int heads, int dim) {
   return Aligned16(base) && dim % 8 == 0 && (static_cast<int64_t>(heads) * dim * 2) % 16 == 0;
 }
 
-template <typename T, typename Cfg>
+// Whether the request fits the kernel's common-case build (kGeneral = false): every load through
+// cp.async (aligned rows, no RoPE), no score modifiers, an interval mask (none, causal, window).
+bool FastPathOk(const AttentionArgs& args, const flash::FlashFlags& flags) {
+  return flags.async_q && flags.async_k && flags.async_v && !flags.modifiers &&
+         args.mask != MaskCode::kBlock;
+}
+
+// kFastBuild: whether Cfg also has the common-case build (instantiated for the head dims up to
+// 128 only, to keep this file's compile time down).
+template <typename T, typename Cfg, bool kFastBuild>
 cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   flash::FlashFlags flags;
   const bool rope = args.rope_cos_sin != nullptr;
@@ -78,7 +87,10 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   flags.modifiers = args.alibi_slopes != nullptr || args.softcap > 0 || !(args.scale > 0);
   flags.exp_scale = args.scale * 1.4426950408889634f;
 
-  auto kernel = flash::FlashForwardKernel<T, Cfg>;
+  auto kernel = flash::FlashForwardKernel<T, Cfg, true>;
+  if constexpr (kFastBuild) {
+    if (FastPathOk(args, flags)) kernel = flash::FlashForwardKernel<T, Cfg, false>;
+  }
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -88,22 +100,22 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// The instantiations: one per (storage, config).
+// The instantiations: one per (storage, config), plus the common-case build for D <= 128.
 template <typename T>
 cudaError_t LaunchStorage(const AttentionArgs& args, cudaStream_t stream) {
   switch (PickConfig(args.dim_qk, args.dim_v)) {
     case 0:
-      return LaunchConfig<T, Config64>(args, stream);
+      return LaunchConfig<T, Config64, true>(args, stream);
     case 1:
-      return LaunchConfig<T, Config96>(args, stream);
+      return LaunchConfig<T, Config96, true>(args, stream);
     case 2:
-      return LaunchConfig<T, Config128>(args, stream);
+      return LaunchConfig<T, Config128, true>(args, stream);
     case 3:
-      return LaunchConfig<T, Config192x128>(args, stream);
+      return LaunchConfig<T, Config192x128, false>(args, stream);
     case 4:
-      return LaunchConfig<T, Config192>(args, stream);
+      return LaunchConfig<T, Config192, false>(args, stream);
     case 5:
-      return LaunchConfig<T, Config256>(args, stream);
+      return LaunchConfig<T, Config256, false>(args, stream);
     default:
       return cudaErrorInvalidValue;
   }

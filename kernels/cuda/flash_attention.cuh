@@ -31,6 +31,17 @@
 // outside it are never visited; inside it TileCoverage classifies each tile (kNone: skipped with
 // no loads, kAll: no per-element mask test, kPartial: MaskKeeps per element).
 //
+// Two builds per configuration (template flag kGeneral): the general one handles everything
+// below; the common-case one (kGeneral = false, picked by the host when the request allows)
+// compiles out the plain-load paths, ALiBi / softcap and the block mask. At D = 128 that takes the
+// register spill from ~110 to ~50 bytes (sm_90a) and halves the loop's code.
+//
+// Registers: at D = 128 the accumulators alone (O: kM * kDv / 2 = 128 floats, S: kM * kBc / 2 = 64)
+// leave ~50 registers for everything else, so the loop keeps its other state small: P is packed to
+// the storage type right after exp2 (the float scores die before O += P V), the cp.async loads
+// walk one pointer per thread instead of hoisting a 64-bit offset per chunk, ldmatrix addresses
+// are 32-bit shared addresses with compile-time offsets, and the mask works in 32-bit columns.
+//
 // Loads: cp.async 16-byte copies with zero-fill when the tensor's rows are 16-byte aligned
 // (dim % 8 == 0 and an aligned base pointer); otherwise, and for Q and K under RoPE (rotated in
 // float from the host-built table, then rounded to the storage type), plain predicated loads
@@ -169,15 +180,34 @@ __device__ __forceinline__ void LoadTileAsync(T* smem, const T* src, int64_t row
                                               int rows_valid, int dim_valid, int tid) {
   constexpr int kChunks = kDim / 8;
   constexpr int kTotal = kRows * kChunks;
+  if constexpr (kThreads % kChunks == 0 && kRows % (kThreads / kChunks) == 0) {
+    // Each thread copies one fixed column chunk of every kRowStep-th row. The pointers advance
+    // by one step at a time, so no per-chunk 64-bit offsets stay live across the main loop.
+    constexpr int kRowStep = kThreads / kChunks;
+    const int r0 = tid / kChunks;
+    const int col = (tid % kChunks) * 8;
+    const bool col_ok = col < dim_valid;
+    const int64_t step = kRowStep * row_stride;
+    const T* g = src + r0 * row_stride + col;
+    uint32_t dst = SmemAddr(smem + r0 * kStride + col);
 #pragma unroll
-  for (int c0 = 0; c0 < kTotal; c0 += kThreads) {
-    const int c = c0 + tid;
-    if (kTotal % kThreads == 0 || c < kTotal) {
-      const int r = c / kChunks;
-      const int col = (c % kChunks) * 8;
-      const bool pred = r < rows_valid && col < dim_valid;
-      const T* g = pred ? src + r * row_stride + col : src;
-      CpAsync16(SmemAddr(smem + r * kStride + col), g, pred);
+    for (int i = 0; i < kRows / kRowStep; ++i) {
+      const bool pred = col_ok && r0 + i * kRowStep < rows_valid;
+      CpAsync16(dst, pred ? g : src, pred);
+      g += step;
+      dst += kRowStep * kStride * sizeof(T);
+    }
+  } else {
+#pragma unroll
+    for (int c0 = 0; c0 < kTotal; c0 += kThreads) {
+      const int c = c0 + tid;
+      if (kTotal % kThreads == 0 || c < kTotal) {
+        const int r = c / kChunks;
+        const int col = (c % kChunks) * 8;
+        const bool pred = r < rows_valid && col < dim_valid;
+        const T* g = pred ? src + r * row_stride + col : src;
+        CpAsync16(SmemAddr(smem + r * kStride + col), g, pred);
+      }
     }
   }
 }
@@ -202,8 +232,10 @@ __device__ __forceinline__ void LoadTileSync(T* smem, const T* src, int64_t row_
 
 // ---- the kernel ---------------------------------------------------------------------------------
 
-// Grid: (query tiles, heads_out, batch); dynamic shared memory Cfg::kSmemBytes.
-template <typename T, typename Cfg>
+// Grid: (query tiles, heads_out, batch); dynamic shared memory Cfg::kSmemBytes. kGeneral = false
+// compiles the common case only (see the header comment): every load through cp.async, no
+// ALiBi / softcap, no block mask; the host picks it whenever a request allows (FastPathOk).
+template <typename T, typename Cfg, bool kGeneral>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     FlashForwardKernel(const AttentionArgs args, const FlashFlags flags) {
   constexpr int kD = Cfg::kD;
@@ -279,13 +311,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         static_cast<const T*>(args.v) + RowOffset(b, seq_kv, j0, args.heads_kv, kh, args.dim_v);
     T* sk = s_k + stage * Cfg::kKElems;
     T* sv = s_v + stage * Cfg::kVElems;
-    if (flags.async_k) {
+    if (!kGeneral || flags.async_k) {
       LoadTileAsync<kThreads, kBc, kD, Cfg::kKStride>(sk, k_ptr, k_stride, rows, args.dim_qk, tid);
     } else {
       LoadTileSync<kThreads, kBc, kD, Cfg::kKStride>(sk, k_ptr, k_stride, rows, args.dim_qk, rope,
                                                      j0, args, tid);
     }
-    if (flags.async_v) {
+    if (!kGeneral || flags.async_v) {
       LoadTileAsync<kThreads, kBc, kDv, Cfg::kVStride>(sv, v_ptr, v_stride, rows, args.dim_v, tid);
     } else {
       LoadTileSync<kThreads, kBc, kDv, Cfg::kVStride>(sv, v_ptr, v_stride, rows, args.dim_v, false,
@@ -296,7 +328,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   Coverage cov = Coverage::kNone;
   int t = next_tile(t_begin, cov);
   if (t < t_end) {
-    if (flags.async_q) {
+    if (!kGeneral || flags.async_q) {
       LoadTileAsync<kThreads, kBr, kD, Cfg::kQStride>(s_q, q_ptr, q_stride, rows_q, args.dim_qk,
                                                       tid);
     } else {
@@ -329,7 +361,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   }
   uint32_t q_frag[Cfg::kQInRegs ? kM : 1][Cfg::kQInRegs ? kD / 16 : 1][4];
 
-  const float exp_scale = flags.modifiers ? 1.4426950408889634f : flags.exp_scale;
+  const bool modifiers = kGeneral && flags.modifiers;
+  const float exp_scale = modifiers ? 1.4426950408889634f : flags.exp_scale;
   const int warp_rows = warp * 16 * kM;            // the warp's first row within the tile
   const int64_t row0 = i0 + warp_rows + lane / 4;  // global row of m-tile 0, r = 0
 
@@ -339,6 +372,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const int k_off = ((lane % 8) + 8 * (lane / 16)) * Cfg::kKStride + ((lane / 8) % 2) * 8;
   // B from V (transposed): key rows (lane % 8) + 8 * ((lane / 8) % 2), column half lane / 16.
   const int v_off = ((lane % 8) + 8 * ((lane / 8) % 2)) * Cfg::kVStride + (lane / 16) * 8;
+
+  // Shared-memory byte addresses of this lane's ldmatrix rows (stage 0 for K and V).
+  const uint32_t q_addr = SmemAddr(s_q + a_off);
+  const uint32_t k_addr = SmemAddr(s_k + k_off);
+  const uint32_t v_addr = SmemAddr(s_v + v_off);
+  constexpr uint32_t kQRowBytes = Cfg::kQStride * sizeof(T);
+  constexpr uint32_t kKRowBytes = Cfg::kKStride * sizeof(T);
+  constexpr uint32_t kVRowBytes = Cfg::kVStride * sizeof(T);
 
   bool q_loaded = false;
   int stage = 0;
@@ -360,8 +401,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
           for (int kk = 0; kk < kD / 16; ++kk) {
-            Ldmatrix4(SmemAddr(s_q + a_off + mi * 16 * Cfg::kQStride + kk * 16), q_frag[mi][kk][0],
-                      q_frag[mi][kk][1], q_frag[mi][kk][2], q_frag[mi][kk][3]);
+            Ldmatrix4(q_addr + mi * 16 * kQRowBytes + kk * 32, q_frag[mi][kk][0], q_frag[mi][kk][1],
+                      q_frag[mi][kk][2], q_frag[mi][kk][3]);
           }
         }
         q_loaded = true;
@@ -369,7 +410,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     }
 
     // S = Q K^T for this warp's rows and the tile's kBc keys. Each K fragment feeds kM mmas.
-    const T* sk = s_k + stage * Cfg::kKElems;
+    const uint32_t sk = k_addr + stage * (Cfg::kKElems * sizeof(T));
     float s[kM][kNT][4];
 #pragma unroll
     for (int mi = 0; mi < kM; ++mi) {
@@ -388,14 +429,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
           for (int e = 0; e < 4; ++e) a[mi][e] = q_frag[mi][kk][e];
         } else {
-          Ldmatrix4(SmemAddr(s_q + a_off + mi * 16 * Cfg::kQStride + kk * 16), a[mi][0], a[mi][1],
-                    a[mi][2], a[mi][3]);
+          Ldmatrix4(q_addr + mi * 16 * kQRowBytes + kk * 32, a[mi][0], a[mi][1], a[mi][2],
+                    a[mi][3]);
         }
       }
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
         uint32_t b0, b1, b2, b3;
-        Ldmatrix4(SmemAddr(sk + k_off + np * 16 * Cfg::kKStride + kk * 16), b0, b1, b2, b3);
+        Ldmatrix4(sk + np * 16 * kKRowBytes + kk * 32, b0, b1, b2, b3);
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
           Mma16816<T>(s[mi][2 * np], a[mi], b0, b1);
@@ -408,7 +449,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     // row0 + 16 mi + 8 (e / 2), key jl + 8 n + e % 2.
     const int64_t j0 = static_cast<int64_t>(t) * kBc;
     const int64_t jl = j0 + 2 * (lane % 4);
-    if (flags.modifiers) {
+    if (modifiers) {
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
@@ -423,24 +464,34 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     }
     if (cov == Coverage::kPartial || j0 + kBc > seq_kv) {
       const bool partial = cov == Coverage::kPartial;
-      if (!partial || args.mask == MaskCode::kCausal || args.mask == MaskCode::kWindow) {
-        // Interval masks: each row keeps keys lo <= j <= hi; compare in local 32-bit columns.
+      if (!kGeneral || !partial || args.mask == MaskCode::kCausal ||
+          args.mask == MaskCode::kWindow) {
+        // Interval masks: each row keeps keys lo <= j <= hi. The bounds are taken relative to
+        // this thread's first key jl for m-tile 0, row g, clamped to [kClampLo, kClampHi] (a
+        // bound below or above every column of the tile stays so after adding a row offset
+        // 16 mi + 8 r < 16 kM), and the per-row work is then 32-bit.
+        constexpr int kClampLo = -16 * kM - 1;
+        constexpr int kClampHi = kBc + 1;
+        auto clamp_col = [](int64_t x) {
+          return static_cast<int>(max(min(x, int64_t{kClampHi}), int64_t{kClampLo}));
+        };
+        const int64_t ip0 = row0 + args.offset - jl;   // i' - jl of m-tile 0, row g
+        const int kv_hi = clamp_col(seq_kv - 1 - jl);  // columns past S_kv: fixed per thread
+        int hi0 = kClampHi;
+        int lo0 = kClampLo;
+        if (partial) {
+          if (args.mask == MaskCode::kCausal) hi0 = clamp_col(ip0);
+          if (args.mask == MaskCode::kWindow) {
+            if (args.window_right >= 0) hi0 = clamp_col(ip0 + args.window_right);
+            if (args.window_left >= 0) lo0 = clamp_col(ip0 - args.window_left);
+          }
+        }
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
-            const int64_t ip = row0 + 16 * mi + 8 * r + args.offset;
-            int64_t lo = 0;
-            int64_t hi = seq_kv - 1;
-            if (partial) {
-              if (args.mask == MaskCode::kCausal) hi = min(hi, ip);
-              if (args.mask == MaskCode::kWindow) {
-                if (args.window_right >= 0) hi = min(hi, ip + args.window_right);
-                if (args.window_left >= 0) lo = max(lo, ip - args.window_left);
-              }
-            }
-            const int lo_c = static_cast<int>(max(min(lo - jl, int64_t{kBc}), int64_t{-1}));
-            const int hi_c = static_cast<int>(max(min(hi - jl, int64_t{kBc}), int64_t{-1}));
+            const int lo_c = lo0 + 16 * mi + 8 * r;
+            const int hi_c = min(hi0 + 16 * mi + 8 * r, kv_hi);
 #pragma unroll
             for (int n = 0; n < kNT; ++n) {
 #pragma unroll
@@ -477,6 +528,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       }
     }
 
+    uint32_t p[kM][kNT][2];  // P in the storage type: n-tile n, row half r
     // Online softmax. A row whose keys are all hidden so far keeps max -inf; its offset is
     // taken as 0 so 2^(-inf - 0) = 0 and no inf - inf appears.
 #pragma unroll
@@ -503,8 +555,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         for (int n = 0; n < kNT; ++n) {
           const float p0 = FastExp2(fmaf(s[mi][n][2 * r], exp_scale, -m_scaled));
           const float p1 = FastExp2(fmaf(s[mi][n][2 * r + 1], exp_scale, -m_scaled));
-          s[mi][n][2 * r] = p0;
-          s[mi][n][2 * r + 1] = p1;
+          p[mi][n][r] = Pack2<T>(p0, p1);
           row_sum[2 * mi + r] += p0 + p1;
         }
       }
@@ -512,21 +563,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
     // O += P V, P rounded to the storage type in registers as the A operand; each V fragment
     // feeds kM mmas.
-    const T* sv = s_v + stage * Cfg::kVElems;
+    const uint32_t sv = v_addr + stage * (Cfg::kVElems * sizeof(T));
 #pragma unroll
     for (int kk = 0; kk < kBc / 16; ++kk) {
       uint32_t a[kM][4];
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-        a[mi][0] = Pack2<T>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-        a[mi][1] = Pack2<T>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-        a[mi][2] = Pack2<T>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-        a[mi][3] = Pack2<T>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+        a[mi][0] = p[mi][2 * kk][0];
+        a[mi][1] = p[mi][2 * kk][1];
+        a[mi][2] = p[mi][2 * kk + 1][0];
+        a[mi][3] = p[mi][2 * kk + 1][1];
       }
 #pragma unroll
       for (int np = 0; np < kOT / 2; ++np) {
         uint32_t b0, b1, b2, b3;
-        Ldmatrix4Trans(SmemAddr(sv + v_off + kk * 16 * Cfg::kVStride + np * 16), b0, b1, b2, b3);
+        Ldmatrix4Trans(sv + kk * 16 * kVRowBytes + np * 32, b0, b1, b2, b3);
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
           Mma16816<T>(o_acc[mi][2 * np], a[mi], b0, b1);

@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# The one command of a GPU device call: runs the CUDA tests, the correctness sweep, the sweep under
+# compute-sanitizer and the standard benchmark table from the pack that scripts/device-pack made.
+# Run from the repository root on the GPU machine with `.device` carried:
+#
+#   bash bench/device_run.sh all            # tests check sanitize bench
+#   bash bench/device_run.sh tests check    # any stages, in the order given
+#   bash bench/device_run.sh bench-quick    # the quick table (S 1k/4k, D 128, MHA/GQA)
+#
+# Stages:
+#   tests       every .device/bin/*cuda*test* gtest binary
+#   check       attnbench-server on a free loopback port + bench/correctness.py
+#   sanitize    bench/correctness.py --small against the server under compute-sanitizer, first
+#               --tool memcheck, then --tool racecheck; fails on any reported error
+#   bench       attnbench-server + bench/standard_table.py (the full table)
+#   bench-quick the same with --quick
+# Everything goes under $OUT (the device tool's result folder) when set, else
+# /tmp/attnbench-device: device_run.log (this output), tests.log, correctness.log,
+# correctness.json, sanitizer.log, server.log, standard_table.md, standard_table.json (8 files,
+# the most the tool brings back). Each stage prints one PASS/FAIL line; a summary table ends it.
+#
+# Environment knobs: ATTNBENCH_DEVICE_BUDGET_S (seconds for the whole run, default 570: the tool
+# stops a command at 600), ATTNBENCH_CHECK_ARGS, ATTNBENCH_SANITIZE_ARGS, ATTNBENCH_BENCH_ARGS
+# (extra arguments of correctness.py / standard_table.py, split on spaces).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+dev="$root/.device"
+out_dir="${OUT:-/tmp/attnbench-device}"
+budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
+python="${PYTHON:-python3}"
+
+usage() {
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick ...]" >&2
+  exit 2
+}
+
+stages=()
+[ "$#" -gt 0 ] || set -- all
+for arg in "$@"; do
+  case "$arg" in
+    all) stages+=(tests check sanitize bench) ;;
+    tests | check | sanitize | bench | bench-quick) stages+=("$arg") ;;
+    *) usage ;;
+  esac
+done
+
+if [ ! -x "$dev/bin/attnbench-server" ]; then
+  echo "[device_run] FAIL: no .device/bin/attnbench-server: run 'bash scripts/device-pack'" \
+    "on the workstation and carry .device" >&2
+  exit 1
+fi
+
+mkdir -p "$out_dir"
+work="$(mktemp -d /tmp/attnbench-run.XXXXXX)"
+exec > >(tee -a "$out_dir/device_run.log") 2>&1
+tee_pid=$!
+
+export LD_LIBRARY_PATH="$dev/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONPATH="$dev/python${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+# ---------------------------------------------------------------------------------------------
+# The server: started in the background, stopped on every exit.
+# ---------------------------------------------------------------------------------------------
+
+server_pid=""
+server_target=""
+server_wrapper=()
+server_flags=()
+
+# Pids whose parent is $1.
+child_pids() {
+  local stat_file stat ppid dir
+  for stat_file in /proc/[0-9]*/stat; do
+    stat="$(cat "$stat_file" 2>/dev/null)" || continue
+    # The fields after "(comm) " are: state ppid pgrp ...
+    read -r _ ppid _ <<<"${stat##*) }"
+    if [ "$ppid" = "$1" ]; then
+      dir="${stat_file%/stat}"
+      echo "${dir#/proc/}"
+    fi
+  done
+}
+
+# The attnbench-server process: $server_pid itself, or a descendant of a wrapper.
+server_process() {
+  local pid="$server_pid" depth child
+  for depth in 1 2 3 4; do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "attnbench-serve" ]; then
+      echo "$pid"
+      return 0
+    fi
+    child="$(child_pids "$pid" | head -n 1)"
+    [ -n "$child" ] || break
+    pid="$child"
+    : "$depth"
+  done
+  echo "$server_pid"
+}
+
+# start_server NAME STARTUP_TIMEOUT_S: runs "${server_wrapper[@]}" attnbench-server
+# "${server_flags[@]}" and sets server_target from its startup line.
+start_server() {
+  local name="$1" timeout_s="$2" line="" waited=0
+  : >"$work/server.out"
+  : >"$work/server.err"
+  "${server_wrapper[@]}" "$dev/bin/attnbench-server" --listen_address=127.0.0.1:0 \
+    --log_level=warning "${server_flags[@]}" >"$work/server.out" 2>"$work/server.err" \
+    </dev/null &
+  server_pid=$!
+  while [ "$waited" -lt $((timeout_s * 10)) ]; do
+    line="$(grep -m 1 '^attnbench-server listening on ' "$work/server.out" || true)"
+    if [ -n "$line" ] || ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  if [[ ! "$line" =~ listening\ on\ ([^ ]+)\ metrics\ on\ ([^ ]+)\ backends\ ([^ ]+) ]]; then
+    echo "[$name] the server did not start within ${timeout_s} s; its stderr:"
+    tail -n 30 "$work/server.err"
+    stop_server "$name" >/dev/null || true
+    return 1
+  fi
+  server_target="${BASH_REMATCH[1]}"
+  echo "[$name] $line"
+}
+
+# stop_server NAME: SIGTERM to the server (not its wrapper, which must see it exit), a bounded
+# wait, then SIGKILL. Returns the exit status of what was started (the wrapper, if any).
+stop_server() {
+  local name="$1" target rc=0 i
+  [ -n "$server_pid" ] || return 0
+  if kill -0 "$server_pid" 2>/dev/null; then
+    target="$(server_process)"
+    kill -TERM "$target" 2>/dev/null || true
+    for i in $(seq 600); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.1
+      : "$i"
+    done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      echo "[$name] the server did not stop in 60 s: killing it"
+      kill -KILL "$target" "$server_pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$server_pid" 2>/dev/null || rc=$?
+  {
+    echo "===== server stderr ($name) ====="
+    cat "$work/server.err"
+  } >>"$out_dir/server.log"
+  server_pid=""
+  return "$rc"
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+  if [ -n "$server_pid" ]; then stop_server cleanup >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+  # Let tee write the last lines before the tool collects the output.
+  exec 1>&- 2>&-
+  wait "$tee_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+
+start_s=$SECONDS
+summary=()
+
+remaining_s() {
+  echo $((budget_s - (SECONDS - start_s)))
+}
+
+# stage_limit DEFAULT_S: the seconds a stage may take, leaving 20 s for the summary.
+stage_limit() {
+  local left
+  left=$(($(remaining_s) - 20))
+  if [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
+}
+
+record() { # STAGE RESULT SECONDS NOTE
+  summary+=("$(printf '%-12s %-5s %5ss  %s' "$1" "$2" "$3" "$4")")
+  echo "[$1] $2 ($3 s) $4"
+}
+
+stage_tests() {
+  local limit="$1" t name rc passed failed total_passed=0 bad=() log
+  shopt -s nullglob
+  local tests=("$dev"/bin/*cuda*test*)
+  shopt -u nullglob
+  if [ "${#tests[@]}" -eq 0 ]; then
+    STAGE_NOTE="no .device/bin/*cuda*test* binaries (were the CUDA tests built and packed?)"
+    return 1
+  fi
+  for t in "${tests[@]}"; do
+    name="$(basename "$t")"
+    log="$work/test.log"
+    rc=0
+    timeout -k 10 "$limit" "$t" --gtest_color=no >"$log" 2>&1 || rc=$?
+    { echo "===== $name (rc $rc) ====="; cat "$log"; } >>"$out_dir/tests.log"
+    passed="$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)"
+    failed="$(grep -c '^\[  FAILED  \] [A-Za-z_]' "$log" || true)"
+    total_passed=$((total_passed + ${passed:-0}))
+    if [ "$rc" -eq 0 ]; then
+      echo "[tests] $name: PASS (${passed:-?} tests)"
+    else
+      echo "[tests] $name: FAIL (rc $rc$([ "$rc" -eq 124 ] && echo ', timed out'), $failed failed)"
+      grep '^\[  FAILED  \] [A-Za-z_]' "$log" | head -n 10 || tail -n 15 "$log"
+      bad+=("$name")
+    fi
+  done
+  STAGE_NOTE="${#tests[@]} binaries, $total_passed tests passed"
+  if [ "${#bad[@]}" -gt 0 ]; then
+    STAGE_NOTE="$STAGE_NOTE; failing: ${bad[*]} (tests.log)"
+    return 1
+  fi
+}
+
+# Runs correctness.py against the started server; per-case lines go to correctness.log, the
+# console gets the non-passing lines and the summary.
+run_correctness() { # LIMIT_S ARGS...
+  local limit="$1" rc=0
+  shift
+  timeout -k 10 "$limit" "$python" bench/correctness.py --server="$server_target" "$@" \
+    2>&1 | tee -a "$out_dir/correctness.log" | grep -v '^PASS ' || rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 124 ] && echo "[correctness] timed out after $limit s"
+  return "$rc"
+}
+
+stage_check() {
+  local limit="$1" rc=0
+  local extra=()
+  read -r -a extra <<<"${ATTNBENCH_CHECK_ARGS:-}"
+  server_wrapper=()
+  # The metrics endpoint on a free port; prometheus-cpp was seen refusing port 0 on the GPU
+  # machine, and if it refuses this one too the server runs without it.
+  server_flags=(--metrics_address="127.0.0.1:$(free_port)")
+  if ! start_server check 180; then
+    echo "[check] retrying with the metrics endpoint disabled"
+    server_flags=(--metrics_address=)
+    start_server check 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  fi
+  echo "===== check =====" >>"$out_dir/correctness.log"
+  run_correctness "$((limit - 10))" --json="$out_dir/correctness.json" "${extra[@]}" || rc=$?
+  stop_server check || true
+  STAGE_NOTE="$(grep '^\[correctness\] \(PASS\|FAIL\)' "$out_dir/correctness.log" | tail -n 1 |
+    sed 's/^\[correctness\] //') (correctness.log)"
+  return "$rc"
+}
+
+stage_sanitize() {
+  local limit="$1" sanitizer tool rc san_rc log errors ours ignored notes=() failed=0 per_tool
+  sanitizer="$(command -v compute-sanitizer || true)"
+  [ -n "$sanitizer" ] || sanitizer=/usr/local/cuda/bin/compute-sanitizer
+  if [ ! -x "$sanitizer" ]; then
+    STAGE_NOTE="no compute-sanitizer (PATH, /usr/local/cuda/bin)"
+    return 1
+  fi
+  local extra=()
+  read -r -a extra <<<"${ATTNBENCH_SANITIZE_ARGS:---dtypes=bf16,fp32}"
+  per_tool=$((limit / 2))
+  [ "$per_tool" -gt 90 ] || per_tool=90
+  for tool in memcheck racecheck; do
+    log="$work/sanitizer.$tool.log"
+    rc=0
+    san_rc=0
+    server_wrapper=("$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 50
+      --log-file "$log")
+    server_flags=(--metrics_address=)
+    if ! start_server "sanitize-$tool" 240; then
+      notes+=("$tool: server did not start")
+      failed=1
+      [ -f "$log" ] && { echo "===== $tool ====="; cat "$log"; } >>"$out_dir/sanitizer.log"
+      continue
+    fi
+    echo "===== sanitize $tool =====" >>"$out_dir/correctness.log"
+    run_correctness "$((per_tool - 60))" --small --rpc-timeout=300 "${extra[@]}" || rc=$?
+    stop_server "sanitize-$tool" || san_rc=$?
+    { echo "===== $tool (exit $san_rc) ====="; cat "$log" 2>/dev/null; } >>"$out_dir/sanitizer.log"
+    # memcheck: "ERROR SUMMARY: N errors"; racecheck: "RACECHECK SUMMARY: ... (N errors, M warnings)"
+    errors="$(grep -oE 'ERROR SUMMARY: [0-9]+ error|\([0-9]+ errors?' "$log" 2>/dev/null |
+      grep -oE '[0-9]+' | tail -n 1 || true)"
+    grep -E 'SUMMARY' "$log" 2>/dev/null | sed "s/^/[sanitize-$tool] /" || true
+    ignored=0
+    if [ "$tool" = racecheck ] && [ -n "$errors" ] && [ "$errors" != 0 ]; then
+      ours="$(racecheck_errors "$log" | wc -l)"
+      ignored=$((errors - ours))
+      errors="$ours"
+    fi
+    # Under the sanitizer SIGTERM may end the server before its own handler runs (the
+    # sanitizer's threads do not block it), so its exit status is not judged: the summary is.
+    if [ -z "$errors" ]; then
+      notes+=("$tool: no summary (exit $san_rc)")
+      failed=1
+    elif [ "$errors" != 0 ] || [ "$rc" -ne 0 ]; then
+      notes+=("$tool: $errors errors, correctness rc $rc")
+      failed=1
+      if [ "$tool" = racecheck ]; then
+        racecheck_errors "$log" | head -n 5
+      else
+        grep -m 5 -E '^========= (Invalid|Error)' "$log" || true
+      fi
+    else
+      notes+=("$tool: 0 errors$([ "$ignored" -gt 0 ] && echo " ($ignored in library kernels ignored)")")
+    fi
+  done
+  STAGE_NOTE="$(
+    IFS=';'
+    echo "${notes[*]}"
+  ) (sanitizer.log)"
+  return "$failed"
+}
+
+stage_bench() { # LIMIT_S QUICK(0|1)
+  local limit="$1" quick="$2" rc=0 budget
+  local extra=()
+  read -r -a extra <<<"${ATTNBENCH_BENCH_ARGS:-}"
+  [ "$quick" = 1 ] && extra=(--quick "${extra[@]}")
+  server_wrapper=()
+  server_flags=(--metrics_address= --max_request_bytes=$((48 << 30)))
+  start_server bench 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  budget=$((limit - 60))
+  [ "$budget" -gt 30 ] || budget=30
+  timeout -k 10 "$limit" "$python" bench/standard_table.py --server="$server_target" \
+    --out-dir="$out_dir" --time-budget="$budget" "${extra[@]}" || rc=$?
+  stop_server bench || true
+  if [ "$rc" -eq 0 ]; then
+    STAGE_NOTE="table in $out_dir/standard_table.md"
+  else
+    STAGE_NOTE="standard_table.py exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
+  fi
+  return "$rc"
+}
+
+free_port() {
+  "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# racecheck_errors LOG: the race reports of kernels that are not the libraries' (cuBLAS's nvjet,
+# CUTLASS, xmma GEMMs: races reported inside them are the library's business and were seen by
+# the thousand), one line each; ATTNBENCH_RACECHECK_IGNORE (an extended regex on the kernel
+# name) replaces that list.
+racecheck_errors() {
+  local ignore="${ATTNBENCH_RACECHECK_IGNORE:-^(nvjet|cutlass|sm[0-9]+_xmma|.*gemm)}"
+  grep -iE '^=========.*(race reported|hazard detected)' "$1" 2>/dev/null | while IFS= read -r line; do
+    kernel="$(sed -nE 's/.* at ([A-Za-z_][A-Za-z0-9_:<>, ]*)\+0x.*/\1/p' <<<"$line")"
+    if [ -z "$kernel" ] || ! grep -qE "$ignore" <<<"$kernel"; then echo "$line"; fi
+  done
+}
+
+gpu_clocks() {
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+    --format=csv,noheader 2>/dev/null | sed "s/^/[device_run] $1: /" || true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+echo "[device_run] $(date -u '+%Y-%m-%d %H:%M:%S UTC'); stages: ${stages[*]}; budget ${budget_s} s;" \
+  "results in $out_dir"
+sed -n 's/^\(commit\|date\|archs\):/[device_run] pack \1:/p' "$dev/MANIFEST" 2>/dev/null || true
+nvidia-smi -L || echo "[device_run] nvidia-smi -L failed"
+gpu_clocks "clocks (name, SM, max SM, memory, temperature, power)"
+"$python" -c 'import sys, grpc, google.protobuf as p; print(f"[device_run] python {sys.version.split()[0]}, grpcio {grpc.__version__}, protobuf {p.__version__}")' ||
+  echo "[device_run] python lacks grpc or protobuf"
+"$python" -c 'from attnbench.v1 import attnbench_pb2' ||
+  echo "[device_run] WARNING: the stubs in .device/python do not import"
+if ldd "$dev/bin/attnbench-server" | grep 'not found'; then
+  echo "[device_run] WARNING: attnbench-server misses the libraries above"
+fi
+
+overall=0
+for stage in "${stages[@]}"; do
+  limit_default=120
+  case "$stage" in
+    tests) limit_default=120 ;;
+    check) limit_default=240 ;;
+    sanitize) limit_default=360 ;;
+    bench) limit_default=600 ;;
+    bench-quick) limit_default=150 ;;
+  esac
+  limit="$(stage_limit "$limit_default")"
+  if [ "$limit" -lt 30 ]; then
+    record "$stage" SKIP 0 "no time left in the ${budget_s} s budget"
+    overall=1
+    continue
+  fi
+  echo
+  echo "[device_run] ===== $stage (up to $limit s) ====="
+  STAGE_NOTE=""
+  t0=$SECONDS
+  rc=0
+  case "$stage" in
+    tests) stage_tests "$limit" || rc=$? ;;
+    check) stage_check "$limit" || rc=$? ;;
+    sanitize) stage_sanitize "$limit" || rc=$? ;;
+    bench) stage_bench "$limit" 0 || rc=$? ;;
+    bench-quick) stage_bench "$limit" 1 || rc=$? ;;
+  esac
+  if [ "$rc" -eq 0 ]; then
+    record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"
+  else
+    record "$stage" FAIL $((SECONDS - t0)) "$STAGE_NOTE"
+    overall=1
+  fi
+done
+
+echo
+gpu_clocks "clocks after"
+echo "== attnbench device run: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null |
+  head -n 1), $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - start_s)) s =="
+printf '%-12s %-5s %6s  %s\n' stage result time note
+printf '%s\n' "${summary[@]}"
+echo "result: $([ "$overall" -eq 0 ] && echo PASS || echo FAIL)"
+exit "$overall"
