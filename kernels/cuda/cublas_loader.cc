@@ -25,11 +25,11 @@ Fn Resolve(const char* name) {
 }
 
 // Defines `name` with the header's signature, forwarding to the library's symbol of that name.
-#define ATTNBENCH_FORWARD(name, params, args)                                              \
-  extern "C" cublasStatus_t CUBLASWINAPI name params {                                     \
-    using Fn = cublasStatus_t(CUBLASWINAPI*) params;                                       \
-    static const Fn fn = Resolve<Fn>(#name);                                               \
-    return fn == nullptr ? CUBLAS_STATUS_NOT_INITIALIZED : fn args;                        \
+#define ATTNBENCH_FORWARD(name, params, args)                       \
+  extern "C" cublasStatus_t CUBLASWINAPI name params {              \
+    using Fn = cublasStatus_t(CUBLASWINAPI*) params;                \
+    static const Fn fn = Resolve<Fn>(#name);                        \
+    return fn == nullptr ? CUBLAS_STATUS_NOT_INITIALIZED : fn args; \
   }
 
 }  // namespace

@@ -126,8 +126,8 @@ class CudaWorkload : public Workload {
         kernel_ = std::make_unique<ReferenceKernel>();
         break;
       case Kind::kUnfused: {
-        absl::StatusOr<std::unique_ptr<Kernel>> k = UnfusedKernel::Create(problem_->Args(0),
-                                                                         stream_);
+        absl::StatusOr<std::unique_ptr<Kernel>> k =
+            UnfusedKernel::Create(problem_->Args(0), stream_);
         if (!k.ok()) return k.status();
         kernel_ = *std::move(k);
         break;
@@ -311,9 +311,9 @@ class CudaBackend : public Backend {
     uint64_t bytes =
         cuda::DeviceProblem::EstimateBytes(problem, *shapes, CudaDevices().front().l2_bytes);
     if (kind_ == Kind::kUnfused) {
-      bytes += kCublasWorkspaceBytes + cuda::UnfusedAttention::ScratchBytes(
-                                           cuda::ShapeArgs(problem, *shapes),
-                                           kUnfusedMaxScratchBytes);
+      bytes +=
+          kCublasWorkspaceBytes + cuda::UnfusedAttention::ScratchBytes(
+                                      cuda::ShapeArgs(problem, *shapes), kUnfusedMaxScratchBytes);
     }
     return bytes;
   }
@@ -333,8 +333,8 @@ class CudaBackend : public Backend {
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index));
-    absl::StatusOr<std::unique_ptr<cuda::DeviceProblem>> resident = cuda::DeviceProblem::Create(
-        problem, *shapes, *inputs, devices[device_index].l2_bytes);
+    absl::StatusOr<std::unique_ptr<cuda::DeviceProblem>> resident =
+        cuda::DeviceProblem::Create(problem, *shapes, *inputs, devices[device_index].l2_bytes);
     if (!resident.ok()) return resident.status();
     auto workload =
         std::make_unique<CudaWorkload>(device_index, *std::move(inputs), *std::move(resident));

@@ -60,8 +60,8 @@ double MeasureGemmTflops() {
   const float alpha = 1.0f;
   const float beta = 0.0f;
   const double seconds = MedianSeconds(nullptr, 3, 10, [&] {
-    return cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, n, n, n, &alpha, a->get(), CUDA_R_16BF,
-                        n, a->get(), CUDA_R_16BF, n, &beta, c->get(), CUDA_R_16BF, n,
+    return cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, n, n, n, &alpha, a->get(), CUDA_R_16BF, n,
+                        a->get(), CUDA_R_16BF, n, &beta, c->get(), CUDA_R_16BF, n,
                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
   });
   cublasDestroy(handle);
@@ -76,8 +76,7 @@ double MeasureCopyGbps() {
   if (!src.ok() || !dst.ok()) return 0;
   if (cudaMemset(src->get(), 0x5A, bytes) != cudaSuccess) return 0;
   const double seconds = MedianSeconds(nullptr, 2, 10, [&] {
-    return cudaMemcpyAsync(dst->get(), src->get(), bytes, cudaMemcpyDeviceToDevice) ==
-           cudaSuccess;
+    return cudaMemcpyAsync(dst->get(), src->get(), bytes, cudaMemcpyDeviceToDevice) == cudaSuccess;
   });
   return seconds > 0 ? 2.0 * static_cast<double>(bytes) / seconds / 1e9 : 0;
 }
@@ -128,8 +127,8 @@ struct Nvml {
     auto nvml = std::make_unique<Nvml>();
     nvml->get_handle = reinterpret_cast<int (*)(const char*, Device*)>(
         dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2"));
-    nvml->get_clock = reinterpret_cast<int (*)(Device, int, unsigned int*)>(
-        dlsym(lib, "nvmlDeviceGetClockInfo"));
+    nvml->get_clock =
+        reinterpret_cast<int (*)(Device, int, unsigned int*)>(dlsym(lib, "nvmlDeviceGetClockInfo"));
     if (init == nullptr || nvml->get_handle == nullptr || nvml->get_clock == nullptr ||
         init() != 0) {
       return nullptr;
@@ -192,7 +191,7 @@ int SmClockMhz(int device) {
   }
   unsigned int mhz = 0;
   return nvml->get_clock(nvml->handles[device], kNvmlClockSm, &mhz) == 0 ? static_cast<int>(mhz)
-                                                                          : 0;
+                                                                         : 0;
 }
 
 }  // namespace attnbench::cuda

@@ -18,11 +18,11 @@ absl::Status CublasStatus(cublasStatus_t status, absl::string_view what);
 }  // namespace attnbench::cuda
 
 // Returns from the enclosing function (absl::Status or StatusOr) when the CUDA call fails.
-#define ATTNBENCH_CUDA_RETURN_IF_ERROR(call)                                         \
-  do {                                                                               \
-    if (const cudaError_t attnbench_err = (call); attnbench_err != cudaSuccess) {    \
-      return ::attnbench::cuda::CudaStatus(attnbench_err, #call);                    \
-    }                                                                                \
+#define ATTNBENCH_CUDA_RETURN_IF_ERROR(call)                                      \
+  do {                                                                            \
+    if (const cudaError_t attnbench_err = (call); attnbench_err != cudaSuccess) { \
+      return ::attnbench::cuda::CudaStatus(attnbench_err, #call);                 \
+    }                                                                             \
   } while (0)
 
 #endif  // ATTNBENCH_KERNELS_CUDA_CUDA_STATUS_H_

@@ -46,8 +46,8 @@ uint64_t BitmapBytes(const Problem& p, const ProblemShapes& s) {
 
 absl::Status CheckDeviceExpressible(const Problem& problem, const char* backend) {
   auto refuse = [&](const std::string& what) {
-    return absl::FailedPreconditionError(absl::StrCat("backend ", backend, " does not support ",
-                                                      what));
+    return absl::FailedPreconditionError(
+        absl::StrCat("backend ", backend, " does not support ", what));
   };
   if (problem.dtype == DType::kFloat8E4M3) return refuse("spec.dtype=DTYPE_FLOAT8_E4M3");
   if (problem.phase == Phase::kBackward) return refuse("spec.phase=PHASE_BACKWARD (forward only)");
@@ -130,9 +130,10 @@ uint64_t DeviceProblem::EstimateBytes(const Problem& problem, const ProblemShape
          static_cast<uint64_t>(shapes.heads.num_output_heads) * 3 * sizeof(int32_t);
 }
 
-absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(
-    const Problem& problem, const ProblemShapes& shapes, const AttentionInputs& inputs,
-    uint64_t l2_bytes) {
+absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(const Problem& problem,
+                                                                     const ProblemShapes& shapes,
+                                                                     const AttentionInputs& inputs,
+                                                                     uint64_t l2_bytes) {
   std::unique_ptr<DeviceProblem> dp(new DeviceProblem());
   dp->dtype_ = problem.dtype;
   dp->output_shape_ = shapes.output;
@@ -203,8 +204,8 @@ absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(
   if (problem.rope.enabled) {
     const int dims = a.rope_dims;
     const int half = dims / 2;
-    const std::vector<double> inv = RopeInverseFrequencies(problem.rope.theta.value_or(10000.0),
-                                                           dims);
+    const std::vector<double> inv =
+        RopeInverseFrequencies(problem.rope.theta.value_or(10000.0), dims);
     const int64_t first = FirstPosition(shapes);
     std::vector<float> cs(static_cast<size_t>(shapes.seq_kv - first) * half * 2);
     for (int64_t pos = first; pos < shapes.seq_kv; ++pos) {

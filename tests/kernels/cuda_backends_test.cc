@@ -5,8 +5,6 @@
 // written. Plus the backends' contract on the device: refusals, out-of-memory as a clean status
 // with the device usable afterwards, CUDA-graph replay and warm-cache rotation giving the same
 // output, measured ceilings. Skips (GTEST_SKIP) on a machine without a CUDA device.
-#include "kernels/cuda/cuda_backend.h"
-
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -17,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/check.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device_buffer.h"
 #include "tests/kernels/naive_attention.h"
 
@@ -243,8 +242,7 @@ void ExpectMatchesReference(const Ran& r, const std::string& context) {
   EXPECT_TRUE(report->passed) << context << ": oracle relative error " << report->relative_error;
 }
 
-class CudaBackendCaseTest
-    : public ::testing::TestWithParam<std::tuple<std::string, DType, int>> {};
+class CudaBackendCaseTest : public ::testing::TestWithParam<std::tuple<std::string, DType, int>> {};
 
 TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
   SKIP_WITHOUT_DEVICE();
