@@ -25,12 +25,14 @@ Fn Resolve(const char* name) {
 }
 
 // Defines `name` with the header's signature, forwarding to the library's symbol of that name.
+// NOLINTBEGIN(bugprone-macro-parentheses): `params` and `args` are parenthesized lists.
 #define ATTNBENCH_FORWARD(name, params, args)                       \
   extern "C" cublasStatus_t CUBLASWINAPI name params {              \
     using Fn = cublasStatus_t(CUBLASWINAPI*) params;                \
     static const Fn fn = Resolve<Fn>(#name);                        \
     return fn == nullptr ? CUBLAS_STATUS_NOT_INITIALIZED : fn args; \
   }
+// NOLINTEND(bugprone-macro-parentheses)
 
 }  // namespace
 

@@ -270,16 +270,16 @@ class CudaBackend : public Backend {
     switch (kind_) {
       case Kind::kFlash:
         s.head_dims = {64, 96, 128, 192, 256};
-        s.limitations.push_back(
+        s.limitations.emplace_back(
             "head dims up to 256; other dims run on the next compiled size, zero-padded");
         s.auto_priority = 30;
         break;
       case Kind::kUnfused:
-        s.limitations.push_back("computes every score: masks do not skip work");
+        s.limitations.emplace_back("computes every score: masks do not skip work");
         s.auto_priority = 20;
         break;
       case Kind::kReference:
-        s.limitations.push_back("one query row per block: slow by design");
+        s.limitations.emplace_back("one query row per block: slow by design");
         s.auto_priority = 10;
         break;
     }
