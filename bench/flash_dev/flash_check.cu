@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "bench/flash_dev/flash_v0.cuh"
+#include "bench/flash_dev/flash_v2.cuh"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/launch.h"
@@ -465,6 +466,23 @@ std::vector<Case> Cases() {
   c.mask = MaskCode::kCausal;
   add(c);
   c = Case();
+  c = Case();
+  c.name = "causal d128 b3 h3 300x300";
+  c.batch = 3;
+  c.sq = c.skv = 300;
+  c.hq = c.hkv = c.hout = 3;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "causal d64 b2 h5 300x333";
+  c.batch = 2;
+  c.sq = 300;
+  c.skv = 333;
+  c.hq = c.hkv = c.hout = 5;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
   c.name = "d96 window(-1,0) 1 row 1x300";
   c.sq = 1;
   c.skv = 300;
@@ -503,7 +521,8 @@ cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
-  dim3 grid((unsigned)((a.seq_q + Cfg::kBr - 1) / Cfg::kBr), a.heads_out, a.batch);
+  const dim3 grid =
+      attnbench::cuda::flash::FlashGrid<Cfg::kTilesInY>(a, (a.seq_q + Cfg::kBr - 1) / Cfg::kBr);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, f);
   return cudaGetLastError();
 }
@@ -515,6 +534,21 @@ cudaError_t LaunchV0(const AttentionArgs& a, cudaStream_t stream) {
   f.async_q = f.async_k = f.async_v = f.vector_o = true;
   f.exp_scale = a.scale * 1.4426950408889634f;
   auto kernel = attnbench::cuda::flash_v0::FlashForwardKernel<__nv_bfloat16, Cfg>;
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  dim3 grid((unsigned)((a.seq_q + Cfg::kBr - 1) / Cfg::kBr), a.heads_out, a.batch);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, f);
+  return cudaGetLastError();
+}
+
+// The kernel of bench/flash_dev/flash_v2.cuh (5c368f7, the previous round's shipped kernel).
+template <typename Cfg>
+cudaError_t LaunchV2(const AttentionArgs& a, cudaStream_t stream) {
+  attnbench::cuda::flash_v2::FlashFlags f;
+  f.async_q = f.async_k = f.async_v = f.vector_o = true;
+  f.exp_scale = a.scale * 1.4426950408889634f;
+  auto kernel = attnbench::cuda::flash_v2::FlashForwardKernel<__nv_bfloat16, Cfg, false>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
@@ -585,11 +619,14 @@ int main(int argc, char** argv) {
        LaunchV0<attnbench::cuda::flash_v0::FlashConfig<64, 64, 4, 2, 64, true, 2>>},
       {"v0 d128 (06978e6)", 128,
        LaunchV0<attnbench::cuda::flash_v0::FlashConfig<128, 128, 4, 2, 64, false, 2>>},
-      {"d64 w4 m2 bc64 smemQ", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 64, false, 2>>},
-      {"d128 w8 m1 bc128", 128, LaunchAlt<FlashConfig<128, 128, 8, 1, 128, false, 1>>},
-      {"d128 w8 m1 bc64 qregs", 128, LaunchAlt<FlashConfig<128, 128, 8, 1, 64, true, 1>>},
-      {"d128 w4 m2 bc32 smemQ", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 32, false, 2>>},
-      {"d128 w4 m2 bc48 smemQ", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 48, false, 2>>},
+      {"v2 d64 (5c368f7)", 64,
+       LaunchV2<attnbench::cuda::flash_v2::FlashConfig<64, 64, 4, 2, 64, true, 2>>},
+      {"v2 d128 (5c368f7)", 128,
+       LaunchV2<attnbench::cuda::flash_v2::FlashConfig<128, 128, 4, 2, 64, false, 2>>},
+      {"d64 1 barrier, tiles in y", 64,
+       LaunchAlt<FlashConfig<64, 64, 4, 2, 64, true, 2, true, true>>},
+      {"d128 2 barriers, tiles in y", 128,
+       LaunchAlt<FlashConfig<128, 128, 4, 2, 64, false, 2, true, false>>},
   };
 
   FILE* out = std::fopen(out_path, "w");

@@ -21,8 +21,10 @@ namespace {
 // leave no registers for a second m-tile. K/V tiles shrink as the head dim grows for the same
 // reason. Q fragments stay in registers only for D = 64. Ordered by cost: a request runs on the
 // first pair that holds both of its dims.
-//                                  D_qk D_v warps m-tiles Bc  Q in regs  min blocks/SM
-using Config64 = flash::FlashConfig<64, 64, 4, 2, 64, true, 2>;
+// D = 64 alone runs its query tiles along the grid's y (heaviest causal tiles of all heads
+// first): measured faster there for causal masks, not at D = 128 (bench/flash_dev/NOTES.md, v3).
+//                                  D_qk D_v warps m-tiles Bc  Q in regs  min blocks/SM  tiles in y
+using Config64 = flash::FlashConfig<64, 64, 4, 2, 64, true, 2, true>;
 using Config96 = flash::FlashConfig<96, 96, 4, 2, 64, false, 2>;
 using Config128 = flash::FlashConfig<128, 128, 4, 2, 64, false, 2>;
 using Config192x128 = flash::FlashConfig<192, 128, 8, 1, 64, false, 1>;
@@ -33,15 +35,16 @@ struct ConfigInfo {
   int dim_qk;
   int dim_v;
   int smem_bytes;
+  bool tiles_in_y;  // query tiles along the grid's y: at most 65535
 };
 
 constexpr ConfigInfo kFlashConfigs[] = {
-    {Config64::kD, Config64::kDv, Config64::kSmemBytes},
-    {Config96::kD, Config96::kDv, Config96::kSmemBytes},
-    {Config128::kD, Config128::kDv, Config128::kSmemBytes},
-    {Config192x128::kD, Config192x128::kDv, Config192x128::kSmemBytes},
-    {Config192::kD, Config192::kDv, Config192::kSmemBytes},
-    {Config256::kD, Config256::kDv, Config256::kSmemBytes},
+    {Config64::kD, Config64::kDv, Config64::kSmemBytes, Config64::kTilesInY},
+    {Config96::kD, Config96::kDv, Config96::kSmemBytes, Config96::kTilesInY},
+    {Config128::kD, Config128::kDv, Config128::kSmemBytes, Config128::kTilesInY},
+    {Config192x128::kD, Config192x128::kDv, Config192x128::kSmemBytes, Config192x128::kTilesInY},
+    {Config192::kD, Config192::kDv, Config192::kSmemBytes, Config192::kTilesInY},
+    {Config256::kD, Config256::kDv, Config256::kSmemBytes, Config256::kTilesInY},
 };
 constexpr int kNumConfigs = sizeof(kFlashConfigs) / sizeof(kFlashConfigs[0]);
 
@@ -86,6 +89,7 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   flags.vector_o = RowsAligned16(args.o, args.heads_out, args.dim_v);
   flags.modifiers = args.alibi_slopes != nullptr || args.softcap > 0 || !(args.scale > 0);
   flags.exp_scale = args.scale * 1.4426950408889634f;
+  const int64_t qtiles = (args.seq_q + Cfg::kBr - 1) / Cfg::kBr;
 
   auto kernel = flash::FlashForwardKernel<T, Cfg, true>;
   if constexpr (kFastBuild) {
@@ -94,8 +98,7 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((args.seq_q + Cfg::kBr - 1) / Cfg::kBr),
-                  static_cast<unsigned>(args.heads_out), static_cast<unsigned>(args.batch));
+  const dim3 grid = flash::FlashGrid<Cfg::kTilesInY>(args, qtiles);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(args, flags);
   return cudaGetLastError();
 }
@@ -157,6 +160,9 @@ std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int 
   }
   const int config = PickConfig(args.dim_qk, args.dim_v);
   if (config < 0) return "no compiled head-dim pair holds these dims";
+  if (kFlashConfigs[config].tiles_in_y && (args.seq_q + 127) / 128 > 65535) {
+    return "S_q above 65535 query tiles of 128 rows (grid y limit of the fused kernel)";
+  }
   const int smem = kFlashConfigs[config].smem_bytes;
   if (smem > MaxSmemOptin(cc_major, cc_minor)) {
     return "head dims " + std::to_string(args.dim_qk) + "/" + std::to_string(args.dim_v) +

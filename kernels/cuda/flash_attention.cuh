@@ -18,12 +18,14 @@
 //
 // Pipeline (double-buffered, one K/V tile ahead):
 //   prologue: cp.async Q and the first kept K/V tile into stage 0.
-//   per kept tile t: issue cp.async of the next kept tile into the other stage; wait for tile t;
-//     S = Q K^T (ldmatrix + mma.sync.m16n8k16, float32 accumulators); ALiBi and softcap
-//     (ModifyScore, §4 order) when enabled; mask (only in partially covered tiles and in the
-//     tile that crosses S_kv); online softmax with ex2.approx and scale * log2(e) folded into one
-//     FMA; P is rounded to the storage type in registers and used directly as the A operand of O +=
-//     P V (V through ldmatrix.trans); barrier before the stage is overwritten.
+//   per kept tile t: issue cp.async of the next kept tile into the other stage, wait for tile t,
+//     barrier (kOneBarrier: wait for tile t, one barrier that also frees the other stage, then
+//     issue the next tile's copies); S = Q K^T (ldmatrix + mma.sync.m16n8k16, float32 accumulators);
+//     ALiBi and softcap (ModifyScore, §4 order) when enabled; mask (only in partially covered
+//     tiles and in the tile that crosses S_kv); online softmax with ex2.approx and
+//     scale * log2(e) folded into one FMA; P is rounded to the storage type in registers and used
+//     directly as the A operand of O += P V (V through ldmatrix.trans); barrier before the
+//     stage is overwritten (not with kOneBarrier).
 //   epilogue: O / l (0 for rows whose every key is hidden), staged in shared memory and written
 //     with 16-byte stores where alignment allows.
 //
@@ -63,7 +65,12 @@ namespace attnbench::cuda::flash {
 
 // One kernel configuration. kQInRegs keeps the warp's Q fragments in registers for the whole
 // loop (saves one ldmatrix per k-step; worth it while kD <= 128, too many registers beyond).
-template <int kD_, int kDv_, int kWarps_, int kM_, int kBc_, bool kQInRegs_, int kMinBlocks_>
+// kTilesInY: the grid layout (FlashGrid); kOneBarrier: one barrier per K/V tile instead of two
+// (see the kernel's loop). Measured on an H100 (bench/flash_dev/NOTES.md, v3): tiles in y +2-5%
+// for causal D = 64 and mixed at D = 128; one barrier neutral at D = 64 and 3-5% slower at
+// D = 128. Only the D = 64 config sets kTilesInY; kOneBarrier is kept for bench/flash_dev.
+template <int kD_, int kDv_, int kWarps_, int kM_, int kBc_, bool kQInRegs_, int kMinBlocks_,
+          bool kTilesInY_ = false, bool kOneBarrier_ = false>
 struct FlashConfig {
   static constexpr int kD = kD_;
   static constexpr int kDv = kDv_;
@@ -73,6 +80,8 @@ struct FlashConfig {
   static constexpr int kBc = kBc_;
   static constexpr bool kQInRegs = kQInRegs_;
   static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr bool kTilesInY = kTilesInY_;
+  static constexpr bool kOneBarrier = kOneBarrier_;
   static constexpr int kThreads = 32 * kWarps_;
   // Row strides in elements (+8 elements = 16 bytes of padding against bank conflicts). The Q
   // region also stages the output tile, so its stride covers both dims.
@@ -95,6 +104,23 @@ struct FlashFlags {
   bool modifiers = false;  // ALiBi or softcap (or a non-positive scale): scores go through float
   float exp_scale = 0;     // multiplies raw <q, k> into log2 units when !modifiers
 };
+
+// The launch grid: (heads_out, query tiles, batch), the query tiles in reverse (the last tile
+// runs first). The hardware starts blocks x-fastest, so each batch's heads start their heaviest
+// causal tiles first, then the next ones, and light tiles fill the end of the launch instead of
+// heavy ones starting last (a list-scheduling model of the H100, 264 blocks at a time, put the
+// causal tail at 6-8% of the time with the tiles in x, 0.2-2% so). The blocks running at one
+// time stay within one or two batches, a few query tiles apart per head, so the K/V tiles they
+// read still meet in L2. Measured, this helped causal D = 64 (+2-5%) but not clearly D = 128,
+// and cost D = 128 non-causal at 16k 3-4% (less K/V reuse through L2 among the running blocks),
+// so it is a per-config choice; kTilesInY = false keeps (query tiles, heads, batch).
+template <bool kTilesInY>
+inline dim3 FlashGrid(const AttentionArgs& args, int64_t qtiles) {
+  const unsigned q = static_cast<unsigned>(qtiles);
+  const unsigned heads = static_cast<unsigned>(args.heads_out);
+  const unsigned batch = static_cast<unsigned>(args.batch);
+  return kTilesInY ? dim3(heads, q, batch) : dim3(q, heads, batch);
+}
 
 // ---- PTX wrappers -------------------------------------------------------------------------------
 
@@ -232,7 +258,7 @@ __device__ __forceinline__ void LoadTileSync(T* smem, const T* src, int64_t row_
 
 // ---- the kernel ---------------------------------------------------------------------------------
 
-// Grid: (query tiles, heads_out, batch); dynamic shared memory Cfg::kSmemBytes. kGeneral = false
+// Grid: FlashGrid<Cfg::kTilesInY>; dynamic shared memory Cfg::kSmemBytes. kGeneral = false
 // compiles the common case only (see the header comment): every load through cp.async, no
 // ALiBi / softcap, no block mask; the host picks it whenever a request allows (FastPathOk).
 template <typename T, typename Cfg, bool kGeneral>
@@ -255,9 +281,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
-  // Causal tiles near the end of the sequence do the most work: start them first.
-  const int qtile = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y;
+  // Causal tiles near the end of the sequence do the most work: start them first (FlashGrid).
+  const int qtile = Cfg::kTilesInY ? gridDim.y - 1 - blockIdx.y : gridDim.x - 1 - blockIdx.x;
+  const int h = Cfg::kTilesInY ? blockIdx.x : blockIdx.y;
   const int b = blockIdx.z;
   const int qh = args.head_map[2 * h];
   const int kh = args.head_map[2 * h + 1];
@@ -386,14 +412,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   while (t < t_end) {
     Coverage next_cov = Coverage::kNone;
     const int nt = next_tile(t + 1, next_cov);
-    if (nt < t_end) {
-      load_kv(nt, stage ^ 1);
-      CpAsyncCommit();
-      CpAsyncWait<1>();
-    } else {
+    if constexpr (Cfg::kOneBarrier) {
+      // One barrier per tile: after it tile t is visible to every warp and every warp is done
+      // with the other stage (it held tile t - 1), so the next tile's copies may go there now.
       CpAsyncWait<0>();
+      __syncthreads();
+      if (nt < t_end) {
+        load_kv(nt, stage ^ 1);
+        CpAsyncCommit();
+      }
+    } else {
+      // Copies of the next tile first (its stage was released by the barrier that ended the last
+      // iteration), then wait for tile t only.
+      if (nt < t_end) {
+        load_kv(nt, stage ^ 1);
+        CpAsyncCommit();
+        CpAsyncWait<1>();
+      } else {
+        CpAsyncWait<0>();
+      }
+      __syncthreads();
     }
-    __syncthreads();
 
     if constexpr (Cfg::kQInRegs) {
       if (!q_loaded) {
@@ -585,7 +624,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         }
       }
     }
-    __syncthreads();  // every warp is done with this stage before it is refilled
+    if constexpr (!Cfg::kOneBarrier) {
+      __syncthreads();  // every warp is done with this stage before it is refilled
+    }
     stage ^= 1;
     t = nt;
     cov = next_cov;
