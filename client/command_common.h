@@ -17,7 +17,8 @@ namespace attnbench::client {
 // --format, or a usage error naming it.
 absl::StatusOr<OutputFormat> FormatFromFlags();
 
-// A client for --server with --deadline_seconds, or a usage error naming the bad flag.
+// A client for --server with --deadline_seconds, the --tls_* flags and --token/--token_file/
+// --tenant (files read here), or a usage error naming the bad flag (never a file's contents).
 absl::StatusOr<std::unique_ptr<RpcClient>> ClientFromFlags();
 
 // Prints a usage error with a pointer to --help; returns kExitUsage.

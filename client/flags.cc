@@ -15,6 +15,22 @@ ABSL_FLAG(
 ABSL_FLAG(std::string, format, "table", "Output format: table|csv|json");
 ABSL_FLAG(std::optional<double>, deadline_seconds, std::nullopt,
           "Deadline of the whole RPC in seconds (unset: none)");
+ABSL_FLAG(bool, tls, false,
+          "Connect over TLS, verifying the server with the system's root CAs (implied by the other "
+          "--tls_* flags)");
+ABSL_FLAG(std::optional<std::string>, tls_ca_file, std::nullopt,
+          "PEM CA certificates to verify the server with (enables TLS)");
+ABSL_FLAG(std::optional<std::string>, tls_cert_file, std::nullopt,
+          "PEM client certificate for mutual TLS (with --tls_key_file)");
+ABSL_FLAG(std::optional<std::string>, tls_key_file, std::nullopt,
+          "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::optional<std::string>, token, std::nullopt,
+          "Bearer token sent with every call (visible to other local users in the process list; "
+          "prefer --token_file)");
+ABSL_FLAG(std::optional<std::string>, token_file, std::nullopt,
+          "File holding the bearer token sent with every call");
+ABSL_FLAG(std::optional<std::string>, tenant, std::nullopt,
+          "Tenant to run as on a server without token auth (x-attnbench-tenant)");
 ABSL_FLAG(std::optional<std::string>, output, std::nullopt,
           "Write the output tensor's raw little-endian bytes to this file (uses StreamRun)");
 
@@ -121,7 +137,9 @@ namespace {
 
 const FlagGroup& ConnectionGroup() {
   static const auto* group =
-      new FlagGroup{"Connection and output", {"server", "format", "deadline_seconds"}};
+      new FlagGroup{"Connection and output",
+                    {"server", "format", "deadline_seconds", "tls", "tls_ca_file", "tls_cert_file",
+                     "tls_key_file", "token", "token_file", "tenant"}};
   return *group;
 }
 

@@ -19,6 +19,14 @@
 ABSL_DECLARE_FLAG(std::string, server);
 ABSL_DECLARE_FLAG(std::string, format);
 ABSL_DECLARE_FLAG(std::optional<double>, deadline_seconds);
+// Security.
+ABSL_DECLARE_FLAG(bool, tls);
+ABSL_DECLARE_FLAG(std::optional<std::string>, tls_ca_file);
+ABSL_DECLARE_FLAG(std::optional<std::string>, tls_cert_file);
+ABSL_DECLARE_FLAG(std::optional<std::string>, tls_key_file);
+ABSL_DECLARE_FLAG(std::optional<std::string>, token);
+ABSL_DECLARE_FLAG(std::optional<std::string>, token_file);
+ABSL_DECLARE_FLAG(std::optional<std::string>, tenant);
 ABSL_DECLARE_FLAG(std::optional<std::string>, output);
 // Where to run.
 ABSL_DECLARE_FLAG(std::optional<std::string>, backend);

@@ -16,15 +16,27 @@ absl::Status FromGrpc(const grpc::Status& status) {
 
 }  // namespace
 
-RpcClient::RpcClient(const std::string& target, std::optional<double> deadline_seconds)
-    : deadline_seconds_(deadline_seconds) {
+RpcClient::RpcClient(const std::string& target, ConnectionSettings settings)
+    : deadline_seconds_(settings.deadline_seconds), tenant_(std::move(settings.tenant)) {
+  if (!settings.token.empty()) authorization_ = absl::StrCat("Bearer ", settings.token);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (settings.tls) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = std::move(settings.tls_root_certs);
+    tls.pem_cert_chain = std::move(settings.tls_cert_chain);
+    tls.pem_private_key = std::move(settings.tls_private_key);
+    credentials = grpc::SslCredentials(tls);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // The server's own limit bounds what it sends.
-  stub_ = v1::AttnBench::NewStub(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  stub_ = v1::AttnBench::NewStub(grpc::CreateCustomChannel(target, credentials, args));
 }
 
 void RpcClient::PrepareContext(grpc::ClientContext* context) const {
+  if (!authorization_.empty()) context->AddMetadata("authorization", authorization_);
+  if (!tenant_.empty()) context->AddMetadata("x-attnbench-tenant", tenant_);
   if (deadline_seconds_.has_value()) {
     context->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::duration_cast<std::chrono::system_clock::duration>(

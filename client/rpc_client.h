@@ -1,5 +1,6 @@
-// The attnbench.v1 calls the CLI makes, over one insecure channel, with gRPC statuses converted
-// to absl::Status (same codes, same messages).
+// The attnbench.v1 calls the CLI makes, over one channel (plaintext, TLS or mutual TLS, with an
+// optional bearer token on every call), with gRPC statuses converted to absl::Status (same codes,
+// same messages).
 #ifndef ATTNBENCH_CLIENT_RPC_CLIENT_H_
 #define ATTNBENCH_CLIENT_RPC_CLIENT_H_
 
@@ -24,12 +25,22 @@ struct WrittenTensor {
   uint64_t bytes = 0;
 };
 
+// How to reach the server. The PEM texts are contents, not paths.
+struct ConnectionSettings {
+  std::optional<double> deadline_seconds;  // of every call, when set
+  bool tls = false;
+  std::string tls_root_certs;  // CAs to verify the server with; empty: the system's roots
+  std::string tls_cert_chain;  // client certificate for mutual TLS (with tls_private_key)
+  std::string tls_private_key;
+  std::string token;   // sent as `authorization: Bearer <token>` when not empty
+  std::string tenant;  // sent as `x-attnbench-tenant` when not empty
+};
+
 class RpcClient {
  public:
-  // `target` is any gRPC target ("localhost:50051", "dns:///host:port"). Each call gets
-  // `deadline_seconds` when set. Connecting is lazy: an unreachable server fails the first call
-  // with UNAVAILABLE.
-  RpcClient(const std::string& target, std::optional<double> deadline_seconds);
+  // `target` is any gRPC target ("localhost:50051", "dns:///host:port"). Connecting is lazy: an
+  // unreachable server fails the first call with UNAVAILABLE.
+  RpcClient(const std::string& target, ConnectionSettings settings);
 
   absl::StatusOr<v1::RunResponse> Run(const v1::RunRequest& request);
 
@@ -50,6 +61,8 @@ class RpcClient {
 
   std::unique_ptr<v1::AttnBench::Stub> stub_;
   std::optional<double> deadline_seconds_;
+  std::string authorization_;  // "Bearer <token>", or empty
+  std::string tenant_;
 };
 
 }  // namespace attnbench::client

@@ -12,6 +12,7 @@ namespace attnbench::server {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<LogSink> g_sink{nullptr};
 
 char LevelLetter(LogLevel level) {
   switch (level) {
@@ -49,6 +50,8 @@ void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
 
+void SetLogSink(LogSink sink) { g_sink.store(sink); }
+
 LogLine::LogLine(LogLevel level, const char* file, int line) {
   absl::string_view base(file);
   if (const size_t slash = base.rfind('/'); slash != absl::string_view::npos) {
@@ -62,6 +65,10 @@ LogLine::LogLine(LogLevel level, const char* file, int line) {
 LogLine::~LogLine() {
   stream_ << '\n';
   const std::string text = stream_.str();
+  if (LogSink sink = g_sink.load(); sink != nullptr) {
+    sink(text);
+    return;
+  }
   // A single write(2) keeps the line intact; a failed log write has nowhere better to go.
   [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, text.data(), text.size());
 }

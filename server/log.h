@@ -17,6 +17,11 @@ bool ParseLogLevel(absl::string_view text, LogLevel* level);
 void SetLogLevel(LogLevel level);
 bool LogEnabled(LogLevel level);
 
+// Where finished lines (with their newline) go: stderr by default. Tests install a sink to read
+// what the server logs; nullptr restores stderr. A sink may be called from any thread.
+using LogSink = void (*)(absl::string_view line);
+void SetLogSink(LogSink sink);
+
 // Collects one line and writes it, whole, to stderr when destroyed (one write per line so lines
 // from concurrent requests do not interleave).
 class LogLine {

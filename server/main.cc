@@ -1,6 +1,7 @@
 // attnbench-server: serves attnbench.v1.AttnBench on --listen_address and Prometheus metrics on
 // --metrics_address. Prints one line with the actual ports once both listen (tests and scripts
-// parse it), and drains in-flight requests on SIGTERM or SIGINT before exiting 0.
+// parse it), and drains in-flight requests on SIGTERM or SIGINT before exiting 0. The TLS flags
+// and --tokens_file are checked before anything listens: a bad one exits non-zero, naming it.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -20,11 +21,14 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "kernels/registry.h"
 #include "prometheus/exposer.h"
+#include "server/auth.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/service.h"
 #include "server/signal_waiter.h"
+#include "server/tls.h"
+#include "server/tokens.h"
 
 ABSL_FLAG(std::string, listen_address, "0.0.0.0:50051",
           "host:port for gRPC; port 0 picks a free port (printed at start)");
@@ -43,6 +47,16 @@ ABSL_FLAG(int32_t, cpu_threads, 0, "threads of the CPU reference backend; 0 uses
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(double, shutdown_grace_seconds, 10,
           "on SIGTERM/SIGINT, how long in-flight requests may take to finish");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the server; with --tls_key_file, serves gRPC over TLS");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key (unencrypted) of --tls_cert_file; with it, serves gRPC over TLS");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates; with TLS, requires every client to present a certificate they "
+          "signed (mutual TLS)");
+ABSL_FLAG(std::string, tokens_file, "",
+          "bearer-token auth: file of 'token tenant [weight]' lines; every AttnBench call then "
+          "needs 'authorization: Bearer <token>' (health and reflection do not)");
 
 namespace attnbench::server {
 namespace {
@@ -87,6 +101,10 @@ bool ReadOptions(ServerOptions* options) {
 }
 
 int Main() {
+  // Before any thread exists (gRPC starts its own as soon as credentials are made), so every
+  // thread inherits the blocked mask.
+  BlockTerminationSignals();
+
   LogLevel level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
     ATTNBENCH_LOG(kError) << "--log_level must be debug, info, warning or error";
@@ -96,8 +114,31 @@ int Main() {
   ServerOptions options;
   if (!ReadOptions(&options)) return 2;
 
-  // Before any thread exists, so every thread inherits the blocked mask.
-  BlockTerminationSignals();
+  // Security first: a bad flag must stop the server before it could listen without it.
+  absl::StatusOr<ServerTransport> transport = LoadServerTransport(
+      TlsFiles{absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+               absl::GetFlag(FLAGS_tls_client_ca_file)});
+  if (!transport.ok()) {
+    ATTNBENCH_LOG(kError) << transport.status().message();
+    return 2;
+  }
+  auto authenticator = std::make_shared<const Authenticator>();
+  const std::string tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  if (!tokens_file.empty()) {
+    absl::StatusOr<TokenTable> tokens = LoadTokensFile(tokens_file);
+    if (!tokens.ok()) {
+      ATTNBENCH_LOG(kError) << "--tokens_file: " << tokens.status().message();
+      return 2;
+    }
+    ATTNBENCH_LOG(kInfo) << "bearer-token auth: " << tokens->num_tokens() << " tokens, "
+                         << tokens->num_tenants() << " tenants";
+    if (transport->security == TransportSecurity::kPlaintext) {
+      ATTNBENCH_LOG(kWarning) << "--tokens_file without TLS: bearer tokens cross the network in "
+                                 "plaintext; add --tls_cert_file and --tls_key_file";
+    }
+    authenticator = std::make_shared<const Authenticator>(*std::move(tokens));
+  }
+  ATTNBENCH_LOG(kInfo) << "transport " << TransportSecurityName(transport->security);
 
   RegistryOptions registry_options;
   registry_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
@@ -123,13 +164,13 @@ int Main() {
         absl::StrCat(HostOf(metrics_address), ":", ports.empty() ? 0 : ports.front());
   }
 
-  AttnBenchService service(std::move(backends), options, metrics);
+  AttnBenchService service(std::move(backends), options, metrics, std::move(authenticator));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string listen_address = absl::GetFlag(FLAGS_listen_address);
   int port = 0;
-  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen_address, transport->credentials, &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(&service);

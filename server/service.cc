@@ -40,18 +40,28 @@ InterruptCheck FromContext(grpc::ServerContext* context) {
   };
 }
 
-// Records one RPC's outcome in metrics and the log when it goes out of scope.
+// Authenticates one RPC's caller, and records its outcome in metrics and the log. The log line
+// names the method, the tenant once known, the code and the status message, which never holds
+// credentials (server/auth.h) or tensor data.
 class RequestScope {
  public:
   RequestScope(Metrics* metrics, absl::string_view method)
       : metrics_(metrics), method_(method), start_(absl::Now()) {}
+  // The caller, or the UNAUTHENTICATED / PERMISSION_DENIED / INVALID_ARGUMENT to answer with.
+  absl::StatusOr<Principal> Authenticate(const Authenticator& authenticator,
+                                         const grpc::ServerContext& context) {
+    absl::StatusOr<Principal> principal = authenticator.Authenticate(context);
+    if (principal.ok()) tenant_ = principal->tenant;
+    return principal;
+  }
   grpc::Status Finish(grpc::Status status) {
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
     if (metrics_ != nullptr) metrics_->RecordRequest(method_, status.error_code(), seconds);
+    const std::string who = tenant_.empty() ? "" : absl::StrCat(" tenant=", tenant_);
     if (status.ok()) {
-      ATTNBENCH_LOG(kDebug) << method_ << " OK in " << seconds << " s";
+      ATTNBENCH_LOG(kDebug) << method_ << who << " OK in " << seconds << " s";
     } else {
-      ATTNBENCH_LOG(kInfo) << method_ << " " << GrpcCodeName(status.error_code()) << " in "
+      ATTNBENCH_LOG(kInfo) << method_ << who << " " << GrpcCodeName(status.error_code()) << " in "
                            << seconds << " s: " << status.error_message();
     }
     return status;
@@ -62,25 +72,31 @@ class RequestScope {
   Metrics* metrics_;
   absl::string_view method_;
   absl::Time start_;
+  std::string tenant_;
 };
 
 }  // namespace
 
 AttnBenchService::AttnBenchService(BackendList backends, ServerOptions options,
-                                   std::shared_ptr<Metrics> metrics)
+                                   std::shared_ptr<Metrics> metrics,
+                                   std::shared_ptr<const Authenticator> authenticator)
     : backends_(std::move(backends)),
       options_(options),
       metrics_(std::move(metrics)),
+      authenticator_(authenticator != nullptr ? std::move(authenticator)
+                                              : std::make_shared<const Authenticator>()),
       executor_(&backends_, &scheduler_, metrics_.get(), &options_) {}
 
 grpc::Status AttnBenchService::Run(grpc::ServerContext* context, const pb::RunRequest* request,
                                    pb::RunResponse* response) {
   RequestScope scope(metrics_.get(), "Run");
-  return scope.Finish(DoRun(context, *request, response));
+  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
+  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
+  return scope.Finish(DoRun(context, *principal, *request, response));
 }
 
-grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const pb::RunRequest& request,
-                                     pb::RunResponse* response) {
+grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Principal& principal,
+                                     const pb::RunRequest& request, pb::RunResponse* response) {
   const absl::Time received = absl::Now();
   absl::StatusOr<CheckedRequest> checked = CheckRunRequest(request, backends_, options_);
   if (!checked.ok()) return ToGrpc(checked.status());
@@ -95,10 +111,12 @@ grpc::Status AttnBenchService::StreamRun(grpc::ServerContext* context,
                                          const pb::RunRequest* request,
                                          grpc::ServerWriter<pb::StreamRunResponse>* writer) {
   RequestScope scope(metrics_.get(), "StreamRun");
-  return scope.Finish(DoStreamRun(context, *request, writer));
+  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
+  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
+  return scope.Finish(DoStreamRun(context, *principal, *request, writer));
 }
 
-grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context,
+grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const Principal& principal,
                                            const pb::RunRequest& request,
                                            grpc::ServerWriter<pb::StreamRunResponse>* writer) {
   const absl::Time received = absl::Now();
@@ -138,10 +156,12 @@ grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context,
 grpc::Status AttnBenchService::Sweep(grpc::ServerContext* context, const pb::SweepRequest* request,
                                      grpc::ServerWriter<pb::SweepResponse>* writer) {
   RequestScope scope(metrics_.get(), "Sweep");
-  return scope.Finish(DoSweep(context, *request, writer));
+  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
+  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
+  return scope.Finish(DoSweep(context, *principal, *request, writer));
 }
 
-grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context,
+grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Principal& principal,
                                        const pb::SweepRequest& request,
                                        grpc::ServerWriter<pb::SweepResponse>* writer) {
   absl::StatusOr<int> total = CountSweepPoints(request, options_.max_sweep_points);
@@ -197,6 +217,8 @@ grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
                                                const pb::GetCapabilitiesRequest* request,
                                                pb::GetCapabilitiesResponse* response) {
   RequestScope scope(metrics_.get(), "GetCapabilities");
+  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
+  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
   response->set_server_version(ATTNBENCH_VERSION);
   for (const auto& backend : backends_) {
     pb::BackendCapabilities* caps = response->add_backends();

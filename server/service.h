@@ -1,11 +1,13 @@
-// attnbench.v1.AttnBench over gRPC's synchronous API: each RPC checks its request, runs through
-// RunExecutor, and maps absl::Status codes to gRPC ones one to one.
+// attnbench.v1.AttnBench over gRPC's synchronous API: each RPC first authenticates its caller
+// (server/auth.h), then checks its request, runs through RunExecutor, and maps absl::Status codes
+// to gRPC ones one to one.
 #ifndef ATTNBENCH_SERVER_SERVICE_H_
 #define ATTNBENCH_SERVER_SERVICE_H_
 
 #include <memory>
 
 #include "attnbench/v1/attnbench.grpc.pb.h"
+#include "server/auth.h"
 #include "server/backend_select.h"
 #include "server/device_lock.h"
 #include "server/metrics.h"
@@ -16,8 +18,10 @@ namespace attnbench::server {
 
 class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
  public:
-  // metrics may be null (no metrics recorded).
-  AttnBenchService(BackendList backends, ServerOptions options, std::shared_ptr<Metrics> metrics);
+  // metrics may be null (no metrics recorded); authenticator may be null (no credentials
+  // checked, tenants from x-attnbench-tenant).
+  AttnBenchService(BackendList backends, ServerOptions options, std::shared_ptr<Metrics> metrics,
+                   std::shared_ptr<const Authenticator> authenticator = nullptr);
 
   grpc::Status Run(grpc::ServerContext* context, const ::attnbench::v1::RunRequest* request,
                    ::attnbench::v1::RunResponse* response) override;
@@ -32,16 +36,21 @@ class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
   const BackendList& backends() const { return backends_; }
 
  private:
-  grpc::Status DoRun(grpc::ServerContext* context, const ::attnbench::v1::RunRequest& request,
+  // Each gets the authenticated caller (its tenant and weight, for per-tenant scheduling).
+  grpc::Status DoRun(grpc::ServerContext* context, const Principal& principal,
+                     const ::attnbench::v1::RunRequest& request,
                      ::attnbench::v1::RunResponse* response);
-  grpc::Status DoStreamRun(grpc::ServerContext* context, const ::attnbench::v1::RunRequest& request,
+  grpc::Status DoStreamRun(grpc::ServerContext* context, const Principal& principal,
+                           const ::attnbench::v1::RunRequest& request,
                            grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer);
-  grpc::Status DoSweep(grpc::ServerContext* context, const ::attnbench::v1::SweepRequest& request,
+  grpc::Status DoSweep(grpc::ServerContext* context, const Principal& principal,
+                       const ::attnbench::v1::SweepRequest& request,
                        grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
 
   const BackendList backends_;
   const ServerOptions options_;
   std::shared_ptr<Metrics> metrics_;
+  std::shared_ptr<const Authenticator> authenticator_;
   DeviceScheduler scheduler_;
   RunExecutor executor_;
 };

@@ -32,10 +32,12 @@ pb::RunRequest SmallRequest(int64_t seq, int heads, int dim) {
   return request;
 }
 
-InProcessServer::InProcessServer(ServerOptions options, BackendList backends)
+InProcessServer::InProcessServer(ServerOptions options, BackendList backends,
+                                 std::shared_ptr<const Authenticator> authenticator)
     : options_(options), metrics_(std::make_shared<Metrics>()) {
   if (backends.empty()) backends = CreateBackends(RegistryOptions{2});
-  service_ = std::make_unique<AttnBenchService>(std::move(backends), options_, metrics_);
+  service_ = std::make_unique<AttnBenchService>(std::move(backends), options_, metrics_,
+                                                std::move(authenticator));
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);

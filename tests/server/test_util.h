@@ -7,6 +7,7 @@
 
 #include "attnbench/v1/attnbench.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "server/auth.h"
 #include "server/backend_select.h"
 #include "server/metrics.h"
 #include "server/options.h"
@@ -25,7 +26,8 @@ pb::RunRequest SmallRequest(int64_t seq = 32, int heads = 2, int dim = 16);
 // A service on an in-process channel. Backends default to the registry's (cpu_reference).
 class InProcessServer {
  public:
-  explicit InProcessServer(ServerOptions options = ServerOptions(), BackendList backends = {});
+  explicit InProcessServer(ServerOptions options = ServerOptions(), BackendList backends = {},
+                           std::shared_ptr<const Authenticator> authenticator = nullptr);
   ~InProcessServer();
   pb::AttnBench::Stub& stub() { return *stub_; }
   Metrics& metrics() { return *metrics_; }
