@@ -20,7 +20,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/flash_dev/flash_v0.cuh"
 #include "bench/flash_dev/flash_v2.cuh"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_attention.cuh"
@@ -527,21 +526,6 @@ cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// The frozen kernel of bench/flash_dev/flash_v0.cuh, for before/after in one run.
-template <typename Cfg>
-cudaError_t LaunchV0(const AttentionArgs& a, cudaStream_t stream) {
-  attnbench::cuda::flash_v0::FlashFlags f;
-  f.async_q = f.async_k = f.async_v = f.vector_o = true;
-  f.exp_scale = a.scale * 1.4426950408889634f;
-  auto kernel = attnbench::cuda::flash_v0::FlashForwardKernel<__nv_bfloat16, Cfg>;
-  cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (e != cudaSuccess) return e;
-  dim3 grid((unsigned)((a.seq_q + Cfg::kBr - 1) / Cfg::kBr), a.heads_out, a.batch);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, f);
-  return cudaGetLastError();
-}
-
 // The kernel of bench/flash_dev/flash_v2.cuh (5c368f7, the previous round's shipped kernel).
 template <typename Cfg>
 cudaError_t LaunchV2(const AttentionArgs& a, cudaStream_t stream) {
@@ -615,10 +599,6 @@ int main(int argc, char** argv) {
   using attnbench::cuda::flash::FlashConfig;
   const Variant variants[] = {
       {"shipped", 0, attnbench::cuda::LaunchFlashAttention},
-      {"v0 d64 (06978e6)", 64,
-       LaunchV0<attnbench::cuda::flash_v0::FlashConfig<64, 64, 4, 2, 64, true, 2>>},
-      {"v0 d128 (06978e6)", 128,
-       LaunchV0<attnbench::cuda::flash_v0::FlashConfig<128, 128, 4, 2, 64, false, 2>>},
       {"v2 d64 (5c368f7)", 64,
        LaunchV2<attnbench::cuda::flash_v2::FlashConfig<64, 64, 4, 2, 64, true, 2>>},
       {"v2 d128 (5c368f7)", 128,
