@@ -5,6 +5,8 @@
 // compile cost of this file (CI builds it for sm_80 and sm_90a on 2 cores) is visible at a glance.
 #include <cuda_runtime.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -174,16 +176,38 @@ std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int 
   return "";
 }
 
-cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream) {
+namespace {
+
+// The current device's compute capability, queried once per device: launches happen inside
+// timed iterations, where repeated attribute queries would be host work on the hot path.
+cudaError_t CurrentComputeCapability(int* major, int* minor) {
+  constexpr int kMaxDevices = 64;
+  static std::array<std::atomic<int>, kMaxDevices> cached{};  // 10 * major + minor, 0: unknown
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
+  int packed = device < kMaxDevices ? cached[device].load(std::memory_order_relaxed) : 0;
+  if (packed == 0) {
+    err = cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, device);
+    if (err != cudaSuccess) return err;
+    err = cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, device);
+    if (err != cudaSuccess) return err;
+    packed = 10 * *major + *minor;
+    if (device < kMaxDevices) cached[device].store(packed, std::memory_order_relaxed);
+  }
+  *major = packed / 10;
+  *minor = packed % 10;
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream) {
   int cc_major = 0;
   int cc_minor = 0;
-  err = cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device);
-  if (err != cudaSuccess) return err;
-  err = cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, device);
-  if (err != cudaSuccess) return err;
+  if (cudaError_t err = CurrentComputeCapability(&cc_major, &cc_minor); err != cudaSuccess) {
+    return err;
+  }
   if (!FlashUnsupportedReason(args, cc_major, cc_minor).empty()) return cudaErrorNotSupported;
   if (args.head_map == nullptr || (args.mask == MaskCode::kBlock && args.block_bitmap == nullptr) ||
       (args.rope_dims > 0 && args.rope_cos_sin == nullptr)) {
