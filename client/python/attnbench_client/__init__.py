@@ -1,0 +1,23 @@
+"""attnbench_client: a small Python client of the attnbench gRPC service.
+
+    import attnbench_client as ab
+    with ab.Client("localhost:50051") as client:
+        record = client.run(batch=1, seq_len=1024, head_dim=64, layout="gqa:8/2",
+                            mask="causal", dtype="fp32")
+        records = client.sweep({"seq_len": [512, 1024], "layout": ["mha:8", "gqa:8/2"]},
+                               batch=1, head_dim=64, dtype="fp32", fan_out=2)
+        frame = records.to_pandas()
+
+The generated stubs are importable as attnbench.v1.attnbench_pb2 (also re-exported as `pb`).
+"""
+
+from ._stubs import pb, pb_grpc
+from .channel import ROUND_ROBIN_SERVICE_CONFIG, channel_options
+from .client import Client
+from .errors import AttnBenchError
+from .records import COLUMNS, Records
+from .requests import build_request, split_first_axis
+
+__all__ = ["AttnBenchError", "COLUMNS", "Client", "ROUND_ROBIN_SERVICE_CONFIG", "Records",
+           "build_request", "channel_options", "pb", "pb_grpc", "split_first_axis"]
+__version__ = "0.1.0"

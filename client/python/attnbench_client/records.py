@@ -1,0 +1,110 @@
+"""RunResults (and failed sweep points) -> flat dicts, one per run, that load straight into
+pandas: `pandas.DataFrame(records)` or `records.to_pandas()`.
+
+Every record has the same keys, COLUMNS, in that order. Measurement columns are None for a
+failed sweep point, which instead has error_code (the gRPC status name) and error_message.
+"""
+
+from . import names
+
+COLUMNS = (
+    # Where it ran.
+    "point_index", "backend", "server", "tenant", "device", "device_kind", "device_index",
+    # What ran (the normalized spec).
+    "layout", "heads", "q_heads", "kv_heads", "mask", "causal", "dtype", "phase", "batch",
+    "seq_q", "seq_kv", "head_dim", "head_dim_v",
+    # Timing, milliseconds per iteration.
+    "iterations", "median_ms", "p10_ms", "p90_ms", "mean_ms", "min_ms", "max_ms", "stdev_ms",
+    # Work and rates.
+    "flops", "min_bytes", "tflops", "tflops_flash", "gbps", "peak_fraction",
+    "bandwidth_fraction", "memory_bound",
+    # Correctness against the float64 reference.
+    "checked", "rel_error", "max_abs_error", "passed",
+    # Server-side time.
+    "queue_ms", "wall_ms",
+    # A failed sweep point (continue_on_error).
+    "error_code", "error_message",
+)
+
+
+class Records(list):
+    """A list of record dicts with a DataFrame view."""
+
+    def to_pandas(self):
+        """A pandas DataFrame with one row per record and COLUMNS as columns (pandas required)."""
+        import pandas  # Optional dependency: only this method needs it.
+        return pandas.DataFrame(list(self), columns=list(COLUMNS))
+
+
+def _spec_columns(spec):
+    q_heads, kv_heads, out_heads = names.layout_heads(spec.layout)
+    return {
+        "layout": names.layout_to_string(spec.layout),
+        "heads": out_heads,
+        "q_heads": q_heads,
+        "kv_heads": kv_heads,
+        "mask": names.mask_to_string(spec.mask),
+        "causal": spec.mask.WhichOneof("kind") == "causal",
+        "dtype": names.enum_name(names.DTYPES, spec.dtype),
+        "phase": names.enum_name(names.PHASES, spec.phase or names.PHASES["prefill"]),
+        "batch": spec.batch_size,
+        "seq_q": spec.seq_len_q,
+        "seq_kv": spec.seq_len_kv,
+        "head_dim": spec.head_dim_qk,
+        "head_dim_v": spec.head_dim_v if spec.HasField("head_dim_v") else spec.head_dim_qk,
+    }
+
+
+def from_result(result, point_index=None):
+    """The record of one RunResult."""
+    record = dict.fromkeys(COLUMNS)
+    record.update(_spec_columns(result.spec))
+    if result.head_map:
+        record["heads"] = len(result.head_map)
+    t, w, r, c = result.timing, result.work, result.throughput, result.correctness
+    record.update({
+        "point_index": point_index,
+        "backend": result.backend,
+        "server": result.server,
+        "tenant": result.tenant,
+        "device": result.device.name,
+        "device_kind": result.device.kind,
+        "device_index": result.device.index,
+        "iterations": t.count,
+        "median_ms": t.median_ms,
+        "p10_ms": t.p10_ms,
+        "p90_ms": t.p90_ms,
+        "mean_ms": t.mean_ms,
+        "min_ms": t.min_ms,
+        "max_ms": t.max_ms,
+        "stdev_ms": t.stdev_ms,
+        "flops": w.flops + w.projection_flops,
+        "min_bytes": w.min_bytes,
+        "tflops": r.achieved_tflops,
+        "tflops_flash": r.achieved_tflops_flash_convention,
+        "gbps": r.achieved_gbps,
+        "peak_fraction": r.fraction_of_peak_flops,
+        "bandwidth_fraction": r.fraction_of_peak_bandwidth,
+        "memory_bound": r.memory_bound,
+        "checked": c.checked,
+        "rel_error": c.relative_error if c.checked else None,
+        "max_abs_error": c.max_abs_error if c.checked else None,
+        "passed": c.passed if c.checked else None,
+        "queue_ms": result.queue_ms,
+        "wall_ms": result.wall_ms,
+    })
+    return record
+
+
+def from_error(request, point_index, code_name, message):
+    """The record of a sweep point that failed: its workload (from the request the client
+    computed for that point, before the server's defaults) and the error."""
+    record = dict.fromkeys(COLUMNS)
+    record.update(_spec_columns(request.spec))
+    record.update({
+        "point_index": point_index,
+        "backend": request.backend or "auto",
+        "error_code": code_name,
+        "error_message": message,
+    })
+    return record

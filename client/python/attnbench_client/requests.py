@@ -1,0 +1,201 @@
+"""Keyword arguments -> RunRequest and SweepRequest, and the grid arithmetic of a sweep.
+
+Arguments left as None leave their proto fields unset, so the server's defaults apply (it needs
+at least batch, the sequence lengths, head_dim, a layout and a dtype), as with the CLI. Anything
+the keywords do not cover (decode caches, RoPE, block-sparse masks, ...) goes through
+`request=`, a pb.RunRequest used as the base.
+"""
+
+import math
+
+from ._stubs import pb
+from . import names
+
+# Sweep axis name -> (SweepAxis oneof field, parser of one value).
+AXES = {
+    "seq_len": ("seq_len", int),
+    "seq_len_q": ("seq_len_q", int),
+    "seq_len_kv": ("seq_len_kv", int),
+    "batch": ("batch_size", int),
+    "head_dim": ("head_dim", int),
+    "layout": ("layout", names.parse_layout),
+    "mask": ("mask", names.parse_mask),
+    "dtype": ("dtype", lambda v: names.parse_enum(names.DTYPES, "dtype", v)),
+    "backend": ("backend", str),
+    "phase": ("phase", lambda v: names.parse_enum(names.PHASES, "phase", v)),
+}
+
+
+def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq_len_kv=None,
+                  head_dim=None, head_dim_v=None, layout=None, mask=None, dtype=None, phase=None,
+                  scope=None, seed=None, scale=None, backend=None, device_index=None,
+                  warmup=None, min_iters=None, max_iters=None, max_seconds=None, noise=None,
+                  cache=None, samples=None, check=None, priority=None):
+    """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
+
+    seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
+    "none", "causal", "window:L/R" or a Mask; dtype, phase, scope, cache ("cold"|"warm") and
+    check ("off"|"auto"|"full") take the CLI's short names or the enum values; warmup,
+    min_iters, max_iters, max_seconds and noise set the measurement; samples asks for every
+    per-iteration time.
+    """
+    req = pb.RunRequest()
+    if request is not None:
+        req.CopyFrom(request)
+    spec = req.spec
+    if batch is not None:
+        spec.batch_size = batch
+    if seq_len is not None:
+        spec.seq_len_q = spec.seq_len_kv = seq_len
+    if seq_len_q is not None:
+        spec.seq_len_q = seq_len_q
+    if seq_len_kv is not None:
+        spec.seq_len_kv = seq_len_kv
+    if head_dim is not None:
+        spec.head_dim_qk = head_dim
+    if head_dim_v is not None:
+        spec.head_dim_v = head_dim_v
+    if layout is not None:
+        spec.layout.CopyFrom(names.parse_layout(layout))
+    if mask is not None:
+        spec.mask.CopyFrom(names.parse_mask(mask))
+    if dtype is not None:
+        spec.dtype = names.parse_enum(names.DTYPES, "dtype", dtype)
+    if phase is not None:
+        spec.phase = names.parse_enum(names.PHASES, "phase", phase)
+    if scope is not None:
+        spec.scope = names.parse_enum(names.SCOPES, "scope", scope)
+    if seed is not None:
+        spec.seed = seed
+    if scale is not None:
+        spec.scale = scale
+    if backend is not None:
+        req.backend = backend
+    if device_index is not None:
+        req.device_index = device_index
+    m = req.measurement
+    if warmup is not None:
+        m.warmup_iterations = warmup
+    if min_iters is not None:
+        m.min_iterations = min_iters
+    if max_iters is not None:
+        m.max_iterations = max_iters
+    if max_seconds is not None:
+        m.max_duration_seconds = max_seconds
+    if noise is not None:
+        m.target_relative_noise = noise
+    if cache is not None:
+        m.cache_mode = names.parse_enum(names.CACHE_MODES, "cache mode", cache)
+    if samples is not None:
+        m.return_samples = bool(samples)
+    if check is not None:
+        req.check.mode = names.parse_enum(names.CHECK_MODES, "check mode", check)
+    if priority is not None:
+        req.priority = priority
+    return req
+
+
+def normalize_axes(axes):
+    """{"seq_len": [...], "layout": [...]} (or a list of (name, values) pairs) -> a list of
+    (name, [parsed values]) in grid order: the first axis slowest, the last fastest."""
+    items = list(axes.items()) if isinstance(axes, dict) else list(axes)
+    if not items:
+        raise ValueError("a sweep needs at least one axis")
+    seen = set()
+    normalized = []
+    for name, values in items:
+        if name not in AXES:
+            raise ValueError(f"unknown sweep axis {name!r} (expected {'|'.join(AXES)})")
+        if name in seen:
+            raise ValueError(f"sweep axis {name!r} given twice")
+        seen.add(name)
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError(f"sweep axis {name!r} needs a list of values, not {values!r}")
+        parse = AXES[name][1]
+        parsed = [parse(v) for v in values]
+        if not parsed:
+            raise ValueError(f"sweep axis {name!r} has no values")
+        normalized.append((name, parsed))
+    return normalized
+
+
+def build_sweep(base, axes, *, continue_on_error=False, spread_devices=False):
+    """A pb.SweepRequest from a base RunRequest and normalized axes."""
+    sweep = pb.SweepRequest(continue_on_error=continue_on_error, spread_devices=spread_devices)
+    sweep.base.CopyFrom(base)
+    for name, values in axes:
+        field = AXES[name][0]
+        axis = getattr(sweep.axes.add(), field)
+        for value in values:
+            if name in ("layout", "mask"):
+                axis.values.add().CopyFrom(value)
+            else:
+                axis.values.append(value)
+    return sweep
+
+
+def grid_size(axes):
+    return math.prod(len(values) for _, values in axes)
+
+
+def point_values(axes, index):
+    """The value each axis takes at a grid index (row-major, last axis fastest)."""
+    chosen = []
+    for name, values in reversed(axes):
+        index, position = divmod(index, len(values))
+        chosen.append((name, values[position]))
+    return list(reversed(chosen))
+
+
+def point_request(base, axes, index):
+    """The RunRequest a sweep runs at a grid index: the base with the point's axis values,
+    following the proto's override rules (seq_len sets both lengths; head_dim sets head_dim_v
+    too when the base leaves it unset)."""
+    req = pb.RunRequest()
+    req.CopyFrom(base)
+    spec = req.spec
+    for name, value in point_values(axes, index):
+        if name == "seq_len":
+            spec.seq_len_q = spec.seq_len_kv = value
+        elif name == "seq_len_q":
+            spec.seq_len_q = value
+        elif name == "seq_len_kv":
+            spec.seq_len_kv = value
+        elif name == "batch":
+            spec.batch_size = value
+        elif name == "head_dim":
+            spec.head_dim_qk = value
+        elif name == "layout":
+            spec.layout.CopyFrom(value)
+        elif name == "mask":
+            spec.mask.CopyFrom(value)
+        elif name == "dtype":
+            spec.dtype = value
+        elif name == "phase":
+            spec.phase = value
+        elif name == "backend":
+            req.backend = value
+    return req
+
+
+def split_first_axis(axes, parts):
+    """Splits the grid along its first axis into at most `parts` contiguous sub-grids.
+
+    Returns (sub_axes, offset) pairs: a point p of a sub-grid is point offset + p of the whole
+    grid, because the sub-grid keeps the other axes whole and, in row-major order, first-axis
+    value i starts at i * (product of the other axis sizes).
+    """
+    if parts < 1:
+        raise ValueError(f"fan_out must be at least 1, not {parts}")
+    first_name, first_values = axes[0]
+    rest = grid_size(axes[1:])
+    parts = min(parts, len(first_values))
+    base, extra = divmod(len(first_values), parts)
+    pieces = []
+    start = 0
+    for part in range(parts):
+        size = base + (1 if part < extra else 0)
+        sub_axes = [(first_name, first_values[start:start + size])] + list(axes[1:])
+        pieces.append((sub_axes, start * rest))
+        start += size
+    return pieces

@@ -1,0 +1,331 @@
+"""End to end: the Python package in client/python against a real server.
+
+The wrapper is imported from the source tree with the stubs the build generated
+(ATTNBENCH_PYTHON_PATH); one test also builds the wheel offline and runs it with nothing else on
+its path, so the installable package carries its own stubs. Covers run and sweep records, the
+errors (an exception with the gRPC code; a record for a failed sweep point), the pandas view,
+targets in the dns:/// and ipv4: schemes, and the plotting example writing a PNG.
+"""
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+import zipfile
+
+import harness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE_DIR = os.path.join(ROOT, "client", "python")
+sys.path.insert(0, PACKAGE_DIR)
+
+import attnbench_client as ab  # noqa: E402
+
+# Requests estimated above 4 MiB fail when they are about to run: a sweep point that fails at
+# run time, not at validation.
+REQUEST_LIMIT = 4 << 20
+TIMEOUT = 120
+FAST = dict(warmup=1, min_iters=2, max_iters=3)
+SERVER = None
+CLIENT = None
+
+
+def setUpModule():
+    global SERVER, CLIENT
+    SERVER = harness.Server("--cpu_threads=2", f"--max_request_bytes={REQUEST_LIMIT}")
+    CLIENT = ab.Client(SERVER.target, timeout=TIMEOUT)
+    CLIENT.wait_ready()
+
+
+def tearDownModule():
+    if CLIENT is not None:
+        CLIENT.close()
+    if SERVER is not None:
+        SERVER.stop()
+
+
+def small(**overrides):
+    workload = dict(batch=1, seq_len=64, head_dim=32, layout="gqa:4/2", mask="causal",
+                    dtype="fp32", backend="cpu_reference", **FAST)
+    workload.update(overrides)
+    return workload
+
+
+class RunTest(unittest.TestCase):
+
+    def test_record_columns(self):
+        record = CLIENT.run(check="full", **small())
+        self.assertEqual(list(record), list(ab.COLUMNS))
+        self.assertEqual(record["backend"], "cpu_reference")
+        self.assertEqual(record["device_kind"], "cpu")
+        self.assertTrue(record["device"])
+        self.assertEqual((record["layout"], record["heads"], record["q_heads"],
+                          record["kv_heads"]), ("gqa:4/2", 4, 4, 2))
+        self.assertEqual((record["mask"], record["causal"], record["dtype"], record["phase"]),
+                         ("causal", True, "fp32", "prefill"))
+        self.assertEqual((record["batch"], record["seq_q"], record["seq_kv"], record["head_dim"],
+                          record["head_dim_v"]), (1, 64, 64, 32, 32))
+        # Causal S=64: 64*65/2 kept pairs per head; 2 matmuls of 2*(D_qk + D_v) FLOPs per pair.
+        self.assertEqual(record["flops"], 4 * (64 * 65 // 2) * 2 * (32 + 32))
+        self.assertGreaterEqual(record["iterations"], 2)
+        self.assertGreater(record["median_ms"], 0)
+        self.assertLessEqual(record["p10_ms"], record["median_ms"])
+        self.assertLessEqual(record["median_ms"], record["p90_ms"])
+        self.assertGreater(record["tflops"], 0)
+        self.assertGreater(record["gbps"], 0)
+        self.assertTrue(record["checked"])
+        self.assertTrue(record["passed"])
+        self.assertLess(record["rel_error"], 1e-5)
+        self.assertGreaterEqual(record["queue_ms"], 0)
+        self.assertIsNone(record["point_index"])
+        self.assertIsNone(record["error_code"])
+
+    def test_check_off_leaves_correctness_empty(self):
+        record = CLIENT.run(check="off", **small(seq_len=32, layout="mha:2", mask="none"))
+        self.assertEqual((record["causal"], record["heads"]), (False, 2))
+        self.assertFalse(record["checked"])
+        self.assertIsNone(record["passed"])
+        self.assertIsNone(record["rel_error"])
+
+    def test_base_request_and_keywords_combine(self):
+        base = ab.build_request(**small())
+        base.spec.softcap.cap = 30.0  # A field the keywords do not cover.
+        record = CLIENT.run(base, seq_len=32, check="full")
+        self.assertEqual((record["seq_q"], record["layout"]), (32, "gqa:4/2"))
+        self.assertTrue(record["passed"])
+
+    def test_server_error_carries_code_and_message(self):
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(**small(layout="gqa:4/3"))
+        error = raised.exception
+        self.assertEqual(error.code_name, "INVALID_ARGUMENT")
+        self.assertIn("num_kv_heads", error.message)
+        self.assertTrue(str(error).startswith("INVALID_ARGUMENT: "))
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(**small(backend="no_such_backend"))
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertIn("no_such_backend", raised.exception.message)
+        with self.assertRaises(ab.AttnBenchError) as raised:  # Missing dtype: server checks.
+            CLIENT.run(batch=1, seq_len=32, head_dim=32, layout="mha:2", backend="cpu_reference")
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+
+    def test_bad_syntax_fails_before_calling(self):
+        for bad in (dict(layout="gqa:4"), dict(layout="huge:4"), dict(mask="diagonal"),
+                    dict(dtype="fp64")):
+            with self.subTest(bad=bad), self.assertRaises(ValueError):
+                CLIENT.run(**small(**bad))
+
+    def test_unreachable_server_is_unavailable(self):
+        with ab.Client(f"127.0.0.1:{harness.free_port()}", timeout=10) as client:
+            with self.assertRaises(ab.AttnBenchError) as raised:
+                client.capabilities()
+        self.assertIn(raised.exception.code_name, ("UNAVAILABLE", "DEADLINE_EXCEEDED"))
+
+    def test_capabilities(self):
+        caps = CLIENT.capabilities()
+        self.assertIn("cpu_reference", [b.name for b in caps.backends])
+        self.assertEqual(caps.limits.max_request_bytes, REQUEST_LIMIT)
+        self.assertIn("cpu_reference", CLIENT.backends())
+
+
+class TargetTest(unittest.TestCase):
+
+    def test_name_and_address_list_schemes(self):
+        # dns:/// resolves every address of the name; ipv4: lists them. round_robin only picks
+        # connected ones, so an address nothing listens on does not fail the calls.
+        dead = harness.free_port()
+        for target in (f"dns:///localhost:{SERVER.port}", f"ipv4:127.0.0.1:{SERVER.port}",
+                       f"ipv4:127.0.0.1:{SERVER.port},127.0.0.1:{dead}"):
+            with self.subTest(target=target), ab.Client(target, timeout=TIMEOUT) as client:
+                client.wait_ready()
+                for _ in range(3):
+                    self.assertIn("cpu_reference", client.backends())
+
+    def test_round_robin_is_configured(self):
+        options = dict(ab.channel_options())
+        self.assertIn('"round_robin"', options["grpc.service_config"])
+
+
+class SweepTest(unittest.TestCase):
+
+    def test_records_in_grid_order(self):
+        seen = []
+        records = CLIENT.sweep({"seq_len": [16, 32], "layout": ["mha:2", "gqa:4/2"]},
+                               on_record=seen.append, check="off", **small())
+        self.assertIsInstance(records, ab.Records)
+        self.assertEqual([r["point_index"] for r in records], [0, 1, 2, 3])
+        self.assertEqual([(r["seq_q"], r["layout"]) for r in records],
+                         [(16, "mha:2"), (16, "gqa:4/2"), (32, "mha:2"), (32, "gqa:4/2")])
+        self.assertEqual(sorted(r["point_index"] for r in seen), [0, 1, 2, 3])
+        self.assertTrue(all(r["median_ms"] > 0 and r["error_code"] is None for r in records))
+
+    def test_every_axis_kind(self):
+        records = CLIENT.sweep([("dtype", ["fp32", "fp16"]), ("mask", ["none", "window:8/0"]),
+                                ("head_dim", [16]), ("batch", [2]), ("backend", ["cpu_reference"]),
+                                ("phase", ["prefill"])], check="full", **small(seq_len=32))
+        self.assertEqual([(r["dtype"], r["mask"]) for r in records],
+                         [("fp32", "none"), ("fp32", "window:8/0"), ("fp16", "none"),
+                          ("fp16", "window:8/0")])
+        self.assertTrue(all((r["head_dim"], r["head_dim_v"], r["batch"]) == (16, 16, 2)
+                            for r in records))
+        self.assertTrue(all(r["passed"] for r in records))
+
+    def test_failed_point_becomes_a_record_when_continuing(self):
+        records = CLIENT.sweep({"seq_len": [16, 8192, 32]}, continue_on_error=True, check="off",
+                               **small())
+        self.assertEqual([r["point_index"] for r in records], [0, 1, 2])
+        self.assertEqual([r["error_code"] for r in records], [None, "RESOURCE_EXHAUSTED", None])
+        failed = records[1]
+        self.assertIn("max_request_bytes", failed["error_message"])
+        self.assertEqual((failed["seq_q"], failed["layout"], failed["backend"]),
+                         (8192, "gqa:4/2", "cpu_reference"))
+        self.assertIsNone(failed["median_ms"])
+        self.assertGreater(records[2]["median_ms"], 0)
+
+    def test_failed_point_raises_otherwise_with_the_points_before(self):
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.sweep({"seq_len": [16, 8192, 32]}, check="off", **small())
+        self.assertEqual(raised.exception.code_name, "RESOURCE_EXHAUSTED")
+        self.assertEqual([r["point_index"] for r in raised.exception.records], [0])
+
+    def test_invalid_point_rejects_the_sweep(self):
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.sweep({"layout": ["gqa:4/2", "gqa:4/3"]}, **small())
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertEqual(raised.exception.records, [])
+
+    def test_bad_axes_fail_before_calling(self):
+        for axes in ({}, {"seq": [1]}, {"seq_len": []}, {"seq_len": 16}, {"layout": ["x:1"]}):
+            with self.subTest(axes=axes), self.assertRaises(ValueError):
+                CLIENT.sweep(axes, **small())
+        with self.assertRaises(ValueError):
+            CLIENT.sweep({"seq_len": [16]}, fan_out=0, **small())
+
+
+class PandasTest(unittest.TestCase):
+
+    def test_records_load_into_a_data_frame(self):
+        try:
+            import pandas
+        except ImportError:
+            self.skipTest("pandas is not installed (Debian: python3-pandas)")
+        records = CLIENT.sweep({"seq_len": [16, 32, 48], "layout": ["mha:2", "gqa:4/2"]},
+                               check="off", **small())
+        frame = records.to_pandas()
+        self.assertIsInstance(frame, pandas.DataFrame)
+        self.assertEqual(list(frame.columns), list(ab.COLUMNS))
+        self.assertEqual(len(frame), 6)
+        self.assertEqual(list(frame["point_index"]), list(range(6)))
+        by_layout = frame.groupby("layout")["median_ms"].count()
+        self.assertEqual(dict(by_layout), {"gqa:4/2": 3, "mha:2": 3})
+        self.assertTrue((frame["median_ms"] > 0).all())
+        self.assertEqual(len(pandas.DataFrame(records)), 6)  # Plain records load too.
+
+
+class PlotExampleTest(unittest.TestCase):
+
+    def test_writes_a_png(self):
+        try:
+            import matplotlib  # noqa: F401
+            import pandas  # noqa: F401
+        except ImportError:
+            self.skipTest("matplotlib or pandas is not installed")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "sweep.png")
+            csv_path = os.path.join(tmp, "sweep.csv")
+            env = dict(os.environ, MPLCONFIGDIR=tmp, PYTHONPATH=os.pathsep.join(
+                [PACKAGE_DIR, os.environ.get("ATTNBENCH_PYTHON_PATH", "")]))
+            env.pop("DISPLAY", None)  # Headless, as in CI.
+            out = subprocess.run(
+                [sys.executable, os.path.join(PACKAGE_DIR, "examples", "plot_sweep.py"),
+                 f"--target={SERVER.target}", f"--out={png}", f"--csv={csv_path}",
+                 "--seq_lens=32,64", "--layouts=mha:4,gqa:4/2,xsqa:8", "--head_dim=32",
+                 "--iters=2", "--fan_out=2"],
+                capture_output=True, text=True, timeout=TIMEOUT, env=env,
+                stdin=subprocess.DEVNULL)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertIn(f"wrote {png}", out.stdout)
+            self.assertIn("gqa:4/2", out.stdout)
+            with open(png, "rb") as f:
+                data = f.read()
+            self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+            self.assertEqual(data[12:16], b"IHDR")
+            width, height = struct.unpack(">II", data[16:24])
+            self.assertGreaterEqual((width, height), (600, 300))
+            self.assertGreater(len(data), 20000)  # Axes, lines and text, not a blank canvas.
+            self.assertEqual(data[-8:-4], b"IEND")
+            with open(csv_path) as f:
+                lines = f.read().splitlines()
+            self.assertEqual(len(lines), 1 + 6)
+            self.assertTrue(lines[0].startswith("point_index,backend,server"))
+
+    def test_reports_a_server_error(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [PACKAGE_DIR, os.environ.get("ATTNBENCH_PYTHON_PATH", "")]))
+        with tempfile.TemporaryDirectory() as tmp:
+            env["MPLCONFIGDIR"] = tmp
+            out = subprocess.run(
+                [sys.executable, os.path.join(PACKAGE_DIR, "examples", "plot_sweep.py"),
+                 f"--target={SERVER.target}", f"--out={tmp}/x.png", "--layouts=gqa:4/3"],
+                capture_output=True, text=True, timeout=TIMEOUT, env=env,
+                stdin=subprocess.DEVNULL)
+            self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+            self.assertIn("INVALID_ARGUMENT", out.stderr)
+            self.assertFalse(os.path.exists(f"{tmp}/x.png"))
+
+
+class WheelTest(unittest.TestCase):
+
+    def test_wheel_carries_its_stubs(self):
+        try:
+            import setuptools  # noqa: F401
+            import wheel  # noqa: F401
+        except ImportError:
+            self.skipTest("setuptools or wheel is not installed (Debian: python3-setuptools, "
+                          "python3-wheel)")
+        with tempfile.TemporaryDirectory() as tmp:
+            # A copy, so the build leaves nothing in the source tree; the proto from the repo.
+            src = os.path.join(tmp, "src")
+            shutil.copytree(PACKAGE_DIR, src, ignore=shutil.ignore_patterns(
+                "build", "dist", "*.egg-info", "__pycache__"))
+            dist = os.path.join(tmp, "dist")
+            env = dict(os.environ, ATTNBENCH_PROTO_DIR=os.path.join(ROOT, "proto"))
+            env.pop("PYTHONPATH", None)
+            out = subprocess.run(
+                [sys.executable, "-c", "import sys\nfrom setuptools import build_meta\n"
+                 "print(build_meta.build_wheel(sys.argv[1]))", dist],
+                cwd=src, capture_output=True, text=True, timeout=TIMEOUT, env=env,
+                stdin=subprocess.DEVNULL)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            wheel_path = os.path.join(dist, out.stdout.strip().splitlines()[-1])
+            with zipfile.ZipFile(wheel_path) as archive:
+                names = set(archive.namelist())
+                for needed in ("attnbench/v1/attnbench_pb2.py",
+                               "attnbench/v1/attnbench_pb2_grpc.py", "attnbench/__init__.py",
+                               "attnbench/v1/__init__.py", "attnbench_client/__init__.py",
+                               "attnbench_client/client.py"):
+                    self.assertIn(needed, names)
+                site = os.path.join(tmp, "site")
+                archive.extractall(site)
+            # Only the unpacked wheel on the path (no source tree, no build stubs).
+            script = ("import attnbench_client as ab, attnbench.v1.attnbench_pb2 as pb, sys\n"
+                      "assert ab.__file__.startswith(sys.argv[2]), ab.__file__\n"
+                      "assert pb.__file__.startswith(sys.argv[2]), pb.__file__\n"
+                      "with ab.Client(sys.argv[1], timeout=60) as c:\n"
+                      "    r = c.run(batch=1, seq_len=16, head_dim=16, layout='mha:1',\n"
+                      "              dtype='fp32', backend='cpu_reference', max_iters=2)\n"
+                      "    print('median_ms', r['median_ms'] > 0)\n")
+            out = subprocess.run([sys.executable, "-I", "-c",
+                                  f"import sys; sys.path.insert(0, {site!r}); exec({script!r})",
+                                  SERVER.target, site],
+                                 capture_output=True, text=True, timeout=TIMEOUT,
+                                 stdin=subprocess.DEVNULL)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertIn("median_ms True", out.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
