@@ -1,0 +1,141 @@
+"""End to end: the Node.js example client (client/node) against a real server.
+
+The example's package files are copied into a directory under the build tree, where `npm ci`
+installs @grpc/grpc-js and @grpc/proto-loader from the lock file; node_modules is kept there
+and reinstalled only when package.json or package-lock.json change, so reruns download nothing.
+The example then runs GetCapabilities, a Run and a Sweep against the server, and its output
+is checked line by line.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import unittest
+
+import harness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE = os.path.join(ROOT, "client", "node")
+PACKAGE_FILES = ("package.json", "package-lock.json", ".npmrc")
+WORK_DIR = os.environ.get("ATTNBENCH_NODE_CLIENT_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(harness.BIN_DIR or ".")), "node_client")
+NPM_TIMEOUT = 300
+RUN_TIMEOUT = 120
+SERVER = None
+
+LINE_RE = re.compile(r"^(capabilities|run|sweep) (.*)$")
+
+
+def install_dependencies():
+    """npm ci into WORK_DIR unless its node_modules came from the same package files."""
+    os.makedirs(WORK_DIR, exist_ok=True)
+    digest = hashlib.sha256()
+    for name in PACKAGE_FILES:
+        with open(os.path.join(SOURCE, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    stamp = os.path.join(WORK_DIR, "node_modules", ".attnbench-stamp")
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if f.read() == digest.hexdigest():
+                return
+    for name in PACKAGE_FILES:
+        shutil.copyfile(os.path.join(SOURCE, name), os.path.join(WORK_DIR, name))
+    out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                         cwd=WORK_DIR, capture_output=True, text=True, timeout=NPM_TIMEOUT,
+                         stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise RuntimeError(f"npm ci in {WORK_DIR} failed:\n{out.stdout}\n{out.stderr}")
+    with open(stamp, "w") as f:
+        f.write(digest.hexdigest())
+
+
+def setUpModule():
+    global SERVER
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed (scripts/setup installs nodejs and npm)")
+    install_dependencies()
+    shutil.copyfile(os.path.join(SOURCE, "example.js"), os.path.join(WORK_DIR, "example.js"))
+    SERVER = harness.Server("--cpu_threads=2")
+
+
+def tearDownModule():
+    if SERVER is not None:
+        SERVER.stop()
+
+
+def run_example(*args):
+    return subprocess.run(["node", os.path.join(WORK_DIR, "example.js"),
+                           f"--proto_dir={os.path.join(ROOT, 'proto')}", *args],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=WORK_DIR,
+                          stdin=subprocess.DEVNULL)
+
+
+def parse(stdout):
+    """Output lines -> [(keyword, {key: value})]; the device name is quoted JSON."""
+    steps = []
+    for line in stdout.splitlines():
+        match = LINE_RE.match(line)
+        if not match:
+            raise AssertionError(f"unexpected output line {line!r}")
+        fields = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', match.group(2)))
+        steps.append((match.group(1), fields))
+    return steps
+
+
+class PackageTest(unittest.TestCase):
+
+    def test_lock_file_pins_versions_without_download_addresses(self):
+        with open(os.path.join(SOURCE, "package-lock.json")) as f:
+            lock = f.read()
+        self.assertNotIn('"resolved"', lock)
+        self.assertIn('"node_modules/@grpc/grpc-js"', lock)
+        self.assertIn('"node_modules/@grpc/proto-loader"', lock)
+        self.assertIn('"integrity"', lock)
+
+
+class ExampleTest(unittest.TestCase):
+
+    def check_output(self, out):
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        steps = parse(out.stdout)
+        kinds = [kind for kind, _ in steps]
+        self.assertEqual(kinds, ["capabilities", "run"] + ["sweep"] * 5)
+        self.assertIn("cpu_reference", steps[0][1]["backends"].split(","))
+        run = steps[1][1]
+        self.assertEqual((run["backend"], run["layout"], run["mask"], run["seq_len"]),
+                         ("cpu_reference", "mha:4", "causal", "64"))
+        self.assertGreater(float(run["median_ms"]), 0)
+        self.assertEqual((run["checked"], run["passed"]), ("true", "true"))
+        self.assertTrue(run["device"].strip('"'))
+        points = [fields for _, fields in steps[2:6]]
+        self.assertEqual([p["point"] for p in points], ["0/4", "1/4", "2/4", "3/4"])
+        self.assertEqual([(p["seq_len"], p["layout"]) for p in points],
+                         [("32", "mha:4"), ("32", "gqa:4/2"), ("64", "mha:4"), ("64", "gqa:4/2")])
+        self.assertTrue(all(float(p["median_ms"]) > 0 for p in points))
+        self.assertEqual(steps[6][1], {"points": "4"})
+
+    def test_capabilities_run_and_sweep(self):
+        self.check_output(run_example(f"--target={SERVER.target}"))
+
+    def test_dns_and_ipv4_targets(self):
+        for target in (f"dns:///localhost:{SERVER.port}", f"ipv4:127.0.0.1:{SERVER.port}"):
+            with self.subTest(target=target):
+                self.check_output(run_example(f"--target={target}"))
+
+    def test_failed_call_prints_the_status_code(self):
+        out = run_example(f"--target={SERVER.target}", "--backend=no_such_backend")
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        self.assertIn("error INVALID_ARGUMENT: ", out.stderr)
+        self.assertIn("no_such_backend", out.stderr)
+
+    def test_unreachable_server(self):
+        out = run_example(f"--target=127.0.0.1:{harness.free_port()}", "--timeout=5")
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        self.assertRegex(out.stderr, r"error (UNAVAILABLE|DEADLINE_EXCEEDED): ")
+
+
+if __name__ == "__main__":
+    unittest.main()
