@@ -1,10 +1,10 @@
 """End to end: a Python sweep fanned out over two replicas behind one target.
 
 Two servers on loopback, one client target `ipv4:127.0.0.1:P1,127.0.0.1:P2` with round_robin:
-sweep(..., fan_out=N) splits the grid along its first axis into concurrent sub-sweeps, each one
-call, which the channel sends to alternate replicas; the merged records must be the whole grid
-in order, and each server's /metrics must show that it ran its share. Also the splitting
-arithmetic itself, without a server.
+sweep(..., fan_out=N) splits the grid into one sub-sweep per value of its first axis and runs N
+at once, each one call, which the channel sends to alternate replicas; the merged records must
+be the whole grid in order, and each server's /metrics must show that it ran its share. Also
+the splitting arithmetic itself, without a server.
 """
 
 import os
@@ -98,23 +98,31 @@ def expected_grid():
 class SplitTest(unittest.TestCase):
     """The grid arithmetic: point offset + p of a sub-grid is point offset + p of the grid."""
 
-    def test_split_along_the_first_axis(self):
-        axes = reqs.normalize_axes({"seq_len": [1, 2, 3, 4, 5], "batch": [1, 2],
-                                    "head_dim": [8, 16, 32]})
-        pieces = reqs.split_first_axis(axes, 2)
-        self.assertEqual([(sub[0][1], offset) for sub, offset in pieces],
-                         [([1, 2, 3], 0), ([4, 5], 18)])
+    def check_pieces(self, axes, pieces):
+        self.assertEqual(sum(reqs.grid_size(sub) for sub, _ in pieces), reqs.grid_size(axes))
         for sub, offset in pieces:
-            self.assertEqual(sub[1:], axes[1:])
             for p in range(reqs.grid_size(sub)):
                 self.assertEqual(reqs.point_values(sub, p), reqs.point_values(axes, offset + p))
-        self.assertEqual(sum(reqs.grid_size(sub) for sub, _ in pieces), reqs.grid_size(axes))
 
-    def test_more_parts_than_values(self):
-        axes = reqs.normalize_axes({"layout": ["mha:2", "mqa:2"], "seq_len": [8, 16, 32]})
-        pieces = reqs.split_first_axis(axes, 8)
+    def test_one_piece_per_value_of_the_first_axis(self):
+        axes = reqs.normalize_axes({"seq_len": [1, 2, 3], "batch": [1, 2],
+                                    "head_dim": [8, 16, 32]})
+        pieces = reqs.split_grid(axes)
+        self.assertEqual([(sub[0][1], offset) for sub, offset in pieces],
+                         [([1], 0), ([2], 6), ([3], 12)])
+        self.assertTrue(all(sub[1:] == axes[1:] for sub, _ in pieces))
+        self.check_pieces(axes, pieces)
+
+    def test_single_valued_leading_axes_are_kept(self):
+        axes = reqs.normalize_axes({"batch": [1], "layout": ["mha:2", "mqa:2"],
+                                    "seq_len": [8, 16, 32]})
+        pieces = reqs.split_grid(axes)
         self.assertEqual([offset for _, offset in pieces], [0, 3])
-        self.assertEqual(len(reqs.split_first_axis(axes, 1)), 1)
+        self.check_pieces(axes, pieces)
+
+    def test_a_single_point_is_one_piece(self):
+        axes = reqs.normalize_axes({"batch": [1], "seq_len": [8]})
+        self.assertEqual(reqs.split_grid(axes), [(axes, 0)])
 
 
 class FanOutTest(unittest.TestCase):
@@ -125,19 +133,20 @@ class FanOutTest(unittest.TestCase):
         self.assertTrue(all(r["median_ms"] > 0 and r["error_code"] is None for r in records))
         self.assertTrue(all(r["device"] and r["device_kind"] == "cpu" for r in records))
 
-    def test_two_sub_sweeps_reach_both_replicas(self):
+    def test_sub_sweeps_reach_both_replicas(self):
         before = [runs(s) for s in SERVERS]
         arrived = []
         records = CLIENT.sweep({"seq_len": SEQ_LENS, "layout": LAYOUTS}, fan_out=2,
                                on_record=arrived.append, **BASE)
         self.check_grid(records)
         self.assertEqual(sorted(r["point_index"] for r in arrived), list(range(8)))
-        # Each sub-sweep is one call of 4 points, so each replica ran exactly 4.
+        # Four calls of two points; round_robin alternates the calls, so each replica ran 4.
         self.assertEqual([runs(s) - b for s, b in zip(SERVERS, before)], [4, 4])
         if all(r["server"] for r in records):  # A server with --server_name.
-            first, second = records[0]["server"], records[4]["server"]
-            self.assertEqual({first, second}, set(NAMES))
-            self.assertEqual([r["server"] for r in records], [first] * 4 + [second] * 4)
+            servers = [r["server"] for r in records]
+            self.assertEqual(set(servers), set(NAMES))
+            self.assertTrue(all(servers[i] == servers[i + 1] for i in range(0, 8, 2)))
+            self.assertEqual(sorted(servers), [NAMES[0]] * 4 + [NAMES[1]] * 4)
 
     def test_same_grid_as_one_call(self):
         whole = CLIENT.sweep({"seq_len": SEQ_LENS, "layout": LAYOUTS}, **BASE)
@@ -156,8 +165,8 @@ class FanOutTest(unittest.TestCase):
         self.assertEqual(sum(runs(s) for s in SERVERS) - before, 8)
 
     def test_a_failing_sub_sweep_fails_the_sweep(self):
-        # The second half's layout list holds an invalid point: its call is rejected whole, and
-        # the error surfaces from the merged sweep.
+        # The second layout is invalid: its sub-sweep is rejected whole, and the error surfaces
+        # from the merged sweep.
         with self.assertRaises(ab.AttnBenchError) as raised:
             CLIENT.sweep({"layout": ["mha:2", "gqa:4/3"], "seq_len": [16, 32]}, fan_out=2,
                          **BASE)

@@ -16,8 +16,8 @@ from .channel import ROUND_ROBIN_SERVICE_CONFIG, channel_options
 from .client import Client
 from .errors import AttnBenchError
 from .records import COLUMNS, Records
-from .requests import build_request, split_first_axis
+from .requests import build_request, split_grid
 
 __all__ = ["AttnBenchError", "COLUMNS", "Client", "ROUND_ROBIN_SERVICE_CONFIG", "Records",
-           "build_request", "channel_options", "pb", "pb_grpc", "split_first_axis"]
+           "build_request", "channel_options", "pb", "pb_grpc", "split_grid"]
 __version__ = "0.1.0"

@@ -1,8 +1,9 @@
 """Client: GetCapabilities, Run and Sweep as plain Python calls returning flat records.
 
-A sweep with fan_out=N splits its grid along the first axis into up to N contiguous sub-grids
-and sends them as concurrent Sweep calls; over a multi-address target (dns:///..., ipv4:a,b)
-the channel's round_robin policy spreads those calls over the replicas. The results are merged
+A sweep with fan_out=N > 1 splits its grid along the first axis with more than one value into
+one sub-sweep per value and runs up to N of those Sweep calls at once; over a multi-address
+target (dns:///..., ipv4:a,b) the channel's round_robin policy sends successive calls to
+successive replicas, so a replica that finishes early takes the next value. The results merge
 back into one list in grid order, each record carrying the server and device that measured it.
 """
 
@@ -100,14 +101,17 @@ class Client:
         first axis slowest (axis names: seq_len, seq_len_q, seq_len_kv, batch, head_dim,
         layout, mask, dtype, backend, phase). The other keywords build the base request as in
         run(). continue_on_error: a point that fails while running becomes a record with
-        error_code and error_message instead of ending the sweep. fan_out: up to that many
-        concurrent sub-sweeps split along the first axis (see split_first_axis). on_record:
-        called with each record as it arrives (from a worker thread when fan_out > 1).
+        error_code and error_message instead of ending the sweep. fan_out: with N > 1, one
+        sub-sweep per value of the first axis with several values, N at a time (see
+        requests.split_grid). on_record: called with each record as it arrives (from a
+        worker thread when fan_out > 1).
         A failure raises AttnBenchError whose .records holds the points received before it.
         """
         base = reqs.build_request(request, **workload)
         grid = reqs.normalize_axes(axes)
-        pieces = reqs.split_first_axis(grid, fan_out)
+        if not isinstance(fan_out, int) or fan_out < 1:
+            raise ValueError(f"fan_out must be a positive integer, not {fan_out!r}")
+        pieces = reqs.split_grid(grid) if fan_out > 1 else [(grid, 0)]
         collected = rec.Records()
         lock = threading.Lock()
         calls = []
@@ -117,11 +121,12 @@ class Client:
             sweep = reqs.build_sweep(base, sub_axes, continue_on_error=continue_on_error,
                                      spread_devices=spread_devices)
             expected = reqs.grid_size(sub_axes)
-            call = self.stub.Sweep(sweep, timeout=self._timeout(timeout), metadata=self.metadata)
             with lock:
+                if failures:  # Another piece failed before this one started: skip it.
+                    return
+                call = self.stub.Sweep(sweep, timeout=self._timeout(timeout),
+                                       metadata=self.metadata)
                 calls.append(call)
-                if failures:  # Another piece failed before this one started.
-                    call.cancel()
             try:
                 for response in call:
                     if response.total_points != expected:
@@ -154,7 +159,7 @@ class Client:
         if len(pieces) == 1:
             guarded(*pieces[0])
         else:
-            with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
+            with ThreadPoolExecutor(max_workers=min(fan_out, len(pieces))) as pool:
                 for future in [pool.submit(guarded, *piece) for piece in pieces]:
                     future.result()
         collected.sort(key=lambda r: r["point_index"])

@@ -178,24 +178,19 @@ def point_request(base, axes, index):
     return req
 
 
-def split_first_axis(axes, parts):
-    """Splits the grid along its first axis into at most `parts` contiguous sub-grids.
+def split_grid(axes):
+    """Splits the grid into one sub-grid per value of its first axis with more than one value
+    (the whole grid when there is none), as the CLI's --fan_out does.
 
-    Returns (sub_axes, offset) pairs: a point p of a sub-grid is point offset + p of the whole
-    grid, because the sub-grid keeps the other axes whole and, in row-major order, first-axis
-    value i starts at i * (product of the other axis sizes).
+    Returns (sub_axes, offset) pairs in grid order: point p of a sub-grid is point offset + p
+    of the whole grid. In row-major order with the last axis fastest, and every axis before the
+    split one single-valued, value i of the split axis starts at i * (product of the later axis
+    sizes), and a sub-grid keeps the later axes whole.
     """
-    if parts < 1:
-        raise ValueError(f"fan_out must be at least 1, not {parts}")
-    first_name, first_values = axes[0]
-    rest = grid_size(axes[1:])
-    parts = min(parts, len(first_values))
-    base, extra = divmod(len(first_values), parts)
-    pieces = []
-    start = 0
-    for part in range(parts):
-        size = base + (1 if part < extra else 0)
-        sub_axes = [(first_name, first_values[start:start + size])] + list(axes[1:])
-        pieces.append((sub_axes, start * rest))
-        start += size
-    return pieces
+    split = next((k for k, (_, values) in enumerate(axes) if len(values) > 1), None)
+    if split is None:
+        return [(list(axes), 0)]
+    name, values = axes[split]
+    later = grid_size(axes[split + 1:])
+    return [(list(axes[:split]) + [(name, [value])] + list(axes[split + 1:]), i * later)
+            for i, value in enumerate(values)]
