@@ -4,7 +4,8 @@ The wrapper is imported from the source tree with the stubs the build generated
 (ATTNBENCH_PYTHON_PATH); one test also builds the wheel offline and runs it with nothing else on
 its path, so the installable package carries its own stubs. Covers run and sweep records, the
 errors (an exception with the gRPC code; a record for a failed sweep point), the pandas view,
-targets in the dns:/// and ipv4: schemes, and the plotting example writing a PNG.
+targets in the dns:/// and ipv4: schemes, TLS with a bearer token and the tenant header, and
+the plotting example writing a PNG.
 """
 
 import os
@@ -147,6 +148,59 @@ class TargetTest(unittest.TestCase):
     def test_round_robin_is_configured(self):
         options = dict(ab.channel_options())
         self.assertIn('"round_robin"', options["grpc.service_config"])
+
+
+class AuthTest(unittest.TestCase):
+    """TLS (a self-signed certificate made by openssl) with --tokens_file, and the tenant header."""
+
+    TOKEN = "py-client-token-0123456789abcdef"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="attnbench-pyclient-")
+        d = cls.tmp.name
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{d}/key.pem", "-out",
+                        f"{d}/cert.pem", "-days", "2", "-subj", "/CN=attnbench test",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        with open(f"{d}/tokens.txt", "w") as f:
+            f.write(f"{cls.TOKEN} alice\n")
+        with open(f"{d}/cert.pem", "rb") as f:
+            cls.cert = f.read()
+        cls.server = harness.Server("--cpu_threads=1", f"--tls_cert_file={d}/cert.pem",
+                                    f"--tls_key_file={d}/key.pem",
+                                    f"--tokens_file={d}/tokens.txt")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.tmp.cleanup()
+
+    def test_token_over_tls(self):
+        with ab.Client(self.server.target, root_certificates=self.cert, token=self.TOKEN,
+                       timeout=TIMEOUT) as client:
+            record = client.run(**small(seq_len=16))
+        self.assertGreater(record["median_ms"], 0)
+        if record["tenant"]:  # Servers that fill RunResult.tenant.
+            self.assertEqual(record["tenant"], "alice")
+
+    def test_rejections(self):
+        with ab.Client(self.server.target, root_certificates=self.cert,
+                       timeout=TIMEOUT) as client:
+            with self.assertRaises(ab.AttnBenchError) as raised:
+                client.run(**small(seq_len=16))
+            self.assertEqual(raised.exception.code_name, "UNAUTHENTICATED")
+        with ab.Client(self.server.target, token=self.TOKEN, timeout=10) as client:
+            with self.assertRaises(ab.AttnBenchError) as raised:  # Plaintext to a TLS port.
+                client.capabilities()
+            self.assertIn(raised.exception.code_name, ("UNAVAILABLE", "DEADLINE_EXCEEDED"))
+
+    def test_tenant_header_without_tokens(self):
+        with ab.Client(SERVER.target, tenant="team-x", timeout=TIMEOUT) as client:
+            record = client.run(**small(seq_len=16))
+        if record["tenant"]:
+            self.assertEqual(record["tenant"], "team-x")
 
 
 class SweepTest(unittest.TestCase):
