@@ -68,7 +68,9 @@ def setUpModule():
     global CLIENT
     named = server_supports_names()
     for name in NAMES:
-        flags = ["--cpu_threads=1", f"--max_request_bytes={REQUEST_LIMIT}"] + ([f"--server_name={name}"] if named else [])
+        flags = ["--cpu_threads=1", f"--max_request_bytes={REQUEST_LIMIT}"]
+        if named:
+            flags.append(f"--server_name={name}")
         SERVERS.append(harness.Server(*flags))
     target = "ipv4:" + ",".join(s.target for s in SERVERS)
     CLIENT = ab.Client(target, timeout=TIMEOUT)
