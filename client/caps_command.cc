@@ -35,6 +35,8 @@ int RunSubcommand(Subcommand subcommand, std::ostream& out, std::ostream& err) {
       return RunCommand(out, err);
     case Subcommand::kSweep:
       return SweepCommand(out, err);
+    case Subcommand::kHealth:
+      return HealthCommand(out, err);
     case Subcommand::kCaps:
       break;
   }

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/commands.h"
+#include "client/target.h"
 
 namespace attnbench::client {
 
@@ -98,7 +99,9 @@ absl::Status SecurityFromFlags(ConnectionSettings* settings) {
 
 absl::StatusOr<std::unique_ptr<RpcClient>> ClientFromFlags() {
   const std::string server = absl::GetFlag(FLAGS_server);
-  if (server.empty()) return absl::InvalidArgumentError("--server: empty target");
+  if (absl::Status s = CheckTarget(server); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--server: ", s.message()));
+  }
   ConnectionSettings settings;
   settings.deadline_seconds = absl::GetFlag(FLAGS_deadline_seconds);
   if (settings.deadline_seconds.has_value() && !(*settings.deadline_seconds > 0)) {

@@ -20,6 +20,7 @@ inline constexpr int kExitUsage = 2;
 int RunCommand(std::ostream& out, std::ostream& err);
 int SweepCommand(std::ostream& out, std::ostream& err);
 int CapsCommand(std::ostream& out, std::ostream& err);
+int HealthCommand(std::ostream& out, std::ostream& err);
 
 // Dispatches to one of the above.
 int RunSubcommand(Subcommand subcommand, std::ostream& out, std::ostream& err);

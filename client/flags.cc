@@ -131,6 +131,13 @@ ABSL_FLAG(std::optional<std::string>, sweep_seq_len_q, std::nullopt, "Axis: quer
 ABSL_FLAG(std::optional<std::string>, sweep_seq_len_kv, std::nullopt, "Axis: key/value lengths");
 ABSL_FLAG(std::optional<std::string>, sweep_head_dim, std::nullopt, "Axis: head dims, e.g. 64,128");
 ABSL_FLAG(bool, continue_on_error, false, "Keep sweeping after a point fails");
+ABSL_FLAG(int32_t, fan_out, 0,
+          "Split the grid along its first axis with several values into one Sweep per value and "
+          "run up to N at once; round_robin spreads them over every server the target resolves "
+          "to (dns:///headless-service:port, ipv4:a:p,b:p). 0: one Sweep call");
+
+ABSL_FLAG(std::string, service, "",
+          "Service to check (empty: the server as a whole; attnbench.v1.AttnBench: the API)");
 
 namespace attnbench::client {
 namespace {
@@ -165,6 +172,12 @@ std::vector<FlagGroup> WorkloadGroups() {
 }
 
 std::vector<FlagGroup> MakeGroups(Subcommand subcommand) {
+  if (subcommand == Subcommand::kHealth) {
+    // No token: health is open. No --format: the output is the status name.
+    return {{"Connection",
+             {"server", "deadline_seconds", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file"}},
+            {"Check", {"service"}}};
+  }
   std::vector<FlagGroup> groups = {ConnectionGroup()};
   if (subcommand == Subcommand::kCaps) return groups;
   if (subcommand == Subcommand::kRun) groups[0].names.emplace_back("output");
@@ -174,6 +187,7 @@ std::vector<FlagGroup> MakeGroups(Subcommand subcommand) {
                       {"sweep_backend", "sweep_layout", "sweep_mask", "sweep_dtype", "sweep_phase",
                        "sweep_batch", "sweep_seq_len", "sweep_seq_len_q", "sweep_seq_len_kv",
                        "sweep_head_dim", "continue_on_error"}});
+    groups.push_back({"Fan-out over several servers", {"fan_out"}});
   }
   return groups;
 }
@@ -195,8 +209,9 @@ absl::StatusOr<Subcommand> ParseSubcommand(absl::string_view name) {
   if (name == "run") return Subcommand::kRun;
   if (name == "sweep") return Subcommand::kSweep;
   if (name == "caps") return Subcommand::kCaps;
+  if (name == "health") return Subcommand::kHealth;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown subcommand '", name, "' (expected run|sweep|caps)"));
+      absl::StrCat("unknown subcommand '", name, "' (expected run|sweep|caps|health)"));
 }
 
 absl::string_view SubcommandName(Subcommand subcommand) {
@@ -207,6 +222,8 @@ absl::string_view SubcommandName(Subcommand subcommand) {
       return "sweep";
     case Subcommand::kCaps:
       return "caps";
+    case Subcommand::kHealth:
+      return "health";
   }
   return "?";
 }
@@ -215,11 +232,14 @@ const std::vector<FlagGroup>& FlagGroupsOf(Subcommand subcommand) {
   static const auto* run = new std::vector<FlagGroup>(MakeGroups(Subcommand::kRun));
   static const auto* sweep = new std::vector<FlagGroup>(MakeGroups(Subcommand::kSweep));
   static const auto* caps = new std::vector<FlagGroup>(MakeGroups(Subcommand::kCaps));
+  static const auto* health = new std::vector<FlagGroup>(MakeGroups(Subcommand::kHealth));
   switch (subcommand) {
     case Subcommand::kRun:
       return *run;
     case Subcommand::kSweep:
       return *sweep;
+    case Subcommand::kHealth:
+      return *health;
     case Subcommand::kCaps:
       break;
   }
@@ -271,8 +291,8 @@ absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& ar
 }
 
 void ResetFlags() {
-  // Sweep takes a superset of run's flags except --output.
-  for (Subcommand subcommand : {Subcommand::kSweep, Subcommand::kRun}) {
+  // Sweep takes a superset of run's flags except --output; health has one of its own.
+  for (Subcommand subcommand : {Subcommand::kSweep, Subcommand::kRun, Subcommand::kHealth}) {
     for (const FlagGroup& group : FlagGroupsOf(subcommand)) {
       for (absl::string_view name : group.names) {
         absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);

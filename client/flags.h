@@ -98,12 +98,15 @@ ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_seq_len_q);
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_seq_len_kv);
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_head_dim);
 ABSL_DECLARE_FLAG(bool, continue_on_error);
+ABSL_DECLARE_FLAG(int32_t, fan_out);
+// Health.
+ABSL_DECLARE_FLAG(std::string, service);
 
 namespace attnbench::client {
 
-enum class Subcommand { kRun, kSweep, kCaps };
+enum class Subcommand { kRun, kSweep, kCaps, kHealth };
 
-// "run", "sweep" or "caps"; InvalidArgument otherwise.
+// "run", "sweep", "caps" or "health"; InvalidArgument otherwise.
 absl::StatusOr<Subcommand> ParseSubcommand(absl::string_view name);
 absl::string_view SubcommandName(Subcommand subcommand);
 

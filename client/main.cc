@@ -1,6 +1,6 @@
 // attnbench: the command-line client of the attnbench service.
 //
-//   attnbench <run|sweep|caps> [--flag=value ...]
+//   attnbench <run|sweep|caps|health> [--flag=value ...]
 //
 // argv[1] names the subcommand; the rest are absl flags, applied by ApplyArgs (client/flags.h)
 // rather than absl::ParseCommandLine so that a flag the subcommand does not take, or a malformed
@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   using attnbench::client::kExitOk;
   using attnbench::client::kExitUsage;
   using attnbench::client::Subcommand;
-  absl::SetProgramUsageMessage("attnbench <run|sweep|caps> [--flag=value ...]");
+  absl::SetProgramUsageMessage("attnbench <run|sweep|caps|health> [--flag=value ...]");
   if (argc < 2) {
     std::cerr << attnbench::client::TopLevelUsage();
     return kExitUsage;

@@ -24,6 +24,7 @@ constexpr Column kColumns[] = {
     {"dtype", false},  {"B", true},        {"S_q", true},       {"S_kv", true},
     {"H", true},       {"D", true},        {"median ms", true}, {"p10-p90 ms", true},
     {"TFLOP/s", true}, {"GB/s", true},     {"rel err", true},   {"pass", false},
+    {"server", false}, {"device", false},
 };
 constexpr size_t kNumColumns = sizeof(kColumns) / sizeof(kColumns[0]);
 
@@ -57,7 +58,9 @@ std::vector<std::string> TableCells(int point, const v1::RunResult& r) {
           absl::StrFormat("%.3f", r.throughput().achieved_tflops()),
           absl::StrFormat("%.2f", r.throughput().achieved_gbps()),
           check.checked() ? absl::StrFormat("%.2e", check.relative_error()) : "-",
-          check.checked() ? (check.passed() ? "yes" : "NO") : "-"};
+          check.checked() ? (check.passed() ? "yes" : "NO") : "-",
+          ServerLabel(r),
+          DeviceLabel(r)};
 }
 
 std::string CsvField(absl::string_view text) {
@@ -73,6 +76,15 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
   if (name == "json") return OutputFormat::kJson;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown format '", name, "' (expected table|csv|json)"));
+}
+
+std::string ServerLabel(const v1::RunResult& result) {
+  return result.server().empty() ? "-" : result.server();
+}
+
+std::string DeviceLabel(const v1::RunResult& result) {
+  if (!result.has_device() || result.device().kind().empty()) return "-";
+  return absl::StrCat(result.device().kind(), ":", result.device().index());
 }
 
 ResultRow RowOf(const v1::SweepResponse& response) {
@@ -133,10 +145,10 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
 std::string FormatCsv(const std::vector<ResultRow>& rows) {
   std::string out =
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
-      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,error\n";
+      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,error\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
-      absl::StrAppend(&out, row.point, std::string(18, ','), CsvField(StatusText(row.error)), "\n");
+      absl::StrAppend(&out, row.point, std::string(20, ','), CsvField(StatusText(row.error)), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -161,6 +173,8 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         absl::StrFormat("%.6g", r.throughput().achieved_gbps()),
         check.checked() ? absl::StrFormat("%.6g", check.relative_error()) : "",
         check.checked() ? (check.passed() ? "true" : "false") : "",
+        CsvField(r.server()),
+        r.has_device() && !r.device().kind().empty() ? DeviceLabel(r) : "",
         ""};
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }

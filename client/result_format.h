@@ -30,9 +30,15 @@ struct ResultRow {
 // The row of a sweep response.
 ResultRow RowOf(const v1::SweepResponse& response);
 
+// Which server measured a result (RunResult.server: the pod name in Kubernetes), "-" if unset.
+std::string ServerLabel(const v1::RunResult& result);
+// Its device as kind:index ("cuda:0", "cpu:0"), "-" if unset.
+std::string DeviceLabel(const v1::RunResult& result);
+
 // Columns: point, backend, layout, mask, dtype, B, S_q, S_kv, H, D, median ms, p10-p90 ms,
-// TFLOP/s, GB/s, rel err, pass. Text columns are left-aligned, numbers right-aligned; an error
-// row shows its status code name and message after the point. Ends with a newline.
+// TFLOP/s, GB/s, rel err, pass, server, device. Text columns are left-aligned, numbers
+// right-aligned; an error row shows its status code name and message after the point. Ends with
+// a newline.
 std::string FormatTable(const std::vector<ResultRow>& rows);
 
 // A header line and one line per row; numbers at full precision, an `error` column last.

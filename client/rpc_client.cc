@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
@@ -31,7 +32,42 @@ RpcClient::RpcClient(const std::string& target, ConnectionSettings settings)
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // The server's own limit bounds what it sends.
-  stub_ = v1::AttnBench::NewStub(grpc::CreateCustomChannel(target, credentials, args));
+  args.SetServiceConfigJSON(kRoundRobinServiceConfig);
+  channel_ = grpc::CreateCustomChannel(target, credentials, args);
+  stub_ = v1::AttnBench::NewStub(channel_);
+  health_stub_ = grpc::health::v1::Health::NewStub(channel_);
+}
+
+bool RpcClient::WaitForServers(double timeout_seconds, double settle_seconds) {
+  const bool connected =
+      channel_->WaitForConnected(std::chrono::system_clock::now() +
+                                 std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                     std::chrono::duration<double>(timeout_seconds)));
+  if (connected) std::this_thread::sleep_for(std::chrono::duration<double>(settle_seconds));
+  return connected;
+}
+
+void CallCanceller::Cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  for (grpc::ClientContext* context : live_) context->TryCancel();
+}
+
+bool CallCanceller::cancelled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancelled_;
+}
+
+bool CallCanceller::Register(grpc::ClientContext* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cancelled_) return false;
+  live_.insert(context);
+  return true;
+}
+
+void CallCanceller::Unregister(grpc::ClientContext* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  live_.erase(context);
 }
 
 void RpcClient::PrepareContext(grpc::ClientContext* context) const {
@@ -105,13 +141,19 @@ absl::StatusOr<v1::RunResult> RpcClient::StreamRunToFile(const v1::RunRequest& r
 }
 
 absl::Status RpcClient::Sweep(const v1::SweepRequest& request,
-                              const std::function<void(const v1::SweepResponse&)>& on_response) {
+                              const std::function<void(const v1::SweepResponse&)>& on_response,
+                              CallCanceller* canceller) {
   grpc::ClientContext context;
   PrepareContext(&context);
+  if (canceller != nullptr && !canceller->Register(&context)) {
+    return absl::CancelledError("sweep cancelled");
+  }
   std::unique_ptr<grpc::ClientReader<v1::SweepResponse>> reader = stub_->Sweep(&context, request);
   v1::SweepResponse response;
   while (reader->Read(&response)) on_response(response);
-  return FromGrpc(reader->Finish());
+  absl::Status status = FromGrpc(reader->Finish());
+  if (canceller != nullptr) canceller->Unregister(&context);
+  return status;
 }
 
 absl::StatusOr<v1::GetCapabilitiesResponse> RpcClient::GetCapabilities() {
@@ -122,6 +164,18 @@ absl::StatusOr<v1::GetCapabilitiesResponse> RpcClient::GetCapabilities() {
       FromGrpc(stub_->GetCapabilities(&context, v1::GetCapabilitiesRequest(), &response));
   if (!status.ok()) return status;
   return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> RpcClient::CheckHealth(
+    const std::string& service) {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  absl::Status status = FromGrpc(health_stub_->Check(&context, request, &response));
+  if (!status.ok()) return status;
+  return response.status();
 }
 
 }  // namespace attnbench::client

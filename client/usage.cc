@@ -14,6 +14,9 @@ constexpr char kExamples[] = R"(Examples:
       --phase=decode --saq=512:native,1024:int8,rest:int4 --output=/tmp/o.bin
   attnbench sweep --head_dim=64 --sweep_layout=mha:8,gqa:8/2,sqa:16/8/4,xsqa:16 \
       --sweep_mask=none,causal --sweep_seq_len=256,512 --format=csv
+  attnbench sweep --server=dns:///attnbench.bench.svc:50051 --fan_out=4 --layout=mha \
+      --heads=8 --head_dim=64 --dtype=bf16 --sweep_seq_len=1024,2048,4096,8192
+  attnbench health --server=localhost:50051
 )";
 
 }  // namespace
@@ -25,7 +28,8 @@ std::string TopLevelUsage() {
       "Subcommands:\n"
       "  run    run one workload and print its measurement\n"
       "  sweep  run a grid of workloads (one axis per --sweep_* flag), streaming progress\n"
-      "  caps   list the server's backends, devices, features and limits\n\n"
+      "  caps   list the server's backends, devices, features and limits\n"
+      "  health check the server's grpc.health.v1 status (exit 0 only when SERVING)\n\n"
       "Run 'attnbench <subcommand> --help' for its flags. Unset workload flags take the\n"
       "server's defaults, which every result echoes. Exit status: 0 success, 1 an RPC or a\n"
       "sweep point failed (the status code and message go to stderr), 2 usage error.\n\n",
@@ -49,7 +53,9 @@ std::string SubcommandUsage(Subcommand subcommand) {
       out += "\n";
     }
   }
-  if (subcommand != Subcommand::kCaps) absl::StrAppend(&out, "\n", kExamples);
+  if (subcommand == Subcommand::kRun || subcommand == Subcommand::kSweep) {
+    absl::StrAppend(&out, "\n", kExamples);
+  }
   return out;
 }
 

@@ -51,6 +51,19 @@ TEST(ApplyArgsTest, BooleanForms) {
   EXPECT_FALSE(absl::GetFlag(FLAGS_rope));
 }
 
+TEST(ApplyArgsTest, FanOutAndHealthFlags) {
+  ASSERT_TRUE(Apply(Subcommand::kSweep, {"--fan_out=4"}).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_fan_out), 4);
+  ASSERT_TRUE(Apply(Subcommand::kHealth, {"--service=attnbench.v1.AttnBench", "--tls",
+                                          "--deadline_seconds=2", "--server=unix:/s"})
+                  .ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_service), "attnbench.v1.AttnBench");
+  ResetFlags();
+  EXPECT_EQ(absl::GetFlag(FLAGS_fan_out), 0);
+  EXPECT_EQ(absl::GetFlag(FLAGS_service), "");
+  EXPECT_FALSE(absl::GetFlag(FLAGS_tls));
+}
+
 TEST(ApplyArgsTest, AcceptsGrpcUriTargets) {
   ASSERT_TRUE(Apply(Subcommand::kCaps, {"--server=dns:///localhost:50051"}).ok());
   EXPECT_EQ(absl::GetFlag(FLAGS_server), "dns:///localhost:50051");
@@ -92,6 +105,13 @@ INSTANTIATE_TEST_SUITE_P(
                   {"--batch=1"},
                   "--batch: not a flag of 'caps'"},
         ErrorCase{"MissingValue", Subcommand::kRun, {"--batch"}, "--batch: missing value"},
+        ErrorCase{"FanOutOnRun", Subcommand::kRun, {"--fan_out=2"}, "--fan_out: not a flag"},
+        ErrorCase{"WorkloadFlagOnHealth",
+                  Subcommand::kHealth,
+                  {"--batch=1"},
+                  "--batch: not a flag of 'health'"},
+        ErrorCase{"TokenOnHealth", Subcommand::kHealth, {"--token=t"}, "--token: not a flag"},
+        ErrorCase{"ServiceOnCaps", Subcommand::kCaps, {"--service=x"}, "--service: not a flag"},
         ErrorCase{"NegatedNonBoolean", Subcommand::kRun, {"--nobatch"}, "--nobatch: not a flag"},
         ErrorCase{
             "Positional", Subcommand::kRun, {"--batch=1", "extra"}, "unexpected argument 'extra'"},
@@ -106,6 +126,8 @@ TEST(SubcommandTest, ParsesNames) {
   EXPECT_EQ(*ParseSubcommand("run"), Subcommand::kRun);
   EXPECT_EQ(*ParseSubcommand("sweep"), Subcommand::kSweep);
   EXPECT_EQ(*ParseSubcommand("caps"), Subcommand::kCaps);
+  EXPECT_EQ(*ParseSubcommand("health"), Subcommand::kHealth);
+  EXPECT_EQ(SubcommandName(Subcommand::kHealth), "health");
   EXPECT_THAT(std::string(ParseSubcommand("bench").status().message()),
               HasSubstr("unknown subcommand 'bench'"));
 }

@@ -33,6 +33,8 @@ v1::RunResult CheckedGqaResult() {
     timing { count: 10 p10_ms: 1.25 median_ms: 1.5 p90_ms: 2.0 }
     throughput { achieved_tflops: 0.0123 achieved_gbps: 12.5 }
     correctness { checked: true relative_error: 0.00015 passed: true }
+    server: "attnbench-7d9f-x2k4p"
+    device { kind: "cuda" index: 1 name: "NVIDIA H100" }
   )pb");
 }
 
@@ -67,11 +69,14 @@ std::string Line(const std::vector<std::string>& cells) {
 TEST(ResultFormatTest, TableAlignsColumns) {
   const std::string expected =
       Line({"point", "backend      ", "layout ", "mask  ", "dtype", "B", "S_q", "S_kv", "H",
-            "    D", "median ms", " p10-p90 ms", "TFLOP/s", "  GB/s", " rel err", "pass"}) +
+            "    D", "median ms", " p10-p90 ms", "TFLOP/s", "  GB/s", " rel err", "pass",
+            "server              ", "device"}) +
       Line({"    0", "cpu_reference", "gqa:8/2", "causal", "fp16 ", "2", "128", " 256", "8",
-            "   64", "    1.500", "1.250-2.000", "  0.012", " 12.50", "1.50e-04", "yes"}) +
+            "   64", "    1.500", "1.250-2.000", "  0.012", " 12.50", "1.50e-04", "yes ",
+            "attnbench-7d9f-x2k4p", "cuda:1"}) +
       Line({"    1", "cpu_reference", "mha:4  ", "none  ", "fp32 ", "1", " 64", "  64", "4",
-            "64/32", "    0.250", "0.200-0.300", "  1.500", "100.00", "       -", "-"}) +
+            "64/32", "    0.250", "0.200-0.300", "  1.500", "100.00", "       -", "-   ",
+            "-                   ", "-"}) +
       "    2  error INVALID_ARGUMENT: kv_heads must divide, really\n";
   EXPECT_EQ(FormatTable(Rows()), expected);
 }
@@ -89,11 +94,11 @@ TEST(ResultFormatTest, EmptyTableIsTheHeader) {
 TEST(ResultFormatTest, Csv) {
   EXPECT_EQ(FormatCsv(Rows()),
             "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
-            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,error\n"
+            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,error\n"
             "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
-            "0.00015,true,\n"
-            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,\n"
-            "2,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\"\n");
+            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\n"
+            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,\n"
+            "2,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\"\n");
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {

@@ -33,7 +33,8 @@ def table_rows(text):
     lines = [line for line in text.splitlines() if line.strip()]
     header = lines[0]
     titles = ["point", "backend", "layout", "mask", "dtype", "B", "S_q", "S_kv", "H", "D",
-              "median ms", "p10-p90 ms", "TFLOP/s", "GB/s", "rel err", "pass"]
+              "median ms", "p10-p90 ms", "TFLOP/s", "GB/s", "rel err", "pass", "server",
+              "device"]
     rows = []
     for line in lines[1:]:
         cells = line.split()
