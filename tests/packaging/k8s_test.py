@@ -7,15 +7,21 @@ with yamllint, and checks what the rendered manifests promise:
     TLS on, where native probes cannot follow);
   - the GPU overlays request nvidia.com/gpu, the CPU one does not;
   - terminationGracePeriodSeconds longer than the preStop pause plus the server's drain;
-  - ports, image and user consistent with the Dockerfile's EXPOSE, targets and USER.
+  - ports, image and user consistent with the Dockerfile's EXPOSE, targets and USER;
+  - the built attnbench-server (ATTNBENCH_BIN_DIR) knows every flag the overlays pass, and starts
+    with a plaintext overlay's flag file (listening on loopback instead).
 The render step needs kubectl (scripts/setup installs Debian's kubernetes-client where no kubectl
 is installed) and is skipped only when there is none; kubectl 1.20's kustomize v2.0.3 and
 current v5 both render these files.
 """
 
+import os
 import pathlib
+import re
 import shutil
+import signal
 import subprocess
+import tempfile
 import unittest
 
 import yaml
@@ -25,6 +31,8 @@ import dockerfile
 K8S = dockerfile.ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 YAMLLINT_CONFIG = pathlib.Path(__file__).resolve().parent / "yamllint.yaml"
+SERVER = pathlib.Path(os.environ.get("ATTNBENCH_BIN_DIR", dockerfile.ROOT / "build/release/bin"),
+                      "attnbench-server")
 _, STAGES = dockerfile.parse()
 # Dockerfile target -> the image tag the overlays use for it.
 TAG_OF_TARGET = {"runtime": "gpu", "runtime-cpu": "cpu"}
@@ -230,6 +238,41 @@ class OverlayTest(unittest.TestCase):
                     self.assertTrue(path.startswith(mounts["auth"] + "/"), path)
                 # Mandatory exactly when the flags read from it.
                 self.assertEqual(secret.get("optional", False), not files, name)
+
+    def test_the_server_takes_the_flags(self):
+        if not os.access(SERVER, os.X_OK):
+            self.skipTest(f"no server binary at {SERVER}")
+        help_text = subprocess.run([str(SERVER), "--helpfull"], capture_output=True, text=True,
+                                   timeout=60, stdin=subprocess.DEVNULL)
+        known = set(re.findall(r"--(\w+)", help_text.stdout + help_text.stderr))
+        for name, _, _, _, container, config_map, flags in self.each():
+            with self.subTest(overlay=name):
+                args = [a for a in container["args"] if not a.startswith("--flagfile=")]
+                for flag in list(flags) + [a[2:].split("=", 1)[0] for a in args]:
+                    self.assertIn(flag, known, f"{name}: --{flag} is not a server flag")
+                if "tls_cert_file" in flags:
+                    continue  # Its files exist only in the cluster's Secret.
+                with tempfile.NamedTemporaryFile("w", suffix=".flags") as flagfile:
+                    flagfile.write(config_map["data"]["server.flags"])
+                    flagfile.flush()
+                    args = [a.replace("$(POD_NAME)", "pod-0") for a in args]
+                    # Later flags win: loopback and free ports instead of 0.0.0.0:50051.
+                    proc = subprocess.Popen(
+                        [str(SERVER), f"--flagfile={flagfile.name}", *args,
+                         "--listen_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        stdin=subprocess.DEVNULL)
+                    try:
+                        line = proc.stdout.readline()
+                        self.assertRegex(line, r"^attnbench-server listening on 127\.0\.0\.1:\d+ ",
+                                         proc.stderr.read() if proc.poll() is not None else "")
+                    finally:
+                        proc.send_signal(signal.SIGTERM)
+                        try:
+                            proc.communicate(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.communicate(timeout=10)
 
 
 if __name__ == "__main__":
