@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/cache_format.h"
 #include "kernels/mask.h"
 #include "kernels/shapes.h"
@@ -103,6 +104,19 @@ Wide KeptPairsWide(const Problem& p, const MaskEvaluator& eval, int64_t b, int h
 
 constexpr Wide kMaxU64 = static_cast<Wide>(std::numeric_limits<uint64_t>::max());
 
+// Random draws CountWork makes for a probabilistic mask, at most one per block left of the
+// diagonal band per (batch, head): batch x heads x block rows x block columns, saturating.
+Wide ProbabilisticDrawBound(const Problem& p, int64_t heads) {
+  const int64_t rows = (p.seq_len_q + p.mask.query_block_tokens - 1) / p.mask.query_block_tokens;
+  const int64_t cols = (p.seq_len_kv + p.mask.kv_block_tokens - 1) / p.mask.kv_block_tokens;
+  Wide n = 1;
+  for (int64_t factor : {p.batch_size, heads, rows, cols}) {
+    n *= factor;
+    if (n > kMaxProbabilisticDraws) return n;  // each factor is below 2^63: no overflow yet
+  }
+  return n;
+}
+
 }  // namespace
 
 uint64_t KeptPairs(const Problem& problem, int64_t batch, int output_head) {
@@ -119,6 +133,15 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
   const MaskEvaluator eval(p);
   Wide kept = 0;
   if (p.mask.kind == MaskKind::kProbabilisticBlockSparse) {
+    // Checked before drawing: a huge batch of tiny sequences passes every size rule and would
+    // otherwise hold a server thread for hours, uninterruptibly, before any memory limit.
+    if (ProbabilisticDrawBound(p, heads) > kMaxProbabilisticDraws) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "spec.mask.probabilistic_block_sparse: counting the kept blocks takes up to ",
+          "spec.batch_size x output heads x block rows x block columns random draws, over the ",
+          "limit of ", kMaxProbabilisticDraws, "; use larger query_block_tokens/kv_block_tokens ",
+          "or fewer sequences"));
+    }
     for (int64_t b = 0; b < s.batch; ++b) {
       for (int h = 0; h < heads; ++h) kept += KeptPairsWide(p, eval, b, h);
       if (kept > kMaxU64) break;

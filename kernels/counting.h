@@ -23,7 +23,13 @@ struct WorkCounts {
 // probabilistic ones by drawing the same blocks the kernels keep).
 uint64_t KeptPairs(const Problem& problem, int64_t batch, int output_head);
 
-// Counts for a normalized, valid problem. INVALID_ARGUMENT if a count overflows 64 bits.
+// Most random draws CountWork makes for a probabilistic block-sparse mask, bounded by batch x
+// output heads x block rows x block columns (a few seconds of one core): the time a request may
+// take before it runs. 256 sequences x heads at 128k tokens in 128-token blocks stay within it.
+inline constexpr int64_t kMaxProbabilisticDraws = int64_t{1} << 28;
+
+// Counts for a normalized, valid problem. INVALID_ARGUMENT if a count overflows 64 bits;
+// RESOURCE_EXHAUSTED if a probabilistic mask would take over kMaxProbabilisticDraws draws.
 absl::StatusOr<WorkCounts> CountWork(const Problem& problem);
 
 }  // namespace attnbench

@@ -300,6 +300,15 @@ absl::Status ValidateCache(const Problem& p) {
   return absl::OkStatus();
 }
 
+// "[2, 16, 4, 8]"; a client's shape may have any number of dimensions, so only the first few are
+// written (an error message travels in a size-limited gRPC trailer).
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  constexpr size_t kShown = 8;
+  if (shape.size() <= kShown) return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+  return absl::StrCat("[", absl::StrJoin(shape.begin(), shape.begin() + kShown, ", "), ", ... (",
+                      shape.size(), " dimensions)]");
+}
+
 absl::Status ValidateClientTensor(const Problem& p, const std::string& name, const HostTensor& t,
                                   const Shape& expected) {
   const std::string path = "spec.inputs." + name;
@@ -308,8 +317,8 @@ absl::Status ValidateClientTensor(const Problem& p, const std::string& name, con
                                 DTypeName(p.dtype), ")"));
   }
   if (t.shape != expected) {
-    return Invalid(absl::StrCat(path, ".shape [", absl::StrJoin(t.shape, ", "), "] must be [",
-                                absl::StrJoin(expected, ", "), "] (BSHD)"));
+    return Invalid(absl::StrCat(path, ".shape ", ShapeText(t.shape), " must be ",
+                                ShapeText(expected), " (BSHD)"));
   }
   const int64_t bytes = NumElements(expected) * DTypeBytes(p.dtype);
   if (static_cast<int64_t>(t.data.size()) != bytes) {

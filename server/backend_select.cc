@@ -2,11 +2,22 @@
 
 #include <algorithm>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace attnbench::server {
 namespace {
+
+// A client's backend name as an error message quotes it: escaped and cut short, because a status
+// message travels in an HTTP/2 trailer that clients refuse beyond 8-16 KiB (and with it, in gRPC
+// 1.51, the other calls on the connection).
+std::string Quoted(absl::string_view name) {
+  constexpr size_t kShown = 64;
+  std::string out = absl::StrCat("\"", absl::CHexEscape(name.substr(0, kShown)), "\"");
+  if (name.size() > kShown) absl::StrAppend(&out, "... (", name.size(), " bytes)");
+  return out;
+}
 
 std::vector<std::string> Names(const BackendList& backends) {
   std::vector<std::string> names;
@@ -29,8 +40,8 @@ absl::Status CheckBackendName(const BackendList& backends, absl::string_view nam
   for (const auto& b : backends) {
     if (b->Name() == name) return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("backend: unknown backend \"", name,
-                                                 "\"; known: auto, ",
+  return absl::InvalidArgumentError(absl::StrCat("backend: unknown backend ", Quoted(name),
+                                                 "; known: auto, ",
                                                  absl::StrJoin(Names(backends), ", ")));
 }
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -132,6 +133,15 @@ void Apply(const pb::SweepAxis& axis, int i, pb::RunRequest* request) {
   }
 }
 
+// A backend name from the client, escaped and cut short: the description ends up in a status
+// message, which must stay far below gRPC's metadata size limit.
+std::string Clipped(absl::string_view text) {
+  constexpr size_t kShown = 64;
+  std::string out = absl::CHexEscape(text.substr(0, kShown));
+  if (text.size() > kShown) absl::StrAppend(&out, "... (", text.size(), " bytes)");
+  return out;
+}
+
 std::string Describe(const pb::SweepAxis& axis, int i) {
   switch (axis.axis_case()) {
     case pb::SweepAxis::kSeqLen:
@@ -151,7 +161,7 @@ std::string Describe(const pb::SweepAxis& axis, int i) {
     case pb::SweepAxis::kDtype:
       return absl::StrCat("dtype=", pb::DType_Name(axis.dtype().values(i)));
     case pb::SweepAxis::kBackend:
-      return absl::StrCat("backend=", axis.backend().values(i));
+      return absl::StrCat("backend=", Clipped(axis.backend().values(i)));
     case pb::SweepAxis::kPhase:
       return absl::StrCat("phase=", pb::Phase_Name(axis.phase().values(i)));
     case pb::SweepAxis::AXIS_NOT_SET:

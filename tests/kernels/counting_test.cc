@@ -230,6 +230,31 @@ TEST(CountingTest, MillionTokensInClosedForm) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 0.1);
 }
 
+// Found by tests/fuzz: 2^30 sequences of 16 tokens pass every size rule, and counting their
+// probabilistic mask block by block kept a server thread busy for hours before any memory limit.
+TEST(CountingTest, ProbabilisticDrawsOverTheLimitAreRefusedAtOnce) {
+  Problem p = Base(16, 16);
+  p.batch_size = int64_t{1} << 30;
+  p.layout.num_heads = 1;
+  p.head_dim_qk = 1;
+  p.mask.kind = MaskKind::kProbabilisticBlockSparse;
+  p.mask.query_block_tokens = 8;
+  p.mask.kv_block_tokens = 8;
+  p.mask.c_coefficient = 0.5;
+  p.mask.alpha = 1.0;
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  const auto start = std::chrono::steady_clock::now();
+  const absl::StatusOr<WorkCounts> w = CountWork(n);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  ASSERT_EQ(w.status().code(), absl::StatusCode::kResourceExhausted) << w.status();
+  EXPECT_NE(w.status().message().find("spec.mask.probabilistic_block_sparse"), std::string::npos)
+      << w.status();
+  // The same mask over 1024 sequences is counted as before.
+  p.batch_size = int64_t{1} << 10;
+  EXPECT_TRUE(CountWork(NormalizeProblem(p)).ok());
+}
+
 TEST(CountingTest, OverflowIsInvalidArgument) {
   Problem p = Base(int64_t{1} << 39, int64_t{1} << 39);  // 2^78 pairs
   p.batch_size = 1;

@@ -623,6 +623,19 @@ TEST(ValidationTest, MessagesCarryTheRuleAndValues) {
             "spec.layout.gqa.num_kv_heads (5)");
 }
 
+// Found by tests/fuzz: a client shape of 100k dimensions was written out in full, and a status
+// message that long breaks the gRPC connection it travels on.
+TEST(ValidationTest, LongClientShapesAreAbbreviated) {
+  Problem p = SmallProblem();
+  ClientInputs(p);
+  p.query->shape.assign(100000, int64_t{1} << 40);
+  const absl::Status s = ValidateProblem(NormalizeProblem(p));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("spec.inputs.query.shape"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("(100000 dimensions)"), std::string::npos) << s;
+  EXPECT_LT(s.message().size(), 400u) << s;
+}
+
 // Sizes near INT64_MAX must be refused, not overflow on the way (UBSan in the asan preset).
 TEST(ValidationTest, ExtremeSizesAreRefusedWithoutOverflow) {
   const int64_t big = std::numeric_limits<int64_t>::max();

@@ -90,6 +90,18 @@ TEST(BackendSelectTest, NamedBackend) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Found by tests/fuzz: a 300 KB backend name came back in full in the status message, which gRPC
+// clients cannot read (and which failed other calls on the same connection).
+TEST(BackendSelectTest, UnknownNamesAreQuotedShortAndEscaped) {
+  const BackendList list = Make({{"a", 0, true, 1}});
+  const absl::Status long_name = CheckBackendName(list, std::string(300000, 'x'));
+  ASSERT_EQ(long_name.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(long_name.message()), HasSubstr("... (300000 bytes)"));
+  EXPECT_LT(long_name.message().size(), 200u);
+  const absl::Status control = CheckBackendName(list, std::string("a\n\0z", 4));
+  EXPECT_THAT(std::string(control.message()), HasSubstr("\"a\\n\\x00z\""));
+}
+
 TEST(BackendSelectTest, DeviceKey) {
   DeviceDescription d;
   d.kind = "cpu";

@@ -66,6 +66,16 @@ TEST(SweepGridTest, EveryAxisKindApplies) {
   EXPECT_EQ(r.spec().phase(), pb::PHASE_DECODE);
 }
 
+// A point's description goes into status messages: a client's long backend name is cut short.
+TEST(SweepGridTest, LongBackendValuesAreDescribedShort) {
+  pb::SweepRequest sweep;
+  sweep.add_axes()->mutable_backend()->add_values(std::string(100000, 'b'));
+  const std::string text = DescribeSweepPoint(sweep, 0);
+  EXPECT_THAT(text, HasSubstr("axes[0].backend=bbbb"));
+  EXPECT_THAT(text, HasSubstr("... (100000 bytes)"));
+  EXPECT_LT(text.size(), 200u);
+}
+
 TEST(SweepGridTest, NoAxesIsTheBase) {
   pb::SweepRequest sweep;
   sweep.mutable_base()->mutable_spec()->set_seq_len_q(9);
