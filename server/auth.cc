@@ -1,5 +1,7 @@
 #include "server/auth.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -30,11 +32,32 @@ std::optional<absl::string_view> BearerToken(absl::string_view value) {
 
 }  // namespace
 
+std::vector<std::string> Authenticator::KnownTenants() const {
+  std::vector<std::string> names;
+  if (tokens_.has_value()) names = tokens_->Tenants();
+  for (const auto& [name, weight] : header_weights_) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+absl::StatusOr<Principal> Authenticator::WeighHeaderTenant(Principal principal) const {
+  auto it = header_weights_.find(principal.tenant);
+  if (it != header_weights_.end()) {
+    if (it->second == 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("tenant '", principal.tenant, "' is disabled"));
+    }
+    principal.weight = it->second;
+  }
+  return principal;
+}
+
 absl::StatusOr<Principal> Authenticator::Authenticate(const ClientMetadata& metadata) const {
   Principal principal;
   if (!tokens_.has_value()) {
     auto [first, last] = metadata.equal_range(kTenantKey);
-    if (first == last) return principal;
+    if (first == last) return WeighHeaderTenant(std::move(principal));
     if (std::next(first) != last) {
       return absl::InvalidArgumentError(absl::StrCat("more than one ", kTenantKey, " entry"));
     }
@@ -44,7 +67,7 @@ absl::StatusOr<Principal> Authenticator::Authenticate(const ClientMetadata& meta
           absl::StrCat(kTenantKey, ": a tenant is 1 to 64 characters of [A-Za-z0-9._-]"));
     }
     principal.tenant = std::string(tenant);
-    return principal;
+    return WeighHeaderTenant(std::move(principal));
   }
 
   auto [first, last] = metadata.equal_range(kAuthorizationKey);

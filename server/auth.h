@@ -7,7 +7,8 @@
 //   - a known token whose tenant is disabled (weight 0): PERMISSION_DENIED
 // The tenant and weight then come from the table; x-attnbench-tenant is ignored.
 // Without a table, no credentials are checked and the tenant is the `x-attnbench-tenant` entry
-// (default "default", weight 1); a malformed tenant name is INVALID_ARGUMENT.
+// (default "default"), weighted by --tenant_weights (default 1; weight 0: PERMISSION_DENIED); a
+// malformed tenant name is INVALID_ARGUMENT.
 // Status messages never contain the token. Health and reflection are separate services and never
 // call this, so probes need no token.
 #ifndef ATTNBENCH_SERVER_AUTH_H_
@@ -17,7 +18,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/string_ref.h"
@@ -40,9 +43,14 @@ using ClientMetadata = std::multimap<grpc::string_ref, grpc::string_ref>;
 
 class Authenticator {
  public:
-  // No token table: tenants come from x-attnbench-tenant.
+  // No token table: tenants come from x-attnbench-tenant, weighted by header_weights.
   Authenticator() = default;
+  explicit Authenticator(absl::flat_hash_map<std::string, double> header_weights)
+      : header_weights_(std::move(header_weights)) {}
   explicit Authenticator(TokenTable tokens) : tokens_(std::move(tokens)) {}
+
+  // Tenants configured by name (token table or header weights), for metric labels.
+  std::vector<std::string> KnownTenants() const;
 
   bool requires_token() const { return tokens_.has_value(); }
 
@@ -52,7 +60,10 @@ class Authenticator {
   }
 
  private:
+  absl::StatusOr<Principal> WeighHeaderTenant(Principal principal) const;
+
   std::optional<TokenTable> tokens_;
+  absl::flat_hash_map<std::string, double> header_weights_;
 };
 
 }  // namespace attnbench::server

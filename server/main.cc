@@ -2,6 +2,8 @@
 // --metrics_address. Prints one line with the actual ports once both listen (tests and scripts
 // parse it), and drains in-flight requests on SIGTERM or SIGINT before exiting 0. The TLS flags
 // and --tokens_file are checked before anything listens: a bad one exits non-zero, naming it.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -22,9 +25,11 @@
 #include "kernels/registry.h"
 #include "prometheus/exposer.h"
 #include "server/auth.h"
+#include "server/gpu_telemetry.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/options.h"
+#include "server/process_metrics.h"
 #include "server/service.h"
 #include "server/signal_waiter.h"
 #include "server/tls.h"
@@ -57,6 +62,20 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
 ABSL_FLAG(std::string, tokens_file, "",
           "bearer-token auth: file of 'token tenant [weight]' lines; every AttnBench call then "
           "needs 'authorization: Bearer <token>' (health and reflection do not)");
+ABSL_FLAG(std::string, server_name, "",
+          "names this server in every RunResult.server (in Kubernetes, the pod name); empty: "
+          "the host name");
+ABSL_FLAG(std::string, tenant_weights, "",
+          "without --tokens_file: weights of x-attnbench-tenant tenants, 'alice=2,bob=1' "
+          "(default 1; 0 disables a tenant); these tenants also get their own metric labels");
+ABSL_FLAG(int32_t, max_queued_per_tenant, 256,
+          "requests one tenant may have queued or running; 0: unlimited");
+ABSL_FLAG(int32_t, max_queued_total, 4096,
+          "requests the server may have queued or running; 0: unlimited");
+ABSL_FLAG(double, tenant_device_seconds_per_window, 0,
+          "device-seconds one tenant may use per --tenant_window_seconds; 0: unlimited");
+ABSL_FLAG(double, tenant_window_seconds, 60,
+          "sliding window of --tenant_device_seconds_per_window");
 
 namespace attnbench::server {
 namespace {
@@ -77,6 +96,17 @@ bool ReadOptions(ServerOptions* options) {
   options->max_sweep_points = absl::GetFlag(FLAGS_max_sweep_points);
   options->max_iterations = absl::GetFlag(FLAGS_max_iterations);
   options->max_duration_seconds = absl::GetFlag(FLAGS_max_duration_seconds);
+  options->server_name = absl::GetFlag(FLAGS_server_name);
+  if (options->server_name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0) options->server_name = host;
+  }
+  SchedulerLimits& scheduling = options->scheduling;
+  scheduling.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
+  scheduling.max_queued_total = absl::GetFlag(FLAGS_max_queued_total);
+  scheduling.tenant_device_seconds_per_window =
+      absl::GetFlag(FLAGS_tenant_device_seconds_per_window);
+  const double window = absl::GetFlag(FLAGS_tenant_window_seconds);
   bool ok = true;
   auto require = [&ok](bool condition, const char* what) {
     if (!condition) {
@@ -97,6 +127,12 @@ bool ReadOptions(ServerOptions* options) {
   require(absl::GetFlag(FLAGS_cpu_threads) >= 0, "--cpu_threads must be >= 0");
   require(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0,
           "--shutdown_grace_seconds must be >= 0");
+  require(scheduling.max_queued_per_tenant >= 0, "--max_queued_per_tenant must be >= 0");
+  require(scheduling.max_queued_total >= 0, "--max_queued_total must be >= 0");
+  require(scheduling.tenant_device_seconds_per_window >= 0,
+          "--tenant_device_seconds_per_window must be >= 0");
+  require(window > 0 && window <= 86400 * 7, "--tenant_window_seconds must be in (0, 604800]");
+  if (ok) scheduling.tenant_window = absl::Seconds(window);
   return ok;
 }
 
@@ -122,7 +158,13 @@ int Main() {
     ATTNBENCH_LOG(kError) << transport.status().message();
     return 2;
   }
-  auto authenticator = std::make_shared<const Authenticator>();
+  absl::StatusOr<absl::flat_hash_map<std::string, double>> header_weights =
+      ParseTenantWeights(absl::GetFlag(FLAGS_tenant_weights));
+  if (!header_weights.ok()) {
+    ATTNBENCH_LOG(kError) << header_weights.status().message();
+    return 2;
+  }
+  auto authenticator = std::make_shared<const Authenticator>(*std::move(header_weights));
   const std::string tokens_file = absl::GetFlag(FLAGS_tokens_file);
   if (!tokens_file.empty()) {
     absl::StatusOr<TokenTable> tokens = LoadTokensFile(tokens_file);
@@ -136,6 +178,11 @@ int Main() {
       ATTNBENCH_LOG(kWarning) << "--tokens_file without TLS: bearer tokens cross the network in "
                                  "plaintext; add --tls_cert_file and --tls_key_file";
     }
+    if (!absl::GetFlag(FLAGS_tenant_weights).empty()) {
+      ATTNBENCH_LOG(kError) << "--tenant_weights is for header tenants; with --tokens_file the "
+                               "weights come from the tokens file";
+      return 2;
+    }
     authenticator = std::make_shared<const Authenticator>(*std::move(tokens));
   }
   ATTNBENCH_LOG(kInfo) << "transport " << TransportSecurityName(transport->security);
@@ -146,7 +193,24 @@ int Main() {
   std::vector<std::string> names;
   for (const auto& b : backends) names.push_back(b->Name());
 
-  auto metrics = std::make_shared<Metrics>();
+#ifdef ATTNBENCH_HAVE_CUDA
+  constexpr bool kCudaBuild = true;
+#else
+  constexpr bool kCudaBuild = false;
+#endif
+  auto metrics = std::make_shared<Metrics>(authenticator->KnownTenants(), kCudaBuild);
+  for (const auto& b : backends) {
+    for (const DeviceDescription& device : b->Devices()) {
+      metrics->SetDeviceUp(DeviceKey(device), true);
+      metrics->SetQueueDepth(DeviceKey(device), 0);
+      metrics->SetInFlight(DeviceKey(device), 0);
+    }
+  }
+  auto process_metrics = std::make_shared<ProcessMetrics>();
+  std::shared_ptr<GpuTelemetry> gpu_telemetry = GpuTelemetry::Create();
+  if (gpu_telemetry != nullptr) {
+    ATTNBENCH_LOG(kInfo) << "NVML telemetry for " << gpu_telemetry->device_count() << " GPU(s)";
+  }
   std::unique_ptr<prometheus::Exposer> exposer;
   std::string metrics_endpoint = "disabled";
   const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
@@ -159,6 +223,8 @@ int Main() {
       return 1;
     }
     exposer->RegisterCollectable(metrics->registry());
+    exposer->RegisterCollectable(process_metrics);
+    if (gpu_telemetry != nullptr) exposer->RegisterCollectable(gpu_telemetry);
     const std::vector<int> ports = exposer->GetListeningPorts();
     metrics_endpoint =
         absl::StrCat(HostOf(metrics_address), ":", ports.empty() ? 0 : ports.front());
@@ -188,8 +254,9 @@ int Main() {
   std::fflush(stdout);
 
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
-  std::thread stopper([&server, health, grace] {
+  std::thread stopper([&server, health, grace, &metrics] {
     const int signal = WaitForTerminationSignal();
+    metrics->SetDraining(true);
     ATTNBENCH_LOG(kInfo) << "signal " << signal << ": draining for up to " << grace << " s";
     // Health first, so load balancers stop sending work while in-flight requests drain.
     if (health != nullptr) health->SetServingStatus(false);

@@ -4,8 +4,19 @@
 #define ATTNBENCH_SERVER_OPTIONS_H_
 
 #include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
 
 namespace attnbench::server {
+
+// Admission limits of the scheduler (server/scheduler.h).
+struct SchedulerLimits {
+  int max_queued_per_tenant = 0;  // requests queued or running for one tenant; 0: unlimited
+  int max_queued_total = 0;       // for the whole server; 0: unlimited
+  double tenant_device_seconds_per_window = 0;  // 0: unlimited
+  absl::Duration tenant_window = absl::Seconds(60);
+};
 
 struct ServerOptions {
   uint64_t max_request_bytes = uint64_t{8} << 30;
@@ -16,6 +27,9 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;
   // Size of each TensorChunk's data in StreamRun; well under max_message_bytes.
   int stream_chunk_bytes = 1 << 20;
+  // Names this server in every RunResult (RunResult.server).
+  std::string server_name;
+  SchedulerLimits scheduling;
 };
 
 }  // namespace attnbench::server

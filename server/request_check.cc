@@ -45,6 +45,12 @@ absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest
   if (!check.ok()) return check.status();
   out.check = *check;
   out.return_output = request.return_output();
+  if (request.priority() < kMinPriority || request.priority() > kMaxPriority) {
+    return absl::InvalidArgumentError(absl::StrCat("priority = ", request.priority(),
+                                                   ": must be in [", kMinPriority, ", ",
+                                                   kMaxPriority, "]"));
+  }
+  out.priority = request.priority();
   return out;
 }
 

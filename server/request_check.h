@@ -24,7 +24,11 @@ struct CheckedRequest {
   MeasurementPlan measurement;
   CheckPlan check;
   bool return_output = false;
+  int priority = 0;  // among the tenant's own requests, higher first
 };
+
+inline constexpr int kMinPriority = 0;
+inline constexpr int kMaxPriority = 9;
 
 // INVALID_ARGUMENT naming the offending field by its path in RunRequest.
 absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest& request,

@@ -28,26 +28,35 @@ absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit) {
                                                    "; use StreamRun to receive it in chunks"));
 }
 
-// The device a request runs on: the one it named, else the backend's least busy one.
-int PickDevice(const Backend& backend, std::optional<int> requested,
-               const DeviceScheduler& scheduler) {
-  if (requested.has_value()) return *requested;
-  const std::vector<DeviceDescription> devices = backend.Devices();
-  int best = 0;
-  int best_queue = -1;
+// The devices a request may run on: the one it named, else every device of the backend, so the
+// scheduler hands it whichever frees first.
+std::vector<std::string> EligibleDevices(const std::vector<DeviceDescription>& devices,
+                                         std::optional<int> requested) {
+  std::vector<std::string> keys;
   for (int i = 0; i < static_cast<int>(devices.size()); ++i) {
-    const int queue = scheduler.QueueLength(DeviceKey(devices[i]));
-    if (best_queue < 0 || queue < best_queue) {
-      best = i;
-      best_queue = queue;
-    }
+    if (!requested.has_value() || *requested == i) keys.push_back(DeviceKey(devices[i]));
   }
-  return best;
+  return keys;
+}
+
+int DeviceIndexOf(const std::vector<DeviceDescription>& devices, const std::string& key) {
+  for (int i = 0; i < static_cast<int>(devices.size()); ++i) {
+    if (DeviceKey(devices[i]) == key) return i;
+  }
+  return -1;
 }
 
 }  // namespace
 
-absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
+absl::Status RunExecutor::NoteDeviceHealth(absl::Status status, const std::string& device) {
+  // INTERNAL from a backend is a device fault (a CUDA launch or sticky error), not a bad request.
+  if (metrics_ != nullptr && status.code() == absl::StatusCode::kInternal) {
+    metrics_->SetDeviceUp(device, false);
+  }
+  return status;
+}
+
+absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, const Caller& caller,
                                                 OutputDelivery delivery,
                                                 const InterruptCheck& interrupted,
                                                 absl::Time received) {
@@ -63,16 +72,17 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
         "measurement.use_cuda_graph: backend ", backend.Name(), " cannot replay CUDA graphs"));
   }
 
-  absl::StatusOr<WorkCounts> work = CountWork(problem);
-  if (!work.ok()) return work.status();
-
   const uint64_t estimate = backend.EstimateBytes(problem);
   if (estimate > options_->max_request_bytes) {
+    if (metrics_ != nullptr) metrics_->RecordRejection("too_large");
     return absl::ResourceExhaustedError(
         absl::StrCat("spec: backend ", backend.Name(), " estimates ", estimate,
                      " bytes of device memory for this request, over --max_request_bytes=",
                      options_->max_request_bytes));
   }
+  // Counting can be slow for a huge probabilistic mask; it comes after the cheap refusals.
+  absl::StatusOr<WorkCounts> work = CountWork(problem);
+  if (!work.ok()) return work.status();
 
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
@@ -85,19 +95,23 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
     }
   }
 
-  const int device_index = PickDevice(backend, request.device_index, *scheduler_);
   const std::vector<DeviceDescription> devices = backend.Devices();
-  if (device_index < 0 || device_index >= static_cast<int>(devices.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("device_index = ", device_index, ": backend ",
-                                                   backend.Name(), " has ", devices.size(),
-                                                   " device(s)"));
+  WorkTicket ticket;
+  ticket.devices = EligibleDevices(devices, request.device_index);
+  if (ticket.devices.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device_index = ", request.device_index.value_or(0), ": backend ",
+                     backend.Name(), " has ", devices.size(), " device(s)"));
   }
-  const std::string device_key = DeviceKey(devices[device_index]);
-
-  const absl::Time queued = absl::Now();
-  absl::StatusOr<DeviceScheduler::Lease> lease = scheduler_->Acquire(device_key, interrupted);
+  ticket.tenant = caller.tenant;
+  ticket.weight = caller.weight;
+  ticket.priority = request.priority;
+  ticket.deadline = caller.deadline;
+  absl::StatusOr<Scheduler::Lease> lease = scheduler_->Acquire(ticket, interrupted);
   if (!lease.ok()) return lease.status();
-  const double queue_ms = absl::ToDoubleMilliseconds(absl::Now() - queued);
+  const double queue_ms = absl::ToDoubleMilliseconds(lease->queue_wait());
+  const std::string device_key = lease->device();
+  const int device_index = DeviceIndexOf(devices, device_key);
   if (absl::Status s = interrupted(); !s.ok()) return s;
 
   ATTNBENCH_LOG(kDebug) << "run on " << backend.Name() << " " << device_key << " after " << queue_ms
@@ -105,14 +119,14 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
   // Declared after the lease so it is destroyed first: device memory is freed before the next
   // request may start on the device.
   absl::StatusOr<std::unique_ptr<Workload>> prepared = backend.Prepare(problem, device_index);
-  if (!prepared.ok()) return prepared.status();
+  if (!prepared.ok()) return NoteDeviceHealth(prepared.status(), device_key);
   std::unique_ptr<Workload> workload = *std::move(prepared);
   if (workload == nullptr) return absl::InternalError("backend returned no workload");
 
   const int clock_before = workload->CurrentClockMhz();
   absl::StatusOr<std::vector<double>> samples =
       MeasureWorkload(*workload, request.measurement, interrupted);
-  if (!samples.ok()) return samples.status();
+  if (!samples.ok()) return NoteDeviceHealth(samples.status(), device_key);
   const int clock_after = workload->CurrentClockMhz();
 
   absl::StatusOr<FloatTensor> output = workload->Output();
@@ -133,7 +147,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
   }
   const DeviceDescription device = workload->Device();
   workload.reset();
-  *lease = DeviceScheduler::Lease();  // the device is free; what is left is host-side work
+  *lease = Scheduler::Lease();  // the device is free; what is left is host-side work
 
   std::vector<double> samples_ms;
   samples_ms.reserve(samples->size());
@@ -165,8 +179,13 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request,
       outcome.output = *std::move(output);
     }
   }
+  result.set_server(options_->server_name);
+  result.set_tenant(caller.tenant);
   if (metrics_ != nullptr) {
-    metrics_->RecordRun(backend.Name(), LayoutName(problem.layout.kind), stats.median / 1e3);
+    metrics_->SetDeviceUp(device_key, true);
+    metrics_->RecordRun(backend.Name(), LayoutName(problem.layout.kind), DTypeName(problem.dtype),
+                        stats.median / 1e3, result.throughput().achieved_tflops(),
+                        result.throughput().fraction_of_peak_flops());
   }
   result.set_wall_ms(absl::ToDoubleMilliseconds(absl::Now() - received));
   return outcome;

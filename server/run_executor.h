@@ -5,17 +5,18 @@
 #define ATTNBENCH_SERVER_RUN_EXECUTOR_H_
 
 #include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "attnbench/v1/attnbench.pb.h"
 #include "kernels/tensors.h"
 #include "server/backend_select.h"
-#include "server/device_lock.h"
 #include "server/harness.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/request_check.h"
+#include "server/scheduler.h"
 
 namespace attnbench::server {
 
@@ -23,6 +24,13 @@ namespace attnbench::server {
 enum class OutputDelivery {
   kInline,  // in RunResult.output, refused over max_inline_output_bytes (Run)
   kStream,  // returned apart for the caller to send as chunks (StreamRun)
+};
+
+// Who a run is for and until when: the scheduler's tenant, weight and deadline.
+struct Caller {
+  std::string tenant = "default";
+  double weight = 1;
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct RunOutcome {
@@ -34,17 +42,20 @@ struct RunOutcome {
 class RunExecutor {
  public:
   // Borrows everything; metrics may be null.
-  RunExecutor(const BackendList* backends, DeviceScheduler* scheduler, Metrics* metrics,
+  RunExecutor(const BackendList* backends, Scheduler* scheduler, Metrics* metrics,
               const ServerOptions* options)
       : backends_(backends), scheduler_(scheduler), metrics_(metrics), options_(options) {}
 
   // `received` is when the request arrived, for RunResult.wall_ms.
-  absl::StatusOr<RunOutcome> Execute(const CheckedRequest& request, OutputDelivery delivery,
-                                     const InterruptCheck& interrupted, absl::Time received);
+  absl::StatusOr<RunOutcome> Execute(const CheckedRequest& request, const Caller& caller,
+                                     OutputDelivery delivery, const InterruptCheck& interrupted,
+                                     absl::Time received);
 
  private:
+  absl::Status NoteDeviceHealth(absl::Status status, const std::string& device);
+
   const BackendList* backends_;
-  DeviceScheduler* scheduler_;
+  Scheduler* scheduler_;
   Metrics* metrics_;
   const ServerOptions* options_;
 };

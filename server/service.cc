@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "kernels/tensors.h"
 #include "server/convert.h"
@@ -20,9 +23,18 @@ namespace {
 namespace pb = ::attnbench::v1;
 
 // absl and gRPC share the canonical code numbering.
+// Messages are cut to kMaxStatusMessage bytes: a trailer too large for the client would break
+// its connection, whatever a message ends up quoting.
+constexpr size_t kMaxStatusMessage = 1024;
+
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  std::string message(status.message());
+  if (message.size() > kMaxStatusMessage) {
+    message.resize(kMaxStatusMessage - 3);
+    message += "...";
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::move(message));
 }
 
 absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
@@ -38,6 +50,19 @@ InterruptCheck FromContext(grpc::ServerContext* context) {
     if (context->IsCancelled()) return absl::CancelledError("cancelled by the client");
     return absl::OkStatus();
   };
+}
+
+// The scheduler's view of the caller: its tenant and weight, and the RPC's deadline.
+Caller CallerOf(const Principal& principal, const grpc::ServerContext& context) {
+  Caller caller;
+  caller.tenant = principal.tenant;
+  caller.weight = principal.weight;
+  const auto deadline = context.deadline();
+  // gRPC reports "no deadline" as a time_point far in the future.
+  if (deadline < std::chrono::system_clock::now() + std::chrono::hours(24 * 365 * 100)) {
+    caller.deadline = absl::FromChrono(deadline);
+  }
+  return caller;
 }
 
 // Authenticates one RPC's caller, and records its outcome in metrics and the log. The log line
@@ -85,6 +110,7 @@ AttnBenchService::AttnBenchService(BackendList backends, ServerOptions options,
       metrics_(std::move(metrics)),
       authenticator_(authenticator != nullptr ? std::move(authenticator)
                                               : std::make_shared<const Authenticator>()),
+      scheduler_(options_.scheduling, metrics_.get()),
       executor_(&backends_, &scheduler_, metrics_.get(), &options_) {}
 
 grpc::Status AttnBenchService::Run(grpc::ServerContext* context, const pb::RunRequest* request,
@@ -101,7 +127,8 @@ grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Princip
   absl::StatusOr<CheckedRequest> checked = CheckRunRequest(request, backends_, options_);
   if (!checked.ok()) return ToGrpc(checked.status());
   absl::StatusOr<RunOutcome> outcome =
-      executor_.Execute(*checked, OutputDelivery::kInline, FromContext(context), received);
+      executor_.Execute(*checked, CallerOf(principal, *context), OutputDelivery::kInline,
+                        FromContext(context), received);
   if (!outcome.ok()) return ToGrpc(outcome.status());
   *response->mutable_result() = std::move(outcome->result);
   return grpc::Status::OK;
@@ -123,7 +150,8 @@ grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const P
   absl::StatusOr<CheckedRequest> checked = CheckRunRequest(request, backends_, options_);
   if (!checked.ok()) return ToGrpc(checked.status());
   absl::StatusOr<RunOutcome> outcome =
-      executor_.Execute(*checked, OutputDelivery::kStream, FromContext(context), received);
+      executor_.Execute(*checked, CallerOf(principal, *context), OutputDelivery::kStream,
+                        FromContext(context), received);
   if (!outcome.ok()) return ToGrpc(outcome.status());
 
   if (outcome->output.has_value()) {
@@ -178,6 +206,17 @@ grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Princ
     }
   }
 
+  const Caller caller = CallerOf(principal, *context);
+  int parallel = 1;
+  if (request.spread_devices() && !request.base().has_device_index()) {
+    for (const auto& backend : backends_) {
+      parallel = std::max(parallel, static_cast<int>(backend->Devices().size()));
+    }
+  }
+  if (parallel > 1 && *total > 1) {
+    return SweepSpread(context, caller, request, *total, std::min(parallel, *total), writer);
+  }
+
   const InterruptCheck interrupted = FromContext(context);
   for (int i = 0; i < *total; ++i) {
     if (absl::Status s = interrupted(); !s.ok()) {
@@ -187,8 +226,9 @@ grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Princ
     absl::StatusOr<CheckedRequest> checked =
         CheckRunRequest(SweepPointRequest(request, i), backends_, options_);
     absl::StatusOr<RunOutcome> outcome =
-        checked.ok() ? executor_.Execute(*checked, OutputDelivery::kInline, interrupted, received)
-                     : absl::StatusOr<RunOutcome>(checked.status());
+        checked.ok()
+            ? executor_.Execute(*checked, caller, OutputDelivery::kInline, interrupted, received)
+            : absl::StatusOr<RunOutcome>(checked.status());
     pb::SweepResponse response;
     response.set_point_index(i);
     response.set_total_points(*total);
@@ -211,6 +251,77 @@ grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Princ
     }
   }
   return grpc::Status::OK;
+}
+
+grpc::Status AttnBenchService::SweepSpread(grpc::ServerContext* context, const Caller& caller,
+                                           const pb::SweepRequest& request, int total, int parallel,
+                                           grpc::ServerWriter<pb::SweepResponse>* writer) {
+  absl::Mutex mu;  // guards the writer and everything below
+  int next = 0;
+  int completed = 0;
+  absl::Status failure;  // the first error that ends the sweep
+  const InterruptCheck client = FromContext(context);
+  // A point also stops at its next iteration boundary once another point ended the sweep.
+  const InterruptCheck interrupted = [&]() -> absl::Status {
+    if (absl::Status s = client(); !s.ok()) return s;
+    absl::MutexLock lock(&mu);
+    if (!failure.ok()) return absl::CancelledError("another sweep point failed");
+    return absl::OkStatus();
+  };
+  auto worker = [&]() {
+    while (true) {
+      int i;
+      {
+        absl::MutexLock lock(&mu);
+        if (!failure.ok() || next >= total) return;
+        i = next++;
+      }
+      if (absl::Status s = client(); !s.ok()) {
+        absl::MutexLock lock(&mu);
+        if (failure.ok()) {
+          failure = WithPrefix(s, absl::StrCat("sweep stopped before point ", i, ": "));
+        }
+        return;
+      }
+      const absl::Time received = absl::Now();
+      absl::StatusOr<CheckedRequest> checked =
+          CheckRunRequest(SweepPointRequest(request, i), backends_, options_);
+      absl::StatusOr<RunOutcome> outcome =
+          checked.ok()
+              ? executor_.Execute(*checked, caller, OutputDelivery::kInline, interrupted, received)
+              : absl::StatusOr<RunOutcome>(checked.status());
+      absl::MutexLock lock(&mu);
+      if (!failure.ok()) return;  // the sweep already ended; this point is not reported
+      pb::SweepResponse response;
+      response.set_point_index(i);
+      response.set_total_points(total);
+      response.set_completed_points(++completed);
+      if (outcome.ok()) {
+        *response.mutable_result() = std::move(outcome->result);
+      } else {
+        const absl::Status& s = outcome.status();
+        const bool interrupted_now = s.code() == absl::StatusCode::kCancelled ||
+                                     s.code() == absl::StatusCode::kDeadlineExceeded;
+        if (!request.continue_on_error() || interrupted_now) {
+          failure = WithPrefix(
+              s, absl::StrCat("sweep point ", i, " (", DescribeSweepPoint(request, i), "): "));
+          return;
+        }
+        response.mutable_error()->set_code(static_cast<int>(s.code()));
+        response.mutable_error()->set_message(std::string(s.message()));
+      }
+      if (!writer->Write(response)) {
+        failure = absl::CancelledError("client stopped reading the stream");
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(parallel - 1);
+  for (int t = 1; t < parallel; ++t) threads.emplace_back(worker);
+  worker();
+  for (std::thread& t : threads) t.join();
+  return ToGrpc(failure);
 }
 
 grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
@@ -236,6 +347,11 @@ grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
   limits->set_max_iterations(options_.max_iterations);
   limits->set_max_duration_seconds(options_.max_duration_seconds);
   limits->set_max_message_bytes(options_.max_message_bytes);
+  const SchedulerLimits& scheduling = options_.scheduling;
+  limits->set_max_queued_per_tenant(scheduling.max_queued_per_tenant);
+  limits->set_max_queued_total(scheduling.max_queued_total);
+  limits->set_tenant_device_seconds_per_window(scheduling.tenant_device_seconds_per_window);
+  limits->set_tenant_window_seconds(absl::ToDoubleSeconds(scheduling.tenant_window));
   return scope.Finish(grpc::Status::OK);
 }
 

@@ -9,10 +9,10 @@
 #include "attnbench/v1/attnbench.grpc.pb.h"
 #include "server/auth.h"
 #include "server/backend_select.h"
-#include "server/device_lock.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/run_executor.h"
+#include "server/scheduler.h"
 
 namespace attnbench::server {
 
@@ -34,6 +34,7 @@ class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
                                ::attnbench::v1::GetCapabilitiesResponse* response) override;
 
   const BackendList& backends() const { return backends_; }
+  const Scheduler& scheduler() const { return scheduler_; }
 
  private:
   // Each gets the authenticated caller (its tenant and weight, for per-tenant scheduling).
@@ -46,12 +47,16 @@ class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
   grpc::Status DoSweep(grpc::ServerContext* context, const Principal& principal,
                        const ::attnbench::v1::SweepRequest& request,
                        grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
+  // SweepRequest.spread_devices: points run at once on up to `parallel` devices.
+  grpc::Status SweepSpread(grpc::ServerContext* context, const Caller& caller,
+                           const ::attnbench::v1::SweepRequest& request, int total, int parallel,
+                           grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
 
   const BackendList backends_;
   const ServerOptions options_;
   std::shared_ptr<Metrics> metrics_;
   std::shared_ptr<const Authenticator> authenticator_;
-  DeviceScheduler scheduler_;
+  Scheduler scheduler_;
   RunExecutor executor_;
 };
 

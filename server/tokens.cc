@@ -2,6 +2,7 @@
 
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -73,6 +74,37 @@ size_t TokenTable::num_tenants() const {
   absl::flat_hash_set<absl::string_view> tenants;
   for (const auto& [digest, grant] : grants_) tenants.insert(grant.tenant);
   return tenants.size();
+}
+
+std::vector<std::string> TokenTable::Tenants() const {
+  absl::flat_hash_set<std::string> tenants;
+  for (const auto& [digest, grant] : grants_) tenants.insert(grant.tenant);
+  std::vector<std::string> names(tenants.begin(), tenants.end());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, double>> ParseTenantWeights(
+    absl::string_view text) {
+  absl::flat_hash_map<std::string, double> weights;
+  if (absl::StripAsciiWhitespace(text).empty()) return weights;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    const std::vector<absl::string_view> parts = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    double weight = 0;
+    if (parts.size() != 2 || !IsValidTenantName(parts[0]) || !absl::SimpleAtod(parts[1], &weight) ||
+        !std::isfinite(weight) || weight < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tenant_weights: '", item,
+                       "' is not tenant=weight (a tenant name of [A-Za-z0-9._-], 1 to 64 "
+                       "characters, and a finite weight >= 0)"));
+    }
+    if (!weights.emplace(std::string(parts[0]), weight).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tenant_weights: tenant '", parts[0], "' named twice"));
+    }
+  }
+  return weights;
 }
 
 absl::StatusOr<TokenTable> ParseTokens(absl::string_view text) {

@@ -22,6 +22,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -42,6 +43,8 @@ class TokenTable {
   size_t num_tokens() const { return grants_.size(); }
   // Distinct tenants.
   size_t num_tenants() const;
+  // Their names, sorted.
+  std::vector<std::string> Tenants() const;
 
  private:
   friend absl::StatusOr<TokenTable> ParseTokens(absl::string_view text);
@@ -54,6 +57,11 @@ absl::StatusOr<TokenTable> ParseTokens(absl::string_view text);
 // Reads and parses `path`; errors name the path and, for parse errors, the line
 // ("<path>: line <n>: ...").
 absl::StatusOr<TokenTable> LoadTokensFile(const std::string& path);
+
+// Weights of tenants named by x-attnbench-tenant when auth is off (--tenant_weights):
+// "alice=2,bob=1,guest=0.5"; weight 0 disables a tenant. Names must be valid tenant names,
+// weights finite and >= 0, each tenant named once; an empty string is an empty map.
+absl::StatusOr<absl::flat_hash_map<std::string, double>> ParseTenantWeights(absl::string_view text);
 
 // Whether `name` is a valid tenant name ([A-Za-z0-9._-], 1 to 64 characters).
 bool IsValidTenantName(absl::string_view name);

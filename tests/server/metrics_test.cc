@@ -21,16 +21,25 @@ TEST(MetricsTest, CountsByLabels) {
   m.RecordRequest("Run", grpc::StatusCode::OK, 0.01);
   m.RecordRequest("Run", grpc::StatusCode::OK, 0.02);
   m.RecordRequest("Run", grpc::StatusCode::INVALID_ARGUMENT, 0.001);
-  m.RecordRun("cpu_reference", "gqa", 0.003);
+  m.RecordRun("cpu_reference", "gqa", "bf16", 0.003, 1.5, 0.25);
   EXPECT_EQ(MetricValue(m, "attnbench_requests_total", {{"method", "Run"}, {"code", "OK"}}), 2);
   EXPECT_EQ(
       MetricValue(m, "attnbench_requests_total", {{"method", "Run"}, {"code", "INVALID_ARGUMENT"}}),
       1);
   EXPECT_EQ(MetricValue(m, "attnbench_request_duration_seconds", {{"method", "Run"}}), 3);
+  const std::map<std::string, std::string> run{
+      {"backend", "cpu_reference"}, {"layout", "gqa"}, {"dtype", "bf16"}};
+  EXPECT_EQ(MetricValue(m, "attnbench_runs_total", run), 1);
+  EXPECT_EQ(MetricValue(m, "attnbench_kernel_time_seconds", run), 1);
+  EXPECT_EQ(MetricValue(m, "attnbench_achieved_tflops", {{"backend", "cpu_reference"}}), 1);
+  EXPECT_EQ(MetricValue(m, "attnbench_peak_flops_fraction", {{"backend", "cpu_reference"}}), 1);
   EXPECT_EQ(
-      MetricValue(m, "attnbench_runs_total", {{"backend", "cpu_reference"}, {"layout", "gqa"}}), 1);
-  EXPECT_EQ(MetricValue(m, "attnbench_kernel_time_seconds", {{"backend", "cpu_reference"}}), 1);
-  EXPECT_EQ(MetricValue(m, "attnbench_build_info", {{"version", ATTNBENCH_VERSION}}), 1);
+      MetricValue(m, "attnbench_build_info", {{"version", ATTNBENCH_VERSION}, {"cuda", "no"}}), 1);
+  EXPECT_EQ(MetricValue(m, "attnbench_draining", {}), 0);
+  m.SetDraining(true);
+  EXPECT_EQ(MetricValue(m, "attnbench_draining", {}), 1);
+  m.RecordRejection("queue_full");
+  EXPECT_EQ(MetricValue(m, "attnbench_rejections_total", {{"reason", "queue_full"}}), 1);
 }
 
 TEST(MetricsTest, UnknownCodesShareOneLabel) {
@@ -72,7 +81,8 @@ TEST(MetricsTest, ExposerServesTextFormat) {
   ASSERT_GT(ports[0], 0);
   const std::string body = HttpGet(ports[0], "/metrics");
   EXPECT_THAT(body, HasSubstr("200 OK"));
-  EXPECT_THAT(body, HasSubstr("attnbench_build_info{version=\"" ATTNBENCH_VERSION "\"} 1"));
+  EXPECT_THAT(body,
+              HasSubstr("attnbench_build_info{cuda=\"no\",version=\"" ATTNBENCH_VERSION "\"} 1"));
   EXPECT_THAT(body,
               HasSubstr("attnbench_requests_total{code=\"OK\",method=\"GetCapabilities\"} 1"));
   EXPECT_THAT(body, HasSubstr("# TYPE attnbench_request_duration_seconds histogram"));

@@ -291,12 +291,13 @@ TEST(RunTest, MetricsCountRequestsAndRuns) {
   EXPECT_EQ(MetricValue(server.metrics(), "attnbench_requests_total",
                         {{"method", "Run"}, {"code", "INVALID_ARGUMENT"}}),
             1);
-  EXPECT_EQ(MetricValue(server.metrics(), "attnbench_runs_total",
-                        {{"backend", "cpu_reference"}, {"layout", "mha"}}),
+  const std::map<std::string, std::string> run{
+      {"backend", "cpu_reference"}, {"layout", "mha"}, {"dtype", "float32"}};
+  EXPECT_EQ(MetricValue(server.metrics(), "attnbench_runs_total", run), 2);
+  EXPECT_EQ(MetricValue(server.metrics(), "attnbench_kernel_time_seconds", run), 2);
+  EXPECT_EQ(MetricValue(server.metrics(), "attnbench_queue_wait_seconds", {{"device", "cpu:0"}}),
             2);
-  EXPECT_EQ(MetricValue(server.metrics(), "attnbench_kernel_time_seconds",
-                        {{"backend", "cpu_reference"}}),
-            2);
+  EXPECT_EQ(MetricValue(server.metrics(), "attnbench_tenant_runs_total", {{"tenant", "other"}}), 2);
 }
 
 TEST(GetCapabilitiesTest, ListsCpuReferenceAndLimits) {
