@@ -70,6 +70,60 @@ class RecordingBackend : public Backend {
   Intervals* intervals_;
 };
 
+// cpu_reference presented as two devices ("cpu:0", "cpu:1"), both backed by the host.
+class TwoDeviceBackend : public RecordingBackend {
+ public:
+  using RecordingBackend::RecordingBackend;
+  std::vector<DeviceDescription> Devices() const override {
+    std::vector<DeviceDescription> devices = RecordingBackend::Devices();
+    devices.push_back(devices.front());
+    devices.back().index = 1;
+    return devices;
+  }
+  absl::StatusOr<std::unique_ptr<Workload>> Prepare(const Problem& p, int device) override {
+    if (device < 0 || device > 1) return absl::InvalidArgumentError("no such device");
+    return RecordingBackend::Prepare(p, 0);
+  }
+};
+
+TEST(ConcurrencyTest, SpreadSweepRunsPointsOnEveryDeviceAtOnce) {
+  Intervals intervals;
+  BackendList backends;
+  for (auto& b : CreateBackends(RegistryOptions{1})) {
+    backends.push_back(std::make_unique<TwoDeviceBackend>(std::move(b), &intervals));
+  }
+  InProcessServer server(ServerOptions(), std::move(backends));
+  pb::SweepRequest sweep;
+  *sweep.mutable_base() = SmallRequest(32, 2, 16);
+  sweep.mutable_base()->mutable_measurement()->set_min_iterations(1);
+  sweep.mutable_base()->mutable_measurement()->set_max_iterations(100000);
+  sweep.mutable_base()->mutable_measurement()->set_max_duration_seconds(0.2);
+  auto* seq = sweep.add_axes()->mutable_seq_len();
+  for (int64_t s : {16, 24, 32, 40}) seq->add_values(s);
+  sweep.set_spread_devices(true);
+
+  grpc::ClientContext context;
+  const auto start = Clock::now();
+  auto reader = server.stub().Sweep(&context, sweep);
+  pb::SweepResponse response;
+  std::vector<int> seen;
+  while (reader->Read(&response)) {
+    ASSERT_TRUE(response.has_result()) << response.error().message();
+    seen.push_back(response.point_index());
+    EXPECT_EQ(response.completed_points(), static_cast<int>(seen.size()));
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  const auto elapsed = Clock::now() - start;
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<int>{0, 1, 2, 3}));
+  // Four 200 ms points on two devices: about 400 ms, not the 800 ms of one device.
+  EXPECT_LT(elapsed, std::chrono::milliseconds(760));
+  absl::MutexLock lock(&intervals.mu);
+  ASSERT_EQ(intervals.spans.size(), 4u);
+  std::sort(intervals.spans.begin(), intervals.spans.end());
+  EXPECT_LT(intervals.spans[1].first, intervals.spans[0].second) << "no two points overlapped";
+}
+
 TEST(ConcurrencyTest, RunsOnOneDeviceNeverOverlap) {
   Intervals intervals;
   BackendList backends;
