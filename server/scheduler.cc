@@ -264,30 +264,25 @@ void Scheduler::Release(uint64_t id) {
   PublishDepths();
 }
 
-void Scheduler::PublishDepths() {
-  if (metrics_ == nullptr) return;
-  for (const auto& [device, busy] : busy_) {
-    int depth = 0;
-    for (const Waiter& w : waiters_) {
-      if (w.granted.empty() && std::find(w.ticket.devices.begin(), w.ticket.devices.end(),
-                                         device) != w.ticket.devices.end()) {
-        ++depth;
-      }
-    }
-    metrics_->SetQueueDepth(device, depth);
-  }
-}
-
-int Scheduler::QueueDepth(const std::string& device) const {
-  absl::MutexLock lock(&mu_);
+int Scheduler::DepthLocked(const std::string& device) const {
   int depth = 0;
   for (const Waiter& w : waiters_) {
-    if (w.granted.empty() && std::find(w.ticket.devices.begin(), w.ticket.devices.end(), device) !=
-                                 w.ticket.devices.end()) {
+    const auto& devices = w.ticket.devices;
+    if (w.granted.empty() && std::find(devices.begin(), devices.end(), device) != devices.end()) {
       ++depth;
     }
   }
   return depth;
+}
+
+void Scheduler::PublishDepths() {
+  if (metrics_ == nullptr) return;
+  for (const auto& [device, busy] : busy_) metrics_->SetQueueDepth(device, DepthLocked(device));
+}
+
+int Scheduler::QueueDepth(const std::string& device) const {
+  absl::MutexLock lock(&mu_);
+  return DepthLocked(device);
 }
 
 int Scheduler::TenantLoad(const std::string& tenant) const {

@@ -119,6 +119,7 @@ class Scheduler {
   void Release(uint64_t id);
   Tenant& Activate(const WorkTicket& ticket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetIfIdle(const std::string& tenant, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int DepthLocked(const std::string& device) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishDepths() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerLimits limits_;

@@ -213,49 +213,13 @@ grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Princ
       parallel = std::max(parallel, static_cast<int>(backend->Devices().size()));
     }
   }
-  if (parallel > 1 && *total > 1) {
-    return SweepSpread(context, caller, request, *total, std::min(parallel, *total), writer);
-  }
-
-  const InterruptCheck interrupted = FromContext(context);
-  for (int i = 0; i < *total; ++i) {
-    if (absl::Status s = interrupted(); !s.ok()) {
-      return ToGrpc(WithPrefix(s, absl::StrCat("sweep stopped before point ", i, ": ")));
-    }
-    const absl::Time received = absl::Now();
-    absl::StatusOr<CheckedRequest> checked =
-        CheckRunRequest(SweepPointRequest(request, i), backends_, options_);
-    absl::StatusOr<RunOutcome> outcome =
-        checked.ok()
-            ? executor_.Execute(*checked, caller, OutputDelivery::kInline, interrupted, received)
-            : absl::StatusOr<RunOutcome>(checked.status());
-    pb::SweepResponse response;
-    response.set_point_index(i);
-    response.set_total_points(*total);
-    response.set_completed_points(i + 1);
-    if (outcome.ok()) {
-      *response.mutable_result() = std::move(outcome->result);
-    } else {
-      const absl::Status& s = outcome.status();
-      const bool interrupted_now = s.code() == absl::StatusCode::kCancelled ||
-                                   s.code() == absl::StatusCode::kDeadlineExceeded;
-      if (!request.continue_on_error() || interrupted_now) {
-        return ToGrpc(WithPrefix(
-            s, absl::StrCat("sweep point ", i, " (", DescribeSweepPoint(request, i), "): ")));
-      }
-      response.mutable_error()->set_code(static_cast<int>(s.code()));
-      response.mutable_error()->set_message(std::string(s.message()));
-    }
-    if (!writer->Write(response)) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading the stream");
-    }
-  }
-  return grpc::Status::OK;
+  return RunSweepPoints(context, caller, request, *total, std::min(parallel, *total), writer);
 }
 
-grpc::Status AttnBenchService::SweepSpread(grpc::ServerContext* context, const Caller& caller,
-                                           const pb::SweepRequest& request, int total, int parallel,
-                                           grpc::ServerWriter<pb::SweepResponse>* writer) {
+grpc::Status AttnBenchService::RunSweepPoints(grpc::ServerContext* context, const Caller& caller,
+                                              const pb::SweepRequest& request, int total,
+                                              int parallel,
+                                              grpc::ServerWriter<pb::SweepResponse>* writer) {
   absl::Mutex mu;  // guards the writer and everything below
   int next = 0;
   int completed = 0;

@@ -47,10 +47,12 @@ class AttnBenchService final : public ::attnbench::v1::AttnBench::Service {
   grpc::Status DoSweep(grpc::ServerContext* context, const Principal& principal,
                        const ::attnbench::v1::SweepRequest& request,
                        grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
-  // SweepRequest.spread_devices: points run at once on up to `parallel` devices.
-  grpc::Status SweepSpread(grpc::ServerContext* context, const Caller& caller,
-                           const ::attnbench::v1::SweepRequest& request, int total, int parallel,
-                           grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
+  // Runs and streams the points of a checked sweep, up to `parallel` at once (more than one only
+  // with SweepRequest.spread_devices), each point stopping the sweep on error unless
+  // continue_on_error.
+  grpc::Status RunSweepPoints(grpc::ServerContext* context, const Caller& caller,
+                              const ::attnbench::v1::SweepRequest& request, int total, int parallel,
+                              grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
 
   const BackendList backends_;
   const ServerOptions options_;

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 BIN_DIR = os.environ.get("ATTNBENCH_BIN_DIR", "")
 for _path in reversed(os.environ.get("ATTNBENCH_PYTHON_PATH", "").split(os.pathsep)):
@@ -140,3 +141,22 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def scrape(server):
+    """The server's /metrics text."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        return response.read().decode()
+
+
+def sample(text, name, **labels):
+    """Sum of the samples `name` in a /metrics text whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(r"^(\w+)(\{(.*)\})? (\S+)", line)
+        if not match or match.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(match.group(4))
+    return total

@@ -3,11 +3,9 @@ bounded time (every request answered exactly once, the tenants' device time with
 other, resident memory flat after warm-up), deadlines and cancellation while queued and while
 running, and the per-tenant queue limit."""
 
-import re
 import threading
 import time
 import unittest
-import urllib.request
 
 import grpc
 
@@ -18,24 +16,6 @@ from attnbench.v1 import attnbench_pb2_grpc as pb_grpc
 CLIENTS = 64
 LOAD_SECONDS = 20
 WARMUP_SECONDS = 5
-
-
-def scrape(server):
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
-        return reply.read().decode()
-
-
-def sample(text, name, **labels):
-    """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^(\w+)(\{(.*)\})? (\S+)", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match.group(4))
-    return total
 
 
 def run_request(seq=32, iterations=2, seconds=None):
@@ -90,14 +70,14 @@ class LoadTest(unittest.TestCase):
             for t in threads:
                 t.start()
             time.sleep(WARMUP_SECONDS)
-            rss_after_warmup = sample(scrape(server), "process_resident_memory_bytes")
+            rss_after_warmup = harness.sample(harness.scrape(server), "process_resident_memory_bytes")
             measuring.set()
             time.sleep(LOAD_SECONDS)
             stop.set()
             for t in threads:
                 t.join(timeout=120)
                 self.assertFalse(t.is_alive(), "a client never got its answer")
-            text = scrape(server)
+            text = harness.scrape(server)
             channel.close()
 
         for tenant in ("alice", "bob"):
@@ -105,15 +85,15 @@ class LoadTest(unittest.TestCase):
             self.assertEqual(got, sent[tenant], f"{tenant}: sent {sent[tenant]}, answered {got}")
             self.assertEqual(set(answers[tenant]), {"OK"}, answers[tenant])
         # The server counted exactly the calls the clients made: none lost, none doubled.
-        self.assertEqual(sample(text, "attnbench_requests_total", method="Run"),
+        self.assertEqual(harness.sample(text, "attnbench_requests_total", method="Run"),
                          sent["alice"] + sent["bob"])
         a, b = window.get("alice", 0), window.get("bob", 0)
         self.assertGreater(min(a, b), 20, window)
         self.assertLessEqual(abs(a - b) / max(a, b), 0.10, f"unfair split {window}")
-        seconds_a = sample(text, "attnbench_tenant_device_seconds_total", tenant="alice")
-        seconds_b = sample(text, "attnbench_tenant_device_seconds_total", tenant="bob")
+        seconds_a = harness.sample(text, "attnbench_tenant_device_seconds_total", tenant="alice")
+        seconds_b = harness.sample(text, "attnbench_tenant_device_seconds_total", tenant="bob")
         self.assertLessEqual(abs(seconds_a - seconds_b) / max(seconds_a, seconds_b), 0.10)
-        rss_end = sample(text, "process_resident_memory_bytes")
+        rss_end = harness.sample(text, "process_resident_memory_bytes")
         self.assertGreater(rss_after_warmup, 0)
         self.assertLess(rss_end - rss_after_warmup, 48 << 20,
                         f"resident memory grew from {rss_after_warmup} to {rss_end}")
@@ -141,7 +121,7 @@ class FaultTest(unittest.TestCase):
     def wait_running(self):
         deadline = time.time() + 20
         while time.time() < deadline:
-            if sample(scrape(self.server), "attnbench_in_flight", device="cpu:0") == 1:
+            if harness.sample(harness.scrape(self.server), "attnbench_in_flight", device="cpu:0") == 1:
                 return
             time.sleep(0.02)
         self.fail("the long run never started")
@@ -149,18 +129,18 @@ class FaultTest(unittest.TestCase):
     def test_deadline_in_queue_never_starts(self):
         holder = self.long_run()
         self.wait_running()
-        before = scrape(self.server)
+        before = harness.scrape(self.server)
         with self.assertRaises(grpc.RpcError) as caught:
             self.stub.Run(run_request(), timeout=0.5)
         self.assertEqual(caught.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         holder.result()
-        after = scrape(self.server)
-        self.assertEqual(sample(after, "attnbench_rejections_total", reason="deadline_in_queue")
-                         - sample(before, "attnbench_rejections_total",
+        after = harness.scrape(self.server)
+        self.assertEqual(harness.sample(after, "attnbench_rejections_total", reason="deadline_in_queue")
+                         - harness.sample(before, "attnbench_rejections_total",
                                   reason="deadline_in_queue"), 1)
         # It never ran: only the holder's run was counted.
-        self.assertEqual(sample(after, "attnbench_runs_total") -
-                         sample(before, "attnbench_runs_total"), 1)
+        self.assertEqual(harness.sample(after, "attnbench_runs_total") -
+                         harness.sample(before, "attnbench_runs_total"), 1)
 
     def test_cancel_in_queue_and_mid_run(self):
         holder = self.long_run()
@@ -173,7 +153,7 @@ class FaultTest(unittest.TestCase):
         reply = self.stub.Run(run_request(), timeout=30)
         self.assertLess(time.time() - start, 2.5, "the cancelled run kept the device")
         self.assertLess(reply.result.queue_ms, 2000)
-        self.assertEqual(sample(scrape(self.server), "attnbench_queue_depth", device="cpu:0"), 0)
+        self.assertEqual(harness.sample(harness.scrape(self.server), "attnbench_queue_depth", device="cpu:0"), 0)
 
     def test_tenant_queue_limit(self):
         holders = [self.long_run("greedy") for _ in range(3)]

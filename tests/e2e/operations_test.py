@@ -1,7 +1,6 @@
 """End to end: what operators rely on. gRPC health and reflection, the Prometheus endpoint
 (promtool-clean, counters moving), and a prompt, clean exit on SIGTERM."""
 
-import re
 import shutil
 import signal
 import subprocess
@@ -44,19 +43,6 @@ def scrape():
     if out.returncode != 0:
         raise AssertionError(f"curl {SERVER.metrics_url} failed: {out.stderr}")
     return out.stdout
-
-
-def sample(text, name, **labels):
-    """The value of the sample `name` whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^(\w+)(\{(.*)\})? (\S+)", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match.group(4))
-    return total
 
 
 def small_run_request():
@@ -135,7 +121,7 @@ class MetricsTest(unittest.TestCase):
         after = scrape()
 
         def delta(name, **labels):
-            return sample(after, name, **labels) - sample(before, name, **labels)
+            return harness.sample(after, name, **labels) - harness.sample(before, name, **labels)
 
         self.assertEqual(delta("attnbench_requests_total", method="GetCapabilities", code="OK"), 1)
         self.assertEqual(delta("attnbench_requests_total", method="Run", code="OK"), 1)
@@ -144,7 +130,7 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(delta("attnbench_request_duration_seconds_count", method="Run"), 2)
         self.assertEqual(delta("attnbench_runs_total", backend="cpu_reference", layout="gqa"), 1)
         self.assertEqual(delta("attnbench_kernel_time_seconds_count", backend="cpu_reference"), 1)
-        self.assertEqual(sample(after, "attnbench_build_info"), 1)
+        self.assertEqual(harness.sample(after, "attnbench_build_info"), 1)
 
 
 class ShutdownTest(unittest.TestCase):

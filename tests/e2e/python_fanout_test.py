@@ -8,12 +8,10 @@ the splitting arithmetic itself, without a server.
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
 import unittest
-import urllib.request
 
 import harness
 
@@ -42,26 +40,8 @@ def server_supports_names():
     return "--server_name" in out.stdout + out.stderr
 
 
-def scrape(server):
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
-
-
-def sample(text, name, **labels):
-    """Sum of the samples `name` whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^(\w+)(\{(.*)\})? (\S+)", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match.group(4))
-    return total
-
-
 def runs(server):
-    return sample(scrape(server), "attnbench_runs_total")
+    return harness.sample(harness.scrape(server), "attnbench_runs_total")
 
 
 def setUpModule():
@@ -78,7 +58,7 @@ def setUpModule():
     # round_robin picks among connected replicas only: call until both have answered, so the
     # sub-sweeps below alternate between them instead of all going to the first one up.
     deadline = time.monotonic() + 30
-    while not all(sample(scrape(s), "attnbench_requests_total", method="GetCapabilities")
+    while not all(harness.sample(harness.scrape(s), "attnbench_requests_total", method="GetCapabilities")
                   for s in SERVERS):
         if time.monotonic() > deadline:
             raise AssertionError("the client never reached both replicas")
