@@ -14,6 +14,7 @@
 #include "kernels/tensors.h"
 #include "server/convert.h"
 #include "server/log.h"
+#include "server/raw_methods.h"
 #include "server/request_check.h"
 #include "server/sweep_grid.h"
 
@@ -111,14 +112,31 @@ AttnBenchService::AttnBenchService(BackendList backends, ServerOptions options,
       authenticator_(authenticator != nullptr ? std::move(authenticator)
                                               : std::make_shared<const Authenticator>()),
       scheduler_(options_.scheduling, metrics_.get()),
-      executor_(&backends_, &scheduler_, metrics_.get(), &options_) {}
+      executor_(&backends_, &scheduler_, metrics_.get(), &options_) {
+  AddMethod(RawRequestUnaryMethod(MethodPath("Run"), this, &AttnBenchService::Run));
+  AddMethod(
+      RawRequestServerStreamingMethod(MethodPath("StreamRun"), this, &AttnBenchService::StreamRun));
+  AddMethod(RawRequestServerStreamingMethod(MethodPath("Sweep"), this, &AttnBenchService::Sweep));
+  AddMethod(RawRequestUnaryMethod(MethodPath("GetCapabilities"), this,
+                                  &AttnBenchService::GetCapabilities));
+}
 
-grpc::Status AttnBenchService::Run(grpc::ServerContext* context, const pb::RunRequest* request,
+const char* AttnBenchService::MethodPath(const std::string& method) {
+  return method_paths_
+      .emplace_back(absl::StrCat("/", pb::AttnBench::service_full_name(), "/", method))
+      .c_str();
+}
+
+grpc::Status AttnBenchService::Run(grpc::ServerContext* context, const grpc::ByteBuffer* bytes,
                                    pb::RunResponse* response) {
   RequestScope scope(metrics_.get(), "Run");
   absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
   if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  return scope.Finish(DoRun(context, *principal, *request, response));
+  pb::RunRequest request;
+  if (absl::Status s = ParseRequest("Run", *bytes, &request); !s.ok()) {
+    return scope.Finish(ToGrpc(s));
+  }
+  return scope.Finish(DoRun(context, *principal, request, response));
 }
 
 grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Principal& principal,
@@ -135,12 +153,16 @@ grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Princip
 }
 
 grpc::Status AttnBenchService::StreamRun(grpc::ServerContext* context,
-                                         const pb::RunRequest* request,
+                                         const grpc::ByteBuffer* bytes,
                                          grpc::ServerWriter<pb::StreamRunResponse>* writer) {
   RequestScope scope(metrics_.get(), "StreamRun");
   absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
   if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  return scope.Finish(DoStreamRun(context, *principal, *request, writer));
+  pb::RunRequest request;
+  if (absl::Status s = ParseRequest("StreamRun", *bytes, &request); !s.ok()) {
+    return scope.Finish(ToGrpc(s));
+  }
+  return scope.Finish(DoStreamRun(context, *principal, request, writer));
 }
 
 grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const Principal& principal,
@@ -181,12 +203,16 @@ grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const P
   return grpc::Status::OK;
 }
 
-grpc::Status AttnBenchService::Sweep(grpc::ServerContext* context, const pb::SweepRequest* request,
+grpc::Status AttnBenchService::Sweep(grpc::ServerContext* context, const grpc::ByteBuffer* bytes,
                                      grpc::ServerWriter<pb::SweepResponse>* writer) {
   RequestScope scope(metrics_.get(), "Sweep");
   absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
   if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  return scope.Finish(DoSweep(context, *principal, *request, writer));
+  pb::SweepRequest request;
+  if (absl::Status s = ParseRequest("Sweep", *bytes, &request); !s.ok()) {
+    return scope.Finish(ToGrpc(s));
+  }
+  return scope.Finish(DoSweep(context, *principal, request, writer));
 }
 
 grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Principal& principal,
@@ -289,11 +315,15 @@ grpc::Status AttnBenchService::RunSweepPoints(grpc::ServerContext* context, cons
 }
 
 grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
-                                               const pb::GetCapabilitiesRequest* request,
+                                               const grpc::ByteBuffer* bytes,
                                                pb::GetCapabilitiesResponse* response) {
   RequestScope scope(metrics_.get(), "GetCapabilities");
   absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
   if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
+  pb::GetCapabilitiesRequest request;  // no fields yet, but its bytes must still parse
+  if (absl::Status s = ParseRequest("GetCapabilities", *bytes, &request); !s.ok()) {
+    return scope.Finish(ToGrpc(s));
+  }
   response->set_server_version(ATTNBENCH_VERSION);
   for (const auto& backend : backends_) {
     pb::BackendCapabilities* caps = response->add_backends();

@@ -200,7 +200,9 @@ def _bytes_case(index, category, method, data, note):
     if parses(method, data):
         return Case(index, category, method, data, outcomes.anything(), note)
     return Case(index, category, method, data,
-                Expect(frozenset({C.INVALID_ARGUMENT}), unparseable=True), note + " (unparseable)")
+                Expect(frozenset({C.INVALID_ARGUMENT}), REQUEST_TYPES[method].DESCRIPTOR.full_name,
+                       unparseable=True),
+                note + " (unparseable)")
 
 
 def _oversized(rng, index):

@@ -46,7 +46,8 @@ InProcessServer::InProcessServer(ServerOptions options, BackendList backends,
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options_.max_message_bytes);
   args.SetMaxSendMessageSize(options_.max_message_bytes);
-  stub_ = pb::AttnBench::NewStub(server_->InProcessChannel(args));
+  channel_ = server_->InProcessChannel(args);
+  stub_ = pb::AttnBench::NewStub(channel_);
 }
 
 InProcessServer::~InProcessServer() {

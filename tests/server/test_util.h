@@ -30,6 +30,8 @@ class InProcessServer {
                            std::shared_ptr<const Authenticator> authenticator = nullptr);
   ~InProcessServer();
   pb::AttnBench::Stub& stub() { return *stub_; }
+  // The stub's channel, for calls outside the generated stub (raw bytes).
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
   Metrics& metrics() { return *metrics_; }
   const ServerOptions& options() const { return options_; }
 
@@ -38,6 +40,7 @@ class InProcessServer {
   std::shared_ptr<Metrics> metrics_;
   std::unique_ptr<AttnBenchService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::AttnBench::Stub> stub_;
 };
 
