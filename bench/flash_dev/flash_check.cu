@@ -1,7 +1,8 @@
 // Standalone correctness and timing driver for the fused FlashAttention forward
 // (kernels/cuda/flash_attention.cu). No Abseil or gRPC: built on the GPU machine with
 //   nvcc -std=c++17 -O3 -I. -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-//        bench/flash_dev/flash_check.cu kernels/cuda/flash_attention.cu -o flash_check
+//        bench/flash_dev/flash_check.cu kernels/cuda/flash_attention.cu
+//        kernels/cuda/flash_hopper.cu \ -o flash_check
 // Correctness: random normal inputs from a host RNG, output poisoned with NaN, compared with a
 // float64 CPU reference of docs/variants.md on small odd shapes covering head maps, masks, RoPE,
 // ALiBi, softcap and padded head dims. Timing: CUDA events around single launches, L2 flushed
@@ -20,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/flash_dev/flash_v2.cuh"
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/launch.h"
@@ -97,6 +97,7 @@ struct CaseResult {
   double rel = 0, max_abs = 0;
   long nan = 0, guard_bad = 0;
   long zero_rows = 0;
+  bool hopper = false;  // ran the wgmma/TMA kernel (on an H100)
 };
 
 CaseResult RunCase(const Case& c, Storage st, uint64_t seed) {
@@ -242,6 +243,7 @@ CaseResult RunCase(const Case& c, Storage st, uint64_t seed) {
     res.nan = -1;
     return res;
   }
+  res.hopper = attnbench::cuda::HopperRuns(a, 9, 0);
   CHECK(attnbench::cuda::LaunchFlashAttention(a, 0));
   CHECK(cudaDeviceSynchronize());
   std::vector<uint16_t> ho(no + kGuard);
@@ -490,6 +492,80 @@ std::vector<Case> Cases() {
   c.wl = -1;
   c.wr = 0;
   add(c);
+  // Shapes of the Hopper path (D = 64 / 128, interval masks): several K/V tiles, odd sizes,
+  // every head map, S_q > S_kv, one-sided windows, tiny S_kv.
+  c = Case();
+  c.name = "hopper gqa 8/2 d128 none 1500x2100 b2";
+  c.batch = 2;
+  c.sq = 1500;
+  c.skv = 2100;
+  c.hq = c.hout = 8;
+  c.hkv = 2;
+  c.map = Map::kGqa;
+  c.dqk = c.dv = 128;
+  add(c);
+  c = Case();
+  c.name = "hopper mqa 4/1 d64 causal 1000x700";
+  c.sq = 1000;
+  c.skv = 700;
+  c.hkv = 1;
+  c.map = Map::kMqa;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "hopper explicit 3/2->5 d128 window(100,20)";
+  c.sq = 700;
+  c.skv = 900;
+  c.hq = 3;
+  c.hkv = 2;
+  c.hout = 5;
+  c.map = Map::kExplicit;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kWindow;
+  c.wl = 100;
+  c.wr = 20;
+  add(c);
+  c = Case();
+  c.name = "hopper gqkva 2x3 d64 causal 500x500";
+  c.sq = c.skv = 500;
+  c.hq = 2;
+  c.hkv = 3;
+  c.hout = 6;
+  c.map = Map::kGqkva;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "hopper d128 window(-1,37) 333x333";
+  c.sq = c.skv = 333;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kWindow;
+  c.wr = 37;
+  add(c);
+  c = Case();
+  c.name = "hopper d64 window(50,-1) 333x333";
+  c.sq = c.skv = 333;
+  c.mask = MaskCode::kWindow;
+  c.wl = 50;
+  add(c);
+  c = Case();
+  c.name = "hopper d128 causal 1x1000";
+  c.sq = 1;
+  c.skv = 1000;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "hopper d64 none 300x5";
+  c.sq = 300;
+  c.skv = 5;
+  add(c);
+  c = Case();
+  c.name = "hopper d128 causal 2048x2048 h2";
+  c.sq = c.skv = 2048;
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = c.dv = 128;
+  c.mask = MaskCode::kCausal;
+  add(c);
   return cs;
 }
 
@@ -526,21 +602,6 @@ cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// The kernel of bench/flash_dev/flash_v2.cuh (5c368f7, the previous round's shipped kernel).
-template <typename Cfg>
-cudaError_t LaunchV2(const AttentionArgs& a, cudaStream_t stream) {
-  attnbench::cuda::flash_v2::FlashFlags f;
-  f.async_q = f.async_k = f.async_v = f.vector_o = true;
-  f.exp_scale = a.scale * 1.4426950408889634f;
-  auto kernel = attnbench::cuda::flash_v2::FlashForwardKernel<__nv_bfloat16, Cfg, false>;
-  cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (e != cudaSuccess) return e;
-  dim3 grid((unsigned)((a.seq_q + Cfg::kBr - 1) / Cfg::kBr), a.heads_out, a.batch);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, f);
-  return cudaGetLastError();
-}
-
 struct Variant {
   const char* name;
   int d;  // 0: any
@@ -567,9 +628,9 @@ int main(int argc, char** argv) {
       const double tol = st == Storage::kBFloat16 ? 1e-2 : 5e-3;
       const bool ok = r.nan == 0 && r.guard_bad == 0 && r.rel < tol;
       fails += !ok;
-      std::printf("%-46s %5s %10.3e %10.3e %5ld %5ld %5ld %s\n", c.name.c_str(),
+      std::printf("%-46s %5s %10.3e %10.3e %5ld %5ld %5ld %-6s %s\n", c.name.c_str(),
                   st == Storage::kBFloat16 ? "bf16" : "fp16", r.rel, r.max_abs, r.nan, r.guard_bad,
-                  r.zero_rows, ok ? "ok" : "FAIL");
+                  r.zero_rows, r.hopper ? "hopper" : "mma", ok ? "ok" : "FAIL");
     }
   }
   std::printf("correctness: %d failures\n", fails);
@@ -599,14 +660,8 @@ int main(int argc, char** argv) {
   using attnbench::cuda::flash::FlashConfig;
   const Variant variants[] = {
       {"shipped", 0, attnbench::cuda::LaunchFlashAttention},
-      {"v2 d64 (5c368f7)", 64,
-       LaunchV2<attnbench::cuda::flash_v2::FlashConfig<64, 64, 4, 2, 64, true, 2>>},
-      {"v2 d128 (5c368f7)", 128,
-       LaunchV2<attnbench::cuda::flash_v2::FlashConfig<128, 128, 4, 2, 64, false, 2>>},
-      {"d64 1 barrier, tiles in y", 64,
-       LaunchAlt<FlashConfig<64, 64, 4, 2, 64, true, 2, true, true>>},
-      {"d128 2 barriers, tiles in y", 128,
-       LaunchAlt<FlashConfig<128, 128, 4, 2, 64, false, 2, true, false>>},
+      {"mma.sync d64", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 64, true, 2, true>>},
+      {"mma.sync d128", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 64, false, 2>>},
   };
 
   FILE* out = std::fopen(out_path, "w");

@@ -213,6 +213,7 @@ cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream)
       (args.rope_dims > 0 && args.rope_cos_sin == nullptr)) {
     return cudaErrorInvalidValue;
   }
+  if (HopperRuns(args, cc_major, cc_minor)) return LaunchHopperAttention(args, stream);
   if (args.storage == Storage::kBFloat16) {
     return LaunchStorage<__nv_bfloat16>(args, stream);
   }

@@ -22,6 +22,12 @@ cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t str
 std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int cc_minor);
 cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream);
 
+// flash_hopper.cu: the same forward on Hopper's wgmma and TMA, for the requests HopperRuns
+// accepts (LaunchFlashAttention routes them there by itself; callers outside bench/ never need
+// these two).
+bool HopperRuns(const AttentionArgs& args, int cc_major, int cc_minor);
+cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream);
+
 }  // namespace attnbench::cuda
 
 #endif  // ATTNBENCH_KERNELS_CUDA_LAUNCH_H_

@@ -165,6 +165,19 @@ std::vector<Case> Cases() {
                  p.head_dim_qk = 128;
                  p.mask.kind = MaskKind::kCausal;
                }});
+  // Several 128-key tiles at D = 128 and 64: on an H100 these run cuda_flash's wgmma/TMA path
+  // (kernels/cuda/flash_hopper.cuh) through its multi-stage pipeline and tile edges.
+  c.push_back({"dim128_gqa_long", [](Problem& p) {
+                 p.head_dim_qk = 128;
+                 p.seq_len_q = 333;
+                 p.seq_len_kv = 1029;
+               }});
+  c.push_back({"dim64_causal_long", [](Problem& p) {
+                 Layout(p, LayoutKind::kMha);
+                 p.layout.num_heads = 2;
+                 p.seq_len_q = p.seq_len_kv = 1100;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
   c.push_back({"dim192_v128", [](Problem& p) {
                  p.head_dim_qk = 192;
                  p.head_dim_v = 128;

@@ -1,0 +1,136 @@
+// Host side of the Hopper fused forward (flash_hopper.cuh): which requests it runs, the TMA
+// tensor maps, and the launch. LaunchFlashAttention (flash_attention.cu) calls this first on a
+// compute capability 9.0 device and falls back to the mma.sync kernel when HopperRuns says no.
+// Every template instantiation is listed in LaunchStorage below.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/attention_args.h"
+#include "kernels/cuda/flash_hopper.cuh"
+#include "kernels/cuda/launch.h"
+
+namespace attnbench::cuda {
+namespace {
+
+//                               D   Bc  stages  (shared memory: 112 KB, 160 KB)
+using Hopper64 = hopper::HopperConfig<64, 128, 3>;
+using Hopper128 = hopper::HopperConfig<128, 128, 2>;
+
+// cuTensorMapEncodeTiled from the driver, found through the runtime so that nothing links
+// libcuda directly (the server must start on machines without a driver).
+PFN_cuTensorMapEncodeTiled_v12000 EncodeTiledFn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// A BSHD tensor [batch, seq, heads, dim] as a 4-d TMA map (dim, heads, seq, batch) read in
+// boxes of 64 elements x 1 head x `rows` positions, 128-byte swizzled. Rows past `seq` read as
+// zeros, which is what the kernel's tile edges need.
+bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, int64_t seq,
+               int heads, int dim, int rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = EncodeTiledFn();
+  if (encode == nullptr) return false;
+  const cuuint64_t sizes[4] = {static_cast<cuuint64_t>(dim), static_cast<cuuint64_t>(heads),
+                               static_cast<cuuint64_t>(seq), static_cast<cuuint64_t>(batch)};
+  const cuuint64_t row_bytes = static_cast<cuuint64_t>(dim) * 2;
+  const cuuint64_t strides[3] = {row_bytes, row_bytes * heads, row_bytes * heads * seq};
+  const cuuint32_t box[4] = {64, 1, static_cast<cuuint32_t>(rows), 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type = storage == Storage::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(map, type, 4, const_cast<void*>(base), sizes, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <typename T, typename Cfg>
+cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
+  CUtensorMap map_q, map_k, map_v;
+  if (!EncodeMap(&map_q, args.q, args.storage, args.batch, args.seq_q, args.heads_q, Cfg::kD,
+                 Cfg::kBr) ||
+      !EncodeMap(&map_k, args.k, args.storage, args.batch, args.seq_kv, args.heads_kv, Cfg::kD,
+                 Cfg::kBc) ||
+      !EncodeMap(&map_v, args.v, args.storage, args.batch, args.seq_kv, args.heads_kv, Cfg::kD,
+                 Cfg::kBc)) {
+    return cudaErrorInvalidValue;
+  }
+  hopper::HopperFlags flags;
+  flags.exp_scale = args.scale * 1.4426950408889634f;
+  if (args.mask == MaskCode::kCausal) {
+    flags.right = 0;
+  } else if (args.mask == MaskCode::kWindow) {
+    flags.left = args.window_left;
+    flags.right = args.window_right;
+  }
+  auto kernel = hopper::HopperForwardKernel<T, Cfg>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((args.seq_q + Cfg::kBr - 1) / Cfg::kBr),
+                  static_cast<unsigned>(args.heads_out), static_cast<unsigned>(args.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(map_q, map_k, map_v, args, flags);
+  return cudaGetLastError();
+}
+
+// The instantiations: (bf16, fp16) x (D = 64, 128).
+template <typename T>
+cudaError_t LaunchStorage(const AttentionArgs& args, cudaStream_t stream) {
+  if (args.dim_qk == 64) return LaunchConfig<T, Hopper64>(args, stream);
+  return LaunchConfig<T, Hopper128>(args, stream);
+}
+
+// Whether this binary carries sm_90a code for the kernel (a build for other targets has only the
+// empty body compiled for them).
+bool HasSm90aCode() {
+  static const bool has = [] {
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, hopper::HopperForwardKernel<__nv_bfloat16, Hopper128>) ==
+               cudaSuccess &&
+           attr.binaryVersion == 90;
+  }();
+  return has;
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+bool HopperRuns(const AttentionArgs& args, int cc_major, int cc_minor) {
+  if (cc_major != 9 || cc_minor != 0) return false;
+  if (args.storage != Storage::kFloat16 && args.storage != Storage::kBFloat16) return false;
+  if (args.dim_qk != args.dim_v || (args.dim_qk != 64 && args.dim_qk != 128)) return false;
+  if (args.mask == MaskCode::kBlock) return false;
+  if (args.rope_dims != 0 || args.rope_cos_sin != nullptr || args.alibi_slopes != nullptr ||
+      args.softcap > 0 || !(args.scale > 0)) {
+    return false;
+  }
+  // TMA coordinates are 32-bit; the grid's y (heads) and z (batch) are at most 65535.
+  if (args.seq_q >= (int64_t{1} << 31) || args.seq_kv >= (int64_t{1} << 31) ||
+      args.heads_out > 65535 || args.batch > 65535) {
+    return false;
+  }
+  if (!Aligned16(args.q) || !Aligned16(args.k) || !Aligned16(args.v) || !Aligned16(args.o)) {
+    return false;
+  }
+  return EncodeTiledFn() != nullptr && HasSm90aCode();
+}
+
+cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream) {
+  if (args.storage == Storage::kBFloat16) return LaunchStorage<__nv_bfloat16>(args, stream);
+  return LaunchStorage<__half>(args, stream);
+}
+
+}  // namespace attnbench::cuda

@@ -1,0 +1,426 @@
+// The fused attention forward for Hopper (sm_90a): the FlashAttention-2 algorithm of
+// flash_attention.cuh rebuilt on Hopper's asynchronous units, in the manner of FlashAttention-3.
+// Tensor-core work is wgmma (a warpgroup multiplies 64 rows at once, B straight from shared
+// memory), and tiles arrive by the tensor memory accelerator (TMA) onto mbarriers, issued by a
+// producer warp so that loads never wait on the math. flash_hopper.cu decides which requests take
+// this path (cc 9.0, fp16/bf16, D_qk = D_v in {64, 128}, an interval mask, no modifiers, rows
+// whose strides TMA accepts); everything else runs the mma.sync kernel.
+//
+// Tiles and work split (per thread block, Cfg = HopperConfig<kD, kBc, kStages>):
+//   - 3 warpgroups (384 threads). Warpgroup 0 is the producer: one thread issues every TMA copy
+//     and the rest idle with 24 registers (setmaxnreg), leaving 240 to each consumer thread.
+//     Warpgroups 1 and 2 are consumers, each owning 64 of the tile's kBr = 128 query rows.
+//   - K/V tiles of kBc = 128 keys; kStages shared-memory stages of K and V each.
+//   - Shared memory: Q [kBr][kD], then kStages K tiles [kBc][kD] and V tiles [kBc][kD], each
+//     stored as kD / 64 column panels of 64 elements (128 bytes a row) with the 128-byte swizzle
+//     TMA writes and wgmma reads; then the mbarriers.
+//
+// Pipeline:
+//   producer: Q once; then for each kept K/V tile i: wait until stage i % kStages is free
+//     (k_empty / v_empty, after the first round), expect the tile's bytes on k_full / v_full and
+//     issue the copies (one per 64-column panel). K and V have separate barriers so the next K
+//     can land while the consumers still multiply by the current V.
+//   consumer, per tile: wait k_full; S = Q K^T (wgmma SS, float32 in registers); wait for it
+//     (which also retires the previous tile's O += P V) and release the K stage and the previous
+//     V stage; mask (only tiles the interval cuts and the tile crossing S_kv); online softmax
+//     with exp2 and scale * log2(e) folded into one FMA; P rounded to the storage type in
+//     registers in the A-fragment layout; wait v_full; O += P V (wgmma RS, V read MN-major) left
+//     in flight across the next tile's S = Q K^T.
+//   epilogue: O / l (0 for rows whose every key is hidden), written straight from registers.
+//
+// Masks: the kernel knows one interval per query, j in [i' - left, i' + right] (a negative bound
+// is unbounded; causal is right = 0), plus j < S_kv. The K/V tile range is cut from it up front.
+//
+// Grid: (query tiles, output heads, batch), query tiles reversed. Blocks start x-fastest, so the
+// blocks running at once mostly share one head's K/V in L2 (with heads along x instead, 132
+// running blocks streamed 132 heads' K/V from memory: 20-25% slower at S = 16k), and each head's
+// longest causal tiles start first.
+#ifndef ATTNBENCH_KERNELS_CUDA_FLASH_HOPPER_CUH_
+#define ATTNBENCH_KERNELS_CUDA_FLASH_HOPPER_CUH_
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cuda/ptx>
+
+#include "kernels/cuda/attention_args.h"
+#include "kernels/cuda/flash_attention.cuh"
+#include "kernels/cuda/wgmma.cuh"
+
+namespace attnbench::cuda::hopper {
+
+template <int kD_, int kBc_, int kStages_>
+struct HopperConfig {
+  static constexpr int kD = kD_;  // D_qk = D_v
+  static constexpr int kBc = kBc_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kConsumers = 2;         // warpgroups of 64 query rows
+  static constexpr int kBr = 64 * kConsumers;  // query rows per block
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kPanels = kD / 64;  // 64-element (128-byte) column panels
+  static constexpr int kQBytes = kBr * kD * 2;
+  static constexpr int kKVBytes = kBc * kD * 2;  // one K or V stage
+  static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kKVBytes;
+  static constexpr int kNumBarriers = 1 + 4 * kStages;  // q_full, k/v full, k/v empty
+  // +1024: the dynamic shared memory base is aligned up to the 1024 bytes the swizzle needs.
+  static constexpr int kSmemBytes = kBarrierOffset + 8 * kNumBarriers + 1024;
+  static_assert(kD % 64 == 0 && kBc % 64 == 0, "whole 128-byte panels only");
+};
+
+// Per-launch values the host derives from AttentionArgs.
+struct HopperFlags {
+  float exp_scale = 0;  // scale * log2(e)
+  // The interval mask: keep j in [i' - left, i' + right]; negative = unbounded that side.
+  int64_t left = -1;
+  int64_t right = -1;
+};
+
+// ---- PTX wrappers -------------------------------------------------------------------------------
+
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void WgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// Keeps the compiler from moving reads or writes of wgmma operands across the asynchronous
+// instructions (it cannot see that they are still in use until the wait).
+template <int kN>
+__device__ __forceinline__ void FenceRegs(float (&r)[kN]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int kN>
+__device__ __forceinline__ void FenceRegs(uint32_t (&r)[kN][4]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+  }
+}
+
+// A wgmma shared-memory matrix descriptor for a 128-byte-swizzled operand. For K-major tiles
+// (Q, K) `stride` is the step between 8-row groups (1024 bytes) and `leading` is unused; for the
+// MN-major V tile `leading` is the step between 64-column panels.
+__device__ __forceinline__ uint64_t Descriptor(uint32_t smem_addr, uint32_t leading,
+                                               uint32_t stride) {
+  uint64_t desc = (smem_addr & 0x3FFFF) >> 4;
+  desc |= static_cast<uint64_t>((leading >> 4) & 0x3FFF) << 16;
+  desc |= static_cast<uint64_t>((stride >> 4) & 0x3FFF) << 32;
+  desc |= uint64_t{1} << 62;  // 128-byte swizzle
+  return desc;
+}
+
+__device__ __forceinline__ void WaitBarrier(uint64_t* bar, uint32_t parity) {
+  while (!::cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
+  }
+}
+
+// One TMA copy of a 64-column panel: box (64 elements, 1 head, rows, 1 batch) at the coords.
+__device__ __forceinline__ void LoadPanel(void* dst, const CUtensorMap* map, int col, int head,
+                                          int row, int batch, uint64_t* bar) {
+  const int32_t coords[4] = {col, head, row, batch};
+  ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, dst, map,
+                                    coords, bar);
+}
+
+// ---- the kernel ---------------------------------------------------------------------------------
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    HopperForwardKernel(const __grid_constant__ CUtensorMap map_q,
+                        const __grid_constant__ CUtensorMap map_k,
+                        const __grid_constant__ CUtensorMap map_v, const AttentionArgs args,
+                        const HopperFlags flags) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kD = Cfg::kD;
+  constexpr int kBc = Cfg::kBc;
+  constexpr int kBr = Cfg::kBr;
+  constexpr int kStages = Cfg::kStages;
+  constexpr int kPanels = Cfg::kPanels;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~static_cast<uintptr_t>(1023));
+  uint8_t* smem_q = smem;
+  uint8_t* smem_k = smem + Cfg::kQBytes;
+  uint8_t* smem_v = smem_k + kStages * Cfg::kKVBytes;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kBarrierOffset);
+  uint64_t* q_full = bars;
+  uint64_t* k_full = bars + 1;
+  uint64_t* v_full = k_full + kStages;
+  uint64_t* k_empty = v_full + kStages;
+  uint64_t* v_empty = k_empty + kStages;
+
+  const int64_t q0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBr;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const int q_head = args.head_map[2 * h];
+  const int kv_head = args.head_map[2 * h + 1];
+
+  // Kept K/V tiles [t_begin, t_end) of the whole block's rows.
+  const int64_t q_last = (q0 + kBr < args.seq_q ? q0 + kBr : args.seq_q) - 1;
+  int64_t kv_lo = 0;
+  int64_t kv_hi = args.seq_kv;  // exclusive
+  if (flags.left >= 0) kv_lo = q0 + args.offset - flags.left;
+  if (flags.right >= 0) kv_hi = q_last + args.offset + flags.right + 1;
+  if (kv_lo < 0) kv_lo = 0;
+  if (kv_hi > args.seq_kv) kv_hi = args.seq_kv;
+  const int t_begin = static_cast<int>(kv_lo / kBc);
+  const int t_end = kv_hi > kv_lo ? static_cast<int>((kv_hi + kBc - 1) / kBc) : t_begin;
+
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    ::cuda::ptx::mbarrier_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      ::cuda::ptx::mbarrier_init(&k_full[s], 1);
+      ::cuda::ptx::mbarrier_init(&v_full[s], 1);
+      ::cuda::ptx::mbarrier_init(&k_empty[s], 4 * Cfg::kConsumers);  // lane 0 of each consumer warp
+      ::cuda::ptx::mbarrier_init(&v_empty[s], 4 * Cfg::kConsumers);
+    }
+    ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ---- producer ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+    if (threadIdx.x == 0) {
+      ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                             ::cuda::ptx::space_shared, q_full, Cfg::kQBytes);
+      for (int p = 0; p < kPanels; ++p) {
+        LoadPanel(smem_q + p * kBr * 128, &map_q, 64 * p, q_head, static_cast<int>(q0), b, q_full);
+      }
+      for (int t = t_begin; t < t_end; ++t) {
+        const int i = t - t_begin;
+        const int stage = i % kStages;
+        const uint32_t parity = ((i / kStages) & 1) ^ 1;  // the previous round's phase
+        if (i >= kStages) WaitBarrier(&k_empty[stage], parity);
+        ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                               ::cuda::ptx::space_shared, &k_full[stage],
+                                               Cfg::kKVBytes);
+        for (int p = 0; p < kPanels; ++p) {
+          LoadPanel(smem_k + stage * Cfg::kKVBytes + p * kBc * 128, &map_k, 64 * p, kv_head,
+                    t * kBc, b, &k_full[stage]);
+        }
+        if (i >= kStages) WaitBarrier(&v_empty[stage], parity);
+        ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                               ::cuda::ptx::space_shared, &v_full[stage],
+                                               Cfg::kKVBytes);
+        for (int p = 0; p < kPanels; ++p) {
+          LoadPanel(smem_v + stage * Cfg::kKVBytes + p * kBc * 128, &map_v, 64 * p, kv_head,
+                    t * kBc, b, &v_full[stage]);
+        }
+      }
+    }
+  } else {
+    // ---- consumers ----
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+    const int consumer = warpgroup - 1;
+    const int warp = (threadIdx.x / 32) % 4;
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4;
+    const int t4 = lane % 4;
+    // Positions i' of this thread's two rows, and the first/last of its warpgroup's 64.
+    const int64_t wg_row0 = q0 + 64 * consumer;
+    const int64_t row0 = wg_row0 + 16 * warp + g;
+    const int64_t pos0 = row0 + args.offset;
+    const int64_t pos1 = pos0 + 8;
+    const int64_t wg_first_pos = wg_row0 + args.offset;
+    const int64_t wg_last_pos = wg_first_pos + 63;
+
+    float o[kD / 2];
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+    const uint32_t q_addr = flash::SmemAddr(smem_q) + consumer * 64 * 128;
+    const uint32_t k_addr = flash::SmemAddr(smem_k);
+    const uint32_t v_addr = flash::SmemAddr(smem_v);
+
+    // S = Q K^T for the tile in `stage` (asynchronous; committed as one group).
+    auto issue_s = [&](float(&s)[kBc / 2], int stage) {
+      WgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        const uint32_t panel = kk / 4;
+        const uint32_t offset = (kk % 4) * 32;
+        const uint64_t da = Descriptor(q_addr + panel * kBr * 128 + offset, 16, 1024);
+        const uint64_t db =
+            Descriptor(k_addr + stage * Cfg::kKVBytes + panel * kBc * 128 + offset, 16, 1024);
+        Wgmma<kBc, T>::SS(s, da, db, kk > 0 ? 1 : 0);
+      }
+      WgmmaCommit();
+    };
+    // O += P V for the tile in `stage` (asynchronous).
+    auto issue_pv = [&](uint32_t(&p)[kBc / 16][4], int stage) {
+      FenceRegs(p);
+      WgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < kBc / 16; ++kk) {
+        const uint64_t db =
+            Descriptor(v_addr + stage * Cfg::kKVBytes + kk * 16 * 128, kBc * 128, 1024);
+        Wgmma<kD, T>::RS(o, p[kk], db, 1);
+      }
+      WgmmaCommit();
+    };
+    // Masks tile t's scores, updates the running max and sum, and leaves exp2 of the scaled,
+    // shifted scores in s; alpha is how much the rows' earlier output must shrink.
+    auto softmax = [&](float(&s)[kBc / 2], int t, float& alpha0, float& alpha1) {
+      const int64_t j0 = static_cast<int64_t>(t) * kBc;
+      const bool cut_right = flags.right >= 0 && j0 + kBc - 1 > wg_first_pos + flags.right;
+      const bool cut_left = flags.left >= 0 && j0 < wg_last_pos - flags.left;
+      if (cut_right || cut_left || j0 + kBc > args.seq_kv) {
+#pragma unroll
+        for (int n = 0; n < kBc / 8; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int64_t j = j0 + 8 * n + 2 * t4 + (e & 1);
+            const int64_t pos = e < 2 ? pos0 : pos1;
+            const bool keep = j < args.seq_kv && (flags.right < 0 || j <= pos + flags.right) &&
+                              (flags.left < 0 || j >= pos - flags.left);
+            if (!keep) s[4 * n + e] = -INFINITY;
+          }
+        }
+      }
+      // A quad of threads shares a row.
+      float mx0 = m0, mx1 = m1;
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+        mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+      // A row with no kept key yet keeps max -inf; subtracting 0 then gives p = 0, not NaN.
+      const float base0 = mx0 == -INFINITY ? 0.f : mx0 * flags.exp_scale;
+      const float base1 = mx1 == -INFINITY ? 0.f : mx1 * flags.exp_scale;
+      alpha0 = flash::FastExp2(m0 * flags.exp_scale - base0);
+      alpha1 = flash::FastExp2(m1 * flags.exp_scale - base1);
+      m0 = mx0;
+      m1 = mx1;
+      float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+      for (int n = 0; n < kBc / 8; ++n) {
+        s[4 * n] = flash::FastExp2(fmaf(s[4 * n], flags.exp_scale, -base0));
+        s[4 * n + 1] = flash::FastExp2(fmaf(s[4 * n + 1], flags.exp_scale, -base0));
+        s[4 * n + 2] = flash::FastExp2(fmaf(s[4 * n + 2], flags.exp_scale, -base1));
+        s[4 * n + 3] = flash::FastExp2(fmaf(s[4 * n + 3], flags.exp_scale, -base1));
+        sum0 += s[4 * n] + s[4 * n + 1];
+        sum1 += s[4 * n + 2] + s[4 * n + 3];
+      }
+      l0 = l0 * alpha0 + sum0;
+      l1 = l1 * alpha1 + sum1;
+    };
+    // P in the A-fragment layout of wgmma (that of mma.m16n8k16 for each warp's 16 rows).
+    auto pack = [&](const float(&s)[kBc / 2], uint32_t(&p)[kBc / 16][4]) {
+#pragma unroll
+      for (int kk = 0; kk < kBc / 16; ++kk) {
+        p[kk][0] = flash::Pack2<T>(s[8 * kk], s[8 * kk + 1]);
+        p[kk][1] = flash::Pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+        p[kk][2] = flash::Pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+        p[kk][3] = flash::Pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+    };
+    auto rescale = [&](float alpha0, float alpha1) {
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n) {
+        o[4 * n] *= alpha0;
+        o[4 * n + 1] *= alpha0;
+        o[4 * n + 2] *= alpha1;
+        o[4 * n + 3] *= alpha1;
+      }
+    };
+    // The two consumers take turns on the tensor cores (FlashAttention-3's ping-pong): each
+    // issues its GEMMs between waiting on its own named barrier and arriving on the other's,
+    // so one warpgroup's softmax runs while the other's GEMMs do.
+    const int my_turn = 1 + consumer;
+    const int their_turn = 2 - consumer;
+    auto wait_turn = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(my_turn) : "memory"); };
+    auto pass_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(their_turn) : "memory"); };
+    if (consumer == 1) pass_turn();  // consumer 0 goes first
+
+    WaitBarrier(q_full, 0);
+    uint32_t p[kBc / 16][4];
+    float alpha0 = 1.f, alpha1 = 1.f;
+    if (t_begin < t_end) {
+      float s[kBc / 2];
+      WaitBarrier(&k_full[0], 0);
+      wait_turn();
+      issue_s(s, 0);
+      pass_turn();
+      WgmmaWait<0>();
+      FenceRegs(s);
+      if (lane == 0) ::cuda::ptx::mbarrier_arrive(&k_empty[0]);
+      softmax(s, t_begin, alpha0, alpha1);
+      pack(s, p);
+    }
+    // Tile i's S = Q K^T is issued together with tile i - 1's O += P V; S's softmax then
+    // overlaps the PV still running.
+    for (int t = t_begin + 1; t < t_end; ++t) {
+      const int i = t - t_begin;
+      const int stage = i % kStages;
+      const int prev = (i - 1) % kStages;
+      float s[kBc / 2];
+      WaitBarrier(&k_full[stage], (i / kStages) & 1);
+      wait_turn();
+      issue_s(s, stage);
+      rescale(alpha0, alpha1);
+      WaitBarrier(&v_full[prev], ((i - 1) / kStages) & 1);
+      issue_pv(p, prev);
+      pass_turn();
+      WgmmaWait<1>();
+      FenceRegs(s);
+      if (lane == 0) ::cuda::ptx::mbarrier_arrive(&k_empty[stage]);
+      softmax(s, t, alpha0, alpha1);
+      WgmmaWait<0>();
+      FenceRegs(o);
+      FenceRegs(p);
+      if (lane == 0) ::cuda::ptx::mbarrier_arrive(&v_empty[prev]);
+      pack(s, p);
+    }
+    if (t_begin < t_end) {
+      const int last = (t_end - 1 - t_begin) % kStages;
+      rescale(alpha0, alpha1);
+      WaitBarrier(&v_full[last], ((t_end - 1 - t_begin) / kStages) & 1);
+      issue_pv(p, last);
+      WgmmaWait<0>();
+      FenceRegs(o);
+    }
+    // Balance the turn barriers: consumer 1's last pass is still pending on consumer 0's.
+    if (consumer == 0) wait_turn();
+
+    // Epilogue: O / l straight from the accumulators, two elements per store.
+    l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f;
+    const float inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    T* out = static_cast<T*>(args.o);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row = row0 + 8 * r;
+      if (row >= args.seq_q) continue;
+      const float inv = r == 0 ? inv0 : inv1;
+      uint32_t* dst = reinterpret_cast<uint32_t*>(
+          out + RowOffset(b, args.seq_q, row, args.heads_out, h, kD) + 2 * t4);
+#pragma unroll
+      for (int n = 0; n < kD / 8; ++n) {
+        dst[4 * n] = flash::Pack2<T>(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+      }
+    }
+  }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+}  // namespace attnbench::cuda::hopper
+
+#endif  // ATTNBENCH_KERNELS_CUDA_FLASH_HOPPER_CUH_
