@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/problem.h"
+#include "kernels/stop_check.h"
 #include "kernels/tensors.h"
 
 namespace attnbench {
@@ -48,6 +49,9 @@ struct BackendSupport {
 struct IterationOptions {
   bool flush_cache = true;      // evict the last-level cache before the timed region
   bool use_cuda_graph = false;  // time the replay of a captured graph (small shapes)
+  // Polled inside a long iteration by backends able to stop one midway (the CPU backend), whose
+  // RunTimed then returns CANCELLED early. Null: never stop. Must outlive the iteration.
+  const StopCheck* stop = nullptr;
 };
 
 // One prepared problem on one device: inputs generated and resident, outputs allocated.

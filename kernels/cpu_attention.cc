@@ -53,13 +53,14 @@ uint64_t CpuAttention::ScratchBytes(const ProblemShapes& shapes) {
          tq * tk + tq;
 }
 
-void CpuAttention::PrepareQueries(ThreadPool& pool, const float* queries_in,
-                                  float* queries_out) const {
+void CpuAttention::PrepareQueries(ThreadPool& pool, const float* queries_in, float* queries_out,
+                                  const StopCheck* stop) const {
   const int64_t rows = shapes_.batch * shapes_.seq_q;
   const int64_t heads = shapes_.heads.num_query_heads;
   const int64_t dim = shapes_.dim_qk;
   const int half = static_cast<int>(inv_freq_.size());
   pool.ParallelFor((rows + kRowsPerItem - 1) / kRowsPerItem, [&](int64_t item, int) {
+    if (ShouldStop(stop)) return;
     std::vector<float> cos_sin(2 * half);
     for (int64_t row = item * kRowsPerItem; row < std::min(rows, (item + 1) * kRowsPerItem);
          ++row) {
@@ -75,12 +76,14 @@ void CpuAttention::PrepareQueries(ThreadPool& pool, const float* queries_in,
   });
 }
 
-void CpuAttention::RotateKeys(ThreadPool& pool, const float* keys_in, float* keys_out) const {
+void CpuAttention::RotateKeys(ThreadPool& pool, const float* keys_in, float* keys_out,
+                              const StopCheck* stop) const {
   const int64_t rows = shapes_.batch * shapes_.seq_kv;
   const int64_t heads = shapes_.heads.num_kv_heads;
   const int64_t dim = shapes_.dim_qk;
   const int half = static_cast<int>(inv_freq_.size());
   pool.ParallelFor((rows + kRowsPerItem - 1) / kRowsPerItem, [&](int64_t item, int) {
+    if (ShouldStop(stop)) return;
     std::vector<float> cos_sin(2 * half);
     for (int64_t row = item * kRowsPerItem; row < std::min(rows, (item + 1) * kRowsPerItem);
          ++row) {
@@ -95,20 +98,24 @@ void CpuAttention::RotateKeys(ThreadPool& pool, const float* keys_in, float* key
   });
 }
 
-void CpuAttention::Run(ThreadPool& pool, const float* queries, const KvSource& kv, float* out) {
+void CpuAttention::Run(ThreadPool& pool, const float* queries, const KvSource& kv, float* out,
+                       const StopCheck* stop) {
   const int64_t tiles = (shapes_.seq_q + kQueryTile - 1) / kQueryTile;
   const int64_t heads = shapes_.heads.num_output_heads;
   pool.ParallelFor(shapes_.batch * heads * tiles, [&](int64_t item, int thread) {
+    if (ShouldStop(stop)) return;
     const int64_t t = item % tiles;
     const int h = static_cast<int>((item / tiles) % heads);
     const int64_t b = item / tiles / heads;
     const int64_t i0 = t * kQueryTile;
-    RunTile(b, h, i0, std::min(shapes_.seq_q, i0 + kQueryTile), queries, kv, out, scratch_[thread]);
+    RunTile(b, h, i0, std::min(shapes_.seq_q, i0 + kQueryTile), queries, kv, out, scratch_[thread],
+            stop);
   });
 }
 
 void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float* queries,
-                           const KvSource& kv, float* out, Scratch& sc) const {
+                           const KvSource& kv, float* out, Scratch& sc,
+                           const StopCheck* stop) const {
   const int64_t rows = i1 - i0;
   const int64_t dqk = shapes_.dim_qk, dv = shapes_.dim_v;
   const int64_t hq = shapes_.heads.num_query_heads, hout = shapes_.heads.num_output_heads;
@@ -125,6 +132,8 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
   const float slope = slopes_.empty() ? 0.0f : slopes_[h];
 
   for (int64_t j0 = 0; j0 < shapes_.seq_kv; j0 += kKeyBlock) {
+    // A clock read per block of 64 x 64 scores: well under 1% of the block's work.
+    if (ShouldStop(stop)) return;
     const int64_t j1 = std::min(shapes_.seq_kv, j0 + kKeyBlock);
     const int64_t width = j1 - j0;
     const TileCoverage coverage = mask_.Coverage(b, h, i0, i1, j0, j1);

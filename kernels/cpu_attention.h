@@ -13,6 +13,7 @@
 #include "kernels/mask.h"
 #include "kernels/problem.h"
 #include "kernels/shapes.h"
+#include "kernels/stop_check.h"
 #include "kernels/thread_pool.h"
 
 namespace attnbench {
@@ -27,12 +28,17 @@ class CpuAttention {
 
   // queries [B, S_q, H_q, D_qk] as PrepareQueries leaves them (rotated, times scale); writes
   // out [B, S_q, H_out, D_v] rounded to the dtype. Rows with every key hidden get zeros.
-  void Run(ThreadPool& pool, const float* queries, const KvSource& kv, float* out);
+  // Each of these returns early, its output partly written, once `stop` says so; it is polled per
+  // key block, so a query tile against a very long sequence stops too.
+  void Run(ThreadPool& pool, const float* queries, const KvSource& kv, float* out,
+           const StopCheck* stop = nullptr);
 
   // queries_out = RoPE(queries_in at position i') * scale.
-  void PrepareQueries(ThreadPool& pool, const float* queries_in, float* queries_out) const;
+  void PrepareQueries(ThreadPool& pool, const float* queries_in, float* queries_out,
+                      const StopCheck* stop = nullptr) const;
   // keys_out = RoPE(keys_in at position j); only meaningful with RoPE on.
-  void RotateKeys(ThreadPool& pool, const float* keys_in, float* keys_out) const;
+  void RotateKeys(ThreadPool& pool, const float* keys_in, float* keys_out,
+                  const StopCheck* stop = nullptr) const;
 
   // Scratch bytes per thread (for memory estimates).
   static uint64_t ScratchBytes(const ProblemShapes& shapes);
@@ -43,7 +49,7 @@ class CpuAttention {
     std::vector<uint8_t> keep, active;
   };
   void RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float* queries, const KvSource& kv,
-               float* out, Scratch& scratch) const;
+               float* out, Scratch& scratch, const StopCheck* stop) const;
 
   const Problem& problem_;
   const ProblemShapes& shapes_;

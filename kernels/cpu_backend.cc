@@ -52,14 +52,19 @@ class CpuWorkload : public Workload {
   }
 
   absl::Status BeforeIteration(const IterationOptions& options) override {
+    options_ = options;
     if (options.flush_cache) FlushLastLevelCache();
     return absl::OkStatus();
   }
 
   absl::StatusOr<double> RunTimed() override {
     const auto start = std::chrono::steady_clock::now();
-    Compute();
+    Compute(options_.stop);
     const auto end = std::chrono::steady_clock::now();
+    if (options_.stop != nullptr && options_.stop->stopped()) {
+      ran_ = false;  // the output is partly written
+      return absl::CancelledError("cpu_reference: the iteration was stopped midway");
+    }
     ran_ = true;
     return std::chrono::duration<double>(end - start).count();
   }
@@ -78,7 +83,7 @@ class CpuWorkload : public Workload {
   DeviceDescription Device() const override { return CpuDevice(); }
 
  private:
-  void Compute() {
+  void Compute(const StopCheck* stop) {
     const float* q = inputs_.query.values.data();
     const float* k = inputs_.key.values.data();
     const float* v = inputs_.value.values.data();
@@ -86,31 +91,31 @@ class CpuWorkload : public Workload {
     if (shapes_.layer) {
       const int64_t dm = shapes_.d_model;
       MatMulRounded(pool_, inputs_.x.values.data(), inputs_.w_q.values.data(), q_proj_.data(),
-                    tokens, dm, shapes_.w_q[1], problem_.dtype);
+                    tokens, dm, shapes_.w_q[1], problem_.dtype, stop);
       MatMulRounded(pool_, inputs_.x.values.data(), inputs_.w_k.values.data(), k_proj_.data(),
-                    tokens, dm, shapes_.w_k[1], problem_.dtype);
+                    tokens, dm, shapes_.w_k[1], problem_.dtype, stop);
       MatMulRounded(pool_, inputs_.x.values.data(), inputs_.w_v.values.data(), v_proj_.data(),
-                    tokens, dm, shapes_.w_v[1], problem_.dtype);
+                    tokens, dm, shapes_.w_v[1], problem_.dtype, stop);
       q = q_proj_.data();
       k = k_proj_.data();
       v = v_proj_.data();
     }
-    attention_.PrepareQueries(pool_, q, q_work_.data());
+    attention_.PrepareQueries(pool_, q, q_work_.data(), stop);
     float* core_out = shapes_.layer ? o_core_.data() : output_.data();
     if (cache_ != nullptr) {
-      attention_.Run(pool_, q_work_.data(), *cache_, core_out);
+      attention_.Run(pool_, q_work_.data(), *cache_, core_out, stop);
     } else {
       if (problem_.rope.enabled) {
-        attention_.RotateKeys(pool_, k, k_work_.data());
+        attention_.RotateKeys(pool_, k, k_work_.data(), stop);
         k = k_work_.data();
       }
       const ContiguousKv kv(k, v, shapes_.seq_kv, shapes_.heads.num_kv_heads, shapes_.dim_qk,
                             shapes_.dim_v);
-      attention_.Run(pool_, q_work_.data(), kv, core_out);
+      attention_.Run(pool_, q_work_.data(), kv, core_out, stop);
     }
     if (shapes_.layer) {
       MatMulRounded(pool_, o_core_.data(), inputs_.w_o.values.data(), output_.data(), tokens,
-                    shapes_.w_o[0], shapes_.d_model, problem_.dtype);
+                    shapes_.w_o[0], shapes_.d_model, problem_.dtype, stop);
     }
   }
 
@@ -121,6 +126,7 @@ class CpuWorkload : public Workload {
   CpuAttention attention_;
   std::vector<float> q_work_, k_work_, q_proj_, k_proj_, v_proj_, o_core_, output_;
   std::unique_ptr<PagedKvCache> cache_;
+  IterationOptions options_;  // the last BeforeIteration's
   bool ran_ = false;
 };
 

@@ -7,7 +7,7 @@
 namespace attnbench {
 
 void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m, int64_t k,
-                   int64_t n, DType dtype) {
+                   int64_t n, DType dtype, const StopCheck* stop) {
   constexpr int64_t kRows = 8;
   // Column chunks keep a slab of b in cache while a few rows of a stream past it.
   constexpr int64_t kCols = 256;
@@ -15,6 +15,8 @@ void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, i
     const int64_t r0 = item * kRows, r1 = std::min(m, r0 + kRows);
     std::fill(c + r0 * n, c + r1 * n, 0.0f);
     for (int64_t n0 = 0; n0 < n; n0 += kCols) {
+      // A slab is kRows x k x kCols multiply-adds: milliseconds even for a wide layer.
+      if (ShouldStop(stop)) return;
       const int64_t n1 = std::min(n, n0 + kCols);
       for (int64_t r = r0; r < r1; ++r) {
         float* crow = c + r * n;

@@ -6,13 +6,15 @@
 #include <cstdint>
 
 #include "kernels/problem.h"
+#include "kernels/stop_check.h"
 #include "kernels/thread_pool.h"
 
 namespace attnbench {
 
-// c[m, n] = RoundToDType(sum_k a[m, k] * b[k, n]); all row-major.
+// c[m, n] = RoundToDType(sum_k a[m, k] * b[k, n]); all row-major. Once `stop` says so, returns
+// with c partly written.
 void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m, int64_t k,
-                   int64_t n, DType dtype);
+                   int64_t n, DType dtype, const StopCheck* stop = nullptr);
 
 }  // namespace attnbench
 

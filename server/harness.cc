@@ -33,10 +33,15 @@ class RunningNoise {
   double m2_ = 0;
 };
 
-absl::StatusOr<double> OneIteration(Workload& workload, const IterationOptions& options) {
+absl::StatusOr<double> OneIteration(Workload& workload, const IterationOptions& options,
+                                    const InterruptCheck& interrupted) {
   if (absl::Status s = workload.BeforeIteration(options); !s.ok()) return s;
   absl::StatusOr<double> seconds = workload.RunTimed();
-  if (!seconds.ok()) return seconds.status();
+  if (!seconds.ok()) {
+    // Stopped midway: the interrupt says why (the client left, or the deadline passed).
+    if (absl::Status s = interrupted(); !s.ok()) return s;
+    return seconds.status();
+  }
   if (!std::isfinite(*seconds) || *seconds < 0) {
     return absl::InternalError(
         absl::StrCat("backend reported an invalid iteration time: ", *seconds, " s"));
@@ -48,10 +53,11 @@ absl::StatusOr<double> OneIteration(Workload& workload, const IterationOptions& 
 
 absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const MeasurementPlan& plan,
                                                     const InterruptCheck& interrupted) {
-  const IterationOptions options{plan.flush_cache, plan.use_cuda_graph};
+  const StopCheck stop([&interrupted] { return !interrupted().ok(); });
+  const IterationOptions options{plan.flush_cache, plan.use_cuda_graph, &stop};
   for (int i = 0; i < plan.warmup_iterations; ++i) {
     if (absl::Status s = interrupted(); !s.ok()) return s;
-    absl::StatusOr<double> t = OneIteration(workload, options);
+    absl::StatusOr<double> t = OneIteration(workload, options, interrupted);
     if (!t.ok()) return t.status();
   }
 
@@ -62,7 +68,7 @@ absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const Me
   const auto budget = std::chrono::duration<double>(plan.max_duration_seconds);
   while (true) {
     if (absl::Status s = interrupted(); !s.ok()) return s;
-    absl::StatusOr<double> t = OneIteration(workload, options);
+    absl::StatusOr<double> t = OneIteration(workload, options, interrupted);
     if (!t.ok()) return t.status();
     samples.push_back(*t);
     noise.Add(*t);

@@ -1,6 +1,7 @@
 // The measurement loop: warm-up iterations, then timed iterations until the plan's stopping rule
 // holds, with the untimed BeforeIteration (cache flush) between them and a check for cancellation
-// or an expired deadline before every iteration, so an abandoned request frees its device soon.
+// or an expired deadline before every iteration and, where the backend polls it
+// (IterationOptions::stop), within one, so an abandoned request frees its device soon.
 #ifndef ATTNBENCH_SERVER_HARNESS_H_
 #define ATTNBENCH_SERVER_HARNESS_H_
 

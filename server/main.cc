@@ -46,6 +46,13 @@ ABSL_FLAG(uint64_t, max_inline_output_bytes, uint64_t{4} << 20,
           "largest output tensor Run returns inline; larger ones need StreamRun");
 ABSL_FLAG(int32_t, stream_chunk_bytes, 1 << 20, "bytes per StreamRun tensor chunk");
 ABSL_FLAG(int32_t, max_sweep_points, 10000, "largest sweep grid");
+ABSL_FLAG(double, max_request_flops_cpu, attnbench::server::kDefaultMaxRequestFlopsCpu,
+          "most FLOPs one run may ask of a CPU backend, or of the host for its float64 check "
+          "(iterations x per-iteration work, each kept pair counted as 64 FLOPs more); 0: "
+          "unlimited");
+ABSL_FLAG(double, max_request_flops_gpu, attnbench::server::kDefaultMaxRequestFlopsGpu,
+          "most FLOPs one run may ask of a GPU backend, counted as for --max_request_flops_cpu; "
+          "0: unlimited");
 ABSL_FLAG(int32_t, max_iterations, 100000, "largest warmup/min/max iteration count of a request");
 ABSL_FLAG(double, max_duration_seconds, 600, "largest measurement.max_duration_seconds");
 ABSL_FLAG(int32_t, cpu_threads, 0, "threads of the CPU reference backend; 0 uses all");
@@ -96,6 +103,8 @@ bool ReadOptions(ServerOptions* options) {
   options->max_sweep_points = absl::GetFlag(FLAGS_max_sweep_points);
   options->max_iterations = absl::GetFlag(FLAGS_max_iterations);
   options->max_duration_seconds = absl::GetFlag(FLAGS_max_duration_seconds);
+  options->max_request_flops_cpu = absl::GetFlag(FLAGS_max_request_flops_cpu);
+  options->max_request_flops_gpu = absl::GetFlag(FLAGS_max_request_flops_gpu);
   options->server_name = absl::GetFlag(FLAGS_server_name);
   if (options->server_name.empty()) {
     char host[256] = {};
@@ -124,6 +133,8 @@ bool ReadOptions(ServerOptions* options) {
   require(options->max_sweep_points > 0, "--max_sweep_points must be positive");
   require(options->max_iterations > 0, "--max_iterations must be positive");
   require(options->max_duration_seconds > 0, "--max_duration_seconds must be positive");
+  require(options->max_request_flops_cpu >= 0, "--max_request_flops_cpu must be >= 0");
+  require(options->max_request_flops_gpu >= 0, "--max_request_flops_gpu must be >= 0");
   require(absl::GetFlag(FLAGS_cpu_threads) >= 0, "--cpu_threads must be >= 0");
   require(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0,
           "--shutdown_grace_seconds must be >= 0");

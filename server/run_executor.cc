@@ -16,6 +16,7 @@
 #include "server/log.h"
 #include "server/stats.h"
 #include "server/throughput.h"
+#include "server/work_limit.h"
 
 namespace attnbench::server {
 namespace {
@@ -86,6 +87,14 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
 
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
+  const std::vector<DeviceDescription> devices = backend.Devices();
+  if (absl::Status s = CheckWorkLimit(
+          EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total),
+          backend.Name(), devices.empty() ? "" : devices.front().kind, *options_);
+      !s.ok()) {
+    if (metrics_ != nullptr) metrics_->RecordRejection("too_much_work");
+    return s;
+  }
   if (request.return_output && delivery == OutputDelivery::kInline) {
     // Refused before running, so a client learns to use StreamRun without waiting for a run.
     const uint64_t bytes = static_cast<uint64_t>(NumElements(shapes->output)) *
@@ -95,7 +104,6 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
     }
   }
 
-  const std::vector<DeviceDescription> devices = backend.Devices();
   WorkTicket ticket;
   ticket.devices = EligibleDevices(devices, request.device_index);
   if (ticket.devices.empty()) {

@@ -13,9 +13,10 @@ from attnbench.v1 import attnbench_pb2 as pb
 from attnbench.v1 import attnbench_pb2_grpc as pb_grpc
 
 # Inline outputs above 64 KiB are refused; StreamRun sends 4 KiB chunks; requests estimated
-# above 4 MiB fail when they are about to run.
+# above 4 MiB fail when they are about to run, and so do runs over 1e10 FLOPs of CPU work.
 INLINE_LIMIT = 65536
 REQUEST_LIMIT = 4 << 20
+FLOP_LIMIT = "1e+10"
 CHUNK = 4096
 RPC_TIMEOUT = 120
 
@@ -27,7 +28,8 @@ STUB = None
 def setUpModule():
     global SERVER, CHANNEL, STUB
     SERVER = harness.Server("--cpu_threads=2", f"--max_inline_output_bytes={INLINE_LIMIT}",
-                            f"--stream_chunk_bytes={CHUNK}", f"--max_request_bytes={REQUEST_LIMIT}")
+                            f"--stream_chunk_bytes={CHUNK}", f"--max_request_bytes={REQUEST_LIMIT}",
+                            f"--max_request_flops_cpu={FLOP_LIMIT}")
     CHANNEL = grpc.insecure_channel(SERVER.target)
     grpc.channel_ready_future(CHANNEL).result(timeout=30)
     STUB = pb_grpc.AttnBenchStub(CHANNEL)
@@ -237,6 +239,13 @@ class ErrorStatusTest(unittest.TestCase):
         req = request()
         req.measurement.use_cuda_graph = True
         self.assertStatus(req, grpc.StatusCode.FAILED_PRECONDITION)
+
+    def test_runaway_work_refused_naming_the_flag(self):
+        # 16384^2 / 2 causal pairs at head dim 8, each 2 x 16 FLOPs + 64: ~1.3e10 per iteration,
+        # in under REQUEST_LIMIT bytes.
+        req = request(seq_len=16384, heads=1, head_dim=8)
+        self.assertStatus(req, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"--max_request_flops_cpu={FLOP_LIMIT}")
 
     def test_stream_run_reports_errors_too(self):
         req = request()

@@ -149,10 +149,11 @@ TEST(BinaryTest, MetricsCanBeDisabledAndBadFlagsRefused) {
     EXPECT_THAT(line, HasSubstr(" metrics on disabled backends "));
     EXPECT_EQ(server.TerminateAndWait(std::chrono::seconds(10)), 0);
   }
-  {
-    ServerProcess server({"--listen_address=127.0.0.1:0", "--log_level=loud"});
-    EXPECT_EQ(server.ReadLine(), "");
-    EXPECT_EQ(server.TerminateAndWait(std::chrono::seconds(10)), 2);
+  for (const char* bad :
+       {"--log_level=loud", "--max_request_flops_cpu=-1", "--max_request_flops_gpu=-5"}) {
+    ServerProcess server({"--listen_address=127.0.0.1:0", bad});
+    EXPECT_EQ(server.ReadLine(), "") << bad;
+    EXPECT_EQ(server.TerminateAndWait(std::chrono::seconds(10)), 2) << bad;
   }
 }
 
