@@ -14,6 +14,9 @@
 #               --tool memcheck, then --tool racecheck; fails on any reported error
 #   bench       attnbench-server + bench/standard_table.py (the full table)
 #   bench-quick the same with --quick
+#   ops         attnbench-server + bench/gpu_ops.py: NVML telemetry and device metrics, a request
+#               the device cannot hold (another process holding its memory) then the next one,
+#               and with two or more GPUs pinned requests and a spread sweep (issue #4 on a GPU)
 # Everything goes under $OUT (the device tool's result folder) when set, else
 # /tmp/attnbench-device: device_run.log (this output), tests.log, correctness.log,
 # correctness.json, sanitizer.log, server.log, standard_table.md, standard_table.json (8 files,
@@ -32,7 +35,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops ...]" >&2
   exit 2
 }
 
@@ -41,7 +44,7 @@ stages=()
 for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
-    tests | check | sanitize | bench | bench-quick) stages+=("$arg") ;;
+    tests | check | sanitize | bench | bench-quick | ops) stages+=("$arg") ;;
     *) usage ;;
   esac
 done
@@ -336,6 +339,20 @@ stage_bench() { # LIMIT_S QUICK(0|1)
   return "$rc"
 }
 
+stage_ops() {
+  local limit="$1" rc=0
+  server_wrapper=()
+  server_flags=(--metrics_address="127.0.0.1:$(free_port)" --max_request_bytes=$((48 << 30)))
+  start_server ops 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  local metrics
+  metrics="$(sed -nE 's/.*metrics on ([^ ]+) .*/\1/p' <<<"$(grep -m 1 'listening on' "$work/server.out")")"
+  timeout -k 10 "$limit" "$python" bench/gpu_ops.py --server="$server_target" \
+    --metrics="$metrics" 2>&1 | tee "$out_dir/ops.log" || rc=$?
+  stop_server ops || true
+  STAGE_NOTE="$(grep '^\[ops\] \(PASS\|FAIL\)' "$out_dir/ops.log" | tail -n 1 | sed 's/^\[ops\] //') (ops.log)"
+  return "$rc"
+}
+
 free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -383,6 +400,7 @@ for stage in "${stages[@]}"; do
     sanitize) limit_default=360 ;;
     bench) limit_default=600 ;;
     bench-quick) limit_default=150 ;;
+    ops) limit_default=240 ;;
   esac
   limit="$(stage_limit "$limit_default")"
   if [ "$limit" -lt 30 ]; then
@@ -401,6 +419,7 @@ for stage in "${stages[@]}"; do
     sanitize) stage_sanitize "$limit" || rc=$? ;;
     bench) stage_bench "$limit" 0 || rc=$? ;;
     bench-quick) stage_bench "$limit" 1 || rc=$? ;;
+    ops) stage_ops "$limit" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
     record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"

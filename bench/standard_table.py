@@ -157,6 +157,7 @@ class Ours:
         t.extra = {"server_tflops_flash_convention": r.throughput.achieved_tflops_flash_convention,
                    "server_flops_flash_convention": r.work.flops_flash_convention,
                    "device": r.device.name,
+                   "kernel": r.kernel,
                    "sm_clock_mhz_before": r.device.sm_clock_mhz_before,
                    "sm_clock_mhz_after": r.device.sm_clock_mhz_after,
                    "checked_rows": r.correctness.rows_checked,

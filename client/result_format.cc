@@ -145,10 +145,10 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
 std::string FormatCsv(const std::vector<ResultRow>& rows) {
   std::string out =
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
-      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,error\n";
+      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,error\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
-      absl::StrAppend(&out, row.point, std::string(20, ','), CsvField(StatusText(row.error)), "\n");
+      absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -175,6 +175,7 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         check.checked() ? (check.passed() ? "true" : "false") : "",
         CsvField(r.server()),
         r.has_device() && !r.device().kind().empty() ? DeviceLabel(r) : "",
+        CsvField(r.kernel()),
         ""};
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }

@@ -70,6 +70,9 @@ class Workload {
   virtual DeviceDescription Device() const = 0;
   // SM clock in MHz now, or 0 where not known.
   virtual int CurrentClockMhz() const { return 0; }
+  // Which of the backend's kernels ran it, where a backend has several (cuda_flash: its Hopper
+  // wgmma path or its mma.sync one, with the tile configuration); empty otherwise.
+  virtual std::string KernelName() const { return ""; }
 };
 
 class Backend {

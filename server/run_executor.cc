@@ -154,6 +154,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
     CorrectnessToProto(*report, result.mutable_correctness());
   }
   const DeviceDescription device = workload->Device();
+  result.set_kernel(workload->KernelName());
   workload.reset();
   *lease = Scheduler::Lease();  // the device is free; what is left is host-side work
 

@@ -346,6 +346,8 @@ grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
   limits->set_max_queued_total(scheduling.max_queued_total);
   limits->set_tenant_device_seconds_per_window(scheduling.tenant_device_seconds_per_window);
   limits->set_tenant_window_seconds(absl::ToDoubleSeconds(scheduling.tenant_window));
+  limits->set_max_request_flops_cpu(options_.max_request_flops_cpu);
+  limits->set_max_request_flops_gpu(options_.max_request_flops_gpu);
   return scope.Finish(grpc::Status::OK);
 }
 

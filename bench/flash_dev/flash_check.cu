@@ -602,6 +602,15 @@ cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// The Hopper kernel with each grid forced (shipped: HopperGrid::kAuto picks per request).
+cudaError_t LaunchHopperPerTile(const AttentionArgs& a, cudaStream_t stream) {
+  return attnbench::cuda::LaunchHopperAttention(a, stream, attnbench::cuda::HopperGrid::kPerTile);
+}
+cudaError_t LaunchHopperPersistent(const AttentionArgs& a, cudaStream_t stream) {
+  return attnbench::cuda::LaunchHopperAttention(a, stream,
+                                                attnbench::cuda::HopperGrid::kPersistent);
+}
+
 struct Variant {
   const char* name;
   int d;  // 0: any
@@ -660,6 +669,8 @@ int main(int argc, char** argv) {
   using attnbench::cuda::flash::FlashConfig;
   const Variant variants[] = {
       {"shipped", 0, attnbench::cuda::LaunchFlashAttention},
+      {"hopper per-tile grid", 0, LaunchHopperPerTile},
+      {"hopper persistent grid", 0, LaunchHopperPersistent},
       {"mma.sync d64", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 64, true, 2, true>>},
       {"mma.sync d128", 128, LaunchAlt<FlashConfig<128, 128, 4, 2, 64, false, 2>>},
   };

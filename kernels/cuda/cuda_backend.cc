@@ -115,6 +115,7 @@ class CudaWorkload : public Workload {
   }
 
   absl::Status Init(Kind kind) {
+    kind_ = kind;
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start_));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop_));
@@ -177,6 +178,18 @@ class CudaWorkload : public Workload {
 
   DeviceDescription Device() const override { return CudaDevices()[device_].description; }
   int CurrentClockMhz() const override { return cuda::SmClockMhz(device_); }
+  std::string KernelName() const override {
+    switch (kind_) {
+      case Kind::kFlash: {
+        const auto& d = CudaDevices()[device_];
+        return cuda::FlashKernelName(problem_->Args(0), d.cc_major, d.cc_minor);
+      }
+      case Kind::kUnfused:
+      case Kind::kReference:
+        return "";  // one kernel family each
+    }
+    return "";
+  }
 
  private:
   // The graph of one computation on input set `set`, captured on first use.
@@ -199,6 +212,7 @@ class CudaWorkload : public Workload {
   }
 
   const int device_;
+  Kind kind_ = Kind::kReference;
   const AttentionInputs inputs_;
   std::unique_ptr<cuda::DeviceProblem> problem_;
   std::unique_ptr<Kernel> kernel_;
@@ -230,9 +244,11 @@ class CudaBackend : public Backend {
   std::string Description() const override {
     switch (kind_) {
       case Kind::kFlash:
-        return "Fused FlashAttention-2-style forward on tensor cores (ldmatrix + mma.sync, float32 "
-               "accumulation, online softmax, K/V streamed with cp.async), masks skipping whole "
-               "tiles, RoPE fused into the Q/K loads.";
+        return "Fused FlashAttention forward on tensor cores with float32 accumulation and an "
+               "online softmax: on Hopper a wgmma + TMA kernel (FlashAttention-3 style) for "
+               "fp16/bf16, D = 64 or 128 and no/causal/window masks; otherwise ldmatrix + "
+               "mma.sync with K/V streamed by cp.async, masks skipping whole tiles, RoPE fused "
+               "into the Q/K loads. RunResult.kernel names the one that ran.";
       case Kind::kUnfused:
         return "The textbook baseline: cuBLAS batched GEMM for Q K^T into float32 scores, a "
                "softmax kernel with masks and modifiers, cuBLAS for P V; long sequences in "

@@ -81,8 +81,7 @@ bool FastPathOk(const AttentionArgs& args, const flash::FlashFlags& flags) {
 
 // kFastBuild: whether Cfg also has the common-case build (instantiated for the head dims up to
 // 128 only, to keep this file's compile time down).
-template <typename T, typename Cfg, bool kFastBuild>
-cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
+flash::FlashFlags FlagsFor(const AttentionArgs& args) {
   flash::FlashFlags flags;
   const bool rope = args.rope_cos_sin != nullptr;
   flags.async_q = !rope && RowsAligned16(args.q, args.heads_q, args.dim_qk);
@@ -91,6 +90,12 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   flags.vector_o = RowsAligned16(args.o, args.heads_out, args.dim_v);
   flags.modifiers = args.alibi_slopes != nullptr || args.softcap > 0 || !(args.scale > 0);
   flags.exp_scale = args.scale * 1.4426950408889634f;
+  return flags;
+}
+
+template <typename T, typename Cfg, bool kFastBuild>
+cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
+  const flash::FlashFlags flags = FlagsFor(args);
   const int64_t qtiles = (args.seq_q + Cfg::kBr - 1) / Cfg::kBr;
 
   auto kernel = flash::FlashForwardKernel<T, Cfg, true>;
@@ -127,6 +132,17 @@ cudaError_t LaunchStorage(const AttentionArgs& args, cudaStream_t stream) {
 }
 
 }  // namespace
+
+std::string FlashKernelName(const AttentionArgs& args, int cc_major, int cc_minor) {
+  if (!FlashUnsupportedReason(args, cc_major, cc_minor).empty()) return "";
+  if (HopperRuns(args, cc_major, cc_minor)) return HopperKernelName(args);
+  const int config = PickConfig(args.dim_qk, args.dim_v);
+  const ConfigInfo& info = kFlashConfigs[config];
+  // The common-case build exists for the configurations up to D = 128 (LaunchStorage).
+  const bool fast = info.dim_qk <= 128 && info.dim_v <= 128 && FastPathOk(args, FlagsFor(args));
+  return "mma.sync D=" + std::to_string(info.dim_qk) + "/" + std::to_string(info.dim_v) +
+         (fast ? " (common-case build)" : " (general build)");
+}
 
 std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int cc_minor) {
   const std::string cc = std::to_string(cc_major) + "." + std::to_string(cc_minor);

@@ -6,7 +6,11 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_hopper.cuh"
@@ -56,8 +60,25 @@ bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, i
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Multiprocessors of the current device, queried once per device (launches sit inside timed
+// iterations).
+int SmCount() {
+  constexpr int kMaxDevices = 64;
+  static std::array<std::atomic<int>, kMaxDevices> cached{};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  int count = device < kMaxDevices ? cached[device].load(std::memory_order_relaxed) : 0;
+  if (count == 0) {
+    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      return 0;
+    }
+    if (device < kMaxDevices) cached[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
+}
+
 template <typename T, typename Cfg>
-cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
+cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream, bool persistent) {
   CUtensorMap map_q, map_k, map_v;
   if (!EncodeMap(&map_q, args.q, args.storage, args.batch, args.seq_q, args.heads_q, Cfg::kD,
                  Cfg::kBr) ||
@@ -79,17 +100,25 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream) {
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((args.seq_q + Cfg::kBr - 1) / Cfg::kBr),
-                  static_cast<unsigned>(args.heads_out), static_cast<unsigned>(args.batch));
+  // One block per work item, or (persistent) one per multiprocessor looping over the items.
+  const int64_t items = (args.seq_q + Cfg::kBr - 1) / Cfg::kBr * args.heads_out * args.batch;
+  int64_t blocks = items;
+  if (persistent) {
+    const int sms = SmCount();
+    if (sms <= 0) return cudaErrorInvalidValue;
+    blocks = std::min<int64_t>(items, sms);
+  }
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(blocks));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(map_q, map_k, map_v, args, flags);
   return cudaGetLastError();
 }
 
 // The instantiations: (bf16, fp16) x (D = 64, 128).
 template <typename T>
-cudaError_t LaunchStorage(const AttentionArgs& args, cudaStream_t stream) {
-  if (args.dim_qk == 64) return LaunchConfig<T, Hopper64>(args, stream);
-  return LaunchConfig<T, Hopper128>(args, stream);
+cudaError_t LaunchStorage(const AttentionArgs& args, cudaStream_t stream, bool persistent) {
+  if (args.dim_qk == 64) return LaunchConfig<T, Hopper64>(args, stream, persistent);
+  return LaunchConfig<T, Hopper128>(args, stream, persistent);
 }
 
 // Whether this binary carries sm_90a code for the kernel (a build for other targets has only the
@@ -117,20 +146,31 @@ bool HopperRuns(const AttentionArgs& args, int cc_major, int cc_minor) {
       args.softcap > 0 || !(args.scale > 0)) {
     return false;
   }
-  // TMA coordinates are 32-bit; the grid's y (heads) and z (batch) are at most 65535.
-  if (args.seq_q >= (int64_t{1} << 31) || args.seq_kv >= (int64_t{1} << 31) ||
-      args.heads_out > 65535 || args.batch > 65535) {
-    return false;
-  }
+  // TMA coordinates are 32-bit.
+  if (args.seq_q >= (int64_t{1} << 31) || args.seq_kv >= (int64_t{1} << 31)) return false;
   if (!Aligned16(args.q) || !Aligned16(args.k) || !Aligned16(args.v) || !Aligned16(args.o)) {
     return false;
   }
   return EncodeTiledFn() != nullptr && HasSm90aCode();
 }
 
-cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream) {
-  if (args.storage == Storage::kBFloat16) return LaunchStorage<__nv_bfloat16>(args, stream);
-  return LaunchStorage<__half>(args, stream);
+std::string HopperKernelName(const AttentionArgs& args) {
+  auto name = [](auto cfg) {
+    using Cfg = decltype(cfg);
+    return "hopper wgmma+tma D=" + std::to_string(Cfg::kD) + " Br=" + std::to_string(Cfg::kBr) +
+           " Bc=" + std::to_string(Cfg::kBc) + " stages=" + std::to_string(Cfg::kStages);
+  };
+  return args.dim_qk == 64 ? name(Hopper64{}) : name(Hopper128{});
+}
+
+cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream, HopperGrid grid) {
+  const bool persistent =
+      grid == HopperGrid::kPersistent ||
+      (grid == HopperGrid::kAuto && args.mask == MaskCode::kNone && args.seq_kv <= 8192);
+  if (args.storage == Storage::kBFloat16) {
+    return LaunchStorage<__nv_bfloat16>(args, stream, persistent);
+  }
+  return LaunchStorage<__half>(args, stream, persistent);
 }
 
 }  // namespace attnbench::cuda

@@ -31,10 +31,13 @@
 // Masks: the kernel knows one interval per query, j in [i' - left, i' + right] (a negative bound
 // is unbounded; causal is right = 0), plus j < S_kv. The K/V tile range is cut from it up front.
 //
-// Grid: (query tiles, output heads, batch), query tiles reversed. Blocks start x-fastest, so the
-// blocks running at once mostly share one head's K/V in L2 (with heads along x instead, 132
-// running blocks streamed 132 heads' K/V from memory: 20-25% slower at S = 16k), and each head's
-// longest causal tiles start first.
+// Work items: one query tile of one (batch, output head), numbered query tile fastest with each
+// head's last (heaviest causal) tile first. Blocks start in index order, so the blocks running at
+// once mostly share one head's K/V in L2 (with heads fastest, 132 running blocks streamed 132
+// heads' K/V from memory: 20-25% slower at S = 16k). A block takes items gridDim.x apart: the
+// host launches one block per item, or a persistent grid of one block per multiprocessor where
+// items are uniform and short (flash_hopper.cu), in which the producer loads the next item's Q and
+// K/V while the consumers finish the current one (Q's buffer is released by q_empty).
 #ifndef ATTNBENCH_KERNELS_CUDA_FLASH_HOPPER_CUH_
 #define ATTNBENCH_KERNELS_CUDA_FLASH_HOPPER_CUH_
 
@@ -63,7 +66,7 @@ struct HopperConfig {
   static constexpr int kQBytes = kBr * kD * 2;
   static constexpr int kKVBytes = kBc * kD * 2;  // one K or V stage
   static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kKVBytes;
-  static constexpr int kNumBarriers = 1 + 4 * kStages;  // q_full, k/v full, k/v empty
+  static constexpr int kNumBarriers = 2 + 4 * kStages;  // q full/empty, k/v full, k/v empty
   // +1024: the dynamic shared memory base is aligned up to the 1024 bytes the swizzle needs.
   static constexpr int kSmemBytes = kBarrierOffset + 8 * kNumBarriers + 1024;
   static_assert(kD % 64 == 0 && kBc % 64 == 0, "whole 128-byte panels only");
@@ -156,31 +159,46 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   uint64_t* v_full = k_full + kStages;
   uint64_t* k_empty = v_full + kStages;
   uint64_t* v_empty = k_empty + kStages;
+  uint64_t* q_empty = v_empty + kStages;
 
-  const int64_t q0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBr;
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
-  const int q_head = args.head_map[2 * h];
-  const int kv_head = args.head_map[2 * h + 1];
-
-  // Kept K/V tiles [t_begin, t_end) of the whole block's rows.
-  const int64_t q_last = (q0 + kBr < args.seq_q ? q0 + kBr : args.seq_q) - 1;
-  int64_t kv_lo = 0;
-  int64_t kv_hi = args.seq_kv;  // exclusive
-  if (flags.left >= 0) kv_lo = q0 + args.offset - flags.left;
-  if (flags.right >= 0) kv_hi = q_last + args.offset + flags.right + 1;
-  if (kv_lo < 0) kv_lo = 0;
-  if (kv_hi > args.seq_kv) kv_hi = args.seq_kv;
-  const int t_begin = static_cast<int>(kv_lo / kBc);
-  const int t_end = kv_hi > kv_lo ? static_cast<int>((kv_hi + kBc - 1) / kBc) : t_begin;
+  // Work items: query tiles of kBr rows of one (batch, output head), numbered query tile
+  // fastest and heaviest (last) causal tile first, then heads, then batch. Blocks take items
+  // gridDim.x apart: one each when the grid covers them all, several in a persistent launch,
+  // where the producer loads the next item's Q and K/V while the consumers finish this one.
+  const int64_t qtiles = (args.seq_q + kBr - 1) / kBr;
+  const int64_t items = qtiles * args.heads_out * args.batch;
+  struct Item {
+    int64_t q0;
+    int h, b, q_head, kv_head;
+    int t_begin, t_end;  // kept K/V tiles
+  };
+  auto item_of = [&](int64_t index) {
+    Item it;
+    it.q0 = (qtiles - 1 - index % qtiles) * kBr;
+    it.h = static_cast<int>((index / qtiles) % args.heads_out);
+    it.b = static_cast<int>(index / (qtiles * args.heads_out));
+    it.q_head = args.head_map[2 * it.h];
+    it.kv_head = args.head_map[2 * it.h + 1];
+    const int64_t q_last = (it.q0 + kBr < args.seq_q ? it.q0 + kBr : args.seq_q) - 1;
+    int64_t kv_lo = 0;
+    int64_t kv_hi = args.seq_kv;  // exclusive
+    if (flags.left >= 0) kv_lo = it.q0 + args.offset - flags.left;
+    if (flags.right >= 0) kv_hi = q_last + args.offset + flags.right + 1;
+    if (kv_lo < 0) kv_lo = 0;
+    if (kv_hi > args.seq_kv) kv_hi = args.seq_kv;
+    it.t_begin = static_cast<int>(kv_lo / kBc);
+    it.t_end = kv_hi > kv_lo ? static_cast<int>((kv_hi + kBc - 1) / kBc) : it.t_begin;
+    return it;
+  };
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
     ::cuda::ptx::mbarrier_init(q_full, 1);
+    ::cuda::ptx::mbarrier_init(q_empty, 4 * Cfg::kConsumers);  // lane 0 of each consumer warp
     for (int s = 0; s < kStages; ++s) {
       ::cuda::ptx::mbarrier_init(&k_full[s], 1);
       ::cuda::ptx::mbarrier_init(&v_full[s], 1);
-      ::cuda::ptx::mbarrier_init(&k_empty[s], 4 * Cfg::kConsumers);  // lane 0 of each consumer warp
+      ::cuda::ptx::mbarrier_init(&k_empty[s], 4 * Cfg::kConsumers);
       ::cuda::ptx::mbarrier_init(&v_empty[s], 4 * Cfg::kConsumers);
     }
     ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
@@ -191,30 +209,37 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // ---- producer ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
     if (threadIdx.x == 0) {
-      ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                             ::cuda::ptx::space_shared, q_full, Cfg::kQBytes);
-      for (int p = 0; p < kPanels; ++p) {
-        LoadPanel(smem_q + p * kBr * 128, &map_q, 64 * p, q_head, static_cast<int>(q0), b, q_full);
-      }
-      for (int t = t_begin; t < t_end; ++t) {
-        const int i = t - t_begin;
-        const int stage = i % kStages;
-        const uint32_t parity = ((i / kStages) & 1) ^ 1;  // the previous round's phase
-        if (i >= kStages) WaitBarrier(&k_empty[stage], parity);
+      int64_t n = 0;  // K/V tiles loaded so far, over all items: picks the stage and phase
+      int round = 0;  // items so far
+      for (int64_t index = blockIdx.x; index < items; index += gridDim.x, ++round) {
+        const Item it = item_of(index);
+        // Q's buffer is free once both consumers have finished the previous item's Q K^T.
+        if (round > 0) WaitBarrier(q_empty, (round - 1) & 1);
         ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                               ::cuda::ptx::space_shared, &k_full[stage],
-                                               Cfg::kKVBytes);
+                                               ::cuda::ptx::space_shared, q_full, Cfg::kQBytes);
         for (int p = 0; p < kPanels; ++p) {
-          LoadPanel(smem_k + stage * Cfg::kKVBytes + p * kBc * 128, &map_k, 64 * p, kv_head,
-                    t * kBc, b, &k_full[stage]);
+          LoadPanel(smem_q + p * kBr * 128, &map_q, 64 * p, it.q_head, static_cast<int>(it.q0),
+                    it.b, q_full);
         }
-        if (i >= kStages) WaitBarrier(&v_empty[stage], parity);
-        ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                               ::cuda::ptx::space_shared, &v_full[stage],
-                                               Cfg::kKVBytes);
-        for (int p = 0; p < kPanels; ++p) {
-          LoadPanel(smem_v + stage * Cfg::kKVBytes + p * kBc * 128, &map_v, 64 * p, kv_head,
-                    t * kBc, b, &v_full[stage]);
+        for (int t = it.t_begin; t < it.t_end; ++t, ++n) {
+          const int stage = static_cast<int>(n % kStages);
+          const uint32_t parity = ((n / kStages) & 1) ^ 1;  // the previous round's phase
+          if (n >= kStages) WaitBarrier(&k_empty[stage], parity);
+          ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                 ::cuda::ptx::space_shared, &k_full[stage],
+                                                 Cfg::kKVBytes);
+          for (int p = 0; p < kPanels; ++p) {
+            LoadPanel(smem_k + stage * Cfg::kKVBytes + p * kBc * 128, &map_k, 64 * p, it.kv_head,
+                      t * kBc, it.b, &k_full[stage]);
+          }
+          if (n >= kStages) WaitBarrier(&v_empty[stage], parity);
+          ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                 ::cuda::ptx::space_shared, &v_full[stage],
+                                                 Cfg::kKVBytes);
+          for (int p = 0; p < kPanels; ++p) {
+            LoadPanel(smem_v + stage * Cfg::kKVBytes + p * kBc * 128, &map_v, 64 * p, it.kv_head,
+                      t * kBc, it.b, &v_full[stage]);
+          }
         }
       }
     }
@@ -226,19 +251,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int lane = threadIdx.x % 32;
     const int g = lane / 4;
     const int t4 = lane % 4;
-    // Positions i' of this thread's two rows, and the first/last of its warpgroup's 64.
-    const int64_t wg_row0 = q0 + 64 * consumer;
-    const int64_t row0 = wg_row0 + 16 * warp + g;
-    const int64_t pos0 = row0 + args.offset;
-    const int64_t pos1 = pos0 + 8;
-    const int64_t wg_first_pos = wg_row0 + args.offset;
-    const int64_t wg_last_pos = wg_first_pos + 63;
-
+    // Per item: positions i' of this thread's two rows, and the first/last of its warpgroup's 64.
+    int64_t row0 = 0, pos0 = 0, pos1 = 0, wg_first_pos = 0, wg_last_pos = 0;
     float o[kD / 2];
-#pragma unroll
-    for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-
+    float m0, m1, l0, l1;
     const uint32_t q_addr = flash::SmemAddr(smem_q) + consumer * 64 * 128;
     const uint32_t k_addr = flash::SmemAddr(smem_k);
     const uint32_t v_addr = flash::SmemAddr(smem_v);
@@ -347,76 +363,103 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     auto pass_turn = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(their_turn) : "memory"); };
     if (consumer == 1) pass_turn();  // consumer 0 goes first
 
-    WaitBarrier(q_full, 0);
-    uint32_t p[kBc / 16][4];
-    float alpha0 = 1.f, alpha1 = 1.f;
-    if (t_begin < t_end) {
-      float s[kBc / 2];
-      WaitBarrier(&k_full[0], 0);
-      wait_turn();
-      issue_s(s, 0);
-      pass_turn();
-      WgmmaWait<0>();
-      FenceRegs(s);
-      if (lane == 0) ::cuda::ptx::mbarrier_arrive(&k_empty[0]);
-      softmax(s, t_begin, alpha0, alpha1);
-      pack(s, p);
-    }
-    // Tile i's S = Q K^T is issued together with tile i - 1's O += P V; S's softmax then
-    // overlaps the PV still running.
-    for (int t = t_begin + 1; t < t_end; ++t) {
-      const int i = t - t_begin;
-      const int stage = i % kStages;
-      const int prev = (i - 1) % kStages;
-      float s[kBc / 2];
-      WaitBarrier(&k_full[stage], (i / kStages) & 1);
-      wait_turn();
-      issue_s(s, stage);
-      rescale(alpha0, alpha1);
-      WaitBarrier(&v_full[prev], ((i - 1) / kStages) & 1);
-      issue_pv(p, prev);
-      pass_turn();
-      WgmmaWait<1>();
-      FenceRegs(s);
-      if (lane == 0) ::cuda::ptx::mbarrier_arrive(&k_empty[stage]);
-      softmax(s, t, alpha0, alpha1);
-      WgmmaWait<0>();
-      FenceRegs(o);
-      FenceRegs(p);
-      if (lane == 0) ::cuda::ptx::mbarrier_arrive(&v_empty[prev]);
-      pack(s, p);
-    }
-    if (t_begin < t_end) {
-      const int last = (t_end - 1 - t_begin) % kStages;
-      rescale(alpha0, alpha1);
-      WaitBarrier(&v_full[last], ((t_end - 1 - t_begin) / kStages) & 1);
-      issue_pv(p, last);
-      WgmmaWait<0>();
-      FenceRegs(o);
+    int64_t n = 0;  // K/V tiles consumed so far, over all items
+    int round = 0;
+    for (int64_t index = blockIdx.x; index < items; index += gridDim.x, ++round) {
+      const Item it = item_of(index);
+      const int64_t wg_row0 = it.q0 + 64 * consumer;
+      row0 = wg_row0 + 16 * warp + g;
+      pos0 = row0 + args.offset;
+      pos1 = pos0 + 8;
+      wg_first_pos = wg_row0 + args.offset;
+      wg_last_pos = wg_first_pos + 63;
+#pragma unroll
+      for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+      m0 = m1 = -INFINITY;
+      l0 = l1 = 0.f;
+      auto release_q = [&] {
+        if (lane == 0) ::cuda::ptx::mbarrier_arrive(q_empty);
+      };
+
+      WaitBarrier(q_full, round & 1);
+      uint32_t p[kBc / 16][4];
+      float alpha0 = 1.f, alpha1 = 1.f;
+      if (it.t_begin < it.t_end) {
+        const int stage = static_cast<int>(n % kStages);
+        float s[kBc / 2];
+        WaitBarrier(&k_full[stage], (n / kStages) & 1);
+        wait_turn();
+        issue_s(s, stage);
+        pass_turn();
+        WgmmaWait<0>();
+        FenceRegs(s);
+        if (lane == 0) ::cuda::ptx::mbarrier_arrive(&k_empty[stage]);
+        if (it.t_begin + 1 == it.t_end) release_q();
+        softmax(s, it.t_begin, alpha0, alpha1);
+        pack(s, p);
+      } else {
+        release_q();
+      }
+      // Tile i's S = Q K^T is issued together with tile i - 1's O += P V; S's softmax then
+      // overlaps the PV still running.
+      for (int t = it.t_begin + 1; t < it.t_end; ++t) {
+        const int64_t i = n + (t - it.t_begin);
+        const int stage = static_cast<int>(i % kStages);
+        const int prev = static_cast<int>((i - 1) % kStages);
+        float s[kBc / 2];
+        WaitBarrier(&k_full[stage], (i / kStages) & 1);
+        wait_turn();
+        issue_s(s, stage);
+        rescale(alpha0, alpha1);
+        WaitBarrier(&v_full[prev], ((i - 1) / kStages) & 1);
+        issue_pv(p, prev);
+        pass_turn();
+        WgmmaWait<1>();
+        FenceRegs(s);
+        if (lane == 0) ::cuda::ptx::mbarrier_arrive(&k_empty[stage]);
+        if (t + 1 == it.t_end) release_q();
+        softmax(s, t, alpha0, alpha1);
+        WgmmaWait<0>();
+        FenceRegs(o);
+        FenceRegs(p);
+        if (lane == 0) ::cuda::ptx::mbarrier_arrive(&v_empty[prev]);
+        pack(s, p);
+      }
+      if (it.t_begin < it.t_end) {
+        const int64_t i = n + (it.t_end - 1 - it.t_begin);
+        const int last = static_cast<int>(i % kStages);
+        rescale(alpha0, alpha1);
+        WaitBarrier(&v_full[last], (i / kStages) & 1);
+        issue_pv(p, last);
+        WgmmaWait<0>();
+        FenceRegs(o);
+        if (lane == 0) ::cuda::ptx::mbarrier_arrive(&v_empty[last]);
+      }
+      n += it.t_end - it.t_begin;
+
+      // Epilogue: O / l straight from the accumulators, two elements per store.
+      l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+      l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+      l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+      l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+      const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f;
+      const float inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+      T* out = static_cast<T*>(args.o);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int64_t row = row0 + 8 * r;
+        if (row >= args.seq_q) continue;
+        const float inv = r == 0 ? inv0 : inv1;
+        uint32_t* dst = reinterpret_cast<uint32_t*>(
+            out + RowOffset(it.b, args.seq_q, row, args.heads_out, it.h, kD) + 2 * t4);
+#pragma unroll
+        for (int c = 0; c < kD / 8; ++c) {
+          dst[4 * c] = flash::Pack2<T>(o[4 * c + 2 * r] * inv, o[4 * c + 2 * r + 1] * inv);
+        }
+      }
     }
     // Balance the turn barriers: consumer 1's last pass is still pending on consumer 0's.
     if (consumer == 0) wait_turn();
-
-    // Epilogue: O / l straight from the accumulators, two elements per store.
-    l0 += __shfl_xor_sync(0xffffffff, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffff, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffff, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffff, l1, 2);
-    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f;
-    const float inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-    T* out = static_cast<T*>(args.o);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row = row0 + 8 * r;
-      if (row >= args.seq_q) continue;
-      const float inv = r == 0 ? inv0 : inv1;
-      uint32_t* dst = reinterpret_cast<uint32_t*>(
-          out + RowOffset(b, args.seq_q, row, args.heads_out, h, kD) + 2 * t4);
-#pragma unroll
-      for (int n = 0; n < kD / 8; ++n) {
-        dst[4 * n] = flash::Pack2<T>(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-      }
-    }
   }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }

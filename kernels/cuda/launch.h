@@ -21,12 +21,22 @@ cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t str
 // otherwise why not ("dtype float32: the fused kernel needs float16 or bfloat16").
 std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int cc_minor);
 cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream);
+// The kernel LaunchFlashAttention runs for `args` on such a device, with its tile configuration
+// ("hopper wgmma+tma D=128 Br=128 Bc=128 stages=2"), for results to say what was timed.
+std::string FlashKernelName(const AttentionArgs& args, int cc_major, int cc_minor);
 
 // flash_hopper.cu: the same forward on Hopper's wgmma and TMA, for the requests HopperRuns
 // accepts (LaunchFlashAttention routes them there by itself; callers outside bench/ never need
 // these two).
 bool HopperRuns(const AttentionArgs& args, int cc_major, int cc_minor);
-cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream);
+std::string HopperKernelName(const AttentionArgs& args);
+// kPersistent: one block per multiprocessor looping over the query tiles; kPerTile: one block
+// per tile; kAuto: persistent where every tile has the same work and the loop is short (no mask,
+// S_kv <= 8192: +5-12% at S = 1k-4k on an H100), per tile otherwise (a static split of causal
+// tiles over persistent blocks was 5-20% slower). bench/flash_dev compares the forced grids.
+enum class HopperGrid { kAuto, kPerTile, kPersistent };
+cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream,
+                                  HopperGrid grid = HopperGrid::kAuto);
 
 }  // namespace attnbench::cuda
 

@@ -34,6 +34,7 @@ v1::RunResult CheckedGqaResult() {
     throughput { achieved_tflops: 0.0123 achieved_gbps: 12.5 }
     correctness { checked: true relative_error: 0.00015 passed: true }
     server: "attnbench-7d9f-x2k4p"
+    kernel: "mma.sync D=64/64, common"
     device { kind: "cuda" index: 1 name: "NVIDIA H100" }
   )pb");
 }
@@ -94,11 +95,12 @@ TEST(ResultFormatTest, EmptyTableIsTheHeader) {
 TEST(ResultFormatTest, Csv) {
   EXPECT_EQ(FormatCsv(Rows()),
             "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
-            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,error\n"
+            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
+            "error\n"
             "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
-            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\n"
-            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,\n"
-            "2,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\"\n");
+            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",\n"
+            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,\n"
+            "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\"\n");
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {

@@ -219,7 +219,9 @@ Ran RunOnce(Backend& backend, const Problem& raw, const IterationOptions& option
     EXPECT_TRUE(r.workload->BeforeIteration(options).ok());
     absl::StatusOr<double> seconds = r.workload->RunTimed();
     EXPECT_TRUE(seconds.ok()) << seconds.status();
-    if (seconds.ok()) EXPECT_GT(*seconds, 0);
+    if (seconds.ok()) {
+      EXPECT_GT(*seconds, 0);
+    }
   }
   absl::StatusOr<FloatTensor> out = r.workload->Output();
   EXPECT_TRUE(out.ok()) << out.status();
@@ -277,7 +279,32 @@ TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
     return;
   }
   const Ran r = RunOnce(*backend, n, IterationOptions{});
-  ExpectMatchesReference(r, absl::StrCat(name, "/", DTypeName(dtype), "/", c.name));
+  const std::string kernel = r.workload != nullptr ? r.workload->KernelName() : "";
+  ExpectMatchesReference(r,
+                         absl::StrCat(name, "/", DTypeName(dtype), "/", c.name, " [", kernel, "]"));
+}
+
+// cuda_flash says which of its kernels ran: the Hopper wgmma path for what it covers on a
+// compute capability 9.0 device, the mma.sync kernel otherwise (RoPE is never on the Hopper path).
+TEST(CudaBackendsTest, FlashNamesTheKernelThatRan) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* flash = Find(kCudaFlashBackend);
+  ASSERT_NE(flash, nullptr);
+  const bool hopper = flash->Devices().front().compute_capability == "9.0";
+  Problem plain = BaseProblem();
+  plain.head_dim_qk = 128;
+  plain.mask.kind = MaskKind::kCausal;
+  Problem roped = plain;
+  roped.rope.enabled = true;
+  const Ran a = RunOnce(*flash, plain, IterationOptions{});
+  const Ran b = RunOnce(*flash, roped, IterationOptions{});
+  ASSERT_NE(a.workload, nullptr);
+  ASSERT_NE(b.workload, nullptr);
+  EXPECT_EQ(a.workload->KernelName(), hopper ? "hopper wgmma+tma D=128 Br=128 Bc=128 stages=2"
+                                             : "mma.sync D=128/128 (common-case build)");
+  EXPECT_EQ(b.workload->KernelName(), "mma.sync D=128/128 (general build)");
+  ExpectMatchesReference(a, a.workload->KernelName());
+  ExpectMatchesReference(b, b.workload->KernelName());
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -307,6 +307,8 @@ TEST(GetCapabilitiesTest, ListsCpuReferenceAndLimits) {
   options.max_inline_output_bytes = 12345;
   options.max_request_bytes = 1ull << 33;
   options.max_duration_seconds = 42;
+  options.max_request_flops_cpu = 3e11;
+  options.max_request_flops_gpu = 0;
   InProcessServer server(options);
   grpc::ClientContext context;
   pb::GetCapabilitiesResponse caps;
@@ -334,6 +336,8 @@ TEST(GetCapabilitiesTest, ListsCpuReferenceAndLimits) {
   EXPECT_EQ(caps.limits().max_request_bytes(), 1ull << 33);
   EXPECT_DOUBLE_EQ(caps.limits().max_duration_seconds(), 42);
   EXPECT_EQ(caps.limits().max_message_bytes(), 64 << 20);
+  EXPECT_DOUBLE_EQ(caps.limits().max_request_flops_cpu(), 3e11);
+  EXPECT_DOUBLE_EQ(caps.limits().max_request_flops_gpu(), 0);
   EXPECT_EQ(MetricValue(server.metrics(), "attnbench_requests_total",
                         {{"method", "GetCapabilities"}, {"code", "OK"}}),
             1);
