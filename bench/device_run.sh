@@ -23,8 +23,9 @@
 # the most the tool brings back). Each stage prints one PASS/FAIL line; a summary table ends it.
 #
 # Environment knobs: ATTNBENCH_DEVICE_BUDGET_S (seconds for the whole run, default 570: the tool
-# stops a command at 600), ATTNBENCH_CHECK_ARGS, ATTNBENCH_SANITIZE_ARGS, ATTNBENCH_BENCH_ARGS
-# (extra arguments of correctness.py / standard_table.py, split on spaces).
+# stops a command at 600), ATTNBENCH_CHECK_ARGS, ATTNBENCH_SANITIZE_ARGS, ATTNBENCH_BENCH_ARGS,
+# ATTNBENCH_OPS_ARGS (extra arguments of correctness.py / standard_table.py / gpu_ops.py, split
+# on spaces).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -346,8 +347,10 @@ stage_ops() {
   start_server ops 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
   local metrics
   metrics="$(sed -nE 's/.*metrics on ([^ ]+) .*/\1/p' <<<"$(grep -m 1 'listening on' "$work/server.out")")"
+  local extra=()
+  read -r -a extra <<<"${ATTNBENCH_OPS_ARGS:-}"
   timeout -k 10 "$limit" "$python" bench/gpu_ops.py --server="$server_target" \
-    --metrics="$metrics" 2>&1 | tee "$out_dir/ops.log" || rc=$?
+    --metrics="$metrics" "${extra[@]}" 2>&1 | tee "$out_dir/ops.log" || rc=$?
   stop_server ops || true
   STAGE_NOTE="$(grep '^\[ops\] \(PASS\|FAIL\)' "$out_dir/ops.log" | tail -n 1 | sed 's/^\[ops\] //') (ops.log)"
   return "$rc"

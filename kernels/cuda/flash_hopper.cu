@@ -166,7 +166,7 @@ std::string HopperKernelName(const AttentionArgs& args) {
 cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream, HopperGrid grid) {
   const bool persistent =
       grid == HopperGrid::kPersistent ||
-      (grid == HopperGrid::kAuto && args.mask == MaskCode::kNone && args.seq_kv <= 8192);
+      (grid == HopperGrid::kAuto && args.mask == MaskCode::kNone && args.seq_kv <= 2048);
   if (args.storage == Storage::kBFloat16) {
     return LaunchStorage<__nv_bfloat16>(args, stream, persistent);
   }

@@ -32,8 +32,9 @@ bool HopperRuns(const AttentionArgs& args, int cc_major, int cc_minor);
 std::string HopperKernelName(const AttentionArgs& args);
 // kPersistent: one block per multiprocessor looping over the query tiles; kPerTile: one block
 // per tile; kAuto: persistent where every tile has the same work and the loop is short (no mask,
-// S_kv <= 8192: +5-12% at S = 1k-4k on an H100), per tile otherwise (a static split of causal
-// tiles over persistent blocks was 5-20% slower). bench/flash_dev compares the forced grids.
+// S_kv <= 2048: +4-14% at S = 1k, D = 128 on an H100; at 4k the two measured within noise), per
+// tile otherwise (a static split of causal tiles over persistent blocks was 5-20% slower).
+// bench/flash_dev compares the forced grids (bench/flash_dev/NOTES.md, Hopper round).
 enum class HopperGrid { kAuto, kPerTile, kPersistent };
 cudaError_t LaunchHopperAttention(const AttentionArgs& args, cudaStream_t stream,
                                   HopperGrid grid = HopperGrid::kAuto);
