@@ -3,7 +3,8 @@
 Hopper kernel uses. CCCL's cuda::ptx has no wgmma, and each wrapper names every accumulator
 register as an asm operand (64 for N = 128), so they are generated rather than typed.
 
-Run from the repository root: python3 kernels/cuda/gen_wgmma.py > kernels/cuda/wgmma.cuh
+Run from the repository root:
+  python3 kernels/cuda/gen_wgmma.py | clang-format --assume-filename=x.cuh > kernels/cuda/wgmma.cuh
 """
 
 NS = (64, 128)
