@@ -16,16 +16,19 @@
 //     TMA writes and wgmma reads; then the mbarriers.
 //
 // Pipeline:
-//   producer: Q once; then for each kept K/V tile i: wait until stage i % kStages is free
-//     (k_empty / v_empty, after the first round), expect the tile's bytes on k_full / v_full and
-//     issue the copies (one per 64-column panel). K and V have separate barriers so the next K
-//     can land while the consumers still multiply by the current V.
-//   consumer, per tile: wait k_full; S = Q K^T (wgmma SS, float32 in registers); wait for it
-//     (which also retires the previous tile's O += P V) and release the K stage and the previous
-//     V stage; mask (only tiles the interval cuts and the tile crossing S_kv); online softmax
-//     with exp2 and scale * log2(e) folded into one FMA; P rounded to the storage type in
-//     registers in the A-fragment layout; wait v_full; O += P V (wgmma RS, V read MN-major) left
-//     in flight across the next tile's S = Q K^T.
+//   producer, per work item: wait until Q's buffer is free (q_empty, after the first item), load
+//     Q; then for each kept K/V tile: wait until its stage is free (k_empty / v_empty, after the
+//     first round), expect the tile's bytes on k_full / v_full and issue the copies (one per
+//     64-column panel). K and V have separate barriers so the next K can land while the
+//     consumers still multiply by the current V. Stages and phases run on across items.
+//   consumer, per K/V tile i (after the first): wait k_full; take its turn on the tensor cores
+//     (the two consumers alternate through named barriers: FlashAttention-3's ping-pong); issue
+//     S_i = Q K_i^T (wgmma SS, float32 in registers), scale O by the previous softmax's
+//     correction, issue O += P_{i-1} V_{i-1} (wgmma RS, V read MN-major), pass the turn; wait for
+//     S_i and release K_i's stage (and Q after the item's last tile); mask (only tiles the
+//     interval cuts and the tile crossing S_kv) and online softmax with exp2 and scale * log2(e)
+//     folded into one FMA, overlapping the PV still running; wait for it, release V_{i-1}'s
+//     stage, and round P_i to the storage type in registers in the A-fragment layout.
 //   epilogue: O / l (0 for rows whose every key is hidden), written straight from registers.
 //
 // Masks: the kernel knows one interval per query, j in [i' - left, i' + right] (a negative bound
