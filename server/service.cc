@@ -92,7 +92,6 @@ class RequestScope {
     }
     return status;
   }
-  absl::Time start() const { return start_; }
 
  private:
   Metrics* metrics_;
@@ -100,6 +99,22 @@ class RequestScope {
   absl::Time start_;
   std::string tenant_;
 };
+
+// The frame of every RPC: authenticate the caller, parse `bytes` as a Request, hand both to
+// `handle(principal, request)`, and finish whatever comes back on the method's scope.
+template <typename Request, typename Handle>
+grpc::Status Serve(Metrics* metrics, const Authenticator& authenticator, absl::string_view method,
+                   const grpc::ServerContext& context, const grpc::ByteBuffer& bytes,
+                   Handle handle) {
+  RequestScope scope(metrics, method);
+  absl::StatusOr<Principal> principal = scope.Authenticate(authenticator, context);
+  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
+  Request request;
+  if (absl::Status s = ParseRequest(method, bytes, &request); !s.ok()) {
+    return scope.Finish(ToGrpc(s));
+  }
+  return scope.Finish(handle(*principal, request));
+}
 
 }  // namespace
 
@@ -129,14 +144,10 @@ const char* AttnBenchService::MethodPath(const std::string& method) {
 
 grpc::Status AttnBenchService::Run(grpc::ServerContext* context, const grpc::ByteBuffer* bytes,
                                    pb::RunResponse* response) {
-  RequestScope scope(metrics_.get(), "Run");
-  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
-  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  pb::RunRequest request;
-  if (absl::Status s = ParseRequest("Run", *bytes, &request); !s.ok()) {
-    return scope.Finish(ToGrpc(s));
-  }
-  return scope.Finish(DoRun(context, *principal, request, response));
+  return Serve<pb::RunRequest>(metrics_.get(), *authenticator_, "Run", *context, *bytes,
+                               [&](const Principal& principal, const pb::RunRequest& request) {
+                                 return DoRun(context, principal, request, response);
+                               });
 }
 
 grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Principal& principal,
@@ -155,14 +166,10 @@ grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Princip
 grpc::Status AttnBenchService::StreamRun(grpc::ServerContext* context,
                                          const grpc::ByteBuffer* bytes,
                                          grpc::ServerWriter<pb::StreamRunResponse>* writer) {
-  RequestScope scope(metrics_.get(), "StreamRun");
-  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
-  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  pb::RunRequest request;
-  if (absl::Status s = ParseRequest("StreamRun", *bytes, &request); !s.ok()) {
-    return scope.Finish(ToGrpc(s));
-  }
-  return scope.Finish(DoStreamRun(context, *principal, request, writer));
+  return Serve<pb::RunRequest>(metrics_.get(), *authenticator_, "StreamRun", *context, *bytes,
+                               [&](const Principal& principal, const pb::RunRequest& request) {
+                                 return DoStreamRun(context, principal, request, writer);
+                               });
 }
 
 grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const Principal& principal,
@@ -205,14 +212,10 @@ grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const P
 
 grpc::Status AttnBenchService::Sweep(grpc::ServerContext* context, const grpc::ByteBuffer* bytes,
                                      grpc::ServerWriter<pb::SweepResponse>* writer) {
-  RequestScope scope(metrics_.get(), "Sweep");
-  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
-  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  pb::SweepRequest request;
-  if (absl::Status s = ParseRequest("Sweep", *bytes, &request); !s.ok()) {
-    return scope.Finish(ToGrpc(s));
-  }
-  return scope.Finish(DoSweep(context, *principal, request, writer));
+  return Serve<pb::SweepRequest>(metrics_.get(), *authenticator_, "Sweep", *context, *bytes,
+                                 [&](const Principal& principal, const pb::SweepRequest& request) {
+                                   return DoSweep(context, principal, request, writer);
+                                 });
 }
 
 grpc::Status AttnBenchService::DoSweep(grpc::ServerContext* context, const Principal& principal,
@@ -317,38 +320,36 @@ grpc::Status AttnBenchService::RunSweepPoints(grpc::ServerContext* context, cons
 grpc::Status AttnBenchService::GetCapabilities(grpc::ServerContext* context,
                                                const grpc::ByteBuffer* bytes,
                                                pb::GetCapabilitiesResponse* response) {
-  RequestScope scope(metrics_.get(), "GetCapabilities");
-  absl::StatusOr<Principal> principal = scope.Authenticate(*authenticator_, *context);
-  if (!principal.ok()) return scope.Finish(ToGrpc(principal.status()));
-  pb::GetCapabilitiesRequest request;  // no fields yet, but its bytes must still parse
-  if (absl::Status s = ParseRequest("GetCapabilities", *bytes, &request); !s.ok()) {
-    return scope.Finish(ToGrpc(s));
-  }
-  response->set_server_version(ATTNBENCH_VERSION);
-  for (const auto& backend : backends_) {
-    pb::BackendCapabilities* caps = response->add_backends();
-    caps->set_name(backend->Name());
-    caps->set_description(backend->Description());
-    for (const DeviceDescription& device : backend->Devices()) {
-      DeviceToProto(device, caps->add_devices());
-    }
-    SupportToProto(backend->Support(), caps);
-  }
-  pb::ServerLimits* limits = response->mutable_limits();
-  limits->set_max_request_bytes(options_.max_request_bytes);
-  limits->set_max_inline_output_bytes(options_.max_inline_output_bytes);
-  limits->set_max_sweep_points(options_.max_sweep_points);
-  limits->set_max_iterations(options_.max_iterations);
-  limits->set_max_duration_seconds(options_.max_duration_seconds);
-  limits->set_max_message_bytes(options_.max_message_bytes);
-  const SchedulerLimits& scheduling = options_.scheduling;
-  limits->set_max_queued_per_tenant(scheduling.max_queued_per_tenant);
-  limits->set_max_queued_total(scheduling.max_queued_total);
-  limits->set_tenant_device_seconds_per_window(scheduling.tenant_device_seconds_per_window);
-  limits->set_tenant_window_seconds(absl::ToDoubleSeconds(scheduling.tenant_window));
-  limits->set_max_request_flops_cpu(options_.max_request_flops_cpu);
-  limits->set_max_request_flops_gpu(options_.max_request_flops_gpu);
-  return scope.Finish(grpc::Status::OK);
+  // GetCapabilitiesRequest has no fields yet, but its bytes must still parse.
+  return Serve<pb::GetCapabilitiesRequest>(
+      metrics_.get(), *authenticator_, "GetCapabilities", *context, *bytes,
+      [&](const Principal&, const pb::GetCapabilitiesRequest&) {
+        response->set_server_version(ATTNBENCH_VERSION);
+        for (const auto& backend : backends_) {
+          pb::BackendCapabilities* caps = response->add_backends();
+          caps->set_name(backend->Name());
+          caps->set_description(backend->Description());
+          for (const DeviceDescription& device : backend->Devices()) {
+            DeviceToProto(device, caps->add_devices());
+          }
+          SupportToProto(backend->Support(), caps);
+        }
+        pb::ServerLimits* limits = response->mutable_limits();
+        limits->set_max_request_bytes(options_.max_request_bytes);
+        limits->set_max_inline_output_bytes(options_.max_inline_output_bytes);
+        limits->set_max_sweep_points(options_.max_sweep_points);
+        limits->set_max_iterations(options_.max_iterations);
+        limits->set_max_duration_seconds(options_.max_duration_seconds);
+        limits->set_max_message_bytes(options_.max_message_bytes);
+        const SchedulerLimits& scheduling = options_.scheduling;
+        limits->set_max_queued_per_tenant(scheduling.max_queued_per_tenant);
+        limits->set_max_queued_total(scheduling.max_queued_total);
+        limits->set_tenant_device_seconds_per_window(scheduling.tenant_device_seconds_per_window);
+        limits->set_tenant_window_seconds(absl::ToDoubleSeconds(scheduling.tenant_window));
+        limits->set_max_request_flops_cpu(options_.max_request_flops_cpu);
+        limits->set_max_request_flops_gpu(options_.max_request_flops_gpu);
+        return grpc::Status::OK;
+      });
 }
 
 }  // namespace attnbench::server

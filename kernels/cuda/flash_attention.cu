@@ -5,14 +5,13 @@
 // compile cost of this file (CI builds it for sm_80 and sm_90a on 2 cores) is visible at a glance.
 #include <cuda_runtime.h>
 
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <string>
 
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/launch_support.h"
 
 namespace attnbench::cuda {
 namespace {
@@ -64,8 +63,6 @@ int MaxSmemOptin(int cc_major, int cc_minor) {
   if (cc_major == 9 || cc_major == 10) return 227 * 1024;
   return 99 * 1024;
 }
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // cp.async moves 16 bytes: every row of the tensor must start 16-byte aligned.
 bool RowsAligned16(const void* base, int heads, int dim) {
@@ -192,36 +189,15 @@ std::string FlashUnsupportedReason(const AttentionArgs& args, int cc_major, int 
   return "";
 }
 
-namespace {
-
-// The current device's compute capability, queried once per device: launches happen inside
-// timed iterations, where repeated attribute queries would be host work on the hot path.
-cudaError_t CurrentComputeCapability(int* major, int* minor) {
-  constexpr int kMaxDevices = 64;
-  static std::array<std::atomic<int>, kMaxDevices> cached{};  // 10 * major + minor, 0: unknown
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return err;
-  int packed = device < kMaxDevices ? cached[device].load(std::memory_order_relaxed) : 0;
-  if (packed == 0) {
-    err = cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, device);
-    if (err != cudaSuccess) return err;
-    err = cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, device);
-    if (err != cudaSuccess) return err;
-    packed = 10 * *major + *minor;
-    if (device < kMaxDevices) cached[device].store(packed, std::memory_order_relaxed);
-  }
-  *major = packed / 10;
-  *minor = packed % 10;
-  return cudaSuccess;
-}
-
-}  // namespace
-
 cudaError_t LaunchFlashAttention(const AttentionArgs& args, cudaStream_t stream) {
   int cc_major = 0;
   int cc_minor = 0;
-  if (cudaError_t err = CurrentComputeCapability(&cc_major, &cc_minor); err != cudaSuccess) {
+  if (cudaError_t err = CachedDeviceAttribute<cudaDevAttrComputeCapabilityMajor>(&cc_major);
+      err != cudaSuccess) {
+    return err;
+  }
+  if (cudaError_t err = CachedDeviceAttribute<cudaDevAttrComputeCapabilityMinor>(&cc_minor);
+      err != cudaSuccess) {
     return err;
   }
   if (!FlashUnsupportedReason(args, cc_major, cc_minor).empty()) return cudaErrorNotSupported;

@@ -7,14 +7,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <string>
 
 #include "kernels/cuda/attention_args.h"
 #include "kernels/cuda/flash_hopper.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/launch_support.h"
 
 namespace attnbench::cuda {
 namespace {
@@ -60,23 +59,6 @@ bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, i
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Multiprocessors of the current device, queried once per device (launches sit inside timed
-// iterations).
-int SmCount() {
-  constexpr int kMaxDevices = 64;
-  static std::array<std::atomic<int>, kMaxDevices> cached{};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 0;
-  int count = device < kMaxDevices ? cached[device].load(std::memory_order_relaxed) : 0;
-  if (count == 0) {
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      return 0;
-    }
-    if (device < kMaxDevices) cached[device].store(count, std::memory_order_relaxed);
-  }
-  return count;
-}
-
 template <typename T, typename Cfg>
 cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream, bool persistent) {
   CUtensorMap map_q, map_k, map_v;
@@ -104,8 +86,11 @@ cudaError_t LaunchConfig(const AttentionArgs& args, cudaStream_t stream, bool pe
   const int64_t items = (args.seq_q + Cfg::kBr - 1) / Cfg::kBr * args.heads_out * args.batch;
   int64_t blocks = items;
   if (persistent) {
-    const int sms = SmCount();
-    if (sms <= 0) return cudaErrorInvalidValue;
+    int sms = 0;
+    if (cudaError_t err = CachedDeviceAttribute<cudaDevAttrMultiProcessorCount>(&sms);
+        err != cudaSuccess) {
+      return err;
+    }
     blocks = std::min<int64_t>(items, sms);
   }
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
@@ -132,8 +117,6 @@ bool HasSm90aCode() {
   }();
   return has;
 }
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
