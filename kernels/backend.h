@@ -11,9 +11,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/problem.h"
+#include "kernels/spec/problem.h"
 #include "kernels/stop_check.h"
-#include "kernels/tensors.h"
+#include "kernels/spec/tensors.h"
 
 namespace attnbench {
 

@@ -2,9 +2,9 @@
 
 #include <utility>
 
-#include "kernels/cpu_backend.h"
+#include "kernels/cpu/cpu_backend.h"
 #if ATTNBENCH_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/backend/cuda_backend.h"
 #endif
 
 namespace attnbench {

@@ -9,10 +9,10 @@
 #include "absl/status/statusor.h"
 #include "attnbench/v1/attnbench.pb.h"
 #include "kernels/backend.h"
-#include "kernels/check.h"
-#include "kernels/counting.h"
-#include "kernels/problem.h"
-#include "kernels/tensors.h"
+#include "kernels/reference/check.h"
+#include "kernels/spec/counting.h"
+#include "kernels/spec/problem.h"
+#include "kernels/spec/tensors.h"
 #include "server/stats.h"
 
 namespace attnbench::server {

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "attnbench/v1/attnbench.pb.h"
-#include "kernels/problem.h"
+#include "kernels/spec/problem.h"
 #include "server/backend_select.h"
 #include "server/measurement.h"
 #include "server/options.h"

@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "attnbench/v1/attnbench.pb.h"
-#include "kernels/tensors.h"
+#include "kernels/spec/tensors.h"
 #include "server/backend_select.h"
 #include "server/harness.h"
 #include "server/metrics.h"

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "kernels/tensors.h"
+#include "kernels/spec/tensors.h"
 #include "server/convert.h"
 #include "server/log.h"
 #include "server/raw_methods.h"

@@ -5,7 +5,7 @@
 
 #include "attnbench/v1/attnbench.pb.h"
 #include "kernels/backend.h"
-#include "kernels/counting.h"
+#include "kernels/spec/counting.h"
 
 namespace attnbench::server {
 

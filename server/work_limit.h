@@ -1,6 +1,6 @@
 // The per-request compute limit (issue #4, runaway work): a request small enough for
 // --max_request_bytes may still ask the CPU for ~1e12 score entries (huge S, tiny D) and hold a
-// worker for hours. Each run's work is counted from kernels/counting.h before it queues and
+// worker for hours. Each run's work is counted from kernels/spec/counting.h before it queues and
 // refused, RESOURCE_EXHAUSTED, over --max_request_flops_cpu (CPU backends, and the float64 check
 // of any run, which runs on the host) or --max_request_flops_gpu (any other device).
 #ifndef ATTNBENCH_SERVER_WORK_LIMIT_H_
@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "kernels/counting.h"
+#include "kernels/spec/counting.h"
 #include "server/measurement.h"
 #include "server/options.h"
 

@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/attention_args.h"
-#include "kernels/cuda/flash_attention.cuh"
-#include "kernels/cuda/launch.h"
+#include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/flash/flash_attention.cuh"
+#include "kernels/cuda/flash/launch.h"
 
 using attnbench::cuda::AttentionArgs;
 using attnbench::cuda::MaskCode;

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/dtype.h"
-#include "kernels/philox.h"
+#include "kernels/spec/dtype.h"
+#include "kernels/spec/philox.h"
 
 namespace attnbench::testing {
 namespace {

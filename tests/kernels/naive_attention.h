@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/problem.h"
-#include "kernels/tensors.h"
+#include "kernels/spec/problem.h"
+#include "kernels/spec/tensors.h"
 
 namespace attnbench::testing {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/problem.h"
+#include "kernels/spec/problem.h"
 
 namespace attnbench::testing {
 

@@ -4,8 +4,8 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
-#include "kernels/counting.h"
-#include "kernels/shapes.h"
+#include "kernels/spec/counting.h"
+#include "kernels/spec/shapes.h"
 #include "server/convert.h"
 #include "tests/server/test_util.h"
 

@@ -1,0 +1,224 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <chrono>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_attention.h"
+#include "kernels/cpu/cpu_device.h"
+#include "kernels/cpu/cpu_kv_source.h"
+#include "kernels/cpu/cpu_matmul.h"
+#include "kernels/spec/inputs.h"
+#include "kernels/spec/shapes.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace attnbench {
+namespace {
+
+class CpuWorkload : public Workload {
+ public:
+  CpuWorkload(Problem problem, ProblemShapes shapes, AttentionInputs inputs, int num_threads)
+      : problem_(std::move(problem)),
+        shapes_(std::move(shapes)),
+        inputs_(std::move(inputs)),
+        pool_(num_threads),
+        attention_(problem_, shapes_, pool_.num_threads()) {
+    q_work_.resize(NumElements(shapes_.query));
+    output_.resize(NumElements(shapes_.output));
+    if (shapes_.layer) {
+      q_proj_.resize(NumElements(shapes_.query));
+      k_proj_.resize(NumElements(shapes_.key));
+      v_proj_.resize(NumElements(shapes_.value));
+      o_core_.resize(NumElements(shapes_.core_output));
+    }
+    if (problem_.phase == Phase::kDecode) {
+      // A decode cache holds keys after RoPE, as the prefill that filled it left them; rotating
+      // happens once here, not in every timed step.
+      const std::vector<float>* keys = &inputs_.key.values;
+      std::vector<float> rotated;
+      if (problem_.rope.enabled) {
+        rotated.resize(inputs_.key.values.size());
+        attention_.RotateKeys(pool_, keys->data(), rotated.data());
+        keys = &rotated;
+      }
+      cache_ = std::make_unique<PagedKvCache>(problem_, *keys, inputs_.value.values,
+                                              shapes_.heads.num_kv_heads, &pool_);
+    } else if (problem_.rope.enabled) {
+      k_work_.resize(NumElements(shapes_.key));
+    }
+  }
+
+  absl::Status BeforeIteration(const IterationOptions& options) override {
+    options_ = options;
+    if (options.flush_cache) FlushLastLevelCache();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> RunTimed() override {
+    const auto start = std::chrono::steady_clock::now();
+    Compute(options_.stop);
+    const auto end = std::chrono::steady_clock::now();
+    if (options_.stop != nullptr && options_.stop->stopped()) {
+      ran_ = false;  // the output is partly written
+      return absl::CancelledError("cpu_reference: the iteration was stopped midway");
+    }
+    ran_ = true;
+    return std::chrono::duration<double>(end - start).count();
+  }
+
+  const AttentionInputs& Inputs() const override { return inputs_; }
+
+  absl::StatusOr<FloatTensor> Output() override {
+    if (!ran_) return absl::FailedPreconditionError("Output() before any RunTimed()");
+    FloatTensor t;
+    t.dtype = problem_.dtype;
+    t.shape = shapes_.output;
+    t.values = output_;
+    return t;
+  }
+
+  DeviceDescription Device() const override { return CpuDevice(); }
+
+ private:
+  void Compute(const StopCheck* stop) {
+    const float* q = inputs_.query.values.data();
+    const float* k = inputs_.key.values.data();
+    const float* v = inputs_.value.values.data();
+    const int64_t tokens = shapes_.batch * shapes_.seq_q;
+    if (shapes_.layer) {
+      const int64_t dm = shapes_.d_model;
+      MatMulRounded(pool_, inputs_.x.values.data(), inputs_.w_q.values.data(), q_proj_.data(),
+                    tokens, dm, shapes_.w_q[1], problem_.dtype, stop);
+      MatMulRounded(pool_, inputs_.x.values.data(), inputs_.w_k.values.data(), k_proj_.data(),
+                    tokens, dm, shapes_.w_k[1], problem_.dtype, stop);
+      MatMulRounded(pool_, inputs_.x.values.data(), inputs_.w_v.values.data(), v_proj_.data(),
+                    tokens, dm, shapes_.w_v[1], problem_.dtype, stop);
+      q = q_proj_.data();
+      k = k_proj_.data();
+      v = v_proj_.data();
+    }
+    attention_.PrepareQueries(pool_, q, q_work_.data(), stop);
+    float* core_out = shapes_.layer ? o_core_.data() : output_.data();
+    if (cache_ != nullptr) {
+      attention_.Run(pool_, q_work_.data(), *cache_, core_out, stop);
+    } else {
+      if (problem_.rope.enabled) {
+        attention_.RotateKeys(pool_, k, k_work_.data(), stop);
+        k = k_work_.data();
+      }
+      const ContiguousKv kv(k, v, shapes_.seq_kv, shapes_.heads.num_kv_heads, shapes_.dim_qk,
+                            shapes_.dim_v);
+      attention_.Run(pool_, q_work_.data(), kv, core_out, stop);
+    }
+    if (shapes_.layer) {
+      MatMulRounded(pool_, o_core_.data(), inputs_.w_o.values.data(), output_.data(), tokens,
+                    shapes_.w_o[0], shapes_.d_model, problem_.dtype, stop);
+    }
+  }
+
+  const Problem problem_;
+  const ProblemShapes shapes_;
+  const AttentionInputs inputs_;
+  ThreadPool pool_;
+  CpuAttention attention_;
+  std::vector<float> q_work_, k_work_, q_proj_, k_proj_, v_proj_, o_core_, output_;
+  std::unique_ptr<PagedKvCache> cache_;
+  IterationOptions options_;  // the last BeforeIteration's
+  bool ran_ = false;
+};
+
+class CpuReferenceBackend : public Backend {
+ public:
+  explicit CpuReferenceBackend(int num_threads) : num_threads_(num_threads) {}
+
+  std::string Name() const override { return kCpuReferenceBackend; }
+  std::string Description() const override {
+    return "Forward attention of every layout, mask and modifier on the host CPU: float32 math "
+           "with a streaming softmax over key blocks, multi-threaded over batch, heads and query "
+           "tiles; paged and int8/int4/SAQ-quantized decode caches.";
+  }
+  std::vector<DeviceDescription> Devices() const override { return {CpuDevice()}; }
+
+  BackendSupport Support() const override {
+    BackendSupport s;
+    s.dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3};
+    s.phases = {Phase::kPrefill, Phase::kDecode};
+    s.scopes = {Scope::kCore, Scope::kLayer};
+    s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
+                 LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
+                 LayoutKind::kGqkva, LayoutKind::kExplicit};
+    s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow, MaskKind::kBlockSparse,
+               MaskKind::kProbabilisticBlockSparse};
+    s.modifiers = {"rope", "alibi", "softcap"};
+    s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
+    s.paged_kv_cache = true;
+    s.limitations = {"forward only: no PHASE_BACKWARD",
+                     "dtypes are storage only: math is float32 on every dtype"};
+    s.auto_priority = 0;
+    return s;
+  }
+
+  absl::Status CheckSupported(const Problem& problem) const override {
+    if (problem.phase == Phase::kBackward) {
+      return absl::FailedPreconditionError(
+          "backend cpu_reference does not support spec.phase=PHASE_BACKWARD (forward only)");
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t EstimateBytes(const Problem& problem) const override {
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return 0;
+    const ProblemShapes& s = *shapes;
+    uint64_t floats = 0;
+    if (s.layer) {
+      floats += NumElements(s.x) + NumElements(s.w_q) + NumElements(s.w_k) + NumElements(s.w_v) +
+                NumElements(s.w_o);  // inputs
+      floats += NumElements(s.query) + NumElements(s.key) + NumElements(s.value) +
+                NumElements(s.core_output);  // projections and O
+    } else {
+      floats += NumElements(s.query) + NumElements(s.key) + NumElements(s.value);
+    }
+    floats += NumElements(s.query) + NumElements(s.output);  // prepared queries, output
+    uint64_t bytes = 4 * floats;
+    if (problem.phase == Phase::kDecode) {
+      bytes += PagedKvCache::BytesFor(problem, s.heads.num_kv_heads);
+    } else if (problem.rope.enabled) {
+      bytes += 4 * static_cast<uint64_t>(NumElements(s.key));
+    }
+    const int threads = num_threads_ > 0 ? num_threads_ : CpuDevice().compute_units;
+    bytes += threads * CpuAttention::ScratchBytes(s);
+    // The cache-flush buffer is shared by the process (FlushLastLevelCache), not counted here.
+    return bytes;
+  }
+
+  absl::StatusOr<std::unique_ptr<Workload>> Prepare(const Problem& problem,
+                                                    int device_index) override {
+    if (device_index != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device_index (", device_index, ") must be 0: backend cpu_reference has one device"));
+    }
+    if (absl::Status s = ValidateProblem(problem); !s.ok()) return s;
+    if (absl::Status s = CheckSupported(problem); !s.ok()) return s;
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return shapes.status();
+    absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
+    if (!inputs.ok()) return inputs.status();
+    return std::unique_ptr<Workload>(
+        new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_));
+  }
+
+ private:
+  const int num_threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuReferenceBackend(int num_threads) {
+  return std::make_unique<CpuReferenceBackend>(num_threads);
+}
+
+}  // namespace attnbench

@@ -1,0 +1,258 @@
+#include "kernels/cuda/backend/device_problem.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/backend/cuda_status.h"
+#include "kernels/spec/dtype.h"
+#include "kernels/spec/mask.h"
+#include "kernels/spec/modifiers.h"
+
+namespace attnbench::cuda {
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+uint64_t InputBytes(const ProblemShapes& s, DType dtype) {
+  return static_cast<uint64_t>(NumElements(s.query) + NumElements(s.key) + NumElements(s.value)) *
+         DTypeBytes(dtype);
+}
+
+// Positions a RoPE table covers: queries sit at i + (S_kv - S_q), keys at j.
+int64_t FirstPosition(const ProblemShapes& s) { return std::min<int64_t>(0, s.seq_kv - s.seq_q); }
+
+uint64_t RopeTableBytes(const Problem& p, const ProblemShapes& s) {
+  if (!p.rope.enabled) return 0;
+  const int64_t half = p.rope.rotary_dims.value_or(p.head_dim_qk) / 2;
+  return static_cast<uint64_t>(s.seq_kv - FirstPosition(s)) * half * 2 * sizeof(float);
+}
+
+uint64_t BitmapBytes(const Problem& p, const ProblemShapes& s) {
+  const Mask& m = p.mask;
+  if (m.kind != MaskKind::kBlockSparse && m.kind != MaskKind::kProbabilisticBlockSparse) return 0;
+  const uint64_t one = static_cast<uint64_t>(CeilDiv(s.seq_q, m.query_block_tokens)) *
+                       CeilDiv(s.seq_kv, m.kv_block_tokens);
+  if (m.kind == MaskKind::kBlockSparse) return one;
+  return one * s.batch * s.heads.num_output_heads;
+}
+
+}  // namespace
+
+absl::Status CheckDeviceExpressible(const Problem& problem, const char* backend) {
+  auto refuse = [&](const std::string& what) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("backend ", backend, " does not support ", what));
+  };
+  if (problem.dtype == DType::kFloat8E4M3) return refuse("spec.dtype=DTYPE_FLOAT8_E4M3");
+  if (problem.phase == Phase::kBackward) return refuse("spec.phase=PHASE_BACKWARD (forward only)");
+  if (problem.scope == Scope::kLayer) return refuse("spec.scope=SCOPE_LAYER (core scope only)");
+  if (problem.phase == Phase::kDecode) {
+    const KvCache& c = problem.kv_cache;
+    if (c.paged) return refuse("a paged decode cache (spec.kv_cache.paging)");
+    if (c.format != CacheFormat::kNative || !c.saq_bands.empty()) {
+      return refuse("a quantized decode cache (spec.kv_cache format int8/int4 or SAQ bands)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+Storage StorageOf(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return Storage::kFloat16;
+    case DType::kBFloat16:
+      return Storage::kBFloat16;
+    default:
+      return Storage::kFloat32;
+  }
+}
+
+AttentionArgs ShapeArgs(const Problem& problem, const ProblemShapes& shapes) {
+  AttentionArgs a;
+  a.storage = StorageOf(problem.dtype);
+  a.batch = static_cast<int32_t>(shapes.batch);
+  a.seq_q = shapes.seq_q;
+  a.seq_kv = shapes.seq_kv;
+  a.heads_q = shapes.heads.num_query_heads;
+  a.heads_kv = shapes.heads.num_kv_heads;
+  a.heads_out = shapes.heads.num_output_heads;
+  a.dim_qk = static_cast<int32_t>(shapes.dim_qk);
+  a.dim_v = static_cast<int32_t>(shapes.dim_v);
+  a.scale = static_cast<float>(problem.scale.value_or(1.0 / std::sqrt(shapes.dim_qk)));
+  a.offset = shapes.seq_kv - shapes.seq_q;
+  const Mask& m = problem.mask;
+  switch (m.kind) {
+    case MaskKind::kNone:
+      a.mask = MaskCode::kNone;
+      break;
+    case MaskKind::kCausal:
+      a.mask = MaskCode::kCausal;
+      break;
+    case MaskKind::kSlidingWindow:
+      a.mask = MaskCode::kWindow;
+      a.window_left = m.left_tokens.value_or(-1);
+      a.window_right = m.right_tokens.value_or(-1);
+      break;
+    case MaskKind::kBlockSparse:
+    case MaskKind::kProbabilisticBlockSparse:
+      a.mask = MaskCode::kBlock;
+      a.block_q = static_cast<int32_t>(m.query_block_tokens);
+      a.block_k = static_cast<int32_t>(m.kv_block_tokens);
+      a.block_rows = static_cast<int32_t>(CeilDiv(shapes.seq_q, m.query_block_tokens));
+      a.block_cols = static_cast<int32_t>(CeilDiv(shapes.seq_kv, m.kv_block_tokens));
+      a.block_per_head = m.kind == MaskKind::kProbabilisticBlockSparse;
+      a.block_causal = m.kind == MaskKind::kProbabilisticBlockSparse || m.intersect_causal;
+      break;
+  }
+  if (problem.rope.enabled) a.rope_dims = problem.rope.rotary_dims.value_or(problem.head_dim_qk);
+  if (problem.softcap.enabled) a.softcap = static_cast<float>(problem.softcap.cap);
+  return a;
+}
+
+int DeviceProblem::InputSetsFor(const ProblemShapes& shapes, DType dtype, uint64_t l2_bytes) {
+  const uint64_t bytes = std::max<uint64_t>(1, InputBytes(shapes, dtype));
+  if (bytes > l2_bytes) return 1;
+  return static_cast<int>(std::min<uint64_t>(4, (2 * l2_bytes + bytes - 1) / bytes));
+}
+
+uint64_t DeviceProblem::EstimateBytes(const Problem& problem, const ProblemShapes& shapes,
+                                      uint64_t l2_bytes) {
+  const uint64_t sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
+  return sets * InputBytes(shapes, problem.dtype) +
+         static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype) +
+         RopeTableBytes(problem, shapes) + BitmapBytes(problem, shapes) +
+         static_cast<uint64_t>(shapes.heads.num_output_heads) * 3 * sizeof(int32_t);
+}
+
+absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(const Problem& problem,
+                                                                     const ProblemShapes& shapes,
+                                                                     const AttentionInputs& inputs,
+                                                                     uint64_t l2_bytes) {
+  std::unique_ptr<DeviceProblem> dp(new DeviceProblem());
+  dp->dtype_ = problem.dtype;
+  dp->output_shape_ = shapes.output;
+  dp->base_ = ShapeArgs(problem, shapes);
+  AttentionArgs& a = dp->base_;
+
+  // Inputs: encoded once, uploaded into every copy.
+  const std::string q = EncodeTensor(inputs.query);
+  const std::string k = EncodeTensor(inputs.key);
+  const std::string v = EncodeTensor(inputs.value);
+  const int sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
+  for (int i = 0; i < sets; ++i) {
+    InputSet set;
+    absl::StatusOr<DeviceBuffer> b = DeviceBuffer::Upload(q.data(), q.size(), "the query");
+    if (!b.ok()) return b.status();
+    set.q = *std::move(b);
+    b = DeviceBuffer::Upload(k.data(), k.size(), "the keys");
+    if (!b.ok()) return b.status();
+    set.k = *std::move(b);
+    b = DeviceBuffer::Upload(v.data(), v.size(), "the values");
+    if (!b.ok()) return b.status();
+    set.v = *std::move(b);
+    dp->sets_.push_back(std::move(set));
+  }
+  absl::StatusOr<DeviceBuffer> out = DeviceBuffer::Allocate(
+      static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype), "the output");
+  if (!out.ok()) return out.status();
+  dp->output_ = *std::move(out);
+  a.o = dp->output_.get();
+
+  std::vector<int32_t> map;
+  for (const HeadPair& p : shapes.heads.map) {
+    map.push_back(p.query_head);
+    map.push_back(p.kv_head);
+  }
+  absl::StatusOr<DeviceBuffer> table =
+      DeviceBuffer::Upload(map.data(), map.size() * sizeof(int32_t), "the head map");
+  if (!table.ok()) return table.status();
+  dp->head_map_ = *std::move(table);
+  a.head_map = dp->head_map_.as<int32_t>();
+
+  // Block-sparse bitmaps.
+  const Mask& m = problem.mask;
+  if (a.mask == MaskCode::kBlock) {
+    const int64_t one = static_cast<int64_t>(a.block_rows) * a.block_cols;
+    std::vector<uint8_t> bits(BitmapBytes(problem, shapes), 0);
+    if (m.kind == MaskKind::kBlockSparse) {
+      for (const Block& blk : m.blocks) bits[blk.query_block * a.block_cols + blk.kv_block] = 1;
+    } else {
+      const MaskEvaluator eval(problem);
+      for (int64_t b = 0; b < shapes.batch; ++b) {
+        for (int h = 0; h < a.heads_out; ++h) {
+          uint8_t* head = bits.data() + (b * a.heads_out + h) * one;
+          for (int64_t r = 0; r < a.block_rows; ++r) {
+            for (int64_t c = 0; c < a.block_cols; ++c) {
+              head[r * a.block_cols + c] = eval.BlockSelected(b, h, r, c) ? 1 : 0;
+            }
+          }
+        }
+      }
+    }
+    table = DeviceBuffer::Upload(bits.data(), bits.size(), "the block-sparse bitmap");
+    if (!table.ok()) return table.status();
+    dp->bitmap_ = *std::move(table);
+    a.block_bitmap = dp->bitmap_.as<uint8_t>();
+  }
+
+  if (problem.rope.enabled) {
+    const int dims = a.rope_dims;
+    const int half = dims / 2;
+    const std::vector<double> inv =
+        RopeInverseFrequencies(problem.rope.theta.value_or(10000.0), dims);
+    const int64_t first = FirstPosition(shapes);
+    std::vector<float> cs(static_cast<size_t>(shapes.seq_kv - first) * half * 2);
+    for (int64_t pos = first; pos < shapes.seq_kv; ++pos) {
+      RopeCosSin(pos, inv, cs.data() + (pos - first) * half * 2);
+    }
+    table = DeviceBuffer::Upload(cs.data(), cs.size() * sizeof(float), "the RoPE table");
+    if (!table.ok()) return table.status();
+    dp->rope_ = *std::move(table);
+    // Position 0's entry, so a query at a negative position indexes backwards into the table.
+    a.rope_cos_sin = dp->rope_.as<float>() - first * half * 2;
+  }
+  if (problem.alibi.enabled) {
+    const std::vector<double> slopes = AlibiSlopes(problem.alibi, a.heads_out);
+    const std::vector<float> f(slopes.begin(), slopes.end());
+    table = DeviceBuffer::Upload(f.data(), f.size() * sizeof(float), "the ALiBi slopes");
+    if (!table.ok()) return table.status();
+    dp->alibi_ = *std::move(table);
+    a.alibi_slopes = dp->alibi_.as<float>();
+  }
+  return dp;
+}
+
+AttentionArgs DeviceProblem::Args(int set) const {
+  AttentionArgs a = base_;
+  a.q = sets_[set].q.get();
+  a.k = sets_[set].k.get();
+  a.v = sets_[set].v.get();
+  return a;
+}
+
+absl::Status DeviceProblem::PoisonOutput() {
+  // 0xFF bytes are NaN in float32, float16 and bfloat16 alike.
+  ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaMemset(output_.get(), 0xFF, output_.bytes()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FloatTensor> DeviceProblem::DownloadOutput() const {
+  std::string bytes(output_.bytes(), '\0');
+  ATTNBENCH_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(bytes.data(), output_.get(), bytes.size(), cudaMemcpyDeviceToHost));
+  absl::StatusOr<std::vector<float>> values = DecodeValues(bytes, dtype_);
+  if (!values.ok()) return values.status();
+  FloatTensor t;
+  t.dtype = dtype_;
+  t.shape = output_shape_;
+  t.values = *std::move(values);
+  return t;
+}
+
+}  // namespace attnbench::cuda

@@ -1,0 +1,75 @@
+// A validated Problem made resident on one CUDA device: Q, K, V in their storage type (several
+// identical copies to rotate through when they fit in L2, so a warm-cache timing never reads the
+// previous iteration's lines), the output, and the small tables the kernels read (head map, ALiBi
+// slopes, RoPE cos/sin, block-sparse bitmaps), all described by AttentionArgs.
+#ifndef ATTNBENCH_KERNELS_CUDA_BACKEND_DEVICE_PROBLEM_H_
+#define ATTNBENCH_KERNELS_CUDA_BACKEND_DEVICE_PROBLEM_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/spec/problem.h"
+#include "kernels/spec/shapes.h"
+#include "kernels/spec/tensors.h"
+
+namespace attnbench::cuda {
+
+// Empty when the GPU backends can express the problem at all (before any kernel's own limits),
+// otherwise the FAILED_PRECONDITION message: fp8 storage, layer scope, backward, paged or
+// quantized decode caches.
+absl::Status CheckDeviceExpressible(const Problem& problem, const char* backend);
+
+// The Storage of a supported dtype.
+Storage StorageOf(DType dtype);
+
+// The arguments of a problem without any device memory: sizes, scale, mask kind and window,
+// block geometry, modifier settings. Kernels' support checks read this; DeviceProblem::Create
+// starts from it and fills the pointers.
+AttentionArgs ShapeArgs(const Problem& problem, const ProblemShapes& shapes);
+
+class DeviceProblem {
+ public:
+  // Copies of the inputs kept when Q, K and V together fit in `l2_bytes` twice over: enough that
+  // consecutive iterations read different lines.
+  static int InputSetsFor(const ProblemShapes& shapes, DType dtype, uint64_t l2_bytes);
+
+  // Device bytes Create will allocate (inputs times their copies, output, tables).
+  static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& shapes,
+                                uint64_t l2_bytes);
+
+  // On the current device. The problem must be normalized, valid and CheckDeviceExpressible.
+  static absl::StatusOr<std::unique_ptr<DeviceProblem>> Create(const Problem& problem,
+                                                               const ProblemShapes& shapes,
+                                                               const AttentionInputs& inputs,
+                                                               uint64_t l2_bytes);
+
+  int num_input_sets() const { return static_cast<int>(sets_.size()); }
+  // The arguments reading input set `set` (0 <= set < num_input_sets()).
+  AttentionArgs Args(int set) const;
+
+  // Fills the output with NaN, so an element a kernel fails to write cannot pass the check.
+  absl::Status PoisonOutput();
+  // The output as float values of the storage dtype, shape [B, S_q, H_out, D_v].
+  absl::StatusOr<FloatTensor> DownloadOutput() const;
+
+ private:
+  struct InputSet {
+    DeviceBuffer q, k, v;
+  };
+  DeviceProblem() = default;
+
+  AttentionArgs base_;
+  DType dtype_ = DType::kUnspecified;
+  Shape output_shape_;
+  std::vector<InputSet> sets_;
+  DeviceBuffer output_, head_map_, alibi_, rope_, bitmap_;
+};
+
+}  // namespace attnbench::cuda
+
+#endif  // ATTNBENCH_KERNELS_CUDA_BACKEND_DEVICE_PROBLEM_H_

@@ -1,0 +1,40 @@
+// Correctness against the float64 oracle: compares a backend's output with reference64 on every
+// output row or on a seeded sample of rows, and reports max-abs and relative error.
+#ifndef ATTNBENCH_KERNELS_REFERENCE_CHECK_H_
+#define ATTNBENCH_KERNELS_REFERENCE_CHECK_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "kernels/spec/problem.h"
+#include "kernels/spec/tensors.h"
+
+namespace attnbench {
+
+struct CheckOptions {
+  // Compare every row when rows_total <= max_rows (or always when full), else max_rows rows drawn
+  // from a seeded generator.
+  bool full = false;
+  int64_t max_rows = 4096;
+  uint64_t seed = 0;
+};
+
+struct CorrectnessReport {
+  int64_t rows_checked = 0;
+  int64_t rows_total = 0;
+  double max_abs_error = 0;
+  double relative_error = 0;  // ||out - ref|| / ||ref|| over the compared rows
+  double tolerance = 0;       // for the problem's dtype (and cache quantization)
+  bool passed = false;
+};
+
+// Relative-error tolerance for outputs stored in dtype (and a quantized cache, if any).
+double ToleranceFor(const Problem& problem);
+
+absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const AttentionInputs& inputs,
+                                              const FloatTensor& output,
+                                              const CheckOptions& options);
+
+}  // namespace attnbench
+
+#endif  // ATTNBENCH_KERNELS_REFERENCE_CHECK_H_

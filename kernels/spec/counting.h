@@ -1,0 +1,37 @@
+// Analytic work of a problem (§7 of docs/variants.md): kept pairs, FLOPs, exponentials and the
+// minimum bytes any implementation must move. Independent of how or where the problem runs.
+#ifndef ATTNBENCH_KERNELS_SPEC_COUNTING_H_
+#define ATTNBENCH_KERNELS_SPEC_COUNTING_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "kernels/spec/problem.h"
+
+namespace attnbench {
+
+struct WorkCounts {
+  uint64_t kept_pairs = 0;            // kept (i, j) pairs summed over batch and output heads
+  double flops = 0;                   // 2 * B * H_out * N * (D_qk + D_v); x2.5 for backward
+  double flops_flash_convention = 0;  // 4 * B * H_out * S_q * S_kv * D_qk, halved when causal
+  double projection_flops = 0;        // layer scope only
+  uint64_t exponentials = 0;          // B * H_out * N
+  uint64_t min_bytes = 0;             // Q, K, V (or the stored cache) read once, O written once
+};
+
+// Kept pairs for one (b, h); exact for every mask (block-sparse masks are counted block by block,
+// probabilistic ones by drawing the same blocks the kernels keep).
+uint64_t KeptPairs(const Problem& problem, int64_t batch, int output_head);
+
+// Most random draws CountWork makes for a probabilistic block-sparse mask, bounded by batch x
+// output heads x block rows x block columns (a few seconds of one core): the time a request may
+// take before it runs. 256 sequences x heads at 128k tokens in 128-token blocks stay within it.
+inline constexpr int64_t kMaxProbabilisticDraws = int64_t{1} << 28;
+
+// Counts for a normalized, valid problem. INVALID_ARGUMENT if a count overflows 64 bits;
+// RESOURCE_EXHAUSTED if a probabilistic mask would take over kMaxProbabilisticDraws draws.
+absl::StatusOr<WorkCounts> CountWork(const Problem& problem);
+
+}  // namespace attnbench
+
+#endif  // ATTNBENCH_KERNELS_SPEC_COUNTING_H_

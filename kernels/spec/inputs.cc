@@ -1,0 +1,133 @@
+#include "kernels/spec/inputs.h"
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/spec/dtype.h"
+#include "kernels/spec/philox.h"
+
+namespace attnbench {
+namespace {
+
+constexpr double kTwoPi = 6.283185307179586476925286766559;
+constexpr double kTwoTo32 = 4294967296.0;
+
+absl::StatusOr<FloatTensor> DecodeClientTensor(const HostTensor& tensor, const Shape& shape,
+                                               DType dtype) {
+  absl::StatusOr<std::vector<float>> values = DecodeValues(tensor.data, dtype);
+  if (!values.ok()) return values.status();
+  if (static_cast<int64_t>(values->size()) != NumElements(shape)) {
+    return absl::InvalidArgumentError(absl::StrCat("client tensor has ", values->size(),
+                                                   " elements; expected ", NumElements(shape)));
+  }
+  FloatTensor out;
+  out.dtype = dtype;
+  out.shape = shape;
+  out.values = *std::move(values);
+  return out;
+}
+
+}  // namespace
+
+double StandardNormal(uint64_t seed, uint32_t tensor_id, uint64_t index) {
+  const PhiloxCounter counter = {static_cast<uint32_t>(index & 0xffffffffu),
+                                 static_cast<uint32_t>(index >> 32), tensor_id, 0u};
+  const PhiloxCounter w = Philox4x32_10(counter, PhiloxKeyFromSeed(seed));
+  const double u1 = (static_cast<double>(w[0]) + 0.5) / kTwoTo32;
+  const double u2 = (static_cast<double>(w[1]) + 0.5) / kTwoTo32;
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+}
+
+FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape, double factor,
+                           DType dtype) {
+  FloatTensor t;
+  t.dtype = dtype;
+  t.shape = shape;
+  const int64_t n = NumElements(shape);
+  t.values.resize(n);
+  auto fill = [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const double z = StandardNormal(seed, tensor_id, static_cast<uint64_t>(k));
+      t.values[k] = RoundToDType(static_cast<float>(z * factor), dtype);
+    }
+  };
+  // Elements are independent, so splitting the range changes nothing but the wall time.
+  constexpr int64_t kPerThread = int64_t{1} << 16;
+  const int64_t threads =
+      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), n / kPerThread);
+  if (threads <= 1) {
+    fill(0, n);
+    return t;
+  }
+  std::vector<std::thread> workers;
+  for (int64_t w = 0; w < threads; ++w) {
+    workers.emplace_back(fill, n * w / threads, n * (w + 1) / threads);
+  }
+  for (std::thread& w : workers) w.join();
+  return t;
+}
+
+absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return shapes.status();
+  const DType dtype = problem.dtype;
+  const double input_scale = problem.input_scale.value_or(1.0);
+  const uint64_t seed = problem.seed;
+  AttentionInputs in;
+  if (shapes->layer) {
+    in.x = GenerateTensor(seed, kTensorX, shapes->x, input_scale, dtype);
+    auto weight = [&](uint32_t id, const Shape& shape) {
+      return GenerateTensor(seed, id, shape, 1.0 / std::sqrt(static_cast<double>(shape[0])), dtype);
+    };
+    in.w_q = weight(kTensorWq, shapes->w_q);
+    in.w_k = weight(kTensorWk, shapes->w_k);
+    in.w_v = weight(kTensorWv, shapes->w_v);
+    in.w_o = weight(kTensorWo, shapes->w_o);
+    return in;
+  }
+  if (problem.query.has_value() && problem.key.has_value() && problem.value.has_value()) {
+    absl::StatusOr<FloatTensor> q = DecodeClientTensor(*problem.query, shapes->query, dtype);
+    if (!q.ok()) return q.status();
+    absl::StatusOr<FloatTensor> k = DecodeClientTensor(*problem.key, shapes->key, dtype);
+    if (!k.ok()) return k.status();
+    absl::StatusOr<FloatTensor> v = DecodeClientTensor(*problem.value, shapes->value, dtype);
+    if (!v.ok()) return v.status();
+    in.query = *std::move(q);
+    in.key = *std::move(k);
+    in.value = *std::move(v);
+    return in;
+  }
+  in.query = GenerateTensor(seed, kTensorQuery, shapes->query, input_scale, dtype);
+  in.key = GenerateTensor(seed, kTensorKey, shapes->key, input_scale, dtype);
+  in.value = GenerateTensor(seed, kTensorValue, shapes->value, input_scale, dtype);
+  return in;
+}
+
+std::vector<int32_t> GeneratePageTable(uint64_t seed, int64_t num_pages) {
+  std::vector<int32_t> perm(num_pages);
+  for (int64_t k = 0; k < num_pages; ++k) perm[k] = static_cast<int32_t>(k);
+  const PhiloxKey key = PhiloxKeyFromSeed(seed);
+  for (int64_t t = num_pages - 1; t >= 1; --t) {
+    const uint64_t step = static_cast<uint64_t>(t);
+    const PhiloxCounter w = Philox4x32_10({static_cast<uint32_t>(step & 0xffffffffu),
+                                           static_cast<uint32_t>(step >> 32), kTensorPageTable, 0u},
+                                          key);
+    const uint64_t r = (static_cast<uint64_t>(w[1]) << 32) | w[0];
+    const int64_t j = static_cast<int64_t>(r % (step + 1));
+    std::swap(perm[t], perm[j]);
+  }
+  return perm;
+}
+
+std::vector<int32_t> PageTableFor(const Problem& problem) {
+  if (!problem.kv_cache.page_table.empty()) return problem.kv_cache.page_table;
+  const int64_t page = problem.kv_cache.page_size_tokens;
+  const int64_t per_sequence = (problem.seq_len_kv + page - 1) / page;
+  return GeneratePageTable(problem.seed, problem.batch_size * per_sequence);
+}
+
+}  // namespace attnbench

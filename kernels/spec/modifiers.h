@@ -1,0 +1,36 @@
+// The score modifiers of §4: rotate-half RoPE on q and k, ALiBi slopes and bias, softcap. One
+// implementation of each formula, in float and double, shared by the CPU kernel and the float64
+// oracle. Order per score: RoPE (on q, k), s = scale * <q, k>, s += ALiBi, softcap, then the mask.
+#ifndef ATTNBENCH_KERNELS_SPEC_MODIFIERS_H_
+#define ATTNBENCH_KERNELS_SPEC_MODIFIERS_H_
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/spec/problem.h"
+
+namespace attnbench {
+
+// theta^(-2m / rotary_dims) for m < rotary_dims / 2, in double.
+std::vector<double> RopeInverseFrequencies(double theta, int rotary_dims);
+
+// Rotates the first rotary_dims elements of v in place for position pos: element m pairs with
+// m + rotary_dims / 2 (m < rotary_dims / 2) at angle pos * inv_freq[m] (computed in double).
+void ApplyRope(double* v, int64_t pos, const std::vector<double>& inv_freq);
+// The same with cos/sin already evaluated for the position (cos_sin[2m], cos_sin[2m + 1]).
+void ApplyRope(float* v, const float* cos_sin, int half);
+// cos_sin[2m], cos_sin[2m + 1] = cos, sin of pos * inv_freq[m], evaluated in double.
+void RopeCosSin(int64_t pos, const std::vector<double>& inv_freq, float* cos_sin);
+
+// ALiBi slope of every output head (§4): geometric 2^(-8(h+1)/n) for n a power of two, else the
+// ALiBi paper's interpolation (the slopes of the largest power of two m < n, followed by the
+// first n - m even-indexed slopes of the 2m schedule); harmonic s0 / (h + 1).
+std::vector<double> AlibiSlopes(const Alibi& alibi, int num_output_heads);
+
+inline double Softcap(double s, double cap) { return cap * std::tanh(s / cap); }
+inline float Softcap(float s, float cap) { return cap * std::tanh(s / cap); }
+
+}  // namespace attnbench
+
+#endif  // ATTNBENCH_KERNELS_SPEC_MODIFIERS_H_

@@ -1,0 +1,46 @@
+// Host-side tensors exchanged between backends, the reference and the server: values as float
+// (exactly representable in the storage dtype after rounding) plus the dtype they are stored in.
+#ifndef ATTNBENCH_KERNELS_SPEC_TENSORS_H_
+#define ATTNBENCH_KERNELS_SPEC_TENSORS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/spec/problem.h"
+
+namespace attnbench {
+
+struct FloatTensor {
+  DType dtype = DType::kFloat32;  // what the values were rounded to
+  std::vector<int64_t> shape;
+  std::vector<float> values;  // row-major
+};
+
+// What a forward pass reads (§1 shapes, BSHD). Layer scope adds X and the four weights.
+struct AttentionInputs {
+  FloatTensor query;  // [B, S_q, H_q, D_qk]
+  FloatTensor key;    // [B, S_kv, H_kv, D_qk]
+  FloatTensor value;  // [B, S_kv, H_kv, D_v]
+  // Layer scope only (empty otherwise).
+  FloatTensor x;    // [B, S, d_model]
+  FloatTensor w_q;  // [d_model, H_q * D_qk]
+  FloatTensor w_k;  // [d_model, H_kv * D_qk]
+  FloatTensor w_v;  // [d_model, H_kv * D_v]
+  FloatTensor w_o;  // [H_out * D_v, d_model]
+};
+
+// Encodes values as little-endian elements of `dtype` (round to nearest even).
+std::string EncodeTensor(const FloatTensor& tensor);
+
+struct OutputSummary {
+  uint64_t checksum = 0;  // FNV-1a 64 over the encoded bytes
+  double mean = 0;
+  double abs_max = 0;
+  int64_t num_elements = 0;
+};
+OutputSummary SummarizeTensor(const FloatTensor& tensor);
+
+}  // namespace attnbench
+
+#endif  // ATTNBENCH_KERNELS_SPEC_TENSORS_H_

@@ -1,0 +1,360 @@
+// ValidateProblem: every rule of docs/variants.md §1-§8 and the proto comments, each failure
+// naming the proto path of the offending field, the rule, and the values involved.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/spec/problem.h"
+#include "kernels/spec/shapes.h"
+#include "kernels/spec/validate_layout.h"
+
+namespace attnbench {
+namespace {
+
+// Largest tensor any problem may imply; far above what fits in memory, and small enough that
+// element counts times widths, and sums of a few tensors, stay within int64.
+constexpr int64_t kMaxTensorElements = int64_t{1} << 40;
+
+// GCC and Clang have 128-bit integers; __extension__ keeps -Wpedantic quiet about it.
+__extension__ typedef __int128 Wide;
+
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
+
+absl::Status Positive(const std::string& path, int64_t value) {
+  if (value <= 0) return Invalid(absl::StrCat(path, " (", value, ") must be > 0"));
+  return absl::OkStatus();
+}
+
+absl::Status PositiveFinite(const std::string& path, double value) {
+  if (!std::isfinite(value) || value <= 0) {
+    return Invalid(absl::StrCat(path, " (", value, ") must be finite and > 0"));
+  }
+  return absl::OkStatus();
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+// Element count of `dims` (all positive) or -1 when above kMaxTensorElements.
+int64_t BoundedProduct(const std::vector<int64_t>& dims) {
+  Wide n = 1;
+  for (int64_t d : dims) {
+    n *= d;
+    if (n > kMaxTensorElements) return -1;
+  }
+  return static_cast<int64_t>(n);
+}
+
+absl::Status CheckTensorSize(const std::string& name, const std::string& fields,
+                             const Shape& shape) {
+  if (BoundedProduct(shape) < 0) {
+    return Invalid(absl::StrCat(fields, " imply a ", name, " tensor of shape [",
+                                absl::StrJoin(shape, ", "), "], more than 2^40 (",
+                                kMaxTensorElements, ") elements"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDims(const Problem& p) {
+  if (auto s = Positive("spec.batch_size", p.batch_size); !s.ok()) return s;
+  if (auto s = Positive("spec.seq_len_q", p.seq_len_q); !s.ok()) return s;
+  if (auto s = Positive("spec.seq_len_kv", p.seq_len_kv); !s.ok()) return s;
+  if (auto s = Positive("spec.head_dim_qk", p.head_dim_qk); !s.ok()) return s;
+  if (p.head_dim_v.has_value()) {
+    if (auto s = Positive("spec.head_dim_v", *p.head_dim_v); !s.ok()) return s;
+  }
+  if (p.dtype == DType::kUnspecified) {
+    return Invalid(
+        "spec.dtype must be set (DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16 or "
+        "DTYPE_FLOAT8_E4M3)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSizes(const ProblemShapes& s) {
+  const std::string heads = "spec.layout";
+  if (auto st = CheckTensorSize(
+          "query", "spec.batch_size, spec.seq_len_q, " + heads + " and spec.head_dim_qk", s.query);
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckTensorSize(
+          "key", "spec.batch_size, spec.seq_len_kv, " + heads + " and spec.head_dim_qk", s.key);
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckTensorSize(
+          "value", "spec.batch_size, spec.seq_len_kv, " + heads + " and spec.head_dim_v", s.value);
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckTensorSize(
+          "output", "spec.batch_size, spec.seq_len_q, " + heads + " and spec.head_dim_v",
+          s.core_output);
+      !st.ok()) {
+    return st;
+  }
+  if (s.layer) {
+    const std::string f = "spec.d_model with spec.batch_size, spec.seq_len_q and " + heads;
+    for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{
+             {"x", s.x}, {"w_q", s.w_q}, {"w_k", s.w_k}, {"w_v", s.w_v}, {"w_o", s.w_o}}) {
+      if (auto st = CheckTensorSize(name, f, shape); !st.ok()) return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMask(const Problem& p) {
+  const Mask& m = p.mask;
+  switch (m.kind) {
+    case MaskKind::kNone:
+    case MaskKind::kCausal:
+      return absl::OkStatus();
+    case MaskKind::kSlidingWindow:
+      if (m.left_tokens.has_value() && *m.left_tokens < 0) {
+        return Invalid(absl::StrCat("spec.mask.sliding_window.left_tokens (", *m.left_tokens,
+                                    ") must be >= 0 (leave it unset for unbounded)"));
+      }
+      if (m.right_tokens.has_value() && *m.right_tokens < 0) {
+        return Invalid(absl::StrCat("spec.mask.sliding_window.right_tokens (", *m.right_tokens,
+                                    ") must be >= 0 (leave it unset for unbounded)"));
+      }
+      return absl::OkStatus();
+    case MaskKind::kBlockSparse: {
+      const std::string p0 = "spec.mask.block_sparse.";
+      if (auto s = Positive(p0 + "query_block_tokens", m.query_block_tokens); !s.ok()) return s;
+      if (auto s = Positive(p0 + "kv_block_tokens", m.kv_block_tokens); !s.ok()) return s;
+      const int64_t rows = CeilDiv(p.seq_len_q, m.query_block_tokens);
+      const int64_t cols = CeilDiv(p.seq_len_kv, m.kv_block_tokens);
+      for (size_t k = 0; k < m.blocks.size(); ++k) {
+        const Block& b = m.blocks[k];
+        if (b.query_block < 0 || b.query_block >= rows) {
+          return Invalid(
+              absl::StrCat(p0, "blocks[", k, "].query_block (", b.query_block, ") must be in [0, ",
+                           rows, ") (ceil(spec.seq_len_q / query_block_tokens) = ", p.seq_len_q,
+                           " / ", m.query_block_tokens, " rounded up)"));
+        }
+        if (b.kv_block < 0 || b.kv_block >= cols) {
+          return Invalid(absl::StrCat(p0, "blocks[", k, "].kv_block (", b.kv_block,
+                                      ") must be in [0, ", cols,
+                                      ") (ceil(spec.seq_len_kv / kv_block_tokens) = ", p.seq_len_kv,
+                                      " / ", m.kv_block_tokens, " rounded up)"));
+        }
+      }
+      return absl::OkStatus();
+    }
+    case MaskKind::kProbabilisticBlockSparse: {
+      const std::string p0 = "spec.mask.probabilistic_block_sparse.";
+      if (auto s = Positive(p0 + "query_block_tokens", m.query_block_tokens); !s.ok()) return s;
+      if (auto s = Positive(p0 + "kv_block_tokens", m.kv_block_tokens); !s.ok()) return s;
+      if (auto s = PositiveFinite(p0 + "c_coefficient", m.c_coefficient); !s.ok()) return s;
+      if (!std::isfinite(m.alpha) || m.alpha < 0) {
+        return Invalid(absl::StrCat(p0, "alpha (", m.alpha, ") must be finite and >= 0"));
+      }
+      return absl::OkStatus();
+    }
+  }
+  return Invalid("spec.mask has an unknown kind");
+}
+
+absl::Status ValidateModifiers(const Problem& p) {
+  if (p.rope.enabled) {
+    if (p.rope.theta.has_value()) {
+      if (auto s = PositiveFinite("spec.rope.theta", *p.rope.theta); !s.ok()) return s;
+    }
+    const int dims = p.rope.rotary_dims.value_or(p.head_dim_qk);
+    if (dims <= 0 || dims % 2 != 0 || dims > p.head_dim_qk) {
+      return Invalid(absl::StrCat("spec.rope.rotary_dims (", dims,
+                                  ") must be even, > 0 and <= spec.head_dim_qk (", p.head_dim_qk,
+                                  ")"));
+    }
+  }
+  if (p.alibi.enabled && p.alibi.harmonic_base_slope.has_value()) {
+    if (p.alibi.schedule != AlibiSchedule::kHarmonic) {
+      return Invalid(
+          "spec.alibi.harmonic_base_slope is only valid with spec.alibi.schedule = "
+          "ALIBI_SCHEDULE_HARMONIC");
+    }
+    if (auto s = PositiveFinite("spec.alibi.harmonic_base_slope", *p.alibi.harmonic_base_slope);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (p.softcap.enabled) {
+    if (auto s = PositiveFinite("spec.softcap.cap", p.softcap.cap); !s.ok()) return s;
+  }
+  if (p.scale.has_value()) {
+    if (auto s = PositiveFinite("spec.scale", *p.scale); !s.ok()) return s;
+  }
+  if (p.input_scale.has_value()) {
+    if (auto s = PositiveFinite("spec.input_scale", *p.input_scale); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+bool HasClientTensors(const Problem& p) {
+  return p.query.has_value() || p.key.has_value() || p.value.has_value();
+}
+
+absl::Status ValidateScope(const Problem& p) {
+  const Phase phase = p.phase == Phase::kUnspecified ? Phase::kPrefill : p.phase;
+  if (p.scope != Scope::kLayer) {
+    if (p.d_model.has_value()) {
+      return Invalid(absl::StrCat("spec.d_model (", *p.d_model,
+                                  ") must be unset unless spec.scope = SCOPE_LAYER"));
+    }
+    return absl::OkStatus();
+  }
+  if (!p.d_model.has_value())
+    return Invalid("spec.d_model must be set for spec.scope = SCOPE_LAYER");
+  if (auto s = Positive("spec.d_model", *p.d_model); !s.ok()) return s;
+  if (p.seq_len_q != p.seq_len_kv) {
+    return Invalid(absl::StrCat("spec.seq_len_q (", p.seq_len_q, ") must equal spec.seq_len_kv (",
+                                p.seq_len_kv, ") for spec.scope = SCOPE_LAYER (self-attention)"));
+  }
+  if (phase != Phase::kPrefill) {
+    return Invalid("spec.phase must be PHASE_PREFILL for spec.scope = SCOPE_LAYER");
+  }
+  if (HasClientTensors(p)) {
+    return Invalid(
+        "spec.inputs must be empty for spec.scope = SCOPE_LAYER (Q, K and V are projections of "
+        "a generated X)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePageTable(const Problem& p) {
+  const KvCache& c = p.kv_cache;
+  if (auto s = Positive("spec.kv_cache.paging.page_size_tokens", c.page_size_tokens); !s.ok()) {
+    return s;
+  }
+  if (c.page_table.empty()) return absl::OkStatus();
+  const int64_t pages = p.batch_size * CeilDiv(p.seq_len_kv, c.page_size_tokens);
+  if (static_cast<int64_t>(c.page_table.size()) != pages) {
+    return Invalid(absl::StrCat("spec.kv_cache.paging.page_table has ", c.page_table.size(),
+                                " entries; it must be empty or have spec.batch_size * "
+                                "ceil(spec.seq_len_kv / page_size_tokens) = ",
+                                pages, " entries"));
+  }
+  std::vector<bool> seen(pages, false);
+  for (size_t k = 0; k < c.page_table.size(); ++k) {
+    const int64_t page = c.page_table[k];
+    if (page < 0 || page >= pages) {
+      return Invalid(absl::StrCat("spec.kv_cache.paging.page_table[", k, "] (", page,
+                                  ") must be in [0, ", pages, ")"));
+    }
+    if (seen[page]) {
+      return Invalid(absl::StrCat(
+          "spec.kv_cache.paging.page_table[", k, "] (", page,
+          ") repeats a physical page; the table must be a permutation of [0, ", pages, ")"));
+    }
+    seen[page] = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCache(const Problem& p) {
+  const KvCache& c = p.kv_cache;
+  const Phase phase = p.phase == Phase::kUnspecified ? Phase::kPrefill : p.phase;
+  const bool quantized_format =
+      c.format != CacheFormat::kUnspecified && c.format != CacheFormat::kNative;
+  if (phase != Phase::kDecode) {
+    if (c.paged)
+      return Invalid("spec.kv_cache.paging is only valid with spec.phase = PHASE_DECODE");
+    if (quantized_format) {
+      return Invalid("spec.kv_cache.format is only valid with spec.phase = PHASE_DECODE");
+    }
+    if (!c.saq_bands.empty()) {
+      return Invalid("spec.kv_cache.saq_bands is only valid with spec.phase = PHASE_DECODE");
+    }
+    return absl::OkStatus();
+  }
+  if (p.seq_len_q > p.seq_len_kv) {
+    return Invalid(absl::StrCat("spec.seq_len_q (", p.seq_len_q, ") must be <= spec.seq_len_kv (",
+                                p.seq_len_kv, ") for spec.phase = PHASE_DECODE"));
+  }
+  if (c.paged) {
+    if (auto s = ValidatePageTable(p); !s.ok()) return s;
+  }
+  if (!c.saq_bands.empty()) {
+    if (c.format != CacheFormat::kUnspecified) {
+      return Invalid(
+          "spec.kv_cache.format must be CACHE_FORMAT_UNSPECIFIED when spec.kv_cache.saq_bands is "
+          "given (each band names its format)");
+    }
+    for (size_t k = 0; k < c.saq_bands.size(); ++k) {
+      const SaqBand& band = c.saq_bands[k];
+      const std::string path = absl::StrCat("spec.kv_cache.saq_bands[", k, "]");
+      if (band.format == CacheFormat::kUnspecified) {
+        return Invalid(path + ".format must be set");
+      }
+      if (band.num_tokens.has_value()) {
+        if (auto s = Positive(path + ".num_tokens", *band.num_tokens); !s.ok()) return s;
+      } else if (k + 1 != c.saq_bands.size()) {
+        return Invalid(path + ".num_tokens must be set: only the last band may leave it unset");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// "[2, 16, 4, 8]"; a client's shape may have any number of dimensions, so only the first few are
+// written (an error message travels in a size-limited gRPC trailer).
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  constexpr size_t kShown = 8;
+  if (shape.size() <= kShown) return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+  return absl::StrCat("[", absl::StrJoin(shape.begin(), shape.begin() + kShown, ", "), ", ... (",
+                      shape.size(), " dimensions)]");
+}
+
+absl::Status ValidateClientTensor(const Problem& p, const std::string& name, const HostTensor& t,
+                                  const Shape& expected) {
+  const std::string path = "spec.inputs." + name;
+  if (t.dtype != p.dtype) {
+    return Invalid(absl::StrCat(path, ".dtype (", DTypeName(t.dtype), ") must equal spec.dtype (",
+                                DTypeName(p.dtype), ")"));
+  }
+  if (t.shape != expected) {
+    return Invalid(absl::StrCat(path, ".shape ", ShapeText(t.shape), " must be ",
+                                ShapeText(expected), " (BSHD)"));
+  }
+  const int64_t bytes = NumElements(expected) * DTypeBytes(p.dtype);
+  if (static_cast<int64_t>(t.data.size()) != bytes) {
+    return Invalid(absl::StrCat(path, ".data has ", t.data.size(), " bytes; shape [",
+                                absl::StrJoin(expected, ", "), "] of ", DTypeName(p.dtype),
+                                " needs ", bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateInputs(const Problem& p, const ProblemShapes& s) {
+  const int given = p.query.has_value() + p.key.has_value() + p.value.has_value();
+  if (given == 0) return absl::OkStatus();
+  if (given != 3) {
+    return Invalid(absl::StrCat("spec.inputs must give all of query, key and value or none (",
+                                p.query ? "query " : "", p.key ? "key " : "",
+                                p.value ? "value " : "", "given)"));
+  }
+  if (auto st = ValidateClientTensor(p, "query", *p.query, s.query); !st.ok()) return st;
+  if (auto st = ValidateClientTensor(p, "key", *p.key, s.key); !st.ok()) return st;
+  return ValidateClientTensor(p, "value", *p.value, s.value);
+}
+
+}  // namespace
+
+absl::Status ValidateProblem(const Problem& p) {
+  if (auto s = ValidateDims(p); !s.ok()) return s;
+  if (auto s = ValidateLayout(p.layout); !s.ok()) return s;
+  if (auto s = ValidateScope(p); !s.ok()) return s;
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(p);
+  if (!shapes.ok()) return shapes.status();
+  if (auto s = ValidateSizes(*shapes); !s.ok()) return s;
+  if (auto s = ValidateMask(p); !s.ok()) return s;
+  if (auto s = ValidateModifiers(p); !s.ok()) return s;
+  if (auto s = ValidateCache(p); !s.ok()) return s;
+  return ValidateInputs(p, *shapes);
+}
+
+}  // namespace attnbench

@@ -1,0 +1,447 @@
+// The CUDA backends (cuda_flash, cuda_unfused, cuda_reference) against the tests' own float64
+// attention (naive_attention.h) and the kernels' oracle (CheckOutput), on fresh generated inputs
+// with odd sizes: every layout, mask and modifier, float16 / bfloat16 / float32, padded head dims,
+// decode shapes. The output is poisoned with NaN before the run, so every element must have been
+// written. Plus the backends' contract on the device: refusals, out-of-memory as a clean status
+// with the device usable afterwards, CUDA-graph replay and warm-cache rotation giving the same
+// output, measured ceilings. Skips (GTEST_SKIP) on a machine without a CUDA device.
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/reference/check.h"
+#include "kernels/cuda/backend/cuda_backend.h"
+#include "kernels/cuda/backend/device_buffer.h"
+#include "tests/kernels/naive_attention.h"
+
+namespace attnbench {
+namespace {
+
+using testing::NaiveAttention;
+
+// Owned by the test binary: measuring the ceilings happens once.
+const std::vector<std::unique_ptr<Backend>>& Backends() {
+  static const auto* const backends = new std::vector<std::unique_ptr<Backend>>(MakeCudaBackends());
+  return *backends;
+}
+
+Backend* Find(const std::string& name) {
+  for (const auto& b : Backends()) {
+    if (b->Name() == name) return b.get();
+  }
+  return nullptr;
+}
+
+#define SKIP_WITHOUT_DEVICE() \
+  if (Backends().empty()) GTEST_SKIP() << "no CUDA device on this machine"
+
+// B = 2, S_q = 77, S_kv = 131, D = 64, GQA 6/2, bfloat16.
+Problem BaseProblem() {
+  Problem p;
+  p.batch_size = 2;
+  p.seq_len_q = 77;
+  p.seq_len_kv = 131;
+  p.head_dim_qk = 64;
+  p.layout.kind = LayoutKind::kGqa;
+  p.layout.num_query_heads = 6;
+  p.layout.num_kv_heads = 2;
+  p.dtype = DType::kBFloat16;
+  return p;
+}
+
+struct Case {
+  std::string name;
+  std::function<void(Problem&)> edit;
+};
+
+void Layout(Problem& p, LayoutKind kind) {
+  p.layout = {};
+  p.layout.kind = kind;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> c;
+  c.push_back({"gqa_none", [](Problem&) {}});
+  c.push_back({"mha_causal", [](Problem& p) {
+                 Layout(p, LayoutKind::kMha);
+                 p.layout.num_heads = 3;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"mqa_square_causal", [](Problem& p) {
+                 Layout(p, LayoutKind::kMqa);
+                 p.layout.num_heads = 5;
+                 p.seq_len_q = p.seq_len_kv = 200;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"sqa", [](Problem& p) {
+                 Layout(p, LayoutKind::kSqa);
+                 p.layout.baseline_heads = 8;
+                 p.layout.num_query_heads = 4;
+                 p.layout.num_kv_heads = 2;
+               }});
+  c.push_back({"symmetric_sqa", [](Problem& p) {
+                 Layout(p, LayoutKind::kSymmetricSqa);
+                 p.layout.baseline_heads = 6;
+               }});
+  c.push_back({"extreme_sqa", [](Problem& p) {
+                 Layout(p, LayoutKind::kExtremeSqa);
+                 p.layout.baseline_heads = 12;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"gqkva_2x3", [](Problem& p) {
+                 Layout(p, LayoutKind::kGqkva);
+                 p.layout.query_groups = 2;
+                 p.layout.kv_groups = 3;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"explicit_map", [](Problem& p) {
+                 Layout(p, LayoutKind::kExplicit);
+                 p.layout.num_query_heads = 5;
+                 p.layout.num_kv_heads = 3;
+                 p.layout.pairs = {{4, 0}, {4, 2}, {0, 2}, {2, 1}, {2, 1}};
+               }});
+  c.push_back({"causal_more_queries_than_keys", [](Problem& p) {
+                 p.seq_len_q = 150;  // the first 19 rows see no key: zeros
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"window", [](Problem& p) {
+                 p.mask.kind = MaskKind::kSlidingWindow;
+                 p.mask.left_tokens = 17;
+                 p.mask.right_tokens = 5;
+               }});
+  c.push_back({"window_causal_long", [](Problem& p) {
+                 p.seq_len_q = 300;
+                 p.seq_len_kv = 700;
+                 p.mask.kind = MaskKind::kSlidingWindow;
+                 p.mask.left_tokens = 70;
+                 p.mask.right_tokens = 0;
+               }});
+  c.push_back({"block_sparse_causal", [](Problem& p) {
+                 p.mask.kind = MaskKind::kBlockSparse;
+                 p.mask.query_block_tokens = 16;
+                 p.mask.kv_block_tokens = 32;
+                 p.mask.blocks = {{0, 0}, {0, 3}, {1, 1}, {2, 2}, {4, 0}, {4, 4}, {3, 2}};
+                 p.mask.intersect_causal = true;
+               }});
+  c.push_back({"block_sparse", [](Problem& p) {
+                 p.mask.kind = MaskKind::kBlockSparse;
+                 p.mask.query_block_tokens = 64;
+                 p.mask.kv_block_tokens = 64;
+                 p.mask.blocks = {{0, 1}, {1, 0}, {1, 2}};
+               }});
+  c.push_back({"probabilistic", [](Problem& p) {
+                 p.mask.kind = MaskKind::kProbabilisticBlockSparse;
+                 p.mask.query_block_tokens = 16;
+                 p.mask.kv_block_tokens = 16;
+                 p.mask.c_coefficient = 0.7;
+                 p.mask.alpha = 0.8;
+                 p.mask.seed = 31;
+               }});
+  c.push_back({"rope_partial", [](Problem& p) { p.rope = {true, 500.0, 32}; }});
+  c.push_back({"alibi_geometric_causal", [](Problem& p) {
+                 p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"alibi_harmonic", [](Problem& p) {
+                 p.alibi = {true, AlibiSchedule::kHarmonic, 0.3};
+               }});
+  c.push_back({"softcap", [](Problem& p) {
+                 p.softcap = {true, 1.5};
+                 p.input_scale = 3.0;
+               }});
+  c.push_back({"rope_alibi_softcap_causal", [](Problem& p) {
+                 p.rope.enabled = true;
+                 p.alibi.enabled = true;
+                 p.softcap = {true, 2.5};
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"dim80_padded", [](Problem& p) { p.head_dim_qk = 80; }});
+  c.push_back({"dim128_causal", [](Problem& p) {
+                 p.head_dim_qk = 128;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  // Several 128-key tiles at D = 128 and 64: on an H100 these run cuda_flash's wgmma/TMA path
+  // (kernels/cuda/flash_hopper.cuh) through its multi-stage pipeline and tile edges.
+  c.push_back({"dim128_gqa_long", [](Problem& p) {
+                 p.head_dim_qk = 128;
+                 p.seq_len_q = 333;
+                 p.seq_len_kv = 1029;
+               }});
+  c.push_back({"dim64_causal_long", [](Problem& p) {
+                 Layout(p, LayoutKind::kMha);
+                 p.layout.num_heads = 2;
+                 p.seq_len_q = p.seq_len_kv = 1100;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"dim192_v128", [](Problem& p) {
+                 p.head_dim_qk = 192;
+                 p.head_dim_v = 128;
+               }});
+  c.push_back({"dim256_rope", [](Problem& p) {
+                 p.head_dim_qk = 256;
+                 p.rope.enabled = true;
+               }});
+  c.push_back({"decode", [](Problem& p) {
+                 p.phase = Phase::kDecode;
+                 p.seq_len_q = 4;
+                 p.seq_len_kv = 1000;
+                 p.mask.kind = MaskKind::kCausal;
+                 p.rope.enabled = true;
+               }});
+  c.push_back({"decode_single_token", [](Problem& p) {
+                 p.phase = Phase::kDecode;
+                 p.seq_len_q = 1;
+                 p.seq_len_kv = 777;
+               }});
+  return c;
+}
+
+struct Ran {
+  Problem problem;
+  std::unique_ptr<Workload> workload;
+  FloatTensor output;
+};
+
+// Prepares and runs once with `options`; the problem must be supported.
+Ran RunOnce(Backend& backend, const Problem& raw, const IterationOptions& options, int runs = 1) {
+  Ran r;
+  r.problem = NormalizeProblem(raw);
+  absl::StatusOr<std::unique_ptr<Workload>> w = backend.Prepare(r.problem, 0);
+  EXPECT_TRUE(w.ok()) << w.status();
+  if (!w.ok()) return r;
+  r.workload = *std::move(w);
+  for (int i = 0; i < runs; ++i) {
+    EXPECT_TRUE(r.workload->BeforeIteration(options).ok());
+    absl::StatusOr<double> seconds = r.workload->RunTimed();
+    EXPECT_TRUE(seconds.ok()) << seconds.status();
+    if (seconds.ok()) {
+      EXPECT_GT(*seconds, 0);
+    }
+  }
+  absl::StatusOr<FloatTensor> out = r.workload->Output();
+  EXPECT_TRUE(out.ok()) << out.status();
+  if (out.ok()) r.output = *std::move(out);
+  return r;
+}
+
+// Every element finite (the NaN poison overwritten), the relative L2 error against the naive
+// float64 attention under the dtype's tolerance, and the kernels' own oracle agreeing.
+void ExpectMatchesReference(const Ran& r, const std::string& context) {
+  const std::vector<double> ref = NaiveAttention(r.problem, r.workload->Inputs());
+  ASSERT_EQ(r.output.values.size(), ref.size()) << context;
+  double err2 = 0;
+  double ref2 = 0;
+  int64_t not_finite = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double o = r.output.values[i];
+    if (!std::isfinite(o)) {
+      ++not_finite;
+      continue;
+    }
+    err2 += (o - ref[i]) * (o - ref[i]);
+    ref2 += ref[i] * ref[i];
+  }
+  EXPECT_EQ(not_finite, 0) << context << ": elements not written or not finite";
+  const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
+  EXPECT_LT(rel, ToleranceFor(r.problem)) << context;
+  CheckOptions full;
+  full.full = true;
+  absl::StatusOr<CorrectnessReport> report =
+      CheckOutput(r.problem, r.workload->Inputs(), r.output, full);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->passed) << context << ": oracle relative error " << report->relative_error;
+}
+
+class CudaBackendCaseTest : public ::testing::TestWithParam<std::tuple<std::string, DType, int>> {};
+
+TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [name, dtype, index] = GetParam();
+  Backend* backend = Find(name);
+  ASSERT_NE(backend, nullptr);
+  const Case c = Cases()[index];
+  Problem p = BaseProblem();
+  c.edit(p);
+  p.dtype = dtype;
+  p.seed = 1000 + index * 7 + static_cast<int>(dtype);
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  if (absl::Status s = backend->CheckSupported(n); !s.ok()) {
+    // The only refusal among these cases: the fused kernel stores float16 and bfloat16 alone.
+    EXPECT_EQ(name, kCudaFlashBackend) << s;
+    EXPECT_EQ(dtype, DType::kFloat32) << s;
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+    return;
+  }
+  const Ran r = RunOnce(*backend, n, IterationOptions{});
+  const std::string kernel = r.workload != nullptr ? r.workload->KernelName() : "";
+  ExpectMatchesReference(r,
+                         absl::StrCat(name, "/", DTypeName(dtype), "/", c.name, " [", kernel, "]"));
+}
+
+// cuda_flash says which of its kernels ran: the Hopper wgmma path for what it covers on a
+// compute capability 9.0 device, the mma.sync kernel otherwise (RoPE is never on the Hopper path).
+TEST(CudaBackendsTest, FlashNamesTheKernelThatRan) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* flash = Find(kCudaFlashBackend);
+  ASSERT_NE(flash, nullptr);
+  const bool hopper = flash->Devices().front().compute_capability == "9.0";
+  Problem plain = BaseProblem();
+  plain.head_dim_qk = 128;
+  plain.mask.kind = MaskKind::kCausal;
+  Problem roped = plain;
+  roped.rope.enabled = true;
+  const Ran a = RunOnce(*flash, plain, IterationOptions{});
+  const Ran b = RunOnce(*flash, roped, IterationOptions{});
+  ASSERT_NE(a.workload, nullptr);
+  ASSERT_NE(b.workload, nullptr);
+  EXPECT_EQ(a.workload->KernelName(), hopper ? "hopper wgmma+tma D=128 Br=128 Bc=128 stages=2"
+                                             : "mma.sync D=128/128 (common-case build)");
+  EXPECT_EQ(b.workload->KernelName(), "mma.sync D=128/128 (general build)");
+  ExpectMatchesReference(a, a.workload->KernelName());
+  ExpectMatchesReference(b, b.workload->KernelName());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllCases, CudaBackendCaseTest,
+    ::testing::Combine(::testing::Values(kCudaFlashBackend, kCudaUnfusedBackend,
+                                         kCudaReferenceBackend),
+                       ::testing::Values(DType::kBFloat16, DType::kFloat16, DType::kFloat32),
+                       ::testing::Range(0, static_cast<int>(Cases().size()))),
+    [](const auto& info) {
+      return absl::StrCat(std::get<0>(info.param), "_", DTypeName(std::get<1>(info.param)), "_",
+                          Cases()[std::get<2>(info.param)].name);
+    });
+
+TEST(CudaBackendsTest, RegisteredWithMeasuredCeilings) {
+  SKIP_WITHOUT_DEVICE();
+  ASSERT_EQ(Backends().size(), 3u);
+  for (const auto& b : Backends()) {
+    ASSERT_FALSE(b->Devices().empty()) << b->Name();
+    const DeviceDescription d = b->Devices().front();
+    EXPECT_EQ(d.kind, "cuda");
+    EXPECT_GT(d.compute_units, 0);
+    EXPECT_GT(d.peak_tflops, 1) << "cuBLAS GEMM ceiling not measured";
+    EXPECT_GT(d.peak_gbps, 10) << "copy ceiling not measured";
+    EXPECT_TRUE(b->Support().cuda_graphs);
+  }
+  EXPECT_GT(Find(kCudaFlashBackend)->Support().auto_priority,
+            Find(kCudaUnfusedBackend)->Support().auto_priority);
+}
+
+TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
+  SKIP_WITHOUT_DEVICE();
+  std::vector<std::pair<std::string, std::function<void(Problem&)>>> refusals = {
+      {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
+      {"PHASE_BACKWARD", [](Problem& p) { p.phase = Phase::kBackward; }},
+      {"SCOPE_LAYER",
+       [](Problem& p) {
+         p.scope = Scope::kLayer;
+         p.d_model = 64;
+         p.seq_len_kv = p.seq_len_q;
+       }},
+      {"paged",
+       [](Problem& p) {
+         p.phase = Phase::kDecode;
+         p.seq_len_q = 1;
+         p.kv_cache.paged = true;
+         p.kv_cache.page_size_tokens = 16;
+       }},
+  };
+  for (const auto& b : Backends()) {
+    for (const auto& [what, edit] : refusals) {
+      Problem p = BaseProblem();
+      edit(p);
+      const Problem n = NormalizeProblem(p);
+      ASSERT_TRUE(ValidateProblem(n).ok()) << what << ": " << ValidateProblem(n);
+      const absl::Status s = b->CheckSupported(n);
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << b->Name() << " " << what;
+      EXPECT_NE(std::string(s.message()).find(what), std::string::npos) << s;
+      EXPECT_EQ(b->Prepare(n, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+    }
+  }
+  Problem wide = BaseProblem();
+  wide.head_dim_qk = 320;
+  EXPECT_EQ(Find(kCudaFlashBackend)->CheckSupported(NormalizeProblem(wide)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Find(kCudaFlashBackend)->Prepare(BaseProblem(), 7).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaBackendsTest, OutOfMemoryIsResourceExhaustedAndTheDeviceStaysUsable) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* flash = Find(kCudaFlashBackend);
+  const DeviceDescription d = flash->Devices().front();
+  // The estimate a server compares with its limit covers what Prepare would allocate.
+  Problem huge = BaseProblem();
+  huge.layout.num_query_heads = 64;
+  huge.layout.num_kv_heads = 1;
+  huge.head_dim_qk = 128;
+  huge.seq_len_q = huge.seq_len_kv = 1 << 20;
+  huge.batch_size = static_cast<int64_t>(d.memory_bytes / (2ull * 64 * 128 * (1 << 20))) + 1;
+  const Problem n = NormalizeProblem(huge);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  EXPECT_GT(flash->EstimateBytes(n), d.memory_bytes);
+  // An allocation the device cannot satisfy, through the path every Prepare allocates with
+  // (inputs that large cannot be generated on the host first).
+  absl::StatusOr<cuda::DeviceBuffer> too_big =
+      cuda::DeviceBuffer::Allocate(d.memory_bytes + (1ull << 30), "the test's buffer");
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kResourceExhausted) << too_big.status();
+  EXPECT_NE(std::string(too_big.status().message()).find("the test's buffer"), std::string::npos);
+  // The next request runs and is right.
+  const Ran r = RunOnce(*flash, NormalizeProblem(BaseProblem()), IterationOptions{});
+  ExpectMatchesReference(r, "after out-of-memory");
+}
+
+TEST(CudaBackendsTest, GraphReplayAndWarmRotationComputeTheSameOutput) {
+  SKIP_WITHOUT_DEVICE();
+  for (const auto& b : Backends()) {
+    Problem p = BaseProblem();
+    p.mask.kind = MaskKind::kCausal;
+    p.seed = 99;
+    const Problem n = NormalizeProblem(p);
+    const Ran plain = RunOnce(*b, n, IterationOptions{});
+    IterationOptions graph;
+    graph.use_cuda_graph = true;
+    const Ran replayed = RunOnce(*b, n, graph, 3);
+    IterationOptions warm;
+    warm.flush_cache = false;
+    const Ran rotated = RunOnce(*b, n, warm, 5);
+    ExpectMatchesReference(plain, b->Name() + " plain");
+    EXPECT_EQ(plain.output.values, replayed.output.values) << b->Name() << " graph replay";
+    EXPECT_EQ(plain.output.values, rotated.output.values) << b->Name() << " warm rotation";
+  }
+}
+
+TEST(CudaBackendsTest, LongCausalFlashMatchesCudaReference) {
+  SKIP_WITHOUT_DEVICE();
+  // Sizes where the CPU oracle would be slow: the reference kernel checks the fused one, on every
+  // element, with whole tiles skipped and kept.
+  Problem p = BaseProblem();
+  p.batch_size = 1;
+  p.seq_len_q = p.seq_len_kv = 4099;
+  p.head_dim_qk = 128;
+  p.mask.kind = MaskKind::kCausal;
+  p.seed = 4242;
+  const Problem n = NormalizeProblem(p);
+  const Ran flash = RunOnce(*Find(kCudaFlashBackend), n, IterationOptions{});
+  const Ran reference = RunOnce(*Find(kCudaReferenceBackend), n, IterationOptions{});
+  ASSERT_EQ(flash.output.values.size(), reference.output.values.size());
+  double err2 = 0;
+  double ref2 = 0;
+  for (size_t i = 0; i < flash.output.values.size(); ++i) {
+    const double d = flash.output.values[i] - reference.output.values[i];
+    ASSERT_TRUE(std::isfinite(flash.output.values[i])) << i;
+    err2 += d * d;
+    ref2 += reference.output.values[i] * reference.output.values[i];
+  }
+  EXPECT_LT(std::sqrt(err2 / ref2), 1e-2);
+}
+
+}  // namespace
+}  // namespace attnbench

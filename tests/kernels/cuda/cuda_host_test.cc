@@ -1,0 +1,209 @@
+// The host side of the CUDA backends, which runs without a device (so CI exercises it): a
+// Problem turned into the kernels' AttentionArgs (sizes, scale, mask geometry, modifiers), the
+// refusals every GPU backend shares, the input copies kept for rotation, and the fused and
+// unfused kernels' support decisions and scratch sizing, all judged on shapes alone.
+#include <cmath>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/flash/launch.h"
+#include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/spec/shapes.h"
+
+namespace attnbench::cuda {
+namespace {
+
+// B = 2, S_q = 77, S_kv = 131, D_qk = 96, D_v = 64, GQA 6/2, bfloat16.
+Problem Base() {
+  Problem p;
+  p.batch_size = 2;
+  p.seq_len_q = 77;
+  p.seq_len_kv = 131;
+  p.head_dim_qk = 96;
+  p.head_dim_v = 64;
+  p.layout.kind = LayoutKind::kGqa;
+  p.layout.num_query_heads = 6;
+  p.layout.num_kv_heads = 2;
+  p.dtype = DType::kBFloat16;
+  return p;
+}
+
+AttentionArgs ArgsOf(const Problem& raw) {
+  const Problem p = NormalizeProblem(raw);
+  EXPECT_TRUE(ValidateProblem(p).ok()) << ValidateProblem(p);
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(p);
+  EXPECT_TRUE(shapes.ok());
+  return ShapeArgs(p, *shapes);
+}
+
+TEST(ShapeArgsTest, SizesScaleAndAlignment) {
+  const AttentionArgs a = ArgsOf(Base());
+  EXPECT_EQ(a.storage, Storage::kBFloat16);
+  EXPECT_EQ(a.batch, 2);
+  EXPECT_EQ(a.seq_q, 77);
+  EXPECT_EQ(a.seq_kv, 131);
+  EXPECT_EQ(a.heads_q, 6);
+  EXPECT_EQ(a.heads_kv, 2);
+  EXPECT_EQ(a.heads_out, 6);
+  EXPECT_EQ(a.dim_qk, 96);
+  EXPECT_EQ(a.dim_v, 64);
+  EXPECT_FLOAT_EQ(a.scale, static_cast<float>(1 / std::sqrt(96.0)));
+  EXPECT_EQ(a.offset, 131 - 77);  // bottom-right alignment
+  EXPECT_EQ(a.mask, MaskCode::kNone);
+  EXPECT_EQ(a.q, nullptr);  // shapes only: no device memory yet
+  EXPECT_EQ(a.head_map, nullptr);
+  EXPECT_EQ(a.rope_dims, 0);
+  EXPECT_EQ(a.softcap, 0);
+
+  Problem p = Base();
+  p.scale = 0.25;
+  p.dtype = DType::kFloat16;
+  EXPECT_FLOAT_EQ(ArgsOf(p).scale, 0.25f);
+  EXPECT_EQ(ArgsOf(p).storage, Storage::kFloat16);
+  p.dtype = DType::kFloat32;
+  EXPECT_EQ(ArgsOf(p).storage, Storage::kFloat32);
+}
+
+TEST(ShapeArgsTest, MasksBecomeCodesAndGeometry) {
+  Problem p = Base();
+  p.mask.kind = MaskKind::kCausal;
+  EXPECT_EQ(ArgsOf(p).mask, MaskCode::kCausal);
+
+  p.mask.kind = MaskKind::kSlidingWindow;
+  p.mask.left_tokens = 17;
+  p.mask.right_tokens = std::nullopt;  // unbounded on the right
+  AttentionArgs a = ArgsOf(p);
+  EXPECT_EQ(a.mask, MaskCode::kWindow);
+  EXPECT_EQ(a.window_left, 17);
+  EXPECT_LT(a.window_right, 0);
+
+  p.mask = {};
+  p.mask.kind = MaskKind::kBlockSparse;
+  p.mask.query_block_tokens = 16;
+  p.mask.kv_block_tokens = 32;
+  p.mask.blocks = {{0, 0}, {4, 4}};
+  a = ArgsOf(p);
+  EXPECT_EQ(a.mask, MaskCode::kBlock);
+  EXPECT_EQ(a.block_q, 16);
+  EXPECT_EQ(a.block_k, 32);
+  EXPECT_EQ(a.block_rows, 5);  // ceil(77 / 16)
+  EXPECT_EQ(a.block_cols, 5);  // ceil(131 / 32)
+  EXPECT_FALSE(a.block_per_head);
+  EXPECT_FALSE(a.block_causal);
+  p.mask.intersect_causal = true;
+  EXPECT_TRUE(ArgsOf(p).block_causal);
+
+  p.mask = {};
+  p.mask.kind = MaskKind::kProbabilisticBlockSparse;
+  p.mask.query_block_tokens = 8;
+  p.mask.kv_block_tokens = 8;
+  p.mask.c_coefficient = 0.5;
+  p.mask.alpha = 1.0;
+  a = ArgsOf(p);
+  EXPECT_EQ(a.mask, MaskCode::kBlock);
+  EXPECT_TRUE(a.block_per_head);  // drawn per (batch, head)
+  EXPECT_TRUE(a.block_causal);    // always intersected with causal (§3)
+}
+
+TEST(ShapeArgsTest, Modifiers) {
+  Problem p = Base();
+  p.rope = {true, 500.0, 32};
+  p.softcap = {true, 2.5};
+  const AttentionArgs a = ArgsOf(p);
+  EXPECT_EQ(a.rope_dims, 32);
+  EXPECT_FLOAT_EQ(a.softcap, 2.5f);
+  p.rope = {true, std::nullopt, std::nullopt};
+  EXPECT_EQ(ArgsOf(p).rope_dims, 96);  // default: every dimension of D_qk
+}
+
+TEST(CheckDeviceExpressibleTest, RefusesNamingTheField) {
+  struct Refusal {
+    std::string field;
+    void (*edit)(Problem&);
+  };
+  const Refusal refusals[] = {
+      {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
+      {"PHASE_BACKWARD", [](Problem& p) { p.phase = Phase::kBackward; }},
+      {"SCOPE_LAYER",
+       [](Problem& p) {
+         p.scope = Scope::kLayer;
+         p.d_model = 64;
+       }},
+      {"paging",
+       [](Problem& p) {
+         p.phase = Phase::kDecode;
+         p.kv_cache.paged = true;
+         p.kv_cache.page_size_tokens = 16;
+       }},
+      {"quantized",
+       [](Problem& p) {
+         p.phase = Phase::kDecode;
+         p.kv_cache.format = CacheFormat::kInt8;
+       }},
+  };
+  for (const Refusal& r : refusals) {
+    Problem p = Base();
+    r.edit(p);
+    const absl::Status s = CheckDeviceExpressible(NormalizeProblem(p), "cuda_x");
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
+    EXPECT_NE(std::string(s.message()).find(r.field), std::string::npos) << s;
+    EXPECT_NE(std::string(s.message()).find("cuda_x"), std::string::npos) << s;
+  }
+  Problem decode = Base();
+  decode.phase = Phase::kDecode;
+  decode.seq_len_q = 1;
+  EXPECT_TRUE(CheckDeviceExpressible(NormalizeProblem(decode), "cuda_x").ok());
+}
+
+TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {
+  Problem p = NormalizeProblem(Base());
+  const ProblemShapes s = *ShapesOf(p);
+  const uint64_t l2 = 50ull << 20;
+  EXPECT_EQ(DeviceProblem::InputSetsFor(s, p.dtype, l2), 4);  // small inputs: capped at 4
+  p.batch_size = 4096;                                        // ~330 MB of inputs: one copy
+  EXPECT_EQ(DeviceProblem::InputSetsFor(*ShapesOf(p), p.dtype, l2), 1);
+  // The estimate covers every copy, the output and the tables.
+  const Problem small = NormalizeProblem(Base());
+  const uint64_t inputs = (2 * 77 * 6 * 96 + 2 * 131 * 2 * 96 + 2 * 131 * 2 * 64) * 2;
+  const uint64_t output = 2 * 77 * 6 * 64 * 2;
+  EXPECT_GE(DeviceProblem::EstimateBytes(small, s, l2), 4 * inputs + output);
+}
+
+TEST(FlashSupportTest, JudgedOnShapes) {
+  Problem p = Base();
+  EXPECT_EQ(FlashUnsupportedReason(ArgsOf(p), 9, 0), "");
+  EXPECT_EQ(FlashUnsupportedReason(ArgsOf(p), 8, 0), "");
+  EXPECT_NE(FlashUnsupportedReason(ArgsOf(p), 7, 5), "");  // no sm_75 tensor-core path
+  p.dtype = DType::kFloat32;
+  EXPECT_NE(FlashUnsupportedReason(ArgsOf(p), 9, 0).find("float32"), std::string::npos);
+  p = Base();
+  p.head_dim_qk = 320;
+  EXPECT_NE(FlashUnsupportedReason(ArgsOf(p), 9, 0), "");
+  p = Base();
+  p.head_dim_qk = 80;  // padded to 96
+  p.rope.enabled = true;
+  p.seq_len_q = 200;  // S_q > S_kv: queries at negative positions
+  EXPECT_EQ(FlashUnsupportedReason(ArgsOf(p), 9, 0), "");
+}
+
+TEST(UnfusedSupportTest, ScratchStaysUnderTheCapAndCoversRope) {
+  Problem p = Base();
+  EXPECT_EQ(UnfusedAttention::UnsupportedReason(ArgsOf(p)), "");
+  p.dtype = DType::kFloat32;
+  EXPECT_EQ(UnfusedAttention::UnsupportedReason(ArgsOf(p)), "");
+  // One (b, h) pair of 16k x 16k float32 scores is 1 GiB; a 64 MiB cap chunks query rows.
+  p = Base();
+  p.batch_size = 1;
+  p.seq_len_q = p.seq_len_kv = 16384;
+  const uint64_t cap = 64ull << 20;
+  const uint64_t plain = UnfusedAttention::ScratchBytes(ArgsOf(p), cap);
+  EXPECT_GT(plain, 0u);
+  EXPECT_LE(plain, cap + (1ull << 20));
+  p.rope.enabled = true;  // rotated copies of Q and K on top
+  const uint64_t rope_bytes = (16384ull * 6 * 96 + 16384ull * 2 * 96) * 2;
+  EXPECT_GE(UnfusedAttention::ScratchBytes(ArgsOf(p), cap), plain + rope_bytes);
+}
+
+}  // namespace
+}  // namespace attnbench::cuda

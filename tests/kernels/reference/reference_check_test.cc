@@ -1,0 +1,262 @@
+// The float64 oracle (reference64) against the tests' independent naive attention, and
+// CheckOutput: passing and failing outputs, NaN, all-masked references, tolerances, and the
+// seeded sampling of rows.
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "gtest/gtest.h"
+#include "kernels/reference/check.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/spec/inputs.h"
+#include "kernels/reference/reference64.h"
+#include "tests/kernels/naive_attention.h"
+#include "tests/kernels/test_util.h"
+
+namespace attnbench {
+namespace {
+
+Problem Odd() {
+  Problem p;
+  p.batch_size = 2;
+  p.seq_len_q = 19;
+  p.seq_len_kv = 31;
+  p.head_dim_qk = 12;
+  p.head_dim_v = 10;
+  p.layout.kind = LayoutKind::kGqkva;
+  p.layout.query_groups = 2;
+  p.layout.kv_groups = 3;
+  p.dtype = DType::kFloat32;
+  p.seed = 5;
+  return p;
+}
+
+// Compares every row of the oracle with the naive output (same storage convention).
+void ExpectOracleMatchesNaive(const Problem& raw, const std::string& context) {
+  const Problem p = NormalizeProblem(raw);
+  ASSERT_TRUE(ValidateProblem(p).ok()) << ValidateProblem(p);
+  const absl::StatusOr<AttentionInputs> in = GenerateInputs(p);
+  ASSERT_TRUE(in.ok());
+  absl::StatusOr<Reference64> oracle = Reference64::Create(p, *in);
+  ASSERT_TRUE(oracle.ok()) << oracle.status();
+  const std::vector<double> naive = testing::NaiveAttention(p, *in);
+  const ProblemShapes& s = oracle->shapes();
+  double rms = 0;
+  for (double v : naive) rms += v * v;
+  rms = std::sqrt(rms / naive.size());
+  for (int64_t row = 0; row < s.rows_total; ++row) {
+    const std::vector<double> ref = oracle->Row(row);
+    int64_t offset;
+    if (s.layer) {
+      offset = row * s.d_model;
+    } else {
+      const int64_t i = row % s.seq_q, bh = row / s.seq_q;
+      const int64_t heads = s.heads.num_output_heads;
+      offset = (((bh / heads) * s.seq_q + i) * heads + bh % heads) * s.dim_v;
+    }
+    for (size_t d = 0; d < ref.size(); ++d) {
+      ASSERT_NEAR(ref[d], naive[offset + d], 1e-9 * rms + 1e-12)
+          << context << " row " << row << " element " << d;
+    }
+  }
+}
+
+TEST(Reference64Test, MatchesNaiveOnEveryVariant) {
+  ExpectOracleMatchesNaive(Odd(), "gqkva none");
+  Problem p = Odd();
+  p.mask.kind = MaskKind::kCausal;
+  p.rope = {true, 300.0, 8};
+  p.alibi.enabled = true;
+  p.softcap = {true, 2.0};
+  ExpectOracleMatchesNaive(p, "all modifiers");
+  p.seq_len_q = 31;
+  p.seq_len_kv = 19;  // rows before every key: zeros in both
+  ExpectOracleMatchesNaive(p, "more queries than keys");
+  Problem w = Odd();
+  w.layout = {};
+  w.layout.kind = LayoutKind::kExplicit;
+  w.layout.num_query_heads = 3;
+  w.layout.num_kv_heads = 2;
+  w.layout.pairs = {{2, 1}, {0, 1}, {2, 0}};
+  w.mask.kind = MaskKind::kSlidingWindow;
+  w.mask.left_tokens = 4;
+  w.mask.right_tokens = 1;
+  w.alibi = {true, AlibiSchedule::kHarmonic, 0.7};
+  ExpectOracleMatchesNaive(w, "explicit window harmonic");
+  Problem pr = Odd();
+  pr.mask.kind = MaskKind::kProbabilisticBlockSparse;
+  pr.mask.query_block_tokens = 3;
+  pr.mask.kv_block_tokens = 4;
+  pr.mask.c_coefficient = 0.5;
+  pr.mask.alpha = 1.0;
+  pr.mask.seed = 8;
+  ExpectOracleMatchesNaive(pr, "probabilistic");
+  Problem bs = Odd();
+  bs.mask.kind = MaskKind::kBlockSparse;
+  bs.mask.query_block_tokens = 4;
+  bs.mask.kv_block_tokens = 5;
+  bs.mask.blocks = {{0, 0}, {1, 5}, {4, 2}};
+  ExpectOracleMatchesNaive(bs, "block sparse");
+  Problem layer = Odd();
+  layer.scope = Scope::kLayer;
+  layer.d_model = 20;
+  layer.seq_len_kv = layer.seq_len_q;
+  layer.mask.kind = MaskKind::kCausal;
+  layer.rope.enabled = true;
+  ExpectOracleMatchesNaive(layer, "layer");
+  Problem decode = Odd();
+  decode.phase = Phase::kDecode;
+  decode.seq_len_q = 2;
+  decode.dtype = DType::kBFloat16;
+  decode.kv_cache.format = CacheFormat::kInt4;  // the oracle ignores quantization
+  ExpectOracleMatchesNaive(decode, "decode");
+}
+
+struct Checked {
+  Problem problem;
+  AttentionInputs inputs;
+  FloatTensor output;
+};
+
+Checked RunAndKeep(const Problem& raw) {
+  Checked c;
+  c.problem = NormalizeProblem(raw);
+  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(2);
+  auto w = backend->Prepare(c.problem, 0);
+  EXPECT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE((*w)->RunTimed().ok());
+  c.inputs = (*w)->Inputs();
+  c.output = *(*w)->Output();
+  return c;
+}
+
+TEST(CheckOutputTest, BackendOutputPassesEveryRow) {
+  Problem p = Odd();
+  p.mask.kind = MaskKind::kCausal;
+  p.dtype = DType::kFloat16;
+  const Checked c = RunAndKeep(p);
+  CheckOptions full;
+  full.full = true;
+  const absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, c.output, full);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows_total, 2 * 6 * 19);
+  EXPECT_EQ(r->rows_checked, r->rows_total);
+  EXPECT_TRUE(r->passed);
+  EXPECT_EQ(r->tolerance, 5e-3);
+  EXPECT_GT(r->relative_error, 0);  // fp16 output rounding is visible
+  EXPECT_LT(r->relative_error, 1e-3);
+  EXPECT_GT(r->max_abs_error, 0);
+}
+
+TEST(CheckOutputTest, FailsOnWrongValuesAndNaN) {
+  const Checked c = RunAndKeep(Odd());
+  CheckOptions full;
+  full.full = true;
+  FloatTensor wrong = c.output;
+  for (size_t k = 0; k < wrong.values.size(); k += 7) wrong.values[k] += 0.05f;
+  absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, wrong, full);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->passed);
+  EXPECT_NEAR(r->max_abs_error, 0.05, 1e-4);
+  FloatTensor nan = c.output;
+  nan.values[3] = std::numeric_limits<float>::quiet_NaN();
+  r = CheckOutput(c.problem, c.inputs, nan, full);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->passed);
+  EXPECT_TRUE(std::isnan(r->relative_error));
+  FloatTensor shape = c.output;
+  shape.shape[0] = 3;
+  EXPECT_EQ(CheckOutput(c.problem, c.inputs, shape, full).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CheckOutputTest, AllMaskedReferenceUsesAbsoluteError) {
+  Problem p = Odd();
+  p.mask.kind = MaskKind::kBlockSparse;  // no blocks listed: every row is hidden
+  p.mask.query_block_tokens = 4;
+  p.mask.kv_block_tokens = 4;
+  const Checked c = RunAndKeep(p);
+  absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, c.output, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->passed);
+  EXPECT_EQ(r->relative_error, 0);
+  FloatTensor off = c.output;
+  off.values[0] = 1.0f;
+  r = CheckOutput(c.problem, c.inputs, off, {});
+  EXPECT_FALSE(r->passed);
+  EXPECT_EQ(r->relative_error, 1.0);
+}
+
+TEST(CheckOutputTest, SamplesDistinctSeededRows) {
+  const Checked c = RunAndKeep(Odd());  // 2 x 6 x 19 = 228 rows
+  const int64_t total = 228;
+  // Corrupt one row (b=1, h=4, i=7): a sample that leaves out exactly one row misses it only
+  // when that row is the one left out.
+  FloatTensor corrupt = c.output;
+  const int64_t offset = ((1 * 19 + 7) * 6 + 4) * 10;
+  for (int d = 0; d < 10; ++d) corrupt.values[offset + d] += 10.0f;
+  int passes = 0;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    CheckOptions o;
+    o.max_rows = total - 1;
+    o.seed = seed;
+    const absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, corrupt, o);
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->rows_checked, total - 1);
+    passes += r->passed;
+  }
+  // Expected 400 / 228 ~ 1.75 misses; a sampler repeating rows would miss far more often.
+  EXPECT_LE(passes, 8);
+  CheckOptions o;
+  o.max_rows = 20;
+  o.seed = 3;
+  const CorrectnessReport a = *CheckOutput(c.problem, c.inputs, c.output, o);
+  const CorrectnessReport b = *CheckOutput(c.problem, c.inputs, c.output, o);
+  EXPECT_EQ(a.rows_checked, 20);
+  EXPECT_EQ(a.relative_error, b.relative_error);
+  o.seed = 4;
+  EXPECT_NE(CheckOutput(c.problem, c.inputs, c.output, o)->relative_error, a.relative_error);
+  // max_rows >= rows_total compares everything.
+  o.max_rows = 1000;
+  EXPECT_EQ(CheckOutput(c.problem, c.inputs, c.output, o)->rows_checked, total);
+}
+
+TEST(CheckOutputTest, SamplingNeverMissesAllOfACorruptedBatch) {
+  const Checked c = RunAndKeep(Odd());
+  FloatTensor corrupt = c.output;
+  for (size_t k = corrupt.values.size() / 2; k < corrupt.values.size(); ++k) corrupt.values[k] = 5;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    CheckOptions o;
+    o.max_rows = 40;
+    o.seed = seed;
+    EXPECT_FALSE(CheckOutput(c.problem, c.inputs, corrupt, o)->passed) << seed;
+  }
+}
+
+TEST(ToleranceTest, ByDtypeAndCache) {
+  Problem p = NormalizeProblem(Odd());
+  EXPECT_EQ(ToleranceFor(p), 1e-4);
+  p.dtype = DType::kFloat16;
+  EXPECT_EQ(ToleranceFor(p), 5e-3);
+  p.dtype = DType::kBFloat16;
+  EXPECT_EQ(ToleranceFor(p), 1e-2);
+  p.dtype = DType::kFloat8E4M3;
+  EXPECT_EQ(ToleranceFor(p), 1e-1);
+  p.dtype = DType::kFloat16;
+  p.phase = Phase::kDecode;
+  p.kv_cache.format = CacheFormat::kInt8;
+  EXPECT_DOUBLE_EQ(ToleranceFor(p), 5e-3 + 3e-2);
+  p.kv_cache.format = CacheFormat::kInt4;
+  EXPECT_DOUBLE_EQ(ToleranceFor(p), 5e-3 + 2.5e-1);
+  p.kv_cache.format = CacheFormat::kUnspecified;
+  p.kv_cache.saq_bands = {{4, CacheFormat::kNative}, {4, CacheFormat::kInt8}};
+  EXPECT_DOUBLE_EQ(ToleranceFor(p), 5e-3 + 3e-2);
+  p.kv_cache.saq_bands.push_back({std::nullopt, CacheFormat::kInt4});
+  EXPECT_DOUBLE_EQ(ToleranceFor(p), 5e-3 + 2.5e-1);
+  // Bands that cover the whole cache before the int4 band leave it unused.
+  p.kv_cache.saq_bands = {{100, CacheFormat::kInt8}, {std::nullopt, CacheFormat::kInt4}};
+  EXPECT_DOUBLE_EQ(ToleranceFor(p), 5e-3 + 3e-2);
+}
+
+}  // namespace
+}  // namespace attnbench

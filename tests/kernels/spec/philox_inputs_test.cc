@@ -1,0 +1,170 @@
+// Philox4x32-10 against the Random123 known-answer vectors, and the §8 input recipe: exact
+// values from the documented formula, determinism, rough N(0, 1) moments, scales, client
+// tensors, and generated page tables.
+#include <cmath>
+#include <set>
+
+#include "gtest/gtest.h"
+#include "kernels/spec/dtype.h"
+#include "kernels/spec/inputs.h"
+#include "kernels/spec/philox.h"
+#include "tests/kernels/test_util.h"
+
+namespace attnbench {
+namespace {
+
+TEST(PhiloxTest, Random123KnownAnswers) {
+  EXPECT_EQ(Philox4x32_10({0, 0, 0, 0}, {0, 0}),
+            (PhiloxCounter{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  EXPECT_EQ(
+      Philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
+      (PhiloxCounter{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(
+      Philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
+      (PhiloxCounter{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+TEST(PhiloxTest, SeedSplitsIntoKeyWords) {
+  EXPECT_EQ(PhiloxKeyFromSeed(0x0123456789abcdefull), (PhiloxKey{0x89abcdef, 0x01234567}));
+}
+
+TEST(InputsTest, FollowsTheDocumentedRecipe) {
+  const uint64_t seed = 0x1122334455667788ull;
+  const uint64_t index = (uint64_t{3} << 32) + 17;
+  const PhiloxCounter w = Philox4x32_10({17, 3, kTensorValue, 0}, {0x55667788, 0x11223344});
+  const double u1 = (w[0] + 0.5) / 4294967296.0, u2 = (w[1] + 0.5) / 4294967296.0;
+  const double z = std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
+  EXPECT_DOUBLE_EQ(StandardNormal(seed, kTensorValue, index), z);
+
+  const FloatTensor t = GenerateTensor(seed, kTensorKey, {5}, 2.0, DType::kBFloat16);
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_EQ(t.values[k],
+              RoundToDType(static_cast<float>(StandardNormal(seed, kTensorKey, k) * 2.0),
+                           DType::kBFloat16));
+  }
+}
+
+TEST(InputsTest, StandardNormalMoments) {
+  const FloatTensor t = GenerateTensor(42, kTensorQuery, {400000}, 1.0, DType::kFloat32);
+  double sum = 0, sum2 = 0, sum4 = 0;
+  for (float v : t.values) {
+    sum += v;
+    sum2 += v * v;
+    sum4 += static_cast<double>(v) * v * v * v;
+  }
+  const double n = static_cast<double>(t.values.size());
+  EXPECT_NEAR(sum / n, 0.0, 0.01);
+  EXPECT_NEAR(sum2 / n, 1.0, 0.01);
+  EXPECT_NEAR(sum4 / n, 3.0, 0.05);  // normal kurtosis, not a uniform's 1.8
+}
+
+TEST(InputsTest, DeterministicAndDistinctPerTensorAndSeed) {
+  Problem p = testing::SmallProblem();
+  p = NormalizeProblem(p);
+  const absl::StatusOr<AttentionInputs> a = GenerateInputs(p);
+  const absl::StatusOr<AttentionInputs> b = GenerateInputs(p);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->query.values, b->query.values);
+  EXPECT_EQ(a->query.shape, (std::vector<int64_t>{2, 16, 4, 8}));
+  EXPECT_NE(a->query.values, a->key.values);
+  p.seed += 1;
+  EXPECT_NE(GenerateInputs(p)->query.values, a->query.values);
+  EXPECT_TRUE(a->x.values.empty());
+}
+
+TEST(InputsTest, ScalesAndRounds) {
+  Problem p = testing::SmallProblem();
+  p.seq_len_q = p.seq_len_kv = 512;
+  p.head_dim_qk = 64;
+  p.input_scale = 3.0;
+  p.dtype = DType::kFloat8E4M3;
+  const absl::StatusOr<AttentionInputs> in = GenerateInputs(NormalizeProblem(p));
+  ASSERT_TRUE(in.ok());
+  double sum2 = 0;
+  for (float v : in->value.values) {
+    sum2 += v * v;
+    EXPECT_EQ(RoundToDType(v, DType::kFloat8E4M3), v);
+  }
+  EXPECT_NEAR(std::sqrt(sum2 / in->value.values.size()), 3.0, 0.05);
+}
+
+TEST(InputsTest, LayerWeightsAreScaledByFanIn) {
+  Problem p = testing::SmallProblem();
+  p.scope = Scope::kLayer;
+  p.d_model = 256;
+  p.input_scale = 2.0;
+  const absl::StatusOr<AttentionInputs> in = GenerateInputs(NormalizeProblem(p));
+  ASSERT_TRUE(in.ok());
+  EXPECT_TRUE(in->query.values.empty());
+  EXPECT_EQ(in->x.shape, (std::vector<int64_t>{2, 16, 256}));
+  EXPECT_EQ(in->w_q.shape, (std::vector<int64_t>{256, 32}));
+  EXPECT_EQ(in->w_o.shape, (std::vector<int64_t>{32, 256}));
+  auto rms = [](const FloatTensor& t) {
+    double s = 0;
+    for (float v : t.values) s += v * v;
+    return std::sqrt(s / t.values.size());
+  };
+  EXPECT_NEAR(rms(in->x), 2.0, 0.05);
+  EXPECT_NEAR(rms(in->w_q), 1.0 / 16, 0.004);  // 1 / sqrt(256)
+  EXPECT_NEAR(rms(in->w_o), 1.0 / std::sqrt(32.0), 0.008);
+  EXPECT_EQ(in->w_k.values[5], static_cast<float>(StandardNormal(p.seed, kTensorWk, 5) / 16.0));
+}
+
+TEST(InputsTest, UsesClientTensors) {
+  Problem p = testing::SmallProblem();
+  p.batch_size = 1;
+  p.seq_len_q = p.seq_len_kv = 2;
+  p.head_dim_qk = 2;
+  p.layout.num_heads = 1;
+  p.dtype = DType::kFloat16;
+  auto tensor = [&](std::vector<float> values) {
+    FloatTensor f;
+    f.dtype = DType::kFloat16;
+    f.values = values;
+    HostTensor h;
+    h.dtype = DType::kFloat16;
+    h.shape = {1, 2, 1, 2};
+    h.data = EncodeTensor(f);
+    return h;
+  };
+  p.query = tensor({1, 2, 3, 4});
+  p.key = tensor({-1, 0.5, 0.25, 8});
+  p.value = tensor({0, 0, 1, 65504});
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok());
+  const absl::StatusOr<AttentionInputs> in = GenerateInputs(n);
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->query.values, (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(in->key.values, (std::vector<float>{-1, 0.5, 0.25, 8}));
+  EXPECT_EQ(in->value.values, (std::vector<float>{0, 0, 1, 65504}));
+  EXPECT_EQ(in->value.dtype, DType::kFloat16);
+}
+
+TEST(InputsTest, GeneratedPageTableIsASeededPermutation) {
+  const std::vector<int32_t> table = GeneratePageTable(9, 1000);
+  std::set<int32_t> seen(table.begin(), table.end());
+  EXPECT_EQ(seen.size(), 1000u);
+  EXPECT_EQ(*seen.begin(), 0);
+  EXPECT_EQ(*seen.rbegin(), 999);
+  EXPECT_EQ(GeneratePageTable(9, 1000), table);
+  EXPECT_NE(GeneratePageTable(10, 1000), table);
+  int fixed = 0;
+  for (int k = 0; k < 1000; ++k) fixed += table[k] == k;
+  EXPECT_LT(fixed, 10);  // a shuffle, not the identity
+  // The first swap (t = 1) is decided by step 1's words, per the documented recipe.
+  const std::vector<int32_t> two = GeneratePageTable(9, 2);
+  const PhiloxCounter w = Philox4x32_10({1, 0, kTensorPageTable, 0}, PhiloxKeyFromSeed(9));
+  const uint64_t r = (static_cast<uint64_t>(w[1]) << 32) | w[0];
+  EXPECT_EQ(two, r % 2 == 0 ? (std::vector<int32_t>{1, 0}) : (std::vector<int32_t>{0, 1}));
+
+  Problem p = testing::SmallProblem();
+  p.phase = Phase::kDecode;
+  p.kv_cache.paged = true;
+  p.kv_cache.page_size_tokens = 5;  // 16 tokens: 4 pages per sequence, 8 in all
+  EXPECT_EQ(PageTableFor(p), GeneratePageTable(p.seed, 8));
+  p.kv_cache.page_table = {7, 6, 5, 4, 3, 2, 1, 0};
+  EXPECT_EQ(PageTableFor(p), p.kv_cache.page_table);
+}
+
+}  // namespace
+}  // namespace attnbench
