@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,19 @@ struct DeviceDescription {
   double peak_gbps = 0;
 };
 
+// One kernel of a backend with several (cuda_flash), as GetCapabilities reports it: the
+// allow-lists the kernel's own support check uses (KernelSupport in the proto).
+struct KernelSupport {
+  std::string name;  // the prefix of Workload::KernelName()
+  std::vector<std::string> compute_capabilities;
+  std::vector<DType> dtypes;
+  std::vector<Phase> phases;
+  std::vector<MaskKind> masks;
+  std::vector<std::string> modifiers;
+  std::vector<std::pair<int, int>> head_dims;  // (D_qk, D_v) tiles; empty: any
+  std::vector<std::string> requirements;
+};
+
 // What a backend can run, for GetCapabilities and for `auto` selection.
 struct BackendSupport {
   std::vector<DType> dtypes;
@@ -44,6 +58,8 @@ struct BackendSupport {
   bool cuda_graphs = false;
   // Higher runs first under `auto` among backends that support a problem.
   int auto_priority = 0;
+  // Where a backend has several kernels: what each runs, most specific first.
+  std::vector<KernelSupport> kernels;
 };
 
 struct IterationOptions {
@@ -73,6 +89,9 @@ class Workload {
   // Which of the backend's kernels ran it, where a backend has several (cuda_flash: its Hopper
   // wgmma path or its mma.sync one, with the tile configuration); empty otherwise.
   virtual std::string KernelName() const { return ""; }
+  // Seconds Prepare spent building the kernel's work lists for a block-sparse mask (cuda_flash:
+  // kept KV tiles per query tile), already part of the preparation the server times; 0 if none.
+  virtual double MaskPreparationSeconds() const { return 0; }
 };
 
 class Backend {

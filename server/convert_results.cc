@@ -53,6 +53,21 @@ void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out)
   for (int d : support.head_dims) out->add_head_dims(d);
   for (const std::string& l : support.limitations) out->add_limitations(l);
   out->set_cuda_graphs(support.cuda_graphs);
+  for (const KernelSupport& k : support.kernels) {
+    pb::KernelSupport* kernel = out->add_kernels();
+    kernel->set_name(k.name);
+    for (const std::string& cc : k.compute_capabilities) kernel->add_compute_capabilities(cc);
+    for (DType d : k.dtypes) kernel->add_dtypes(DTypeToProto(d));
+    for (Phase p : k.phases) kernel->add_phases(PhaseToProto(p));
+    for (MaskKind m : k.masks) kernel->add_masks(MaskName(m));
+    for (const std::string& m : k.modifiers) kernel->add_modifiers(m);
+    for (const auto& [qk, v] : k.head_dims) {
+      pb::HeadDimPair* dims = kernel->add_head_dims();
+      dims->set_qk(qk);
+      dims->set_v(v);
+    }
+    for (const std::string& r : k.requirements) kernel->add_requirements(r);
+  }
 }
 
 void HeadMapToProto(const std::vector<HeadPair>& map,

@@ -126,7 +126,9 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
                         << " ms in queue";
   // Declared after the lease so it is destroyed first: device memory is freed before the next
   // request may start on the device.
+  const absl::Time prepare_start = absl::Now();
   absl::StatusOr<std::unique_ptr<Workload>> prepared = backend.Prepare(problem, device_index);
+  const double preparation_ms = absl::ToDoubleMilliseconds(absl::Now() - prepare_start);
   if (!prepared.ok()) return NoteDeviceHealth(prepared.status(), device_key);
   std::unique_ptr<Workload> workload = *std::move(prepared);
   if (workload == nullptr) return absl::InternalError("backend returned no workload");
@@ -155,6 +157,8 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   }
   const DeviceDescription device = workload->Device();
   result.set_kernel(workload->KernelName());
+  result.set_preparation_ms(preparation_ms);
+  result.set_mask_preparation_ms(workload->MaskPreparationSeconds() * 1e3);
   workload.reset();
   *lease = Scheduler::Lease();  // the device is free; what is left is host-side work
 
