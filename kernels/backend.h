@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/spec/modifiers.h"
 #include "kernels/spec/problem.h"
 #include "kernels/stop_check.h"
 #include "kernels/spec/tensors.h"
@@ -37,7 +38,7 @@ struct KernelSupport {
   std::vector<DType> dtypes;
   std::vector<Phase> phases;
   std::vector<MaskKind> masks;
-  std::vector<std::string> modifiers;
+  std::vector<Modifier> modifiers;
   std::vector<std::pair<int, int>> head_dims;  // (D_qk, D_v) tiles; empty: any
   std::vector<std::string> requirements;
 };
@@ -49,7 +50,7 @@ struct BackendSupport {
   std::vector<Scope> scopes;
   std::vector<LayoutKind> layouts;
   std::vector<MaskKind> masks;
-  std::vector<std::string> modifiers;  // "rope", "alibi", "softcap"
+  std::vector<Modifier> modifiers;
   std::vector<CacheFormat> cache_formats;
   bool paged_kv_cache = false;
   std::vector<int> head_dims;  // empty: any

@@ -47,7 +47,7 @@ void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out)
   for (Scope s : support.scopes) out->add_scopes(ScopeToProto(s));
   for (LayoutKind l : support.layouts) out->add_layouts(LayoutName(l));
   for (MaskKind m : support.masks) out->add_masks(MaskName(m));
-  for (const std::string& m : support.modifiers) out->add_modifiers(m);
+  for (Modifier m : support.modifiers) out->add_modifiers(ModifierName(m));
   for (CacheFormat f : support.cache_formats) out->add_cache_formats(CacheFormatToProto(f));
   out->set_paged_kv_cache(support.paged_kv_cache);
   for (int d : support.head_dims) out->add_head_dims(d);
@@ -60,7 +60,7 @@ void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out)
     for (DType d : k.dtypes) kernel->add_dtypes(DTypeToProto(d));
     for (Phase p : k.phases) kernel->add_phases(PhaseToProto(p));
     for (MaskKind m : k.masks) kernel->add_masks(MaskName(m));
-    for (const std::string& m : k.modifiers) kernel->add_modifiers(m);
+    for (Modifier m : k.modifiers) kernel->add_modifiers(ModifierName(m));
     for (const auto& [qk, v] : k.head_dims) {
       pb::HeadDimPair* dims = kernel->add_head_dims();
       dims->set_qk(qk);

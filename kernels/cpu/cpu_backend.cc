@@ -1,5 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include "kernels/backend_support.h"
+
 #include <chrono>
 #include <cmath>
 #include <utility>
@@ -152,7 +154,7 @@ class CpuReferenceBackend : public Backend {
                  LayoutKind::kGqkva, LayoutKind::kExplicit};
     s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow, MaskKind::kBlockSparse,
                MaskKind::kProbabilisticBlockSparse};
-    s.modifiers = {"rope", "alibi", "softcap"};
+    s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
     s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
     s.paged_kv_cache = true;
     s.limitations = {"forward only: no PHASE_BACKWARD",
@@ -162,11 +164,7 @@ class CpuReferenceBackend : public Backend {
   }
 
   absl::Status CheckSupported(const Problem& problem) const override {
-    if (problem.phase == Phase::kBackward) {
-      return absl::FailedPreconditionError(
-          "backend cpu_reference does not support spec.phase=PHASE_BACKWARD (forward only)");
-    }
-    return absl::OkStatus();
+    return CheckSupport(Support(), problem, Name());
   }
 
   uint64_t EstimateBytes(const Problem& problem) const override {

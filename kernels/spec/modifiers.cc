@@ -15,6 +15,26 @@ std::vector<double> GeometricSlopes(int n) {
 
 }  // namespace
 
+const char* ModifierName(Modifier m) {
+  switch (m) {
+    case Modifier::kRope:
+      return "rope";
+    case Modifier::kAlibi:
+      return "alibi";
+    case Modifier::kSoftcap:
+      return "softcap";
+  }
+  return "unknown";
+}
+
+std::vector<Modifier> ModifiersOf(const Problem& problem) {
+  std::vector<Modifier> out;
+  if (problem.rope.enabled) out.push_back(Modifier::kRope);
+  if (problem.alibi.enabled) out.push_back(Modifier::kAlibi);
+  if (problem.softcap.enabled) out.push_back(Modifier::kSoftcap);
+  return out;
+}
+
 std::vector<double> RopeInverseFrequencies(double theta, int rotary_dims) {
   std::vector<double> inv(rotary_dims / 2);
   for (int m = 0; m < rotary_dims / 2; ++m) {

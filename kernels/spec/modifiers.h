@@ -12,6 +12,18 @@
 
 namespace attnbench {
 
+// The score modifiers a problem can enable: the axis on which backends and kernels declare
+// support (BackendSupport::modifiers, the CUDA kernels' AttentionArgs::modifiers bits, where bit
+// 1 << m stands for Modifier m). A new modifier gets a value here, its name, a line in
+// ModifiersOf, and a place in the allow-lists of the backends that compute it; every other
+// backend and kernel then refuses it.
+enum class Modifier { kRope = 0, kAlibi = 1, kSoftcap = 2 };
+inline constexpr Modifier kAllModifiers[] = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
+// "rope", "alibi", "softcap" (the AttentionSpec field names); "unknown" otherwise.
+const char* ModifierName(Modifier m);
+// The modifiers `problem` enables, in kAllModifiers order.
+std::vector<Modifier> ModifiersOf(const Problem& problem);
+
 // theta^(-2m / rotary_dims) for m < rotary_dims / 2, in double.
 std::vector<double> RopeInverseFrequencies(double theta, int rotary_dims);
 

@@ -4,19 +4,25 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "kernels/cuda/backend/cuda_device.h"
 #include "kernels/cuda/backend/cuda_status.h"
+#include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_problem.h"
-#include "kernels/cuda/flash/launch.h"
+#include "kernels/cuda/flash/flash.h"
+#include "kernels/cuda/reference/reference_attention.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
+#include "kernels/spec/tile_plan.h"
 
 namespace attnbench {
 namespace {
@@ -31,7 +37,13 @@ constexpr uint64_t kUnfusedMaxScratchBytes = 2ull << 30;
 // cuBLAS workspace, set explicitly so graph capture never makes cuBLAS allocate.
 constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;
 
-enum class Kind { kFlash, kUnfused, kReference };
+using Kind = CudaBackendKind;
+
+// Device `index` as cuda_flash's allow-lists see it.
+cuda::flash::FlashDevice FlashDeviceOf(int index) {
+  const CudaDeviceInfo& d = CudaDevices()[index];
+  return cuda::flash::DeviceOf(d.cc_major, d.cc_minor, d.smem_optin_bytes);
+}
 
 // Enqueues one attention computation; the strategy a backend plugs into the shared workload.
 class Kernel {
@@ -42,9 +54,54 @@ class Kernel {
 
 class FlashKernel : public Kernel {
  public:
-  absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
-    return cuda::CudaStatus(cuda::LaunchFlashAttention(args, stream), "flash attention launch");
+  // Builds what the kernel that will run needs beyond the problem's tables: for a block-sparse
+  // mask on the Hopper kernel, the lists of kept K/V tiles (timed: MaskPreparationSeconds).
+  static absl::StatusOr<std::unique_ptr<FlashKernel>> Create(const Problem& problem,
+                                                              const AttentionArgs& args,
+                                                              const cuda::flash::FlashDevice& dev) {
+    auto k = std::make_unique<FlashKernel>();
+    const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, dev);
+    if (tiles.query == 0) return k;
+    static_assert(kTilePlanPartial == cuda::kTilePartial, "one partial bit");
+    const absl::Time start = absl::Now();
+    absl::StatusOr<TilePlan> plan = BuildTilePlan(
+        problem, tiles.query, tiles.kv, static_cast<int>(std::thread::hardware_concurrency()));
+    if (!plan.ok()) return plan.status();
+    absl::StatusOr<cuda::DeviceBuffer> list = cuda::DeviceBuffer::Upload(
+        plan->tiles.data(), plan->tiles.size() * sizeof(int32_t), "the block-sparse tile lists");
+    if (!list.ok()) return list.status();
+    absl::StatusOr<cuda::DeviceBuffer> offsets = cuda::DeviceBuffer::Upload(
+        plan->offsets.data(), plan->offsets.size() * sizeof(int64_t), "the tile list offsets");
+    if (!offsets.ok()) return offsets.status();
+    k->list_ = *std::move(list);
+    k->offsets_ = *std::move(offsets);
+    k->tile_q_ = tiles.query;
+    k->tile_kv_ = tiles.kv;
+    k->prepare_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
+    return k;
   }
+
+  absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::CudaStatus(cuda::flash::Launch(WithLists(args), stream), "flash attention launch");
+  }
+
+  // args with the tile lists this kernel built (unchanged when none).
+  AttentionArgs WithLists(AttentionArgs args) const {
+    if (tile_q_ > 0) {
+      args.block_tiles = list_.as<int32_t>();
+      args.block_tile_offsets = offsets_.as<int64_t>();
+      args.block_tile_q = tile_q_;
+      args.block_tile_kv = tile_kv_;
+    }
+    return args;
+  }
+  double prepare_seconds() const { return prepare_seconds_; }
+
+ private:
+  cuda::DeviceBuffer list_, offsets_;
+  int tile_q_ = 0;
+  int tile_kv_ = 0;
+  double prepare_seconds_ = 0;
 };
 
 class ReferenceKernel : public Kernel {
@@ -114,15 +171,20 @@ class CudaWorkload : public Workload {
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
-  absl::Status Init(Kind kind) {
+  absl::Status Init(Kind kind, const Problem& problem) {
     kind_ = kind;
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start_));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop_));
     switch (kind) {
-      case Kind::kFlash:
-        kernel_ = std::make_unique<FlashKernel>();
+      case Kind::kFlash: {
+        absl::StatusOr<std::unique_ptr<FlashKernel>> k =
+            FlashKernel::Create(problem, problem_->Args(0), FlashDeviceOf(device_));
+        if (!k.ok()) return k.status();
+        flash_ = k->get();
+        kernel_ = *std::move(k);
         break;
+      }
       case Kind::kReference:
         kernel_ = std::make_unique<ReferenceKernel>();
         break;
@@ -180,15 +242,17 @@ class CudaWorkload : public Workload {
   int CurrentClockMhz() const override { return cuda::SmClockMhz(device_); }
   std::string KernelName() const override {
     switch (kind_) {
-      case Kind::kFlash: {
-        const auto& d = CudaDevices()[device_];
-        return cuda::FlashKernelName(problem_->Args(0), d.cc_major, d.cc_minor);
-      }
+      case Kind::kFlash:
+        return cuda::flash::KernelName(flash_->WithLists(problem_->Args(0)),
+                                       FlashDeviceOf(device_));
       case Kind::kUnfused:
       case Kind::kReference:
         return "";  // one kernel family each
     }
     return "";
+  }
+  double MaskPreparationSeconds() const override {
+    return flash_ != nullptr ? flash_->prepare_seconds() : 0;
   }
 
  private:
@@ -216,6 +280,7 @@ class CudaWorkload : public Workload {
   const AttentionInputs inputs_;
   std::unique_ptr<cuda::DeviceProblem> problem_;
   std::unique_ptr<Kernel> kernel_;
+  const FlashKernel* flash_ = nullptr;  // kernel_ when it is the flash kernel
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr;
   cudaEvent_t stop_ = nullptr;
@@ -229,17 +294,7 @@ class CudaBackend : public Backend {
  public:
   explicit CudaBackend(Kind kind) : kind_(kind) {}
 
-  std::string Name() const override {
-    switch (kind_) {
-      case Kind::kFlash:
-        return kCudaFlashBackend;
-      case Kind::kUnfused:
-        return kCudaUnfusedBackend;
-      case Kind::kReference:
-        return kCudaReferenceBackend;
-    }
-    return "";
-  }
+  std::string Name() const override { return CudaBackendName(kind_); }
 
   std::string Description() const override {
     switch (kind_) {
@@ -266,59 +321,10 @@ class CudaBackend : public Backend {
     return out;
   }
 
-  BackendSupport Support() const override {
-    BackendSupport s;
-    s.dtypes = {DType::kFloat16, DType::kBFloat16};
-    if (kind_ != Kind::kFlash) s.dtypes.push_back(DType::kFloat32);
-    s.phases = {Phase::kPrefill, Phase::kDecode};
-    s.scopes = {Scope::kCore};
-    s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
-                 LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
-                 LayoutKind::kGqkva, LayoutKind::kExplicit};
-    s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow, MaskKind::kBlockSparse,
-               MaskKind::kProbabilisticBlockSparse};
-    s.modifiers = {"rope", "alibi", "softcap"};
-    s.cache_formats = {CacheFormat::kNative};
-    s.cuda_graphs = true;
-    s.limitations = {"forward only: no PHASE_BACKWARD", "core scope only: no SCOPE_LAYER",
-                     "decode: contiguous native cache only (no paging, no int8/int4/SAQ)",
-                     "no float8 storage"};
-    switch (kind_) {
-      case Kind::kFlash:
-        s.head_dims = {64, 96, 128, 192, 256};
-        s.limitations.emplace_back(
-            "head dims up to 256; other dims run on the next compiled size, zero-padded");
-        s.auto_priority = 30;
-        break;
-      case Kind::kUnfused:
-        s.limitations.emplace_back("computes every score: masks do not skip work");
-        s.auto_priority = 20;
-        break;
-      case Kind::kReference:
-        s.limitations.emplace_back("one query row per block: slow by design");
-        s.auto_priority = 10;
-        break;
-    }
-    return s;
-  }
+  BackendSupport Support() const override { return CudaBackendSupport(kind_); }
 
   absl::Status CheckSupported(const Problem& problem) const override {
-    const std::string name = Name();
-    if (absl::Status s = cuda::CheckDeviceExpressible(problem, name.c_str()); !s.ok()) return s;
-    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
-    if (!shapes.ok()) return shapes.status();
-    const AttentionArgs args = cuda::ShapeArgs(problem, *shapes);
-    std::string why;
-    if (kind_ == Kind::kFlash) {
-      const CudaDeviceInfo& d = CudaDevices().front();
-      why = cuda::FlashUnsupportedReason(args, d.cc_major, d.cc_minor);
-    } else if (kind_ == Kind::kUnfused) {
-      why = cuda::UnfusedAttention::UnsupportedReason(args);
-    }
-    if (!why.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat("backend ", name, ": ", why));
-    }
-    return absl::OkStatus();
+    return CheckCudaSupport(kind_, problem, FlashDeviceOf(0));
   }
 
   uint64_t EstimateBytes(const Problem& problem) const override {
@@ -326,6 +332,11 @@ class CudaBackend : public Backend {
     if (!shapes.ok()) return 0;
     uint64_t bytes =
         cuda::DeviceProblem::EstimateBytes(problem, *shapes, CudaDevices().front().l2_bytes);
+    if (kind_ == Kind::kFlash) {
+      const cuda::flash::ListTiles tiles =
+          cuda::flash::BlockListTiles(cuda::ShapeArgs(problem, *shapes), FlashDeviceOf(0));
+      if (tiles.query > 0) bytes += TilePlanMaxBytes(problem, tiles.query, tiles.kv);
+    }
     if (kind_ == Kind::kUnfused) {
       bytes +=
           kCublasWorkspaceBytes + cuda::UnfusedAttention::ScratchBytes(
@@ -354,7 +365,7 @@ class CudaBackend : public Backend {
     if (!resident.ok()) return resident.status();
     auto workload =
         std::make_unique<CudaWorkload>(device_index, *std::move(inputs), *std::move(resident));
-    if (absl::Status s = workload->Init(kind_); !s.ok()) return s;
+    if (absl::Status s = workload->Init(kind_, problem); !s.ok()) return s;
     return std::unique_ptr<Workload>(std::move(workload));
   }
 

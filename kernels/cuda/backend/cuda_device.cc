@@ -98,6 +98,7 @@ std::vector<CudaDeviceInfo> Discover() {
     info.cc_major = prop.major;
     info.cc_minor = prop.minor;
     info.l2_bytes = static_cast<uint64_t>(prop.l2CacheSize);
+    info.smem_optin_bytes = static_cast<int>(prop.sharedMemPerBlockOptin);
     DeviceDescription& d = info.description;
     d.name = prop.name;
     d.kind = "cuda";

@@ -20,6 +20,7 @@ struct CudaDeviceInfo {
   uint64_t l2_bytes = 0;
   int cc_major = 0;
   int cc_minor = 0;
+  int smem_optin_bytes = 0;  // dynamic shared memory one block may opt into
 };
 
 // Every visible device (empty without a driver or device), measured on the first call.

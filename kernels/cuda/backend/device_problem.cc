@@ -44,24 +44,6 @@ uint64_t BitmapBytes(const Problem& p, const ProblemShapes& s) {
 
 }  // namespace
 
-absl::Status CheckDeviceExpressible(const Problem& problem, const char* backend) {
-  auto refuse = [&](const std::string& what) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("backend ", backend, " does not support ", what));
-  };
-  if (problem.dtype == DType::kFloat8E4M3) return refuse("spec.dtype=DTYPE_FLOAT8_E4M3");
-  if (problem.phase == Phase::kBackward) return refuse("spec.phase=PHASE_BACKWARD (forward only)");
-  if (problem.scope == Scope::kLayer) return refuse("spec.scope=SCOPE_LAYER (core scope only)");
-  if (problem.phase == Phase::kDecode) {
-    const KvCache& c = problem.kv_cache;
-    if (c.paged) return refuse("a paged decode cache (spec.kv_cache.paging)");
-    if (c.format != CacheFormat::kNative || !c.saq_bands.empty()) {
-      return refuse("a quantized decode cache (spec.kv_cache format int8/int4 or SAQ bands)");
-    }
-  }
-  return absl::OkStatus();
-}
-
 Storage StorageOf(DType dtype) {
   switch (dtype) {
     case DType::kFloat16:
@@ -87,6 +69,7 @@ AttentionArgs ShapeArgs(const Problem& problem, const ProblemShapes& shapes) {
   a.scale = static_cast<float>(problem.scale.value_or(1.0 / std::sqrt(shapes.dim_qk)));
   a.offset = shapes.seq_kv - shapes.seq_q;
   const Mask& m = problem.mask;
+  a.mask = MaskCode::kUnknown;  // a mask kind with no case below stays refused
   switch (m.kind) {
     case MaskKind::kNone:
       a.mask = MaskCode::kNone;
@@ -110,6 +93,11 @@ AttentionArgs ShapeArgs(const Problem& problem, const ProblemShapes& shapes) {
       a.block_causal = m.kind == MaskKind::kProbabilisticBlockSparse || m.intersect_causal;
       break;
   }
+  static_assert(kModifierRope == 1u << static_cast<int>(Modifier::kRope) &&
+                    kModifierAlibi == 1u << static_cast<int>(Modifier::kAlibi) &&
+                    kModifierSoftcap == 1u << static_cast<int>(Modifier::kSoftcap),
+                "AttentionArgs::modifiers bits follow the Modifier numbering");
+  for (Modifier mod : ModifiersOf(problem)) a.modifiers |= 1u << static_cast<int>(mod);
   if (problem.rope.enabled) a.rope_dims = problem.rope.rotary_dims.value_or(problem.head_dim_qk);
   if (problem.softcap.enabled) a.softcap = static_cast<float>(problem.softcap.cap);
   return a;

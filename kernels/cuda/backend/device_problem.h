@@ -19,11 +19,6 @@
 
 namespace attnbench::cuda {
 
-// Empty when the GPU backends can express the problem at all (before any kernel's own limits),
-// otherwise the FAILED_PRECONDITION message: fp8 storage, layer scope, backward, paged or
-// quantized decode caches.
-absl::Status CheckDeviceExpressible(const Problem& problem, const char* backend);
-
 // The Storage of a supported dtype.
 Storage StorageOf(DType dtype);
 
@@ -42,7 +37,7 @@ class DeviceProblem {
   static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& shapes,
                                 uint64_t l2_bytes);
 
-  // On the current device. The problem must be normalized, valid and CheckDeviceExpressible.
+  // On the current device. The problem must be normalized, valid and supported by the backend.
   static absl::StatusOr<std::unique_ptr<DeviceProblem>> Create(const Problem& problem,
                                                                const ProblemShapes& shapes,
                                                                const AttentionInputs& inputs,

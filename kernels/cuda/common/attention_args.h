@@ -14,7 +14,18 @@ enum class Storage : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // kBlock covers both block-sparse masks: the kept blocks are a bitmap drawn on the host (the
 // probabilistic mask draws per (batch, output head), the explicit one shares one bitmap).
-enum class MaskCode : int32_t { kNone = 0, kCausal = 1, kWindow = 2, kBlock = 3 };
+// kUnknown is what a mask no code stands for becomes (ShapeArgs): every kernel's allow-list
+// refuses it.
+enum class MaskCode : int32_t { kNone = 0, kCausal = 1, kWindow = 2, kBlock = 3, kUnknown = 4 };
+
+// AttentionArgs::modifiers: bit 1 << m for each Modifier m (kernels/spec/modifiers.h) the problem
+// enables; ShapeArgs static_asserts the numbering. A kernel refuses any bit its allow-list lacks.
+inline constexpr uint32_t kModifierRope = 1u << 0;
+inline constexpr uint32_t kModifierAlibi = 1u << 1;
+inline constexpr uint32_t kModifierSoftcap = 1u << 2;
+
+// Set in a block_tiles entry when the tile is only partly kept.
+inline constexpr int32_t kTilePartial = -2147483647 - 1;  // the sign bit
 
 struct AttentionArgs {
   // Row-major BSHD tensors of `storage`: Q [B, S_q, H_q, D_qk], K [B, S_kv, H_kv, D_qk],
@@ -54,6 +65,21 @@ struct AttentionArgs {
   int32_t block_cols = 0;
   bool block_per_head = false;
   bool block_causal = false;
+  // The same mask as lists of kept K/V tiles for a kernel that walks them instead of testing
+  // tiles (the Hopper fused kernel): for query tile qt of (b, h), tiles block_tiles[k] for k in
+  // [block_tile_offsets[p], block_tile_offsets[p + 1]), p = (b * heads_out + h) * qtiles + qt
+  // (p = qt when the lists are shared by every (b, h): !block_per_head), tiles of
+  // block_tile_q x block_tile_kv pairs. An entry is the K/V tile index, with kTilePartial set when
+  // some pair of the tile is hidden (the kernel then masks per element). Built once per problem
+  // on the host (kernels/spec/tile_plan.h); null when no kernel needs them.
+  const int32_t* block_tiles = nullptr;
+  const int64_t* block_tile_offsets = nullptr;
+  int32_t block_tile_q = 0;
+  int32_t block_tile_kv = 0;
+
+  // The score modifiers enabled (kModifier* bits), whatever the pointers below hold: support
+  // checks run before any device memory exists.
+  uint32_t modifiers = 0;
 
   // RoPE (§4.1) on q and k, rotate-half over the first rope_dims dimensions: element m pairs with
   // m + rope_dims / 2 at angle pos * inv_freq[m]. The table holds (cos, sin) evaluated in double

@@ -10,7 +10,7 @@
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/attention_device.cuh"
-#include "kernels/cuda/flash/launch.h"
+#include "kernels/cuda/reference/reference_attention.h"
 
 namespace attnbench::cuda {
 namespace {

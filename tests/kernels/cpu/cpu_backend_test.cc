@@ -436,7 +436,8 @@ TEST(CpuBackendTest, RefusesBackwardAndBadDevices) {
   const absl::Status s = backend->CheckSupported(p);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(s.message(),
-            "backend cpu_reference does not support spec.phase=PHASE_BACKWARD (forward only)");
+            "backend cpu_reference does not support spec.phase=PHASE_BACKWARD (supports: "
+            "PHASE_PREFILL, PHASE_DECODE)");
   EXPECT_EQ(backend->Prepare(p, 0).status().code(), absl::StatusCode::kFailedPrecondition);
   p.phase = Phase::kPrefill;
   EXPECT_FALSE(backend->Prepare(p, 1).ok());

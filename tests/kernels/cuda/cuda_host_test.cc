@@ -7,7 +7,8 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/device_problem.h"
-#include "kernels/cuda/flash/launch.h"
+#include "kernels/cuda/backend/cuda_support.h"
+#include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/shapes.h"
 
@@ -27,6 +28,16 @@ Problem Base() {
   p.layout.num_kv_heads = 2;
   p.dtype = DType::kBFloat16;
   return p;
+}
+
+flash::FlashDevice HopperTraits() {
+  flash::FlashDevice d;
+  d.cc_major = 9;
+  d.cc_minor = 0;
+  d.sm90_code = true;
+  d.tma = true;
+  d.smem_optin_bytes = 227 * 1024;
+  return d;
 }
 
 AttentionArgs ArgsOf(const Problem& raw) {
@@ -117,7 +128,7 @@ TEST(ShapeArgsTest, Modifiers) {
   EXPECT_EQ(ArgsOf(p).rope_dims, 96);  // default: every dimension of D_qk
 }
 
-TEST(CheckDeviceExpressibleTest, RefusesNamingTheField) {
+TEST(CudaSupportTest, RefusesNamingTheField) {
   struct Refusal {
     std::string field;
     void (*edit)(Problem&);
@@ -130,13 +141,13 @@ TEST(CheckDeviceExpressibleTest, RefusesNamingTheField) {
          p.scope = Scope::kLayer;
          p.d_model = 64;
        }},
-      {"paging",
+      {"spec.kv_cache.paging",
        [](Problem& p) {
          p.phase = Phase::kDecode;
          p.kv_cache.paged = true;
          p.kv_cache.page_size_tokens = 16;
        }},
-      {"quantized",
+      {"CACHE_FORMAT_INT8",
        [](Problem& p) {
          p.phase = Phase::kDecode;
          p.kv_cache.format = CacheFormat::kInt8;
@@ -145,15 +156,18 @@ TEST(CheckDeviceExpressibleTest, RefusesNamingTheField) {
   for (const Refusal& r : refusals) {
     Problem p = Base();
     r.edit(p);
-    const absl::Status s = CheckDeviceExpressible(NormalizeProblem(p), "cuda_x");
-    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
-    EXPECT_NE(std::string(s.message()).find(r.field), std::string::npos) << s;
-    EXPECT_NE(std::string(s.message()).find("cuda_x"), std::string::npos) << s;
+    for (CudaBackendKind kind :
+         {CudaBackendKind::kFlash, CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+      const absl::Status s = CheckCudaSupport(kind, NormalizeProblem(p), HopperTraits());
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
+      EXPECT_NE(std::string(s.message()).find(r.field), std::string::npos) << s;
+      EXPECT_NE(std::string(s.message()).find(CudaBackendName(kind)), std::string::npos) << s;
+    }
   }
   Problem decode = Base();
   decode.phase = Phase::kDecode;
   decode.seq_len_q = 1;
-  EXPECT_TRUE(CheckDeviceExpressible(NormalizeProblem(decode), "cuda_x").ok());
+  EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(decode), HopperTraits()).ok());
 }
 
 TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {
@@ -171,20 +185,30 @@ TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {
 }
 
 TEST(FlashSupportTest, JudgedOnShapes) {
+  const flash::FlashDevice hopper = HopperTraits();
+  flash::FlashDevice ampere = hopper;
+  ampere.cc_major = 8;
+  ampere.sm90_code = false;
+  flash::FlashDevice turing = ampere;
+  turing.cc_major = 7;
+  turing.cc_minor = 5;
   Problem p = Base();
-  EXPECT_EQ(FlashUnsupportedReason(ArgsOf(p), 9, 0), "");
-  EXPECT_EQ(FlashUnsupportedReason(ArgsOf(p), 8, 0), "");
-  EXPECT_NE(FlashUnsupportedReason(ArgsOf(p), 7, 5), "");  // no sm_75 tensor-core path
+  EXPECT_EQ(flash::FlashRefusal(ArgsOf(p), hopper), "");
+  EXPECT_EQ(flash::FlashRefusal(ArgsOf(p), ampere), "");
+  EXPECT_NE(flash::FlashRefusal(ArgsOf(p), turing), "");  // no sm_75 tensor-core path
   p.dtype = DType::kFloat32;
-  EXPECT_NE(FlashUnsupportedReason(ArgsOf(p), 9, 0).find("float32"), std::string::npos);
+  EXPECT_NE(flash::FlashRefusal(ArgsOf(p), hopper).find("float32"), std::string::npos);
   p = Base();
   p.head_dim_qk = 320;
-  EXPECT_NE(FlashUnsupportedReason(ArgsOf(p), 9, 0), "");
+  EXPECT_NE(flash::FlashRefusal(ArgsOf(p), hopper), "");
   p = Base();
   p.head_dim_qk = 80;  // padded to 96
   p.rope.enabled = true;
   p.seq_len_q = 200;  // S_q > S_kv: queries at negative positions
-  EXPECT_EQ(FlashUnsupportedReason(ArgsOf(p), 9, 0), "");
+  EXPECT_EQ(flash::RouteOf(ArgsOf(p), hopper), flash::FlashRoute::kSm90);
+  p.head_dim_qk = 84;  // not a multiple of 8: TMA cannot, mma.sync pads
+  p.rope.rotary_dims = 84;
+  EXPECT_EQ(flash::RouteOf(ArgsOf(p), hopper), flash::FlashRoute::kSm80);
 }
 
 TEST(UnfusedSupportTest, ScratchStaysUnderTheCapAndCoversRope) {

@@ -59,11 +59,16 @@
 #include <cstdint>
 
 #include "kernels/cuda/common/attention_args.h"
-#include "kernels/cuda/common/attention_device.cuh"
+#include "kernels/cuda/common/mask.cuh"
+#include "kernels/cuda/common/ptx.cuh"
+#include "kernels/cuda/common/score_mods.cuh"
+#include "kernels/cuda/common/softmax.cuh"
+#include "kernels/cuda/common/storage.cuh"
+#include "kernels/cuda/flash/configs.h"
 
 namespace attnbench::cuda::flash {
 
-// One kernel configuration. kQInRegs keeps the warp's Q fragments in registers for the whole
+// One kernel configuration (a row of kSm80Tiles, plus kOneBarrier for bench/flash_dev). kQInRegs keeps the warp's Q fragments in registers for the whole
 // loop (saves one ldmatrix per k-step; worth it while kD <= 128, too many registers beyond).
 // kTilesInY: the grid layout (FlashGrid); kOneBarrier: one barrier per K/V tile instead of two
 // (see the kernel's loop). Measured on an H100 (bench/flash_dev/NOTES.md, v3): tiles in y +2-5%
@@ -95,14 +100,21 @@ struct FlashConfig {
   static_assert(kD % 16 == 0 && kDv % 16 == 0 && kBc % 16 == 0, "mma tiles are 16 wide");
 };
 
+// The configuration of row kTile of kSm80Tiles (configs.h).
+template <int kTile, bool kOneBarrier = false>
+using Sm80Config =
+    FlashConfig<kSm80Tiles[kTile].dim_qk, kSm80Tiles[kTile].dim_v, kSm80Tiles[kTile].warps,
+                kSm80Tiles[kTile].m_tiles, kSm80Tiles[kTile].block_kv,
+                kSm80Tiles[kTile].q_in_regs, kSm80Tiles[kTile].min_blocks,
+                kSm80Tiles[kTile].tiles_in_y, kOneBarrier>;
+
 // Per-launch choices made on the host (all uniform across the grid).
 struct FlashFlags {
   bool async_q = false;    // cp.async for Q (aligned rows, no RoPE)
   bool async_k = false;    // cp.async for K (aligned rows, no RoPE)
   bool async_v = false;    // cp.async for V
   bool vector_o = false;   // 16-byte stores of O
-  bool modifiers = false;  // ALiBi or softcap (or a non-positive scale): scores go through float
-  float exp_scale = 0;     // multiplies raw <q, k> into log2 units when !modifiers
+  int mods = kModsNone;    // ScoreModBits the general build applies (score_mods.cuh)
 };
 
 // The launch grid: (heads_out, query tiles, batch), the query tiles in reverse (the last tile
@@ -120,80 +132,6 @@ inline dim3 FlashGrid(const AttentionArgs& args, int64_t qtiles) {
   const unsigned heads = static_cast<unsigned>(args.heads_out);
   const unsigned batch = static_cast<unsigned>(args.batch);
   return kTilesInY ? dim3(heads, q, batch) : dim3(q, heads, batch);
-}
-
-// ---- PTX wrappers -------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy; copies nothing and zero-fills when !pred (src must still be a
-// valid address, so callers pass the tile base then).
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool pred) {
-  const int bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-__device__ __forceinline__ void Ldmatrix4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2,
-                                          uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
-__device__ __forceinline__ void Ldmatrix4Trans(uint32_t addr, uint32_t& r0, uint32_t& r1,
-                                               uint32_t& r2, uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
-
-// c += a * b for one m16n8k16 tile, float32 accumulators.
-template <typename T>
-__device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1);
-template <>
-__device__ __forceinline__ void Mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4],
-                                                        uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void Mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                 uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats rounded to the storage type, packed low = lo (the lower column), high = hi.
-template <typename T>
-__device__ __forceinline__ uint32_t Pack2(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t Pack2<__nv_bfloat16>(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t Pack2<__half>(float lo, float hi) {
-  __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-// 2^x on the special-function unit (ex2.approx.ftz: ~2 ulp, what exp2f becomes under fast math;
-// exp2f proper adds range handling the softmax does not need). ex2(-inf) = +0.
-__device__ __forceinline__ float FastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // ---- tile loads ---------------------------------------------------------------------------------
@@ -271,7 +209,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr int kThreads = Cfg::kThreads;
   constexpr int kNT = kBc / 8;  // score n-tiles per warp
   constexpr int kOT = kDv / 8;  // output n-tiles per warp
-  constexpr float kNegInf = -__builtin_huge_valf();
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* s_q = reinterpret_cast<T*>(smem_raw);
@@ -294,21 +231,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const int64_t i1 = i0 + kBr < seq_q ? i0 + kBr : seq_q;
   const int rows_q = static_cast<int>(i1 - i0);
 
-  // Keys [j_lo, j_hi) may be kept by some row of the tile; tiles outside are never visited.
-  int64_t j_lo = 0;
-  int64_t j_hi = seq_kv;
-  {
-    const int64_t first_pos = i0 + args.offset;
-    const int64_t last_pos = i1 - 1 + args.offset;
-    if (args.mask == MaskCode::kCausal || (args.mask == MaskCode::kBlock && args.block_causal)) {
-      j_hi = min(j_hi, last_pos + 1);
-    } else if (args.mask == MaskCode::kWindow) {
-      if (args.window_right >= 0) j_hi = min(j_hi, last_pos + args.window_right + 1);
-      if (args.window_left >= 0) j_lo = max(j_lo, first_pos - args.window_left);
-    }
-  }
-  const int t_end = j_hi > j_lo ? static_cast<int>((j_hi + kBc - 1) / kBc) : 0;
-  const int t_begin = j_hi > j_lo ? static_cast<int>(j_lo / kBc) : 0;
+  // Keys [lo, hi) may be kept by some row of the tile; tiles outside are never visited.
+  const KeyInterval keys = KeysKeptByRows(args, i0, i1 - 1);
+  const int t_end = keys.hi > keys.lo ? static_cast<int>((keys.hi + kBc - 1) / kBc) : 0;
+  const int t_begin = keys.hi > keys.lo ? static_cast<int>(keys.lo / kBc) : 0;
 
   // The first kept tile at or after t (t_end when none) and its coverage.
   auto next_tile = [&](int t, Coverage& cov) {
@@ -378,17 +304,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       for (int e = 0; e < 4; ++e) o_acc[mi][n][e] = 0.f;
     }
   }
-  float row_max[2 * kM];  // in raw score units (see exp_scale)
-  float row_sum[2 * kM];  // this thread's partial sums; reduced across the quad at the end
-#pragma unroll
-  for (int r = 0; r < 2 * kM; ++r) {
-    row_max[r] = kNegInf;
-    row_sum[r] = 0.f;
-  }
+  SoftmaxRows rows[kM];  // per m-tile: rows g and g + 8
   uint32_t q_frag[Cfg::kQInRegs ? kM : 1][Cfg::kQInRegs ? kD / 16 : 1][4];
 
-  const bool modifiers = kGeneral && flags.modifiers;
-  const float exp_scale = modifiers ? 1.4426950408889634f : flags.exp_scale;
+  // The general build applies the modifiers the launch asks for; the common one has none.
+  const FragmentScoreMods<kGeneral ? kModsRuntime : kModsNone> mods(args, h);
   const int warp_rows = warp * 16 * kM;            // the warp's first row within the tile
   const int64_t row0 = i0 + warp_rows + lane / 4;  // global row of m-tile 0, r = 0
 
@@ -484,21 +404,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       }
     }
 
-    // Modifiers (natural units), then the mask. Element e of n-tile n in m-tile mi: row
-    // row0 + 16 mi + 8 (e / 2), key jl + 8 n + e % 2.
+    // Modifiers, then the mask. Element (n, 2 r + e) of m-tile mi: row row0 + 16 mi + 8 r, key
+    // jl + 8 n + e.
     const int64_t j0 = static_cast<int64_t>(t) * kBc;
     const int64_t jl = j0 + 2 * (lane % 4);
-    if (modifiers) {
+    if constexpr (kGeneral) {
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-        for (int n = 0; n < kNT; ++n) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            s[mi][n][e] = ModifyScore(args, h, row0 + 16 * mi + 8 * (e / 2), jl + 8 * n + e % 2,
-                                      s[mi][n][e] * args.scale);
-          }
-        }
+        const int64_t pos = row0 + 16 * mi + args.offset;
+        const float rel[2] = {static_cast<float>(jl - pos), static_cast<float>(jl - pos - 8)};
+        mods.template Apply<kNT>(s[mi], rel);
       }
     }
     if (cov == Coverage::kPartial || j0 + kBc > seq_kv) {
@@ -527,19 +442,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         }
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int lo_c = lo0 + 16 * mi + 8 * r;
-            const int hi_c = min(hi0 + 16 * mi + 8 * r, kv_hi);
-#pragma unroll
-            for (int n = 0; n < kNT; ++n) {
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int col = 8 * n + e;
-                if (col < lo_c || col > hi_c) s[mi][n][2 * r + e] = kNegInf;
-              }
-            }
-          }
+          const int lo[2] = {lo0 + 16 * mi, lo0 + 16 * mi + 8};
+          const int hi[2] = {min(hi0 + 16 * mi, kv_hi), min(hi0 + 16 * mi + 8, kv_hi)};
+          MaskFragmentColumns<kNT>(s[mi], lo, hi);
         }
       } else {
         // Block masks: MaskKeeps per element, in a rolled loop that fills a bit per column of
@@ -568,35 +473,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     }
 
     uint32_t p[kM][kNT][2];  // P in the storage type: n-tile n, row half r
-    // Online softmax. A row whose keys are all hidden so far keeps max -inf; its offset is
-    // taken as 0 so 2^(-inf - 0) = 0 and no inf - inf appears.
 #pragma unroll
     for (int mi = 0; mi < kM; ++mi) {
+      float alpha[2];
+      SoftmaxStep<kNT>(s[mi], rows[mi], mods.exp_scale, alpha,
+                       [&](int n, int r, float p0, float p1) { p[mi][n][r] = Pack2<T>(p0, p1); });
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = row_max[2 * mi + r];
-#pragma unroll
-        for (int n = 0; n < kNT; ++n) {
-          mx = fmaxf(mx, fmaxf(s[mi][n][2 * r], s[mi][n][2 * r + 1]));
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_scaled = mx == kNegInf ? 0.f : mx * exp_scale;
-        const float alpha = FastExp2(row_max[2 * mi + r] * exp_scale - m_scaled);
-        row_max[2 * mi + r] = mx;
-        row_sum[2 * mi + r] *= alpha;
-#pragma unroll
-        for (int n = 0; n < kOT; ++n) {
-          o_acc[mi][n][2 * r] *= alpha;
-          o_acc[mi][n][2 * r + 1] *= alpha;
-        }
-#pragma unroll
-        for (int n = 0; n < kNT; ++n) {
-          const float p0 = FastExp2(fmaf(s[mi][n][2 * r], exp_scale, -m_scaled));
-          const float p1 = FastExp2(fmaf(s[mi][n][2 * r + 1], exp_scale, -m_scaled));
-          p[mi][n][r] = Pack2<T>(p0, p1);
-          row_sum[2 * mi + r] += p0 + p1;
-        }
+      for (int n = 0; n < kOT; ++n) {
+        o_acc[mi][n][0] *= alpha[0];
+        o_acc[mi][n][1] *= alpha[0];
+        o_acc[mi][n][2] *= alpha[1];
+        o_acc[mi][n][3] *= alpha[1];
       }
     }
 
@@ -633,14 +520,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   }
 
   // Epilogue: normalize, stage the warp's rows in its own part of the Q region, store.
-  float inv[2 * kM];
+  float inv[kM][2];
 #pragma unroll
-  for (int r = 0; r < 2 * kM; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[r] = l > 0.f ? 1.f / l : 0.f;
-  }
+  for (int mi = 0; mi < kM; ++mi) FinishRows(rows[mi], inv[mi]);
   __syncwarp();
   T* s_o = s_q + warp_rows * Cfg::kQStride;
 #pragma unroll
@@ -650,7 +532,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       const int col = 8 * n + 2 * (lane % 4);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const float f = inv[2 * mi + r];
+        const float f = inv[mi][r];
         const uint32_t packed = Pack2<T>(o_acc[mi][n][2 * r] * f, o_acc[mi][n][2 * r + 1] * f);
         *reinterpret_cast<uint32_t*>(s_o + (16 * mi + lane / 4 + 8 * r) * Cfg::kQStride + col) =
             packed;

@@ -1,0 +1,141 @@
+#include "kernels/cuda/backend/cuda_support.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/backend_support.h"
+#include "kernels/cuda/backend/cuda_backend.h"
+#include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/spec/shapes.h"
+
+namespace attnbench {
+namespace {
+
+DType DTypeOf(cuda::Storage s) {
+  switch (s) {
+    case cuda::Storage::kFloat32:
+      return DType::kFloat32;
+    case cuda::Storage::kFloat16:
+      return DType::kFloat16;
+    case cuda::Storage::kBFloat16:
+      return DType::kBFloat16;
+  }
+  return DType::kUnspecified;
+}
+
+// A flash kernel's allow-lists as GetCapabilities reports them.
+KernelSupport KernelSupportOf(const cuda::flash::KernelAllowList& list) {
+  KernelSupport k;
+  k.name = list.name;
+  k.compute_capabilities = {
+      absl::StrCat(list.cc_major, ".", list.cc_minor, list.cc_minimum ? "+" : "")};
+  for (cuda::Storage st : list.storages) k.dtypes.push_back(DTypeOf(st));
+  k.phases = {Phase::kPrefill, Phase::kDecode};
+  for (cuda::MaskCode m : list.masks) {
+    switch (m) {
+      case cuda::MaskCode::kNone:
+        k.masks.push_back(MaskKind::kNone);
+        break;
+      case cuda::MaskCode::kCausal:
+        k.masks.push_back(MaskKind::kCausal);
+        break;
+      case cuda::MaskCode::kWindow:
+        k.masks.push_back(MaskKind::kSlidingWindow);
+        break;
+      case cuda::MaskCode::kBlock:
+        k.masks.push_back(MaskKind::kBlockSparse);
+        k.masks.push_back(MaskKind::kProbabilisticBlockSparse);
+        break;
+      case cuda::MaskCode::kUnknown:
+        break;
+    }
+  }
+  for (Modifier m : kAllModifiers) {
+    if ((list.modifiers & (1u << static_cast<int>(m))) != 0) k.modifiers.push_back(m);
+  }
+  k.head_dims = list.head_dims;
+  k.requirements = list.requirements;
+  return k;
+}
+
+
+}  // namespace
+
+const char* CudaBackendName(CudaBackendKind kind) {
+  switch (kind) {
+    case CudaBackendKind::kFlash:
+      return kCudaFlashBackend;
+    case CudaBackendKind::kUnfused:
+      return kCudaUnfusedBackend;
+    case CudaBackendKind::kReference:
+      return kCudaReferenceBackend;
+  }
+  return "";
+}
+
+BackendSupport CudaBackendSupport(CudaBackendKind kind) {
+  BackendSupport s;
+  s.dtypes = {DType::kFloat16, DType::kBFloat16};
+  if (kind != CudaBackendKind::kFlash) s.dtypes.push_back(DType::kFloat32);
+  s.phases = {Phase::kPrefill, Phase::kDecode};
+  s.scopes = {Scope::kCore};
+  s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
+               LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
+               LayoutKind::kGqkva, LayoutKind::kExplicit};
+  s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow, MaskKind::kBlockSparse,
+             MaskKind::kProbabilisticBlockSparse};
+  s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
+  s.cache_formats = {CacheFormat::kNative};
+  s.cuda_graphs = true;
+  s.limitations = {"forward only: no PHASE_BACKWARD", "core scope only: no SCOPE_LAYER",
+                   "decode: contiguous native cache only (no paging, no int8/int4/SAQ)",
+                   "no float8 storage"};
+  switch (kind) {
+    case CudaBackendKind::kFlash:
+      for (const auto& [qk, v] : cuda::flash::Sm80AllowList().head_dims) {
+        if (qk == v) s.head_dims.push_back(qk);
+      }
+      s.limitations.emplace_back(
+          "head dims up to 256; other dims run on the next compiled size, zero-padded");
+      s.kernels = {KernelSupportOf(cuda::flash::Sm90AllowList()),
+                   KernelSupportOf(cuda::flash::Sm80AllowList())};
+      s.auto_priority = 30;
+      break;
+    case CudaBackendKind::kUnfused:
+      s.limitations.emplace_back("computes every score: masks do not skip work");
+      s.auto_priority = 20;
+      break;
+    case CudaBackendKind::kReference:
+      s.limitations.emplace_back("one query row per block: slow by design");
+      s.auto_priority = 10;
+      break;
+  }
+  return s;
+}
+
+absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
+                              const cuda::flash::FlashDevice& device) {
+  const char* name = CudaBackendName(kind);
+  if (absl::Status s = CheckSupport(CudaBackendSupport(kind), problem, name); !s.ok()) return s;
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return shapes.status();
+  const cuda::AttentionArgs args = cuda::ShapeArgs(problem, *shapes);
+  std::string why;
+  switch (kind) {
+    case CudaBackendKind::kFlash:
+      why = cuda::flash::FlashRefusal(args, device);
+      break;
+    case CudaBackendKind::kUnfused:
+      why = cuda::UnfusedAttention::UnsupportedReason(args);
+      break;
+    case CudaBackendKind::kReference:
+      break;
+  }
+  if (!why.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("backend ", name, ": ", why));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attnbench

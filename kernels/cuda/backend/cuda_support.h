@@ -1,0 +1,27 @@
+// What each CUDA backend runs, decided without a device: its allow-lists (BackendSupport, with
+// cuda_flash's per-kernel lists) and the whole support decision for a device of given traits.
+// CudaBackend::CheckSupported is CheckCudaSupport on its first device; the host support test
+// calls it with the traits of a Hopper and an Ampere device on a machine with neither.
+#ifndef ATTNBENCH_KERNELS_CUDA_BACKEND_CUDA_SUPPORT_H_
+#define ATTNBENCH_KERNELS_CUDA_BACKEND_CUDA_SUPPORT_H_
+
+#include "absl/status/status.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/flash/support.h"
+#include "kernels/spec/problem.h"
+
+namespace attnbench {
+
+enum class CudaBackendKind { kFlash, kUnfused, kReference };
+
+const char* CudaBackendName(CudaBackendKind kind);
+BackendSupport CudaBackendSupport(CudaBackendKind kind);
+
+// OK when the backend runs the normalized, valid problem on such a device; otherwise
+// FAILED_PRECONDITION naming the field (backend allow-lists) or the kernels' reasons.
+absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
+                              const cuda::flash::FlashDevice& device);
+
+}  // namespace attnbench
+
+#endif  // ATTNBENCH_KERNELS_CUDA_BACKEND_CUDA_SUPPORT_H_

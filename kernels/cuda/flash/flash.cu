@@ -1,0 +1,93 @@
+// cuda_flash's route: the device as the allow-lists see it, the kernel that runs a request and
+// its name, the block-list tiles it needs, and the launch.
+#include "kernels/cuda/flash/flash.h"
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "kernels/cuda/common/launch_support.h"
+#include "kernels/cuda/common/score_mods.cuh"
+#include "kernels/cuda/flash/configs.h"
+#include "kernels/cuda/flash/launchers.h"
+#include "kernels/cuda/flash/support.h"
+
+namespace attnbench::cuda::flash {
+namespace {
+
+std::string PolicyText(const AttentionArgs& args) {
+  std::string out;
+  const int mods = ScoreModsOf(args);
+  if ((mods & kModsAlibi) != 0) out += (args.modifiers & kModifierAlibi) ? " +alibi" : " +scale";
+  if ((mods & kModsSoftcap) != 0) out += " +softcap";
+  if ((args.modifiers & kModifierRope) != 0) out += " +rope";
+  if (args.mask == MaskCode::kBlock) out += " +block-list";
+  return out;
+}
+
+}  // namespace
+
+FlashDevice DeviceOf(int cc_major, int cc_minor, int smem_optin_bytes) {
+  FlashDevice d;
+  d.cc_major = cc_major;
+  d.cc_minor = cc_minor;
+  d.smem_optin_bytes = smem_optin_bytes;
+  d.sm90_code = cc_major == 9 && cc_minor == 0 && HasSm90Code();
+  d.tma = HasTmaEncoder();
+  return d;
+}
+
+FlashDevice CurrentDevice() {
+  int major = 0, minor = 0, smem = 0;
+  if (CachedDeviceAttribute<cudaDevAttrComputeCapabilityMajor>(&major) != cudaSuccess ||
+      CachedDeviceAttribute<cudaDevAttrComputeCapabilityMinor>(&minor) != cudaSuccess ||
+      CachedDeviceAttribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(&smem) != cudaSuccess) {
+    return FlashDevice{};
+  }
+  return DeviceOf(major, minor, smem);
+}
+
+std::string KernelName(const AttentionArgs& args, const FlashDevice& device) {
+  switch (RouteOf(args, device)) {
+    case FlashRoute::kSm90: {
+      const Sm90Tile& t = kSm90Tiles[PickTile(kSm90Tiles, args.dim_qk, args.dim_v)];
+      return Sm90AllowList().name + " D=" + std::to_string(t.dim_qk) + "/" +
+             std::to_string(t.dim_v) + " Br=" + std::to_string(kSm90BlockQ) +
+             " Bc=" + std::to_string(t.block_kv) + " stages=" + std::to_string(t.stages) +
+             PolicyText(args);
+    }
+    case FlashRoute::kSm80: {
+      const Sm80Tile& t = kSm80Tiles[PickTile(kSm80Tiles, args.dim_qk, args.dim_v)];
+      return Sm80AllowList().name + " D=" + std::to_string(t.dim_qk) + "/" +
+             std::to_string(t.dim_v) +
+             (Sm80CommonBuild(args) ? " (common-case build)" : " (general build)");
+    }
+    case FlashRoute::kNone:
+      break;
+  }
+  return "";
+}
+
+ListTiles BlockListTiles(const AttentionArgs& args, const FlashDevice& device) {
+  if (args.mask != MaskCode::kBlock || RouteOf(args, device) != FlashRoute::kSm90) return {};
+  return {kSm90BlockQ, kSm90Tiles[PickTile(kSm90Tiles, args.dim_qk, args.dim_v)].block_kv};
+}
+
+cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream) {
+  if (args.head_map == nullptr || (args.mask == MaskCode::kBlock && args.block_bitmap == nullptr) ||
+      ((args.modifiers & kModifierRope) != 0 && args.rope_cos_sin == nullptr) ||
+      ((args.modifiers & kModifierAlibi) != 0 && args.alibi_slopes == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  switch (RouteOf(args, CurrentDevice())) {
+    case FlashRoute::kSm90:
+      return LaunchSm90(args, stream);
+    case FlashRoute::kSm80:
+      return LaunchSm80(args, stream);
+    case FlashRoute::kNone:
+      break;
+  }
+  return cudaErrorNotSupported;
+}
+
+}  // namespace attnbench::cuda::flash

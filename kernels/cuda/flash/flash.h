@@ -1,0 +1,42 @@
+// Entry points of cuda_flash, the fused attention forward, for host code: which kernel runs a
+// request on a device (support.h decides, from allow-lists), its name with the tile
+// configuration, the block-list tiles it needs built, and the launch. Plain CUDA runtime types.
+#ifndef ATTNBENCH_KERNELS_CUDA_FLASH_FLASH_H_
+#define ATTNBENCH_KERNELS_CUDA_FLASH_FLASH_H_
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/flash/support.h"
+
+namespace attnbench::cuda::flash {
+
+// The current device as support.h sees it (compute capability, sm_90a code in this binary, the
+// TMA encoder, shared memory), queried once per device.
+FlashDevice CurrentDevice();
+// The same for a device of compute capability cc_major.cc_minor with this binary and driver (the
+// backends ask before selecting a device).
+FlashDevice DeviceOf(int cc_major, int cc_minor, int smem_optin_bytes);
+
+// The kernel that runs `args` on `device`, with its tile configuration and policies, e.g.
+// "hopper wgmma+tma D=128/128 Br=128 Bc=128 stages=2 +alibi +rope"; "" when none does.
+std::string KernelName(const AttentionArgs& args, const FlashDevice& device);
+
+// Block-sparse masks on the Hopper kernel walk precomputed lists of kept K/V tiles
+// (AttentionArgs::block_tiles): the tile size (query rows, keys) to build them for, or {0, 0}
+// when the kernel that runs `args` needs none.
+struct ListTiles {
+  int query = 0;
+  int kv = 0;
+};
+ListTiles BlockListTiles(const AttentionArgs& args, const FlashDevice& device);
+
+// Launches the kernel RouteOf picks on `stream` (no synchronization). cudaErrorNotSupported when
+// no kernel runs args; cudaErrorInvalidValue when a table it needs is missing.
+cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream);
+
+}  // namespace attnbench::cuda::flash
+
+#endif  // ATTNBENCH_KERNELS_CUDA_FLASH_FLASH_H_

@@ -1,0 +1,92 @@
+// The Hopper kernel's launch: the TMA encoder and maps, the grid rule, and the dispatch of a
+// request to its tile row (each row's instantiations live in sm90_tile<N>.cu).
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/flash/configs.h"
+#include "kernels/cuda/flash/launch_sm90.cuh"
+#include "kernels/cuda/flash/launchers.h"
+
+namespace attnbench::cuda::flash {
+
+PFN_cuTensorMapEncodeTiled_v12000 EncodeTiledFn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, int64_t seq,
+               int heads, int dim, int panel, int rows, int swizzle_bytes) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = EncodeTiledFn();
+  if (encode == nullptr) return false;
+  const cuuint64_t sizes[4] = {static_cast<cuuint64_t>(dim), static_cast<cuuint64_t>(heads),
+                               static_cast<cuuint64_t>(seq), static_cast<cuuint64_t>(batch)};
+  const cuuint64_t row_bytes = static_cast<cuuint64_t>(dim) * 2;
+  const cuuint64_t strides[3] = {row_bytes, row_bytes * heads, row_bytes * heads * seq};
+  const cuuint32_t box[4] = {static_cast<cuuint32_t>(panel), 1, static_cast<cuuint32_t>(rows), 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type = storage == Storage::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapSwizzle swizzle =
+      swizzle_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  return encode(map, type, 4, const_cast<void*>(base), sizes, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+namespace {
+
+using TileLauncher = cudaError_t (*)(const AttentionArgs&, cudaStream_t, bool);
+
+template <size_t... kTiles>
+constexpr std::array<TileLauncher, sizeof...(kTiles)> TileLaunchers(
+    std::index_sequence<kTiles...>) {
+  return {&LaunchSm90Tile<static_cast<int>(kTiles)>...};
+}
+// One entry per row of kSm90Tiles, in order.
+constexpr auto kTileLaunchers = TileLaunchers(std::make_index_sequence<kNumSm90Tiles>());
+
+}  // namespace
+
+cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid grid) {
+  const int tile = PickTile(kSm90Tiles, args.dim_qk, args.dim_v);
+  if (tile < 0) return cudaErrorNotSupported;
+  if (args.mask == MaskCode::kBlock &&
+      (args.block_tiles == nullptr || args.block_tile_offsets == nullptr ||
+       args.block_tile_q != kSm90BlockQ || args.block_tile_kv != kSm90Tiles[tile].block_kv)) {
+    return cudaErrorInvalidValue;  // the lists this kernel walks were not built for its tiles
+  }
+  const bool persistent = grid == Sm90Grid::kPersistent ||
+                          (grid == Sm90Grid::kAuto && args.mask == MaskCode::kNone &&
+                           args.seq_kv <= 2048);
+  return kTileLaunchers[tile](args, stream, persistent);
+}
+
+// Whether this binary carries sm_90a code for the kernel (a build for other targets has only the
+// empty body compiled for them).
+bool HasSm90Code() {
+  static const bool has = [] {
+    cudaFuncAttributes attr{};
+    auto kernel = Sm90ForwardKernel<__nv_bfloat16, Sm90Config<0, false>,
+                                    Sm90Policy<kModsNone, false, false>>;
+    return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion == 90;
+  }();
+  return has;
+}
+
+bool HasTmaEncoder() { return EncodeTiledFn() != nullptr; }
+
+}  // namespace attnbench::cuda::flash

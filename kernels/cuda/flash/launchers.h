@@ -1,0 +1,30 @@
+// The launchers of cuda_flash's two kernels, beneath flash.h's route: what flash.cu dispatches to
+// and what bench/flash_dev calls directly to time one kernel or grid against another.
+#ifndef ATTNBENCH_KERNELS_CUDA_FLASH_LAUNCHERS_H_
+#define ATTNBENCH_KERNELS_CUDA_FLASH_LAUNCHERS_H_
+
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/common/attention_args.h"
+
+namespace attnbench::cuda::flash {
+
+// The Hopper kernel (launch_sm90.cu). kPersistent: one block per multiprocessor looping over the
+// query tiles; kPerTile: one block per tile; kAuto: persistent where every tile has the same work
+// and the loop is short (no mask, S_kv <= 2048: +4-14% at S = 1k, D = 128 on an H100; at 4k the
+// two measured within noise), per tile otherwise (a static split of causal tiles over
+// persistent blocks was 5-20% slower). bench/flash_dev/NOTES.md.
+enum class Sm90Grid { kAuto, kPerTile, kPersistent };
+cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream,
+                       Sm90Grid grid = Sm90Grid::kAuto);
+// Whether this binary carries sm_90a code for it, and whether the driver's TMA encoder exists.
+bool HasSm90Code();
+bool HasTmaEncoder();
+
+// The mma.sync kernel (launch_sm80.cu), and whether it runs args on its common-case build.
+cudaError_t LaunchSm80(const AttentionArgs& args, cudaStream_t stream);
+bool Sm80CommonBuild(const AttentionArgs& args);
+
+}  // namespace attnbench::cuda::flash
+
+#endif  // ATTNBENCH_KERNELS_CUDA_FLASH_LAUNCHERS_H_
