@@ -2,13 +2,25 @@
 """Correctness sweep of the attnbench backends through a running server's Run RPC.
 
 For every backend named with --backends (default: cuda_reference, cuda_flash, cuda_unfused) and
-every case below (every head layout, every mask, RoPE, ALiBi, softcap, odd sizes, decode-shaped
-prefill and the decode phase) and dtype, sends one Run with check.mode = FULL and a fresh random
-seed, and requires result.correctness.passed with relative_error within the server's tolerance.
+every case below (every head layout, every mask, RoPE, ALiBi, softcap, odd sizes, every head dim
+a fused kernel compiles with each modifier and mask, decode-shaped prefill and the decode phase)
+and dtype, sends one Run with check.mode = FULL and a fresh random seed, and requires
+result.correctness.passed with relative_error within the server's tolerance.
 
-A backend that answers FAILED_PRECONDITION does not support that combination: the case is recorded
-as "unsupported" (with the server's message), not as a failure -- except for the backends named by
---require-all (default: cuda_reference), which must run every forward prefill case.
+What a backend must run comes from GetCapabilities, not from this script: a case is *claimed* by
+a backend when its lists hold it (dtypes, phases, scopes, layouts, masks, modifiers, and in
+decode cache_formats and paged_kv_cache; head_dims where the backend lists no kernels) and, when
+the backend lists its kernels (BackendCapabilities.kernels), when one of them for the device's
+compute capability holds it. A backend that answers FAILED_PRECONDITION for a claimed case
+FAILS; for a case it does not claim the refusal is recorded as "unsupported (not claimed)".
+The backends named by --require-all (default: cuda_reference) must run every required case
+whatever they claim. Where a backend lists kernels, the request must run on the first kernel
+whose lists all hold it (compute capability, dtypes, phases, masks, modifiers, and the first
+head-dim pair with qk >= D_qk and v >= D_v): RunResult.kernel must start with that kernel's name,
+else the run FAILS "ran on <kernel> instead of <expected>". Kernels' requirements in words
+(alignment, rotary dims) are taken as met by the generated cases -- 16-byte aligned tensors,
+rotary dims that are multiples of 16 -- except where a case says otherwise (then the kernel is
+not predicted).
 
 Prints one line per case and a summary; exits 1 on any failure, 2 on a usage error.
 
@@ -33,8 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STUB_DIRS = (REPO_ROOT / ".device" / "python", REPO_ROOT / "build" / "release" / "python")
 
 DEFAULT_BACKENDS = ("cuda_reference", "cuda_flash", "cuda_unfused")
-# Backends that run float32 storage; the others are tried in half precision only.
-FP32_BACKENDS = ("cuda_reference", "cuda_unfused", "cpu_reference")
+# Half precision is tried on every backend (a refusal it does not claim is "unsupported");
+# float32 only on backends that claim it.
 HALF_DTYPES = ("bf16", "fp16")
 DTYPE_ENUM_NAMES = {"fp32": "DTYPE_FLOAT32", "fp16": "DTYPE_FLOAT16", "bf16": "DTYPE_BFLOAT16"}
 
@@ -84,8 +96,11 @@ class Case:
     small: bool = False
     # Forward prefill cases must run on the --require-all backends; others may be unsupported.
     required: bool = True
-    # Restrict the dtypes (default: bf16, fp16, plus fp32 on FP32_BACKENDS).
+    # Restrict the dtypes (default: bf16, fp16, plus fp32 on backends that claim it).
     dtypes: tuple = ()
+    # Whether the inputs meet what kernels require in words (16-byte aligned rows, rotary dims a
+    # multiple of 16); when not, which kernel runs the case is not predicted.
+    kernel_requirements_met: bool = True
 
 
 def shape(batch, seq_q, seq_kv, head_dim, layout, mask=None, head_dim_v=None, **extra):
@@ -228,6 +243,64 @@ def size_cases():
     ]
 
 
+def kernel_cases():
+    """What a fused kernel claims: every head dim it compiles (64, 96, 128, 192, 192/128, 256),
+    each with causal, and every modifier and mask with two of them, on odd S_q != S_kv."""
+    dims = [(64, None), (96, None), (128, None), (192, None), (192, 128), (256, None)]
+    blocks = [(0, 0), (0, 2), (1, 1), (1, 3), (2, 0), (2, 2), (2, 3)]
+    odd = dict(batch=1, seq_q=133, seq_kv=201)
+    features = [
+        ("none", gqa(4, 2), None, {}),
+        ("rope", gqa(4, 2), CAUSAL, {"rope": {}}),
+        ("rope_partial32", mha(2), None, {"rope": {"rotary_dims": 32, "theta": 500.0}}),
+        # 6 heads: the geometric schedule's interpolation.
+        ("alibi_geometric", mha(6), CAUSAL, {"alibi": {}}),
+        ("alibi_harmonic", gqa(4, 2), None,
+         {"alibi": {"schedule": "ALIBI_SCHEDULE_HARMONIC", "harmonic_base_slope": 0.5}}),
+        ("softcap", gqa(4, 2), None, {"softcap": {"cap": 10.0}, "input_scale": 2.0}),
+        ("rope_alibi", gqa(4, 2), CAUSAL, {"rope": {}, "alibi": {}}),
+        ("alibi_softcap", mha(3), None,
+         {"alibi": {"schedule": "ALIBI_SCHEDULE_HARMONIC"}, "softcap": {"cap": 15.0}}),
+        ("rope_alibi_softcap", gqa(4, 2), window(48, 0),
+         {"rope": {}, "alibi": {}, "softcap": {"cap": 20.0}}),
+        ("window", gqa(4, 2), window(40, 16), {}),
+        ("block_sparse", gqa(4, 2), block_sparse(64, 64, blocks, False), {}),
+        ("block_sparse_causal", gqa(4, 2), block_sparse(64, 64, blocks, True), {}),
+        ("prob_block_sparse", gqa(4, 2), prob_block_sparse(64, 64, 0.8, 0.7), {}),
+        ("prob_block_sparse_rope_alibi", gqa(4, 2), prob_block_sparse(64, 64, 1.0, 0.5),
+         {"rope": {}, "alibi": {}}),
+    ]
+
+    def dim_name(qk, v):
+        return f"d{qk}" + (f"_dv{v}" if v else "")
+
+    cases = []
+    for qk, v in dims:
+        cases.append(Case(f"kernel_{dim_name(qk, v)}_causal",
+                          shape(1, 257, 257, qk, gqa(4, 2), CAUSAL, head_dim_v=v)))
+    for k, (name, layout, mask, extra) in enumerate(features):
+        for qk, v in (dims[k % len(dims)], dims[(k + 3) % len(dims)]):
+            cases.append(Case(f"kernel_{dim_name(qk, v)}_{name}",
+                              shape(odd["batch"], odd["seq_q"], odd["seq_kv"], qk, layout, mask,
+                                    head_dim_v=v, **extra)))
+    # Small ones for the sanitizer (its stage has a fixed time budget: three more cases).
+    cases += [
+        Case("kernel_d96_rope_alibi_small",
+             shape(1, 37, 61, 96, gqa(4, 2), CAUSAL, rope={}, alibi={}), small=True),
+        Case("kernel_d192_dv128_block_sparse_small",
+             shape(1, 45, 70, 192, mha(2), block_sparse(16, 32, [(0, 0), (1, 1), (2, 0)], True),
+                   head_dim_v=128), small=True),
+        Case("kernel_d256_prob_softcap_small",
+             shape(1, 40, 72, 256, mha(2), prob_block_sparse(16, 16, 0.7, 0.8),
+                   softcap={"cap": 5.0}), small=True),
+        # Rotary dims 24, not a multiple of 16: any kernel may run it (or a kernel may refuse
+        # what its requirements exclude), so which one is not predicted.
+        Case("kernel_d64_rope24", shape(1, 33, 47, 64, mha(2), CAUSAL, rope={"rotary_dims": 24}),
+             kernel_requirements_met=False),
+    ]
+    return cases
+
+
 def decode_shaped_cases():
     """Prefill with a few queries against a long KV (bottom-right aligned)."""
     cases = []
@@ -260,13 +333,170 @@ def decode_phase_cases():
 
 
 def all_cases():
-    return (layout_cases() + mask_cases() + modifier_cases() + size_cases() +
+    return (layout_cases() + mask_cases() + modifier_cases() + size_cases() + kernel_cases() +
             decode_shaped_cases() + decode_phase_cases())
 
 
-def dtypes_for(case, backend, wanted):
-    dtypes = case.dtypes or (HALF_DTYPES + (("fp32",) if backend in FP32_BACKENDS else ()))
+def dtypes_for(case, claims_fp32, wanted):
+    dtypes = case.dtypes or (HALF_DTYPES + (("fp32",) if claims_fp32 else ()))
     return [d for d in dtypes if d in wanted]
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims: what GetCapabilities says a backend (and which of its kernels) runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the capability lists are checked against, read from one AttentionSpec."""
+    dtype: int
+    phase: int
+    scope: int
+    layout: str
+    mask: str
+    modifiers: tuple
+    cache_formats: tuple  # decode only: the formats its tokens are stored in
+    paged: bool
+    head_dim_qk: int
+    head_dim_v: int
+
+
+def features_of(pb, spec):
+    """The Features of an AttentionSpec, the proto's defaults filled in."""
+    decode = spec.phase == pb.PHASE_DECODE
+    formats = ()
+    if decode:
+        if spec.kv_cache.saq_bands:
+            formats = tuple(sorted({b.format or pb.CACHE_FORMAT_NATIVE
+                                    for b in spec.kv_cache.saq_bands}))
+        else:
+            formats = (spec.kv_cache.format or pb.CACHE_FORMAT_NATIVE,)
+    return Features(
+        dtype=spec.dtype,
+        phase=spec.phase or pb.PHASE_PREFILL,
+        scope=spec.scope or pb.SCOPE_CORE,
+        layout=spec.layout.WhichOneof("layout") or "",
+        mask=spec.mask.WhichOneof("kind") or "none",
+        modifiers=tuple(m for m in ("rope", "alibi", "softcap") if spec.HasField(m)),
+        cache_formats=formats,
+        paged=decode and spec.kv_cache.HasField("paging"),
+        head_dim_qk=spec.head_dim_qk,
+        head_dim_v=spec.head_dim_v if spec.HasField("head_dim_v") else spec.head_dim_qk)
+
+
+def _enum_names(enum, values):
+    return "[" + ", ".join(enum.Name(v) for v in values) + "]"
+
+
+def backend_gaps(pb, backend, f):
+    """Why the backend's own lists do not hold the case (empty: they do). The head dims are
+    checked here only for a backend without kernels: with kernels, their head-dim pairs decide
+    (a dim between compiled sizes runs zero-padded on the next)."""
+    gaps = []
+    if f.dtype not in backend.dtypes:
+        gaps.append(f"dtype {pb.DType.Name(f.dtype)} not in "
+                    f"{_enum_names(pb.DType, backend.dtypes)}")
+    if f.phase not in backend.phases:
+        gaps.append(f"phase {pb.Phase.Name(f.phase)} not in "
+                    f"{_enum_names(pb.Phase, backend.phases)}")
+    if f.scope not in backend.scopes:
+        gaps.append(f"scope {pb.Scope.Name(f.scope)} not in "
+                    f"{_enum_names(pb.Scope, backend.scopes)}")
+    if f.layout not in backend.layouts:
+        gaps.append(f"layout {f.layout} not in {list(backend.layouts)}")
+    if f.mask not in backend.masks:
+        gaps.append(f"mask {f.mask} not in {list(backend.masks)}")
+    for m in f.modifiers:
+        if m not in backend.modifiers:
+            gaps.append(f"modifier {m} not in {list(backend.modifiers)}")
+    for c in f.cache_formats:
+        if c not in backend.cache_formats:
+            gaps.append(f"cache format {pb.CacheFormat.Name(c)} not in "
+                        f"{_enum_names(pb.CacheFormat, backend.cache_formats)}")
+    if f.paged and not backend.paged_kv_cache:
+        gaps.append("a paged KV cache (paged_kv_cache is false)")
+    if not backend.kernels and backend.head_dims:
+        for what, d in (("head_dim_qk", f.head_dim_qk), ("head_dim_v", f.head_dim_v)):
+            if d not in backend.head_dims:
+                gaps.append(f"{what} {d} not in {list(backend.head_dims)}")
+    return gaps
+
+
+def _capability(text):
+    """(major, minor) of "9.0" (or of "8.0+", with the plus dropped); None if unreadable."""
+    try:
+        major, minor = text.rstrip("+").split(".")
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def compute_capability_matches(kernel, device_cc):
+    """Whether a kernel built for kernel.compute_capabilities ("9.0" exactly, "8.0+" at least)
+    runs on a device of compute capability `device_cc` ("9.0"). No list: any device."""
+    if not kernel.compute_capabilities:
+        return True
+    device = _capability(device_cc)
+    if device is None:
+        return False
+    for entry in kernel.compute_capabilities:
+        wanted = _capability(entry)
+        if wanted is None:
+            continue
+        if entry.endswith("+") and device >= wanted or device == wanted:
+            return True
+    return False
+
+
+def kernel_gaps(pb, kernel, f, device_cc):
+    """Why a kernel does not hold the case on this device (empty: it does). Every list is an
+    allow-list (modifiers: any combination of the listed ones, so an empty list allows none),
+    except that no compute capabilities means any device and no head-dim pairs any dims."""
+    gaps = []
+    if not compute_capability_matches(kernel, device_cc):
+        gaps.append(f"compute capability {device_cc or '?'} not in "
+                    f"{list(kernel.compute_capabilities)}")
+    if f.dtype not in kernel.dtypes:
+        gaps.append(f"dtype {pb.DType.Name(f.dtype)}")
+    if f.phase not in kernel.phases:
+        gaps.append(f"phase {pb.Phase.Name(f.phase)}")
+    if f.mask not in kernel.masks:
+        gaps.append(f"mask {f.mask}")
+    gaps += [f"modifier {m}" for m in f.modifiers if m not in kernel.modifiers]
+    if kernel.head_dims and not any(p.qk >= f.head_dim_qk and p.v >= f.head_dim_v
+                                    for p in kernel.head_dims):
+        gaps.append(f"head dims {f.head_dim_qk}/{f.head_dim_v} above every pair "
+                    f"{[(p.qk, p.v) for p in kernel.head_dims]}")
+    return gaps
+
+
+@dataclass
+class Claim:
+    claimed: bool
+    why_not: str = ""           # when not claimed
+    expected_kernel: str = ""   # the kernel the case must run on ("" where not predicted)
+
+
+def claim_of(pb, backend, f, device_cc, requirements_met=True):
+    """Whether the backend claims the case, and on which of its kernels it must run."""
+    gaps = backend_gaps(pb, backend, f)
+    if gaps:
+        return Claim(False, "; ".join(gaps))
+    if not backend.kernels:
+        return Claim(True)
+    refusals = []
+    for kernel in backend.kernels:
+        missing = kernel_gaps(pb, kernel, f, device_cc)
+        if not missing:
+            return Claim(True, expected_kernel=kernel.name if requirements_met else "")
+        refusals.append(f"{kernel.name}: {', '.join(missing)}")
+    return Claim(False, "no kernel holds it (" + "; ".join(refusals) + ")")
+
+
+def device_cc_of(backend):
+    """The compute capability of the backend's first device ("" on the CPU)."""
+    return backend.devices[0].compute_capability if backend.devices else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,13 +534,15 @@ def build_request(pb, json_format, case, backend, dtype, rng):
     return request
 
 
-def judge(result, outcome):
-    """Fills outcome.status from a RunResult's correctness report."""
+def judge(result, outcome, expected_kernel=""):
+    """Fills outcome.status from a RunResult's correctness report and, where the kernel is
+    predicted, the kernel it ran on."""
     c = result.correctness
     outcome.relative_error = c.relative_error
     outcome.tolerance = c.tolerance
-    outcome.extra = {"rows_checked": c.rows_checked, "rows_total": c.rows_total,
-                     "max_abs_error": c.max_abs_error, "median_ms": result.timing.median_ms}
+    outcome.extra.update({"rows_checked": c.rows_checked, "rows_total": c.rows_total,
+                          "max_abs_error": c.max_abs_error, "median_ms": result.timing.median_ms,
+                          "kernel": result.kernel})
     problems = []
     if not c.checked:
         problems.append("not checked")
@@ -324,26 +556,57 @@ def judge(result, outcome):
         problems.append("correctness.passed is false")
     if result.backend and result.backend != outcome.backend:
         problems.append(f"ran on {result.backend!r}")
+    if expected_kernel and not result.kernel.startswith(expected_kernel):
+        problems.append(f"ran on {result.kernel or '(no kernel named)'!r} instead of "
+                        f"{expected_kernel!r}")
     outcome.status = "fail" if problems else "pass"
     outcome.detail = "; ".join(problems)
 
 
+def classify_refusal(code_name, message, claim, must_run, outcome):
+    """Fills outcome for a Run that failed with status `code_name`: FAILED_PRECONDITION on a case
+    the backend does not claim (and need not run) is "unsupported (not claimed)"; on a claimed
+    case, or any other code, a failure."""
+    outcome.extra["code"] = code_name
+    if code_name == "FAILED_PRECONDITION" and not must_run and not claim.claimed:
+        outcome.status = "unsupported"
+        outcome.detail = f"not claimed ({claim.why_not}): {code_name}: {message}"
+        return
+    outcome.status = "fail"
+    if code_name == "FAILED_PRECONDITION" and claim.claimed:
+        outcome.detail = f"refused a case it claims: {code_name}: {message}"
+    elif code_name == "FAILED_PRECONDITION":
+        outcome.detail = f"refused a case it must run (--require-all): {code_name}: {message}"
+    else:
+        outcome.detail = f"{code_name}: {message}"
+
+
 def run_case(stubs, stub, case, backend, dtype, rng, args):
+    """Runs one case on `backend` (its BackendCapabilities) and judges it."""
     grpc, pb, _, json_format = stubs
-    request = build_request(pb, json_format, case, backend, dtype, rng)
-    outcome = Outcome(backend, case.name, dtype, "fail", seed=request.spec.seed)
+    request = build_request(pb, json_format, case, backend.name, dtype, rng)
+    outcome = Outcome(backend.name, case.name, dtype, "fail", seed=request.spec.seed)
+    features = features_of(pb, request.spec)
+    claim = claim_of(pb, backend, features, device_cc_of(backend), case.kernel_requirements_met)
+    outcome.extra = {"claimed": claim.claimed, "expected_kernel": claim.expected_kernel}
     start = time.monotonic()
     try:
         response = stub.Run(request, timeout=args.rpc_timeout)
     except grpc.RpcError as e:
-        code, message = e.code(), e.details()
-        must_run = backend in args.require_all and case.required
-        if code == grpc.StatusCode.FAILED_PRECONDITION and not must_run:
-            outcome.status = "unsupported"
-        outcome.detail = f"{code.name}: {message}"
-        outcome.extra = {"code": code.name}
+        must_run = backend.name in args.require_all and case.required
+        if claim.claimed and backend.kernels and not case.kernel_requirements_met:
+            # The case breaks what kernels require in words: a refusal may be their due.
+            claim = Claim(False, "the case does not meet the kernels' requirements in words")
+        classify_refusal(e.code().name, e.details(), claim, must_run, outcome)
     else:
-        judge(response.result, outcome)
+        result = response.result
+        # The kernel the device it ran on must use (a server may hold devices of several kinds).
+        if result.device.compute_capability and backend.kernels:
+            claim = claim_of(pb, backend, features, result.device.compute_capability,
+                             case.kernel_requirements_met)
+            outcome.extra.update({"claimed": claim.claimed,
+                                  "expected_kernel": claim.expected_kernel})
+        judge(result, outcome, claim.expected_kernel)
     outcome.seconds = time.monotonic() - start
     return outcome
 
@@ -353,25 +616,33 @@ def format_line(o):
     error = ""
     if math.isfinite(o.relative_error):
         error = f"rel={o.relative_error:.2e} tol={o.tolerance:.0e}"
-    line = (f"{status:<5} {o.backend:<14} {o.case:<34} {o.dtype:<4} {error:<24} "
+    line = (f"{status:<5} {o.backend:<14} {o.case:<40} {o.dtype:<4} {error:<24} "
             f"{o.seconds:6.2f}s seed={o.seed}")
+    if o.extra.get("kernel"):
+        line += f"  [{o.extra['kernel']}]"
     if o.detail:
         line += f"  {o.detail}"
     return line
 
 
-def served_backends(stub, pb, timeout):
+def served_capabilities(stub, pb, timeout):
+    """The server's BackendCapabilities by backend name."""
     caps = stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=timeout)
-    return [b.name for b in caps.backends]
+    return {b.name: b for b in caps.backends}
 
 
 def summarize(outcomes, backends):
-    lines = [f"{'backend':<14} {'pass':>5} {'fail':>5} {'unsup':>6}"]
+    """Per backend: passed, failed, refused where not claimed ("unsup"), and of the failures
+    the refusals of claimed cases and the runs on another kernel than predicted."""
+    lines = [f"{'backend':<14} {'pass':>5} {'fail':>5} {'unsup':>6} {'refused-claimed':>16} "
+             f"{'wrong-kernel':>13}"]
     for backend in backends:
         mine = [o for o in outcomes if o.backend == backend]
         counts = {s: sum(o.status == s for o in mine) for s in ("pass", "fail", "unsupported")}
+        refused = sum(o.status == "fail" and "refused a case it claims" in o.detail for o in mine)
+        wrong_kernel = sum(o.status == "fail" and "instead of" in o.detail for o in mine)
         lines.append(f"{backend:<14} {counts['pass']:>5} {counts['fail']:>5} "
-                     f"{counts['unsupported']:>6}")
+                     f"{counts['unsupported']:>6} {refused:>16} {wrong_kernel:>13}")
     return lines
 
 
@@ -382,7 +653,7 @@ def parse_args(argv=None):
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                         help="comma-separated backends to check (default: %(default)s)")
     parser.add_argument("--require-all", default="cuda_reference",
-                        help="backends that must support every forward prefill case "
+                        help="backends that must run every required case whatever they claim "
                              "(comma-separated; default: %(default)s)")
     parser.add_argument("--small", action="store_true",
                         help="only the small cases (for runs under compute-sanitizer)")
@@ -423,29 +694,39 @@ def main(argv=None):
     cases = select_cases(args)
     if args.list:
         for case in cases:
-            print(f"{case.name:<36} small={case.small!s:<5} required={case.required}")
+            print(f"{case.name:<40} small={case.small!s:<5} required={case.required!s:<5} "
+                  f"kernel_predicted={case.kernel_requirements_met}")
         return 0
     stubs = import_stubs()
     grpc, pb, pb_grpc, _ = stubs
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     rng = random.Random(seed)
     channel, stub = connect(grpc, pb_grpc, args.server)
-    served = served_backends(stub, pb, args.rpc_timeout)
+    served = served_capabilities(stub, pb, args.rpc_timeout)
     print(f"[correctness] server {args.server} serves {','.join(served)}; checking "
           f"{','.join(args.backends)} on {len(cases)} cases"
           f"{' (small)' if args.small else ''}; --seed={seed}", flush=True)
+    for name in args.backends:
+        if name in served:
+            b = served[name]
+            kernels = ", ".join(f"{k.name} ({' '.join(k.compute_capabilities) or 'any'})"
+                                for k in b.kernels)
+            print(f"[correctness] {name}: device compute capability "
+                  f"{device_cc_of(b) or '-'}; kernels: {kernels or '-'}", flush=True)
 
     outcomes = []
     aborted = ""
-    for backend in args.backends:
-        if backend not in served:
+    for name in args.backends:
+        if name not in served:
             status = "unsupported" if args.allow_missing else "fail"
-            o = Outcome(backend, "*", "*", status, detail="backend not served by the server")
+            o = Outcome(name, "*", "*", status, detail="backend not served by the server")
             outcomes.append(o)
             print(format_line(o), flush=True)
             continue
+        backend = served[name]
+        claims_fp32 = pb.DTYPE_FLOAT32 in backend.dtypes
         for case in cases:
-            for dtype in dtypes_for(case, backend, args.dtypes):
+            for dtype in dtypes_for(case, claims_fp32, args.dtypes):
                 o = run_case(stubs, stub, case, backend, dtype, rng, args)
                 outcomes.append(o)
                 print(format_line(o), flush=True)
@@ -471,7 +752,8 @@ def main(argv=None):
                       f, indent=1, default=str)
     verdict = "PASS" if not failures and not aborted else "FAIL"
     print(f"[correctness] {verdict}: {len(outcomes)} runs, {len(failures)} failed, "
-          f"{sum(o.status == 'unsupported' for o in outcomes)} unsupported", flush=True)
+          f"{sum(o.status == 'unsupported' for o in outcomes)} unsupported (not claimed)",
+          flush=True)
     return 0 if verdict == "PASS" else 1
 
 

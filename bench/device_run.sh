@@ -8,7 +8,9 @@
 #   bash bench/device_run.sh bench-quick    # the quick table (S 1k/4k, D 128, MHA/GQA)
 #
 # Stages:
-#   tests       every .device/bin/*cuda*test* gtest binary
+#   tests       every .device/bin/*cuda*test* gtest binary; a binary fails on a nonzero exit, on
+#               any skipped test (the GPU tests skip only without a device) and when none
+#               passed; the stage fails when nvidia-smi -L lists no GPU
 #   check       attnbench-server on a free loopback port + bench/correctness.py
 #   sanitize    bench/correctness.py --small against the server under compute-sanitizer, first
 #               --tool memcheck, then --tool racecheck; fails on any reported error
@@ -191,8 +193,18 @@ record() { # STAGE RESULT SECONDS NOTE
   echo "[$1] $2 ($3 s) $4"
 }
 
+# A GPU test binary passes only when it exits 0, at least one of its tests passed and none was
+# skipped: on the device machine every skip is a failure (the tests skip only when they see no
+# CUDA device), so a run that saw no device cannot read PASS. The stage fails up front when
+# nvidia-smi lists no GPU.
 stage_tests() {
-  local limit="$1" t name rc passed failed total_passed=0 bad=() log
+  local limit="$1" t name rc passed failed skipped total_passed=0 total_skipped=0 bad=() log
+  local gpus
+  gpus="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)"
+  if [ "${gpus:-0}" -eq 0 ]; then
+    STAGE_NOTE="no CUDA device visible (nvidia-smi -L lists no GPU): the GPU tests would only skip"
+    return 1
+  fi
   shopt -s nullglob
   local tests=("$dev"/bin/*cuda*test*)
   shopt -u nullglob
@@ -206,18 +218,32 @@ stage_tests() {
     rc=0
     timeout -k 10 "$limit" "$t" --gtest_color=no >"$log" 2>&1 || rc=$?
     { echo "===== $name (rc $rc) ====="; cat "$log"; } >>"$out_dir/tests.log"
-    passed="$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)"
+    passed="$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\..*/\1/p' "$log" | tail -n 1)"
+    skipped="$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) tests\{0,1\}, listed below:.*/\1/p' "$log" |
+      tail -n 1)"
     failed="$(grep -c '^\[  FAILED  \] [A-Za-z_]' "$log" || true)"
     total_passed=$((total_passed + ${passed:-0}))
-    if [ "$rc" -eq 0 ]; then
-      echo "[tests] $name: PASS (${passed:-?} tests)"
-    else
+    total_skipped=$((total_skipped + ${skipped:-0}))
+    if [ "$rc" -ne 0 ]; then
       echo "[tests] $name: FAIL (rc $rc$([ "$rc" -eq 124 ] && echo ', timed out'), $failed failed)"
       grep '^\[  FAILED  \] [A-Za-z_]' "$log" | head -n 10 || tail -n 15 "$log"
       bad+=("$name")
+    elif [ "${skipped:-0}" -gt 0 ]; then
+      echo "[tests] $name: FAIL ($skipped skipped on the device machine, ${passed:-0} passed):" \
+        "a GPU test skips only when it sees no CUDA device"
+      grep -m 1 -A 1 ': Skipped$' "$log" | tail -n 1 | sed 's/^/  reason: /' || true
+      grep '^\[  SKIPPED \] [A-Za-z_]' "$log" | sed 's/ ([0-9]* ms)$//' | sort -u |
+        head -n 5 || true
+      bad+=("$name(skipped)")
+    elif [ "${passed:-0}" -eq 0 ]; then
+      echo "[tests] $name: FAIL (exit 0 but no test passed)"
+      tail -n 5 "$log"
+      bad+=("$name(none passed)")
+    else
+      echo "[tests] $name: PASS (${passed} tests)"
     fi
   done
-  STAGE_NOTE="${#tests[@]} binaries, $total_passed tests passed"
+  STAGE_NOTE="${#tests[@]} binaries, $total_passed tests passed, $total_skipped skipped"
   if [ "${#bad[@]}" -gt 0 ]; then
     STAGE_NOTE="$STAGE_NOTE; failing: ${bad[*]} (tests.log)"
     return 1

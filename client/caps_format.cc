@@ -1,3 +1,5 @@
+// `attnbench caps`: the capabilities as text (per backend its devices, allow-lists, kernels and
+// limitations) or CSV.
 #include "client/caps_format.h"
 
 #include <vector>
@@ -37,6 +39,28 @@ std::string CacheFormats(const v1::BackendCapabilities& backend) {
 }
 
 std::string OrAny(const std::string& list) { return list.empty() ? "-" : list; }
+
+// One kernel of a backend with several, on one line: its allow-lists in the order a request is
+// matched against them (compute capability, dtype, phase, mask, modifiers, head dims), then its
+// requirements in words on the lines below. Empty lists read as the proto defines them: no
+// compute capability or head-dim pair means any, no modifier means none allowed.
+std::string KernelLines(const v1::KernelSupport& k) {
+  std::vector<std::string> dtypes, phases, dims;
+  for (int dtype : k.dtypes()) dtypes.push_back(DTypeName(static_cast<v1::DType>(dtype)));
+  for (int phase : k.phases()) phases.push_back(PhaseName(static_cast<v1::Phase>(phase)));
+  for (const v1::HeadDimPair& d : k.head_dims()) dims.push_back(absl::StrCat(d.qk(), "/", d.v()));
+  std::string out = absl::StrCat(
+      "  kernel    ", k.name(), ": sm ",
+      k.compute_capabilities().empty() ? "any" : absl::StrJoin(k.compute_capabilities(), " "), "; ",
+      OrAny(absl::StrJoin(dtypes, " ")), "; ", OrAny(absl::StrJoin(phases, " ")), "; masks ",
+      OrAny(absl::StrJoin(k.masks(), " ")), "; modifiers ",
+      k.modifiers().empty() ? "none" : absl::StrJoin(k.modifiers(), " "), "; head dims ",
+      dims.empty() ? "any" : absl::StrJoin(dims, " "), "\n");
+  for (const std::string& r : k.requirements()) {
+    absl::StrAppend(&out, "            requires ", r, "\n");
+  }
+  return out;
+}
 
 std::string DeviceLine(const v1::DeviceInfo& d) {
   std::string line = absl::StrFormat("#%d %s (%s", d.index(), d.name(), d.kind());
@@ -79,6 +103,8 @@ std::string FormatCapabilitiesText(const v1::GetCapabilitiesResponse& caps) {
                     b.paged_kv_cache() ? ", paged" : "", "\n");
     absl::StrAppend(&out, "  head dims ",
                     b.head_dims().empty() ? "any" : absl::StrJoin(b.head_dims(), " "), "\n");
+    // Most specific first, as a request is matched against them.
+    for (const v1::KernelSupport& kernel : b.kernels()) absl::StrAppend(&out, KernelLines(kernel));
     for (const std::string& limitation : b.limitations()) {
       absl::StrAppend(&out, "  limit     ", limitation, "\n");
     }
@@ -89,11 +115,15 @@ std::string FormatCapabilitiesText(const v1::GetCapabilitiesResponse& caps) {
 std::string FormatCapabilitiesCsv(const v1::GetCapabilitiesResponse& caps) {
   std::string out =
       "backend,device_index,device_name,device_kind,compute_units,memory_bytes,peak_tflops,"
-      "peak_gbps,dtypes,phases,scopes,layouts,masks,modifiers\n";
+      "peak_gbps,dtypes,phases,scopes,layouts,masks,modifiers,kernels\n";
   for (const v1::BackendCapabilities& b : caps.backends()) {
+    // Kernel names may hold spaces ("hopper wgmma+tma"): ';' separates them.
+    std::vector<std::string> kernels;
+    for (const v1::KernelSupport& k : b.kernels()) kernels.push_back(k.name());
     const std::string lists =
         absl::StrJoin({DTypes(b), Phases(b), Scopes(b), absl::StrJoin(b.layouts(), " "),
-                       absl::StrJoin(b.masks(), " "), absl::StrJoin(b.modifiers(), " ")},
+                       absl::StrJoin(b.masks(), " "), absl::StrJoin(b.modifiers(), " "),
+                       absl::StrJoin(kernels, ";")},
                       ",");
     if (b.devices().empty()) {
       absl::StrAppend(&out, b.name(), ",,,,,,,,", lists, "\n");

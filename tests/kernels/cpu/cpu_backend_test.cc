@@ -283,7 +283,8 @@ TEST_P(CpuBackendVsNaiveTest, EveryElementMatches) {
   const double noise = r.problem.scope == Scope::kLayer && r.problem.dtype != DType::kFloat32
                            ? 3 * testing::UlpRelative(r.problem.dtype)
                            : 2e-5;
-  ExpectAllClose(r.output.values, expected, r.problem.dtype, GetParam().name, noise);
+  ExpectAllClose(r.output.values, expected, r.output.shape,
+                 testing::StoredOutputTolerance(r.problem.dtype, noise), GetParam().name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, CpuBackendVsNaiveTest, ::testing::ValuesIn(Cases()),
@@ -355,7 +356,7 @@ TEST(CpuBackendTest, QuantizedCachesMatchTheirOwnQuantizationExactly) {
       NaiveOptions quantized;
       quantized.quantize_cache = true;
       ExpectAllClose(r.output.values, NaiveAttention(r.problem, r.workload->Inputs(), quantized),
-                     r.problem.dtype, ctx);
+                     r.output.shape, testing::StoredOutputTolerance(r.problem.dtype), ctx);
       // Against the unquantized truth: within the tolerance the server applies, but not exact.
       const double err =
           testing::RelativeError(r.output.values, NaiveAttention(r.problem, r.workload->Inputs()));

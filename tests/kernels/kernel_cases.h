@@ -1,0 +1,32 @@
+// The GPU backends' test cases (tests/kernels/cuda/cuda_backends_test.cc), shared with the host
+// test that emulates a tensor-core kernel's roundings on exactly these problems and seeds
+// (tests/kernels/closeness_test.cc), so the tolerance the GPU run applies is measured here first.
+#ifndef ATTNBENCH_TESTS_KERNELS_KERNEL_CASES_H_
+#define ATTNBENCH_TESTS_KERNELS_KERNEL_CASES_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/spec/problem.h"
+
+namespace attnbench::testing {
+
+// B = 2, S_q = 77, S_kv = 131, D = 64, GQA 6/2, bfloat16: 59,136 output elements.
+Problem GpuBaseProblem();
+
+struct KernelCase {
+  std::string name;
+  std::function<void(Problem&)> edit;
+};
+
+// Every layout, mask and modifier on odd sizes, padded head dims, decode shapes.
+std::vector<KernelCase> GpuKernelCases();
+
+// The problem case `index` runs in `dtype`, with the seed the GPU test uses; not normalized.
+Problem GpuCaseProblem(int index, DType dtype);
+
+}  // namespace attnbench::testing
+
+#endif  // ATTNBENCH_TESTS_KERNELS_KERNEL_CASES_H_
