@@ -802,7 +802,9 @@ class Runner:
         a = self.args
         out = []
         for part in a.parts:
-            for dtype in a.dtypes:
+            dtypes = a.dtypes + (["fp16"] if part in a.fp16_parts and "fp16" not in a.dtypes
+                                 else [])
+            for dtype in dtypes:
                 if part == "A":
                     for dqk, dv in a.a_dims:
                         for seq in a.a_seqs:
@@ -902,8 +904,11 @@ def preflight(args, ours, say):
 
     # Outputs: fp32 inputs sent with the request, the server's output against numpy evaluating
     # the very score_mod / keep functions the Flex comparisons use.
-    if "cpu_reference" not in ours.served:
-        check("output checks need cpu_reference (fp32)", False)
+    fp32_backend = next((b for b in ("cpu_reference", "cuda_reference") if b in ours.served),
+                        None)
+    if fp32_backend is None:
+        check("server output checks", True, "skipped: neither cpu_reference nor cuda_reference "
+              "(fp32) is served")
         return results
     rng = np.random.default_rng(2024)
     out_cases = [
@@ -946,7 +951,7 @@ def preflight(args, ours, say):
             t.shape.extend(arr.shape)
             t.data = arr.astype("<f4").tobytes()
         try:
-            r = ours.call(ours.request(spec, "cpu_reference", check="off", quick=True,
+            r = ours.call(ours.request(spec, fp32_backend, check="off", quick=True,
                                        return_output=True))
         except ours.grpc.RpcError as e:
             check(f"server output: {name}", False, f"{e.code().name}: {e.details()}")
@@ -1327,6 +1332,8 @@ def parse_args(argv=None):
     p.add_argument("--sparse-kinds", default=",".join(SPARSE_KINDS),
                    help="part B masks (default: all; 'dense' is the baseline of the ratios)")
     p.add_argument("--dtypes", default="bf16", help="bf16 and/or fp16 (default bf16)")
+    p.add_argument("--fp16-parts", default="",
+                   help="parts that also run fp16 after bf16, e.g. C (the cheap one)")
     p.add_argument("--batch-tokens", type=int, default=16384,
                    help="parts A and C: batch = max(1, this // S) (default %(default)s)")
     p.add_argument("--sparse-tokens", type=int, default=16384,
@@ -1382,6 +1389,9 @@ def parse_args(argv=None):
     a.sparse_kinds = [x for x in a.sparse_kinds.split(",") if x]
     if any(x not in SPARSE_KINDS for x in a.sparse_kinds):
         p.error(f"--sparse-kinds takes {','.join(SPARSE_KINDS)}")
+    a.fp16_parts = [x.strip().upper() for x in a.fp16_parts.split(",") if x.strip()]
+    if any(x not in ("A", "B", "C") for x in a.fp16_parts):
+        p.error("--fp16-parts takes A, B and/or C")
     a.dtypes = [x for x in a.dtypes.split(",") if x]
     if any(x not in ("bf16", "fp16") for x in a.dtypes):
         p.error("--dtypes takes bf16 and/or fp16")
