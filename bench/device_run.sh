@@ -19,6 +19,9 @@
 #   ops         attnbench-server + bench/gpu_ops.py: NVML telemetry and device metrics, a request
 #               the device cannot hold (another process holding its memory) then the next one,
 #               and with two or more GPUs pinned requests and a spread sweep (issue #4 on a GPU)
+#   variants    attnbench-server + bench/variants_table.py (score modifiers, block-sparse masks,
+#               head dims against FlexAttention and SDPA; ATTNBENCH_VARIANTS_ARGS, e.g.
+#               "--part=A --dims=128"); writes variants_table.md and variants_table.json
 # Everything goes under $OUT (the device tool's result folder) when set, else
 # /tmp/attnbench-device: device_run.log (this output), tests.log, correctness.log,
 # correctness.json, sanitizer.log, server.log, standard_table.md, standard_table.json (8 files,
@@ -38,7 +41,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants ...]" >&2
   exit 2
 }
 
@@ -47,7 +50,7 @@ stages=()
 for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
-    tests | check | sanitize | bench | bench-quick | ops) stages+=("$arg") ;;
+    tests | check | sanitize | bench | bench-quick | ops | variants) stages+=("$arg") ;;
     *) usage ;;
   esac
 done
@@ -382,6 +385,29 @@ stage_ops() {
   return "$rc"
 }
 
+# The variants table: bench/variants_table.py against a server of its own, within the stage's
+# limit (its --budget-s leaves a minute for the point in flight and the files).
+stage_variants() {
+  local limit="$1" rc=0 budget
+  local extra=()
+  read -r -a extra <<<"${ATTNBENCH_VARIANTS_ARGS:-}"
+  server_wrapper=()
+  server_flags=(--metrics_address= --max_request_bytes=$((48 << 30)))
+  start_server variants 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  budget=$((limit - 60))
+  [ "$budget" -gt 30 ] || budget=30
+  timeout -k 10 "$limit" "$python" bench/variants_table.py --server="$server_target" \
+    --out-dir="$out_dir" --budget-s="$budget" "${extra[@]}" || rc=$?
+  stop_server variants || true
+  if [ "$rc" -eq 0 ]; then
+    STAGE_NOTE="table in $out_dir/variants_table.md"
+  else
+    STAGE_NOTE="variants_table.py exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
+    STAGE_NOTE="$STAGE_NOTE$([ -f "$out_dir/variants_table.md" ] && echo "; table in $out_dir/variants_table.md")"
+  fi
+  return "$rc"
+}
+
 free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -430,6 +456,7 @@ for stage in "${stages[@]}"; do
     bench) limit_default=600 ;;
     bench-quick) limit_default=150 ;;
     ops) limit_default=240 ;;
+    variants) limit_default=560 ;;
   esac
   limit="$(stage_limit "$limit_default")"
   if [ "$limit" -lt 30 ]; then
@@ -449,6 +476,7 @@ for stage in "${stages[@]}"; do
     bench) stage_bench "$limit" 0 || rc=$? ;;
     bench-quick) stage_bench "$limit" 1 || rc=$? ;;
     ops) stage_ops "$limit" || rc=$? ;;
+    variants) stage_variants "$limit" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
     record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"

@@ -33,12 +33,12 @@ import datetime
 import json
 import math
 import os
-import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from correctness import connect, import_stubs
+from peer_timing import ColdL2Timer, Timing, short
 
 CAUSAL_NAMES = {False: "none", True: "causal"}
 
@@ -64,21 +64,6 @@ LAYOUTS = {
     "gqkva": Layout("GQKVA", {"gqkva": {"query_groups": 4, "kv_groups": 4}}, 4, 4, 16,
                     "expanded", kv_groups=4),
 }
-
-
-@dataclass
-class Timing:
-    """A measurement in ms, or why there is none."""
-    median_ms: float = math.nan
-    stdev_ms: float = math.nan
-    min_ms: float = math.nan
-    count: int = 0
-    error: str = ""
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def ok(self):
-        return not self.error and self.median_ms > 0
 
 
 @dataclass
@@ -195,45 +180,17 @@ class Peers:
             return
         self.torch, self.F, self.SDPBackend, self.sdpa_kernel = (torch, functional, SDPBackend,
                                                                  sdpa_kernel)
-        props = torch.cuda.get_device_properties(0)
-        self.device_name = props.name
-        l2_bytes = getattr(props, "L2_cache_size", 0) or (50 << 20)
-        self.flush_bytes = max(2 * l2_bytes, 128 << 20)
-        self.flush_buffer = torch.empty(self.flush_bytes, dtype=torch.uint8, device="cuda")
+        self.device_name = torch.cuda.get_device_properties(0).name
+        self.timer = ColdL2Timer(torch)
+        self.flush_bytes = self.timer.flush_bytes
         self.flex = None
         self.flex_compile_seconds = 0.0
 
-    def flush_l2(self):
-        self.flush_buffer.fill_(0x5A)
-
     def time(self, fn):
-        """Median/stdev/min in ms of fn over >= min_iters iterations, each after an L2 flush."""
-        torch = self.torch
+        """Median/spread in ms of fn over >= min_iters iterations, each after an L2 flush."""
         args = self.args
-        for _ in range(args.warmup):
-            fn()
-        torch.cuda.synchronize()
-        # Size the run from one flushed, timed iteration.
-        self.flush_l2()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        estimate_ms = max(start.elapsed_time(end), 1e-3)
-        iters = int(min(args.max_iters, max(args.min_iters,
-                                            args.target_seconds * 1e3 / estimate_ms)))
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        for i in range(iters):
-            self.flush_l2()
-            starts[i].record()
-            fn()
-            ends[i].record()
-        torch.cuda.synchronize()
-        samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-        return Timing(median_ms=statistics.median(samples), stdev_ms=statistics.pstdev(samples),
-                      min_ms=min(samples), count=len(samples))
+        return self.timer.time(fn, warmup=args.warmup, min_iters=args.min_iters,
+                               max_iters=args.max_iters, target_seconds=args.target_seconds)
 
     def inputs(self, config):
         """(q, k, v) as [B, H, S, D] views of BSHD storage, the form the peers take, and whether
@@ -323,11 +280,6 @@ class Peers:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         return results
-
-
-def short(exc, limit=160):
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
