@@ -137,7 +137,7 @@ std::vector<KernelCase> GpuKernelCases() {
                  p.mask.kind = MaskKind::kCausal;
                }});
   // Several 128-key tiles at D = 128 and 64: on an H100 these run cuda_flash's wgmma/TMA path
-  // (kernels/cuda/flash/flash_hopper.cuh) through its multi-stage pipeline and tile edges.
+  // (kernels/cuda/flash/kernel_sm90.cuh) through its multi-stage pipeline and tile edges.
   c.push_back({"dim128_gqa_long", [](Problem& p) {
                  p.head_dim_qk = 128;
                  p.seq_len_q = 333;
@@ -156,6 +156,65 @@ std::vector<KernelCase> GpuKernelCases() {
   c.push_back({"dim256_rope", [](Problem& p) {
                  p.head_dim_qk = 256;
                  p.rope.enabled = true;
+               }});
+  // Every Hopper tile row over several tiles, with each mask and modifier policy somewhere.
+  c.push_back({"dim192_alibi_causal_long", [](Problem& p) {
+                 p.head_dim_qk = 192;
+                 p.seq_len_q = p.seq_len_kv = 400;
+                 p.mask.kind = MaskKind::kCausal;
+                 p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
+               }});
+  c.push_back({"dim256_window_softcap_long", [](Problem& p) {
+                 p.head_dim_qk = 256;
+                 p.seq_len_q = 300;
+                 p.seq_len_kv = 700;
+                 p.mask.kind = MaskKind::kSlidingWindow;
+                 p.mask.left_tokens = 200;
+                 p.mask.right_tokens = 30;
+                 p.softcap = {true, 4.0};
+               }});
+  c.push_back({"dim96_block_sparse_causal_long", [](Problem& p) {
+                 p.head_dim_qk = 96;
+                 p.seq_len_q = 513;
+                 p.seq_len_kv = 640;
+                 p.mask.kind = MaskKind::kBlockSparse;
+                 p.mask.query_block_tokens = 128;
+                 p.mask.kv_block_tokens = 128;
+                 p.mask.blocks = {{0, 0}, {0, 3}, {1, 1}, {2, 4}, {3, 0}, {3, 2}, {4, 4}};
+                 p.mask.intersect_causal = true;
+               }});
+  c.push_back({"dim128_probabilistic_rope_long", [](Problem& p) {
+                 p.head_dim_qk = 128;
+                 p.seq_len_q = p.seq_len_kv = 700;
+                 p.mask.kind = MaskKind::kProbabilisticBlockSparse;
+                 p.mask.query_block_tokens = 64;
+                 p.mask.kv_block_tokens = 64;
+                 p.mask.c_coefficient = 0.6;
+                 p.mask.alpha = 0.5;
+                 p.mask.seed = 77;
+                 p.rope.enabled = true;
+               }});
+  c.push_back({"rope_queries_before_keys_causal", [](Problem& p) {
+                 p.seq_len_q = 300;  // S_q > S_kv: the first queries sit at negative positions
+                 p.rope.enabled = true;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"dim72_padded_alibi_harmonic", [](Problem& p) {
+                 p.head_dim_qk = 72;
+                 p.alibi = {true, AlibiSchedule::kHarmonic, 0.5};
+               }});
+  c.push_back({"gqkva_rope_alibi_softcap_window", [](Problem& p) {
+                 Layout(p, LayoutKind::kGqkva);
+                 p.layout.query_groups = 2;
+                 p.layout.kv_groups = 3;
+                 p.head_dim_qk = 128;
+                 p.seq_len_q = 200;
+                 p.seq_len_kv = 450;
+                 p.mask.kind = MaskKind::kSlidingWindow;
+                 p.mask.left_tokens = 150;
+                 p.rope.enabled = true;
+                 p.alibi.enabled = true;
+                 p.softcap = {true, 3.0};
                }});
   c.push_back({"decode", [](Problem& p) {
                  p.phase = Phase::kDecode;

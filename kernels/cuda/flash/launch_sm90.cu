@@ -47,6 +47,15 @@ bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, i
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Defined (instantiated) in sm90_tile<N>.cu: this file only takes their addresses.
+extern template cudaError_t LaunchSm90Tile<0>(const AttentionArgs&, cudaStream_t, bool);
+extern template cudaError_t LaunchSm90Tile<1>(const AttentionArgs&, cudaStream_t, bool);
+extern template cudaError_t LaunchSm90Tile<2>(const AttentionArgs&, cudaStream_t, bool);
+extern template cudaError_t LaunchSm90Tile<3>(const AttentionArgs&, cudaStream_t, bool);
+extern template cudaError_t LaunchSm90Tile<4>(const AttentionArgs&, cudaStream_t, bool);
+extern template cudaError_t LaunchSm90Tile<5>(const AttentionArgs&, cudaStream_t, bool);
+static_assert(kNumSm90Tiles == 6, "one sm90_tile<N>.cu and one extern template per tile row");
+
 namespace {
 
 using TileLauncher = cudaError_t (*)(const AttentionArgs&, cudaStream_t, bool);

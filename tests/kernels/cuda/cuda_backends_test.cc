@@ -109,12 +109,21 @@ TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
   }
   const Ran r = RunOnce(*backend, n, IterationOptions{});
   const std::string kernel = r.workload != nullptr ? r.workload->KernelName() : "";
+  // On an H100 every case here with 16-bit storage and head dims (and rotary dims) that are
+  // multiples of 8 is the Hopper kernel's to run: a fallback would be timed on the slow kernel.
+  if (name == kCudaFlashBackend && backend->Devices().front().compute_capability == "9.0") {
+    const bool hopper_case =
+        n.head_dim_qk % 8 == 0 && *n.head_dim_v % 8 == 0 &&
+        (!n.rope.enabled || n.rope.rotary_dims.value_or(n.head_dim_qk) % 8 == 0);
+    EXPECT_EQ(kernel.rfind("hopper wgmma+tma", 0) == 0, hopper_case) << c.name << ": " << kernel;
+  }
   ExpectMatchesReference(r,
                          absl::StrCat(name, "/", DTypeName(dtype), "/", c.name, " [", kernel, "]"));
 }
 
-// cuda_flash says which of its kernels ran: the Hopper wgmma path for what it covers on a
-// compute capability 9.0 device, the mma.sync kernel otherwise (RoPE is never on the Hopper path).
+// cuda_flash says which of its kernels ran: on a compute capability 9.0 device the Hopper
+// kernel, with its tile and policies, for whatever it covers (RoPE included), the mma.sync kernel
+// otherwise and for what Hopper refuses (here: a head dim that is not a multiple of 8).
 TEST(CudaBackendsTest, FlashNamesTheKernelThatRan) {
   SKIP_WITHOUT_DEVICE();
   Backend* flash = Find(kCudaFlashBackend);
@@ -125,15 +134,23 @@ TEST(CudaBackendsTest, FlashNamesTheKernelThatRan) {
   plain.mask.kind = MaskKind::kCausal;
   Problem roped = plain;
   roped.rope.enabled = true;
+  Problem odd = plain;
+  odd.head_dim_qk = 100;
   const Ran a = RunOnce(*flash, plain, IterationOptions{});
   const Ran b = RunOnce(*flash, roped, IterationOptions{});
+  const Ran c = RunOnce(*flash, odd, IterationOptions{});
   ASSERT_NE(a.workload, nullptr);
   ASSERT_NE(b.workload, nullptr);
-  EXPECT_EQ(a.workload->KernelName(), hopper ? "hopper wgmma+tma D=128 Br=128 Bc=128 stages=2"
+  ASSERT_NE(c.workload, nullptr);
+  EXPECT_EQ(a.workload->KernelName(), hopper ? "hopper wgmma+tma D=128/128 Br=128 Bc=128 stages=2"
                                              : "mma.sync D=128/128 (common-case build)");
-  EXPECT_EQ(b.workload->KernelName(), "mma.sync D=128/128 (general build)");
+  EXPECT_EQ(b.workload->KernelName(),
+            hopper ? "hopper wgmma+tma D=128/128 Br=128 Bc=128 stages=2 +rope"
+                   : "mma.sync D=128/128 (general build)");
+  EXPECT_EQ(c.workload->KernelName(), "mma.sync D=128/128 (common-case build)");
   ExpectMatchesReference(a, a.workload->KernelName());
   ExpectMatchesReference(b, b.workload->KernelName());
+  ExpectMatchesReference(c, c.workload->KernelName());
 }
 
 INSTANTIATE_TEST_SUITE_P(
