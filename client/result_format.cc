@@ -40,6 +40,16 @@ std::string HeadDimOf(const v1::AttentionSpec& spec) {
   return absl::StrCat(spec.head_dim_qk());
 }
 
+// "yes", "NO" or "-" (not checked), followed by the count of NaN and infinite output elements
+// when there are any: whatever the check compared, a non-finite output is never shown clean.
+std::string PassCell(const v1::RunResult& r) {
+  const v1::Correctness& check = r.correctness();
+  std::string cell = check.checked() ? (check.passed() ? "yes" : "NO") : "-";
+  const int64_t non_finite = r.output_summary().non_finite_elements();
+  if (non_finite > 0) absl::StrAppend(&cell, " (", non_finite, " non-finite)");
+  return cell;
+}
+
 std::vector<std::string> TableCells(int point, const v1::RunResult& r) {
   const v1::AttentionSpec& spec = r.spec();
   const v1::Correctness& check = r.correctness();
@@ -58,7 +68,7 @@ std::vector<std::string> TableCells(int point, const v1::RunResult& r) {
           absl::StrFormat("%.3f", r.throughput().achieved_tflops()),
           absl::StrFormat("%.2f", r.throughput().achieved_gbps()),
           check.checked() ? absl::StrFormat("%.2e", check.relative_error()) : "-",
-          check.checked() ? (check.passed() ? "yes" : "NO") : "-",
+          PassCell(r),
           ServerLabel(r),
           DeviceLabel(r)};
 }
@@ -145,10 +155,12 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
 std::string FormatCsv(const std::vector<ResultRow>& rows) {
   std::string out =
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
-      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,error\n";
+      "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,error,"
+      "non_finite_elements\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
-      absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)), "\n");
+      absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)),
+                      ",\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -176,7 +188,8 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         CsvField(r.server()),
         r.has_device() && !r.device().kind().empty() ? DeviceLabel(r) : "",
         CsvField(r.kernel()),
-        ""};
+        "",
+        absl::StrCat(r.output_summary().non_finite_elements())};
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }
   return out;

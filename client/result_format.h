@@ -36,12 +36,14 @@ std::string ServerLabel(const v1::RunResult& result);
 std::string DeviceLabel(const v1::RunResult& result);
 
 // Columns: point, backend, layout, mask, dtype, B, S_q, S_kv, H, D, median ms, p10-p90 ms,
-// TFLOP/s, GB/s, rel err, pass, server, device. Text columns are left-aligned, numbers
-// right-aligned; an error row shows its status code name and message after the point. Ends with
-// a newline.
+// TFLOP/s, GB/s, rel err, pass, server, device; pass adds "(N non-finite)" when the output held
+// NaN or infinite elements. Text columns are left-aligned, numbers right-aligned; an error row
+// shows its status code name and message after the point. Ends with a newline.
 std::string FormatTable(const std::vector<ResultRow>& rows);
 
-// A header line and one line per row; numbers at full precision, an `error` column last.
+// A header line and one line per row; numbers at full precision, then an `error` column and,
+// appended after it so older readers keep their column positions, `non_finite_elements` (the
+// output's NaN and infinite elements; empty on an error row).
 std::string FormatCsv(const std::vector<ResultRow>& rows);
 
 // The proto3 JSON mapping (lowerCamelCase names) of one message, pretty-printed.

@@ -28,6 +28,7 @@ void OutputSummaryToProto(const OutputSummary& summary, pb::OutputSummary* out) 
   out->set_mean(summary.mean);
   out->set_abs_max(summary.abs_max);
   out->set_num_elements(summary.num_elements);
+  out->set_non_finite_elements(summary.non_finite_elements);
 }
 
 void DeviceToProto(const DeviceDescription& device, pb::DeviceInfo* out) {

@@ -117,13 +117,14 @@ function describe(result) {
   const timing = result.timing || {median_ms: 0};
   const rates = result.throughput || {achieved_tflops: 0};
   const check = result.correctness || {checked: false, passed: false};
+  const summary = result.output_summary || {non_finite_elements: '0'};
   return [
     `backend=${result.backend}`, `server=${result.server || '-'}`,
     `device=${JSON.stringify(device.name)}`, `layout=${layoutToString(s.layout)}`,
     `mask=${(s.mask && s.mask.kind) || 'none'}`, `seq_len=${s.seq_len_q}`,
     `head_dim=${s.head_dim_qk}`, `median_ms=${timing.median_ms.toFixed(4)}`,
     `tflops=${rates.achieved_tflops.toFixed(5)}`, `checked=${check.checked}`,
-    `passed=${check.passed}`,
+    `passed=${check.passed}`, `non_finite=${summary.non_finite_elements}`,
   ].join(' ');
 }
 

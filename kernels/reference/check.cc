@@ -105,6 +105,7 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
   CorrectnessReport report;
   report.rows_total = s.rows_total;
   report.tolerance = ToleranceFor(problem);
+  report.non_finite_elements = CountNonFinite(output);
   std::vector<int64_t> rows;
   if (options.full || s.rows_total <= options.max_rows) {
     rows.resize(s.rows_total);
@@ -161,7 +162,8 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
   report.relative_error = total.nan        ? std::nan("")
                           : total.ref2 > 0 ? std::sqrt(total.diff2 / total.ref2)
                                            : total.max_abs;
-  report.passed = !total.nan && report.relative_error <= report.tolerance;
+  report.passed =
+      !total.nan && report.non_finite_elements == 0 && report.relative_error <= report.tolerance;
   return report;
 }
 

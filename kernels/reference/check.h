@@ -1,5 +1,6 @@
 // Correctness against the float64 oracle: compares a backend's output with reference64 on every
-// output row or on a seeded sample of rows, and reports max-abs and relative error.
+// output row or on a seeded sample of rows, and reports max-abs and relative error. Non-finite
+// values are counted over the whole output, sampled or not: any one fails the check.
 #ifndef ATTNBENCH_KERNELS_REFERENCE_CHECK_H_
 #define ATTNBENCH_KERNELS_REFERENCE_CHECK_H_
 
@@ -25,7 +26,11 @@ struct CorrectnessReport {
   double max_abs_error = 0;
   double relative_error = 0;  // ||out - ref|| / ||ref|| over the compared rows
   double tolerance = 0;       // for the problem's dtype (and cache quantization)
+  // relative_error within tolerance, no NaN in the compared rows, and no non-finite element.
   bool passed = false;
+  // NaN or infinite output elements over the whole output (CountNonFinite), not only the
+  // compared rows: a sample must not let a non-finite value through as a pass.
+  int64_t non_finite_elements = 0;
 };
 
 // Relative-error tolerance for outputs stored in dtype (and a quantized cache, if any).

@@ -142,6 +142,9 @@ std::vector<double> Reference64::CoreRow(int64_t b, int h, int64_t i) {
     double s = scale_ * dot;
     if (!slopes_.empty()) s += slopes_[h] * static_cast<double>(j - pos);
     if (problem_->softcap.enabled) s = Softcap(s, problem_->softcap.cap);
+    // std::max skips a NaN, so a row of NaN scores would read as fully masked and come out as
+    // zeros; the oracle's row is NaN instead, and a backend that lost the NaN fails the check.
+    if (std::isnan(s)) return std::vector<double>(dv, std::numeric_limits<double>::quiet_NaN());
     scores[j] = s;
     max_score = std::max(max_score, s);
   }

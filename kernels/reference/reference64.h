@@ -1,6 +1,7 @@
 // The float64 oracle: one output row at a time, straight from the formulas of docs/variants.md
 // (§1 core, §3 masks, §4 modifiers, §6 layer), with no tiling, no online softmax and no
-// quantization, so that it is obviously right and every backend is judged against it.
+// quantization, so that it is obviously right and every backend is judged against it. A NaN
+// score makes its whole row NaN (never a silently masked key).
 //
 // Storage follows the dtype: inputs are taken as given (already rounded); at layer scope the
 // projected Q, K, V and the attention output O are rounded to the dtype before use, as a layer

@@ -154,6 +154,40 @@ void AppendEncoded(float x, DType dtype, std::string* out) {
   }
 }
 
+float DecodeElement(const unsigned char* p, DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return HalfBitsToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+    case DType::kBFloat16:
+      return BFloat16BitsToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+    case DType::kFloat8E4M3:
+      return Float8E4M3BitsToFloat(p[0]);
+    case DType::kFloat32:
+    case DType::kUnspecified:
+      break;
+  }
+  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  float value;
+  std::memcpy(&value, &bits, sizeof(float));
+  return value;
+}
+
+double LargestFiniteValue(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return kHalf.max_finite;
+    case DType::kBFloat16:
+      return kBFloat16.max_finite;
+    case DType::kFloat8E4M3:
+      return kFloat8E4M3.max_finite;
+    case DType::kFloat32:
+    case DType::kUnspecified:
+      break;
+  }
+  return std::numeric_limits<float>::max();
+}
+
 absl::StatusOr<std::vector<float>> DecodeValues(const std::string& data, DType dtype) {
   const int width = DTypeBytes(dtype);
   if (width <= 0) return absl::InvalidArgumentError("cannot decode values of an unspecified dtype");
@@ -164,26 +198,7 @@ absl::StatusOr<std::vector<float>> DecodeValues(const std::string& data, DType d
   }
   const auto* bytes = reinterpret_cast<const unsigned char*>(data.data());
   std::vector<float> values(data.size() / width);
-  for (size_t n = 0; n < values.size(); ++n) {
-    const unsigned char* p = bytes + n * width;
-    switch (dtype) {
-      case DType::kFloat16:
-        values[n] = HalfBitsToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8)));
-        break;
-      case DType::kBFloat16:
-        values[n] = BFloat16BitsToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8)));
-        break;
-      case DType::kFloat8E4M3:
-        values[n] = Float8E4M3BitsToFloat(p[0]);
-        break;
-      default: {
-        const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-                              (static_cast<uint32_t>(p[2]) << 16) |
-                              (static_cast<uint32_t>(p[3]) << 24);
-        std::memcpy(&values[n], &bits, sizeof(float));
-      }
-    }
-  }
+  for (size_t n = 0; n < values.size(); ++n) values[n] = DecodeElement(bytes + n * width, dtype);
   return values;
 }
 

@@ -29,6 +29,13 @@ float Float8E4M3BitsToFloat(uint8_t bits);
 // Appends the little-endian encoding of RoundToDType(x, dtype) to out.
 void AppendEncoded(float x, DType dtype, std::string* out);
 
+// The value of the little-endian element of dtype (not kUnspecified) at `bytes`.
+float DecodeElement(const unsigned char* bytes, DType dtype);
+
+// The largest finite value dtype holds: 65504 (fp16), about 3.39e38 (bf16), FLT_MAX (fp32 and
+// kUnspecified), 448 (fp8 e4m3, which saturates there instead of overflowing).
+double LargestFiniteValue(DType dtype);
+
 // Decodes `data` as little-endian elements of dtype. INVALID_ARGUMENT when the size is not a
 // multiple of the element width or the dtype is unspecified.
 absl::StatusOr<std::vector<float>> DecodeValues(const std::string& data, DType dtype);

@@ -42,6 +42,8 @@ double StandardNormal(uint64_t seed, uint32_t tensor_id, uint64_t index) {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
 }
 
+double LargestAbsStandardNormal() { return std::sqrt(-2.0 * std::log(0.5 / kTwoTo32)); }
+
 FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape, double factor,
                            DType dtype) {
   FloatTensor t;

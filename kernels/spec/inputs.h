@@ -46,6 +46,11 @@ enum TensorId : uint32_t {
 // z of the recipe above for one element (before the factor and rounding).
 double StandardNormal(uint64_t seed, uint32_t tensor_id, uint64_t index);
 
+// The largest |z| the recipe can produce, whatever the seed: u1 is at least 2^-33 (w0 = 0) and
+// |cos| at most 1, so |z| <= sqrt(-2 ln 2^-33) = sqrt(66 ln 2), about 6.7637, computed here as
+// StandardNormal computes it.
+double LargestAbsStandardNormal();
+
 // A generated tensor: every element of `shape` by the recipe, times factor, rounded to dtype.
 // Runs on several threads for large tensors; the result does not depend on how many.
 FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape, double factor,

@@ -13,6 +13,12 @@ std::string EncodeTensor(const FloatTensor& tensor) {
   return out;
 }
 
+int64_t CountNonFinite(const FloatTensor& tensor) {
+  int64_t count = 0;
+  for (float v : tensor.values) count += !std::isfinite(RoundToDType(v, tensor.dtype));
+  return count;
+}
+
 OutputSummary SummarizeTensor(const FloatTensor& tensor) {
   OutputSummary summary;
   // FNV-1a 64 over the encoded bytes, so the checksum identifies what a client would receive.
@@ -27,6 +33,8 @@ OutputSummary SummarizeTensor(const FloatTensor& tensor) {
   double abs_max = 0;
   for (float v : tensor.values) {
     const float stored = RoundToDType(v, tensor.dtype);
+    // CountNonFinite's count, in the pass that rounds each element anyway.
+    summary.non_finite_elements += !std::isfinite(stored);
     sum += stored;
     abs_max = std::max(abs_max, std::fabs(static_cast<double>(stored)));
   }

@@ -33,11 +33,16 @@ struct AttentionInputs {
 // Encodes values as little-endian elements of `dtype` (round to nearest even).
 std::string EncodeTensor(const FloatTensor& tensor);
 
+// Elements of the whole tensor that are NaN or infinite as stored in its dtype (a float32 value
+// beyond fp16's range counts: it is infinite in what a client receives).
+int64_t CountNonFinite(const FloatTensor& tensor);
+
 struct OutputSummary {
   uint64_t checksum = 0;  // FNV-1a 64 over the encoded bytes
   double mean = 0;
   double abs_max = 0;
   int64_t num_elements = 0;
+  int64_t non_finite_elements = 0;  // CountNonFinite over every element, not a sample
 };
 OutputSummary SummarizeTensor(const FloatTensor& tensor);
 

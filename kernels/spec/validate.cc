@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/spec/finite_inputs.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
 #include "kernels/spec/validate_layout.h"
@@ -159,6 +160,10 @@ absl::Status ValidateMask(const Problem& p) {
   return Invalid("spec.mask has an unknown kind");
 }
 
+bool HasClientTensors(const Problem& p) {
+  return p.query.has_value() || p.key.has_value() || p.value.has_value();
+}
+
 absl::Status ValidateModifiers(const Problem& p) {
   if (p.rope.enabled) {
     if (p.rope.theta.has_value()) {
@@ -190,12 +195,12 @@ absl::Status ValidateModifiers(const Problem& p) {
   }
   if (p.input_scale.has_value()) {
     if (auto s = PositiveFinite("spec.input_scale", *p.input_scale); !s.ok()) return s;
+    // Client tensors replace the generated inputs, and with them what input_scale scales.
+    if (!HasClientTensors(p)) {
+      if (auto s = CheckInputScaleFits(*p.input_scale, p.dtype); !s.ok()) return s;
+    }
   }
   return absl::OkStatus();
-}
-
-bool HasClientTensors(const Problem& p) {
-  return p.query.has_value() || p.key.has_value() || p.value.has_value();
 }
 
 absl::Status ValidateScope(const Problem& p) {
@@ -326,7 +331,7 @@ absl::Status ValidateClientTensor(const Problem& p, const std::string& name, con
                                 absl::StrJoin(expected, ", "), "] of ", DTypeName(p.dtype),
                                 " needs ", bytes));
   }
-  return absl::OkStatus();
+  return CheckFiniteClientTensor(path, t);
 }
 
 absl::Status ValidateInputs(const Problem& p, const ProblemShapes& s) {

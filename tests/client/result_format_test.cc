@@ -96,11 +96,29 @@ TEST(ResultFormatTest, Csv) {
   EXPECT_EQ(FormatCsv(Rows()),
             "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
             "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
-            "error\n"
+            "error,non_finite_elements\n"
             "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
-            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",\n"
-            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,\n"
-            "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\"\n");
+            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0\n"
+            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0\n"
+            "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",\n");
+}
+
+// A failed check caused by NaN or infinity says so, and an unchecked run with one is not "-".
+TEST(ResultFormatTest, NonFiniteOutputsAreShown) {
+  v1::RunResult checked = CheckedGqaResult();
+  checked.mutable_correctness()->set_passed(false);
+  checked.mutable_output_summary()->set_non_finite_elements(3);
+  v1::RunResult unchecked = UncheckedMhaResult();
+  unchecked.mutable_output_summary()->set_non_finite_elements(1);
+  const std::vector<ResultRow> rows = {ResultRow{0, checked, absl::OkStatus()},
+                                       ResultRow{1, unchecked, absl::OkStatus()}};
+  const std::string table = FormatTable(rows);
+  EXPECT_THAT(table, HasSubstr("  NO (3 non-finite)  attnbench-7d9f-x2k4p"));
+  EXPECT_THAT(table, HasSubstr("  - (1 non-finite)   -"));
+  const std::string csv = FormatCsv(rows);
+  EXPECT_THAT(csv,
+              HasSubstr(",false,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,3\n"));
+  EXPECT_THAT(csv, HasSubstr(",100,,,,,,,1\n"));
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {

@@ -109,6 +109,7 @@ class ExampleTest(unittest.TestCase):
                          ("cpu_reference", "mha:4", "causal", "64"))
         self.assertGreater(float(run["median_ms"]), 0)
         self.assertEqual((run["checked"], run["passed"]), ("true", "true"))
+        self.assertEqual(run["non_finite"], "0")
         self.assertTrue(run["device"].strip('"'))
         points = [fields for _, fields in steps[2:6]]
         self.assertEqual([p["point"] for p in points], ["0/4", "1/4", "2/4", "3/4"])

@@ -80,6 +80,7 @@ class RunTest(unittest.TestCase):
         self.assertTrue(record["checked"])
         self.assertTrue(record["passed"])
         self.assertLess(record["rel_error"], 1e-5)
+        self.assertEqual(record["non_finite_elements"], 0)
         self.assertGreaterEqual(record["queue_ms"], 0)
         self.assertIsNone(record["point_index"])
         self.assertIsNone(record["error_code"])

@@ -181,8 +181,18 @@ def m_scale(rng, req):
     return strict("spec.scale")
 
 
+# Past each dtype's limit for generated inputs (6.7637 * input_scale must stay finite in it).
+OVERFLOWING_SCALES = {pb.DTYPE_FLOAT16: [9700.0, 1e5, 1e300]}
+OVERFLOWING_SCALES_DEFAULT = [5.1e37, 1e300]  # bfloat16, float32, float8_e4m3
+
+
 def m_input_scale(rng, req):
-    req.spec.input_scale = rng.choice(BAD_FINITE_POSITIVE)
+    spec = req.spec
+    if not spec.HasField("inputs") and rng.random() < 0.3:
+        spec.input_scale = rng.choice(
+            OVERFLOWING_SCALES.get(spec.dtype, OVERFLOWING_SCALES_DEFAULT))
+        return strict("spec.input_scale")
+    spec.input_scale = rng.choice(BAD_FINITE_POSITIVE)
     return strict("spec.input_scale")
 
 
@@ -375,13 +385,21 @@ def m_layer_mismatch(rng, req):
 
 # --- client tensors --------------------------------------------------------------------------
 
+NON_FINITE_BYTES = {
+    pb.DTYPE_FLOAT32: [b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f", b"\x00\x00\x80\xff"],
+    pb.DTYPE_FLOAT16: [b"\x00\x7e", b"\x00\x7c", b"\x00\xfc", b"\x01\x7c"],
+    pb.DTYPE_BFLOAT16: [b"\xc0\x7f", b"\x80\x7f", b"\x80\xff"],
+    pb.DTYPE_FLOAT8_E4M3: [b"\x7f", b"\xff"],
+}
+
+
 def m_inputs(rng, req):
     spec = req.spec
     if not spec.HasField("inputs"):
         return None
     name = rng.choice(["query", "key", "value"])
     t = getattr(spec.inputs, name)
-    choice = rng.choice(["partial", "dtype", "shape", "huge_shape", "data"])
+    choice = rng.choice(["partial", "dtype", "shape", "huge_shape", "data", "non_finite"])
     if choice == "partial":
         spec.inputs.ClearField(name)
         return strict("spec.inputs")
@@ -395,6 +413,15 @@ def m_inputs(rng, req):
     if choice == "huge_shape":
         t.shape.extend(rng.choice([1, 2**40, -1]) for _ in range(rng.randint(1000, 100000)))
         return strict(f"spec.inputs.{name}.shape")
+    if choice == "non_finite":
+        # One NaN or infinity (fp8 e4m3fn has only NaN), as little-endian bytes of the dtype.
+        patterns = NON_FINITE_BYTES.get(spec.dtype)
+        if patterns is None or not t.data:
+            return None
+        bad = rng.choice(patterns)
+        k = rng.randrange(len(t.data) // len(bad))
+        t.data = t.data[:k * len(bad)] + bad + t.data[(k + 1) * len(bad):]
+        return strict(f"spec.inputs.{name}")
     cut = rng.randint(1, len(t.data)) if rng.random() < 0.5 else -rng.randint(1, 64)
     t.data = t.data[:-cut] if cut > 0 else t.data + b"\0" * -cut
     return strict(f"spec.inputs.{name}.data")

@@ -228,13 +228,14 @@ TEST(ConvertResultsTest, FieldByField) {
   EXPECT_EQ(pc.tolerance(), 0.02);
   EXPECT_TRUE(pc.passed());
 
-  OutputSummary s{0xfeedface12345678ull, 0.5, 3.0, 77};
+  OutputSummary s{0xfeedface12345678ull, 0.5, 3.0, 77, 4};
   pb::OutputSummary ps;
   OutputSummaryToProto(s, &ps);
   EXPECT_EQ(ps.checksum(), 0xfeedface12345678ull);
   EXPECT_EQ(ps.mean(), 0.5);
   EXPECT_EQ(ps.abs_max(), 3.0);
   EXPECT_EQ(ps.num_elements(), 77);
+  EXPECT_EQ(ps.non_finite_elements(), 4);
 
   DeviceDescription d{"H100", "cuda", 1, 132, 80ull << 30, "9.0", 700, 3000};
   pb::DeviceInfo pd;

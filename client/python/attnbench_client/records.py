@@ -24,6 +24,9 @@ COLUMNS = (
     "queue_ms", "wall_ms",
     # A failed sweep point (continue_on_error).
     "error_code", "error_message",
+    # NaN and infinite output elements (any fails the check); appended last so that the
+    # positions of the older columns hold.
+    "non_finite_elements",
 )
 
 
@@ -92,6 +95,7 @@ def from_result(result, point_index=None):
         "passed": c.passed if c.checked else None,
         "queue_ms": result.queue_ms,
         "wall_ms": result.wall_ms,
+        "non_finite_elements": result.output_summary.non_finite_elements,
     })
     return record
 

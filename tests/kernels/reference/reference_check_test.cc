@@ -1,6 +1,7 @@
 // The float64 oracle (reference64) against the tests' independent naive attention, and
-// CheckOutput: passing and failing outputs, NaN, all-masked references, tolerances, and the
-// seeded sampling of rows.
+// CheckOutput: passing and failing outputs, NaN (in the oracle's scores, and non-finite output
+// elements outside the sampled rows), all-masked references, tolerances, and the seeded sampling
+// of rows.
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -11,6 +12,7 @@
 #include "kernels/spec/inputs.h"
 #include "kernels/reference/reference64.h"
 #include "tests/kernels/naive_attention.h"
+#include "tests/kernels/non_finite_util.h"
 #include "tests/kernels/test_util.h"
 
 namespace attnbench {
@@ -112,6 +114,40 @@ TEST(Reference64Test, MatchesNaiveOnEveryVariant) {
   ExpectOracleMatchesNaive(decode, "decode");
 }
 
+// What made a NaN in Q vanish: a max that skips NaN takes a row whose scores are all NaN for a
+// fully masked one and writes zeros. The oracle must give NaN there, so such an output fails.
+TEST(Reference64Test, NaNScoreMakesTheRowNaNNotMasked) {
+  const Problem p = NormalizeProblem(testing::SmallProblem());  // [2, 16, 4, 8], MHA
+  absl::StatusOr<AttentionInputs> in = GenerateInputs(p);
+  ASSERT_TRUE(in.ok());
+  // Past validation (which refuses it), as a kernel bug or overflow could produce it.
+  in->query.values[testing::FlatIndex(in->query.shape, 1, 3, 2, 5)] =
+      std::numeric_limits<float>::quiet_NaN();
+  absl::StatusOr<Reference64> oracle = Reference64::Create(p, *in);
+  ASSERT_TRUE(oracle.ok());
+  const int64_t nan_row = (1 * 4 + 2) * 16 + 3;  // (b * H + h) * S_q + i
+  FloatTensor zeros_for_nan;  // the oracle's output, with the NaN row written as masked
+  zeros_for_nan.dtype = p.dtype;
+  zeros_for_nan.shape = oracle->shapes().output;
+  zeros_for_nan.values.resize(NumElements(zeros_for_nan.shape));
+  for (int64_t row = 0; row < oracle->shapes().rows_total; ++row) {
+    const std::vector<double> ref = oracle->Row(row);
+    const int64_t b = row / 64, h = (row / 16) % 4, i = row % 16;
+    for (int d = 0; d < 8; ++d) {
+      EXPECT_EQ(std::isnan(ref[d]), row == nan_row) << "row " << row << " element " << d;
+      zeros_for_nan.values[((b * 16 + i) * 4 + h) * 8 + d] =
+          row == nan_row ? 0.0f : static_cast<float>(ref[d]);
+    }
+  }
+  CheckOptions full;
+  full.full = true;
+  const absl::StatusOr<CorrectnessReport> r = CheckOutput(p, *in, zeros_for_nan, full);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->non_finite_elements, 0);
+  EXPECT_FALSE(r->passed);
+  EXPECT_TRUE(std::isnan(r->relative_error));
+}
+
 struct Checked {
   Problem problem;
   AttentionInputs inputs;
@@ -168,6 +204,46 @@ TEST(CheckOutputTest, FailsOnWrongValuesAndNaN) {
   shape.shape[0] = 3;
   EXPECT_EQ(CheckOutput(c.problem, c.inputs, shape, full).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CheckOutputTest, NonFiniteOutsideTheSampledRowsFails) {
+  const Checked c = RunAndKeep(Odd());  // 2 x 6 x 19 = 228 rows of D_v = 10
+  CheckOptions sampled;
+  sampled.max_rows = 20;
+  sampled.seed = 3;
+  const absl::StatusOr<CorrectnessReport> clean =
+      CheckOutput(c.problem, c.inputs, c.output, sampled);
+  ASSERT_TRUE(clean.ok());
+  ASSERT_TRUE(clean->passed);
+  EXPECT_EQ(clean->non_finite_elements, 0);
+  // A row the sample leaves out: spoiling it with finite nonsense still passes.
+  int64_t unsampled = -1;
+  for (int64_t offset = static_cast<int64_t>(c.output.values.size()) - 10; offset >= 0;
+       offset -= 10) {
+    FloatTensor probe = c.output;
+    for (int d = 0; d < 10; ++d) probe.values[offset + d] += 100.0f;
+    if (CheckOutput(c.problem, c.inputs, probe, sampled)->passed) {
+      unsampled = offset;
+      break;
+    }
+  }
+  ASSERT_GE(unsampled, 0);
+  for (const auto& [kind, value] : testing::NonFiniteValues()) {
+    FloatTensor spoiled = c.output;
+    spoiled.values[unsampled + 4] = value;
+    absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, spoiled, sampled);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->rows_checked, 20);
+    EXPECT_TRUE(std::isfinite(r->relative_error)) << kind << ": the compared rows are clean";
+    EXPECT_LE(r->relative_error, r->tolerance) << kind;
+    EXPECT_EQ(r->non_finite_elements, 1) << kind;
+    EXPECT_FALSE(r->passed) << kind;
+    CheckOptions full;
+    full.full = true;
+    r = CheckOutput(c.problem, c.inputs, spoiled, full);
+    EXPECT_EQ(r->non_finite_elements, 1) << kind;
+    EXPECT_FALSE(r->passed) << kind;
+  }
 }
 
 TEST(CheckOutputTest, AllMaskedReferenceUsesAbsoluteError) {
