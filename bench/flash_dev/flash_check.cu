@@ -1,8 +1,7 @@
-// Standalone correctness and timing driver for the fused FlashAttention forward
-// (kernels/cuda/flash_attention.cu). No Abseil or gRPC: built on the GPU machine with
-//   nvcc -std=c++17 -O3 -I. -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-//        bench/flash_dev/flash_check.cu kernels/cuda/flash_attention.cu
-//        kernels/cuda/flash_hopper.cu \ -o flash_check
+// Standalone correctness and timing driver for cuda_flash (kernels/cuda/flash: the Hopper wgmma
+// kernel and the mma.sync kernel). No Abseil or gRPC: bench/flash_dev/run.sh builds it with the
+// flash family's own sources (flash.cu, support.cc, launch_sm80.cu, launch_sm90.cu,
+// sm90_tile*.cu) for sm_90a.
 // Correctness: random normal inputs from a host RNG, output poisoned with NaN, compared with a
 // float64 CPU reference of docs/variants.md on small odd shapes covering head maps, masks, RoPE,
 // ALiBi, softcap and padded head dims. Timing: CUDA events around single launches, L2 flushed
@@ -22,8 +21,9 @@
 #include <vector>
 
 #include "kernels/cuda/common/attention_args.h"
-#include "kernels/cuda/flash/flash_attention.cuh"
-#include "kernels/cuda/flash/launch.h"
+#include "kernels/cuda/flash/flash.h"
+#include "kernels/cuda/flash/kernel_sm80.cuh"
+#include "kernels/cuda/flash/launchers.h"
 
 using attnbench::cuda::AttentionArgs;
 using attnbench::cuda::MaskCode;
@@ -160,6 +160,9 @@ CaseResult RunCase(const Case& c, Storage st, uint64_t seed) {
   a.window_left = c.wl;
   a.window_right = c.wr;
   a.softcap = c.softcap;
+  if (c.rope_dims > 0) a.modifiers |= attnbench::cuda::kModifierRope;
+  if (c.alibi) a.modifiers |= attnbench::cuda::kModifierAlibi;
+  if (c.softcap > 0) a.modifiers |= attnbench::cuda::kModifierSoftcap;
 
   // Block bitmap: 16 x 32 blocks, random, with one block row cleared (its rows output zeros).
   std::vector<uint8_t> bitmap;
@@ -237,14 +240,56 @@ CaseResult RunCase(const Case& c, Storage st, uint64_t seed) {
   a.head_map = dmap;
 
   CaseResult res;
-  const std::string why = attnbench::cuda::FlashUnsupportedReason(a, 9, 0);
+  namespace flash = attnbench::cuda::flash;
+  const flash::FlashDevice device = flash::CurrentDevice();
+  const std::string why = flash::FlashRefusal(a, device);
   if (!why.empty()) {
     std::printf("  UNSUPPORTED: %s\n", why.c_str());
     res.nan = -1;
     return res;
   }
-  res.hopper = attnbench::cuda::HopperRuns(a, 9, 0);
-  CHECK(attnbench::cuda::LaunchFlashAttention(a, 0));
+  // Block masks on the Hopper kernel walk lists of kept K/V tiles: built here from the bitmap by
+  // brute force over every pair (the server builds them from the spec's mask instead).
+  int32_t* dtiles = nullptr;
+  int64_t* doffsets = nullptr;
+  const flash::ListTiles lt = flash::BlockListTiles(a, device);
+  if (lt.query > 0) {
+    const int maps = c.block_per_head ? c.batch * c.hout : 1;
+    const int64_t qt = (c.sq + lt.query - 1) / lt.query, kt = (c.skv + lt.kv - 1) / lt.kv;
+    std::vector<int32_t> tiles;
+    std::vector<int64_t> offsets{0};
+    for (int m = 0; m < maps; ++m) {
+      const size_t base = c.block_per_head ? (size_t)m * a.block_rows * a.block_cols : 0;
+      for (int64_t r = 0; r < qt; ++r) {
+        for (int64_t t = 0; t < kt; ++t) {
+          long kept = 0, all = 0;
+          for (int64_t i = r * lt.query; i < std::min<int64_t>(c.sq, (r + 1) * lt.query); ++i) {
+            for (int64_t j = t * lt.kv; j < std::min<int64_t>(c.skv, (t + 1) * lt.kv); ++j) {
+              const bool keep = (!c.block_causal || j <= i + a.offset) &&
+                                bitmap[base + (i / 16) * a.block_cols + j / 32] != 0;
+              kept += keep;
+              ++all;
+            }
+          }
+          if (kept > 0) {
+            tiles.push_back((int32_t)t | (kept < all ? attnbench::cuda::kTilePartial : 0));
+          }
+        }
+        offsets.push_back((int64_t)tiles.size());
+      }
+    }
+    CHECK(cudaMalloc(&dtiles, std::max<size_t>(4, tiles.size() * 4)));
+    CHECK(cudaMalloc(&doffsets, offsets.size() * 8));
+    CHECK(cudaMemcpy(dtiles, tiles.data(), tiles.size() * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(doffsets, offsets.data(), offsets.size() * 8, cudaMemcpyHostToDevice));
+    a.block_tiles = dtiles;
+    a.block_tile_offsets = doffsets;
+    a.block_tile_q = lt.query;
+    a.block_tile_kv = lt.kv;
+  }
+  res.hopper = flash::RouteOf(a, device) == flash::FlashRoute::kSm90;
+  CHECK(flash::Launch(a, 0));
+
   CHECK(cudaDeviceSynchronize());
   std::vector<uint16_t> ho(no + kGuard);
   CHECK(cudaMemcpy(ho.data(), dout, (no + kGuard) * 2, cudaMemcpyDeviceToHost));
@@ -337,6 +382,8 @@ CaseResult RunCase(const Case& c, Storage st, uint64_t seed) {
   if (dbits) cudaFree(dbits);
   if (drope) cudaFree(drope);
   if (dslopes) cudaFree(dslopes);
+  if (dtiles) cudaFree(dtiles);
+  if (doffsets) cudaFree(doffsets);
   return res;
 }
 
@@ -566,6 +613,52 @@ std::vector<Case> Cases() {
   c.dqk = c.dv = 128;
   c.mask = MaskCode::kCausal;
   add(c);
+  // Every Hopper tile row and policy: modifiers, RoPE in shared memory, block lists.
+  c = Case();
+  c.name = "hopper d96 rope+alibi+softcap causal 300x400";
+  c.sq = 300;
+  c.skv = 400;
+  c.dqk = c.dv = 96;
+  c.rope_dims = 96;
+  c.alibi = true;
+  c.softcap = 4.f;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "hopper d192/128 block per-head causal 400x400";
+  c.sq = c.skv = 400;
+  c.dqk = 192;
+  c.dv = 128;
+  c.mask = MaskCode::kBlock;
+  c.block_per_head = true;
+  c.block_causal = true;
+  add(c);
+  c = Case();
+  c.name = "hopper d256 window(200,30) softcap 300x700";
+  c.sq = 300;
+  c.skv = 700;
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = c.dv = 256;
+  c.mask = MaskCode::kWindow;
+  c.wl = 200;
+  c.wr = 30;
+  c.softcap = 3.f;
+  add(c);
+  c = Case();
+  c.name = "hopper d192 alibi rope causal 400x400";
+  c.sq = c.skv = 400;
+  c.hq = c.hkv = c.hout = 2;
+  c.dqk = c.dv = 192;
+  c.alibi = true;
+  c.rope_dims = 192;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "hopper d64 rope block 1000x1000";
+  c.sq = c.skv = 1000;
+  c.rope_dims = 64;
+  c.mask = MaskCode::kBlock;
+  add(c);
   return cs;
 }
 
@@ -591,7 +684,6 @@ template <typename Cfg>
 cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   attnbench::cuda::flash::FlashFlags f;
   f.async_q = f.async_k = f.async_v = f.vector_o = true;
-  f.exp_scale = a.scale * 1.4426950408889634f;
   auto kernel = attnbench::cuda::flash::FlashForwardKernel<__nv_bfloat16, Cfg, false>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
@@ -602,13 +694,13 @@ cudaError_t LaunchAlt(const AttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// The Hopper kernel with each grid forced (shipped: HopperGrid::kAuto picks per request).
+// The Hopper kernel with each grid forced (shipped: Sm90Grid::kAuto picks per request).
 cudaError_t LaunchHopperPerTile(const AttentionArgs& a, cudaStream_t stream) {
-  return attnbench::cuda::LaunchHopperAttention(a, stream, attnbench::cuda::HopperGrid::kPerTile);
+  return attnbench::cuda::flash::LaunchSm90(a, stream, attnbench::cuda::flash::Sm90Grid::kPerTile);
 }
 cudaError_t LaunchHopperPersistent(const AttentionArgs& a, cudaStream_t stream) {
-  return attnbench::cuda::LaunchHopperAttention(a, stream,
-                                                attnbench::cuda::HopperGrid::kPersistent);
+  return attnbench::cuda::flash::LaunchSm90(a, stream,
+                                            attnbench::cuda::flash::Sm90Grid::kPersistent);
 }
 
 struct Variant {
@@ -668,7 +760,7 @@ int main(int argc, char** argv) {
 
   using attnbench::cuda::flash::FlashConfig;
   const Variant variants[] = {
-      {"shipped", 0, attnbench::cuda::LaunchFlashAttention},
+      {"shipped", 0, attnbench::cuda::flash::Launch},
       {"hopper per-tile grid", 0, LaunchHopperPerTile},
       {"hopper persistent grid", 0, LaunchHopperPersistent},
       {"mma.sync d64", 64, LaunchAlt<FlashConfig<64, 64, 4, 2, 64, true, 2, true>>},

@@ -5,28 +5,38 @@
 # `bash bench/flash_dev/run.sh build DIR` builds the same objects on the development machine
 # (nvcc there too) so that a device call only runs them: `FB=DIR bash bench/flash_dev/run.sh`.
 set -o pipefail
-NVCC="nvcc -std=c++17 -O3 -I. -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr"
+NVCC="nvcc -std=c++17 -O3 -I. -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xfatbin=-compress-all"
 build() {
   local dir=$1
   mkdir -p "$dir"
-  $NVCC -Xptxas -v -c kernels/cuda/flash_attention.cu -o "$dir/fa.o" > "$dir/fa.log" 2>&1 &
-  local fa=$!
-  $NVCC -Xptxas -v -c kernels/cuda/flash_hopper.cu -o "$dir/fh.o" > "$dir/fh.log" 2>&1 &
-  local fh=$!
+  # The flash family's sources (kernels/cuda/flash), two compile jobs at a time.
+  local srcs=(flash.cu launch_sm80.cu launch_sm90.cu sm90_tile0.cu sm90_tile1.cu sm90_tile2.cu
+              sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu)
+  local objs=() pids=()
+  for src in "${srcs[@]}"; do
+    $NVCC -Xptxas -v -c "kernels/cuda/flash/$src" -o "$dir/${src%.cu}.o" \
+      > "$dir/${src%.cu}.log" 2>&1 &
+    pids+=($!)
+    objs+=("$dir/${src%.cu}.o")
+    if [ "${#pids[@]}" -ge 2 ]; then
+      wait "${pids[0]}" || { cat "$dir"/*.log; return 1; }
+      pids=("${pids[@]:1}")
+    fi
+  done
+  g++ -std=c++17 -O2 -I. -c kernels/cuda/flash/support.cc -o "$dir/support.o" || return 1
   $NVCC -c bench/flash_dev/flash_check.cu -o "$dir/check.o" > "$dir/check.log" 2>&1 ||
     { cat "$dir/check.log"; return 1; }
-  wait $fa || { cat "$dir/fa.log"; return 1; }
-  wait $fh || { cat "$dir/fh.log"; return 1; }
-  $NVCC "$dir/check.o" "$dir/fa.o" "$dir/fh.o" -o "$dir/flash_check"
+  for p in "${pids[@]}"; do wait "$p" || { cat "$dir"/*.log; return 1; }; done
+  $NVCC "$dir/check.o" "${objs[@]}" "$dir/support.o" -o "$dir/flash_check"
 }
 if [ "$1" = build ]; then build "$2"; exit $?; fi
 OUT=${OUT:-/tmp/flash_out}
 FB=${FB:-/tmp/fb}
 mkdir -p "$OUT"
 [ -x "$FB/flash_check" ] || build "$FB" || exit 1
-cat "$FB/fa.log" "$FB/fh.log" | grep -E "Compiling entry|registers|spill" > "$OUT/ptxas.txt"
-cuobjdump -sass "$FB/fa.o" | gzip > "$OUT/fa.sass.gz"
-cuobjdump -sass "$FB/fh.o" | gzip > "$OUT/fh.sass.gz"
+cat "$FB"/*.log | grep -E "Compiling entry|registers|spill" > "$OUT/ptxas.txt"
+cuobjdump -sass "$FB/launch_sm80.o" | gzip > "$OUT/sm80.sass.gz"
+cuobjdump -sass "$FB/sm90_tile2.o" | gzip > "$OUT/sm90_d128.sass.gz"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
 "$FB/flash_check" "$OUT/ours.tsv" 2>&1 | tee "$OUT/check.log"
 rc=$?
