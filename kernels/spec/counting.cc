@@ -1,7 +1,9 @@
 #include "kernels/spec/counting.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -78,6 +80,32 @@ Wide ProbabilisticPairs(const Problem& p, const MaskEvaluator& eval, int64_t b, 
   return n;
 }
 
+// Any mask, from its own tile coverage: whole tiles of 64 x 64 pairs where the mask keeps all or
+// none, pair by pair where it keeps some. What a mask without a closed form below is counted by.
+Wide CoveragePairs(const Problem& p, const MaskEvaluator& eval, int64_t b, int h) {
+  constexpr int64_t kTile = 64;
+  Wide n = 0;
+  std::vector<uint8_t> keep(kTile * kTile);
+  for (int64_t i0 = 0; i0 < p.seq_len_q; i0 += kTile) {
+    const int64_t i1 = std::min(p.seq_len_q, i0 + kTile);
+    for (int64_t j0 = 0; j0 < p.seq_len_kv; j0 += kTile) {
+      const int64_t j1 = std::min(p.seq_len_kv, j0 + kTile);
+      switch (eval.Coverage(b, h, i0, i1, j0, j1)) {
+        case TileCoverage::kNone:
+          break;
+        case TileCoverage::kAll:
+          n += static_cast<Wide>(i1 - i0) * (j1 - j0);
+          break;
+        case TileCoverage::kPartial:
+          eval.FillTile(b, h, i0, i1, j0, j1, keep.data());
+          for (int64_t k = 0; k < (i1 - i0) * (j1 - j0); ++k) n += keep[k];
+          break;
+      }
+    }
+  }
+  return n;
+}
+
 Wide KeptPairsWide(const Problem& p, const MaskEvaluator& eval, int64_t b, int h) {
   const int64_t sq = p.seq_len_q;
   const int64_t skv = p.seq_len_kv;
@@ -99,7 +127,7 @@ Wide KeptPairsWide(const Problem& p, const MaskEvaluator& eval, int64_t b, int h
     case MaskKind::kProbabilisticBlockSparse:
       return ProbabilisticPairs(p, eval, b, h);
   }
-  return 0;
+  return CoveragePairs(p, eval, b, h);  // a mask with no closed form here
 }
 
 constexpr Wide kMaxU64 = static_cast<Wide>(std::numeric_limits<uint64_t>::max());
@@ -118,6 +146,11 @@ Wide ProbabilisticDrawBound(const Problem& p, int64_t heads) {
 }
 
 }  // namespace
+
+uint64_t KeptPairsFromCoverage(const Problem& problem, int64_t batch, int output_head) {
+  const Wide n = CoveragePairs(problem, MaskEvaluator(problem), batch, output_head);
+  return n > kMaxU64 ? std::numeric_limits<uint64_t>::max() : static_cast<uint64_t>(n);
+}
 
 uint64_t KeptPairs(const Problem& problem, int64_t batch, int output_head) {
   const MaskEvaluator eval(problem);

@@ -22,6 +22,10 @@ struct WorkCounts {
 // Kept pairs for one (b, h); exact for every mask (block-sparse masks are counted block by block,
 // probabilistic ones by drawing the same blocks the kernels keep).
 uint64_t KeptPairs(const Problem& problem, int64_t batch, int output_head);
+// The same from the mask's tile coverage alone (MaskEvaluator::Coverage and FillTile), which any
+// mask has: what KeptPairs falls back to for a mask without a closed form, and what tests compare
+// the closed forms with.
+uint64_t KeptPairsFromCoverage(const Problem& problem, int64_t batch, int output_head);
 
 // Most random draws CountWork makes for a probabilistic block-sparse mask, bounded by batch x
 // output heads x block rows x block columns (a few seconds of one core): the time a request may

@@ -12,6 +12,15 @@
 
 namespace attnbench::cuda::flash {
 
+// Masks the Hopper kernel runs from lists of kept K/V tiles built once per problem from the spec's
+// tile coverage (kernels/spec/tile_plan.h), testing pairs only in partly kept tiles with the
+// mask's device predicate; the interval masks (none, causal, window) need no list.
+constexpr bool UsesTileLists(MaskCode mask) { return mask == MaskCode::kBlock; }
+// Masks that keep one contiguous key interval per query row: their tile policy needs no lists.
+constexpr bool IsIntervalMask(MaskCode mask) {
+  return mask == MaskCode::kNone || mask == MaskCode::kCausal || mask == MaskCode::kWindow;
+}
+
 // Storage types both fused kernels compile for.
 inline constexpr Storage kFlashStorages[] = {Storage::kFloat16, Storage::kBFloat16};
 

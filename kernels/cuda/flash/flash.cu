@@ -21,7 +21,7 @@ std::string PolicyText(const AttentionArgs& args) {
   if ((mods & kModsAlibi) != 0) out += (args.modifiers & kModifierAlibi) ? " +alibi" : " +scale";
   if ((mods & kModsSoftcap) != 0) out += " +softcap";
   if ((args.modifiers & kModifierRope) != 0) out += " +rope";
-  if (args.mask == MaskCode::kBlock) out += " +block-list";
+  if (UsesTileLists(args.mask)) out += " +tile-list";
   return out;
 }
 
@@ -69,7 +69,7 @@ std::string KernelName(const AttentionArgs& args, const FlashDevice& device) {
 }
 
 ListTiles BlockListTiles(const AttentionArgs& args, const FlashDevice& device) {
-  if (args.mask != MaskCode::kBlock || RouteOf(args, device) != FlashRoute::kSm90) return {};
+  if (!UsesTileLists(args.mask) || RouteOf(args, device) != FlashRoute::kSm90) return {};
   return {kSm90BlockQ, kSm90Tiles[PickTile(kSm90Tiles, args.dim_qk, args.dim_v)].block_kv};
 }
 

@@ -43,11 +43,11 @@
 namespace attnbench::cuda::flash {
 
 // The policies one kernel is compiled with.
-template <int kMods_, bool kRope_, bool kBlockList_>
+template <int kMods_, bool kRope_, bool kTileList_>
 struct Sm90Policy {
   static constexpr int kMods = kMods_;          // ScoreModBits
   static constexpr bool kRope = kRope_;         // RoPE rotation of the Q/K tiles
-  static constexpr bool kBlockList = kBlockList_;  // block-sparse tile lists, else an interval
+  static constexpr bool kTileList = kTileList_;  // block-sparse tile lists, else an interval
 };
 
 // A wgmma shared-memory matrix descriptor (PTX ISA "matrix descriptor"): start address, leading
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int round = 0;  // items so far
       for (int64_t index = blockIdx.x; index < sched.items; index += gridDim.x, ++round) {
         const WorkItem it = sched.Item(args, index);
-        const TileWalk<Policy::kBlockList, kBr, kBc> walk(args, it, sched.qtiles);
+        const TileWalk<Policy::kTileList, kBr, kBc> walk(args, it, sched.qtiles);
         // Q's buffer is free once both consumers have finished the previous item's Q K^T.
         if (round > 0) WaitBarrier(q_empty, (round - 1) & 1);
         uint64_t* q_bar = kRope ? q_raw : q_full;
@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         int round = 0;
         for (int64_t index = blockIdx.x; index < sched.items; index += gridDim.x, ++round) {
           const WorkItem it = sched.Item(args, index);
-          const TileWalk<Policy::kBlockList, kBr, kBc> walk(args, it, sched.qtiles);
+          const TileWalk<Policy::kTileList, kBr, kBc> walk(args, it, sched.qtiles);
           WaitBarrier(q_raw, round & 1);
           const int q_rows = static_cast<int>(args.seq_q - it.q0 < kBr ? args.seq_q - it.q0 : kBr);
           RotateTile<T, QK, kBr>(smem_q, args, lane, it.q0 + args.offset, q_rows);
@@ -237,7 +237,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                               static_cast<float>(jl - where.pos[1])};
         mods.template Apply<kBc / 8>(s, rel);
       }
-      MaskTile<Policy::kBlockList, kBc>(s, args, where, it.b, it.h, j0, jl, partial);
+      MaskTile<Policy::kTileList, kBc>(s, args, where, it.b, it.h, j0, jl, partial);
       SoftmaxStep<kBc / 8>(s, rows, mods.exp_scale, alpha,
                            [&](int n, int r, float p0, float p1) {
                              s[4 * n + 2 * r] = p0;
@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     int round = 0;
     for (int64_t index = blockIdx.x; index < sched.items; index += gridDim.x, ++round) {
       const WorkItem it = sched.Item(args, index);
-      const TileWalk<Policy::kBlockList, kBr, kBc> walk(args, it, sched.qtiles);
+      const TileWalk<Policy::kTileList, kBr, kBc> walk(args, it, sched.qtiles);
       const FragmentScoreMods<Policy::kMods> mods(args, it.h);
       const int64_t wg_row0 = it.q0 + 64 * consumer;
       where.row[0] = wg_row0 + 16 * warp + lane / 4;

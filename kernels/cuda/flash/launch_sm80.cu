@@ -38,7 +38,7 @@ FlashFlags FlagsFor(const AttentionArgs& args) {
 // cp.async (aligned rows, no RoPE), no score modifiers, an interval mask (none, causal, window).
 bool CommonBuildOk(const AttentionArgs& args, const FlashFlags& flags) {
   return flags.async_q && flags.async_k && flags.async_v && flags.mods == kModsNone &&
-         args.mask != MaskCode::kBlock;
+         IsIntervalMask(args.mask);
 }
 
 template <typename T, int kTile>

@@ -73,7 +73,7 @@ constexpr auto kTileLaunchers = TileLaunchers(std::make_index_sequence<kNumSm90T
 cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid grid) {
   const int tile = PickTile(kSm90Tiles, args.dim_qk, args.dim_v);
   if (tile < 0) return cudaErrorNotSupported;
-  if (args.mask == MaskCode::kBlock &&
+  if (UsesTileLists(args.mask) &&
       (args.block_tiles == nullptr || args.block_tile_offsets == nullptr ||
        args.block_tile_q != kSm90BlockQ || args.block_tile_kv != kSm90Tiles[tile].block_kv)) {
     return cudaErrorInvalidValue;  // the lists this kernel walks were not built for its tiles

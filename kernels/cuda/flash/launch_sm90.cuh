@@ -16,6 +16,7 @@
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/launch_support.h"
 #include "kernels/cuda/common/score_mods.cuh"
+#include "kernels/cuda/flash/configs.h"
 #include "kernels/cuda/flash/kernel_sm90.cuh"
 #include "kernels/cuda/flash/sm90_config.cuh"
 
@@ -94,12 +95,12 @@ const TensorMaps* MapsFor(const AttentionArgs& args) {
   return &m;
 }
 
-template <typename T, int kTile, int kMods, bool kRope, bool kBlockList>
+template <typename T, int kTile, int kMods, bool kRope, bool kTileList>
 cudaError_t LaunchPolicy(const AttentionArgs& args, cudaStream_t stream, bool persistent) {
   using Cfg = Sm90Config<kTile, kRope>;
   const TensorMaps* maps = MapsFor<Cfg>(args);
   if (maps == nullptr) return cudaErrorInvalidValue;
-  auto kernel = Sm90ForwardKernel<T, Cfg, Sm90Policy<kMods, kRope, kBlockList>>;
+  auto kernel = Sm90ForwardKernel<T, Cfg, Sm90Policy<kMods, kRope, kTileList>>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -123,7 +124,7 @@ cudaError_t LaunchPolicy(const AttentionArgs& args, cudaStream_t stream, bool pe
 template <typename T, int kTile, int kMods>
 cudaError_t LaunchMods(const AttentionArgs& args, cudaStream_t stream, bool persistent) {
   const bool rope = (args.modifiers & kModifierRope) != 0;
-  const bool block = args.mask == MaskCode::kBlock;
+  const bool block = UsesTileLists(args.mask);
   if (rope) {
     return block ? LaunchPolicy<T, kTile, kMods, true, true>(args, stream, persistent)
                  : LaunchPolicy<T, kTile, kMods, true, false>(args, stream, persistent);

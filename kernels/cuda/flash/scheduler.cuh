@@ -45,16 +45,16 @@ struct TileScheduler {
 };
 
 // The K/V tiles one work item visits, in order, and whether tile k needs a per-element mask.
-// kBlockList: the mask's precomputed list (AttentionArgs::block_tiles: block-sparse masks);
-// otherwise the contiguous range an interval mask (none, causal, window) keeps.
-template <bool kBlockList, int kBr, int kBc>
+// kTileList: the mask's precomputed list (AttentionArgs::block_tiles; UsesTileLists in
+// configs.h); otherwise the contiguous range an interval mask (none, causal, window) keeps.
+template <bool kTileList, int kBr, int kBc>
 struct TileWalk {
   int count = 0;
   int first = 0;                    // interval: tile index of k = 0
   const int32_t* list = nullptr;    // block list: entries of this item
 
   __device__ __forceinline__ TileWalk(const AttentionArgs& a, const WorkItem& it, int64_t qtiles) {
-    if constexpr (kBlockList) {
+    if constexpr (kTileList) {
       const int64_t p = a.block_per_head
                             ? (static_cast<int64_t>(it.b) * a.heads_out + it.h) * qtiles + it.qtile
                             : it.qtile;
@@ -72,13 +72,12 @@ struct TileWalk {
   }
 
   __device__ __forceinline__ int Tile(int k) const {
-    if constexpr (kBlockList) return list[k] & ~kTilePartial;
+    if constexpr (kTileList) return list[k] & ~kTilePartial;
     return first + k;
   }
-  // Block lists only: the tile mixes kept and hidden pairs of the block pattern (or the causal
-  // diagonal), so the kernel tests each pair.
+  // Tile lists only: the tile mixes kept and hidden pairs, so the kernel tests each pair.
   __device__ __forceinline__ bool Partial(int k) const {
-    if constexpr (kBlockList) return (list[k] & kTilePartial) != 0;
+    if constexpr (kTileList) return (list[k] & kTilePartial) != 0;
     return false;
   }
 };

@@ -138,6 +138,9 @@ const KernelAllowList& Sm80AllowList() {
 std::string Sm90Refusal(const AttentionArgs& a, const FlashDevice& d) {
   int tile = -1;
   if (std::string why = ListRefusal(Sm90AllowList(), a, d, &tile); !why.empty()) return why;
+  if (!IsIntervalMask(a.mask) && !UsesTileLists(a.mask)) {
+    return std::string("spec.mask ") + MaskText(a.mask) + ": the Hopper kernel has no tile policy for it";
+  }
   if (!d.sm90_code) return "this build carries no sm_90a code";
   if (!d.tma) return "the driver's tensor-map encoder is missing";
   if (a.dim_qk % 8 != 0 || a.dim_v % 8 != 0) {
@@ -161,7 +164,7 @@ std::string Sm90Refusal(const AttentionArgs& a, const FlashDevice& d) {
            " KB of shared memory per block, above the device's " +
            std::to_string(d.smem_optin_bytes / 1024) + " KB";
   }
-  if (a.mask == MaskCode::kBlock && a.block_tiles != nullptr &&
+  if (UsesTileLists(a.mask) && a.block_tiles != nullptr &&
       (a.block_tile_q != kSm90BlockQ || a.block_tile_kv != kSm90Tiles[tile].block_kv)) {
     return "block lists built for other tiles";
   }

@@ -1,7 +1,8 @@
 // The mask policy of the fused Hopper kernel on one K/V tile of scores: which tiles need a
 // per-element test at all, and the test itself. Interval masks (none, causal, window) cut the
-// tile by a per-row key interval (common/mask.cuh); block-sparse masks test the pairs of tiles
-// their block list marks partial against the block bitmap (and causal). Every tile that crosses
+// tile by a per-row key interval (common/mask.cuh). Masks that walk tile lists (block-sparse:
+// lists built from the spec's tile coverage, kernels/spec/tile_plan.h) test the pairs of the tiles
+// their list marks partial with the mask's device predicate, MaskKeeps. Every tile that crosses
 // S_kv hides the keys past it (the TMA zero fill makes them score 0, not -inf).
 #ifndef ATTNBENCH_KERNELS_CUDA_FLASH_TILE_MASK_CUH_
 #define ATTNBENCH_KERNELS_CUDA_FLASH_TILE_MASK_CUH_
@@ -23,11 +24,11 @@ struct TileRows {
 };
 
 // Masks tile scores in place. jl = the thread's first key of the tile (j0 + 2 (lane % 4)).
-template <bool kBlockList, int kBc, typename Frag>
+template <bool kTileList, int kBc, typename Frag>
 __device__ __forceinline__ void MaskTile(Frag& s, const AttentionArgs& a, const TileRows& rows,
                                          int b, int h, int64_t j0, int64_t jl, bool partial) {
   constexpr int kN8 = kBc / 8;
-  if constexpr (!kBlockList) {
+  if constexpr (!kTileList) {
     const bool right = a.mask == MaskCode::kCausal || (a.mask == MaskCode::kWindow && a.window_right >= 0);
     const int64_t right_off = a.mask == MaskCode::kCausal ? 0 : a.window_right;
     const bool left = a.mask == MaskCode::kWindow && a.window_left >= 0;
@@ -55,22 +56,17 @@ __device__ __forceinline__ void MaskTile(Frag& s, const AttentionArgs& a, const 
       MaskFragmentColumns<kN8>(s, lo, hi);
       return;
     }
-    // Per pair: a rolled loop filling one bit per column of this thread (unrolled, the bitmap
-    // loads would all be hoisted into registers).
-    int64_t base = 0;
-    if (a.block_per_head) {
-      base = (static_cast<int64_t>(b) * a.heads_out + h) * a.block_rows * a.block_cols;
-    }
+    // Per pair, the mask's own predicate (common/mask.cuh), in a rolled loop filling one bit per
+    // column of this thread (unrolled, its table loads would all be hoisted into registers). Any
+    // mask with a device predicate and a tile coverage in the spec runs this way.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       uint32_t keep = 0;
       if (rows.row[r] < a.seq_q) {
-        const uint8_t* bits = a.block_bitmap + base + (rows.row[r] / a.block_q) * a.block_cols;
-        const int64_t last = a.block_causal && rows.pos[r] < a.seq_kv - 1 ? rows.pos[r] : a.seq_kv - 1;
 #pragma unroll 1
         for (int c = 0; c < kBc / 4; ++c) {
           const int64_t j = jl + 8 * (c >> 1) + (c & 1);
-          if (j <= last && bits[j / a.block_k] != 0) keep |= 1u << c;
+          if (j < a.seq_kv && MaskKeeps(a, b, h, rows.row[r], j)) keep |= 1u << c;
         }
       }
 #pragma unroll

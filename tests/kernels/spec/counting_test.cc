@@ -164,7 +164,7 @@ TEST(CountingTest, DecodeCacheBytesAtStoredWidth) {
 
 TEST(CountingTest, KeptPairsMatchBruteForce) {
   std::vector<Problem> problems;
-  for (auto [sq, skv] : {std::pair<int64_t, int64_t>{37, 53}, {53, 37}, {40, 40}, {3, 61}}) {
+  for (auto [sq, skv] : {std::pair<int64_t, int64_t>{37, 53}, {53, 37}, {40, 40}, {3, 61}, {150, 211}}) {
     Problem c = Base(sq, skv);
     c.mask.kind = MaskKind::kCausal;
     problems.push_back(c);
@@ -209,6 +209,8 @@ TEST(CountingTest, KeptPairsMatchBruteForce) {
         }
         ASSERT_EQ(KeptPairs(p, b, h), n) << MaskName(p.mask.kind) << " " << p.seq_len_q << "x"
                                          << p.seq_len_kv << " b" << b << " h" << h;
+        // The coverage count every mask falls back to agrees too.
+        ASSERT_EQ(KeptPairsFromCoverage(p, b, h), n) << MaskName(p.mask.kind);
         total += n;
       }
     }
