@@ -814,6 +814,156 @@ int main(int argc, char** argv) {
       }
     }
   }
+
+  // Score modifiers and RoPE on the shipped route, against the same shape without them (issue
+  // target: within 10%), and block-sparse masks from tile lists against the dense kernel
+  // (TFLOP/s counted over kept pairs). Tables built once here: RoPE cos/sin for every position,
+  // ALiBi slopes, random 128 x 128 block bitmaps at 10/25/50% density and their tile lists.
+  std::vector<float> rope_host;
+  float* rope_dev[2] = {nullptr, nullptr};  // D = 64, 128
+  for (int di = 0; di < 2; ++di) {
+    const int dims = di == 0 ? 64 : 128, half = dims / 2;
+    rope_host.assign((size_t)2 * kTokens * half, 0.f);
+    for (int64_t pos = 0; pos < kTokens; ++pos) {
+      for (int m = 0; m < half; ++m) {
+        const double ang = pos * std::pow(10000.0, -2.0 * m / dims);
+        rope_host[2 * ((size_t)pos * half + m)] = (float)std::cos(ang);
+        rope_host[2 * ((size_t)pos * half + m) + 1] = (float)std::sin(ang);
+      }
+    }
+    CHECK(cudaMalloc(&rope_dev[di], rope_host.size() * 4));
+    CHECK(cudaMemcpy(rope_dev[di], rope_host.data(), rope_host.size() * 4, cudaMemcpyHostToDevice));
+  }
+  std::vector<float> slopes_host(kH);
+  for (int h = 0; h < kH; ++h) slopes_host[h] = (float)std::pow(2.0, -8.0 * (h + 1) / kH);
+  float* slopes_dev;
+  CHECK(cudaMalloc(&slopes_dev, kH * 4));
+  CHECK(cudaMemcpy(slopes_dev, slopes_host.data(), kH * 4, cudaMemcpyHostToDevice));
+  auto time_ms = [&](const AttentionArgs& a) {
+    for (int w = 0; w < 3; ++w) CHECK(attnbench::cuda::flash::Launch(a, 0));
+    std::vector<float> ms;
+    for (int it = 0; it < 20; ++it) {
+      CHECK(cudaMemsetAsync(flush, it & 0xff, flush_bytes));
+      CHECK(cudaEventRecord(e0));
+      CHECK(attnbench::cuda::flash::Launch(a, 0));
+      CHECK(cudaEventRecord(e1));
+      CHECK(cudaEventSynchronize(e1));
+      float t;
+      CHECK(cudaEventElapsedTime(&t, e0, e1));
+      ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    return (double)ms[ms.size() / 2];
+  };
+  auto plain = [&](int d, int64_t s, bool causal) {
+    AttentionArgs a;
+    a.storage = Storage::kBFloat16;
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.o = o;
+    a.batch = (int)(kTokens / s);
+    a.seq_q = a.seq_kv = s;
+    a.heads_q = a.heads_kv = a.heads_out = kH;
+    a.dim_qk = a.dim_v = d;
+    a.head_map = dmap;
+    a.scale = 1.f / std::sqrt((float)d);
+    a.mask = causal ? MaskCode::kCausal : MaskCode::kNone;
+    return a;
+  };
+  std::printf("\n%-22s %6s %4s %6s %9s %9s %7s  %s\n", "modifiers", "S", "D", "causal", "ms",
+              "TFLOP/s", "vs none", "kernel");
+  for (int d : {64, 128}) {
+    for (int64_t s : {1024, 4096, 16384}) {
+      for (bool causal : {false, true}) {
+        const double flops = 4.0 * (kTokens / s) * kH * (double)s * s * d / (causal ? 2 : 1);
+        double base = 0;
+        for (int mods = 0; mods < 6; ++mods) {
+          static const char* kNames[] = {"none", "rope", "alibi", "softcap", "alibi+softcap",
+                                         "rope+alibi+softcap"};
+          AttentionArgs a = plain(d, s, causal);
+          const bool rope = mods == 1 || mods == 5, alibi = mods == 2 || mods >= 4,
+                     cap = mods == 3 || mods >= 4;
+          if (rope) {
+            a.modifiers |= attnbench::cuda::kModifierRope;
+            a.rope_dims = d;
+            a.rope_cos_sin = rope_dev[d == 64 ? 0 : 1];
+          }
+          if (alibi) {
+            a.modifiers |= attnbench::cuda::kModifierAlibi;
+            a.alibi_slopes = slopes_dev;
+          }
+          if (cap) {
+            a.modifiers |= attnbench::cuda::kModifierSoftcap;
+            a.softcap = 30.f;
+          }
+          const double med = time_ms(a);
+          if (mods == 0) base = med;
+          const std::string name =
+              attnbench::cuda::flash::KernelName(a, attnbench::cuda::flash::CurrentDevice());
+          std::printf("%-22s %6ld %4d %6d %9.3f %9.1f %7.3f  %s\n", kNames[mods], (long)s, d,
+                      (int)causal, med, flops / (med * 1e-3) / 1e12, med / base, name.c_str());
+          std::fprintf(out, "mod:%s\t%ld\t%d\t%d\t%.4f\t%.1f\n", kNames[mods], (long)s, d,
+                       (int)causal, med, flops / (med * 1e-3) / 1e12);
+        }
+      }
+    }
+  }
+  std::printf("\n%-22s %6s %4s %7s %9s %9s %9s\n", "block-sparse 128x128", "S", "D", "density",
+              "ms", "TF/s kept", "vs dense");
+  Rng brng{777};
+  for (int64_t s : {8192, 16384}) {
+    const int d = 128;
+    const AttentionArgs dense = plain(d, s, false);
+    const double dense_ms = time_ms(dense);
+    const double dense_tf = 4.0 * (kTokens / s) * kH * (double)s * s * d / (dense_ms * 1e-3) / 1e12;
+    std::printf("%-22s %6ld %4d %7.2f %9.3f %9.1f %9.3f\n", "dense", (long)s, d, 1.0, dense_ms,
+                dense_tf, 1.0);
+    for (double density : {0.1, 0.25, 0.5}) {
+      AttentionArgs a = plain(d, s, false);
+      const int batch = a.batch, blocks = (int)(s / 128);
+      a.mask = MaskCode::kBlock;
+      a.block_q = a.block_k = 128;
+      a.block_rows = a.block_cols = blocks;
+      a.block_per_head = true;
+      std::vector<uint8_t> bits((size_t)batch * kH * blocks * blocks);
+      long kept_blocks = 0;
+      for (auto& x : bits) kept_blocks += (x = brng.Uniform() < density ? 1 : 0);
+      std::vector<int32_t> tiles;
+      std::vector<int64_t> offsets{0};
+      for (int64_t m = 0; m < (int64_t)batch * kH; ++m) {
+        for (int r = 0; r < blocks; ++r) {
+          for (int c = 0; c < blocks; ++c) {
+            if (bits[((size_t)m * blocks + r) * blocks + c]) tiles.push_back(c);
+          }
+          offsets.push_back((int64_t)tiles.size());
+        }
+      }
+      uint8_t* dbits;
+      int32_t* dtiles;
+      int64_t* doffs;
+      CHECK(cudaMalloc(&dbits, bits.size()));
+      CHECK(cudaMalloc(&dtiles, std::max<size_t>(4, tiles.size() * 4)));
+      CHECK(cudaMalloc(&doffs, offsets.size() * 8));
+      CHECK(cudaMemcpy(dbits, bits.data(), bits.size(), cudaMemcpyHostToDevice));
+      CHECK(cudaMemcpy(dtiles, tiles.data(), tiles.size() * 4, cudaMemcpyHostToDevice));
+      CHECK(cudaMemcpy(doffs, offsets.data(), offsets.size() * 8, cudaMemcpyHostToDevice));
+      a.block_bitmap = dbits;
+      a.block_tiles = dtiles;
+      a.block_tile_offsets = doffs;
+      a.block_tile_q = 128;
+      a.block_tile_kv = 128;
+      const double med = time_ms(a);
+      const double kept_flops = 4.0 * kept_blocks * 128.0 * 128.0 * d;
+      const double tf = kept_flops / (med * 1e-3) / 1e12;
+      std::printf("%-22s %6ld %4d %7.2f %9.3f %9.1f %9.3f\n", "block list", (long)s, d,
+                  (double)kept_blocks / bits.size(), med, tf, tf / dense_tf);
+      std::fprintf(out, "block:%.2f\t%ld\t%d\t0\t%.4f\t%.1f\n", density, (long)s, d, med, tf);
+      cudaFree(dbits);
+      cudaFree(dtiles);
+      cudaFree(doffs);
+    }
+  }
   std::fclose(out);
   return fails == 0 ? 0 : 2;
 }
