@@ -84,6 +84,11 @@ class Workload {
   virtual const AttentionInputs& Inputs() const = 0;
   // The output of the last run: O [B, S_q, H_out, D_v] (layer scope: Y [B, S, d_model]).
   virtual absl::StatusOr<FloatTensor> Output() = 0;
+  // PHASE_BACKWARD: dQ, dK, dV of the last run. Backends without backward never get here (their
+  // allow-lists refuse the phase).
+  virtual absl::StatusOr<GradientTensors> Gradients() {
+    return absl::UnimplementedError("this workload computes no gradients");
+  }
   virtual DeviceDescription Device() const = 0;
   // SM clock in MHz now, or 0 where not known.
   virtual int CurrentClockMhz() const { return 0; }

@@ -5,6 +5,8 @@
 #define ATTNBENCH_KERNELS_REFERENCE_CHECK_H_
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/spec/problem.h"
@@ -20,6 +22,18 @@ struct CheckOptions {
   uint64_t seed = 0;
 };
 
+// One tensor's comparison with its float64 reference.
+struct TensorCheckReport {
+  std::string name;  // "output", "dq", "dk", "dv"
+  int64_t rows_checked = 0;
+  int64_t rows_total = 0;
+  double max_abs_error = 0;
+  double relative_error = 0;
+  double tolerance = 0;
+  int64_t non_finite_elements = 0;
+  bool passed = false;
+};
+
 struct CorrectnessReport {
   int64_t rows_checked = 0;
   int64_t rows_total = 0;
@@ -31,6 +45,9 @@ struct CorrectnessReport {
   // NaN or infinite output elements over the whole output (CountNonFinite), not only the
   // compared rows: a sample must not let a non-finite value through as a pass.
   int64_t non_finite_elements = 0;
+  // Each tensor compared ("output"; for PHASE_BACKWARD "dq", "dk", "dv", and the fields above
+  // are then the worst of them, passed only when every one passed).
+  std::vector<TensorCheckReport> tensors;
 };
 
 // Relative-error tolerance for outputs stored in dtype (and a quantized cache, if any).

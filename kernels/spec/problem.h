@@ -142,6 +142,12 @@ struct Problem {
   uint64_t seed = 0;
   std::optional<double> input_scale;            // default 1.0
   std::optional<HostTensor> query, key, value;  // client inputs instead of generated ones
+  // PHASE_BACKWARD: the client's dO [B, S_q, H_out, D_v] instead of a generated one.
+  std::optional<HostTensor> grad_output;
+  // PHASE_BACKWARD: an iteration is a training step (forward, then backward) rather than the
+  // backward alone (MeasurementSettings.backward_timing; carried here because a workload
+  // prepares differently for each: the backward alone needs O and the log-sum-exp up front).
+  bool training_step = false;
 };
 
 // Returns a copy with every default of the proto comments filled in (head_dim_v, scale, phase,

@@ -28,6 +28,15 @@ struct AttentionInputs {
   FloatTensor w_k;  // [d_model, H_kv * D_qk]
   FloatTensor w_v;  // [d_model, H_kv * D_v]
   FloatTensor w_o;  // [H_out * D_v, d_model]
+  // PHASE_BACKWARD only: dO [B, S_q, H_out, D_v] (the client's or generated, tensor id 3).
+  FloatTensor grad_output;
+};
+
+// What a PHASE_BACKWARD run computes: dQ, dK, dV, with the shapes and dtype of Q, K, V.
+struct GradientTensors {
+  FloatTensor dq;
+  FloatTensor dk;
+  FloatTensor dv;
 };
 
 // Encodes values as little-endian elements of `dtype` (round to nearest even).
