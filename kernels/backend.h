@@ -14,8 +14,8 @@
 #include "absl/status/statusor.h"
 #include "kernels/spec/modifiers.h"
 #include "kernels/spec/problem.h"
-#include "kernels/stop_check.h"
 #include "kernels/spec/tensors.h"
+#include "kernels/stop_check.h"
 
 namespace attnbench {
 

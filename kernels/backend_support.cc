@@ -118,9 +118,9 @@ absl::Status CheckSupport(const BackendSupport& support, const Problem& problem,
   if (problem.phase == Phase::kDecode) {
     const KvCache& c = problem.kv_cache;
     if (c.paged && !support.paged_kv_cache) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("backend ", backend, " does not support a paged decode cache "
-                                            "(spec.kv_cache.paging)"));
+      return absl::FailedPreconditionError(absl::StrCat("backend ", backend,
+                                                        " does not support a paged decode cache "
+                                                        "(spec.kv_cache.paging)"));
     }
     // With SAQ bands the format lives in each band (the top-level one stays unspecified).
     if (c.saq_bands.empty()) {
@@ -131,8 +131,8 @@ absl::Status CheckSupport(const BackendSupport& support, const Problem& problem,
       }
     }
     for (const SaqBand& band : c.saq_bands) {
-      if (absl::Status s =
-              Require(support.cache_formats, band.format, backend, "spec.kv_cache.saq_bands.format");
+      if (absl::Status s = Require(support.cache_formats, band.format, backend,
+                                   "spec.kv_cache.saq_bands.format");
           !s.ok()) {
         return s;
       }

@@ -5,9 +5,8 @@
 #ifndef ATTNBENCH_KERNELS_BACKEND_SUPPORT_H_
 #define ATTNBENCH_KERNELS_BACKEND_SUPPORT_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "kernels/backend.h"
 #include "kernels/spec/problem.h"
 

@@ -879,8 +879,8 @@ int main(int argc, char** argv) {
         const double flops = 4.0 * (kTokens / s) * kH * (double)s * s * d / (causal ? 2 : 1);
         double base = 0;
         for (int mods = 0; mods < 6; ++mods) {
-          static const char* kNames[] = {"none", "rope", "alibi", "softcap", "alibi+softcap",
-                                         "rope+alibi+softcap"};
+          static const char* kNames[] = {"none",    "rope",          "alibi",
+                                         "softcap", "alibi+softcap", "rope+alibi+softcap"};
           AttentionArgs a = plain(d, s, causal);
           const bool rope = mods == 1 || mods == 5, alibi = mods == 2 || mods >= 4,
                      cap = mods == 3 || mods >= 4;

@@ -1,7 +1,5 @@
 #include "kernels/cpu/cpu_backend.h"
 
-#include "kernels/backend_support.h"
-
 #include <chrono>
 #include <cmath>
 #include <utility>
@@ -9,13 +7,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/backend_support.h"
 #include "kernels/cpu/cpu_attention.h"
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cpu/cpu_kv_source.h"
 #include "kernels/cpu/cpu_matmul.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
-#include "kernels/cpu/thread_pool.h"
 
 namespace attnbench {
 namespace {

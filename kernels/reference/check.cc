@@ -9,9 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/reference/reference64.h"
 #include "kernels/spec/cache_format.h"
 #include "kernels/spec/philox.h"
-#include "kernels/reference/reference64.h"
 
 namespace attnbench {
 namespace {

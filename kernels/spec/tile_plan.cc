@@ -53,7 +53,8 @@ absl::StatusOr<TilePlan> BuildTilePlan(const Problem& problem, int64_t tile_q, i
 
   // Each worker fills the lists of a contiguous range of rows; the ranges are then joined.
   const MaskEvaluator mask(problem);
-  const int workers = static_cast<int>(std::clamp<int64_t>(threads, 1, std::max<int64_t>(1, rows / 64)));
+  const int workers =
+      static_cast<int>(std::clamp<int64_t>(threads, 1, std::max<int64_t>(1, rows / 64)));
   std::vector<std::vector<int32_t>> parts(workers);
   std::vector<std::vector<int64_t>> counts(workers);
   auto work = [&](int w) {

@@ -57,8 +57,8 @@ class FlashKernel : public Kernel {
   // Builds what the kernel that will run needs beyond the problem's tables: for a block-sparse
   // mask on the Hopper kernel, the lists of kept K/V tiles (timed: MaskPreparationSeconds).
   static absl::StatusOr<std::unique_ptr<FlashKernel>> Create(const Problem& problem,
-                                                              const AttentionArgs& args,
-                                                              const cuda::flash::FlashDevice& dev) {
+                                                             const AttentionArgs& args,
+                                                             const cuda::flash::FlashDevice& dev) {
     auto k = std::make_unique<FlashKernel>();
     const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, dev);
     if (tiles.query == 0) return k;

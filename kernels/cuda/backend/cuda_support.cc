@@ -59,7 +59,6 @@ KernelSupport KernelSupportOf(const cuda::flash::KernelAllowList& list) {
   return k;
 }
 
-
 }  // namespace
 
 const char* CudaBackendName(CudaBackendKind kind) {

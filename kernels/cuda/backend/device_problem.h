@@ -11,8 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/cuda/common/attention_args.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
 #include "kernels/spec/tensors.h"

@@ -14,7 +14,6 @@
 
 namespace attnbench::cuda {
 
-
 enum class Coverage { kNone, kPartial, kAll };
 
 // Whether (i, j) is kept for batch b, output head h (§3).
@@ -114,7 +113,8 @@ __device__ __forceinline__ KeyInterval KeysKeptByRows(const AttentionArgs& a, in
 // of the tile) lies outside [lo[r], hi[r]] become -inf. Bounds are thread-relative so that the
 // per-element work stays 32-bit.
 template <int kN8, typename Frag>
-__device__ __forceinline__ void MaskFragmentColumns(Frag& s, const int (&lo)[2], const int (&hi)[2]) {
+__device__ __forceinline__ void MaskFragmentColumns(Frag& s, const int (&lo)[2],
+                                                    const int (&hi)[2]) {
 #pragma unroll
   for (int n = 0; n < kN8; ++n) {
 #pragma unroll

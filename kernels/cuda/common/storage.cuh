@@ -12,7 +12,6 @@
 
 namespace attnbench::cuda {
 
-
 template <Storage S>
 struct StorageTraits;
 template <>

@@ -36,12 +36,12 @@ struct Sm90Tile {
   int stages;
 };
 inline constexpr Sm90Tile kSm90Tiles[] = {
-    {64, 64, 128, 3},     //  112 KB
-    {96, 96, 128, 3},     //  168 KB (64-byte swizzle: 96 is not a multiple of 64 elements)
-    {128, 128, 128, 2},   //  160 KB
-    {192, 128, 128, 2},   //  208 KB
-    {192, 192, 96, 2},    //  192 KB
-    {256, 256, 64, 2},    //  192 KB
+    {64, 64, 128, 3},    //  112 KB
+    {96, 96, 128, 3},    //  168 KB (64-byte swizzle: 96 is not a multiple of 64 elements)
+    {128, 128, 128, 2},  //  160 KB
+    {192, 128, 128, 2},  //  208 KB
+    {192, 192, 96, 2},   //  192 KB
+    {256, 256, 64, 2},   //  192 KB
 };
 inline constexpr int kNumSm90Tiles = sizeof(kSm90Tiles) / sizeof(kSm90Tiles[0]);
 inline constexpr int kSm90BlockQ = 128;
@@ -63,12 +63,9 @@ struct Sm80Tile {
   bool common_build;  // also compiled without the general paths (flash/launch_sm80.cu)
 };
 inline constexpr Sm80Tile kSm80Tiles[] = {
-    {64, 64, 4, 2, 64, true, 2, true, true},
-    {96, 96, 4, 2, 64, false, 2, false, true},
-    {128, 128, 4, 2, 64, false, 2, false, true},
-    {192, 128, 8, 1, 64, false, 1, false, false},
-    {192, 192, 8, 1, 64, false, 1, false, false},
-    {256, 256, 8, 1, 32, false, 1, false, false},
+    {64, 64, 4, 2, 64, true, 2, true, true},      {96, 96, 4, 2, 64, false, 2, false, true},
+    {128, 128, 4, 2, 64, false, 2, false, true},  {192, 128, 8, 1, 64, false, 1, false, false},
+    {192, 192, 8, 1, 64, false, 1, false, false}, {256, 256, 8, 1, 32, false, 1, false, false},
 };
 inline constexpr int kNumSm80Tiles = sizeof(kSm80Tiles) / sizeof(kSm80Tiles[0]);
 inline constexpr int kSm80BlockQ = 128;

@@ -1,7 +1,5 @@
 // cuda_flash's route: the device as the allow-lists see it, the kernel that runs a request and
 // its name, the block-list tiles it needs, and the launch.
-#include "kernels/cuda/flash/flash.h"
-
 #include <cuda_runtime.h>
 
 #include <string>
@@ -9,6 +7,7 @@
 #include "kernels/cuda/common/launch_support.h"
 #include "kernels/cuda/common/score_mods.cuh"
 #include "kernels/cuda/flash/configs.h"
+#include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/launchers.h"
 #include "kernels/cuda/flash/support.h"
 

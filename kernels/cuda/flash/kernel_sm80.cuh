@@ -20,11 +20,11 @@
 //   prologue: cp.async Q and the first kept K/V tile into stage 0.
 //   per kept tile t: issue cp.async of the next kept tile into the other stage, wait for tile t,
 //     barrier (kOneBarrier: wait for tile t, one barrier that also frees the other stage, then
-//     issue the next tile's copies); S = Q K^T (ldmatrix + mma.sync.m16n8k16, float32 accumulators);
-//     ALiBi and softcap (ModifyScore, §4 order) when enabled; mask (only in partially covered
-//     tiles and in the tile that crosses S_kv); online softmax with ex2.approx and
-//     scale * log2(e) folded into one FMA; P is rounded to the storage type in registers and used
-//     directly as the A operand of O += P V (V through ldmatrix.trans); barrier before the
+//     issue the next tile's copies); S = Q K^T (ldmatrix + mma.sync.m16n8k16, float32
+//     accumulators); ALiBi and softcap (ModifyScore, §4 order) when enabled; mask (only in
+//     partially covered tiles and in the tile that crosses S_kv); online softmax with ex2.approx
+//     and scale * log2(e) folded into one FMA; P is rounded to the storage type in registers and
+//     used directly as the A operand of O += P V (V through ldmatrix.trans); barrier before the
 //     stage is overwritten (not with kOneBarrier).
 //   epilogue: O / l (0 for rows whose every key is hidden), staged in shared memory and written
 //     with 16-byte stores where alignment allows.
@@ -68,12 +68,13 @@
 
 namespace attnbench::cuda::flash {
 
-// One kernel configuration (a row of kSm80Tiles, plus kOneBarrier for bench/flash_dev). kQInRegs keeps the warp's Q fragments in registers for the whole
-// loop (saves one ldmatrix per k-step; worth it while kD <= 128, too many registers beyond).
-// kTilesInY: the grid layout (FlashGrid); kOneBarrier: one barrier per K/V tile instead of two
-// (see the kernel's loop). Measured on an H100 (bench/flash_dev/NOTES.md, v3): tiles in y +2-5%
-// for causal D = 64 and mixed at D = 128; one barrier neutral at D = 64 and 3-5% slower at
-// D = 128. Only the D = 64 config sets kTilesInY; kOneBarrier is kept for bench/flash_dev.
+// One kernel configuration (a row of kSm80Tiles, plus kOneBarrier for bench/flash_dev). kQInRegs
+// keeps the warp's Q fragments in registers for the whole loop (saves one ldmatrix per k-step;
+// worth it while kD <= 128, too many registers beyond). kTilesInY: the grid layout (FlashGrid);
+// kOneBarrier: one barrier per K/V tile instead of two (see the kernel's loop). Measured on an H100
+// (bench/flash_dev/NOTES.md, v3): tiles in y +2-5% for causal D = 64 and mixed at D = 128; one
+// barrier neutral at D = 64 and 3-5% slower at D = 128. Only the D = 64 config sets kTilesInY;
+// kOneBarrier is kept for bench/flash_dev.
 template <int kD_, int kDv_, int kWarps_, int kM_, int kBc_, bool kQInRegs_, int kMinBlocks_,
           bool kTilesInY_ = false, bool kOneBarrier_ = false>
 struct FlashConfig {
@@ -104,17 +105,16 @@ struct FlashConfig {
 template <int kTile, bool kOneBarrier = false>
 using Sm80Config =
     FlashConfig<kSm80Tiles[kTile].dim_qk, kSm80Tiles[kTile].dim_v, kSm80Tiles[kTile].warps,
-                kSm80Tiles[kTile].m_tiles, kSm80Tiles[kTile].block_kv,
-                kSm80Tiles[kTile].q_in_regs, kSm80Tiles[kTile].min_blocks,
-                kSm80Tiles[kTile].tiles_in_y, kOneBarrier>;
+                kSm80Tiles[kTile].m_tiles, kSm80Tiles[kTile].block_kv, kSm80Tiles[kTile].q_in_regs,
+                kSm80Tiles[kTile].min_blocks, kSm80Tiles[kTile].tiles_in_y, kOneBarrier>;
 
 // Per-launch choices made on the host (all uniform across the grid).
 struct FlashFlags {
-  bool async_q = false;    // cp.async for Q (aligned rows, no RoPE)
-  bool async_k = false;    // cp.async for K (aligned rows, no RoPE)
-  bool async_v = false;    // cp.async for V
-  bool vector_o = false;   // 16-byte stores of O
-  int mods = kModsNone;    // ScoreModBits the general build applies (score_mods.cuh)
+  bool async_q = false;   // cp.async for Q (aligned rows, no RoPE)
+  bool async_k = false;   // cp.async for K (aligned rows, no RoPE)
+  bool async_v = false;   // cp.async for V
+  bool vector_o = false;  // 16-byte stores of O
+  int mods = kModsNone;   // ScoreModBits the general build applies (score_mods.cuh)
 };
 
 // The launch grid: (heads_out, query tiles, batch), the query tiles in reverse (the last tile

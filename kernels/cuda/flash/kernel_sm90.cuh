@@ -45,8 +45,8 @@ namespace attnbench::cuda::flash {
 // The policies one kernel is compiled with.
 template <int kMods_, bool kRope_, bool kTileList_>
 struct Sm90Policy {
-  static constexpr int kMods = kMods_;          // ScoreModBits
-  static constexpr bool kRope = kRope_;         // RoPE rotation of the Q/K tiles
+  static constexpr int kMods = kMods_;           // ScoreModBits
+  static constexpr bool kRope = kRope_;          // RoPE rotation of the Q/K tiles
   static constexpr bool kTileList = kTileList_;  // block-sparse tile lists, else an interval
 };
 
@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       WgmmaFence();
 #pragma unroll
       for (int kk = 0; kk < kDqk / 16; ++kk) {
-        constexpr int kSteps = QK::kPanel / 16;  // k-steps per panel
+        constexpr int kSteps = QK::kPanel / 16;      // k-steps per panel
         const uint32_t offset = (kk % kSteps) * 32;  // 16 elements a k-step
         const uint32_t panel = kk / kSteps;
         const uint64_t da = Descriptor<QK>(q_addr + panel * kBr * QK::kSwizzleBytes + offset, 16);
@@ -238,11 +238,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         mods.template Apply<kBc / 8>(s, rel);
       }
       MaskTile<Policy::kTileList, kBc>(s, args, where, it.b, it.h, j0, jl, partial);
-      SoftmaxStep<kBc / 8>(s, rows, mods.exp_scale, alpha,
-                           [&](int n, int r, float p0, float p1) {
-                             s[4 * n + 2 * r] = p0;
-                             s[4 * n + 2 * r + 1] = p1;
-                           });
+      SoftmaxStep<kBc / 8>(s, rows, mods.exp_scale, alpha, [&](int n, int r, float p0, float p1) {
+        s[4 * n + 2 * r] = p0;
+        s[4 * n + 2 * r + 1] = p1;
+      });
     };
     // P in the A-fragment layout of wgmma (that of mma.m16n8k16 for each warp's 16 rows).
     auto pack = [&](const float(&s)[kBc / 2], uint32_t(&p)[kBc / 16][4]) {

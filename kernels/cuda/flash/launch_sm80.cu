@@ -62,7 +62,8 @@ template <int kTile>
 cudaError_t LaunchTile(const AttentionArgs& args, cudaStream_t stream) {
   static_assert(Sm80Config<kTile>::kSmemBytes == Sm80SmemBytes(kSm80Tiles[kTile]),
                 "configs.h counts the same bytes");
-  if (args.storage == Storage::kBFloat16) return LaunchTileStorage<__nv_bfloat16, kTile>(args, stream);
+  if (args.storage == Storage::kBFloat16)
+    return LaunchTileStorage<__nv_bfloat16, kTile>(args, stream);
   return LaunchTileStorage<__half, kTile>(args, stream);
 }
 

@@ -78,9 +78,9 @@ cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid 
        args.block_tile_q != kSm90BlockQ || args.block_tile_kv != kSm90Tiles[tile].block_kv)) {
     return cudaErrorInvalidValue;  // the lists this kernel walks were not built for its tiles
   }
-  const bool persistent = grid == Sm90Grid::kPersistent ||
-                          (grid == Sm90Grid::kAuto && args.mask == MaskCode::kNone &&
-                           args.seq_kv <= 2048);
+  const bool persistent =
+      grid == Sm90Grid::kPersistent ||
+      (grid == Sm90Grid::kAuto && args.mask == MaskCode::kNone && args.seq_kv <= 2048);
   return kTileLaunchers[tile](args, stream, persistent);
 }
 
@@ -89,8 +89,8 @@ cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid 
 bool HasSm90Code() {
   static const bool has = [] {
     cudaFuncAttributes attr{};
-    auto kernel = Sm90ForwardKernel<__nv_bfloat16, Sm90Config<0, false>,
-                                    Sm90Policy<kModsNone, false, false>>;
+    auto kernel =
+        Sm90ForwardKernel<__nv_bfloat16, Sm90Config<0, false>, Sm90Policy<kModsNone, false, false>>;
     return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion == 90;
   }();
   return has;

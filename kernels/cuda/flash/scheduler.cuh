@@ -50,8 +50,8 @@ struct TileScheduler {
 template <bool kTileList, int kBr, int kBc>
 struct TileWalk {
   int count = 0;
-  int first = 0;                    // interval: tile index of k = 0
-  const int32_t* list = nullptr;    // block list: entries of this item
+  int first = 0;                  // interval: tile index of k = 0
+  const int32_t* list = nullptr;  // block list: entries of this item
 
   __device__ __forceinline__ TileWalk(const AttentionArgs& a, const WorkItem& it, int64_t qtiles) {
     if constexpr (kTileList) {

@@ -63,7 +63,8 @@ struct Sm90Config {
   static constexpr int kSmemBytes = kBarrierOffset + 8 * kNumBarriers + 1024;
   static_assert(kSmemBytes == Sm90SmemBytes(kShape), "configs.h counts the same bytes");
   static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB a block may opt into");
-  static_assert(kBc % 16 == 0 && kBc <= 128, "K/V tiles of whole k-steps, at most 32 columns a thread");
+  static_assert(kBc % 16 == 0 && kBc <= 128,
+                "K/V tiles of whole k-steps, at most 32 columns a thread");
 
   // Registers per thread after setmaxnreg. Producer: one thread issues TMA (24 would do); under
   // RoPE three of its warps rotate Q and K tiles in shared memory and need more. The whole SM

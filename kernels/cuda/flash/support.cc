@@ -52,8 +52,8 @@ const char* MaskText(MaskCode m) {
 
 // The checks every kernel's allow-list makes: compute capability, storage, mask, modifiers, head
 // dims, sizes. "" when all pass.
-std::string ListRefusal(const KernelAllowList& list, const AttentionArgs& a,
-                        const FlashDevice& d, int* tile) {
+std::string ListRefusal(const KernelAllowList& list, const AttentionArgs& a, const FlashDevice& d,
+                        int* tile) {
   const bool cc_ok = list.cc_minimum
                          ? (d.cc_major > list.cc_major ||
                             (d.cc_major == list.cc_major && d.cc_minor >= list.cc_minor))
@@ -128,8 +128,9 @@ const KernelAllowList& Sm80AllowList() {
     l->masks = {MaskCode::kNone, MaskCode::kCausal, MaskCode::kWindow, MaskCode::kBlock};
     l->modifiers = kModifierRope | kModifierAlibi | kModifierSoftcap;
     l->head_dims = DimsOf(kSm80Tiles);
-    l->requirements = {"any head dims up to the largest tile (zero-padded to the first tile that "
-                       "holds them); any alignment"};
+    l->requirements = {
+        "any head dims up to the largest tile (zero-padded to the first tile that "
+        "holds them); any alignment"};
     return l;
   }();
   return *list;
@@ -139,7 +140,8 @@ std::string Sm90Refusal(const AttentionArgs& a, const FlashDevice& d) {
   int tile = -1;
   if (std::string why = ListRefusal(Sm90AllowList(), a, d, &tile); !why.empty()) return why;
   if (!IsIntervalMask(a.mask) && !UsesTileLists(a.mask)) {
-    return std::string("spec.mask ") + MaskText(a.mask) + ": the Hopper kernel has no tile policy for it";
+    return std::string("spec.mask ") + MaskText(a.mask) +
+           ": the Hopper kernel has no tile policy for it";
   }
   if (!d.sm90_code) return "this build carries no sm_90a code";
   if (!d.tma) return "the driver's tensor-map encoder is missing";
@@ -160,7 +162,8 @@ std::string Sm90Refusal(const AttentionArgs& a, const FlashDevice& d) {
     if (p != nullptr && !Aligned16(p)) return "a tensor not 16-byte aligned (TMA)";
   }
   if (Sm90SmemBytes(kSm90Tiles[tile]) > d.smem_optin_bytes) {
-    return "spec.head_dim_qk / head_dim_v need " + std::to_string(Sm90SmemBytes(kSm90Tiles[tile]) / 1024) +
+    return "spec.head_dim_qk / head_dim_v need " +
+           std::to_string(Sm90SmemBytes(kSm90Tiles[tile]) / 1024) +
            " KB of shared memory per block, above the device's " +
            std::to_string(d.smem_optin_bytes / 1024) + " KB";
   }
@@ -178,7 +181,8 @@ std::string Sm80Refusal(const AttentionArgs& a, const FlashDevice& d) {
     return "spec.batch_size or the output heads above 65535 (grid y/z limit)";
   }
   if (Sm80SmemBytes(kSm80Tiles[tile]) > d.smem_optin_bytes) {
-    return "spec.head_dim_qk / head_dim_v need " + std::to_string(Sm80SmemBytes(kSm80Tiles[tile]) / 1024) +
+    return "spec.head_dim_qk / head_dim_v need " +
+           std::to_string(Sm80SmemBytes(kSm80Tiles[tile]) / 1024) +
            " KB of shared memory per block, above the device's " +
            std::to_string(d.smem_optin_bytes / 1024) + " KB";
   }

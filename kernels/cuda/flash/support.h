@@ -19,20 +19,20 @@ namespace attnbench::cuda::flash {
 struct FlashDevice {
   int cc_major = 0;
   int cc_minor = 0;
-  bool sm90_code = false;  // the binary carries sm_90a code for the Hopper kernel
-  bool tma = false;        // the driver's tensor-map encoder was found
+  bool sm90_code = false;    // the binary carries sm_90a code for the Hopper kernel
+  bool tma = false;          // the driver's tensor-map encoder was found
   int smem_optin_bytes = 0;  // dynamic shared memory a block may opt into
 };
 
 // A kernel's allow-lists.
 struct KernelAllowList {
-  std::string name;           // the prefix of the kernel names results carry
-  int cc_major = 0;           // compute capability: exactly this one, or (cc_minimum) at least
+  std::string name;  // the prefix of the kernel names results carry
+  int cc_major = 0;  // compute capability: exactly this one, or (cc_minimum) at least
   int cc_minor = 0;
   bool cc_minimum = false;
   std::vector<Storage> storages;
   std::vector<MaskCode> masks;
-  uint32_t modifiers = 0;     // kModifier* bits it implements, in any combination
+  uint32_t modifiers = 0;                      // kModifier* bits it implements, in any combination
   std::vector<std::pair<int, int>> head_dims;  // compiled (D_qk, D_v) tiles, from configs.h
   std::vector<std::string> requirements;       // the further conditions, in words
 };

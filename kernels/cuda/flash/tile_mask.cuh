@@ -18,8 +18,8 @@ namespace attnbench::cuda::flash {
 // Where one thread's scores of a tile sit: the positions i' of its two rows and of the first
 // rows of its warpgroup, the row indices, and its first key column of the tile.
 struct TileRows {
-  int64_t pos[2];   // i' of the thread's rows
-  int64_t row[2];   // i of the thread's rows
+  int64_t pos[2];               // i' of the thread's rows
+  int64_t row[2];               // i of the thread's rows
   int64_t first_pos, last_pos;  // i' of the warpgroup's first and last rows
 };
 
@@ -29,7 +29,8 @@ __device__ __forceinline__ void MaskTile(Frag& s, const AttentionArgs& a, const 
                                          int b, int h, int64_t j0, int64_t jl, bool partial) {
   constexpr int kN8 = kBc / 8;
   if constexpr (!kTileList) {
-    const bool right = a.mask == MaskCode::kCausal || (a.mask == MaskCode::kWindow && a.window_right >= 0);
+    const bool right =
+        a.mask == MaskCode::kCausal || (a.mask == MaskCode::kWindow && a.window_right >= 0);
     const int64_t right_off = a.mask == MaskCode::kCausal ? 0 : a.window_right;
     const bool left = a.mask == MaskCode::kWindow && a.window_left >= 0;
     const bool cut_right = right && j0 + kBc - 1 > rows.first_pos + right_off;

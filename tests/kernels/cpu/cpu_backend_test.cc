@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/reference/check.h"
 #include "kernels/cpu/cpu_kv_source.h"
-#include "kernels/spec/dtype.h"
+#include "kernels/reference/check.h"
 #include "kernels/registry.h"
+#include "kernels/spec/dtype.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
 

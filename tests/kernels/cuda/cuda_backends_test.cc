@@ -14,9 +14,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "kernels/reference/check.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/reference/check.h"
 #include "tests/kernels/kernel_cases.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"

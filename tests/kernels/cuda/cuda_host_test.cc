@@ -6,8 +6,8 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/backend/cuda_support.h"
+#include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/shapes.h"
@@ -167,7 +167,8 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
   Problem decode = Base();
   decode.phase = Phase::kDecode;
   decode.seq_len_q = 1;
-  EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(decode), HopperTraits()).ok());
+  EXPECT_TRUE(
+      CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(decode), HopperTraits()).ok());
 }
 
 TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {

@@ -40,8 +40,8 @@ TEST(FlashSupportWalkTest, WalksEveryMaskKind) {
 struct Dims {
   int qk, v;
 };
-const Dims kDims[] = {{64, 64},  {96, 96},   {128, 128}, {192, 128}, {192, 192}, {256, 256},
-                      {32, 32},  {80, 80},   {100, 100}, {40, 24},   {128, 64},  {64, 128},
+const Dims kDims[] = {{64, 64},   {96, 96},   {128, 128}, {192, 128}, {192, 192}, {256, 256},
+                      {32, 32},   {80, 80},   {100, 100}, {40, 24},   {128, 64},  {64, 128},
                       {256, 128}, {320, 320}, {256, 320}, {8, 8},     {72, 200}};
 
 struct Mods {
@@ -196,7 +196,8 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
                 EXPECT_EQ(route, sm90 ? FlashRoute::kSm90 : FlashRoute::kSm80) << where;
                 (route == FlashRoute::kSm90 ? to_hopper : to_sm80) += 1;
               }
-              for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+              for (CudaBackendKind kind :
+                   {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
                 const absl::Status s = CheckCudaSupport(kind, p, dev);
                 EXPECT_EQ(s.ok(), ReferenceImplements(p)) << CudaBackendName(kind) << " " << where;
                 if (!s.ok()) ExpectRefusalNamesAField(s, where);
@@ -220,8 +221,7 @@ TEST(FlashSupportWalkTest, UnknownMaskAndModifierBitsAreRefused) {
   cuda::AttentionArgs unknown_mask = args;
   unknown_mask.mask = cuda::MaskCode::kUnknown;
   EXPECT_EQ(cuda::flash::RouteOf(unknown_mask, Hopper()), FlashRoute::kNone);
-  EXPECT_NE(cuda::flash::FlashRefusal(unknown_mask, Hopper()).find("spec.mask"),
-            std::string::npos);
+  EXPECT_NE(cuda::flash::FlashRefusal(unknown_mask, Hopper()).find("spec.mask"), std::string::npos);
   cuda::AttentionArgs new_modifier = args;
   new_modifier.modifiers |= 1u << 7;  // a modifier no allow-list names
   EXPECT_EQ(cuda::flash::RouteOf(new_modifier, Hopper()), FlashRoute::kNone);

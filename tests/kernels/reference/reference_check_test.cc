@@ -7,10 +7,10 @@
 #include <memory>
 
 #include "gtest/gtest.h"
-#include "kernels/reference/check.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/spec/inputs.h"
+#include "kernels/reference/check.h"
 #include "kernels/reference/reference64.h"
+#include "kernels/spec/inputs.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/non_finite_util.h"
 #include "tests/kernels/test_util.h"

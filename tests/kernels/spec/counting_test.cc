@@ -164,7 +164,8 @@ TEST(CountingTest, DecodeCacheBytesAtStoredWidth) {
 
 TEST(CountingTest, KeptPairsMatchBruteForce) {
   std::vector<Problem> problems;
-  for (auto [sq, skv] : {std::pair<int64_t, int64_t>{37, 53}, {53, 37}, {40, 40}, {3, 61}, {150, 211}}) {
+  for (auto [sq, skv] :
+       {std::pair<int64_t, int64_t>{37, 53}, {53, 37}, {40, 40}, {3, 61}, {150, 211}}) {
     Problem c = Base(sq, skv);
     c.mask.kind = MaskKind::kCausal;
     problems.push_back(c);
