@@ -67,11 +67,15 @@ struct Sm90Config {
                 "K/V tiles of whole k-steps, at most 32 columns a thread");
 
   // Registers per thread after setmaxnreg. Producer: one thread issues TMA (24 would do); under
-  // RoPE three of its warps rotate Q and K tiles in shared memory and need more. The whole SM
-  // holds 64K: 128 * producer + 256 * consumer <= 65536.
-  static constexpr int kProducerRegs = kRope ? 64 : 24;
+  // RoPE three of its warps rotate Q and K tiles in shared memory and need more. setmaxnreg only
+  // moves registers the block already holds: launch_bounds(384, 1) gives each thread 168 at
+  // entry, so 128 * producer + 256 * consumer must stay within 384 * 168 (an increase the pool
+  // cannot cover waits forever: 64 / 224 hung every RoPE launch on an H100).
+  static constexpr int kEntryRegs = 168;
+  static constexpr int kProducerRegs = kRope ? 56 : 24;
   static constexpr int kConsumerRegs = kRope ? 224 : 240;
-  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 65536, "register file");
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * kEntryRegs,
+                "setmaxnreg can only redistribute the registers held at entry");
   // RoPE: producer warps 1-3 rotate (warp 0 issues the copies).
   static constexpr int kRopeThreads = 96;
 };
