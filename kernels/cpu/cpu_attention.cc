@@ -100,6 +100,16 @@ void CpuAttention::RotateKeys(ThreadPool& pool, const float* keys_in, float* key
 
 void CpuAttention::Run(ThreadPool& pool, const float* queries, const KvSource& kv, float* out,
                        const StopCheck* stop) {
+  RunAll(pool, queries, kv, out, nullptr, stop);
+}
+
+void CpuAttention::RunSavingLse(ThreadPool& pool, const float* queries, const KvSource& kv,
+                                float* out_unrounded, float* lse, const StopCheck* stop) {
+  RunAll(pool, queries, kv, out_unrounded, lse, stop);
+}
+
+void CpuAttention::RunAll(ThreadPool& pool, const float* queries, const KvSource& kv, float* out,
+                          float* lse, const StopCheck* stop) {
   const int64_t tiles = (shapes_.seq_q + kQueryTile - 1) / kQueryTile;
   const int64_t heads = shapes_.heads.num_output_heads;
   pool.ParallelFor(shapes_.batch * heads * tiles, [&](int64_t item, int thread) {
@@ -108,13 +118,13 @@ void CpuAttention::Run(ThreadPool& pool, const float* queries, const KvSource& k
     const int h = static_cast<int>((item / tiles) % heads);
     const int64_t b = item / tiles / heads;
     const int64_t i0 = t * kQueryTile;
-    RunTile(b, h, i0, std::min(shapes_.seq_q, i0 + kQueryTile), queries, kv, out, scratch_[thread],
-            stop);
+    RunTile(b, h, i0, std::min(shapes_.seq_q, i0 + kQueryTile), queries, kv, out, lse,
+            scratch_[thread], stop);
   });
 }
 
 void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float* queries,
-                           const KvSource& kv, float* out, Scratch& sc,
+                           const KvSource& kv, float* out, float* lse, Scratch& sc,
                            const StopCheck* stop) const {
   const int64_t rows = i1 - i0;
   const int64_t dqk = shapes_.dim_qk, dv = shapes_.dim_v;
@@ -204,6 +214,13 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = out + (((b * shapes_.seq_q) + i0 + r) * hout + h) * dv;
     const float inv = sc.l[r] > 0 ? 1.0f / sc.l[r] : 0.0f;
+    if (lse != nullptr) {
+      // A backward pass recomputes P = exp(s - lse) from it; rows without keys never use it.
+      lse[(b * hout + h) * shapes_.seq_q + i0 + r] =
+          sc.l[r] > 0 ? sc.m[r] + std::log(sc.l[r]) : kMinusInf;
+      for (int64_t d = 0; d < dv; ++d) dst[d] = sc.acc[r * dv + d] * inv;
+      continue;
+    }
     for (int64_t d = 0; d < dv; ++d)
       dst[d] = RoundToDType(sc.acc[r * dv + d] * inv, problem_.dtype);
   }

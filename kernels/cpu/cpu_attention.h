@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kv_source.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/spec/mask.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
 #include "kernels/stop_check.h"
-#include "kernels/cpu/thread_pool.h"
 
 namespace attnbench {
 
@@ -32,6 +32,11 @@ class CpuAttention {
   // key block, so a query tile against a very long sequence stops too.
   void Run(ThreadPool& pool, const float* queries, const KvSource& kv, float* out,
            const StopCheck* stop = nullptr);
+  // The forward a backward pass starts from: O before rounding to the dtype (float32, [B, S_q,
+  // H_out, D_v]) and the log-sum-exp of each row's scores, lse[(b * H_out + h) * S_q + i] =
+  // m + log(l) (-inf for a row with every key hidden).
+  void RunSavingLse(ThreadPool& pool, const float* queries, const KvSource& kv,
+                    float* out_unrounded, float* lse, const StopCheck* stop = nullptr);
 
   // queries_out = RoPE(queries_in at position i') * scale.
   void PrepareQueries(ThreadPool& pool, const float* queries_in, float* queries_out,
@@ -48,8 +53,12 @@ class CpuAttention {
     std::vector<float> q, kt, v, s, m, l, acc;
     std::vector<uint8_t> keep, active;
   };
+  // Writes O rounded to the dtype into `out`, or unrounded into `out` and the log-sum-exp into
+  // `lse` when lse is given.
   void RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float* queries, const KvSource& kv,
-               float* out, Scratch& scratch, const StopCheck* stop) const;
+               float* out, float* lse, Scratch& scratch, const StopCheck* stop) const;
+  void RunAll(ThreadPool& pool, const float* queries, const KvSource& kv, float* out, float* lse,
+              const StopCheck* stop);
 
   const Problem& problem_;
   const ProblemShapes& shapes_;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend_support.h"
 #include "kernels/cpu/cpu_attention.h"
+#include "kernels/cpu/cpu_backward_workload.h"
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cpu/cpu_kv_source.h"
 #include "kernels/cpu/cpu_matmul.h"
@@ -137,16 +138,17 @@ class CpuReferenceBackend : public Backend {
 
   std::string Name() const override { return kCpuReferenceBackend; }
   std::string Description() const override {
-    return "Forward attention of every layout, mask and modifier on the host CPU: float32 math "
-           "with a streaming softmax over key blocks, multi-threaded over batch, heads and query "
-           "tiles; paged and int8/int4/SAQ-quantized decode caches.";
+    return "Attention of every layout, mask and modifier on the host CPU: float32 math with a "
+           "streaming softmax over key blocks, multi-threaded over batch, heads and query tiles; "
+           "paged and int8/int4/SAQ-quantized decode caches; the backward (dQ, dK, dV) from the "
+           "saved log-sum-exp, tile by tile, in a key pass and a query pass without atomics.";
   }
   std::vector<DeviceDescription> Devices() const override { return {CpuDevice()}; }
 
   BackendSupport Support() const override {
     BackendSupport s;
     s.dtypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3};
-    s.phases = {Phase::kPrefill, Phase::kDecode};
+    s.phases = {Phase::kPrefill, Phase::kDecode, Phase::kBackward};
     s.scopes = {Scope::kCore, Scope::kLayer};
     s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
                  LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
@@ -156,20 +158,33 @@ class CpuReferenceBackend : public Backend {
     s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
     s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
     s.paged_kv_cache = true;
-    s.limitations = {"forward only: no PHASE_BACKWARD",
-                     "dtypes are storage only: math is float32 on every dtype"};
+    s.limitations = {
+        "dtypes are storage only: math is float32 on every dtype",
+        "PHASE_BACKWARD: float32, float16 and bfloat16 only (no DTYPE_FLOAT8_E4M3)",
+        "PHASE_BACKWARD recomputes the scores and dP in a separate dQ pass (seven matmuls per "
+        "kept pair where the FLOP count has five) so that no accumulation needs atomics"};
     s.auto_priority = 0;
     return s;
   }
 
   absl::Status CheckSupported(const Problem& problem) const override {
-    return CheckSupport(Support(), problem, Name());
+    if (absl::Status s = CheckSupport(Support(), problem, Name()); !s.ok()) return s;
+    // The allow-lists have one dtype list for every phase; the backward's is shorter.
+    if (problem.phase == Phase::kBackward && problem.dtype == DType::kFloat8E4M3) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "backend ", Name(),
+          " does not support spec.dtype=DTYPE_FLOAT8_E4M3 with "
+          "spec.phase=PHASE_BACKWARD (supports: DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16)"));
+    }
+    return absl::OkStatus();
   }
 
   uint64_t EstimateBytes(const Problem& problem) const override {
     absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
     if (!shapes.ok()) return 0;
     const ProblemShapes& s = *shapes;
+    const int threads = num_threads_ > 0 ? num_threads_ : CpuDevice().compute_units;
+    if (problem.phase == Phase::kBackward) return CpuBackwardWorkloadBytes(problem, s, threads);
     uint64_t floats = 0;
     if (s.layer) {
       floats += NumElements(s.x) + NumElements(s.w_q) + NumElements(s.w_k) + NumElements(s.w_v) +
@@ -186,7 +201,6 @@ class CpuReferenceBackend : public Backend {
     } else if (problem.rope.enabled) {
       bytes += 4 * static_cast<uint64_t>(NumElements(s.key));
     }
-    const int threads = num_threads_ > 0 ? num_threads_ : CpuDevice().compute_units;
     bytes += threads * CpuAttention::ScratchBytes(s);
     // The cache-flush buffer is shared by the process (FlushLastLevelCache), not counted here.
     return bytes;
@@ -202,8 +216,20 @@ class CpuReferenceBackend : public Backend {
     if (absl::Status s = CheckSupported(problem); !s.ok()) return s;
     absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
     if (!shapes.ok()) return shapes.status();
+    // Refused before anything is allocated: a std::vector too large for the host would end the
+    // process instead of the request.
+    const uint64_t estimate = EstimateBytes(problem);
+    const uint64_t memory = CpuDevice().memory_bytes;
+    if (memory > 0 && estimate > memory) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("backend cpu_reference: this problem needs about ", estimate,
+                       " bytes of host memory, more than the host's ", memory));
+    }
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
+    if (problem.phase == Phase::kBackward) {
+      return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_);
+    }
     return std::unique_ptr<Workload>(
         new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_));
   }

@@ -1,6 +1,7 @@
 // cpu_reference: the forward pass of every variant on the CPU, in float32 math with a streaming
 // (online) softmax over key blocks, so memory stays O(S * D) and long sequences run;
-// multi-threaded over batch x heads. Times with the steady clock.
+// multi-threaded over batch x heads. PHASE_BACKWARD (core scope, not float8) runs
+// cpu_backward_workload.h. Times with the steady clock.
 #ifndef ATTNBENCH_KERNELS_CPU_CPU_BACKEND_H_
 #define ATTNBENCH_KERNELS_CPU_CPU_BACKEND_H_
 

@@ -3,42 +3,17 @@
 #include <algorithm>
 #include <cmath>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/reference/reference64.h"
+#include "kernels/reference/row_sample.h"
 #include "kernels/spec/cache_format.h"
-#include "kernels/spec/philox.h"
 
 namespace attnbench {
 namespace {
-
-// Philox counter word that separates row sampling from every other stream of the same seed.
-constexpr uint32_t kRowSampleStream = 0x63686b00u;  // "chk"
-
-// max_rows distinct rows of [0, total), by Floyd's algorithm (no O(total) memory).
-std::vector<int64_t> SampleRows(int64_t total, int64_t count, uint64_t seed) {
-  std::unordered_set<int64_t> chosen;
-  std::vector<int64_t> rows;
-  const PhiloxKey key = PhiloxKeyFromSeed(seed);
-  for (int64_t t = total - count; t < total; ++t) {
-    const uint64_t step = static_cast<uint64_t>(t);
-    const PhiloxCounter w = Philox4x32_10(
-        {static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), kRowSampleStream, 0u},
-        key);
-    const uint64_t r = (static_cast<uint64_t>(w[1]) << 32) | w[0];
-    int64_t pick = static_cast<int64_t>(r % (step + 1));
-    if (!chosen.insert(pick).second) {
-      pick = t;
-      chosen.insert(pick);
-    }
-    rows.push_back(pick);
-  }
-  return rows;
-}
 
 // Offset of row `row` (see Reference64::Row) in the output tensor.
 int64_t RowOffset(const ProblemShapes& s, int64_t row) {
@@ -111,7 +86,8 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
     rows.resize(s.rows_total);
     for (int64_t r = 0; r < s.rows_total; ++r) rows[r] = r;
   } else {
-    rows = SampleRows(s.rows_total, std::max<int64_t>(1, options.max_rows), options.seed);
+    rows = SampleRows(s.rows_total, std::max<int64_t>(1, options.max_rows), options.seed,
+                      kOutputRowStream);
   }
   // Rows sharing (batch, kv head) next to each other, so each oracle reuses its cached keys.
   std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
@@ -164,6 +140,16 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
                                            : total.max_abs;
   report.passed =
       !total.nan && report.non_finite_elements == 0 && report.relative_error <= report.tolerance;
+  TensorCheckReport tensor;
+  tensor.name = "output";
+  tensor.rows_checked = report.rows_checked;
+  tensor.rows_total = report.rows_total;
+  tensor.max_abs_error = report.max_abs_error;
+  tensor.relative_error = report.relative_error;
+  tensor.tolerance = report.tolerance;
+  tensor.non_finite_elements = report.non_finite_elements;
+  tensor.passed = report.passed;
+  report.tensors = {tensor};
   return report;
 }
 

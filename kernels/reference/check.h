@@ -50,9 +50,13 @@ struct CorrectnessReport {
   std::vector<TensorCheckReport> tensors;
 };
 
-// Relative-error tolerance for outputs stored in dtype (and a quantized cache, if any).
+// Relative-error tolerance for forward outputs stored in dtype (and a quantized cache, if any);
+// gradient_check.h has the backward's.
 double ToleranceFor(const Problem& problem);
 
+// The output O (or Y) against the forward oracle; report.tensors holds one entry, "output", with
+// the top-level fields. PHASE_BACKWARD's dQ, dK, dV are checked by CheckGradients
+// (gradient_check.h).
 absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const AttentionInputs& inputs,
                                               const FloatTensor& output,
                                               const CheckOptions& options);

@@ -189,9 +189,18 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
   }
   WorkCounts w;
   w.kept_pairs = static_cast<uint64_t>(kept);
-  w.exponentials = w.kept_pairs;
   const bool backward = p.phase == Phase::kBackward;
-  const double pass = backward ? 2.5 : 1.0;
+  const bool step = backward && p.training_step;
+  // The backward recomputes P from the saved log-sum-exp: one exponential per kept pair, as
+  // many as the forward; a training step makes both passes.
+  if (step && kept * 2 > kMaxU64) {
+    return absl::InvalidArgumentError(
+        "spec: the exponentials of a training step (twice the kept pairs) overflow 64 bits");
+  }
+  w.exponentials = step ? 2 * w.kept_pairs : w.kept_pairs;
+  // Five matmuls against the forward's two (S = Q K^T and dP = dO V^T recomputed, dV = P^T dO,
+  // dQ = dS K, dK = dS^T Q), each as large as one of the forward's; a step adds the forward.
+  const double pass = step ? 3.5 : backward ? 2.5 : 1.0;
   w.flops =
       pass * 2.0 * static_cast<double>(w.kept_pairs) * static_cast<double>(s.dim_qk + s.dim_v);
   w.flops_flash_convention = pass * 4.0 * static_cast<double>(s.batch) * heads *
@@ -222,8 +231,11 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
     }
     bytes = width * (q + o) + cache * s.batch * s.heads.num_kv_heads;
   } else if (backward) {
-    // Reads Q, K, V, O and dO; writes dQ, dK, dV.
-    bytes = width * 2 * (q + k + v + o);
+    // Reads Q, K, V, O, dO and the float32 log-sum-exp (one per output row); writes dQ, dK, dV.
+    const Wide lse = static_cast<Wide>(4) * s.batch * heads * s.seq_q;
+    bytes = width * (q + k + v + o + o) + lse + width * (q + k + v);
+    // A step's forward first reads Q, K, V and writes O and the log-sum-exp the backward reads.
+    if (step) bytes += width * (q + k + v + o) + lse;
   } else {
     bytes = width * (q + k + v + o);
   }

@@ -10,13 +10,28 @@
 
 namespace attnbench {
 
+// With w the storage width in bytes, |T| a tensor's element count, N the kept pairs of one
+// (b, h) and L = 4 * B * H_out * S_q (the float32 log-sum-exp, one per output row):
+//
+//   phase                  flops, flash convention   exponentials    min_bytes
+//   prefill                1x                        B*H_out*N       w(|Q|+|K|+|V|+|O|)
+//   decode                 1x                        B*H_out*N       w(|Q|+|O|) + the stored cache
+//   backward               2.5x                      B*H_out*N       w(|Q|+|K|+|V|+|O|+|dO|) + L
+//                                                                    + w(|dQ|+|dK|+|dV|)
+//   backward, training     3.5x                      2*B*H_out*N     the backward's
+//   step                                                             + w(|Q|+|K|+|V|+|O|) + L
+//
+// (|dO| = |O|, |dQ| = |Q|, ...). The backward reads Q, K, V, O, dO and the log-sum-exp once and
+// writes dQ, dK, dV once; a training step's forward reads Q, K, V once more and writes O and the
+// log-sum-exp. The backward's exponentials are those of P recomputed from the log-sum-exp.
 struct WorkCounts {
   uint64_t kept_pairs = 0;            // kept (i, j) pairs summed over batch and output heads
-  double flops = 0;                   // 2 * B * H_out * N * (D_qk + D_v); x2.5 for backward
-  double flops_flash_convention = 0;  // 4 * B * H_out * S_q * S_kv * D_qk, halved when causal
+  double flops = 0;                   // 2 * B * H_out * N * (D_qk + D_v) x the phase's factor
+  double flops_flash_convention = 0;  // 4 * B * H_out * S_q * S_kv * D_qk, halved when causal,
+                                      // x the phase's factor
   double projection_flops = 0;        // layer scope only
-  uint64_t exponentials = 0;          // B * H_out * N
-  uint64_t min_bytes = 0;             // Q, K, V (or the stored cache) read once, O written once
+  uint64_t exponentials = 0;          // see the table
+  uint64_t min_bytes = 0;             // see the table
 };
 
 // Kept pairs for one (b, h); exact for every mask (block-sparse masks are counted block by block,

@@ -73,6 +73,19 @@ FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape
   return t;
 }
 
+namespace {
+
+// dO of PHASE_BACKWARD: the client's, decoded, or tensor id 3 of the recipe.
+absl::StatusOr<FloatTensor> GradOutputFor(const Problem& problem, const ProblemShapes& shapes) {
+  if (problem.grad_output.has_value()) {
+    return DecodeClientTensor(*problem.grad_output, shapes.core_output, problem.dtype);
+  }
+  return GenerateTensor(problem.seed, kTensorGradOutput, shapes.core_output,
+                        problem.input_scale.value_or(1.0), problem.dtype);
+}
+
+}  // namespace
+
 absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
@@ -90,6 +103,11 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
     in.w_v = weight(kTensorWv, shapes->w_v);
     in.w_o = weight(kTensorWo, shapes->w_o);
     return in;
+  }
+  if (problem.phase == Phase::kBackward) {
+    absl::StatusOr<FloatTensor> grad_output = GradOutputFor(problem, *shapes);
+    if (!grad_output.ok()) return grad_output.status();
+    in.grad_output = *std::move(grad_output);
   }
   if (problem.query.has_value() && problem.key.has_value() && problem.value.has_value()) {
     absl::StatusOr<FloatTensor> q = DecodeClientTensor(*problem.query, shapes->query, dtype);

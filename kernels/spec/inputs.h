@@ -11,6 +11,8 @@
 // tensor_id: query 0, key 1, value 2, grad_output 3, x 4, w_q 5, w_k 6, w_v 7, w_o 8, and 9 for
 // the page table. factor is spec.input_scale for query, key, value, grad_output and x, and
 // 1 / sqrt(fan_in) for the weights (fan_in: their first dimension; no input_scale).
+// grad_output (dO, shape [B, S_q, H_out, D_v]) is drawn for PHASE_BACKWARD only, unless the
+// client sent spec.inputs.grad_output.
 //
 // A generated page table (spec.kv_cache.paging.page_table empty) is a Fisher-Yates shuffle of
 // the identity over n = batch * ceil(S_kv / page_size) pages: for t = n-1 down to 1,
@@ -58,7 +60,9 @@ FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape
 
 // The inputs of a normalized, valid problem: the client's Q, K, V when given (decoded from their
 // bytes), otherwise generated ones; at layer scope X and the four weights instead (Q, K, V are
-// then left empty: they are computed from X inside the layer).
+// then left empty: they are computed from X inside the layer). For PHASE_BACKWARD also dO
+// (grad_output, [B, S_q, H_out, D_v]): the client's when given, otherwise generated, whether or
+// not Q, K, V are the client's; empty in every other phase.
 absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem);
 
 // The generated page table of `num_pages` pages (see above).

@@ -56,6 +56,30 @@ void ApplyRope(double* v, int64_t pos, const std::vector<double>& inv_freq) {
   }
 }
 
+void ApplyRopeTranspose(double* v, int64_t pos, const std::vector<double>& inv_freq) {
+  const int half = static_cast<int>(inv_freq.size());
+  for (int m = 0; m < half; ++m) {
+    const double angle = static_cast<double>(pos) * inv_freq[m];
+    const double c = std::cos(angle);
+    const double s = std::sin(angle);
+    const double x1 = v[m];
+    const double x2 = v[m + half];
+    v[m] = x1 * c + x2 * s;
+    v[m + half] = x2 * c - x1 * s;
+  }
+}
+
+void ApplyRopeTranspose(float* v, const float* cos_sin, int half) {
+  for (int m = 0; m < half; ++m) {
+    const float c = cos_sin[2 * m];
+    const float s = cos_sin[2 * m + 1];
+    const float x1 = v[m];
+    const float x2 = v[m + half];
+    v[m] = x1 * c + x2 * s;
+    v[m + half] = x2 * c - x1 * s;
+  }
+}
+
 void RopeCosSin(int64_t pos, const std::vector<double>& inv_freq, float* cos_sin) {
   for (size_t m = 0; m < inv_freq.size(); ++m) {
     // The angle in double: at positions near 1e6 a float angle would be off by ~0.06 rad.

@@ -32,6 +32,11 @@ std::vector<double> RopeInverseFrequencies(double theta, int rotary_dims);
 void ApplyRope(double* v, int64_t pos, const std::vector<double>& inv_freq);
 // The same with cos/sin already evaluated for the position (cos_sin[2m], cos_sin[2m + 1]).
 void ApplyRope(float* v, const float* cos_sin, int half);
+// The transpose (and inverse) of ApplyRope: rotates by -angle. A gradient with respect to a
+// rotated vector becomes the gradient with respect to the vector before RoPE this way, since the
+// rotation is orthogonal; dimensions past rotary_dims pass through.
+void ApplyRopeTranspose(double* v, int64_t pos, const std::vector<double>& inv_freq);
+void ApplyRopeTranspose(float* v, const float* cos_sin, int half);
 // cos_sin[2m], cos_sin[2m + 1] = cos, sin of pos * inv_freq[m], evaluated in double.
 void RopeCosSin(int64_t pos, const std::vector<double>& inv_freq, float* cos_sin);
 
@@ -42,6 +47,16 @@ std::vector<double> AlibiSlopes(const Alibi& alibi, int num_output_heads);
 
 inline double Softcap(double s, double cap) { return cap * std::tanh(s / cap); }
 inline float Softcap(float s, float cap) { return cap * std::tanh(s / cap); }
+// d/dt [cap tanh(t / cap)] = 1 - tanh^2(t / cap), written through the capped score c = Softcap(t)
+// (tanh(t / cap) = c / cap), which a backward pass has already computed.
+inline double SoftcapDerivative(double capped, double cap) {
+  const double r = capped / cap;
+  return 1.0 - r * r;
+}
+inline float SoftcapDerivative(float capped, float cap) {
+  const float r = capped / cap;
+  return 1.0f - r * r;
+}
 
 }  // namespace attnbench
 

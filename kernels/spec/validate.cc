@@ -164,6 +164,13 @@ bool HasClientTensors(const Problem& p) {
   return p.query.has_value() || p.key.has_value() || p.value.has_value();
 }
 
+// Whether GenerateInputs draws any tensor from the seed (what spec.input_scale scales): Q, K, V
+// unless the client sent them, and for PHASE_BACKWARD dO unless the client sent it.
+bool GeneratesAnInput(const Problem& p) {
+  const Phase phase = p.phase == Phase::kUnspecified ? Phase::kPrefill : p.phase;
+  return !HasClientTensors(p) || (phase == Phase::kBackward && !p.grad_output.has_value());
+}
+
 absl::Status ValidateModifiers(const Problem& p) {
   if (p.rope.enabled) {
     if (p.rope.theta.has_value()) {
@@ -196,7 +203,7 @@ absl::Status ValidateModifiers(const Problem& p) {
   if (p.input_scale.has_value()) {
     if (auto s = PositiveFinite("spec.input_scale", *p.input_scale); !s.ok()) return s;
     // Client tensors replace the generated inputs, and with them what input_scale scales.
-    if (!HasClientTensors(p)) {
+    if (GeneratesAnInput(p)) {
       if (auto s = CheckInputScaleFits(*p.input_scale, p.dtype); !s.ok()) return s;
     }
   }
@@ -218,6 +225,13 @@ absl::Status ValidateScope(const Problem& p) {
   if (p.seq_len_q != p.seq_len_kv) {
     return Invalid(absl::StrCat("spec.seq_len_q (", p.seq_len_q, ") must equal spec.seq_len_kv (",
                                 p.seq_len_kv, ") for spec.scope = SCOPE_LAYER (self-attention)"));
+  }
+  if (phase == Phase::kBackward) {
+    // A layer's gradients are dX and the four weight gradients, shaped unlike the dQ, dK, dV a
+    // backward run returns (and its dO would be dY [B, S, d_model], not [B, S_q, H_out, D_v]).
+    return Invalid(
+        "spec.phase = PHASE_BACKWARD is not defined for spec.scope = SCOPE_LAYER: a backward run "
+        "returns dQ, dK, dV of the core, not a layer's dX and weight gradients; use SCOPE_CORE");
   }
   if (phase != Phase::kPrefill) {
     return Invalid("spec.phase must be PHASE_PREFILL for spec.scope = SCOPE_LAYER");
@@ -305,6 +319,14 @@ absl::Status ValidateCache(const Problem& p) {
   return absl::OkStatus();
 }
 
+// A training step times the forward and the backward; any other phase has no backward to add.
+absl::Status ValidateTrainingStep(const Problem& p) {
+  if (!p.training_step || p.phase == Phase::kBackward) return absl::OkStatus();
+  return Invalid(
+      "measurement.backward_timing = BACKWARD_TIMING_TRAINING_STEP is only valid with "
+      "spec.phase = PHASE_BACKWARD");
+}
+
 // "[2, 16, 4, 8]"; a client's shape may have any number of dimensions, so only the first few are
 // written (an error message travels in a size-limited gRPC trailer).
 std::string ShapeText(const std::vector<int64_t>& shape) {
@@ -334,7 +356,17 @@ absl::Status ValidateClientTensor(const Problem& p, const std::string& name, con
   return CheckFiniteClientTensor(path, t);
 }
 
+// dO of PHASE_BACKWARD: optional (generated when unset), and meaningless in any other phase.
+absl::Status ValidateGradOutput(const Problem& p, const ProblemShapes& s) {
+  if (!p.grad_output.has_value()) return absl::OkStatus();
+  if (p.phase != Phase::kBackward) {
+    return Invalid("spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD");
+  }
+  return ValidateClientTensor(p, "grad_output", *p.grad_output, s.core_output);
+}
+
 absl::Status ValidateInputs(const Problem& p, const ProblemShapes& s) {
+  if (auto st = ValidateGradOutput(p, s); !st.ok()) return st;
   const int given = p.query.has_value() + p.key.has_value() + p.value.has_value();
   if (given == 0) return absl::OkStatus();
   if (given != 3) {
@@ -359,6 +391,7 @@ absl::Status ValidateProblem(const Problem& p) {
   if (auto s = ValidateMask(p); !s.ok()) return s;
   if (auto s = ValidateModifiers(p); !s.ok()) return s;
   if (auto s = ValidateCache(p); !s.ok()) return s;
+  if (auto s = ValidateTrainingStep(p); !s.ok()) return s;
   return ValidateInputs(p, *shapes);
 }
 

@@ -430,17 +430,10 @@ TEST(CpuBackendTest, InputsAreStoredInTheDtype) {
   EXPECT_EQ(r.output.shape, (std::vector<int64_t>{2, 37, 6, 24}));
 }
 
-TEST(CpuBackendTest, RefusesBackwardAndBadDevices) {
+// PHASE_BACKWARD and its refusals are tested in cpu_backward_test.cc.
+TEST(CpuBackendTest, RefusesBadDevicesAndInvalidProblems) {
   std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(1);
   Problem p = NormalizeProblem(OddProblem());
-  p.phase = Phase::kBackward;
-  const absl::Status s = backend->CheckSupported(p);
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(s.message(),
-            "backend cpu_reference does not support spec.phase=PHASE_BACKWARD (supports: "
-            "PHASE_PREFILL, PHASE_DECODE)");
-  EXPECT_EQ(backend->Prepare(p, 0).status().code(), absl::StatusCode::kFailedPrecondition);
-  p.phase = Phase::kPrefill;
   EXPECT_FALSE(backend->Prepare(p, 1).ok());
   Problem invalid = p;
   invalid.batch_size = 0;
@@ -472,7 +465,7 @@ TEST(CpuBackendTest, DescribesItsDeviceAndSupport) {
   EXPECT_EQ(s.modifiers.size(), 3u);
   EXPECT_TRUE(s.paged_kv_cache);
   EXPECT_EQ(s.auto_priority, 0);
-  EXPECT_EQ(std::count(s.phases.begin(), s.phases.end(), Phase::kBackward), 0);
+  EXPECT_EQ(s.phases, (std::vector<Phase>{Phase::kPrefill, Phase::kDecode, Phase::kBackward}));
 }
 
 TEST(CpuBackendTest, EstimatesAtLeastTheTensors) {

@@ -125,15 +125,42 @@ TEST(CountingTest, LayerProjections) {
   EXPECT_EQ(w.min_bytes, 2u * (8 * 16 + 16 * 32 + 16 * 16 + 16 * 12 + 24 * 16 + 8 * 16));
 }
 
-TEST(CountingTest, BackwardIsTwoAndAHalfForward) {
+TEST(CountingTest, BackwardIsTwoAndAHalfForwardAndAStepThreeAndAHalf) {
   Problem p = Base(4, 4);
   p.mask.kind = MaskKind::kCausal;
   const WorkCounts fwd = Count(p);
   p.phase = Phase::kBackward;
   const WorkCounts bwd = Count(p);
+  p.training_step = true;
+  const WorkCounts step = Count(p);
+  EXPECT_EQ(bwd.kept_pairs, fwd.kept_pairs);
+  EXPECT_EQ(step.kept_pairs, fwd.kept_pairs);
   EXPECT_DOUBLE_EQ(bwd.flops, 2.5 * fwd.flops);
   EXPECT_DOUBLE_EQ(bwd.flops_flash_convention, 2.5 * fwd.flops_flash_convention);
-  EXPECT_EQ(bwd.min_bytes, 2 * fwd.min_bytes);
+  EXPECT_DOUBLE_EQ(step.flops, 3.5 * fwd.flops);
+  EXPECT_DOUBLE_EQ(step.flops_flash_convention, 3.5 * fwd.flops_flash_convention);
+  // P recomputed once in the backward; the step's forward computes it too.
+  EXPECT_EQ(bwd.exponentials, fwd.exponentials);
+  EXPECT_EQ(step.exponentials, 2 * fwd.exponentials);
+}
+
+TEST(CountingTest, BackwardBytes) {
+  // GQA 4/2 in bf16, S_q = 3, S_kv = 5, D_qk = 8, D_v = 6, B = 2: every tensor a different size.
+  Problem p = Base(3, 5);
+  p.layout.kind = LayoutKind::kGqa;
+  p.layout.num_query_heads = 4;
+  p.layout.num_kv_heads = 2;
+  p.head_dim_v = 6;
+  p.dtype = DType::kBFloat16;
+  p.phase = Phase::kBackward;
+  const uint64_t q = 2 * 3 * 4 * 8, k = 2 * 5 * 2 * 8, v = 2 * 5 * 2 * 6, o = 2 * 3 * 4 * 6;
+  const uint64_t lse = 4 * (2 * 4 * 3);  // float32, one per (b, h, i)
+  // Reads Q, K, V, O, dO and the log-sum-exp; writes dQ, dK, dV.
+  const uint64_t backward = 2 * (q + k + v + o + o) + lse + 2 * (q + k + v);
+  EXPECT_EQ(Count(p).min_bytes, backward);
+  // A step's forward reads Q, K, V and writes O and the log-sum-exp first.
+  p.training_step = true;
+  EXPECT_EQ(Count(p).min_bytes, backward + 2 * (q + k + v + o) + lse);
 }
 
 TEST(CountingTest, DecodeCacheBytesAtStoredWidth) {

@@ -209,6 +209,50 @@ TEST(InputScaleTest, NotCheckedWhenClientTensorsReplaceGeneratedInputs) {
   EXPECT_EQ(ValidateProblem(p).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// PHASE_BACKWARD's dO goes through the same refusal as Q, K and V.
+Problem WithClientGradOutput(DType dtype) {
+  Problem p = Gqa(dtype);
+  p.phase = Phase::kBackward;
+  p = WithClientInputs(p);
+  const absl::StatusOr<AttentionInputs> in = GenerateInputs(p);
+  EXPECT_TRUE(in.ok()) << in.status();
+  HostTensor h;
+  h.dtype = dtype;
+  h.shape = in->grad_output.shape;  // [2, 5, 4, 6]
+  h.data = EncodeTensor(in->grad_output);
+  p.grad_output = h;
+  return p;
+}
+
+TEST(NonFiniteInputsTest, RefusesANonFiniteGradOutputNamingTheElement) {
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const Problem clean = WithClientGradOutput(dtype);
+    ASSERT_TRUE(ValidateProblem(clean).ok()) << ValidateProblem(clean);
+    for (const auto& [kind, value] : NonFiniteValues()) {
+      Problem p = clean;
+      ASSERT_EQ(FlatIndex(p.grad_output->shape, 1, 2, 3, 4), 190);
+      SetElement(*p.grad_output, 190, value);
+      const absl::Status s = ValidateProblem(p);
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+      EXPECT_EQ(s.message(), RefusalOf("grad_output", 190, 1, 2, 3, 4, kind)) << DTypeName(dtype);
+    }
+  }
+}
+
+TEST(InputScaleTest, CheckedWhileDOIsGenerated) {
+  // Client Q, K, V but a generated dO: input_scale still scales what is drawn.
+  Problem p = Gqa(DType::kFloat16);
+  p.phase = Phase::kBackward;
+  p = WithClientInputs(p);
+  p.input_scale = 1e6;
+  EXPECT_NE(ValidateProblem(p).message().find("spec.input_scale"), std::string::npos)
+      << ValidateProblem(p);
+  // With the client's dO as well, nothing is drawn.
+  Problem all_client = WithClientGradOutput(DType::kFloat16);
+  all_client.input_scale = 1e6;
+  EXPECT_TRUE(ValidateProblem(all_client).ok()) << ValidateProblem(all_client);
+}
+
 TEST(CountNonFiniteTest, CountsEveryElementAsStored) {
   FloatTensor t;
   t.dtype = DType::kFloat16;

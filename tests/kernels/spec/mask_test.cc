@@ -2,6 +2,7 @@
 // brute force, probabilistic block determinism and rates, and the score modifiers (§4).
 #include "kernels/spec/mask.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -264,6 +265,43 @@ TEST(ModifiersTest, Softcap) {
   EXPECT_NEAR(Softcap(1000.0, 5.0), 5.0, 1e-12);
   EXPECT_NEAR(Softcap(0.01, 5.0), 0.01, 1e-6);
   EXPECT_DOUBLE_EQ(Softcap(-2.0, 3.0), -3.0 * std::tanh(2.0 / 3.0));
+}
+
+TEST(ModifiersTest, RopeTransposeIsTheInverseRotationAndItsAdjoint) {
+  const std::vector<double> inv = RopeInverseFrequencies(50.0, 4);  // dimensions 4, 5 pass through
+  const double x[6] = {0.3, -1.2, 2.0, 0.7, -0.4, 1.1}, y[6] = {1.5, 0.2, -0.8, 0.9, 2.2, -0.6};
+  double rx[6], ty[6];
+  std::copy(x, x + 6, rx);
+  ApplyRope(rx, 37, inv);
+  std::copy(y, y + 6, ty);
+  ApplyRopeTranspose(ty, 37, inv);
+  // <R x, y> = <x, R^T y>: what carries a gradient back through the rotation.
+  double lhs = 0, rhs = 0;
+  for (int e = 0; e < 6; ++e) {
+    lhs += rx[e] * y[e];
+    rhs += x[e] * ty[e];
+  }
+  EXPECT_NEAR(lhs, rhs, 1e-12);
+  ApplyRopeTranspose(rx, 37, inv);
+  for (int e = 0; e < 6; ++e) EXPECT_NEAR(rx[e], x[e], 1e-12) << e;
+  EXPECT_EQ(ty[4], y[4]);
+  // The float path agrees with the double one.
+  float f[4] = {1, 2, 3, 4};
+  float cs[4];
+  RopeCosSin(987, inv, cs);
+  ApplyRopeTranspose(f, cs, 2);
+  double d[4] = {1, 2, 3, 4};
+  ApplyRopeTranspose(d, 987, inv);
+  for (int e = 0; e < 4; ++e) EXPECT_NEAR(f[e], d[e], 1e-5);
+}
+
+TEST(ModifiersTest, SoftcapDerivativeFromTheCappedScore) {
+  for (double t : {-30.0, -2.5, -0.1, 0.0, 0.7, 4.0, 12.0}) {
+    const double cap = 5.0, h = 1e-5;
+    const double numeric = (Softcap(t + h, cap) - Softcap(t - h, cap)) / (2 * h);
+    EXPECT_NEAR(SoftcapDerivative(Softcap(t, cap), cap), numeric, 1e-8) << t;
+    EXPECT_NEAR(SoftcapDerivative(Softcap(static_cast<float>(t), 5.0f), 5.0f), numeric, 1e-6) << t;
+  }
 }
 
 }  // namespace

@@ -140,6 +140,48 @@ TEST(InputsTest, UsesClientTensors) {
   EXPECT_EQ(in->value.dtype, DType::kFloat16);
 }
 
+TEST(InputsTest, GradOutputOnlyForBackwardGeneratedAsTensorThreeOrTheClients) {
+  Problem p = testing::SmallProblem();  // O: [2, 16, 4, 8]
+  p.layout.kind = LayoutKind::kGqa;
+  p.layout.num_query_heads = 4;
+  p.layout.num_kv_heads = 2;
+  p.head_dim_v = 3;
+  p.dtype = DType::kBFloat16;
+  p.input_scale = 0.5;
+  const absl::StatusOr<AttentionInputs> prefill = GenerateInputs(NormalizeProblem(p));
+  ASSERT_TRUE(prefill.ok());
+  EXPECT_TRUE(prefill->grad_output.values.empty());
+  p.phase = Phase::kBackward;
+  const absl::StatusOr<AttentionInputs> in = GenerateInputs(NormalizeProblem(p));
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ(in->grad_output.shape, (std::vector<int64_t>{2, 16, 4, 3}));
+  EXPECT_EQ(in->grad_output.dtype, DType::kBFloat16);
+  ASSERT_EQ(in->grad_output.values.size(), 2u * 16 * 4 * 3);
+  for (uint64_t k : {0, 17, 383}) {
+    EXPECT_EQ(in->grad_output.values[k],
+              RoundToDType(static_cast<float>(StandardNormal(7, kTensorGradOutput, k) * 0.5),
+                           DType::kBFloat16))
+        << k;
+  }
+  // Q, K, V are those of the forward: the backward draws dO on its own stream.
+  EXPECT_EQ(in->query.values, prefill->query.values);
+  EXPECT_EQ(in->value.values, prefill->value.values);
+  // The client's dO replaces it, with Q, K, V still generated.
+  FloatTensor mine = in->grad_output;
+  for (float& v : mine.values) v = RoundToDType(v * -3.0f, DType::kBFloat16);
+  HostTensor host;
+  host.dtype = DType::kBFloat16;
+  host.shape = mine.shape;
+  host.data = EncodeTensor(mine);
+  p.grad_output = host;
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  const absl::StatusOr<AttentionInputs> client = GenerateInputs(n);
+  ASSERT_TRUE(client.ok());
+  EXPECT_EQ(client->grad_output.values, mine.values);
+  EXPECT_EQ(client->query.values, in->query.values);
+}
+
 TEST(InputsTest, GeneratedPageTableIsASeededPermutation) {
   const std::vector<int32_t> table = GeneratePageTable(9, 1000);
   std::set<int32_t> seen(table.begin(), table.end());

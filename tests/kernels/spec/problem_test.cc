@@ -579,6 +579,93 @@ std::vector<Rule> Rules() {
         ClientInputs(p);
       },
       "spec.inputs.key.shape");
+  // PHASE_BACKWARD's dO [B, S_q, H_out, D_v] (SmallProblem: [2, 16, 4, 8]) and timing.
+  static constexpr auto backward = [](Problem& p) { p.phase = Phase::kBackward; };
+  add(
+      "grad_output_only_backward",
+      [](Problem& p) {
+        backward(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 8});
+      },
+      [](Problem& p) {
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 8});
+      },
+      "spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD");
+  add(
+      "grad_output_with_client_qkv",
+      [](Problem& p) {
+        backward(p);
+        ClientInputs(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 8});
+      },
+      [](Problem& p) {
+        backward(p);
+        ClientInputs(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 9});
+      },
+      "spec.inputs.grad_output.shape [2, 16, 4, 9] must be [2, 16, 4, 8]");
+  add(
+      "grad_output_shape_is_the_outputs",
+      [](Problem& p) {
+        backward(p);
+        gqa(4, 2)(p);
+        p.head_dim_v = 3;
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 3});
+      },
+      [](Problem& p) {
+        backward(p);
+        gqa(4, 2)(p);
+        p.head_dim_v = 3;
+        p.grad_output = Client(DType::kFloat32, {2, 16, 2, 3});  // H_kv heads, not H_out
+      },
+      "spec.inputs.grad_output.shape");
+  add(
+      "grad_output_dtype",
+      [](Problem& p) {
+        backward(p);
+        p.dtype = DType::kBFloat16;
+        p.grad_output = Client(DType::kBFloat16, {2, 16, 4, 8});
+      },
+      [](Problem& p) {
+        backward(p);
+        p.dtype = DType::kBFloat16;
+        p.grad_output = Client(DType::kFloat16, {2, 16, 4, 8});
+      },
+      "spec.inputs.grad_output.dtype");
+  add(
+      "grad_output_data_size",
+      [](Problem& p) {
+        backward(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 8});
+      },
+      [](Problem& p) {
+        backward(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 8});
+        p.grad_output->data.pop_back();
+      },
+      "spec.inputs.grad_output.data");
+  add(
+      "training_step_only_backward",
+      [](Problem& p) {
+        backward(p);
+        p.training_step = true;
+      },
+      [](Problem& p) { p.training_step = true; }, "measurement.backward_timing");
+  add(
+      "backward_only_core_scope", [](Problem& p) { backward(p); },
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+      },
+      "spec.phase = PHASE_BACKWARD is not defined for spec.scope = SCOPE_LAYER");
+  add(
+      "backward_no_decode_cache", [](Problem& p) { backward(p); },
+      [](Problem& p) {
+        backward(p);
+        Paged(p);
+        p.phase = Phase::kBackward;
+      },
+      "spec.kv_cache.paging is only valid with spec.phase = PHASE_DECODE");
   add(
       "client_data_size", [](Problem& p) { ClientInputs(p); },
       [](Problem& p) {
@@ -639,16 +726,22 @@ TEST(ValidationTest, LongClientShapesAreAbbreviated) {
 // Sizes near INT64_MAX must be refused, not overflow on the way (UBSan in the asan preset).
 TEST(ValidationTest, ExtremeSizesAreRefusedWithoutOverflow) {
   const int64_t big = std::numeric_limits<int64_t>::max();
-  for (auto edit : std::vector<std::function<void(Problem&)>>{
-           [&](Problem& p) { p.seq_len_q = big; p.seq_len_kv = big; },
-           [&](Problem& p) { p.batch_size = big; },
-           [&](Problem& p) { p.seq_len_kv = big; p.phase = Phase::kDecode; },
-           [&](Problem& p) {
-             p.mask.kind = MaskKind::kBlockSparse;
-             p.mask.query_block_tokens = big;
-             p.mask.kv_block_tokens = big;
-             p.seq_len_q = big;
-           }}) {
+  for (auto edit :
+       std::vector<std::function<void(Problem&)>>{[&](Problem& p) {
+                                                    p.seq_len_q = big;
+                                                    p.seq_len_kv = big;
+                                                  },
+                                                  [&](Problem& p) { p.batch_size = big; },
+                                                  [&](Problem& p) {
+                                                    p.seq_len_kv = big;
+                                                    p.phase = Phase::kDecode;
+                                                  },
+                                                  [&](Problem& p) {
+                                                    p.mask.kind = MaskKind::kBlockSparse;
+                                                    p.mask.query_block_tokens = big;
+                                                    p.mask.kv_block_tokens = big;
+                                                    p.seq_len_q = big;
+                                                  }}) {
     Problem p = SmallProblem();
     edit(p);
     const absl::Status s = ValidateProblem(NormalizeProblem(p));
