@@ -596,8 +596,9 @@ absl::StatusOr<v1::SweepRequest> SweepRequestFromFlags() {
     // Every point's phase: the phase axis's values, else the base's.
     std::vector<int> phases = {sweep.base().spec().phase()};
     for (const v1::SweepAxis& axis : sweep.axes()) {
-      if (axis.has_phase())
+      if (axis.has_phase()) {
         phases.assign(axis.phase().values().begin(), axis.phase().values().end());
+      }
     }
     for (int phase : phases) {
       if (phase == v1::PHASE_BACKWARD) continue;
