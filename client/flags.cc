@@ -32,7 +32,8 @@ ABSL_FLAG(std::optional<std::string>, token_file, std::nullopt,
 ABSL_FLAG(std::optional<std::string>, tenant, std::nullopt,
           "Tenant to run as on a server without token auth (x-attnbench-tenant)");
 ABSL_FLAG(std::optional<std::string>, output, std::nullopt,
-          "Write the output tensor's raw little-endian bytes to this file (uses StreamRun)");
+          "Write the output tensor's raw little-endian bytes to this file (uses StreamRun); with "
+          "--phase=backward also dQ, dK and dV to FILE.dq, FILE.dk and FILE.dv");
 
 ABSL_FLAG(std::optional<std::string>, backend, std::nullopt,
           "Backend name from `attnbench caps`, or auto (server default: auto)");
@@ -97,6 +98,9 @@ ABSL_FLAG(std::optional<std::string>, saq, std::nullopt,
           "(e.g. 512:native,2048:int8,rest:int4)");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "Seed of the generated inputs");
 ABSL_FLAG(std::optional<double>, input_scale, std::nullopt, "Scale of the generated inputs");
+ABSL_FLAG(std::optional<std::string>, grad_output, std::nullopt,
+          "Backward: file of dO's raw little-endian bytes in --dtype, shape [B, S_q, H_out, D_v] "
+          "(the format --output writes; unset: generated from the seed)");
 
 ABSL_FLAG(std::optional<int32_t>, warmup, std::nullopt, "Warmup iterations");
 ABSL_FLAG(std::optional<int32_t>, min_iters, std::nullopt, "Minimum timed iterations");
@@ -112,6 +116,9 @@ ABSL_FLAG(bool, samples, false, "Return every timing sample (shown by --format=j
 ABSL_FLAG(std::optional<std::string>, check, std::nullopt,
           "Compare with the float64 reference: off|auto|full");
 ABSL_FLAG(std::optional<int32_t>, check_rows, std::nullopt, "Rows sampled by --check=auto");
+ABSL_FLAG(std::optional<std::string>, backward_timing, std::nullopt,
+          "Backward: what an iteration times, backward_only|training_step (forward then "
+          "backward) (server default: backward_only)");
 
 ABSL_FLAG(std::optional<std::string>, sweep_backend, std::nullopt, "Axis: backends b1,b2,...");
 ABSL_FLAG(std::optional<std::string>, sweep_layout, std::nullopt,
@@ -123,7 +130,7 @@ ABSL_FLAG(std::optional<std::string>, sweep_mask, std::nullopt,
           "prob_block_sparse (the block masks take the --block_* and --prob_* flags)");
 ABSL_FLAG(std::optional<std::string>, sweep_dtype, std::nullopt, "Axis: dtypes, e.g. fp32,fp16");
 ABSL_FLAG(std::optional<std::string>, sweep_phase, std::nullopt,
-          "Axis: phases, e.g. prefill,decode");
+          "Axis: phases, e.g. prefill,backward");
 ABSL_FLAG(std::optional<std::string>, sweep_batch, std::nullopt, "Axis: batch sizes, e.g. 1,4");
 ABSL_FLAG(std::optional<std::string>, sweep_seq_len, std::nullopt,
           "Axis: sequence lengths (S_q = S_kv), e.g. 512,1024");
@@ -150,6 +157,8 @@ const FlagGroup& ConnectionGroup() {
   return *group;
 }
 
+constexpr absl::string_view kInputsGroup = "Type, phase, scope, KV cache, inputs";
+
 // The workload flags run and sweep share.
 std::vector<FlagGroup> WorkloadGroups() {
   return {
@@ -162,12 +171,12 @@ std::vector<FlagGroup> WorkloadGroups() {
         "prob_c", "prob_alpha", "mask_seed"}},
       {"Score modifiers",
        {"rope", "rope_theta", "rotary_dims", "alibi", "alibi_base_slope", "softcap", "scale"}},
-      {"Type, phase, scope, KV cache, inputs",
+      {kInputsGroup,
        {"dtype", "phase", "scope", "d_model", "page_size", "cache_format", "saq", "seed",
         "input_scale"}},
       {"Measurement and checking",
        {"warmup", "min_iters", "max_iters", "max_seconds", "target_noise", "cache", "cuda_graph",
-        "samples", "check", "check_rows"}},
+        "samples", "check", "check_rows", "backward_timing"}},
   };
 }
 
@@ -181,7 +190,13 @@ std::vector<FlagGroup> MakeGroups(Subcommand subcommand) {
   std::vector<FlagGroup> groups = {ConnectionGroup()};
   if (subcommand == Subcommand::kCaps) return groups;
   if (subcommand == Subcommand::kRun) groups[0].names.emplace_back("output");
-  for (FlagGroup& group : WorkloadGroups()) groups.push_back(std::move(group));
+  for (FlagGroup& group : WorkloadGroups()) {
+    // A client dO fits one shape, so one run: a sweep's points generate theirs.
+    if (subcommand == Subcommand::kRun && group.title == kInputsGroup) {
+      group.names.emplace_back("grad_output");
+    }
+    groups.push_back(std::move(group));
+  }
   if (subcommand == Subcommand::kSweep) {
     groups.push_back({"Sweep axes (the grid's last axis varies fastest, in this order)",
                       {"sweep_backend", "sweep_layout", "sweep_mask", "sweep_dtype", "sweep_phase",
@@ -291,7 +306,8 @@ absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& ar
 }
 
 void ResetFlags() {
-  // Sweep takes a superset of run's flags except --output; health has one of its own.
+  // Sweep takes a superset of run's flags except --output and --grad_output; health has one of
+  // its own.
   for (Subcommand subcommand : {Subcommand::kSweep, Subcommand::kRun, Subcommand::kHealth}) {
     for (const FlagGroup& group : FlagGroupsOf(subcommand)) {
       for (absl::string_view name : group.names) {

@@ -75,6 +75,7 @@ ABSL_DECLARE_FLAG(std::optional<std::string>, cache_format);
 ABSL_DECLARE_FLAG(std::optional<std::string>, saq);
 ABSL_DECLARE_FLAG(std::optional<uint64_t>, seed);
 ABSL_DECLARE_FLAG(std::optional<double>, input_scale);
+ABSL_DECLARE_FLAG(std::optional<std::string>, grad_output);
 // Measurement and checking.
 ABSL_DECLARE_FLAG(std::optional<int32_t>, warmup);
 ABSL_DECLARE_FLAG(std::optional<int32_t>, min_iters);
@@ -86,6 +87,7 @@ ABSL_DECLARE_FLAG(bool, cuda_graph);
 ABSL_DECLARE_FLAG(bool, samples);
 ABSL_DECLARE_FLAG(std::optional<std::string>, check);
 ABSL_DECLARE_FLAG(std::optional<int32_t>, check_rows);
+ABSL_DECLARE_FLAG(std::optional<std::string>, backward_timing);
 // Sweep axes.
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_backend);
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_layout);

@@ -59,6 +59,13 @@ const NameTable<v1::AlibiSchedule>& AlibiSchedules() {
   return *table;
 }
 
+const NameTable<v1::BackwardTiming>& BackwardTimings() {
+  static const auto* table =
+      new NameTable<v1::BackwardTiming>{{"backward_only", v1::BACKWARD_TIMING_BACKWARD_ONLY},
+                                        {"training_step", v1::BACKWARD_TIMING_TRAINING_STEP}};
+  return *table;
+}
+
 template <typename Enum>
 std::string Names(const NameTable<Enum>& table) {
   return absl::StrJoin(
@@ -110,6 +117,12 @@ absl::StatusOr<v1::CheckMode> ParseCheckMode(absl::string_view name) {
 absl::StatusOr<v1::AlibiSchedule> ParseAlibiSchedule(absl::string_view name) {
   return Parse(AlibiSchedules(), "ALiBi schedule", name);
 }
+absl::StatusOr<v1::BackwardTiming> ParseBackwardTiming(absl::string_view name) {
+  return Parse(BackwardTimings(), "backward timing", name);
+}
+std::string BackwardTimingName(v1::BackwardTiming timing) {
+  return Name(BackwardTimings(), timing);
+}
 
 std::string DTypeNames() { return Names(DTypes()); }
 std::string PhaseNames() { return Names(Phases()); }
@@ -118,5 +131,6 @@ std::string CacheFormatNames() { return Names(CacheFormats()); }
 std::string CacheModeNames() { return Names(CacheModes()); }
 std::string CheckModeNames() { return Names(CheckModes()); }
 std::string AlibiScheduleNames() { return Names(AlibiSchedules()); }
+std::string BackwardTimingNames() { return Names(BackwardTimings()); }
 
 }  // namespace attnbench::client

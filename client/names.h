@@ -24,6 +24,8 @@ std::string CacheFormatName(v1::CacheFormat format);
 absl::StatusOr<v1::CacheMode> ParseCacheMode(absl::string_view name);
 absl::StatusOr<v1::CheckMode> ParseCheckMode(absl::string_view name);
 absl::StatusOr<v1::AlibiSchedule> ParseAlibiSchedule(absl::string_view name);
+absl::StatusOr<v1::BackwardTiming> ParseBackwardTiming(absl::string_view name);
+std::string BackwardTimingName(v1::BackwardTiming timing);
 
 // The accepted names of an enum, joined with '|' (for --help and error messages).
 std::string DTypeNames();
@@ -33,6 +35,7 @@ std::string CacheFormatNames();
 std::string CacheModeNames();
 std::string CheckModeNames();
 std::string AlibiScheduleNames();
+std::string BackwardTimingNames();
 
 }  // namespace attnbench::client
 

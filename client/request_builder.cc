@@ -1,7 +1,12 @@
 #include "client/request_builder.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -330,6 +335,10 @@ absl::Status SetMeasurement(v1::RunRequest* request) {
   status = SetEnum<v1::CheckMode>("check", absl::GetFlag(FLAGS_check), ParseCheckMode,
                                   [&](v1::CheckMode m) { request->mutable_check()->set_mode(m); });
   if (!status.ok()) return status;
+  status = SetEnum<v1::BackwardTiming>(
+      "backward_timing", absl::GetFlag(FLAGS_backward_timing), ParseBackwardTiming,
+      [&](v1::BackwardTiming t) { measurement()->set_backward_timing(t); });
+  if (!status.ok()) return status;
   if (auto rows = absl::GetFlag(FLAGS_check_rows)) {
     request->mutable_check()->set_max_sampled_rows(*rows);
   }
@@ -357,6 +366,73 @@ absl::Status SetBaseMask(v1::RunRequest* request) {
   absl::StatusOr<v1::Mask> mask = MaskFromFlags("mask", *name);
   if (!mask.ok()) return mask.status();
   *request->mutable_spec()->mutable_mask() = *std::move(mask);
+  return absl::OkStatus();
+}
+
+// Bytes of one stored element.
+int64_t ElementBytes(v1::DType dtype) {
+  switch (dtype) {
+    case v1::DTYPE_FLOAT32:
+      return 4;
+    case v1::DTYPE_FLOAT16:
+    case v1::DTYPE_BFLOAT16:
+      return 2;
+    case v1::DTYPE_FLOAT8_E4M3:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+// --grad_output: dO [B, S_q, H_out, D_v] from a file of raw little-endian elements of --dtype (the
+// format --output writes), its shape from the shape, layout and dtype flags. The file's size must
+// match; its values are the server's to judge.
+absl::Status SetGradOutput(v1::RunRequest* request) {
+  const std::optional<std::string> path = absl::GetFlag(FLAGS_grad_output);
+  if (!path.has_value()) return absl::OkStatus();
+  const v1::AttentionSpec& spec = request->spec();
+  if (spec.phase() != v1::PHASE_BACKWARD) return FlagError("grad_output", "needs --phase=backward");
+  const int64_t heads = OutputHeads(spec.layout());
+  const int64_t dim_v = spec.has_head_dim_v() ? spec.head_dim_v() : spec.head_dim_qk();
+  const int64_t width = ElementBytes(spec.dtype());
+  std::vector<std::string> missing;
+  if (spec.batch_size() <= 0) missing.push_back("--batch");
+  if (spec.seq_len_q() <= 0) missing.push_back("--seq_len (or --seq_len_q)");
+  if (heads <= 0) missing.push_back("a layout with its heads");
+  if (dim_v <= 0) missing.push_back("--head_dim");
+  if (width == 0) missing.push_back("--dtype");
+  if (!missing.empty()) {
+    return FlagError("grad_output", absl::StrCat("dO's shape [B, S_q, H_out, D_v] needs ",
+                                                 absl::StrJoin(missing, ", ")));
+  }
+  const std::vector<int64_t> shape = {spec.batch_size(), spec.seq_len_q(), heads, dim_v};
+  if (path->empty()) return FlagError("grad_output", "empty path");
+  std::ifstream file(*path, std::ios::binary);
+  if (!file) {
+    return FlagError("grad_output",
+                     absl::StrCat("cannot read ", *path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream contents;
+  contents << file.rdbuf();
+  if (file.bad()) return FlagError("grad_output", absl::StrCat("cannot read ", *path));
+  std::string data = contents.str();
+  // The bytes the shape needs, or -1 past what any file holds (no overflow on absurd flags).
+  int64_t needed = width;
+  for (int64_t d : shape) {
+    needed = needed > std::numeric_limits<int64_t>::max() / d ? -1 : needed * d;
+    if (needed < 0) break;
+  }
+  if (needed != static_cast<int64_t>(data.size())) {
+    return FlagError(
+        "grad_output",
+        absl::StrCat(*path, " has ", data.size(), " bytes; dO [", absl::StrJoin(shape, ","),
+                     "] of ", DTypeName(spec.dtype()), " needs ",
+                     needed < 0 ? "more than any file holds" : absl::StrCat(needed)));
+  }
+  v1::Tensor* d_o = request->mutable_spec()->mutable_inputs()->mutable_grad_output();
+  d_o->set_dtype(spec.dtype());
+  for (int64_t d : shape) d_o->add_shape(d);
+  d_o->set_data(std::move(data));
   return absl::OkStatus();
 }
 
@@ -488,6 +564,12 @@ absl::StatusOr<v1::RunRequest> RunRequestFromFlags() {
   absl::Status status = SetBaseMask(&*request);
   if (status.ok()) status = CheckMaskFlags(mask_names);
   if (!status.ok()) return status;
+  if (absl::GetFlag(FLAGS_backward_timing).has_value() &&
+      request->spec().phase() != v1::PHASE_BACKWARD) {
+    return FlagError("backward_timing", "needs --phase=backward");
+  }
+  status = SetGradOutput(&*request);
+  if (!status.ok()) return status;
   if (absl::GetFlag(FLAGS_output).has_value()) request->set_return_output(true);
   return request;
 }
@@ -510,6 +592,24 @@ absl::StatusOr<v1::SweepRequest> SweepRequestFromFlags() {
   }
   status = CheckMaskFlags(SweepMaskNames());
   if (!status.ok()) return status;
+  if (absl::GetFlag(FLAGS_backward_timing).has_value()) {
+    // Every point's phase: the phase axis's values, else the base's.
+    std::vector<int> phases = {sweep.base().spec().phase()};
+    for (const v1::SweepAxis& axis : sweep.axes()) {
+      if (axis.has_phase()) {
+        phases.assign(axis.phase().values().begin(), axis.phase().values().end());
+      }
+    }
+    for (int phase : phases) {
+      if (phase == v1::PHASE_BACKWARD) continue;
+      return FlagError("backward_timing",
+                       phase == v1::PHASE_UNSPECIFIED
+                           ? std::string("needs --phase=backward")
+                           : absl::StrCat("needs every point's phase to be backward (the server "
+                                          "refuses it at the ",
+                                          PhaseName(static_cast<v1::Phase>(phase)), " points)"));
+    }
+  }
   if (sweep.axes().empty()) {
     return absl::InvalidArgumentError(
         "sweep needs at least one axis flag (--sweep_seq_len, --sweep_layout, ...)");

@@ -10,7 +10,9 @@
 
 namespace attnbench::client {
 
-// The request of `attnbench run`. Sets return_output when --output is given.
+// The request of `attnbench run`. Sets return_output when --output is given, and
+// spec.inputs.grad_output from the file --grad_output names (read here; its size must match dO's
+// shape from the flags).
 absl::StatusOr<v1::RunRequest> RunRequestFromFlags();
 
 // The request of `attnbench sweep`: the base request from the workload flags plus one axis per

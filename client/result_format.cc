@@ -26,7 +26,24 @@ constexpr Column kColumns[] = {
     {"TFLOP/s", true}, {"GB/s", true},     {"rel err", true},   {"pass", false},
     {"server", false}, {"device", false},
 };
-constexpr size_t kNumColumns = sizeof(kColumns) / sizeof(kColumns[0]);
+// Appended to the table when some row's check compared the gradients of a backward run.
+constexpr Column kGradientColumns[] = {{"dQ err", true}, {"dK err", true}, {"dV err", true}};
+constexpr const char* kGradientNames[] = {"dq", "dk", "dv"};
+
+// The check of one tensor ("dq", ...) of a result, or null.
+const v1::TensorCheck* TensorCheckOf(const v1::RunResult& r, absl::string_view name) {
+  for (const v1::TensorCheck& t : r.correctness().tensors()) {
+    if (t.name() == name) return &t;
+  }
+  return nullptr;
+}
+
+bool HasGradientChecks(const v1::RunResult& r) {
+  for (const char* name : kGradientNames) {
+    if (TensorCheckOf(r, name) != nullptr) return true;
+  }
+  return false;
+}
 
 int HeadsOf(const v1::RunResult& result) {
   if (result.head_map_size() > 0) return result.head_map_size();
@@ -40,37 +57,49 @@ std::string HeadDimOf(const v1::AttentionSpec& spec) {
   return absl::StrCat(spec.head_dim_qk());
 }
 
-// "yes", "NO" or "-" (not checked), followed by the count of NaN and infinite output elements
-// when there are any: whatever the check compared, a non-finite output is never shown clean.
+// "yes", "NO" or "-" (not checked), followed by the count of NaN and infinite elements of the
+// output and of any checked gradient when there are any: whatever the check compared, a
+// non-finite tensor is never shown clean.
 std::string PassCell(const v1::RunResult& r) {
   const v1::Correctness& check = r.correctness();
   std::string cell = check.checked() ? (check.passed() ? "yes" : "NO") : "-";
-  const int64_t non_finite = r.output_summary().non_finite_elements();
+  int64_t non_finite = r.output_summary().non_finite_elements();
+  for (const char* name : kGradientNames) {
+    if (const v1::TensorCheck* t = TensorCheckOf(r, name)) non_finite += t->non_finite_elements();
+  }
   if (non_finite > 0) absl::StrAppend(&cell, " (", non_finite, " non-finite)");
   return cell;
 }
 
-std::vector<std::string> TableCells(int point, const v1::RunResult& r) {
+std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool gradient_columns) {
   const v1::AttentionSpec& spec = r.spec();
   const v1::Correctness& check = r.correctness();
-  return {absl::StrCat(point),
-          r.backend(),
-          LayoutToString(spec.layout()),
-          MaskToString(spec.mask()),
-          DTypeName(spec.dtype()),
-          absl::StrCat(spec.batch_size()),
-          absl::StrCat(spec.seq_len_q()),
-          absl::StrCat(spec.seq_len_kv()),
-          absl::StrCat(HeadsOf(r)),
-          HeadDimOf(spec),
-          absl::StrFormat("%.3f", r.timing().median_ms()),
-          absl::StrFormat("%.3f-%.3f", r.timing().p10_ms(), r.timing().p90_ms()),
-          absl::StrFormat("%.3f", r.throughput().achieved_tflops()),
-          absl::StrFormat("%.2f", r.throughput().achieved_gbps()),
-          check.checked() ? absl::StrFormat("%.2e", check.relative_error()) : "-",
-          PassCell(r),
-          ServerLabel(r),
-          DeviceLabel(r)};
+  std::vector<std::string> cells = {
+      absl::StrCat(point),
+      r.backend(),
+      LayoutToString(spec.layout()),
+      MaskToString(spec.mask()),
+      DTypeName(spec.dtype()),
+      absl::StrCat(spec.batch_size()),
+      absl::StrCat(spec.seq_len_q()),
+      absl::StrCat(spec.seq_len_kv()),
+      absl::StrCat(HeadsOf(r)),
+      HeadDimOf(spec),
+      absl::StrFormat("%.3f", r.timing().median_ms()),
+      absl::StrFormat("%.3f-%.3f", r.timing().p10_ms(), r.timing().p90_ms()),
+      absl::StrFormat("%.3f", r.throughput().achieved_tflops()),
+      absl::StrFormat("%.2f", r.throughput().achieved_gbps()),
+      check.checked() ? absl::StrFormat("%.2e", check.relative_error()) : "-",
+      PassCell(r),
+      ServerLabel(r),
+      DeviceLabel(r)};
+  if (gradient_columns) {
+    for (const char* name : kGradientNames) {
+      const v1::TensorCheck* t = TensorCheckOf(r, name);
+      cells.push_back(t != nullptr ? absl::StrFormat("%.2e", t->relative_error()) : "-");
+    }
+  }
+  return cells;
 }
 
 std::string CsvField(absl::string_view text) {
@@ -115,13 +144,20 @@ std::string StatusText(const absl::Status& status) {
 }
 
 std::string FormatTable(const std::vector<ResultRow>& rows) {
+  std::vector<Column> columns(std::begin(kColumns), std::end(kColumns));
+  const bool gradient_columns = std::any_of(rows.begin(), rows.end(), [](const ResultRow& row) {
+    return row.result.has_value() && HasGradientChecks(*row.result);
+  });
+  if (gradient_columns) {
+    columns.insert(columns.end(), std::begin(kGradientColumns), std::end(kGradientColumns));
+  }
   std::vector<std::vector<std::string>> cells;
-  std::vector<size_t> widths(kNumColumns);
-  for (size_t c = 0; c < kNumColumns; ++c) widths[c] = std::string(kColumns[c].title).size();
+  std::vector<size_t> widths(columns.size());
+  for (size_t c = 0; c < columns.size(); ++c) widths[c] = std::string(columns[c].title).size();
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) continue;
-    cells.push_back(TableCells(row.point, *row.result));
-    for (size_t c = 0; c < kNumColumns; ++c) {
+    cells.push_back(TableCells(row.point, *row.result, gradient_columns));
+    for (size_t c = 0; c < columns.size(); ++c) {
       widths[c] = std::max(widths[c], cells.back()[c].size());
     }
   }
@@ -130,14 +166,14 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
     for (size_t c = 0; c < values.size(); ++c) {
       const size_t pad = widths[c] - std::min(widths[c], values[c].size());
       if (c > 0) out += "  ";
-      if (kColumns[c].right_aligned) out.append(pad, ' ');
+      if (columns[c].right_aligned) out.append(pad, ' ');
       out += values[c];
-      if (!kColumns[c].right_aligned && c + 1 < values.size()) out.append(pad, ' ');
+      if (!columns[c].right_aligned && c + 1 < values.size()) out.append(pad, ' ');
     }
     return out + "\n";
   };
   std::vector<std::string> header;
-  for (const Column& column : kColumns) header.emplace_back(column.title);
+  for (const Column& column : columns) header.emplace_back(column.title);
   std::string out = line(header);
   size_t next = 0;
   for (const ResultRow& row : rows) {
@@ -156,11 +192,12 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
   std::string out =
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
       "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,error,"
-      "non_finite_elements\n";
+      "non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,dk_passed,"
+      "dv_rel_err,dv_passed\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
       absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)),
-                      ",\n");
+                      std::string(9, ','), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -189,7 +226,16 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         r.has_device() && !r.device().kind().empty() ? DeviceLabel(r) : "",
         CsvField(r.kernel()),
         "",
-        absl::StrCat(r.output_summary().non_finite_elements())};
+        absl::StrCat(r.output_summary().non_finite_elements()),
+        PhaseName(spec.phase() == v1::PHASE_UNSPECIFIED ? v1::PHASE_PREFILL : spec.phase()),
+        r.measurement().backward_timing() != v1::BACKWARD_TIMING_UNSPECIFIED
+            ? BackwardTimingName(r.measurement().backward_timing())
+            : ""};
+    for (const char* name : kGradientNames) {
+      const v1::TensorCheck* t = TensorCheckOf(r, name);
+      fields.push_back(t != nullptr ? absl::StrFormat("%.6g", t->relative_error()) : "");
+      fields.push_back(t != nullptr ? (t->passed() ? "true" : "false") : "");
+    }
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }
   return out;

@@ -36,14 +36,19 @@ std::string ServerLabel(const v1::RunResult& result);
 std::string DeviceLabel(const v1::RunResult& result);
 
 // Columns: point, backend, layout, mask, dtype, B, S_q, S_kv, H, D, median ms, p10-p90 ms,
-// TFLOP/s, GB/s, rel err, pass, server, device; pass adds "(N non-finite)" when the output held
-// NaN or infinite elements. Text columns are left-aligned, numbers right-aligned; an error row
-// shows its status code name and message after the point. Ends with a newline.
+// TFLOP/s, GB/s, rel err, pass, server, device, and when some row's check compared the gradients
+// of a backward run, dQ err, dK err, dV err (each tensor's relative error; "-" on rows without
+// it). For a backward run rel err and pass are the worst of the gradients'. pass adds "(N
+// non-finite)" when the output or a checked gradient held NaN or infinite elements. Text columns
+// are left-aligned, numbers right-aligned; an error row shows its status code name and message
+// after the point. Ends with a newline.
 std::string FormatTable(const std::vector<ResultRow>& rows);
 
 // A header line and one line per row; numbers at full precision, then an `error` column and,
 // appended after it so older readers keep their column positions, `non_finite_elements` (the
-// output's NaN and infinite elements; empty on an error row).
+// output's NaN and infinite elements; empty on an error row), then `phase`, `backward_timing`
+// (empty unless backward) and `dq_rel_err`, `dq_passed`, `dk_rel_err`, `dk_passed`,
+// `dv_rel_err`, `dv_passed` (empty unless the check compared that gradient).
 std::string FormatCsv(const std::vector<ResultRow>& rows);
 
 // The proto3 JSON mapping (lowerCamelCase names) of one message, pretty-printed.

@@ -1,8 +1,8 @@
 #include "client/rpc_client.h"
 
 #include <chrono>
-#include <fstream>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
@@ -89,19 +89,17 @@ absl::StatusOr<v1::RunResponse> RpcClient::Run(const v1::RunRequest& request) {
   return response;
 }
 
-absl::StatusOr<v1::RunResult> RpcClient::StreamRunToFile(const v1::RunRequest& request,
-                                                         const std::string& path,
-                                                         WrittenTensor* written) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file) return absl::FailedPreconditionError(absl::StrCat("cannot write ", path));
+absl::StatusOr<v1::RunResult> RpcClient::StreamRunToFiles(const v1::RunRequest& request,
+                                                          std::vector<TensorFile> files,
+                                                          std::vector<WrittenTensor>* written) {
+  absl::StatusOr<std::unique_ptr<TensorFileSink>> sink = TensorFileSink::Open(std::move(files));
+  if (!sink.ok()) return sink.status();
   grpc::ClientContext context;
   PrepareContext(&context);
   std::unique_ptr<grpc::ClientReader<v1::StreamRunResponse>> reader =
       stub_->StreamRun(&context, request);
   v1::StreamRunResponse item;
   std::optional<v1::RunResult> result;
-  std::optional<uint64_t> total_bytes;
-  uint64_t offset = 0;
   absl::Status failure;
   while (reader->Read(&item)) {
     if (!failure.ok()) continue;  // Drain the stream so Finish() reports the server's status.
@@ -109,34 +107,20 @@ absl::StatusOr<v1::RunResult> RpcClient::StreamRunToFile(const v1::RunRequest& r
       result = std::move(*item.mutable_result());
       continue;
     }
-    const v1::TensorChunk& chunk = item.chunk();
-    if (chunk.name() != "output") continue;  // Only the output tensor goes to --output.
-    if (result.has_value() || chunk.offset_bytes() != offset ||
-        (total_bytes.has_value() && chunk.total_bytes() != *total_bytes)) {
-      failure = absl::DataLossError(absl::StrCat("output chunk at offset ", chunk.offset_bytes(),
-                                                 " out of order (expected ", offset, ")"));
+    if (result.has_value()) {
+      failure = absl::DataLossError(
+          absl::StrCat(item.chunk().name(), " chunk after the result (the result comes last)"));
       continue;
     }
-    if (!total_bytes.has_value()) {
-      total_bytes = chunk.total_bytes();
-      written->dtype = chunk.dtype();
-      written->shape.assign(chunk.shape().begin(), chunk.shape().end());
-    }
-    file.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-    offset += chunk.data().size();
+    failure = (*sink)->Add(item.chunk());
   }
   absl::Status status = FromGrpc(reader->Finish());
   if (!status.ok()) return status;
   if (!failure.ok()) return failure;
-  file.close();
-  if (!file) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
+  absl::StatusOr<std::vector<WrittenTensor>> done = (*sink)->Finish();
+  if (!done.ok()) return done.status();
   if (!result.has_value()) return absl::DataLossError("StreamRun ended without a result");
-  if (!total_bytes.has_value()) return absl::DataLossError("StreamRun sent no output chunks");
-  if (offset != *total_bytes) {
-    return absl::DataLossError(
-        absl::StrCat("output has ", offset, " bytes, expected ", *total_bytes));
-  }
-  written->bytes = offset;
+  *written = *std::move(done);
   return *std::move(result);
 }
 

@@ -19,16 +19,10 @@
 #include "absl/status/statusor.h"
 #include "attnbench/v1/attnbench.grpc.pb.h"
 #include "attnbench/v1/attnbench.pb.h"
+#include "client/tensor_files.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace attnbench::client {
-
-// What StreamRunToFile wrote.
-struct WrittenTensor {
-  v1::DType dtype = v1::DTYPE_UNSPECIFIED;
-  std::vector<int64_t> shape;
-  uint64_t bytes = 0;
-};
 
 // How to reach the server. The PEM texts are contents, not paths.
 struct ConnectionSettings {
@@ -73,11 +67,13 @@ class RpcClient {
 
   absl::StatusOr<v1::RunResponse> Run(const v1::RunRequest& request);
 
-  // Calls StreamRun and writes the "output" tensor's chunks, in order, to `path`; returns the
-  // result and describes what was written in `written`. Fails if the chunks do not tile the
-  // tensor exactly or no output came.
-  absl::StatusOr<v1::RunResult> StreamRunToFile(const v1::RunRequest& request,
-                                                const std::string& path, WrittenTensor* written);
+  // Calls StreamRun and writes each tensor of `files` ("output", "dq", ...) to its file, chunk by
+  // chunk in order (tensors not listed are skipped); returns the result and describes what was
+  // written in `written`, in the order of `files`. Fails (DATA_LOSS) if a listed tensor's chunks
+  // do not tile it exactly, a listed tensor never came, or chunks follow the result.
+  absl::StatusOr<v1::RunResult> StreamRunToFiles(const v1::RunRequest& request,
+                                                 std::vector<TensorFile> files,
+                                                 std::vector<WrittenTensor>* written);
 
   // Calls Sweep and hands each response to `on_response` as it arrives. With a `canceller`,
   // CANCELLED once it is cancelled. Safe to call from several threads at once.

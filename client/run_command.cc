@@ -1,5 +1,5 @@
 // `attnbench run`: one workload through Run, or through StreamRun when --output asks for the
-// output tensor in a file.
+// output tensor in a file (and for --phase=backward dQ, dK, dV in FILE.dq, FILE.dk, FILE.dv).
 #include <string>
 #include <vector>
 
@@ -9,6 +9,7 @@
 #include "client/commands.h"
 #include "client/names.h"
 #include "client/request_builder.h"
+#include "client/tensor_files.h"
 
 namespace attnbench::client {
 
@@ -22,12 +23,15 @@ int RunCommand(std::ostream& out, std::ostream& err) {
 
   v1::RunResponse response;
   if (const std::optional<std::string> path = absl::GetFlag(FLAGS_output)) {
-    WrittenTensor written;
-    absl::StatusOr<v1::RunResult> result = (*client)->StreamRunToFile(*request, *path, &written);
+    std::vector<WrittenTensor> written;
+    absl::StatusOr<v1::RunResult> result =
+        (*client)->StreamRunToFiles(*request, OutputFilesFor(request->spec(), *path), &written);
     if (!result.ok()) return ReportFailure(result.status(), err);
     *response.mutable_result() = *std::move(result);
-    err << "wrote " << written.bytes << " bytes of " << DTypeName(written.dtype) << " ["
-        << absl::StrJoin(written.shape, ",") << "] to " << *path << "\n";
+    for (const WrittenTensor& w : written) {
+      err << "wrote " << w.bytes << " bytes of " << DTypeName(w.dtype) << " ["
+          << absl::StrJoin(w.shape, ",") << "] to " << w.path << "\n";
+    }
   } else {
     absl::StatusOr<v1::RunResponse> ran = (*client)->Run(*request);
     if (!ran.ok()) return ReportFailure(ran.status(), err);

@@ -12,6 +12,8 @@ constexpr char kExamples[] = R"(Examples:
   attnbench run --layout=gqa --heads=8 --kv_heads=2 --seq_len=512 --head_dim=64 --mask=causal
   attnbench run --layout=mha --heads=4 --seq_len_q=1 --seq_len_kv=2048 --head_dim=64 \
       --phase=decode --saq=512:native,1024:int8,rest:int4 --output=/tmp/o.bin
+  attnbench run --layout=gqa --heads=8 --kv_heads=2 --seq_len=1024 --head_dim=64 --dtype=bf16 \
+      --phase=backward --backward_timing=training_step --output=/tmp/o.bin   # + o.bin.dq/.dk/.dv
   attnbench sweep --head_dim=64 --sweep_layout=mha:8,gqa:8/2,sqa:16/8/4,xsqa:16 \
       --sweep_mask=none,causal --sweep_seq_len=256,512 --format=csv
   attnbench sweep --server=dns:///attnbench.bench.svc:50051 --fan_out=4 --layout=mha \

@@ -33,8 +33,10 @@ pb::AlibiSchedule AlibiScheduleToProto(AlibiSchedule schedule);
 pb::CacheFormat CacheFormatToProto(CacheFormat format);
 
 // AttentionSpec -> Problem, field by field; presence of a sub-message (rope, alibi, softcap,
-// paging, inputs) becomes `enabled`/`paged`/an engaged optional. Fails only on unknown enum
-// values; every other rule is ValidateProblem's.
+// paging, inputs, each of inputs' tensors grad_output included) becomes `enabled`/`paged`/an
+// engaged optional. Fails only on unknown enum values; every other rule is ValidateProblem's
+// (and CheckRunRequest's for what involves measurement settings: Problem.training_step comes
+// from MeasurementSettings.backward_timing, which is not part of the spec).
 absl::StatusOr<Problem> ProblemFromProto(const pb::AttentionSpec& spec);
 
 // Problem -> AttentionSpec. Results echo the normalized spec without the client's input bytes
@@ -44,7 +46,9 @@ pb::AttentionSpec ProblemToProto(const Problem& problem, bool include_input_data
 
 // Results.
 void WorkCountsToProto(const WorkCounts& counts, pb::WorkCounts* out);
+// Every field, and one TensorCheck per report.tensors entry, in order, whatever its name.
 void CorrectnessToProto(const CorrectnessReport& report, pb::Correctness* out);
+void TensorCheckToProto(const TensorCheckReport& report, pb::TensorCheck* out);
 void OutputSummaryToProto(const OutputSummary& summary, pb::OutputSummary* out);
 void DeviceToProto(const DeviceDescription& device, pb::DeviceInfo* out);
 void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out);

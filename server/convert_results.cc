@@ -21,6 +21,20 @@ void CorrectnessToProto(const CorrectnessReport& report, pb::Correctness* out) {
   out->set_relative_error(report.relative_error);
   out->set_passed(report.passed);
   out->set_tolerance(report.tolerance);
+  for (const TensorCheckReport& tensor : report.tensors) {
+    TensorCheckToProto(tensor, out->add_tensors());
+  }
+}
+
+void TensorCheckToProto(const TensorCheckReport& report, pb::TensorCheck* out) {
+  out->set_name(report.name);
+  out->set_rows_checked(report.rows_checked);
+  out->set_rows_total(report.rows_total);
+  out->set_max_abs_error(report.max_abs_error);
+  out->set_relative_error(report.relative_error);
+  out->set_tolerance(report.tolerance);
+  out->set_non_finite_elements(report.non_finite_elements);
+  out->set_passed(report.passed);
 }
 
 void OutputSummaryToProto(const OutputSummary& summary, pb::OutputSummary* out) {

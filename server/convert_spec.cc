@@ -436,6 +436,7 @@ absl::StatusOr<Problem> ProblemFromProto(const pb::AttentionSpec& spec) {
         {in.has_query(), &in.query(), &p.query, "spec.inputs.query.dtype"},
         {in.has_key(), &in.key(), &p.key, "spec.inputs.key.dtype"},
         {in.has_value(), &in.value(), &p.value, "spec.inputs.value.dtype"},
+        {in.has_grad_output(), &in.grad_output(), &p.grad_output, "spec.inputs.grad_output.dtype"},
     };
     for (const Slot& slot : slots) {
       if (!slot.present) continue;
@@ -481,13 +482,17 @@ pb::AttentionSpec ProblemToProto(const Problem& p, bool include_input_data) {
   }
   spec.set_seed(p.seed);
   if (p.input_scale.has_value()) spec.set_input_scale(*p.input_scale);
-  if (p.query.has_value() || p.key.has_value() || p.value.has_value()) {
+  if (p.query.has_value() || p.key.has_value() || p.value.has_value() ||
+      p.grad_output.has_value()) {
     auto* inputs = spec.mutable_inputs();
     if (p.query.has_value())
       HostTensorToProto(*p.query, include_input_data, inputs->mutable_query());
     if (p.key.has_value()) HostTensorToProto(*p.key, include_input_data, inputs->mutable_key());
     if (p.value.has_value())
       HostTensorToProto(*p.value, include_input_data, inputs->mutable_value());
+    if (p.grad_output.has_value()) {
+      HostTensorToProto(*p.grad_output, include_input_data, inputs->mutable_grad_output());
+    }
   }
   return spec;
 }

@@ -89,6 +89,19 @@ absl::StatusOr<MeasurementPlan> ResolveMeasurement(const pb::MeasurementSettings
     default:
       return Invalid("cache_mode", in.cache_mode(), "unknown enum value");
   }
+  switch (in.backward_timing()) {
+    case pb::BACKWARD_TIMING_UNSPECIFIED:
+      plan.backward_timing = BackwardTiming::kUnspecified;
+      break;
+    case pb::BACKWARD_TIMING_BACKWARD_ONLY:
+      plan.backward_timing = BackwardTiming::kBackwardOnly;
+      break;
+    case pb::BACKWARD_TIMING_TRAINING_STEP:
+      plan.backward_timing = BackwardTiming::kTrainingStep;
+      break;
+    default:
+      return Invalid("backward_timing", in.backward_timing(), "unknown enum value");
+  }
   plan.use_cuda_graph = in.use_cuda_graph();
   plan.return_samples = in.return_samples();
   return plan;
@@ -104,6 +117,16 @@ pb::MeasurementSettings MeasurementToProto(const MeasurementPlan& plan) {
   out.set_cache_mode(plan.flush_cache ? pb::CACHE_MODE_COLD : pb::CACHE_MODE_WARM);
   out.set_use_cuda_graph(plan.use_cuda_graph);
   out.set_return_samples(plan.return_samples);
+  switch (plan.backward_timing) {
+    case BackwardTiming::kBackwardOnly:
+      out.set_backward_timing(pb::BACKWARD_TIMING_BACKWARD_ONLY);
+      break;
+    case BackwardTiming::kTrainingStep:
+      out.set_backward_timing(pb::BACKWARD_TIMING_TRAINING_STEP);
+      break;
+    case BackwardTiming::kUnspecified:
+      break;
+  }
   return out;
 }
 

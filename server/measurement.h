@@ -18,6 +18,13 @@ inline constexpr int kDefaultMaxIterations = 200;
 inline constexpr double kDefaultMaxDurationSeconds = 2.0;
 inline constexpr int64_t kDefaultMaxSampledRows = 4096;
 
+// MeasurementSettings.backward_timing: what a PHASE_BACKWARD iteration times.
+enum class BackwardTiming {
+  kUnspecified,   // not asked; CheckRunRequest makes it kBackwardOnly for PHASE_BACKWARD
+  kBackwardOnly,  // the backward alone (O and the log-sum-exp computed before timing)
+  kTrainingStep,  // the forward then the backward
+};
+
 struct MeasurementPlan {
   int warmup_iterations = kDefaultWarmupIterations;
   int min_iterations = kDefaultMinIterations;
@@ -27,12 +34,16 @@ struct MeasurementPlan {
   bool flush_cache = true;           // CACHE_MODE_COLD
   bool use_cuda_graph = false;
   bool return_samples = false;
+  // Only PHASE_BACKWARD takes one (CheckRunRequest refuses it elsewhere); echoed as set there.
+  BackwardTiming backward_timing = BackwardTiming::kUnspecified;
 };
 
-// INVALID_ARGUMENT naming the field ("measurement.max_iterations") and the rule or limit.
+// INVALID_ARGUMENT naming the field ("measurement.max_iterations") and the rule or limit. Whether
+// backward_timing fits the spec's phase is CheckRunRequest's to judge (it needs the spec).
 absl::StatusOr<MeasurementPlan> ResolveMeasurement(const ::attnbench::v1::MeasurementSettings& in,
                                                    const ServerOptions& options);
-// The plan as settings with every field set: what results echo.
+// The plan as settings with every field set: what results echo (backward_timing only when set,
+// so forward results carry none).
 ::attnbench::v1::MeasurementSettings MeasurementToProto(const MeasurementPlan& plan);
 
 struct CheckPlan {

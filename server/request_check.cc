@@ -16,6 +16,13 @@ absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest
   if (!problem.ok()) return problem.status();
   out.problem = NormalizeProblem(*problem);
   if (absl::Status s = ValidateProblem(out.problem); !s.ok()) return s;
+  // ValidateProblem judges dO's dtype, shape and values; a dO no phase but backward reads is
+  // refused here rather than ignored.
+  if (out.problem.grad_output.has_value() && out.problem.phase != Phase::kBackward) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD (spec.phase is ",
+        pb::Phase_Name(PhaseToProto(out.problem.phase)), ")"));
+  }
 
   if (absl::Status s = CheckBackendName(backends, request.backend()); !s.ok()) return s;
   out.backend = request.backend();
@@ -41,6 +48,20 @@ absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest
   absl::StatusOr<MeasurementPlan> measurement = ResolveMeasurement(request.measurement(), options);
   if (!measurement.ok()) return measurement.status();
   out.measurement = *measurement;
+  // backward_timing belongs to PHASE_BACKWARD: refused on any other phase rather than ignored, and
+  // unset there meaning the backward alone. The kernels read it as Problem.training_step.
+  if (out.problem.phase == Phase::kBackward) {
+    if (out.measurement.backward_timing == BackwardTiming::kUnspecified) {
+      out.measurement.backward_timing = BackwardTiming::kBackwardOnly;
+    }
+    out.problem.training_step = out.measurement.backward_timing == BackwardTiming::kTrainingStep;
+  } else if (out.measurement.backward_timing != BackwardTiming::kUnspecified) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("measurement.backward_timing = ",
+                     pb::BackwardTiming_Name(request.measurement().backward_timing()),
+                     ": only valid with spec.phase = PHASE_BACKWARD (spec.phase is ",
+                     pb::Phase_Name(PhaseToProto(out.problem.phase)), ")"));
+  }
   absl::StatusOr<CheckPlan> check = ResolveCheck(request.check());
   if (!check.ok()) return check.status();
   out.check = *check;

@@ -30,7 +30,10 @@ struct CheckedRequest {
 inline constexpr int kMinPriority = 0;
 inline constexpr int kMaxPriority = 9;
 
-// INVALID_ARGUMENT naming the offending field by its path in RunRequest.
+// INVALID_ARGUMENT naming the offending field by its path in RunRequest. Also the rules that tie
+// the spec to the measurement settings: measurement.backward_timing and spec.inputs.grad_output
+// only with PHASE_BACKWARD, where the timing (unset: BACKWARD_ONLY) becomes
+// problem.training_step and measurement.backward_timing.
 absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest& request,
                                                const BackendList& backends,
                                                const ServerOptions& options);

@@ -1,5 +1,6 @@
 #include "server/run_executor.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -7,11 +8,13 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "kernels/reference/check.h"
 #include "kernels/spec/counting.h"
 #include "kernels/spec/shapes.h"
 #include "server/convert.h"
+#include "server/gradient_check.h"
 #include "server/harness.h"
 #include "server/log.h"
 #include "server/stats.h"
@@ -23,10 +26,82 @@ namespace {
 
 namespace pb = ::attnbench::v1;
 
-absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit) {
-  return absl::ResourceExhaustedError(absl::StrCat("return_output: the output is ", bytes,
-                                                   " bytes, over --max_inline_output_bytes=", limit,
-                                                   "; use StreamRun to receive it in chunks"));
+absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit, bool gradients) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "return_output: ", gradients ? "the output, dQ, dK and dV are " : "the output is ", bytes,
+      " bytes", gradients ? " together" : "", ", over --max_inline_output_bytes=", limit,
+      "; use StreamRun to receive ", gradients ? "them" : "it", " in chunks"));
+}
+
+uint64_t StoredBytes(const Shape& shape, DType dtype) {
+  return static_cast<uint64_t>(NumElements(shape)) * static_cast<uint64_t>(DTypeBytes(dtype));
+}
+
+uint64_t StoredBytes(const FloatTensor& tensor) {
+  return static_cast<uint64_t>(tensor.values.size()) *
+         static_cast<uint64_t>(DTypeBytes(tensor.dtype));
+}
+
+// What return_output sends: O, and for PHASE_BACKWARD dQ, dK, dV too, at the stored width.
+uint64_t ReturnedBytes(const Problem& problem, const ProblemShapes& shapes) {
+  uint64_t bytes = StoredBytes(shapes.output, problem.dtype);
+  if (problem.phase == Phase::kBackward) {
+    bytes += StoredBytes(shapes.query, problem.dtype) + StoredBytes(shapes.key, problem.dtype) +
+             StoredBytes(shapes.value, problem.dtype);
+  }
+  return bytes;
+}
+
+// A backend's gradients hold to the API's promise (the shapes and dtype of Q, K, V, every value
+// there) before any reaches a client or the check; INTERNAL naming the backend otherwise.
+absl::Status CheckGradientShapes(const GradientTensors& gradients, const ProblemShapes& shapes,
+                                 DType dtype, absl::string_view backend) {
+  const struct {
+    const char* name;
+    const FloatTensor* tensor;
+    const Shape* shape;
+  } expected[] = {{"dq", &gradients.dq, &shapes.query},
+                  {"dk", &gradients.dk, &shapes.key},
+                  {"dv", &gradients.dv, &shapes.value}};
+  for (const auto& e : expected) {
+    if (e.tensor->shape != *e.shape || e.tensor->dtype != dtype ||
+        static_cast<int64_t>(e.tensor->values.size()) != NumElements(*e.shape)) {
+      return absl::InternalError(
+          absl::StrCat("backend ", backend, " returned ", e.name, " of shape [",
+                       absl::StrJoin(e.tensor->shape, ", "), "], ", DTypeName(e.tensor->dtype),
+                       ", ", e.tensor->values.size(), " values; expected [",
+                       absl::StrJoin(*e.shape, ", "), "], ", DTypeName(dtype)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The gradient check's report has "dq", "dk" and "dv" (CheckBackwardRun's contract), so a client
+// always finds them; INTERNAL otherwise.
+absl::Status CheckGradientReport(const CorrectnessReport& report) {
+  std::vector<std::string> names;
+  for (const TensorCheckReport& t : report.tensors) names.push_back(t.name);
+  for (const char* wanted : kGradientNames) {
+    if (std::find(names.begin(), names.end(), wanted) == names.end()) {
+      return absl::InternalError(absl::StrCat("the gradient check reported tensors [",
+                                              absl::StrJoin(names, ", "), "], without ", wanted));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A forward check's one tensor, O, as Correctness.tensors lists it, from the report's own fields.
+TensorCheckReport OutputTensorCheck(const CorrectnessReport& report) {
+  TensorCheckReport out;
+  out.name = "output";
+  out.rows_checked = report.rows_checked;
+  out.rows_total = report.rows_total;
+  out.max_abs_error = report.max_abs_error;
+  out.relative_error = report.relative_error;
+  out.tolerance = report.tolerance;
+  out.non_finite_elements = report.non_finite_elements;
+  out.passed = report.passed;
+  return out;
 }
 
 // The devices a request may run on: the one it named, else every device of the backend, so the
@@ -87,21 +162,28 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
 
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
+  const bool backward = problem.phase == Phase::kBackward;
   const std::vector<DeviceDescription> devices = backend.Devices();
-  if (absl::Status s = CheckWorkLimit(
-          EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total),
-          backend.Name(), devices.empty() ? "" : devices.front().kind, *options_);
+  const RequestWork estimate_work =
+      backward ? EstimateBackwardRequestWork(*work, *shapes, problem.training_step,
+                                             request.measurement, request.check)
+               : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total);
+  if (absl::Status s = CheckWorkLimit(estimate_work, backend.Name(),
+                                      devices.empty() ? "" : devices.front().kind, *options_);
       !s.ok()) {
     if (metrics_ != nullptr) metrics_->RecordRejection("too_much_work");
     return s;
   }
   if (request.return_output && delivery == OutputDelivery::kInline) {
     // Refused before running, so a client learns to use StreamRun without waiting for a run.
-    const uint64_t bytes = static_cast<uint64_t>(NumElements(shapes->output)) *
-                           static_cast<uint64_t>(DTypeBytes(problem.dtype));
+    const uint64_t bytes = ReturnedBytes(problem, *shapes);
     if (bytes > options_->max_inline_output_bytes) {
-      return InlineTooLarge(bytes, options_->max_inline_output_bytes);
+      return InlineTooLarge(bytes, options_->max_inline_output_bytes, backward);
     }
+  }
+  if (backward && request.check.enabled) {
+    // Refused before running too, so nobody waits for a run whose check cannot happen.
+    if (absl::Status s = BackwardCheckAvailable(); !s.ok()) return s;
   }
 
   WorkTicket ticket;
@@ -141,6 +223,16 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
 
   absl::StatusOr<FloatTensor> output = workload->Output();
   if (!output.ok()) return output.status();
+  std::optional<GradientTensors> gradients;
+  if (backward) {
+    absl::StatusOr<GradientTensors> computed = workload->Gradients();
+    if (!computed.ok()) return computed.status();
+    if (absl::Status s = CheckGradientShapes(*computed, *shapes, problem.dtype, backend.Name());
+        !s.ok()) {
+      return s;
+    }
+    gradients = *std::move(computed);
+  }
 
   RunOutcome outcome;
   pb::RunResult& result = outcome.result;
@@ -150,9 +242,16 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
     check_options.full = request.check.full;
     check_options.max_rows = request.check.max_sampled_rows;
     check_options.seed = problem.seed;
+    // Forward runs compare O; backward runs dQ, dK, dV (O is summarized, not checked).
     absl::StatusOr<CorrectnessReport> report =
-        CheckOutput(problem, workload->Inputs(), *output, check_options);
+        backward ? CheckBackwardRun(problem, workload->Inputs(), *gradients, check_options)
+                 : CheckOutput(problem, workload->Inputs(), *output, check_options);
     if (!report.ok()) return report.status();
+    if (backward) {
+      if (absl::Status s = CheckGradientReport(*report); !s.ok()) return s;
+    } else if (report->tensors.empty()) {
+      report->tensors.push_back(OutputTensorCheck(*report));
+    }
     CorrectnessToProto(*report, result.mutable_correctness());
   }
   const DeviceDescription device = workload->Device();
@@ -182,14 +281,23 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
 
   if (request.return_output) {
     if (delivery == OutputDelivery::kInline) {
-      const uint64_t bytes =
-          output->values.size() * static_cast<uint64_t>(DTypeBytes(output->dtype));
+      uint64_t bytes = StoredBytes(*output);
+      if (gradients.has_value()) {
+        bytes +=
+            StoredBytes(gradients->dq) + StoredBytes(gradients->dk) + StoredBytes(gradients->dv);
+      }
       if (bytes > options_->max_inline_output_bytes) {
-        return InlineTooLarge(bytes, options_->max_inline_output_bytes);
+        return InlineTooLarge(bytes, options_->max_inline_output_bytes, gradients.has_value());
       }
       TensorToProto(*output, result.mutable_output());
+      if (gradients.has_value()) {
+        TensorToProto(gradients->dq, result.mutable_dq());
+        TensorToProto(gradients->dk, result.mutable_dk());
+        TensorToProto(gradients->dv, result.mutable_dv());
+      }
     } else {
       outcome.output = *std::move(output);
+      outcome.gradients = std::move(gradients);
     }
   }
   result.set_server(options_->server_name);

@@ -20,9 +20,11 @@
 
 namespace attnbench::server {
 
-// Where the output tensor goes when the request asks for it.
+// Where the output tensor (and for PHASE_BACKWARD dQ, dK, dV) goes when the request asks for it.
 enum class OutputDelivery {
-  kInline,  // in RunResult.output, refused over max_inline_output_bytes (Run)
+  // In RunResult.output (and .dq, .dk, .dv), refused over max_inline_output_bytes counting all of
+  // them together (Run, Sweep points).
+  kInline,
   kStream,  // returned apart for the caller to send as chunks (StreamRun)
 };
 
@@ -37,6 +39,8 @@ struct RunOutcome {
   ::attnbench::v1::RunResult result;
   // The output, for kStream delivery of a request with return_output.
   std::optional<FloatTensor> output;
+  // dQ, dK, dV, for kStream delivery of a PHASE_BACKWARD request with return_output.
+  std::optional<GradientTensors> gradients;
 };
 
 class RunExecutor {

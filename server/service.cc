@@ -163,6 +163,24 @@ grpc::Status AttnBenchService::DoRun(grpc::ServerContext* context, const Princip
   return grpc::Status::OK;
 }
 
+bool AttnBenchService::WriteTensorChunks(const std::string& name, const FloatTensor& tensor,
+                                         grpc::ServerWriter<pb::StreamRunResponse>* writer) {
+  const std::string bytes = EncodeTensor(tensor);
+  const size_t chunk = static_cast<size_t>(std::max(1, options_.stream_chunk_bytes));
+  pb::StreamRunResponse message;
+  pb::TensorChunk* piece = message.mutable_chunk();
+  piece->set_name(name);
+  piece->set_dtype(DTypeToProto(tensor.dtype));
+  for (int64_t d : tensor.shape) piece->add_shape(d);
+  piece->set_total_bytes(bytes.size());
+  for (size_t offset = 0; offset < bytes.size(); offset += chunk) {
+    piece->set_offset_bytes(offset);
+    piece->set_data(bytes.substr(offset, chunk));
+    if (!writer->Write(message)) return false;
+  }
+  return true;
+}
+
 grpc::Status AttnBenchService::StreamRun(grpc::ServerContext* context,
                                          const grpc::ByteBuffer* bytes,
                                          grpc::ServerWriter<pb::StreamRunResponse>* writer) {
@@ -183,22 +201,17 @@ grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const P
                         FromContext(context), received);
   if (!outcome.ok()) return ToGrpc(outcome.status());
 
-  if (outcome->output.has_value()) {
-    const FloatTensor& tensor = *outcome->output;
-    const std::string bytes = EncodeTensor(tensor);
-    const size_t chunk = static_cast<size_t>(std::max(1, options_.stream_chunk_bytes));
-    pb::StreamRunResponse message;
-    pb::TensorChunk* piece = message.mutable_chunk();
-    piece->set_name("output");
-    piece->set_dtype(DTypeToProto(tensor.dtype));
-    for (int64_t d : tensor.shape) piece->add_shape(d);
-    piece->set_total_bytes(bytes.size());
-    for (size_t offset = 0; offset < bytes.size(); offset += chunk) {
-      piece->set_offset_bytes(offset);
-      piece->set_data(bytes.substr(offset, chunk));
-      if (!writer->Write(message)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading the stream");
-      }
+  // "output", then for PHASE_BACKWARD "dq", "dk", "dv", each tensor's chunks in order.
+  std::vector<std::pair<const char*, const FloatTensor*>> tensors;
+  if (outcome->output.has_value()) tensors.emplace_back("output", &*outcome->output);
+  if (outcome->gradients.has_value()) {
+    tensors.emplace_back("dq", &outcome->gradients->dq);
+    tensors.emplace_back("dk", &outcome->gradients->dk);
+    tensors.emplace_back("dv", &outcome->gradients->dv);
+  }
+  for (const auto& [name, tensor] : tensors) {
+    if (!WriteTensorChunks(name, *tensor, writer)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading the stream");
     }
   }
   pb::StreamRunResponse last;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "attnbench/v1/attnbench.grpc.pb.h"
+#include "kernels/spec/tensors.h"
 #include "server/auth.h"
 #include "server/backend_select.h"
 #include "server/metrics.h"
@@ -54,6 +55,10 @@ class AttnBenchService final : public grpc::Service {
   grpc::Status DoSweep(grpc::ServerContext* context, const Principal& principal,
                        const ::attnbench::v1::SweepRequest& request,
                        grpc::ServerWriter<::attnbench::v1::SweepResponse>* writer);
+  // Sends `tensor` as TensorChunks named `name` of at most --stream_chunk_bytes each, in order;
+  // false once the client stops reading.
+  bool WriteTensorChunks(const std::string& name, const FloatTensor& tensor,
+                         grpc::ServerWriter<::attnbench::v1::StreamRunResponse>* writer);
   // Runs and streams the points of a checked sweep, up to `parallel` at once (more than one only
   // with SweepRequest.spread_devices), each point stopping the sweep on error unless
   // continue_on_error.

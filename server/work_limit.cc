@@ -10,7 +10,41 @@ namespace {
 
 std::string Flops(double x) { return absl::StrFormat("%.3g", x); }
 
+// Warm-up, the minimum timed (at least one), and the one that may overrun the duration budget.
+int CountedIterations(const MeasurementPlan& measurement) {
+  const int timed = std::max(1, measurement.min_iterations);
+  return measurement.warmup_iterations + timed + (measurement.max_iterations > timed ? 1 : 0);
+}
+
 }  // namespace
+
+double BackwardIterationFactor(bool training_step) {
+  return training_step ? kTrainingStepFactor : kBackwardOnlyFactor;
+}
+
+double BackwardCheckFlops(double forward_attention, int64_t kv_groups, const CheckPlan& check) {
+  if (!check.enabled || kv_groups <= 0) return 0;
+  const double groups = static_cast<double>(kv_groups);
+  const double covered =
+      check.full ? 1.0
+                 : std::min(1.0, static_cast<double>(std::max<int64_t>(1, check.max_sampled_rows)) /
+                                     groups);
+  return kTrainingStepFactor * forward_attention * covered;
+}
+
+RequestWork EstimateBackwardRequestWork(const WorkCounts& counts, const ProblemShapes& shapes,
+                                        bool training_step, const MeasurementPlan& measurement,
+                                        const CheckPlan& check) {
+  RequestWork work;
+  const double pairs = static_cast<double>(counts.kept_pairs);
+  const double forward =
+      2.0 * pairs * static_cast<double>(shapes.dim_qk + shapes.dim_v) + kFlopsPerKeptPair * pairs;
+  work.per_iteration = BackwardIterationFactor(training_step) * forward;
+  work.iterations = CountedIterations(measurement);
+  work.check = kCheckFlopFactor *
+               BackwardCheckFlops(forward, shapes.batch * shapes.heads.num_kv_heads, check);
+  return work;
+}
 
 RequestWork EstimateRequestWork(const WorkCounts& counts, const MeasurementPlan& measurement,
                                 const CheckPlan& check, int64_t rows_total) {
@@ -18,9 +52,7 @@ RequestWork EstimateRequestWork(const WorkCounts& counts, const MeasurementPlan&
   const double pairs = static_cast<double>(counts.exponentials);
   const double attention = counts.flops + kFlopsPerKeptPair * pairs;
   work.per_iteration = attention + counts.projection_flops;
-  const int timed = std::max(1, measurement.min_iterations);
-  work.iterations =
-      measurement.warmup_iterations + timed + (measurement.max_iterations > timed ? 1 : 0);
+  work.iterations = CountedIterations(measurement);
   if (check.enabled && rows_total > 0) {
     const double checked =
         check.full

@@ -64,6 +64,20 @@ TEST(ApplyArgsTest, FanOutAndHealthFlags) {
   EXPECT_FALSE(absl::GetFlag(FLAGS_tls));
 }
 
+TEST(ApplyArgsTest, BackwardFlags) {
+  ASSERT_TRUE(
+      Apply(Subcommand::kRun, {"--backward_timing=training_step", "--grad_output=/d"}).ok());
+  EXPECT_THAT(absl::GetFlag(FLAGS_backward_timing), Optional(std::string("training_step")));
+  EXPECT_THAT(absl::GetFlag(FLAGS_grad_output), Optional(std::string("/d")));
+  ASSERT_TRUE(Apply(Subcommand::kSweep, {"--backward_timing=backward_only"}).ok());
+  EXPECT_THAT(absl::GetFlag(FLAGS_backward_timing), Optional(std::string("backward_only")));
+  EXPECT_FALSE(absl::GetFlag(FLAGS_grad_output).has_value());
+  // ResetFlags clears run-only flags too.
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--grad_output=/d"}).ok());
+  ResetFlags();
+  EXPECT_FALSE(absl::GetFlag(FLAGS_grad_output).has_value());
+}
+
 TEST(ApplyArgsTest, AcceptsGrpcUriTargets) {
   ASSERT_TRUE(Apply(Subcommand::kCaps, {"--server=dns:///localhost:50051"}).ok());
   EXPECT_EQ(absl::GetFlag(FLAGS_server), "dns:///localhost:50051");
@@ -100,6 +114,14 @@ INSTANTIATE_TEST_SUITE_P(
                   "--sweep_seq_len: not a flag of 'run'"},
         ErrorCase{
             "OutputOnSweep", Subcommand::kSweep, {"--output=x"}, "--output: not a flag of 'sweep'"},
+        ErrorCase{"GradOutputOnSweep",
+                  Subcommand::kSweep,
+                  {"--grad_output=x"},
+                  "--grad_output: not a flag of 'sweep'"},
+        ErrorCase{"BackwardTimingOnCaps",
+                  Subcommand::kCaps,
+                  {"--backward_timing=training_step"},
+                  "--backward_timing: not a flag of 'caps'"},
         ErrorCase{"WorkloadFlagOnCaps",
                   Subcommand::kCaps,
                   {"--batch=1"},

@@ -37,5 +37,18 @@ TEST(NamesTest, OtherEnums) {
   EXPECT_FALSE(ParseCheckMode("").ok());
 }
 
+TEST(NamesTest, BackwardTimings) {
+  for (const char* name : {"backward_only", "training_step"}) {
+    absl::StatusOr<v1::BackwardTiming> timing = ParseBackwardTiming(name);
+    ASSERT_TRUE(timing.ok()) << name;
+    EXPECT_EQ(BackwardTimingName(*timing), name);
+  }
+  EXPECT_EQ(*ParseBackwardTiming("training_step"), v1::BACKWARD_TIMING_TRAINING_STEP);
+  EXPECT_EQ(BackwardTimingName(v1::BACKWARD_TIMING_UNSPECIFIED), "unspecified");
+  EXPECT_EQ(BackwardTimingNames(), "backward_only|training_step");
+  EXPECT_EQ(ParseBackwardTiming("forward").status().message(),
+            "unknown backward timing 'forward' (expected backward_only|training_step)");
+}
+
 }  // namespace
 }  // namespace attnbench::client

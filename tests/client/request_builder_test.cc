@@ -2,6 +2,8 @@
 // proto field, unset flags stay unset, and bad combinations are usage errors naming the flag.
 #include "client/request_builder.h"
 
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -151,6 +153,14 @@ INSTANTIATE_TEST_SUITE_P(
              {"--check=auto", "--check_rows=100"},
              "spec {} check { mode: CHECK_MODE_AUTO max_sampled_rows: 100 }"},
         Case{"CheckOff", {"--check=off"}, "spec {} check { mode: CHECK_MODE_OFF }"},
+        Case{"BackwardTiming",
+             {"--phase=backward", "--backward_timing=training_step"},
+             "spec { phase: PHASE_BACKWARD } "
+             "measurement { backward_timing: BACKWARD_TIMING_TRAINING_STEP }"},
+        Case{"BackwardOnly",
+             {"--phase=backward", "--backward_timing=backward_only", "--output=/tmp/o.bin"},
+             "spec { phase: PHASE_BACKWARD } "
+             "measurement { backward_timing: BACKWARD_TIMING_BACKWARD_ONLY } return_output: true"},
         Case{"OutputAsksForTheTensor", {"--output=/tmp/o.bin"}, "spec {} return_output: true"}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
@@ -240,8 +250,84 @@ INSTANTIATE_TEST_SUITE_P(
                   "only the last SAQ band may be 'rest'"},
         ErrorCase{"SaqBadFormat", {"--saq=512:fp4"}, "saq", "unknown cache format 'fp4'"},
         ErrorCase{"UnknownCacheMode", {"--cache=hot"}, "cache", "cold|warm"},
-        ErrorCase{"UnknownCheckMode", {"--check=some"}, "check", "off|auto|full"}),
+        ErrorCase{"UnknownCheckMode", {"--check=some"}, "check", "off|auto|full"},
+        ErrorCase{"BackwardTimingNeedsBackward",
+                  {"--backward_timing=training_step"},
+                  "backward_timing",
+                  "needs --phase=backward"},
+        ErrorCase{"BackwardTimingNotForDecode",
+                  {"--phase=decode", "--backward_timing=backward_only"},
+                  "backward_timing",
+                  "needs --phase=backward"},
+        ErrorCase{"UnknownBackwardTiming",
+                  {"--phase=backward", "--backward_timing=forward"},
+                  "backward_timing",
+                  "unknown backward timing 'forward' (expected backward_only|training_step)"},
+        ErrorCase{"GradOutputNeedsBackward",
+                  {"--grad_output=/nonexistent"},
+                  "grad_output",
+                  "needs --phase=backward"},
+        ErrorCase{"GradOutputNeedsTheShape",
+                  {"--phase=backward", "--grad_output=/nonexistent", "--batch=1"},
+                  "grad_output",
+                  "dO's shape [B, S_q, H_out, D_v] needs --seq_len (or --seq_len_q), a layout "
+                  "with its heads, --head_dim, --dtype"},
+        ErrorCase{"GradOutputFileMissing",
+                  {"--phase=backward", "--grad_output=/nonexistent/d.bin", "--batch=1",
+                   "--seq_len=4", "--heads=2", "--head_dim=8", "--dtype=fp32"},
+                  "grad_output",
+                  "cannot read /nonexistent/d.bin: No such file or directory"}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
+
+// The file's bytes as they are, in a Tensor of dO's shape [B, S_q, H_out, D_v] and --dtype.
+std::string WriteFile(const std::string& name, size_t bytes) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  for (size_t i = 0; i < bytes; ++i) file.put(static_cast<char>(i * 37 % 251));
+  return path;
+}
+
+TEST(GradOutputTest, TheFileBecomesDOOfTheShapeTheFlagsImply) {
+  // GQKVA 2x3: H_out = 6; D_v from --head_dim_v; S_q from --seq_len_q.
+  const std::string path = WriteFile("grad_output_gqkva.bin", 2 * 3 * 6 * 4 * 2);
+  ASSERT_TRUE(Apply(Subcommand::kRun,
+                    {"--phase=backward", "--batch=2", "--seq_len=9", "--seq_len_q=3",
+                     "--layout=gqkva", "--query_groups=2", "--kv_groups=3", "--head_dim=8",
+                     "--head_dim_v=4", "--dtype=bf16", "--grad_output=" + path})
+                  .ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::Tensor& d_o = request->spec().inputs().grad_output();
+  EXPECT_EQ(d_o.dtype(), v1::DTYPE_BFLOAT16);
+  EXPECT_THAT(d_o.shape(), ::testing::ElementsAre(2, 3, 6, 4));
+  std::ifstream file(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(d_o.data(), bytes);
+  EXPECT_EQ(d_o.data().size(), 288u);
+  EXPECT_FALSE(request->spec().inputs().has_query());
+  EXPECT_FALSE(request->return_output());
+
+  // MHA fp32, D_v = D_qk: [1, 4, 2, 8] x 4 bytes.
+  const std::string mha = WriteFile("grad_output_mha.bin", 1 * 4 * 2 * 8 * 4);
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--phase=backward", "--batch=1", "--seq_len=4", "--heads=2",
+                                       "--head_dim=8", "--dtype=fp32", "--grad_output=" + mha})
+                  .ok());
+  request = RunRequestFromFlags();
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(request->spec().inputs().grad_output().shape(), ::testing::ElementsAre(1, 4, 2, 8));
+}
+
+TEST(GradOutputTest, AFileOfAnotherSizeIsAUsageError) {
+  const std::string path = WriteFile("grad_output_short.bin", 255);
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--phase=backward", "--batch=1", "--seq_len=4", "--heads=2",
+                                       "--head_dim=8", "--dtype=fp32", "--grad_output=" + path})
+                  .ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(request.status().message(),
+            "--grad_output: " + path + " has 255 bytes; dO [1,4,2,8] of fp32 needs 256");
+}
 
 }  // namespace
 }  // namespace attnbench::client

@@ -96,11 +96,14 @@ TEST(ResultFormatTest, Csv) {
   EXPECT_EQ(FormatCsv(Rows()),
             "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
             "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
-            "error,non_finite_elements\n"
+            "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
+            "dk_passed,dv_rel_err,dv_passed\n"
             "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
-            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0\n"
-            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0\n"
-            "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",\n");
+            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0,prefill,"
+            ",,,,,,\n"
+            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0,prefill,"
+            ",,,,,,\n"
+            "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,\n");
 }
 
 // A failed check caused by NaN or infinity says so, and an unchecked run with one is not "-".
@@ -116,9 +119,88 @@ TEST(ResultFormatTest, NonFiniteOutputsAreShown) {
   EXPECT_THAT(table, HasSubstr("  NO (3 non-finite)  attnbench-7d9f-x2k4p"));
   EXPECT_THAT(table, HasSubstr("  - (1 non-finite)   -"));
   const std::string csv = FormatCsv(rows);
-  EXPECT_THAT(csv,
-              HasSubstr(",false,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,3\n"));
-  EXPECT_THAT(csv, HasSubstr(",100,,,,,,,1\n"));
+  EXPECT_THAT(csv, HasSubstr(",false,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,3,"
+                             "prefill,"));
+  EXPECT_THAT(csv, HasSubstr(",100,,,,,,,1,prefill,"));
+}
+
+// A checked backward run: O [B, S_q, H_out, D_v] summarized, dQ, dK, dV compared one by one.
+v1::RunResult CheckedBackwardResult() {
+  return Proto<v1::RunResult>(R"pb(
+    spec {
+      batch_size: 1
+      seq_len_q: 64
+      seq_len_kv: 64
+      head_dim_qk: 32
+      layout { mha { num_heads: 2 } }
+      dtype: DTYPE_BFLOAT16
+      phase: PHASE_BACKWARD
+    }
+    backend: "cuda_flash"
+    measurement { backward_timing: BACKWARD_TIMING_TRAINING_STEP }
+    timing { count: 10 p10_ms: 0.5 median_ms: 0.75 p90_ms: 1.0 }
+    throughput { achieved_tflops: 2 achieved_gbps: 30 }
+    correctness {
+      checked: true
+      relative_error: 0.004
+      passed: false
+      tensors { name: "dq" relative_error: 0.001 passed: true }
+      tensors { name: "dk" relative_error: 0.004 passed: false non_finite_elements: 2 }
+      tensors { name: "dv" relative_error: 0.0025 passed: true }
+    }
+  )pb");
+}
+
+TEST(ResultFormatTest, TableAddsGradientColumnsWhenARowHasThem) {
+  const std::vector<ResultRow> rows = {ResultRow{0, CheckedBackwardResult(), absl::OkStatus()},
+                                       ResultRow{1, UncheckedMhaResult(), absl::OkStatus()}};
+  const std::string expected = Line({"point",     "backend      ",
+                                     "layout",    "mask",
+                                     "dtype",     "B",
+                                     "S_q",       "S_kv",
+                                     "H",         "    D",
+                                     "median ms", " p10-p90 ms",
+                                     "TFLOP/s",   "  GB/s",
+                                     " rel err",  "pass             ",
+                                     "server",    "device",
+                                     "  dQ err",  "  dK err",
+                                     "  dV err"}) +
+                               Line({"    0",     "cuda_flash   ",
+                                     "mha:2 ",    "none",
+                                     "bf16 ",     "1",
+                                     " 64",       "  64",
+                                     "2",         "   32",
+                                     "    0.750", "0.500-1.000",
+                                     "  2.000",   " 30.00",
+                                     "4.00e-03",  "NO (2 non-finite)",
+                                     "-     ",    "-     ",
+                                     "1.00e-03",  "4.00e-03",
+                                     "2.50e-03"}) +
+                               Line({"    1",     "cpu_reference",
+                                     "mha:4 ",    "none",
+                                     "fp32 ",     "1",
+                                     " 64",       "  64",
+                                     "4",         "64/32",
+                                     "    0.250", "0.200-0.300",
+                                     "  1.500",   "100.00",
+                                     "       -",  "-                ",
+                                     "-     ",    "-     ",
+                                     "       -",  "       -",
+                                     "       -"});
+  EXPECT_EQ(FormatTable(rows), expected);
+  // Forward rows alone: the table as it always was.
+  EXPECT_THAT(FormatTable({ResultRow{0, UncheckedMhaResult(), absl::OkStatus()}}),
+              ::testing::Not(HasSubstr("dQ err")));
+}
+
+TEST(ResultFormatTest, CsvAppendsPhaseTimingAndEveryGradientsCheck) {
+  EXPECT_EQ(FormatCsv({ResultRow{0, CheckedBackwardResult(), absl::OkStatus()}}),
+            "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
+            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
+            "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
+            "dk_passed,dv_rel_err,dv_passed\n"
+            "0,cuda_flash,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,0.004,false,,,,,0,"
+            "backward,training_step,0.001,true,0.004,false,0.0025,true\n");
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {

@@ -143,6 +143,23 @@ TEST(SweepRequestTest, WindowSidesMayBeUnbounded) {
               )pb")));
 }
 
+TEST(SweepRequestTest, BackwardTimingGoesInTheBase) {
+  absl::StatusOr<v1::SweepRequest> sweep =
+      Build({"--phase=backward", "--backward_timing=training_step", "--sweep_seq_len=64,128"});
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  EXPECT_THAT(*sweep, EqualsProto(Proto<v1::SweepRequest>(R"pb(
+    base {
+      spec { phase: PHASE_BACKWARD }
+      measurement { backward_timing: BACKWARD_TIMING_TRAINING_STEP }
+    }
+    axes { seq_len { values: 64 values: 128 } }
+  )pb")));
+  // A phase axis of backward points alone takes it too.
+  sweep = Build({"--backward_timing=backward_only", "--sweep_phase=backward"});
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  EXPECT_EQ(sweep->base().measurement().backward_timing(), v1::BACKWARD_TIMING_BACKWARD_ONLY);
+}
+
 struct ErrorCase {
   std::string name;
   std::vector<std::string> args;
@@ -190,6 +207,21 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{
             "UnknownDType", {"--sweep_dtype=fp32,int8"}, "--sweep_dtype: ", "unknown dtype 'int8'"},
         ErrorCase{"UnknownPhase", {"--sweep_phase=forward"}, "--sweep_phase: ", "forward"},
+        ErrorCase{"BackwardTimingNeedsBackward",
+                  {"--backward_timing=training_step", "--sweep_seq_len=64"},
+                  "--backward_timing: ",
+                  "needs --phase=backward"},
+        ErrorCase{"BackwardTimingOnAForwardBase",
+                  {"--phase=decode", "--backward_timing=training_step", "--sweep_seq_len=64"},
+                  "--backward_timing: ",
+                  "needs every point's phase to be backward (the server refuses it at the "
+                  "decode points)"},
+        ErrorCase{"BackwardTimingWithForwardPoints",
+                  {"--phase=backward", "--backward_timing=training_step",
+                   "--sweep_phase=backward,prefill"},
+                  "--backward_timing: ",
+                  "needs every point's phase to be backward (the server refuses it at the "
+                  "prefill points)"},
         ErrorCase{
             "BadSeqLen", {"--sweep_seq_len=128,x"}, "--sweep_seq_len: ", "'x' is not an integer"},
         ErrorCase{"EmptyItem", {"--sweep_batch=1,,2"}, "--sweep_batch: ", "empty item"},

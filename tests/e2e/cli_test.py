@@ -1,9 +1,13 @@
-"""End to end: the attnbench CLI (run, sweep, caps) against a real attnbench-server."""
+"""End to end: the attnbench CLI (run, sweep, caps) against a real attnbench-server, including
+PHASE_BACKWARD: refused where no backend lists it, otherwise dQ, dK, dV written next to O."""
 
 import csv
 import io
 import json
+import math
 import os
+import random
+import struct
 import tempfile
 import unittest
 
@@ -187,6 +191,100 @@ class SweepTest(unittest.TestCase):
                       "--dtype=fp32", "--sweep_layout=gqa:4/2,gqa:4/3", *FAST_FLAGS)
         self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
         self.assertRegex(out.stderr, r"(?m)^attnbench: INVALID_ARGUMENT: .*num_kv_heads")
+
+
+# GQA 4/2 backward, D_qk 32 and D_v 16, S 64: Q [1, 64, 4, 32], K [1, 64, 2, 32],
+# V [1, 64, 2, 16], O and dO [1, 64, 4, 16], float32.
+BACKWARD_RUN = ["--backend=cpu_reference", "--batch=1", "--dtype=fp32", "--layout=gqa",
+                "--heads=4", "--kv_heads=2", "--seq_len=64", "--head_dim=32", "--head_dim_v=16",
+                "--mask=causal", "--phase=backward", "--check=full", *FAST_FLAGS]
+BACKWARD_FILES = {"": [1, 64, 4, 16], ".dq": [1, 64, 4, 32], ".dk": [1, 64, 2, 32],
+                  ".dv": [1, 64, 2, 16]}
+
+
+def write_grad_output(path, elements):
+    """A dO file: `elements` float32 values in [-1, 1), little-endian, from a fixed seed."""
+    rng = random.Random(3)
+    with open(path, "wb") as f:
+        f.write(struct.pack(f"<{elements}f", *(rng.uniform(-1, 1) for _ in range(elements))))
+
+
+class BackwardTest(unittest.TestCase):
+
+    def test_usage_errors_never_reach_the_server(self):
+        dead = f"--server=127.0.0.1:{harness.free_port()}"
+        out = run_cli("run", dead, *GQA_RUN, "--backward_timing=training_step")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("attnbench run: --backward_timing: needs --phase=backward", out.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "do.bin")
+            write_grad_output(path, 100)
+            out = run_cli("run", dead, *BACKWARD_RUN, f"--grad_output={path}")
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertIn(f"attnbench run: --grad_output: {path} has 400 bytes; dO [1,64,4,16] of "
+                          "fp32 needs 16384", out.stderr)
+        out = run_cli("sweep", dead, *BACKWARD_RUN, "--backward_timing=training_step",
+                      "--sweep_phase=backward,prefill")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("--backward_timing: needs every point's phase to be backward", out.stderr)
+
+    def test_refused_where_no_backend_lists_it(self):
+        if harness.serves_backward(SERVER):
+            self.skipTest(harness.BACKWARD_SERVED_SKIP)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = run_cli("run", server_flag(), *BACKWARD_RUN, "--backward_timing=training_step",
+                          f"--output={os.path.join(tmp, 'o.bin')}")
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertEqual(out.stdout, "")
+        self.assertEqual(out.stderr,
+                         f"attnbench: FAILED_PRECONDITION: {harness.NO_BACKWARD_ON_CPU}\n")
+
+    def test_gradients_to_files_and_per_gradient_columns(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "o.bin")
+            d_o = os.path.join(tmp, "do.bin")
+            write_grad_output(d_o, 64 * 4 * 16)
+            out = run_cli("run", server_flag(), *BACKWARD_RUN, "--backward_timing=training_step",
+                          f"--grad_output={d_o}", f"--output={path}", "--format=csv")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            for suffix, shape in BACKWARD_FILES.items():
+                size = 4 * shape[1] * shape[2] * shape[3]
+                self.assertEqual(os.path.getsize(path + suffix), size, suffix)
+                self.assertIn(f"wrote {size} bytes of fp32 [{','.join(map(str, shape))}] to "
+                              f"{path}{suffix}\n", out.stderr)
+                with open(path + suffix, "rb") as f:
+                    values = struct.unpack(f"<{size // 4}f", f.read())
+                self.assertTrue(all(math.isfinite(v) for v in values), suffix)
+        rows = list(csv.DictReader(io.StringIO(out.stdout)))
+        self.assertEqual(len(rows), 1)
+        row = rows[0]
+        self.assertEqual((row["phase"], row["backward_timing"]), ("backward", "training_step"))
+        self.assertEqual(row["passed"], "true")
+        for g in ("dq", "dk", "dv"):
+            self.assertEqual(row[f"{g}_passed"], "true", g)
+            # Within the kernels' tolerance for the gradient, which `passed` already judges.
+            self.assertTrue(0 <= float(row[f"{g}_rel_err"]) < 1, g)
+
+        out = run_cli("run", server_flag(), *BACKWARD_RUN)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        header, cells = [line for line in out.stdout.splitlines() if line.strip()]
+        self.assertTrue(header.endswith("  device    dQ err    dK err    dV err"), header)
+        self.assertEqual(cells.split()[15], "yes")  # pass
+        self.assertEqual(len(cells.split()), 18 + 3)
+
+    def test_sweep_over_phases(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        args = [a for a in BACKWARD_RUN if not a.startswith("--phase=")]
+        out = run_cli("sweep", server_flag(), *args, "--sweep_phase=prefill,backward",
+                      "--format=csv")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        rows = list(csv.DictReader(io.StringIO(out.stdout)))
+        self.assertEqual([(r["phase"], r["backward_timing"], r["dq_passed"]) for r in rows],
+                         [("prefill", "", ""), ("backward", "backward_only", "true")])
+        self.assertTrue(all(r["passed"] == "true" for r in rows))
 
 
 class ErrorTest(unittest.TestCase):

@@ -1,7 +1,8 @@
 """End to end: a Python gRPC client (stubs generated at build time) against a real server.
 
 Run with inline output vs StreamRun chunks, determinism of generated inputs, Sweep streaming,
-GetCapabilities, and the status codes of bad requests.
+GetCapabilities, the status codes of bad requests, and PHASE_BACKWARD: refused where no backend
+lists it, and otherwise dQ, dK, dV inline and as chunks "output", "dq", "dk", "dv".
 """
 
 import unittest
@@ -253,6 +254,132 @@ class ErrorStatusTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as raised:
             stream_run(req)
         self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def backward_request(seq_len=64, timing=pb.BACKWARD_TIMING_TRAINING_STEP, **kwargs):
+    """GQA 4/2 backward, D_qk 32 and D_v 16: Q [1, S, 4, 32], K [1, S, 2, 32], V [1, S, 2, 16],
+    O and dO [1, S, 4, 16], float32, every gradient checked."""
+    req = request(seq_len=seq_len, head_dim=32, **kwargs)
+    req.spec.layout.gqa.num_query_heads = 4
+    req.spec.layout.gqa.num_kv_heads = 2
+    req.spec.head_dim_v = 16
+    req.spec.phase = pb.PHASE_BACKWARD
+    req.measurement.backward_timing = timing
+    return req
+
+
+def shapes(seq_len):
+    return {"output": [1, seq_len, 4, 16], "dq": [1, seq_len, 4, 32], "dk": [1, seq_len, 2, 32],
+            "dv": [1, seq_len, 2, 16]}
+
+
+class BackwardTest(unittest.TestCase):
+
+    def assertStatus(self, req, code, message):
+        with self.assertRaises(grpc.RpcError) as raised:
+            STUB.Run(req, timeout=RPC_TIMEOUT)
+        self.assertEqual(raised.exception.code(), code, raised.exception.details())
+        self.assertEqual(raised.exception.details(), message)
+
+    def test_backward_settings_refused_on_a_forward_phase(self):
+        req = request()
+        req.measurement.backward_timing = pb.BACKWARD_TIMING_TRAINING_STEP
+        self.assertStatus(req, grpc.StatusCode.INVALID_ARGUMENT,
+                          "measurement.backward_timing = BACKWARD_TIMING_TRAINING_STEP: only "
+                          "valid with spec.phase = PHASE_BACKWARD (spec.phase is PHASE_PREFILL)")
+        req = request(seq_len=16)
+        d_o = req.spec.inputs.grad_output
+        d_o.dtype = pb.DTYPE_FLOAT32
+        d_o.shape.extend([1, 16, 2, 32])
+        d_o.data = bytes(16 * 2 * 32 * 4)
+        self.assertStatus(req, grpc.StatusCode.INVALID_ARGUMENT,
+                          "spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD "
+                          "(spec.phase is PHASE_PREFILL)")
+
+    def test_refused_where_no_backend_lists_it(self):
+        if harness.serves_backward(SERVER):
+            self.skipTest(harness.BACKWARD_SERVED_SKIP)
+        self.assertStatus(backward_request(), grpc.StatusCode.FAILED_PRECONDITION,
+                          harness.NO_BACKWARD_ON_CPU)
+        with self.assertRaises(grpc.RpcError) as raised:
+            stream_run(backward_request(return_output=True))
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(raised.exception.details(), harness.NO_BACKWARD_ON_CPU)
+
+    def check_gradients_passed(self, result, timing, seq_len=64):
+        self.assertEqual(result.spec.phase, pb.PHASE_BACKWARD)
+        self.assertEqual(result.measurement.backward_timing, timing)
+        correctness = result.correctness
+        self.assertTrue(correctness.checked)
+        checks = {t.name: t for t in correctness.tensors}
+        self.assertEqual(sorted(checks), ["dk", "dq", "dv"])
+        for name, check in checks.items():
+            self.assertTrue(check.passed, f"{name}: {check}")
+            self.assertEqual(check.non_finite_elements, 0, name)
+            self.assertGreater(check.rows_checked, 0, name)
+        self.assertTrue(correctness.passed)
+        self.assertEqual(result.output_summary.num_elements, seq_len * 4 * 16)  # O, no gradient
+        self.assertEqual(result.output_summary.non_finite_elements, 0)
+
+    def test_inline_gradients(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        # S = 32: O (8 KiB), dQ (16 KiB), dK (8 KiB) and dV (4 KiB) fit the inline limit together.
+        result = STUB.Run(backward_request(seq_len=32, return_output=True),
+                          timeout=RPC_TIMEOUT).result
+        self.check_gradients_passed(result, pb.BACKWARD_TIMING_TRAINING_STEP, seq_len=32)
+        for name, shape in shapes(32).items():
+            tensor = getattr(result, name)
+            self.assertEqual(tensor.dtype, pb.DTYPE_FLOAT32, name)
+            self.assertEqual(list(tensor.shape), shape, name)
+            self.assertEqual(len(tensor.data), 4 * shape[1] * shape[2] * shape[3], name)
+        # The backward alone is the default, echoed.
+        result = STUB.Run(backward_request(seq_len=32, timing=pb.BACKWARD_TIMING_UNSPECIFIED),
+                          timeout=RPC_TIMEOUT).result
+        self.check_gradients_passed(result, pb.BACKWARD_TIMING_BACKWARD_ONLY, seq_len=32)
+        self.assertFalse(result.HasField("dq"))
+
+    def test_stream_run_sends_output_then_dq_dk_dv(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        chunks, result = stream_run(backward_request(return_output=True))
+        self.check_gradients_passed(result, pb.BACKWARD_TIMING_TRAINING_STEP)
+        for name in ("output", "dq", "dk", "dv"):
+            self.assertFalse(result.HasField(name), name)
+        # Each tensor's chunks together, in this order, tiling it exactly.
+        order = []
+        for chunk in chunks:
+            if not order or order[-1] != chunk.name:
+                order.append(chunk.name)
+        self.assertEqual(order, ["output", "dq", "dk", "dv"])
+        for name, shape in shapes(64).items():
+            mine = [c for c in chunks if c.name == name]
+            self.assertTrue(all(list(c.shape) == shape and c.dtype == pb.DTYPE_FLOAT32
+                                and len(c.data) <= CHUNK for c in mine), name)
+            self.assertEqual(len(reassemble_named(mine, name)),
+                             4 * shape[1] * shape[2] * shape[3], name)
+
+    def test_inline_limit_counts_the_gradients(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        # S = 256: O is 64 KiB and fits the inline limit alone; with dQ (128 KiB), dK (64 KiB)
+        # and dV (32 KiB) it does not.
+        self.assertStatus(backward_request(seq_len=256, return_output=True),
+                          grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"return_output: the output, dQ, dK and dV are {288 * 1024} bytes "
+                          f"together, over --max_inline_output_bytes={INLINE_LIMIT}; use "
+                          "StreamRun to receive them in chunks")
+
+
+def reassemble_named(chunks, name):
+    data = bytearray()
+    for chunk in chunks:
+        assert chunk.name == name, chunk.name
+        assert chunk.offset_bytes == len(data), (name, chunk.offset_bytes, len(data))
+        assert chunk.total_bytes == chunks[0].total_bytes, name
+        data += chunk.data
+    assert len(data) == chunks[0].total_bytes, name
+    return bytes(data)
 
 
 if __name__ == "__main__":

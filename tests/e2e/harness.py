@@ -9,6 +9,7 @@ Every wait is bounded in time.
 """
 
 import atexit
+import json
 import os
 import re
 import selectors
@@ -134,6 +135,25 @@ def run_cli(*args, timeout=120.0):
     """Runs the attnbench CLI; returns the CompletedProcess (text mode)."""
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+# What a server answers for PHASE_BACKWARD on a backend that does not list it.
+NO_BACKWARD_ON_CPU = ("backend cpu_reference does not support spec.phase=PHASE_BACKWARD "
+                      "(supports: PHASE_PREFILL, PHASE_DECODE)")
+NO_BACKWARD_SKIP = ("cpu_reference does not list PHASE_BACKWARD in GetCapabilities: the backward "
+                    "path runs once a backend with a backward pass is built in")
+BACKWARD_SERVED_SKIP = "cpu_reference lists PHASE_BACKWARD: it no longer refuses backward"
+
+
+def serves_backward(server, backend="cpu_reference"):
+    """Whether `backend` of the running server lists PHASE_BACKWARD in GetCapabilities."""
+    out = run_cli("caps", f"--server={server.target}", "--format=json")
+    if out.returncode != 0:
+        raise RuntimeError(f"attnbench caps failed: {out.stderr}")
+    for entry in json.loads(out.stdout)["backends"]:
+        if entry["name"] == backend:
+            return "PHASE_BACKWARD" in entry.get("phases", [])
+    return False
 
 
 def free_port():

@@ -110,6 +110,8 @@ class ExampleTest(unittest.TestCase):
         self.assertGreater(float(run["median_ms"]), 0)
         self.assertEqual((run["checked"], run["passed"]), ("true", "true"))
         self.assertEqual(run["non_finite"], "0")
+        self.assertEqual((run["phase"], run["tensor_checks"]), ("prefill", "output:true"))
+        self.assertNotIn("returned", run)
         self.assertTrue(run["device"].strip('"'))
         points = [fields for _, fields in steps[2:6]]
         self.assertEqual([p["point"] for p in points], ["0/4", "1/4", "2/4", "3/4"])
@@ -131,6 +133,33 @@ class ExampleTest(unittest.TestCase):
         self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
         self.assertIn("error INVALID_ARGUMENT: ", out.stderr)
         self.assertIn("no_such_backend", out.stderr)
+
+    def test_backward_refused_where_no_backend_lists_it(self):
+        if harness.serves_backward(SERVER):
+            self.skipTest(harness.BACKWARD_SERVED_SKIP)
+        out = run_example(f"--target={SERVER.target}", "--backend=cpu_reference",
+                          "--phase=backward", "--backward_timing=training_step")
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        self.assertEqual(out.stderr, f"error FAILED_PRECONDITION: {harness.NO_BACKWARD_ON_CPU}\n")
+
+    def test_backward_run_returns_and_checks_every_gradient(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        out = run_example(f"--target={SERVER.target}", "--backend=cpu_reference",
+                          "--phase=backward", "--backward_timing=training_step",
+                          "--return_output=true")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        steps = parse(out.stdout)
+        self.assertEqual([kind for kind, _ in steps], ["capabilities", "run"] + ["sweep"] * 5)
+        run = steps[1][1]
+        self.assertEqual((run["phase"], run["backward_timing"]), ("backward", "training_step"))
+        self.assertEqual((run["checked"], run["passed"]), ("true", "true"))
+        self.assertEqual(sorted(run["tensor_checks"].split(",")),
+                         ["dk:true", "dq:true", "dv:true"])
+        # MHA 4 heads of dim 32, S 64: every tensor [1, 64, 4, 32].
+        self.assertEqual(run["returned"],
+                         "output:1x64x4x32,dq:1x64x4x32,dk:1x64x4x32,dv:1x64x4x32")
+        self.assertTrue(all(fields["phase"] == "backward" for _, fields in steps[2:6]))
 
     def test_unreachable_server(self):
         out = run_example(f"--target=127.0.0.1:{harness.free_port()}", "--timeout=5")

@@ -133,6 +133,198 @@ class RunTest(unittest.TestCase):
         self.assertIn("cpu_reference", CLIENT.backends())
 
 
+GRADIENTS = ("dq", "dk", "dv")
+
+
+def backward(**overrides):
+    """GQA 4/2 backward, D_qk 32 and D_v 16, S 64: Q [1, 64, 4, 32], K [1, 64, 2, 32],
+    V [1, 64, 2, 16], O and dO [1, 64, 4, 16], float32, every gradient checked."""
+    return small(phase="backward", head_dim_v=16, check="full", **overrides)
+
+
+SHAPES = {"output": [1, 64, 4, 16], "dq": [1, 64, 4, 32], "dk": [1, 64, 2, 32],
+          "dv": [1, 64, 2, 16]}
+
+
+class BackwardRequestTest(unittest.TestCase):
+    """What the package sends and receives for PHASE_BACKWARD, whatever the server runs."""
+
+    def test_keywords_set_the_backward_fields(self):
+        d_o = ab.pb.Tensor(dtype=ab.pb.DTYPE_BFLOAT16, shape=[1, 2, 1, 1], data=b"\x80\x3f\0\xc0")
+        req = ab.build_request(phase="backward", backward_timing="training_step",
+                               grad_output=d_o, return_output=True)
+        self.assertEqual(req.spec.phase, ab.pb.PHASE_BACKWARD)
+        self.assertEqual(req.measurement.backward_timing, ab.pb.BACKWARD_TIMING_TRAINING_STEP)
+        self.assertEqual(req.spec.inputs.grad_output, d_o)
+        self.assertFalse(req.spec.inputs.HasField("query"))
+        self.assertTrue(req.return_output)
+        self.assertEqual(ab.build_request(backward_timing=ab.pb.BACKWARD_TIMING_BACKWARD_ONLY)
+                         .measurement.backward_timing, ab.pb.BACKWARD_TIMING_BACKWARD_ONLY)
+        with self.assertRaises(ValueError):
+            ab.build_request(backward_timing="forward_only")
+
+    def test_numpy_tensors_both_ways(self):
+        try:
+            import numpy
+        except ImportError:
+            self.skipTest("numpy is not installed (Debian: python3-numpy)")
+        d_o = numpy.arange(8, dtype=numpy.float32).reshape(1, 2, 2, 2) - 3.5
+        req = ab.build_request(grad_output=d_o)
+        tensor = req.spec.inputs.grad_output
+        self.assertEqual((tensor.dtype, list(tensor.shape)), (ab.pb.DTYPE_FLOAT32, [1, 2, 2, 2]))
+        self.assertEqual(tensor.data, d_o.astype("<f4").tobytes())
+        self.assertTrue((ab.to_numpy(tensor) == d_o).all())
+        half = ab.from_numpy(numpy.array([1.5, -2], dtype=numpy.float16))
+        self.assertEqual((half.dtype, half.data), (ab.pb.DTYPE_FLOAT16, b"\x00\x3e\x00\xc0"))
+        bf16 = ab.pb.Tensor(dtype=ab.pb.DTYPE_BFLOAT16, shape=[2], data=b"\x80\x3f\x00\xc0")
+        self.assertEqual(ab.to_numpy(bf16).tolist(), [1.0, -2.0])
+        with self.assertRaises(ValueError):
+            ab.from_numpy(numpy.zeros(2, dtype=numpy.float64))
+
+    def test_chunks_reassemble_per_tensor_or_fail_as_data_loss(self):
+        def chunk(name, offset, total, data, shape=(2, 2)):
+            return ab.pb.TensorChunk(name=name, dtype=ab.pb.DTYPE_FLOAT16, shape=list(shape),
+                                     offset_bytes=offset, total_bytes=total, data=data)
+
+        assembler = ab.ChunkAssembler()
+        for c in (chunk("output", 0, 8, b"abc"), chunk("output", 3, 8, b"defgh"),
+                  chunk("dq", 0, 4, b"12", (1, 2)), chunk("dq", 2, 4, b"34", (1, 2))):
+            assembler.add(c)
+        tensors = assembler.finish()
+        self.assertEqual(list(tensors), ["output", "dq"])
+        self.assertEqual(tensors["output"].data, b"abcdefgh")
+        self.assertEqual(list(tensors["dq"].shape), [1, 2])
+        self.assertEqual(tensors["dq"].dtype, ab.pb.DTYPE_FLOAT16)
+
+        bad = [([chunk("dk", 0, 4, b"ab"), chunk("dk", 3, 4, b"c")],
+                "dk chunk at offset 3 out of order (expected 2)"),
+               ([chunk("dk", 0, 4, b"abcde")],
+                "dk chunk at offset 0 runs past its total of 4 bytes"),
+               ([chunk("dk", 0, 4, b"ab"), chunk("dk", 2, 4, b"cd", (4,))],
+                "dk chunk at offset 2 describes another tensor than its first"),
+               ([chunk("dx", 0, 4, b"ab")], "unknown tensor 'dx' in the stream")]
+        for chunks, message in bad:
+            assembler = ab.ChunkAssembler()
+            with self.subTest(message=message), self.assertRaises(ab.AttnBenchError) as raised:
+                for c in chunks:
+                    assembler.add(c)
+            self.assertEqual((raised.exception.code_name, raised.exception.message),
+                             ("DATA_LOSS", message))
+        assembler = ab.ChunkAssembler()
+        assembler.add(chunk("dv", 0, 4, b"abc"))
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            assembler.finish()
+        self.assertEqual(raised.exception.message, "dv has 3 bytes, expected 4")
+
+    def test_forward_records_have_no_backward_columns(self):
+        record = CLIENT.run(check="full", **small(seq_len=16))
+        self.assertEqual(record["phase"], "prefill")
+        for column in ["backward_timing"] + [f"{g}_{c}" for g in GRADIENTS
+                                             for c in ("rel_error", "max_abs_error", "passed")]:
+            self.assertIsNone(record[column], column)
+        self.assertEqual(list(ab.COLUMNS)[-10:],
+                         ["backward_timing", "dq_rel_error", "dq_max_abs_error", "dq_passed",
+                          "dk_rel_error", "dk_max_abs_error", "dk_passed", "dv_rel_error",
+                          "dv_max_abs_error", "dv_passed"])
+
+    def test_forward_stream_result_carries_the_output(self):
+        result = CLIENT.stream_result(check="off", **small(seq_len=16))
+        self.assertEqual(list(ab.tensors(result)), ["output"])
+        self.assertEqual(list(result.output.shape), [1, 16, 4, 32])
+        self.assertEqual(len(result.output.data), 16 * 4 * 32 * 4)
+        inline = CLIENT.run_result(ab.build_request(check="off", return_output=True,
+                                                    **small(seq_len=16)))
+        self.assertEqual(result.output.data, inline.output.data)
+
+    def test_backward_settings_refused_on_a_forward_phase(self):
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(backward_timing="backward_only", **small())
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertEqual(raised.exception.message,
+                         "measurement.backward_timing = BACKWARD_TIMING_BACKWARD_ONLY: only valid "
+                         "with spec.phase = PHASE_BACKWARD (spec.phase is PHASE_PREFILL)")
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.sweep({"phase": ["backward", "prefill"]}, backward_timing="training_step",
+                         **small())
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertIn("sweep point 1 (axes[0].phase=PHASE_PREFILL): "
+                      "base.measurement.backward_timing", raised.exception.message)
+        self.assertEqual(raised.exception.records, [])
+
+    def test_refused_where_no_backend_lists_it(self):
+        if harness.serves_backward(SERVER):
+            self.skipTest(harness.BACKWARD_SERVED_SKIP)
+        for call in (CLIENT.run, CLIENT.stream_result):
+            with self.subTest(call=call.__name__), self.assertRaises(ab.AttnBenchError) as raised:
+                call(backward_timing="training_step", **backward())
+            self.assertEqual((raised.exception.code_name, raised.exception.message),
+                             ("FAILED_PRECONDITION", harness.NO_BACKWARD_ON_CPU))
+
+
+class BackwardRunTest(unittest.TestCase):
+    """PHASE_BACKWARD measured and checked, where cpu_reference lists it."""
+
+    def setUp(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+
+    def check_result(self, result, timing):
+        self.assertEqual(result.spec.phase, ab.pb.PHASE_BACKWARD)
+        self.assertEqual(result.measurement.backward_timing, timing)
+        checks = {t.name: t for t in result.correctness.tensors}
+        self.assertEqual(sorted(checks), sorted(GRADIENTS))
+        self.assertTrue(all(t.passed and t.non_finite_elements == 0 for t in checks.values()),
+                        result.correctness)
+        self.assertTrue(result.correctness.passed)
+        tensors = ab.tensors(result)
+        self.assertEqual(list(tensors), ["output", "dq", "dk", "dv"])
+        for name, tensor in tensors.items():
+            self.assertEqual(tensor.dtype, ab.pb.DTYPE_FLOAT32, name)
+            self.assertEqual(list(tensor.shape), SHAPES[name], name)
+            self.assertEqual(len(tensor.data), 4 * SHAPES[name][1] * SHAPES[name][2]
+                             * SHAPES[name][3], name)
+
+    def test_run_and_stream_run_return_the_gradients(self):
+        inline = CLIENT.run_result(ab.build_request(return_output=True,
+                                                    backward_timing="training_step", **backward()))
+        self.check_result(inline, ab.pb.BACKWARD_TIMING_TRAINING_STEP)
+        streamed = CLIENT.stream_result(**backward())
+        self.check_result(streamed, ab.pb.BACKWARD_TIMING_BACKWARD_ONLY)
+
+    def test_records_carry_every_gradients_check(self):
+        record = CLIENT.run(backward_timing="training_step", **backward())
+        self.assertEqual((record["phase"], record["backward_timing"]),
+                         ("backward", "training_step"))
+        for g in GRADIENTS:
+            self.assertTrue(record[f"{g}_passed"], g)
+            self.assertTrue(0 <= record[f"{g}_rel_error"] < 1, g)  # `passed` judges tolerance
+            self.assertIsNotNone(record[f"{g}_max_abs_error"], g)
+        self.assertTrue(record["passed"])
+        records = CLIENT.sweep({"phase": ["prefill", "backward"]}, check="full",
+                               **small(head_dim_v=16))
+        self.assertEqual([(r["phase"], r["backward_timing"]) for r in records],
+                         [("prefill", None), ("backward", "backward_only")])
+        self.assertIsNone(records[0]["dq_passed"])
+        self.assertTrue(records[1]["dq_passed"])
+
+    def test_client_grad_output_is_the_one_checked(self):
+        try:
+            import numpy
+        except ImportError:
+            self.skipTest("numpy is not installed (Debian: python3-numpy)")
+        d_o = numpy.random.default_rng(5).standard_normal(SHAPES["output"]).astype(numpy.float32)
+        given = CLIENT.stream_result(grad_output=d_o, **backward())
+        self.check_result(given, ab.pb.BACKWARD_TIMING_BACKWARD_ONLY)
+        generated = CLIENT.stream_result(**backward())
+        self.assertFalse(numpy.allclose(ab.to_numpy(given.dq), ab.to_numpy(generated.dq)))
+        self.assertEqual(given.spec.inputs.grad_output.data, b"")  # echoed without its bytes
+        self.assertEqual(list(given.spec.inputs.grad_output.shape), SHAPES["output"])
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(grad_output=d_o[:, :32], **backward())
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertIn("spec.inputs.grad_output", raised.exception.message)
+
+
 class TargetTest(unittest.TestCase):
 
     def test_name_and_address_list_schemes(self):

@@ -94,9 +94,56 @@ def m_check_mode(rng, req):
 
 
 def m_backward(rng, req):
-    # No backend runs backward yet; a decode cache makes it a contradiction instead.
+    # A backend without backward refuses it, one with it runs it (or finds it too large); a decode
+    # cache or layer scope makes it a contradiction instead.
     req.spec.phase = pb.PHASE_BACKWARD
-    return Expect(frozenset({C.FAILED_PRECONDITION, C.INVALID_ARGUMENT}))
+    return Expect(frozenset({C.OK, C.FAILED_PRECONDITION, C.INVALID_ARGUMENT,
+                             C.RESOURCE_EXHAUSTED}))
+
+
+def m_backward_timing(rng, req):
+    """An unknown timing, or any timing on the forward phase every valid request has."""
+    if req.spec.phase == pb.PHASE_BACKWARD:
+        return None
+    req.measurement.backward_timing = rng.choice(
+        [pb.BACKWARD_TIMING_BACKWARD_ONLY, pb.BACKWARD_TIMING_TRAINING_STEP,
+         _bad_enum(rng, pb.BACKWARD_TIMING_TRAINING_STEP)])
+    return strict("measurement.backward_timing")
+
+
+def m_grad_output_forward(rng, req):
+    """dO on a forward request, of the right shape and values: refused, not ignored."""
+    spec = req.spec
+    if spec.phase == pb.PHASE_BACKWARD or spec.scope == pb.SCOPE_LAYER:
+        return None
+    d_v = spec.head_dim_v if spec.HasField("head_dim_v") else spec.head_dim_qk
+    shape = [spec.batch_size, spec.seq_len_q, _output_heads(spec.layout), d_v]
+    width = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT16: 2, pb.DTYPE_BFLOAT16: 2}.get(spec.dtype, 1)
+    if min(shape) <= 0 or math.prod(shape) * width > 1 << 20:  # an earlier mutation's sizes
+        return None
+    t = spec.inputs.grad_output
+    t.dtype = spec.dtype
+    t.shape.extend(shape)
+    t.data = bytes(math.prod(shape) * width)  # zeros: finite
+    return strict("spec.inputs")
+
+
+def _output_heads(layout):
+    kind = layout.WhichOneof("layout")
+    if kind in ("mha", "mqa"):
+        return getattr(layout, kind).num_heads
+    if kind in ("gqa", "sqa"):
+        return getattr(layout, kind).num_query_heads
+    if kind == "symmetric_sqa":
+        return layout.symmetric_sqa.baseline_heads // 2
+    if kind == "extreme_sqa":
+        x = layout.extreme_sqa
+        return x.num_query_heads if x.HasField("num_query_heads") else x.baseline_heads // 4
+    if kind == "gqkva":
+        return layout.gqkva.query_groups * layout.gqkva.kv_groups
+    if kind == "explicit_map":
+        return len(layout.explicit_map.pairs)
+    return 0
 
 
 # --- head layouts ----------------------------------------------------------------------------
@@ -305,6 +352,9 @@ def m_paging(rng, req):
     if spec.phase != pb.PHASE_DECODE:
         cache.paging.page_size_tokens = 16
         return strict("spec.kv_cache.paging")
+    pages = spec.batch_size * -(-spec.seq_len_kv // 4)
+    if pages > 1 << 20:  # an earlier mutation's sizes (stacked): no table to build
+        return None
     cache.ClearField("saq_bands")
     cache.ClearField("format")
     paging = cache.paging
@@ -313,7 +363,6 @@ def m_paging(rng, req):
         paging.page_size_tokens = rng.choice(NONPOSITIVE_32)
         return strict("spec.kv_cache.paging.page_size_tokens")
     paging.page_size_tokens = 4
-    pages = spec.batch_size * -(-spec.seq_len_kv // 4)
     del paging.page_table[:]
     table = list(range(pages))
     rng.shuffle(table)
@@ -529,7 +578,8 @@ STRICT_MUTATORS = [
     m_check_mode, m_layout_count, m_layout_unset, m_layout_inconsistent, m_scale, m_input_scale,
     m_softcap, m_rope_theta, m_rotary_dims, m_alibi_slope, m_prob_mask, m_window, m_block_sparse,
     m_paging, m_saq, m_d_model, m_layer_mismatch, m_inputs, m_inputs_add, m_iterations,
-    m_duration, m_sampled_rows, m_device_index, m_backend, m_priority,
+    m_duration, m_sampled_rows, m_device_index, m_backend, m_priority, m_backward_timing,
+    m_grad_output_forward,
 ]
 # Valid or refused, depending on the rest of the request.
 LOOSE_MUTATORS = [

@@ -61,6 +61,11 @@ constexpr char kFullSpec[] = R"pb(
       shape: [ 1 ]
       data: "\377"
     }
+    grad_output {
+      dtype: DTYPE_BFLOAT16
+      shape: [ 1, 1, 2 ]
+      data: "\x80\x3f\x00\xc0"
+    }
   }
 )pb";
 
@@ -172,6 +177,43 @@ TEST(ConvertSpecTest, EchoDropsInputBytesButKeepsShape) {
   EXPECT_TRUE(echo.inputs().query().data().empty());
   EXPECT_EQ(echo.inputs().query().shape_size(), 2);
   EXPECT_EQ(echo.inputs().key().dtype(), pb::DTYPE_FLOAT16);
+  EXPECT_TRUE(echo.inputs().grad_output().data().empty());
+  EXPECT_THAT(echo.inputs().grad_output().shape(), ::testing::ElementsAre(1, 1, 2));
+  EXPECT_EQ(echo.inputs().grad_output().dtype(), pb::DTYPE_BFLOAT16);
+}
+
+// dO alone (generated Q, K, V) reaches Problem.grad_output byte for byte, in its own dtype, and
+// comes back in the echo without the others appearing; no dO leaves grad_output unset.
+TEST(ConvertSpecTest, GradOutputAloneCrossesBothWays) {
+  const pb::AttentionSpec spec = Parse(R"pb(
+    phase: PHASE_BACKWARD
+    inputs {
+      grad_output {
+        dtype: DTYPE_FLOAT32
+        shape: [ 1, 2, 1, 1 ]
+        data: "\x00\x00\x80\x3f\x00\x00\x00\xc0"
+      }
+    }
+  )pb");
+  const absl::StatusOr<Problem> p = ProblemFromProto(spec);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(p->grad_output.has_value());
+  EXPECT_EQ(p->grad_output->dtype, DType::kFloat32);
+  EXPECT_THAT(p->grad_output->shape, ::testing::ElementsAre(1, 2, 1, 1));
+  EXPECT_EQ(p->grad_output->data, std::string("\x00\x00\x80\x3f\x00\x00\x00\xc0", 8));
+  EXPECT_FALSE(p->query.has_value() || p->key.has_value() || p->value.has_value());
+  EXPECT_FALSE(p->training_step);  // a measurement setting, not part of the spec
+  const pb::AttentionSpec echo = ProblemToProto(*p);
+  EXPECT_TRUE(echo.inputs().has_grad_output());
+  EXPECT_FALSE(echo.inputs().has_query() || echo.inputs().has_key() || echo.inputs().has_value());
+  EXPECT_TRUE(echo.inputs().grad_output().data().empty());
+  EXPECT_EQ(ProblemToProto(*p, /*include_input_data=*/true).inputs().grad_output().data(),
+            spec.inputs().grad_output().data());
+
+  const absl::StatusOr<Problem> none = ProblemFromProto(Parse("phase: PHASE_BACKWARD"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->grad_output.has_value());
+  EXPECT_FALSE(ProblemToProto(*none).has_inputs());
 }
 
 TEST(ConvertSpecTest, UnknownEnumValuesNamed) {
@@ -183,6 +225,7 @@ TEST(ConvertSpecTest, UnknownEnumValuesNamed) {
       {"kv_cache { format: 8 }", "spec.kv_cache.format"},
       {"kv_cache { saq_bands {} saq_bands { format: 8 } }", "spec.kv_cache.saq_bands[1].format"},
       {"inputs { key { dtype: 42 } }", "spec.inputs.key.dtype"},
+      {"inputs { grad_output { dtype: 17 } }", "spec.inputs.grad_output.dtype: unknown enum"},
   };
   for (const auto& [text, field] : cases) {
     const absl::StatusOr<Problem> p = ProblemFromProto(Parse(text));
@@ -227,6 +270,8 @@ TEST(ConvertResultsTest, FieldByField) {
   EXPECT_EQ(pc.relative_error(), 0.01);
   EXPECT_EQ(pc.tolerance(), 0.02);
   EXPECT_TRUE(pc.passed());
+
+  EXPECT_EQ(pc.tensors_size(), 0);  // none reported, none invented
 
   OutputSummary s{0xfeedface12345678ull, 0.5, 3.0, 77, 4};
   pb::OutputSummary ps;
@@ -311,6 +356,39 @@ TEST(ConvertResultsTest, FieldByField) {
   EXPECT_EQ(pt.samples_ms_size(), 0);
   TimingToProto(t, {1, 2, 3}, true, &pt);
   EXPECT_THAT(pt.samples_ms(), ::testing::ElementsAre(1, 2, 3));
+}
+
+// Every tensor of the report becomes a TensorCheck, in order and field by field, whatever its
+// name; the report's own fields stay the summary.
+TEST(ConvertResultsTest, TensorChecksFieldByFieldInOrder) {
+  CorrectnessReport r;
+  r.rows_checked = 30;
+  r.rows_total = 40;
+  r.max_abs_error = 0.5;
+  r.relative_error = 0.03;
+  r.tolerance = 0.01;
+  r.passed = false;
+  r.tensors = {{"dq", 10, 12, 0.125, 0.002, 0.01, 0, true},
+               {"dk", 11, 14, 0.5, 0.03, 0.01, 2, false},
+               {"dv", 9, 14, 0.25, 0.004, 0.02, 0, true}};
+  pb::Correctness pc;
+  CorrectnessToProto(r, &pc);
+  EXPECT_EQ(pc.relative_error(), 0.03);
+  EXPECT_FALSE(pc.passed());
+  ASSERT_EQ(pc.tensors_size(), 3);
+  EXPECT_EQ(pc.tensors(0).name(), "dq");
+  EXPECT_EQ(pc.tensors(2).name(), "dv");
+  const pb::TensorCheck& dk = pc.tensors(1);
+  EXPECT_EQ(dk.name(), "dk");
+  EXPECT_EQ(dk.rows_checked(), 11);
+  EXPECT_EQ(dk.rows_total(), 14);
+  EXPECT_EQ(dk.max_abs_error(), 0.5);
+  EXPECT_EQ(dk.relative_error(), 0.03);
+  EXPECT_EQ(dk.tolerance(), 0.01);
+  EXPECT_EQ(dk.non_finite_elements(), 2);
+  EXPECT_FALSE(dk.passed());
+  EXPECT_TRUE(pc.tensors(0).passed());
+  EXPECT_EQ(pc.tensors(2).tolerance(), 0.02);
 }
 
 TEST(ConvertResultsTest, TensorEncodesLittleEndianInItsDType) {

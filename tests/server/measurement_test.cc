@@ -109,6 +109,36 @@ TEST(MeasurementTest, BadValuesRefused) {
   refused(in, "cache_mode");
 }
 
+// backward_timing resolves as asked (whether the phase takes it is CheckRunRequest's rule) and is
+// echoed only when set, so a forward result carries none.
+TEST(MeasurementTest, BackwardTimingResolvedAndEchoedOnlyWhenSet) {
+  pb::MeasurementSettings in;
+  auto plan = ResolveMeasurement(in, ServerOptions());
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->backward_timing, BackwardTiming::kUnspecified);
+  EXPECT_EQ(MeasurementToProto(*plan).backward_timing(), pb::BACKWARD_TIMING_UNSPECIFIED);
+
+  in.set_backward_timing(pb::BACKWARD_TIMING_BACKWARD_ONLY);
+  plan = ResolveMeasurement(in, ServerOptions());
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->backward_timing, BackwardTiming::kBackwardOnly);
+  EXPECT_EQ(MeasurementToProto(*plan).backward_timing(), pb::BACKWARD_TIMING_BACKWARD_ONLY);
+
+  in.set_backward_timing(pb::BACKWARD_TIMING_TRAINING_STEP);
+  plan = ResolveMeasurement(in, ServerOptions());
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->backward_timing, BackwardTiming::kTrainingStep);
+  const pb::MeasurementSettings echo = MeasurementToProto(*plan);
+  EXPECT_EQ(echo.backward_timing(), pb::BACKWARD_TIMING_TRAINING_STEP);
+  EXPECT_EQ(ResolveMeasurement(echo, ServerOptions())->backward_timing,
+            BackwardTiming::kTrainingStep);
+
+  in.set_backward_timing(static_cast<pb::BackwardTiming>(7));
+  plan = ResolveMeasurement(in, ServerOptions());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(plan.status().message(), "measurement.backward_timing = 7: unknown enum value");
+}
+
 TEST(MeasurementTest, DefaultsRespectSmallLimits) {
   ServerOptions options;
   options.max_iterations = 3;

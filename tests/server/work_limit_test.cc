@@ -61,6 +61,58 @@ TEST(WorkLimitTest, TheCheckCountsItsShareOfRowsAndEveryProjection) {
                    kCheckFlopFactor * (attention + 3e9));
 }
 
+ProblemShapes BackwardShapes(int64_t batch, int kv_heads, int64_t dim_qk, int64_t dim_v) {
+  ProblemShapes s;
+  s.batch = batch;
+  s.heads.num_kv_heads = kv_heads;
+  s.dim_qk = dim_qk;
+  s.dim_v = dim_v;
+  return s;
+}
+
+TEST(WorkLimitTest, BackwardCountsTwoAndAHalfForwardsATrainingStepThreeAndAHalf) {
+  EXPECT_DOUBLE_EQ(BackwardIterationFactor(false), 2.5);
+  EXPECT_DOUBLE_EQ(BackwardIterationFactor(true), 3.5);
+  // counts.flops is the counting's (already scaled for backward): the estimate goes by the kept
+  // pairs and the head dims instead, so a changed counting convention cannot scale it twice.
+  const WorkCounts counts = Counts(/*flops=*/12345, /*pairs=*/1000);
+  const ProblemShapes shapes = BackwardShapes(2, 3, 64, 32);
+  const double forward = 2.0 * 1000 * (64 + 32) + kFlopsPerKeptPair * 1000;
+  const RequestWork alone =
+      EstimateBackwardRequestWork(counts, shapes, false, Plan(2, 5, 200), Check(false));
+  EXPECT_DOUBLE_EQ(alone.per_iteration, 2.5 * forward);
+  EXPECT_EQ(alone.iterations, 2 + 5 + 1);
+  EXPECT_EQ(alone.check, 0);
+  const RequestWork step =
+      EstimateBackwardRequestWork(counts, shapes, true, Plan(0, 3, 3), Check(false));
+  EXPECT_DOUBLE_EQ(step.per_iteration, 3.5 * forward);
+  EXPECT_EQ(step.iterations, 3);
+  EXPECT_DOUBLE_EQ(step.device(), 3 * 3.5 * forward);
+}
+
+TEST(WorkLimitTest, TheBackwardCheckRunsTheWholeBackwardOfEveryGroupItCompares) {
+  const double forward = 1e9;
+  // Full: forward plus backward over every (batch, kv head) group.
+  EXPECT_DOUBLE_EQ(BackwardCheckFlops(forward, 6, Check(true, true)), 3.5e9);
+  // Sampled rows at least as many as the groups: every group, so the same.
+  EXPECT_DOUBLE_EQ(BackwardCheckFlops(forward, 6, Check(true, false, 4096)), 3.5e9);
+  // Two sampled rows of 8 groups: at most two groups.
+  EXPECT_DOUBLE_EQ(BackwardCheckFlops(forward, 8, Check(true, false, 2)), 3.5e9 * 2 / 8);
+  EXPECT_EQ(BackwardCheckFlops(forward, 8, Check(false)), 0);
+
+  const WorkCounts counts = Counts(0, 500);
+  const ProblemShapes shapes = BackwardShapes(2, 4, 16, 16);
+  const double attention = 2.0 * 500 * 32 + kFlopsPerKeptPair * 500;
+  EXPECT_DOUBLE_EQ(
+      EstimateBackwardRequestWork(counts, shapes, false, Plan(0, 1, 1), Check(true, false, 2))
+          .check,
+      kCheckFlopFactor * 3.5 * attention * 2 / 8);
+  // The check does not depend on what the iterations time.
+  EXPECT_DOUBLE_EQ(
+      EstimateBackwardRequestWork(counts, shapes, true, Plan(0, 1, 1), Check(true, true)).check,
+      kCheckFlopFactor * 3.5 * attention);
+}
+
 TEST(WorkLimitTest, CpuRunsAreRefusedOverTheCpuLimitWithTheirNumbers) {
   RequestWork w;
   w.per_iteration = 1e12;

@@ -7,6 +7,11 @@
         records = client.sweep({"seq_len": [512, 1024], "layout": ["mha:8", "gqa:8/2"]},
                                batch=1, head_dim=64, dtype="fp32", fan_out=2)
         frame = records.to_pandas()
+        # PHASE_BACKWARD: dQ, dK, dV (with O) reassembled from StreamRun.
+        result = client.stream_result(batch=1, seq_len=1024, head_dim=64, layout="gqa:8/2",
+                                      dtype="bf16", phase="backward",
+                                      backward_timing="training_step")
+        dq = ab.to_numpy(result.dq)
 
 The generated stubs are importable as attnbench.v1.attnbench_pb2 (also re-exported as `pb`).
 """
@@ -17,7 +22,9 @@ from .client import Client
 from .errors import AttnBenchError
 from .records import COLUMNS, Records
 from .requests import build_request, split_grid
+from .tensors import TENSOR_NAMES, ChunkAssembler, from_numpy, tensors, to_numpy
 
-__all__ = ["AttnBenchError", "COLUMNS", "Client", "ROUND_ROBIN_SERVICE_CONFIG", "Records",
-           "build_request", "channel_options", "pb", "pb_grpc", "split_grid"]
+__all__ = ["AttnBenchError", "COLUMNS", "ChunkAssembler", "Client", "ROUND_ROBIN_SERVICE_CONFIG",
+           "Records", "TENSOR_NAMES", "build_request", "channel_options", "from_numpy", "pb",
+           "pb_grpc", "split_grid", "tensors", "to_numpy"]
 __version__ = "0.1.0"

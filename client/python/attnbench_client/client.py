@@ -15,6 +15,7 @@ import grpc
 from ._stubs import pb, pb_grpc
 from . import records as rec
 from . import requests as reqs
+from . import tensors as tens
 from .channel import call_metadata, make_channel
 from .errors import AttnBenchError, status_code_name
 
@@ -76,7 +77,8 @@ class Client:
         return [b.name for b in self.capabilities(timeout=timeout).backends]
 
     def run_result(self, request, *, timeout=None):
-        """Sends a pb.RunRequest as it is and returns the pb.RunResult."""
+        """Sends a pb.RunRequest as it is and returns the pb.RunResult (with return_output, O and
+        for phase "backward" dQ, dK, dV inline; see tensors())."""
         try:
             response = self.stub.Run(request, timeout=self._timeout(timeout),
                                      metadata=self.metadata)
@@ -84,11 +86,45 @@ class Client:
             raise AttnBenchError.from_rpc_error(error) from None
         return response.result
 
+    def stream_result(self, request=None, *, timeout=None, **workload):
+        """Runs one workload through StreamRun and returns its pb.RunResult with the streamed
+        tensors put back in place: result.output, and for phase "backward" result.dq, .dk and
+        .dv, whatever their size (Run refuses them over the server's max_inline_output_bytes).
+
+        Keywords as run(); return_output is set unless given. A stream whose chunks do not tile
+        their tensors raises AttnBenchError(DATA_LOSS).
+        """
+        workload.setdefault("return_output", True)
+        req = reqs.build_request(request, **workload)
+        assembler = tens.ChunkAssembler()
+        result = None
+        call = self.stub.StreamRun(req, timeout=self._timeout(timeout), metadata=self.metadata)
+        try:
+            for item in call:
+                if item.WhichOneof("item") == "result":
+                    result = item.result
+                elif result is not None:
+                    raise AttnBenchError(grpc.StatusCode.DATA_LOSS,
+                                         f"{item.chunk.name} chunk after the result")
+                else:
+                    assembler.add(item.chunk)
+        except grpc.RpcError as error:
+            raise AttnBenchError.from_rpc_error(error) from None
+        except AttnBenchError:
+            call.cancel()  # A malformed stream: stop the server sending the rest.
+            raise
+        if result is None:
+            raise AttnBenchError(grpc.StatusCode.DATA_LOSS, "StreamRun ended without a result")
+        for name, tensor in assembler.finish().items():
+            getattr(result, name).CopyFrom(tensor)
+        return result
+
     def run(self, request=None, *, timeout=None, **workload):
         """Runs one workload and returns its record (a flat dict, see records.COLUMNS).
 
         Keywords as build_request: run(batch=1, seq_len=1024, head_dim=64, layout="gqa:8/2",
-        mask="causal", dtype="bf16", backend="auto", check="auto", warmup=..., ...).
+        mask="causal", dtype="bf16", backend="auto", check="auto", warmup=..., ...). The record
+        carries no tensors: run_result() and stream_result() return them.
         """
         req = reqs.build_request(request, **workload)
         return rec.from_result(self.run_result(req, timeout=timeout))

@@ -16,6 +16,8 @@ PHASES = {"prefill": pb.PHASE_PREFILL, "decode": pb.PHASE_DECODE,
 SCOPES = {"core": pb.SCOPE_CORE, "layer": pb.SCOPE_LAYER}
 CACHE_MODES = {"cold": pb.CACHE_MODE_COLD, "warm": pb.CACHE_MODE_WARM}
 CHECK_MODES = {"off": pb.CHECK_MODE_OFF, "auto": pb.CHECK_MODE_AUTO, "full": pb.CHECK_MODE_FULL}
+BACKWARD_TIMINGS = {"backward_only": pb.BACKWARD_TIMING_BACKWARD_ONLY,
+                    "training_step": pb.BACKWARD_TIMING_TRAINING_STEP}
 
 
 def parse_enum(table, what, value):

@@ -27,7 +27,15 @@ COLUMNS = (
     # NaN and infinite output elements (any fails the check); appended last so that the
     # positions of the older columns hold.
     "non_finite_elements",
+    # Backward runs (appended after, for the same reason): what an iteration timed
+    # ("backward_only" or "training_step"), and each gradient's own check.
+    "backward_timing",
+    "dq_rel_error", "dq_max_abs_error", "dq_passed",
+    "dk_rel_error", "dk_max_abs_error", "dk_passed",
+    "dv_rel_error", "dv_max_abs_error", "dv_passed",
 )
+
+GRADIENTS = ("dq", "dk", "dv")
 
 
 class Records(list):
@@ -37,6 +45,23 @@ class Records(list):
         """A pandas DataFrame with one row per record and COLUMNS as columns (pandas required)."""
         import pandas  # Optional dependency: only this method needs it.
         return pandas.DataFrame(list(self), columns=list(COLUMNS))
+
+
+def _backward_timing(measurement):
+    timing = measurement.backward_timing
+    return names.enum_name(names.BACKWARD_TIMINGS, timing) if timing else None
+
+
+def _gradient_columns(correctness):
+    """{dq_rel_error: ..., dq_max_abs_error: ..., dq_passed: ..., ...} of the gradients the
+    check compared (the others stay None)."""
+    columns = {}
+    for check in correctness.tensors:
+        if check.name in GRADIENTS:
+            columns[f"{check.name}_rel_error"] = check.relative_error
+            columns[f"{check.name}_max_abs_error"] = check.max_abs_error
+            columns[f"{check.name}_passed"] = check.passed
+    return columns
 
 
 def _spec_columns(spec):
@@ -96,7 +121,9 @@ def from_result(result, point_index=None):
         "queue_ms": result.queue_ms,
         "wall_ms": result.wall_ms,
         "non_finite_elements": result.output_summary.non_finite_elements,
+        "backward_timing": _backward_timing(result.measurement),
     })
+    record.update(_gradient_columns(c))
     return record
 
 
@@ -110,5 +137,6 @@ def from_error(request, point_index, code_name, message):
         "backend": request.backend or "auto",
         "error_code": code_name,
         "error_message": message,
+        "backward_timing": _backward_timing(request.measurement),
     })
     return record

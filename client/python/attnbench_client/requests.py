@@ -10,6 +10,7 @@ import math
 
 from ._stubs import pb
 from . import names
+from . import tensors as tens
 
 # Sweep axis name -> (SweepAxis oneof field, parser of one value).
 AXES = {
@@ -30,14 +31,17 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
                   head_dim=None, head_dim_v=None, layout=None, mask=None, dtype=None, phase=None,
                   scope=None, seed=None, scale=None, backend=None, device_index=None,
                   warmup=None, min_iters=None, max_iters=None, max_seconds=None, noise=None,
-                  cache=None, samples=None, check=None, priority=None):
+                  cache=None, samples=None, check=None, priority=None, backward_timing=None,
+                  grad_output=None, return_output=None):
     """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
 
     seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
-    "none", "causal", "window:L/R" or a Mask; dtype, phase, scope, cache ("cold"|"warm") and
-    check ("off"|"auto"|"full") take the CLI's short names or the enum values; warmup,
-    min_iters, max_iters, max_seconds and noise set the measurement; samples asks for every
-    per-iteration time.
+    "none", "causal", "window:L/R" or a Mask; dtype, phase, scope, cache ("cold"|"warm"),
+    check ("off"|"auto"|"full") and backward_timing ("backward_only"|"training_step", for
+    phase "backward") take the CLI's short names or the enum values; warmup, min_iters,
+    max_iters, max_seconds and noise set the measurement; samples asks for every per-iteration
+    time. grad_output is the client's dO [B, S_q, H_out, D_v] for phase "backward": a pb.Tensor,
+    or a numpy float32/float16 array. return_output asks for O (and dQ, dK, dV) in the result.
     """
     req = pb.RunRequest()
     if request is not None:
@@ -92,6 +96,15 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
         req.check.mode = names.parse_enum(names.CHECK_MODES, "check mode", check)
     if priority is not None:
         req.priority = priority
+    if backward_timing is not None:
+        m.backward_timing = names.parse_enum(names.BACKWARD_TIMINGS, "backward timing",
+                                             backward_timing)
+    if grad_output is not None:
+        if not isinstance(grad_output, pb.Tensor):
+            grad_output = tens.from_numpy(grad_output)
+        spec.inputs.grad_output.CopyFrom(grad_output)
+    if return_output is not None:
+        req.return_output = bool(return_output)
     return req
 
 

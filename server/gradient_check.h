@@ -1,0 +1,54 @@
+// The correctness check of a PHASE_BACKWARD run, behind one seam: RunExecutor asks
+// BackwardCheckAvailable before a backward run queues and calls CheckBackwardRun after it, and
+// nothing else in the server knows how gradients are checked. The float64 oracle of dQ, dK, dV
+// belongs to kernels/reference; until this build has it, both answer UNIMPLEMENTED and a backward
+// run can only be measured with check.mode = CHECK_MODE_OFF. Wiring the oracle in changes this
+// file's .cc only.
+#ifndef ATTNBENCH_SERVER_GRADIENT_CHECK_H_
+#define ATTNBENCH_SERVER_GRADIENT_CHECK_H_
+
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/reference/check.h"
+#include "kernels/spec/problem.h"
+#include "kernels/spec/tensors.h"
+
+namespace attnbench::server {
+
+// The names a backward check reports in CorrectnessReport::tensors (RunExecutor refuses a report
+// without any of them as INTERNAL).
+inline constexpr const char* kGradientNames[] = {"dq", "dk", "dv"};
+
+// OK when this server can compare dQ, dK, dV with the float64 reference; otherwise UNIMPLEMENTED
+// naming check.mode and how to run without the check.
+absl::Status BackwardCheckAvailable();
+
+// Compares a backward run's gradients with the float64 reference (the contract of
+// CorrectnessReport in kernels/reference/check.h): report.tensors holds "dq", "dk", "dv" (in that
+// order; others may follow), each against its own reference; the report's own fields are the
+// worst of them, and passed is set only when all three passed. `inputs` are the workload's
+// (Workload::Inputs, grad_output included).
+absl::StatusOr<CorrectnessReport> CheckBackwardRun(const Problem& problem,
+                                                   const AttentionInputs& inputs,
+                                                   const GradientTensors& gradients,
+                                                   const CheckOptions& options);
+
+using BackwardCheckFn = std::function<absl::StatusOr<CorrectnessReport>(
+    const Problem&, const AttentionInputs&, const GradientTensors&, const CheckOptions&)>;
+
+// Tests only: while one is alive, BackwardCheckAvailable is OK and CheckBackwardRun calls `check`
+// instead, so the service's handling of a gradient report is testable whatever the oracle. At
+// most one at a time.
+class ScopedBackwardCheckForTesting {
+ public:
+  explicit ScopedBackwardCheckForTesting(BackwardCheckFn check);
+  ~ScopedBackwardCheckForTesting();
+  ScopedBackwardCheckForTesting(const ScopedBackwardCheckForTesting&) = delete;
+  ScopedBackwardCheckForTesting& operator=(const ScopedBackwardCheckForTesting&) = delete;
+};
+
+}  // namespace attnbench::server
+
+#endif  // ATTNBENCH_SERVER_GRADIENT_CHECK_H_
