@@ -48,7 +48,8 @@ DEFAULT_BACKENDS = ("cuda_reference", "cuda_flash", "cuda_unfused")
 # Half precision is tried on every backend (a refusal it does not claim is "unsupported");
 # float32 only on backends that claim it.
 HALF_DTYPES = ("bf16", "fp16")
-DTYPE_ENUM_NAMES = {"fp32": "DTYPE_FLOAT32", "fp16": "DTYPE_FLOAT16", "bf16": "DTYPE_BFLOAT16"}
+DTYPE_ENUM_NAMES = {"fp32": "DTYPE_FLOAT32", "fp16": "DTYPE_FLOAT16", "bf16": "DTYPE_BFLOAT16",
+                    "fp8": "DTYPE_FLOAT8_E4M3"}
 
 
 def import_stubs():

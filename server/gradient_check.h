@@ -1,9 +1,7 @@
 // The correctness check of a PHASE_BACKWARD run, behind one seam: RunExecutor asks
 // BackwardCheckAvailable before a backward run queues and calls CheckBackwardRun after it, and
-// nothing else in the server knows how gradients are checked. The float64 oracle of dQ, dK, dV
-// belongs to kernels/reference; until this build has it, both answer UNIMPLEMENTED and a backward
-// run can only be measured with check.mode = CHECK_MODE_OFF. Wiring the oracle in changes this
-// file's .cc only.
+// nothing else in the server knows how gradients are checked: the float64 oracle of dQ, dK, dV is
+// kernels/reference's (gradient_check.h).
 #ifndef ATTNBENCH_SERVER_GRADIENT_CHECK_H_
 #define ATTNBENCH_SERVER_GRADIENT_CHECK_H_
 

@@ -16,13 +16,6 @@ absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest
   if (!problem.ok()) return problem.status();
   out.problem = NormalizeProblem(*problem);
   if (absl::Status s = ValidateProblem(out.problem); !s.ok()) return s;
-  // ValidateProblem judges dO's dtype, shape and values; a dO no phase but backward reads is
-  // refused here rather than ignored.
-  if (out.problem.grad_output.has_value() && out.problem.phase != Phase::kBackward) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD (spec.phase is ",
-        pb::Phase_Name(PhaseToProto(out.problem.phase)), ")"));
-  }
 
   if (absl::Status s = CheckBackendName(backends, request.backend()); !s.ok()) return s;
   out.backend = request.backend();

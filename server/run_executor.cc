@@ -165,8 +165,8 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   const bool backward = problem.phase == Phase::kBackward;
   const std::vector<DeviceDescription> devices = backend.Devices();
   const RequestWork estimate_work =
-      backward ? EstimateBackwardRequestWork(*work, *shapes, problem.training_step,
-                                             request.measurement, request.check)
+      backward ? EstimateBackwardRequestWork(problem, *work, *shapes, request.measurement,
+                                             request.check)
                : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total);
   if (absl::Status s = CheckWorkLimit(estimate_work, backend.Name(),
                                       devices.empty() ? "" : devices.front().kind, *options_);

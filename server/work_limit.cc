@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "kernels/reference/gradient_check.h"
 
 namespace attnbench::server {
 namespace {
@@ -22,27 +23,23 @@ double BackwardIterationFactor(bool training_step) {
   return training_step ? kTrainingStepFactor : kBackwardOnlyFactor;
 }
 
-double BackwardCheckFlops(double forward_attention, int64_t kv_groups, const CheckPlan& check) {
-  if (!check.enabled || kv_groups <= 0) return 0;
-  const double groups = static_cast<double>(kv_groups);
-  const double covered =
-      check.full ? 1.0
-                 : std::min(1.0, static_cast<double>(std::max<int64_t>(1, check.max_sampled_rows)) /
-                                     groups);
-  return kTrainingStepFactor * forward_attention * covered;
-}
-
-RequestWork EstimateBackwardRequestWork(const WorkCounts& counts, const ProblemShapes& shapes,
-                                        bool training_step, const MeasurementPlan& measurement,
-                                        const CheckPlan& check) {
+RequestWork EstimateBackwardRequestWork(const Problem& problem, const WorkCounts& counts,
+                                        const ProblemShapes& shapes,
+                                        const MeasurementPlan& measurement, const CheckPlan& check) {
   RequestWork work;
   const double pairs = static_cast<double>(counts.kept_pairs);
   const double forward =
       2.0 * pairs * static_cast<double>(shapes.dim_qk + shapes.dim_v) + kFlopsPerKeptPair * pairs;
-  work.per_iteration = BackwardIterationFactor(training_step) * forward;
+  work.per_iteration = BackwardIterationFactor(problem.training_step) * forward;
   work.iterations = CountedIterations(measurement);
-  work.check = kCheckFlopFactor *
-               BackwardCheckFlops(forward, shapes.batch * shapes.heads.num_kv_heads, check);
+  if (!problem.training_step) work.device_once = forward;
+  if (check.enabled) {
+    CheckOptions options;
+    options.full = check.full;
+    options.max_rows = check.max_sampled_rows;
+    const GradientCheckCost cost = EstimateGradientCheckCost(problem, counts, options);
+    work.check = kCheckFlopFactor * (cost.flops + kFlopsPerKeptPair * cost.kept_pairs);
+  }
   return work;
 }
 

@@ -33,8 +33,10 @@ struct RequestWork {
   int iterations = 0;
   // The float64 check of the sampled (or all) rows, in the same FLOPs times kCheckFlopFactor.
   double check = 0;
+  // Device work run once outside the timed iterations (the forward a backward-only run needs).
+  double device_once = 0;
 
-  double device() const { return per_iteration * iterations; }
+  double device() const { return per_iteration * iterations + device_once; }
 };
 
 // The forward phases (prefill, decode; EstimateBackwardRequestWork for PHASE_BACKWARD).
@@ -51,26 +53,18 @@ inline constexpr double kBackwardOnlyFactor = 2.5;
 inline constexpr double kTrainingStepFactor = 3.5;
 double BackwardIterationFactor(bool training_step);
 
-// The float64 check of a PHASE_BACKWARD run's dQ, dK and dV, in FLOPs as counted here before
-// kCheckFlopFactor, from forward_attention: the forward's FLOPs plus kFlopsPerKeptPair per kept
-// pair, over every batch and head.
-// The model, an assumption until the oracle exists (kernels/reference may refine it here): any
-// row of dK or dV needs P and dP of every query row of every output head that reads its key/value
-// head, so the oracle runs the forward (O and the log-sum-exp) and then the whole backward,
-// kTrainingStepFactor times the forward, for each (batch, key/value head) group it compares a row
-// of: O(S_q * S_kv * (D_qk + D_v)) per output head of the group. dQ rows come with the same P
-// and dP. A full check covers all kv_groups groups (batch * H_kv); a sampled one compares at most
-// check.max_sampled_rows rows of each gradient, assumed to fall in as many different groups.
-double BackwardCheckFlops(double forward_attention, int64_t kv_groups, const CheckPlan& check);
-
 // EstimateRequestWork for PHASE_BACKWARD. per_iteration is BackwardIterationFactor(training_step)
 // times the forward's attention work, 2 * kept_pairs * (D_qk + D_v) + kFlopsPerKeptPair *
 // kept_pairs, taken from counts.kept_pairs and the shapes rather than from counts.flops (whose
-// backward factor is the counting's business); iterations are counted as for the forward; check is
-// kCheckFlopFactor * BackwardCheckFlops.
-RequestWork EstimateBackwardRequestWork(const WorkCounts& counts, const ProblemShapes& shapes,
-                                        bool training_step, const MeasurementPlan& measurement,
-                                        const CheckPlan& check);
+// backward factor is the counting's business); iterations are counted as for the forward; the
+// backward alone also runs one untimed forward first (device_once). check is kCheckFlopFactor
+// times what the float64 gradient check evaluates, by the oracle's own cost model
+// (EstimateGradientCheckCost in kernels/reference/gradient_check.h: the dQ rows it compares and
+// every row of the (batch, kv head) groups whose dK and dV it compares, each group at least
+// once): its FLOPs plus kFlopsPerKeptPair per pair visit.
+RequestWork EstimateBackwardRequestWork(const Problem& problem, const WorkCounts& counts,
+                                        const ProblemShapes& shapes,
+                                        const MeasurementPlan& measurement, const CheckPlan& check);
 
 // OK within the limits (a limit of 0 is none); otherwise RESOURCE_EXHAUSTED naming the flag, the
 // run's count and the limit. device_kind is DeviceDescription::kind of the backend's devices.

@@ -192,31 +192,39 @@ class AgainstCpuServerTest(unittest.TestCase):
 
     def test_a_real_refusal_judged_by_the_claim(self):
         stubs = (grpc, pb, pb_grpc, json_format)
+        # cpu_reference runs float8 forward and float32 backward, but refuses float8 backward
+        # (a limitation in words: its lists claim both the dtype and the phase).
         backward = correctness.Case("backward", correctness.shape(
             1, 16, 16, 32, correctness.mha(2), phase="PHASE_BACKWARD"))
         rng = random.Random(1)
-        # cpu_reference refuses the backward phase and does not claim it.
-        o = correctness.run_case(stubs, self.stub, backward, self.cpu, "fp32", rng, Args())
+        # Not claimed (the dtype left out of a copy of its lists): the refusal is "unsupported".
+        unclaiming = pb.BackendCapabilities()
+        unclaiming.CopyFrom(self.cpu)
+        del unclaiming.dtypes[:]
+        unclaiming.dtypes.extend([d for d in self.cpu.dtypes if d != pb.DTYPE_FLOAT8_E4M3])
+        o = correctness.run_case(stubs, self.stub, backward, unclaiming, "fp8", rng, Args())
         self.assertEqual(o.status, "unsupported", o.detail)
-        self.assertIn("not claimed (phase PHASE_BACKWARD", o.detail)
-        # Had it claimed it, the same refusal fails the sweep.
-        claiming = pb.BackendCapabilities()
-        claiming.CopyFrom(self.cpu)
-        claiming.phases.append(pb.PHASE_BACKWARD)
-        o = correctness.run_case(stubs, self.stub, backward, claiming, "fp32", rng, Args())
+        self.assertIn("not claimed", o.detail)
+        # Claimed, as cpu_reference's own lists do: the same refusal fails the sweep.
+        o = correctness.run_case(stubs, self.stub, backward, self.cpu, "fp8", rng, Args())
         self.assertEqual(o.status, "fail")
         self.assertIn("refused a case it claims: FAILED_PRECONDITION", o.detail)
         # Claimed through a kernel, by a case that says it breaks the kernels' requirements in
         # words: the refusal may be their due.
-        kernel = claiming.kernels.add(name="any", dtypes=[pb.DTYPE_FLOAT32],
+        claiming = pb.BackendCapabilities()
+        claiming.CopyFrom(self.cpu)
+        kernel = claiming.kernels.add(name="any", dtypes=[pb.DTYPE_FLOAT8_E4M3],
                                       phases=[pb.PHASE_BACKWARD], masks=["none"])
         self.assertEqual(kernel.name, "any")
         unmet = correctness.Case(backward.name, backward.spec, kernel_requirements_met=False)
-        o = correctness.run_case(stubs, self.stub, unmet, claiming, "fp32", rng, Args())
+        o = correctness.run_case(stubs, self.stub, unmet, claiming, "fp8", rng, Args())
         self.assertEqual(o.status, "unsupported", o.detail)
         self.assertIn("requirements in words", o.detail)
-        o = correctness.run_case(stubs, self.stub, backward, claiming, "fp32", rng, Args())
+        o = correctness.run_case(stubs, self.stub, backward, claiming, "fp8", rng, Args())
         self.assertEqual(o.status, "fail", o.detail)
+        # And cpu_reference's float32 backward runs and passes its check.
+        o = correctness.run_case(stubs, self.stub, backward, self.cpu, "fp32", rng, Args())
+        self.assertEqual(o.status, "pass", o.detail)
 
 
 if __name__ == "__main__":

@@ -183,8 +183,7 @@ TEST(BackwardServiceTest, BackwardOnlySettingsRefusedOnOtherPhases) {
   s = CallRun(*server, with_grad, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(),
-            "spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD (spec.phase is "
-            "PHASE_PREFILL)");
+            "spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD");
   // Only the plain prefill ran.
   EXPECT_EQ(log.Prepared().size(), 1u);
 }
@@ -329,23 +328,6 @@ TEST(BackwardServiceTest, StreamRunSendsOutputThenDqDkDvInChunks) {
   EXPECT_EQ(bare.results, 1);
 }
 
-TEST(BackwardServiceTest, GradientCheckRefusedBeforeRunningWhileTheServerCannotDoIt) {
-  FakeBackwardLog log;
-  auto server = FakeServer(&log);
-  pb::RunRequest request = BackwardRequest();
-  request.mutable_check()->set_mode(pb::CHECK_MODE_AUTO);
-  pb::RunResponse response;
-  const grpc::Status s = CallRun(*server, request, &response);
-  // Replace with the check's expectations (tensors "dq", "dk", "dv") once the seam in
-  // server/gradient_check.cc calls the kernels' float64 gradient check.
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(s.error_message(),
-            "check.mode: this server cannot yet compare dQ, dK and dV with the float64 "
-            "reference; set check.mode = CHECK_MODE_OFF to measure a PHASE_BACKWARD run "
-            "unchecked");
-  EXPECT_TRUE(log.Prepared().empty());
-}
-
 TEST(BackwardServiceTest, CheckedRunReportsEveryGradientTheCheckCompared) {
   struct Seen {
     int calls = 0;
@@ -483,8 +465,10 @@ TEST(BackwardServiceTest, WorkLimitCountsATrainingStepAboveTheBackwardAlone) {
   plan.min_iterations = plan.max_iterations = 2;
   CheckPlan off;
   off.enabled = false;
-  const RequestWork alone = EstimateBackwardRequestWork(*counts, *shapes, false, plan, off);
-  const RequestWork step = EstimateBackwardRequestWork(*counts, *shapes, true, plan, off);
+  Problem as_step = problem;
+  as_step.training_step = true;
+  const RequestWork alone = EstimateBackwardRequestWork(problem, *counts, *shapes, plan, off);
+  const RequestWork step = EstimateBackwardRequestWork(as_step, *counts, *shapes, plan, off);
   ASSERT_GT(step.device(), alone.device());
 
   FakeBackwardLog log;

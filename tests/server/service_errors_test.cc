@@ -101,9 +101,10 @@ TEST_F(ErrorsTest, MeasurementAndCheckSettingsOverLimitsOrInvalid) {
   ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT, "check.max_sampled_rows");
 }
 
-TEST_F(ErrorsTest, BackwardIsAPreconditionFailureOnCpuReference) {
+TEST_F(ErrorsTest, Fp8BackwardIsAPreconditionFailureOnCpuReference) {
   pb::RunRequest r = SmallRequest();
   r.mutable_spec()->set_phase(pb::PHASE_BACKWARD);
+  r.mutable_spec()->set_dtype(pb::DTYPE_FLOAT8_E4M3);
   r.set_backend("cpu_reference");
   ExpectStatus(CallRun(server(), r), grpc::StatusCode::FAILED_PRECONDITION, "BACKWARD");
   r.set_backend("auto");

@@ -4,6 +4,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/reference/gradient_check.h"
+#include "kernels/spec/counting.h"
+#include "kernels/spec/shapes.h"
 
 namespace attnbench::server {
 namespace {
@@ -61,13 +64,19 @@ TEST(WorkLimitTest, TheCheckCountsItsShareOfRowsAndEveryProjection) {
                    kCheckFlopFactor * (attention + 3e9));
 }
 
-ProblemShapes BackwardShapes(int64_t batch, int kv_heads, int64_t dim_qk, int64_t dim_v) {
-  ProblemShapes s;
-  s.batch = batch;
-  s.heads.num_kv_heads = kv_heads;
-  s.dim_qk = dim_qk;
-  s.dim_v = dim_v;
-  return s;
+// B = 2, S_q = S_kv = 64, MHA 4 heads of D = 16, causal, backward.
+Problem BackwardProblem(bool training_step) {
+  Problem p;
+  p.batch_size = 2;
+  p.seq_len_q = p.seq_len_kv = 64;
+  p.head_dim_qk = 16;
+  p.layout.kind = LayoutKind::kMha;
+  p.layout.num_heads = 4;
+  p.mask.kind = MaskKind::kCausal;
+  p.dtype = DType::kFloat32;
+  p.phase = Phase::kBackward;
+  p.training_step = training_step;
+  return NormalizeProblem(p);
 }
 
 TEST(WorkLimitTest, BackwardCountsTwoAndAHalfForwardsATrainingStepThreeAndAHalf) {
@@ -75,42 +84,51 @@ TEST(WorkLimitTest, BackwardCountsTwoAndAHalfForwardsATrainingStepThreeAndAHalf)
   EXPECT_DOUBLE_EQ(BackwardIterationFactor(true), 3.5);
   // counts.flops is the counting's (already scaled for backward): the estimate goes by the kept
   // pairs and the head dims instead, so a changed counting convention cannot scale it twice.
+  const Problem alone_p = BackwardProblem(false);
   const WorkCounts counts = Counts(/*flops=*/12345, /*pairs=*/1000);
-  const ProblemShapes shapes = BackwardShapes(2, 3, 64, 32);
-  const double forward = 2.0 * 1000 * (64 + 32) + kFlopsPerKeptPair * 1000;
+  const ProblemShapes shapes = *ShapesOf(alone_p);
+  const double forward = 2.0 * 1000 * (16 + 16) + kFlopsPerKeptPair * 1000;
   const RequestWork alone =
-      EstimateBackwardRequestWork(counts, shapes, false, Plan(2, 5, 200), Check(false));
+      EstimateBackwardRequestWork(alone_p, counts, shapes, Plan(2, 5, 200), Check(false));
   EXPECT_DOUBLE_EQ(alone.per_iteration, 2.5 * forward);
   EXPECT_EQ(alone.iterations, 2 + 5 + 1);
   EXPECT_EQ(alone.check, 0);
-  const RequestWork step =
-      EstimateBackwardRequestWork(counts, shapes, true, Plan(0, 3, 3), Check(false));
+  // The backward alone runs the forward once, untimed, for O and the log-sum-exp.
+  EXPECT_DOUBLE_EQ(alone.device_once, forward);
+  EXPECT_DOUBLE_EQ(alone.device(), 8 * 2.5 * forward + forward);
+  const RequestWork step = EstimateBackwardRequestWork(BackwardProblem(true), counts, shapes,
+                                                       Plan(0, 3, 3), Check(false));
   EXPECT_DOUBLE_EQ(step.per_iteration, 3.5 * forward);
   EXPECT_EQ(step.iterations, 3);
+  EXPECT_EQ(step.device_once, 0);
   EXPECT_DOUBLE_EQ(step.device(), 3 * 3.5 * forward);
 }
 
-TEST(WorkLimitTest, TheBackwardCheckRunsTheWholeBackwardOfEveryGroupItCompares) {
-  const double forward = 1e9;
-  // Full: forward plus backward over every (batch, kv head) group.
-  EXPECT_DOUBLE_EQ(BackwardCheckFlops(forward, 6, Check(true, true)), 3.5e9);
-  // Sampled rows at least as many as the groups: every group, so the same.
-  EXPECT_DOUBLE_EQ(BackwardCheckFlops(forward, 6, Check(true, false, 4096)), 3.5e9);
-  // Two sampled rows of 8 groups: at most two groups.
-  EXPECT_DOUBLE_EQ(BackwardCheckFlops(forward, 8, Check(true, false, 2)), 3.5e9 * 2 / 8);
-  EXPECT_EQ(BackwardCheckFlops(forward, 8, Check(false)), 0);
-
-  const WorkCounts counts = Counts(0, 500);
-  const ProblemShapes shapes = BackwardShapes(2, 4, 16, 16);
-  const double attention = 2.0 * 500 * 32 + kFlopsPerKeptPair * 500;
-  EXPECT_DOUBLE_EQ(
-      EstimateBackwardRequestWork(counts, shapes, false, Plan(0, 1, 1), Check(true, false, 2))
-          .check,
-      kCheckFlopFactor * 3.5 * attention * 2 / 8);
+TEST(WorkLimitTest, TheBackwardCheckCountsWhatTheOracleEvaluates) {
+  const Problem p = BackwardProblem(false);
+  const WorkCounts counts = *CountWork(p);
+  const ProblemShapes shapes = *ShapesOf(p);
+  auto check_work = [&](const CheckPlan& plan) {
+    return EstimateBackwardRequestWork(p, counts, shapes, Plan(0, 1, 1), plan).check;
+  };
+  CheckOptions full;
+  full.full = true;
+  const GradientCheckCost cost = EstimateGradientCheckCost(p, counts, full);
+  ASSERT_GT(cost.flops, 0);
+  EXPECT_DOUBLE_EQ(check_work(Check(true, true)),
+                   kCheckFlopFactor * (cost.flops + kFlopsPerKeptPair * cost.kept_pairs));
+  // The full check evaluates every (batch, kv head) group: more than a forward of the problem.
+  EXPECT_GT(cost.kept_pairs, static_cast<double>(counts.kept_pairs));
+  // Two sampled rows still compare at least one whole group, and less than the full check.
+  const double sampled = check_work(Check(true, false, 2));
+  EXPECT_GT(sampled, 0);
+  EXPECT_LT(sampled, check_work(Check(true, true)));
+  EXPECT_EQ(check_work(Check(false)), 0);
   // The check does not depend on what the iterations time.
-  EXPECT_DOUBLE_EQ(
-      EstimateBackwardRequestWork(counts, shapes, true, Plan(0, 1, 1), Check(true, true)).check,
-      kCheckFlopFactor * 3.5 * attention);
+  EXPECT_DOUBLE_EQ(EstimateBackwardRequestWork(BackwardProblem(true), counts, shapes,
+                                               Plan(0, 1, 1), Check(true, true))
+                       .check,
+                   check_work(Check(true, true)));
 }
 
 TEST(WorkLimitTest, CpuRunsAreRefusedOverTheCpuLimitWithTheirNumbers) {
