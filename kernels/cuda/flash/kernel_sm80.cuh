@@ -1,8 +1,9 @@
-// The fused FlashAttention-2 forward kernel family: one thread block computes a tile of kBr
-// query rows of one (batch, output head) against every K/V tile that the mask keeps, with the
-// online softmax of FlashAttention-2, so scores and probabilities never leave the chip.
-// flash_attention.cu picks a configuration per head dim and launches it; this header holds the
-// template only, so a benchmark driver can instantiate other configurations to compare.
+// cuda_flash's mma.sync kernel (sm_80 and newer), the FlashAttention-2 forward: one thread block
+// computes a tile of kBr query rows of one (batch, output head) against every K/V tile that the
+// mask keeps, with the online softmax (common/softmax.cuh, shared with the Hopper kernel), so
+// scores and probabilities never leave the chip. launch_sm80.cu picks a row of kSm80Tiles
+// (configs.h) per head dim and launches it; this header holds the template only, so a benchmark
+// driver can instantiate other configurations to compare.
 //
 // Tiles and work split (per thread block, Cfg = FlashConfig<...>):
 //   - kWarps warps, each owning kM m-tiles of 16 query rows: kBr = 16 * kM * kWarps (128 in the
@@ -21,7 +22,7 @@
 //   per kept tile t: issue cp.async of the next kept tile into the other stage, wait for tile t,
 //     barrier (kOneBarrier: wait for tile t, one barrier that also frees the other stage, then
 //     issue the next tile's copies); S = Q K^T (ldmatrix + mma.sync.m16n8k16, float32
-//     accumulators); ALiBi and softcap (ModifyScore, §4 order) when enabled; mask (only in
+//     accumulators); ALiBi and softcap (FragmentScoreMods, §4 order) when enabled; mask (only in
 //     partially covered tiles and in the tile that crosses S_kv); online softmax with ex2.approx
 //     and scale * log2(e) folded into one FMA; P is rounded to the storage type in registers and
 //     used directly as the A operand of O += P V (V through ldmatrix.trans); barrier before the
@@ -50,8 +51,8 @@
 // through registers. Elements beyond the real head dim (a smaller dim run on a larger compiled
 // one) and rows beyond S_q / S_kv load as zeros; key columns >= S_kv are masked to -inf and
 // rows >= S_q are never stored.
-#ifndef ATTNBENCH_KERNELS_CUDA_FLASH_ATTENTION_CUH_
-#define ATTNBENCH_KERNELS_CUDA_FLASH_ATTENTION_CUH_
+#ifndef ATTNBENCH_KERNELS_CUDA_FLASH_KERNEL_SM80_CUH_
+#define ATTNBENCH_KERNELS_CUDA_FLASH_KERNEL_SM80_CUH_
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -569,4 +570,4 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
 }  // namespace attnbench::cuda::flash
 
-#endif  // ATTNBENCH_KERNELS_CUDA_FLASH_ATTENTION_CUH_
+#endif  // ATTNBENCH_KERNELS_CUDA_FLASH_KERNEL_SM80_CUH_
