@@ -167,6 +167,30 @@ def _check_run_result(result, request, valid):
     return problems
 
 
+def _check_chunks(chunks):
+    """Each named tensor's chunks are contiguous, in offset order and add up to its total; the
+    tensors come in the proto's order ("output", then "dq", "dk", "dv" for a backward run)."""
+    problems = []
+    names = []
+    for chunk in chunks:
+        if not names or names[-1][0] != chunk.name:
+            if any(name == chunk.name for name, _, _ in names):
+                return [f"chunks of {chunk.name!r} are not contiguous"]
+            names.append([chunk.name, 0, chunk.total_bytes])
+        entry = names[-1]
+        if chunk.offset_bytes != entry[1]:
+            return [f"{chunk.name!r} chunk at {chunk.offset_bytes}, expected {entry[1]}"]
+        entry[1] += len(chunk.data)
+    for name, offset, total in names:
+        if offset != total:
+            problems.append(f"{name!r} chunks add up to {offset} of {total} bytes")
+    order = [name for name, _, _ in names]
+    allowed = ["output", "dq", "dk", "dv"]
+    if order != [n for n in allowed if n in order]:
+        problems.append(f"chunk tensors in order {order}")
+    return problems
+
+
 def check_ok(case, messages):
     """Structural checks of a successful call's responses; returns a list of problems."""
     problems = []
@@ -189,14 +213,7 @@ def check_ok(case, messages):
             return ["the stream does not end with its result"]
         if any(i.WhichOneof("item") != "chunk" for i in items[:-1]):
             return ["a result before the last message"]
-        offset = 0
-        for item in items[:-1]:
-            if item.chunk.offset_bytes != offset:
-                problems.append(f"chunk at {item.chunk.offset_bytes}, expected {offset}")
-                break
-            offset += len(item.chunk.data)
-        if len(items) > 1 and offset != items[0].chunk.total_bytes:
-            problems.append(f"chunks add up to {offset} of {items[0].chunk.total_bytes} bytes")
+        problems += _check_chunks([item.chunk for item in items[:-1]])
         if request.return_output and len(items) < 2:
             problems.append("return_output but no chunk")
         problems += _check_run_result(items[-1].result, request, case.valid)
