@@ -1,10 +1,11 @@
 # attnbench-server images. Two targets:
 #   docker build -t attnbench:gpu .                          # default: CUDA backends + CPU
 #   docker build --target runtime-cpu -t attnbench:cpu .     # plain Debian, CPU backend only
-# Each build stage runs the repository's own scripts (scripts/build runs scripts/setup, which
-# installs Debian/Ubuntu packages with apt; then scripts/bundle gathers the server, the CLI and
-# their non-system shared libraries into /opt/attnbench), the same steps CI runs; nothing is
-# downloaded outside the distribution's package manager. The runtime stages copy only that
+# Each build stage runs the repository's own scripts (scripts/build image runs scripts/setup
+# --build-only, which installs Debian/Ubuntu packages with apt, and builds the server and CLI
+# without the tests; then scripts/bundle gathers them and their non-system shared libraries into
+# /opt/attnbench), the steps CI runs when it builds the CPU image (scripts/image, ctest -L image);
+# nothing is downloaded outside the distribution's package manager. The runtime stages copy only that
 # folder onto a slim base and run as an unprivileged user. Base images are build arguments, so
 # a mirror or another CUDA version is one --build-arg away.
 ARG CUDA_VERSION=13.0.1
@@ -18,14 +19,14 @@ FROM ${CUDA_BUILD_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 COPY . .
-RUN bash scripts/build release && bash scripts/bundle build/release/bin /opt/attnbench
+RUN bash scripts/build image && bash scripts/bundle build/image/bin /opt/attnbench
 
 # --- CPU build: no nvcc, so the CPU-only service.
 FROM ${CPU_BUILD_IMAGE} AS build-cpu
 ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 COPY . .
-RUN bash scripts/build release && bash scripts/bundle build/release/bin /opt/attnbench
+RUN bash scripts/build image && bash scripts/bundle build/image/bin /opt/attnbench
 
 # --- CPU runtime. The bundle finds its libraries through its RUNPATH ($ORIGIN/../lib); the base
 # provides only glibc and the C++ runtime.

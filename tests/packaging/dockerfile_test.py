@@ -1,7 +1,8 @@
 """Static checks of the Dockerfile and .dockerignore (no docker daemon is assumed in CI).
 
-The image build must run the same scripts CI runs (scripts/build, which runs scripts/setup, then
-scripts/bundle, whose result bundle_test.py starts), so CI exercises every step of it. Checked
+The image build must run the same scripts CI runs (scripts/build with the `image` preset, which
+runs scripts/setup --build-only, then scripts/bundle, whose result bundle_test.py starts; CI also
+builds the CPU target itself, tests/image), so CI exercises every step of it. Checked
 here: the stage names and bases (CUDA devel -> runtime of one version on Ubuntu 24.04, Debian
 bookworm for the CPU target), base images named without a registry host and overridable by ARG,
 runtime stages that copy only the bundle and run as a non-root user, the exposed ports, the
@@ -54,11 +55,17 @@ class StagesTest(unittest.TestCase):
     def test_build_stages_run_the_repository_scripts(self):
         for name in ("build", "build-cpu"):
             runs = dockerfile.stage(STAGES, name).all("RUN")
-            self.assertEqual(runs, ["bash scripts/build release && "
-                                    "bash scripts/bundle build/release/bin /opt/attnbench"], name)
+            self.assertEqual(runs, ["bash scripts/build image && "
+                                    "bash scripts/bundle build/image/bin /opt/attnbench"], name)
             self.assertEqual(dockerfile.stage(STAGES, name).all("COPY"), [". ."], name)
         for script in ("setup", "build", "bundle"):
             self.assertTrue((dockerfile.ROOT / "scripts" / script).is_file(), script)
+        # The image preset builds the server and CLI without the tests, in build/image.
+        presets = json.loads((dockerfile.ROOT / "CMakePresets.json").read_text())
+        image = next(p for p in presets["configurePresets"] if p["name"] == "image")
+        self.assertEqual(image["binaryDir"], "${sourceDir}/build/image")
+        self.assertEqual(image["cacheVariables"]["ATTNBENCH_BUILD_TESTS"], "OFF")
+        self.assertIn("--build-only", (dockerfile.ROOT / "scripts" / "build").read_text())
 
     def test_runtime_stages(self):
         for name, build in (("runtime", "build"), ("runtime-cpu", "build-cpu")):
