@@ -445,6 +445,15 @@ absl::StatusOr<Problem> ProblemFromProto(const pb::AttentionSpec& spec) {
       *slot.target = TensorFromProto(*slot.tensor, *t);
     }
   }
+  if (spec.has_score_mod()) p.score_mod = spec.score_mod().expression();
+  if (spec.has_mask_mod()) p.mask_mod = spec.mask_mod().expression();
+  for (int k = 0; k < spec.aux_size(); ++k) {
+    const pb::NamedTensor& in = spec.aux(k);
+    absl::StatusOr<DType> t =
+        DTypeFromProto(in.tensor().dtype(), absl::StrCat("spec.aux[", k, "].tensor.dtype"));
+    if (!t.ok()) return t.status();
+    p.aux.push_back({in.name(), TensorFromProto(in.tensor(), *t)});
+  }
   return p;
 }
 
@@ -493,6 +502,13 @@ pb::AttentionSpec ProblemToProto(const Problem& p, bool include_input_data) {
     if (p.grad_output.has_value()) {
       HostTensorToProto(*p.grad_output, include_input_data, inputs->mutable_grad_output());
     }
+  }
+  if (p.score_mod.has_value()) spec.mutable_score_mod()->set_expression(*p.score_mod);
+  if (p.mask_mod.has_value()) spec.mutable_mask_mod()->set_expression(*p.mask_mod);
+  for (const NamedTensor& t : p.aux) {
+    pb::NamedTensor* out = spec.add_aux();
+    out->set_name(t.name);
+    HostTensorToProto(t.tensor, include_input_data, out->mutable_tensor());
   }
   return spec;
 }

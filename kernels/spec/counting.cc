@@ -110,6 +110,7 @@ Wide KeptPairsWide(const Problem& p, const MaskEvaluator& eval, int64_t b, int h
   const int64_t sq = p.seq_len_q;
   const int64_t skv = p.seq_len_kv;
   const int64_t offset = skv - sq;
+  if (eval.has_mask_mod()) return CoveragePairs(p, eval, b, h);  // no closed form
   switch (p.mask.kind) {
     case MaskKind::kNone:
       return static_cast<Wide>(sq) * skv;
@@ -179,6 +180,22 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
       for (int h = 0; h < heads; ++h) kept += KeptPairsWide(p, eval, b, h);
       if (kept > kMaxU64) break;
     }
+  } else if (eval.has_mask_mod()) {
+    // A mask_mod that reads b or a head is counted for each value it reads, the rest once.
+    const int64_t batches = eval.mask_mod_varies_by_batch() ? s.batch : 1;
+    const int64_t head_count = eval.mask_mod_varies_by_head() ? heads : 1;
+    const Wide tiles = static_cast<Wide>((p.seq_len_q + 63) / 64) * ((p.seq_len_kv + 63) / 64);
+    if (tiles * batches * head_count > kMaxMaskModTiles) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "spec.mask_mod.expression: counting its kept pairs takes ",
+          static_cast<uint64_t>(tiles * batches * head_count),
+          " tile classifications (64 x 64 pairs per tile", batches > 1 ? ", per batch" : "",
+          head_count > 1 ? ", per head" : "", "), over the limit of ", kMaxMaskModTiles));
+    }
+    for (int64_t b = 0; b < batches; ++b) {
+      for (int h = 0; h < head_count; ++h) kept += KeptPairsWide(p, eval, b, h);
+    }
+    kept = kept * (s.batch / batches) * (heads / head_count);
   } else {
     // Every other mask keeps the same pairs for every (b, h).
     kept = KeptPairsWide(p, eval, 0, 0) * s.batch * heads;

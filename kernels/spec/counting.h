@@ -46,6 +46,9 @@ uint64_t KeptPairsFromCoverage(const Problem& problem, int64_t batch, int output
 // output heads x block rows x block columns (a few seconds of one core): the time a request may
 // take before it runs. 256 sequences x heads at 128k tokens in 128-token blocks stay within it.
 inline constexpr int64_t kMaxProbabilisticDraws = int64_t{1} << 28;
+// Tiles of 64 x 64 pairs CountWork may classify for a mask_mod (interval analysis per tile, then
+// per pair in tiles it keeps only partly): the bound keeps counting to seconds.
+inline constexpr int64_t kMaxMaskModTiles = int64_t{1} << 23;
 
 // Counts for a normalized, valid problem. INVALID_ARGUMENT if a count overflows 64 bits;
 // RESOURCE_EXHAUSTED if a probabilistic mask would take over kMaxProbabilisticDraws draws.

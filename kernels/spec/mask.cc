@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/expr/tile_bounds.h"
 #include "kernels/spec/philox.h"
 
 namespace attnbench {
@@ -33,6 +34,64 @@ MaskEvaluator::MaskEvaluator(const Problem& problem)
     alpha_ = m.alpha;
     seed_ = m.seed;
   }
+  if (problem.mask_mod.has_value()) {
+    // The problem was validated, so both succeed; a failure leaves the mask without its
+    // expression rather than crashing a caller that skipped validation.
+    absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
+    absl::StatusOr<HeadConfig> heads = ResolveHeads(problem.layout);
+    if (exprs.ok() && *exprs != nullptr && (*exprs)->mask_mod.has_value() && heads.ok()) {
+      exprs_ = *std::move(exprs);
+      head_map_ = heads->map;
+      evaluators_ = std::make_unique<expr::ThreadEvaluators<float>>(*exprs_->mask_mod, exprs_->aux);
+    }
+  }
+}
+
+MaskEvaluator::~MaskEvaluator() = default;
+
+expr::Bindings MaskEvaluator::Bind(int64_t b, int h, int64_t i) const {
+  expr::Bindings bind;
+  bind.b = b;
+  bind.h = h;
+  bind.q = i + offset_;
+  bind.hq = head_map_[h].query_head;
+  bind.hkv = head_map_[h].kv_head;
+  return bind;
+}
+
+bool MaskEvaluator::Keeps(int64_t b, int h, int64_t i, int64_t j) const {
+  if (!BaseKeeps(b, h, i, j)) return false;
+  return evaluators_ == nullptr || evaluators_->Get().Keeps(Bind(b, h, i), j);
+}
+
+TileCoverage MaskEvaluator::Coverage(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0,
+                                     int64_t j1) const {
+  const TileCoverage base = BaseCoverage(b, h, i0, i1, j0, j1);
+  if (evaluators_ == nullptr || base == TileCoverage::kNone) return base;
+  switch (expr::MaskTileBounds(*exprs_->mask_mod, exprs_->aux, Bind(b, h, i0), i0 + offset_,
+                               i1 + offset_, j0, j1)) {
+    case expr::TileKeeps::kNone:
+      return TileCoverage::kNone;
+    case expr::TileKeeps::kAll:
+      return base;
+    case expr::TileKeeps::kSome:
+      break;
+  }
+  return TileCoverage::kPartial;
+}
+
+void MaskEvaluator::FillTile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                             uint8_t* keep) const {
+  BaseFillTile(b, h, i0, i1, j0, j1, keep);
+  if (evaluators_ == nullptr) return;
+  const int64_t width = j1 - j0;
+  expr::Evaluator<float>& eval = evaluators_->Get();
+  std::vector<uint8_t> row(width);
+  for (int64_t i = i0; i < i1; ++i) {
+    eval.Mask(Bind(b, h, i), j0, width, row.data());
+    uint8_t* out = keep + (i - i0) * width;
+    for (int64_t c = 0; c < width; ++c) out[c] = out[c] && row[c];
+  }
 }
 
 bool MaskEvaluator::BlockSelected(int64_t b, int h, int64_t r, int64_t c) const {
@@ -49,7 +108,7 @@ bool MaskEvaluator::BlockSelected(int64_t b, int h, int64_t r, int64_t c) const 
   return static_cast<double>(w[0]) / 4294967296.0 < p;
 }
 
-bool MaskEvaluator::Keeps(int64_t b, int h, int64_t i, int64_t j) const {
+bool MaskEvaluator::BaseKeeps(int64_t b, int h, int64_t i, int64_t j) const {
   const int64_t pos = i + offset_;
   switch (kind_) {
     case MaskKind::kNone:
@@ -72,8 +131,8 @@ TileCoverage MaskEvaluator::CausalCoverage(int64_t i0, int64_t i1, int64_t j0, i
   return TileCoverage::kPartial;
 }
 
-TileCoverage MaskEvaluator::Coverage(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0,
-                                     int64_t j1) const {
+TileCoverage MaskEvaluator::BaseCoverage(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0,
+                                         int64_t j1) const {
   switch (kind_) {
     case MaskKind::kNone:
       return TileCoverage::kAll;
@@ -117,12 +176,12 @@ TileCoverage MaskEvaluator::Coverage(int64_t b, int h, int64_t i0, int64_t i1, i
   return TileCoverage::kPartial;
 }
 
-void MaskEvaluator::FillTile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
-                             uint8_t* keep) const {
+void MaskEvaluator::BaseFillTile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                                 uint8_t* keep) const {
   const int64_t width = j1 - j0;
   if (!block_mask()) {
     for (int64_t i = i0; i < i1; ++i) {
-      for (int64_t j = j0; j < j1; ++j) keep[(i - i0) * width + (j - j0)] = Keeps(b, h, i, j);
+      for (int64_t j = j0; j < j1; ++j) keep[(i - i0) * width + (j - j0)] = BaseKeeps(b, h, i, j);
     }
     return;
   }

@@ -13,18 +13,26 @@
 #define ATTNBENCH_KERNELS_SPEC_MASK_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "kernels/expr/evaluate.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/problem.h"
 
 namespace attnbench {
 
 enum class TileCoverage { kNone, kPartial, kAll };
 
-// Built once per problem (it indexes the explicit block list); cheap to query from many threads.
+// Built once per problem (it indexes the explicit block list and compiles the mask_mod); cheap
+// to query from many threads. Every answer intersects spec.mask with spec.mask_mod, which is
+// evaluated in float32 on every backend so that all of them keep exactly the same pairs.
 class MaskEvaluator {
  public:
   explicit MaskEvaluator(const Problem& problem);
+  ~MaskEvaluator();
+  MaskEvaluator(MaskEvaluator&&) = default;
+  MaskEvaluator& operator=(MaskEvaluator&&) = default;
 
   bool Keeps(int64_t b, int h, int64_t i, int64_t j) const;
 
@@ -39,6 +47,12 @@ class MaskEvaluator {
   void FillTile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                 uint8_t* keep) const;
 
+  // Whether the problem has a mask_mod, and whether it reads the batch or head: callers that
+  // count one (b, h) for all must then look at each.
+  bool has_mask_mod() const { return evaluators_ != nullptr; }
+  bool mask_mod_varies_by_batch() const { return exprs_ && exprs_->mask_mod->UsesBatch(); }
+  bool mask_mod_varies_by_head() const { return exprs_ && exprs_->mask_mod->UsesHead(); }
+
   // i' - j offset: S_kv - S_q.
   int64_t offset() const { return offset_; }
   bool block_mask() const {
@@ -50,6 +64,13 @@ class MaskEvaluator {
   int64_t kv_block_tokens() const { return bk_; }
 
  private:
+  // spec.mask alone.
+  bool BaseKeeps(int64_t b, int h, int64_t i, int64_t j) const;
+  TileCoverage BaseCoverage(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int64_t j1) const;
+  void BaseFillTile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                    uint8_t* keep) const;
+  expr::Bindings Bind(int64_t b, int h, int64_t i) const;
+
   // Coverage of causal (j <= i + offset) over a tile.
   TileCoverage CausalCoverage(int64_t i0, int64_t i1, int64_t j0, int64_t j1) const;
 
@@ -69,6 +90,10 @@ class MaskEvaluator {
   double c_coefficient_ = 0;
   double alpha_ = 0;
   uint64_t seed_ = 0;
+  // mask_mod only.
+  std::shared_ptr<const ProblemExpressions> exprs_;
+  std::vector<HeadPair> head_map_;
+  std::unique_ptr<expr::ThreadEvaluators<float>> evaluators_;
 };
 
 // Keeps(b, h, i, j) of a normalized, valid problem, without building an evaluator up front.

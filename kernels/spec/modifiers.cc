@@ -23,6 +23,10 @@ const char* ModifierName(Modifier m) {
       return "alibi";
     case Modifier::kSoftcap:
       return "softcap";
+    case Modifier::kScoreMod:
+      return "score_mod";
+    case Modifier::kMaskMod:
+      return "mask_mod";
   }
   return "unknown";
 }
@@ -32,6 +36,8 @@ std::vector<Modifier> ModifiersOf(const Problem& problem) {
   if (problem.rope.enabled) out.push_back(Modifier::kRope);
   if (problem.alibi.enabled) out.push_back(Modifier::kAlibi);
   if (problem.softcap.enabled) out.push_back(Modifier::kSoftcap);
+  if (problem.score_mod.has_value()) out.push_back(Modifier::kScoreMod);
+  if (problem.mask_mod.has_value()) out.push_back(Modifier::kMaskMod);
   return out;
 }
 

@@ -17,9 +17,12 @@ namespace attnbench {
 // 1 << m stands for Modifier m). A new modifier gets a value here, its name, a line in
 // ModifiersOf, and a place in the allow-lists of the backends that compute it; every other
 // backend and kernel then refuses it.
-enum class Modifier { kRope = 0, kAlibi = 1, kSoftcap = 2 };
-inline constexpr Modifier kAllModifiers[] = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
-// "rope", "alibi", "softcap" (the AttentionSpec field names); "unknown" otherwise.
+// score_mod and mask_mod are the client-written expressions (docs/expressions.md).
+enum class Modifier { kRope = 0, kAlibi = 1, kSoftcap = 2, kScoreMod = 3, kMaskMod = 4 };
+inline constexpr Modifier kAllModifiers[] = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap,
+                                             Modifier::kScoreMod, Modifier::kMaskMod};
+// "rope", "alibi", "softcap", "score_mod", "mask_mod" (the AttentionSpec field names);
+// "unknown" otherwise.
 const char* ModifierName(Modifier m);
 // The modifiers `problem` enables, in kAllModifiers order.
 std::vector<Modifier> ModifiersOf(const Problem& problem);

@@ -122,6 +122,12 @@ struct HostTensor {
   std::string data;
 };
 
+// An auxiliary tensor the expressions index by name (AttentionSpec.aux).
+struct NamedTensor {
+  std::string name;
+  HostTensor tensor;
+};
+
 struct Problem {
   int64_t batch_size = 0;
   int64_t seq_len_q = 0;
@@ -148,6 +154,11 @@ struct Problem {
   // backward alone (MeasurementSettings.backward_timing; carried here because a workload
   // prepares differently for each: the backward alone needs O and the log-sum-exp up front).
   bool training_step = false;
+  // Client-written expressions (docs/expressions.md): AttentionSpec.score_mod.expression and
+  // mask_mod.expression; unset when the message is absent.
+  std::optional<std::string> score_mod;
+  std::optional<std::string> mask_mod;
+  std::vector<NamedTensor> aux;
 };
 
 // Returns a copy with every default of the proto comments filled in (head_dim_v, scale, phase,

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/finite_inputs.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -392,7 +393,8 @@ absl::Status ValidateProblem(const Problem& p) {
   if (auto s = ValidateModifiers(p); !s.ok()) return s;
   if (auto s = ValidateCache(p); !s.ok()) return s;
   if (auto s = ValidateTrainingStep(p); !s.ok()) return s;
-  return ValidateInputs(p, *shapes);
+  if (auto s = ValidateInputs(p, *shapes); !s.ok()) return s;
+  return CompileExpressions(p).status();
 }
 
 }  // namespace attnbench
