@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/modifiers.h"
@@ -16,7 +17,8 @@ constexpr int64_t kRowsPerItem = 16;
 
 }  // namespace
 
-CpuAttention::CpuAttention(const Problem& problem, const ProblemShapes& shapes, int num_threads)
+CpuAttention::CpuAttention(const Problem& problem, const ProblemShapes& shapes, int num_threads,
+                           std::shared_ptr<const ProblemExpressions> exprs)
     : problem_(problem),
       shapes_(shapes),
       mask_(problem),
@@ -31,6 +33,7 @@ CpuAttention::CpuAttention(const Problem& problem, const ProblemShapes& shapes, 
     inv_freq_ = RopeInverseFrequencies(problem.rope.theta.value_or(10000.0),
                                        problem.rope.rotary_dims.value_or(problem.head_dim_qk));
   }
+  exprs_ = std::move(exprs);
   scratch_.resize(std::max(1, num_threads));
   const int64_t tq = kQueryTile, tk = kKeyBlock;
   for (Scratch& s : scratch_) {
@@ -43,6 +46,9 @@ CpuAttention::CpuAttention(const Problem& problem, const ProblemShapes& shapes, 
     s.l.resize(tq);
     s.active.resize(tq);
     s.acc.resize(tq * shapes.dim_v);
+    if (exprs_ != nullptr && exprs_->score_mod.has_value()) {
+      s.score_mod = std::make_unique<expr::Evaluator<float>>(*exprs_->score_mod, exprs_->aux);
+    }
   }
 }
 
@@ -140,6 +146,11 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
   const bool softcap = problem_.softcap.enabled;
   const float cap = static_cast<float>(problem_.softcap.cap);
   const float slope = slopes_.empty() ? 0.0f : slopes_[h];
+  expr::Bindings bind;
+  bind.b = b;
+  bind.h = h;
+  bind.hq = pair.query_head;
+  bind.hkv = pair.kv_head;
 
   for (int64_t j0 = 0; j0 < shapes_.seq_kv; j0 += kKeyBlock) {
     // A clock read per block of 64 x 64 scores: well under 1% of the block's work.
@@ -169,6 +180,10 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
       }
       if (softcap) {
         for (int64_t c = 0; c < width; ++c) s[c] = cap * std::tanh(s[c] / cap);
+      }
+      if (sc.score_mod != nullptr) {
+        bind.q = i0 + r + mask_.offset();
+        sc.score_mod->Scores(bind, j0, width, s);
       }
       if (coverage == TileCoverage::kPartial) {
         const uint8_t* keep = &sc.keep[r * width];

@@ -7,10 +7,13 @@
 #define ATTNBENCH_KERNELS_CPU_CPU_ATTENTION_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/cpu_kv_source.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/expr/evaluate.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/mask.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -23,8 +26,10 @@ class CpuAttention {
   static constexpr int64_t kQueryTile = 64;
   static constexpr int64_t kKeyBlock = 64;
 
-  // problem normalized and valid; scratch for num_threads threads is allocated here.
-  CpuAttention(const Problem& problem, const ProblemShapes& shapes, int num_threads);
+  // problem normalized and valid; `exprs` its compiled expressions (CompileExpressions), required
+  // when it has a score_mod. Scratch for num_threads threads is allocated here.
+  CpuAttention(const Problem& problem, const ProblemShapes& shapes, int num_threads,
+               std::shared_ptr<const ProblemExpressions> exprs = nullptr);
 
   // queries [B, S_q, H_q, D_qk] as PrepareQueries leaves them (rotated, times scale); writes
   // out [B, S_q, H_out, D_v] rounded to the dtype. Rows with every key hidden get zeros.
@@ -52,6 +57,7 @@ class CpuAttention {
   struct Scratch {
     std::vector<float> q, kt, v, s, m, l, acc;
     std::vector<uint8_t> keep, active;
+    std::unique_ptr<expr::Evaluator<float>> score_mod;  // this thread's, when there is one
   };
   // Writes O rounded to the dtype into `out`, or unrounded into `out` and the log-sum-exp into
   // `lse` when lse is given.
@@ -65,6 +71,7 @@ class CpuAttention {
   MaskEvaluator mask_;
   std::vector<float> slopes_;     // ALiBi per output head; empty when off
   std::vector<double> inv_freq_;  // RoPE; empty when off
+  std::shared_ptr<const ProblemExpressions> exprs_;  // may be null without expressions
   float scale_;
   std::vector<Scratch> scratch_;
 };

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "kernels/cpu/cpu_kv_source.h"
 #include "kernels/cpu/cpu_matmul.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
 
@@ -22,12 +24,13 @@ namespace {
 
 class CpuWorkload : public Workload {
  public:
-  CpuWorkload(Problem problem, ProblemShapes shapes, AttentionInputs inputs, int num_threads)
+  CpuWorkload(Problem problem, ProblemShapes shapes, AttentionInputs inputs, int num_threads,
+              std::shared_ptr<const ProblemExpressions> exprs)
       : problem_(std::move(problem)),
         shapes_(std::move(shapes)),
         inputs_(std::move(inputs)),
         pool_(num_threads),
-        attention_(problem_, shapes_, pool_.num_threads()) {
+        attention_(problem_, shapes_, pool_.num_threads(), std::move(exprs)) {
     q_work_.resize(NumElements(shapes_.query));
     output_.resize(NumElements(shapes_.output));
     if (shapes_.layer) {
@@ -155,12 +158,14 @@ class CpuReferenceBackend : public Backend {
                  LayoutKind::kGqkva, LayoutKind::kExplicit};
     s.masks = {MaskKind::kNone, MaskKind::kCausal, MaskKind::kSlidingWindow, MaskKind::kBlockSparse,
                MaskKind::kProbabilisticBlockSparse};
-    s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
+    s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap, Modifier::kScoreMod,
+                   Modifier::kMaskMod};
     s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
     s.paged_kv_cache = true;
     s.limitations = {
         "dtypes are storage only: math is float32 on every dtype",
         "PHASE_BACKWARD: float32, float16 and bfloat16 only (no DTYPE_FLOAT8_E4M3)",
+        "PHASE_BACKWARD: no spec.score_mod (mask_mod is fine: it only selects pairs)",
         "PHASE_BACKWARD recomputes the scores and dP in a separate dQ pass (seven matmuls per "
         "kept pair where the FLOP count has five) so that no accumulation needs atomics"};
     s.auto_priority = 0;
@@ -175,6 +180,12 @@ class CpuReferenceBackend : public Backend {
           "backend ", Name(),
           " does not support spec.dtype=DTYPE_FLOAT8_E4M3 with "
           "spec.phase=PHASE_BACKWARD (supports: DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16)"));
+    }
+    // The gradient through a client's expression needs its derivative in s, which neither this
+    // backend nor the float64 oracle computes yet.
+    if (problem.phase == Phase::kBackward && problem.score_mod.has_value()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "backend ", Name(), " does not support spec.score_mod with spec.phase=PHASE_BACKWARD"));
     }
     return absl::OkStatus();
   }
@@ -225,13 +236,16 @@ class CpuReferenceBackend : public Backend {
           absl::StrCat("backend cpu_reference: this problem needs about ", estimate,
                        " bytes of host memory, more than the host's ", memory));
     }
+    absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
+    if (!exprs.ok()) return exprs.status();
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
     if (problem.phase == Phase::kBackward) {
       return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_);
     }
     return std::unique_ptr<Workload>(
-        new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_));
+        new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
+                        *std::move(exprs)));
   }
 
  private:

@@ -64,6 +64,12 @@ absl::StatusOr<Backward64> Backward64::Create(const Problem& problem,
     return absl::InvalidArgumentError(
         "the backward oracle takes core-scope PHASE_BACKWARD problems only");
   }
+  // Its gradient would need the expression's derivative in s; a mask_mod needs nothing new, the
+  // mask evaluator applies it.
+  if (problem.score_mod.has_value()) {
+    return absl::FailedPreconditionError(
+        "the backward oracle does not differentiate spec.score_mod");
+  }
   if (auto s = CheckShape("query", inputs.query, shapes->query); !s.ok()) return s;
   if (auto s = CheckShape("key", inputs.key, shapes->key); !s.ok()) return s;
   if (auto s = CheckShape("value", inputs.value, shapes->value); !s.ok()) return s;

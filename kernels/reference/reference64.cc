@@ -43,11 +43,13 @@ absl::StatusOr<Reference64> Reference64::Create(const Problem& problem,
     if (auto s = CheckShape("key", inputs.key, shapes->key); !s.ok()) return s;
     if (auto s = CheckShape("value", inputs.value, shapes->value); !s.ok()) return s;
   }
-  return Reference64(problem, inputs, *std::move(shapes));
+  absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
+  if (!exprs.ok()) return exprs.status();
+  return Reference64(problem, inputs, *std::move(shapes), *std::move(exprs));
 }
 
 Reference64::Reference64(const Problem& problem, const AttentionInputs& inputs,
-                         ProblemShapes shapes)
+                         ProblemShapes shapes, std::shared_ptr<const ProblemExpressions> exprs)
     : problem_(&problem),
       inputs_(&inputs),
       shapes_(std::move(shapes)),
@@ -58,6 +60,10 @@ Reference64::Reference64(const Problem& problem, const AttentionInputs& inputs,
                                        problem.rope.rotary_dims.value_or(problem.head_dim_qk));
   }
   if (problem.alibi.enabled) slopes_ = AlibiSlopes(problem.alibi, shapes_.heads.num_output_heads);
+  exprs_ = std::move(exprs);
+  if (exprs_ != nullptr && exprs_->score_mod.has_value()) {
+    score_mod_ = std::make_unique<expr::Evaluator<double>>(*exprs_->score_mod, exprs_->aux);
+  }
 }
 
 std::pair<int64_t, int> Reference64::RowKeyGroup(int64_t row) const {
@@ -133,6 +139,12 @@ std::vector<double> Reference64::CoreRow(int64_t b, int h, int64_t i) {
   const KeyValues& kv = KeyValuesFor(b, pair.kv_head);
   const int64_t skv = shapes_.seq_kv, dqk = shapes_.dim_qk, dv = shapes_.dim_v;
   const int64_t pos = i + mask_.offset();
+  expr::Bindings bind;
+  bind.b = b;
+  bind.h = h;
+  bind.q = pos;
+  bind.hq = pair.query_head;
+  bind.hkv = pair.kv_head;
   std::vector<double> scores(skv, -std::numeric_limits<double>::infinity());
   double max_score = -std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < skv; ++j) {
@@ -142,6 +154,7 @@ std::vector<double> Reference64::CoreRow(int64_t b, int h, int64_t i) {
     double s = scale_ * dot;
     if (!slopes_.empty()) s += slopes_[h] * static_cast<double>(j - pos);
     if (problem_->softcap.enabled) s = Softcap(s, problem_->softcap.cap);
+    if (score_mod_ != nullptr) s = score_mod_->Score(bind, j, s);
     // std::max skips a NaN, so a row of NaN scores would read as fully masked and come out as
     // zeros; the oracle's row is NaN instead, and a backend that lost the NaN fails the check.
     if (std::isnan(s)) return std::vector<double>(dv, std::numeric_limits<double>::quiet_NaN());

@@ -1,5 +1,5 @@
 // The float64 oracle: one output row at a time, straight from the formulas of docs/variants.md
-// (§1 core, §3 masks, §4 modifiers, §6 layer), with no tiling, no online softmax and no
+// (§1 core, §3 masks, §4 modifiers and client expressions, §6 layer), with no tiling, no online softmax and no
 // quantization, so that it is obviously right and every backend is judged against it. A NaN
 // score makes its whole row NaN (never a silently masked key).
 //
@@ -11,9 +11,12 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/expr/evaluate.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/mask.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -38,7 +41,8 @@ class Reference64 {
   std::pair<int64_t, int> RowKeyGroup(int64_t row) const;
 
  private:
-  Reference64(const Problem& problem, const AttentionInputs& inputs, ProblemShapes shapes);
+  Reference64(const Problem& problem, const AttentionInputs& inputs, ProblemShapes shapes,
+              std::shared_ptr<const ProblemExpressions> exprs);
 
   // Keys (after RoPE) and values of (b, kv head) as double, [S_kv, D].
   struct KeyValues {
@@ -61,6 +65,9 @@ class Reference64 {
   std::vector<double> inv_freq_;
   std::vector<double> slopes_;
   double scale_;
+  // The score_mod, interpreted in double (the mask_mod is in mask_, in float on every backend).
+  std::shared_ptr<const ProblemExpressions> exprs_;
+  std::unique_ptr<expr::Evaluator<double>> score_mod_;
   // Cached key/values of one batch (all kv heads used so far at layer scope, one at core scope).
   int64_t cached_batch_ = -1;
   std::map<int, KeyValues> cache_;

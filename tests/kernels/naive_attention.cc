@@ -224,11 +224,13 @@ std::vector<double> NaiveAttention(const Problem& p, const AttentionInputs& in,
         double mx = -std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < Skv; ++j) {
           if (!NaiveKeeps(p, b, h, i, j)) continue;
+          if (options.mask_mod && !options.mask_mod(b, h, ip, j)) continue;
           double dot = 0;
           for (int64_t d = 0; d < Dqk; ++d) dot += q[d] * keys[j][d];
           double score = scale * dot;
           if (p.alibi.enabled) score += slopes[h] * static_cast<double>(j - ip);
           if (p.softcap.enabled) score = p.softcap.cap * std::tanh(score / p.softcap.cap);
+          if (options.score_mod) score = options.score_mod(score, b, h, ip, j);
           s[j] = score;
           mx = std::max(mx, score);
         }

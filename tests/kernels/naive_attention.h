@@ -5,6 +5,7 @@
 #define ATTNBENCH_TESTS_KERNELS_NAIVE_ATTENTION_H_
 
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,11 @@ struct NaiveOptions {
   // Decode: store the cache (keys after RoPE, values) quantized per (token, head) as the format
   // of its token range says, like cpu_reference documents; false compares with exact K, V.
   bool quantize_cache = false;
+  // A client expression written again as C++ by the test (docs/expressions.md): the score after
+  // the built-in modifiers becomes score_mod(s, ...), and pairs mask_mod rejects are hidden on top
+  // of spec.mask. q is the absolute query position i'. Unset: the problem has none.
+  std::function<double(double s, int64_t b, int h, int64_t q, int64_t kv)> score_mod;
+  std::function<bool(int64_t b, int h, int64_t q, int64_t kv)> mask_mod;
 };
 
 // The output the problem defines: O [B, S_q, H_out, D_v], or Y [B, S, d_model] at layer scope.

@@ -1,0 +1,354 @@
+// cpu_reference with client expressions (spec.score_mod, spec.mask_mod, spec.aux): each case
+// writes its expression twice, once as text for the backend and once as C++ for the tests' own
+// float64 attention (naive_attention.h), and every output element must agree on fresh inputs of
+// odd sizes. Expressions equivalent to a built-in (ALiBi, softcap, causal, window) must also give
+// the built-in's output, and the float64 oracle's check must pass.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/reference/check.h"
+#include "kernels/spec/dtype.h"
+#include "kernels/spec/modifiers.h"
+#include "tests/kernels/naive_attention.h"
+#include "tests/kernels/test_util.h"
+
+namespace attnbench {
+namespace {
+
+using testing::NaiveOptions;
+
+// B = 2, S_q = 37, S_kv = 53 (so q runs over [16, 53)), D_qk = 40, D_v = 24, GQA 6/3.
+Problem OddProblem() {
+  Problem p;
+  p.batch_size = 2;
+  p.seq_len_q = 37;
+  p.seq_len_kv = 53;
+  p.head_dim_qk = 40;
+  p.head_dim_v = 24;
+  p.layout.kind = LayoutKind::kGqa;
+  p.layout.num_query_heads = 6;
+  p.layout.num_kv_heads = 3;
+  p.dtype = DType::kFloat32;
+  p.seed = 20261206;
+  return p;
+}
+
+NamedTensor Aux(const std::string& name, std::vector<int64_t> shape,
+                const std::vector<float>& values) {
+  NamedTensor t;
+  t.name = name;
+  t.tensor.dtype = DType::kFloat32;
+  t.tensor.shape = std::move(shape);
+  t.tensor.data.resize(values.size() * sizeof(float));
+  std::memcpy(t.tensor.data.data(), values.data(), t.tensor.data.size());
+  return t;
+}
+
+struct CpuRun {
+  Problem problem;
+  std::unique_ptr<Workload> workload;
+  FloatTensor output;
+};
+
+CpuRun RunCpu(const Problem& raw) {
+  CpuRun r;
+  r.problem = NormalizeProblem(raw);
+  const absl::Status valid = ValidateProblem(r.problem);
+  EXPECT_TRUE(valid.ok()) << valid;
+  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(2);
+  absl::StatusOr<std::unique_ptr<Workload>> w = backend->Prepare(r.problem, 0);
+  EXPECT_TRUE(w.ok()) << w.status();
+  if (!w.ok()) return r;
+  r.workload = *std::move(w);
+  IterationOptions no_flush;
+  no_flush.flush_cache = false;
+  EXPECT_TRUE(r.workload->BeforeIteration(no_flush).ok());
+  EXPECT_TRUE(r.workload->RunTimed().ok());
+  absl::StatusOr<FloatTensor> out = r.workload->Output();
+  EXPECT_TRUE(out.ok()) << out.status();
+  if (out.ok()) r.output = *std::move(out);
+  return r;
+}
+
+struct Case {
+  std::string name;
+  std::function<void(Problem&)> edit;  // sets the expressions, aux and anything else
+  NaiveOptions naive;                  // the same expressions in C++
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+// Document ids over the 53 keys: 5 documents of uneven lengths.
+float DocOf(int64_t j) { return j < 9 ? 0.f : j < 20 ? 1.f : j < 21 ? 2.f : j < 40 ? 3.f : 4.f; }
+std::vector<float> DocIds() {
+  std::vector<float> d(53);
+  for (int64_t j = 0; j < 53; ++j) d[j] = DocOf(j);
+  return d;
+}
+// A [6, 16] relative-position bias table, varied per head and distance.
+float Bias(int h, int64_t d) { return 0.25f * std::sin(0.7f * h + 0.3f * d); }
+std::vector<float> BiasTable() {
+  std::vector<float> t;
+  for (int h = 0; h < 6; ++h) {
+    for (int d = 0; d < 16; ++d) t.push_back(Bias(h, d));
+  }
+  return t;
+}
+const std::vector<float> kSlopes = {0.5f, 0.25f, 0.125f, 0.0625f, 0.03125f, 0.015625f};
+
+std::vector<Case> Cases() {
+  std::vector<Case> c;
+  {
+    Case k{"softcap", [](Problem& p) { p.score_mod = "2.5 * tanh(s / 2.5)"; }, {}};
+    k.naive.score_mod = [](double s, int64_t, int, int64_t, int64_t) {
+      return 2.5 * std::tanh(s / 2.5);
+    };
+    c.push_back(k);
+  }
+  {
+    Case k{"alibi_from_aux",
+           [](Problem& p) {
+             p.score_mod = "s + slope[h] * (kv - q)";
+             p.aux = {Aux("slope", {6}, kSlopes)};
+             p.mask.kind = MaskKind::kCausal;
+           },
+           {}};
+    k.naive.score_mod = [](double s, int64_t, int h, int64_t q, int64_t kv) {
+      return s + kSlopes[h] * static_cast<double>(kv - q);
+    };
+    c.push_back(k);
+  }
+  {
+    Case k{"document_mask",
+           [](Problem& p) {
+             p.mask_mod = "doc[q] == doc[kv]";
+             p.aux = {Aux("doc", {53}, DocIds())};
+             p.mask.kind = MaskKind::kCausal;
+           },
+           {}};
+    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return DocOf(q) == DocOf(kv); };
+    c.push_back(k);
+  }
+  {
+    Case k{"prefix_lm", [](Problem& p) { p.mask_mod = "kv < 24 || kv <= q"; }, {}};
+    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return kv < 24 || kv <= q; };
+    c.push_back(k);
+  }
+  {
+    Case k{"window_with_sinks",
+           [](Problem& p) {
+             p.mask_mod = "kv < 4 || q - kv < 10";
+             p.mask.kind = MaskKind::kCausal;
+           },
+           {}};
+    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return kv < 4 || q - kv < 10; };
+    c.push_back(k);
+  }
+  {
+    Case k{"relative_bias_table",
+           [](Problem& p) {
+             p.score_mod = "s + bias[h, min(max(q - kv, 0), 15)]";
+             p.aux = {Aux("bias", {6, 16}, BiasTable())};
+           },
+           {}};
+    k.naive.score_mod = [](double s, int64_t, int h, int64_t q, int64_t kv) {
+      return s + Bias(h, std::min<int64_t>(std::max<int64_t>(q - kv, 0), 15));
+    };
+    c.push_back(k);
+  }
+  {
+    // Per-head and per-batch masks: tile plans must not reuse one (b, h)'s answer for another.
+    Case k{"head_and_batch_mask",
+           [](Problem& p) { p.mask_mod = "(h % 2 == 0 || kv <= q) && kv < S_kv - 7 * b"; },
+           {}};
+    k.naive.mask_mod = [](int64_t b, int h, int64_t q, int64_t kv) {
+      return (h % 2 == 0 || kv <= q) && kv < 53 - 7 * b;
+    };
+    c.push_back(k);
+  }
+  {
+    // hq and hkv of GQA 6/3: output head h reads query head h and KV head h / 2.
+    Case k{"head_map_variables", [](Problem& p) { p.score_mod = "s + 0.1 * hkv - 0.05 * hq"; },
+           {}};
+    k.naive.score_mod = [](double s, int64_t, int h, int64_t, int64_t) {
+      return s + 0.1f * (h / 2) - 0.05f * h;
+    };
+    c.push_back(k);
+  }
+  {
+    // On top of every built-in modifier, with C's integer arithmetic and promotion.
+    Case k{"after_builtins",
+           [](Problem& p) {
+             p.mask.kind = MaskKind::kCausal;
+             p.rope = {true, std::nullopt, std::nullopt};
+             p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
+             p.softcap = {true, 2.5};
+             p.score_mod = "s * 0.5 + (q - kv) % 3 / 2";  // int % and / before the float add
+           },
+           {}};
+    k.naive.score_mod = [](double s, int64_t, int, int64_t q, int64_t kv) {
+      return s * 0.5 + static_cast<double>((q - kv) % 3 / 2);
+    };
+    c.push_back(k);
+  }
+  {
+    // Rows whose every key is hidden come out as zeros, as with a built-in mask.
+    Case k{"empty_rows", [](Problem& p) { p.mask_mod = "q < 30 && kv > q - 5"; }, {}};
+    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return q < 30 && kv > q - 5; };
+    c.push_back(k);
+  }
+  {
+    Case k{"both_bf16_window",
+           [](Problem& p) {
+             p.dtype = DType::kBFloat16;
+             p.mask.kind = MaskKind::kSlidingWindow;
+             p.mask.left_tokens = 20;
+             p.mask.right_tokens = 3;
+             p.mask_mod = "kv % 5 != 0";
+             p.score_mod = "q >= kv ? s : s - 1.5";
+           },
+           {}};
+    k.naive.mask_mod = [](int64_t, int, int64_t, int64_t kv) { return kv % 5 != 0; };
+    k.naive.score_mod = [](double s, int64_t, int, int64_t q, int64_t kv) {
+      return q >= kv ? s : s - 1.5;
+    };
+    c.push_back(k);
+  }
+  {
+    Case k{"decode_paged",
+           [](Problem& p) {
+             p.phase = Phase::kDecode;
+             p.seq_len_q = 1;
+             p.kv_cache.paged = true;
+             p.kv_cache.page_size_tokens = 16;
+             p.score_mod = "s - 0.02 * (q - kv)";
+             p.mask_mod = "doc[q] == doc[kv]";
+             p.aux = {Aux("doc", {53}, DocIds())};
+           },
+           {}};
+    k.naive.score_mod = [](double s, int64_t, int, int64_t q, int64_t kv) {
+      return s - 0.02f * static_cast<double>(q - kv);
+    };
+    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return DocOf(q) == DocOf(kv); };
+    c.push_back(k);
+  }
+  return c;
+}
+
+class CpuExpressionsTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CpuExpressionsTest, MatchesTheNaiveAttentionAndTheOracle) {
+  Problem p = OddProblem();
+  GetParam().edit(p);
+  CpuRun r = RunCpu(p);
+  ASSERT_NE(r.workload, nullptr);
+  const std::vector<double> expected =
+      testing::NaiveAttention(r.problem, r.workload->Inputs(), GetParam().naive);
+  testing::ExpectAllClose(r.output.values, expected, r.output.shape,
+                          testing::StoredOutputTolerance(r.problem.dtype), GetParam().name);
+  CheckOptions full;
+  full.full = true;
+  absl::StatusOr<CorrectnessReport> report =
+      CheckOutput(r.problem, r.workload->Inputs(), r.output, full);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->passed) << "relative error " << report->relative_error;
+  // A mask_mod that hides keys must change the output, or the naive side could be ignoring it.
+  Problem plain = p;
+  plain.score_mod.reset();
+  plain.mask_mod.reset();
+  plain.aux.clear();
+  CpuRun without = RunCpu(plain);
+  EXPECT_NE(without.output.values, r.output.values);
+}
+
+INSTANTIATE_TEST_SUITE_P(Expressions, CpuExpressionsTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
+
+// An expression equal to a built-in gives the built-in's output within float32 rounding (the
+// built-ins compute their bias in double; the interpreter in float).
+TEST(CpuExpressionsTest, ExpressionsEqualToBuiltinsGiveTheBuiltinOutput) {
+  struct Pair {
+    const char* name;
+    std::function<void(Problem&)> builtin, expression;
+  };
+  const std::vector<Pair> pairs = {
+      {"softcap", [](Problem& p) { p.softcap = {true, 3.0}; },
+       [](Problem& p) { p.score_mod = "3 * tanh(s / 3)"; }},
+      {"alibi_harmonic",
+       [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 0.75}; },
+       [](Problem& p) { p.score_mod = "s + 0.75 / (h + 1) * (kv - q)"; }},
+      {"causal", [](Problem& p) { p.mask.kind = MaskKind::kCausal; },
+       [](Problem& p) { p.mask_mod = "kv <= q"; }},
+      {"window",
+       [](Problem& p) {
+         p.mask.kind = MaskKind::kSlidingWindow;
+         p.mask.left_tokens = 11;
+         p.mask.right_tokens = 2;
+       },
+       [](Problem& p) { p.mask_mod = "q - kv <= 11 && kv - q <= 2"; }},
+  };
+  for (const Pair& pair : pairs) {
+    Problem a = OddProblem(), b = OddProblem();
+    pair.builtin(a);
+    pair.expression(b);
+    CpuRun ra = RunCpu(a), rb = RunCpu(b);
+    ASSERT_EQ(ra.output.values.size(), rb.output.values.size()) << pair.name;
+    std::vector<double> expected(ra.output.values.begin(), ra.output.values.end());
+    testing::ExpectAllClose(rb.output.values, expected, rb.output.shape,
+                            testing::StoredOutputTolerance(DType::kFloat32), pair.name);
+  }
+}
+
+// Masks select pairs only, so the backward runs them; a score_mod needs a derivative neither
+// cpu_reference nor the oracle has, and is refused by name.
+TEST(CpuExpressionsTest, BackwardRunsMaskModsAndRefusesScoreMods) {
+  Problem with_mod = OddProblem();
+  with_mod.phase = Phase::kBackward;
+  with_mod.mask_mod = "kv <= q";
+  Problem with_causal = OddProblem();
+  with_causal.phase = Phase::kBackward;
+  with_causal.mask.kind = MaskKind::kCausal;
+  CpuRun a = RunCpu(with_mod), b = RunCpu(with_causal);
+  ASSERT_NE(a.workload, nullptr);
+  ASSERT_NE(b.workload, nullptr);
+  absl::StatusOr<GradientTensors> ga = a.workload->Gradients();
+  absl::StatusOr<GradientTensors> gb = b.workload->Gradients();
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  ASSERT_TRUE(gb.ok()) << gb.status();
+  const std::pair<const FloatTensor*, const FloatTensor*> grads[] = {
+      {&ga->dq, &gb->dq}, {&ga->dk, &gb->dk}, {&ga->dv, &gb->dv}};
+  for (const auto& [x, y] : grads) {
+    // The same pairs kept, the same float32 arithmetic per pair: equal to the last bit.
+    EXPECT_EQ(x->values, y->values);
+    EXPECT_FALSE(x->values.empty());
+  }
+
+  Problem score = OddProblem();
+  score.phase = Phase::kBackward;
+  score.score_mod = "s * 2";
+  score = NormalizeProblem(score);
+  ASSERT_TRUE(ValidateProblem(score).ok());
+  const absl::Status refused = MakeCpuReferenceBackend(1)->CheckSupported(score);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("spec.score_mod"), std::string::npos) << refused;
+}
+
+TEST(CpuExpressionsTest, CapabilitiesListTheExpressions) {
+  const BackendSupport s = MakeCpuReferenceBackend(1)->Support();
+  EXPECT_NE(std::find(s.modifiers.begin(), s.modifiers.end(), Modifier::kScoreMod),
+            s.modifiers.end());
+  EXPECT_NE(std::find(s.modifiers.begin(), s.modifiers.end(), Modifier::kMaskMod),
+            s.modifiers.end());
+}
+
+}  // namespace
+}  // namespace attnbench
