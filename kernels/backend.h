@@ -98,6 +98,9 @@ class Workload {
   // Seconds Prepare spent building the kernel's work lists for a block-sparse mask (cuda_flash:
   // kept KV tiles per query tile), already part of the preparation the server times; 0 if none.
   virtual double MaskPreparationSeconds() const { return 0; }
+  // Seconds Prepare spent compiling spec.score_mod / spec.mask_mod for this backend, also part of
+  // the preparation; 0 without expressions.
+  virtual double ExpressionCompileSeconds() const { return 0; }
 };
 
 class Backend {

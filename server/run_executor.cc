@@ -258,6 +258,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   result.set_kernel(workload->KernelName());
   result.set_preparation_ms(preparation_ms);
   result.set_mask_preparation_ms(workload->MaskPreparationSeconds() * 1e3);
+  result.set_expression_compile_ms(workload->ExpressionCompileSeconds() * 1e3);
   workload.reset();
   *lease = Scheduler::Lease();  // the device is free; what is left is host-side work
 

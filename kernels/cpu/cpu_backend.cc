@@ -25,8 +25,9 @@ namespace {
 class CpuWorkload : public Workload {
  public:
   CpuWorkload(Problem problem, ProblemShapes shapes, AttentionInputs inputs, int num_threads,
-              std::shared_ptr<const ProblemExpressions> exprs)
-      : problem_(std::move(problem)),
+              std::shared_ptr<const ProblemExpressions> exprs, double expression_compile_seconds)
+      : expression_compile_seconds_(expression_compile_seconds),
+        problem_(std::move(problem)),
         shapes_(std::move(shapes)),
         inputs_(std::move(inputs)),
         pool_(num_threads),
@@ -55,6 +56,8 @@ class CpuWorkload : public Workload {
       k_work_.resize(NumElements(shapes_.key));
     }
   }
+
+  double ExpressionCompileSeconds() const override { return expression_compile_seconds_; }
 
   absl::Status BeforeIteration(const IterationOptions& options) override {
     options_ = options;
@@ -124,6 +127,7 @@ class CpuWorkload : public Workload {
     }
   }
 
+  const double expression_compile_seconds_;
   const Problem problem_;
   const ProblemShapes shapes_;
   const AttentionInputs inputs_;
@@ -236,16 +240,23 @@ class CpuReferenceBackend : public Backend {
           absl::StrCat("backend cpu_reference: this problem needs about ", estimate,
                        " bytes of host memory, more than the host's ", memory));
     }
+    const auto compile_start = std::chrono::steady_clock::now();
     absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
     if (!exprs.ok()) return exprs.status();
+    const double compile_seconds =
+        *exprs == nullptr ? 0.0
+                          : std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                          compile_start)
+                                .count();
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
     if (problem.phase == Phase::kBackward) {
-      return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_);
+      return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
+                                     compile_seconds);
     }
     return std::unique_ptr<Workload>(
         new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
-                        *std::move(exprs)));
+                        *std::move(exprs), compile_seconds));
   }
 
  private:

@@ -18,8 +18,9 @@ namespace {
 class CpuBackwardWorkload : public Workload {
  public:
   CpuBackwardWorkload(Problem problem, ProblemShapes shapes, AttentionInputs inputs,
-                      int num_threads)
-      : problem_(std::move(problem)),
+                      int num_threads, double expression_compile_seconds)
+      : expression_compile_seconds_(expression_compile_seconds),
+        problem_(std::move(problem)),
         shapes_(std::move(shapes)),
         inputs_(std::move(inputs)),
         pool_(num_threads),
@@ -33,6 +34,8 @@ class CpuBackwardWorkload : public Workload {
     dk_.resize(NumElements(shapes_.key));
     dv_.resize(NumElements(shapes_.value));
   }
+
+  double ExpressionCompileSeconds() const override { return expression_compile_seconds_; }
 
   absl::Status BeforeIteration(const IterationOptions& options) override {
     options_ = options;
@@ -135,6 +138,7 @@ class CpuBackwardWorkload : public Workload {
     return out;
   }
 
+  const double expression_compile_seconds_;
   const Problem problem_;
   const ProblemShapes shapes_;
   const AttentionInputs inputs_;
@@ -153,9 +157,11 @@ class CpuBackwardWorkload : public Workload {
 }  // namespace
 
 std::unique_ptr<Workload> MakeCpuBackwardWorkload(Problem problem, ProblemShapes shapes,
-                                                  AttentionInputs inputs, int num_threads) {
+                                                  AttentionInputs inputs, int num_threads,
+                                                  double expression_compile_seconds) {
   return std::make_unique<CpuBackwardWorkload>(std::move(problem), std::move(shapes),
-                                               std::move(inputs), num_threads);
+                                               std::move(inputs), num_threads,
+                                               expression_compile_seconds);
 }
 
 uint64_t CpuBackwardWorkloadBytes(const Problem& problem, const ProblemShapes& s, int num_threads) {

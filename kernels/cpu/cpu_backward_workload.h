@@ -20,8 +20,10 @@
 namespace attnbench {
 
 // problem normalized, valid, core-scope PHASE_BACKWARD; inputs from GenerateInputs (dO included).
+// `expression_compile_seconds`: what Prepare spent on the problem's expressions, reported back.
 std::unique_ptr<Workload> MakeCpuBackwardWorkload(Problem problem, ProblemShapes shapes,
-                                                  AttentionInputs inputs, int num_threads);
+                                                  AttentionInputs inputs, int num_threads,
+                                                  double expression_compile_seconds = 0);
 
 // Host bytes the workload holds: the inputs (dO included) and their prepared copies, O, the
 // log-sum-exp, D, dQ, dK, dV, the copies Output() and Gradients() hand out, both kernels' scratch
