@@ -222,7 +222,8 @@ class BackwardRequestTest(unittest.TestCase):
         for column in ["backward_timing"] + [f"{g}_{c}" for g in GRADIENTS
                                              for c in ("rel_error", "max_abs_error", "passed")]:
             self.assertIsNone(record[column], column)
-        self.assertEqual(list(ab.COLUMNS)[-10:],
+        # The backward columns, then the expression columns appended after them.
+        self.assertEqual(list(ab.COLUMNS)[-12:-2],
                          ["backward_timing", "dq_rel_error", "dq_max_abs_error", "dq_passed",
                           "dk_rel_error", "dk_max_abs_error", "dk_passed", "dv_rel_error",
                           "dv_max_abs_error", "dv_passed"])
@@ -298,6 +299,11 @@ class ExpressionRequestTest(unittest.TestCase):
             with self.subTest(message=message), self.assertRaises(ValueError) as raised:
                 ab.build_request(**kwargs)
             self.assertIn(message, str(raised.exception))
+
+    def test_records_carry_the_expressions_last(self):
+        self.assertEqual(list(ab.COLUMNS)[-2:], ["score_mod", "mask_mod"])
+        record = CLIENT.run(check="off", **small(seq_len=16))
+        self.assertEqual((record["score_mod"], record["mask_mod"]), (None, None))
 
     def test_numpy_arrays_of_any_real_dtype(self):
         try:
