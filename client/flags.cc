@@ -1,10 +1,13 @@
 #include "client/flags.h"
 
 #include <algorithm>
+#include <set>
+#include <string>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -85,6 +88,16 @@ ABSL_FLAG(std::optional<double>, alibi_base_slope, std::nullopt,
           "Base slope s0 of the harmonic schedule (needs --alibi=harmonic)");
 ABSL_FLAG(std::optional<double>, softcap, std::nullopt, "Soft cap: s = cap * tanh(s / cap)");
 ABSL_FLAG(std::optional<double>, scale, std::nullopt, "Score scale (unset: 1/sqrt(D_qk))");
+
+ABSL_FLAG(std::optional<std::string>, score_mod, std::nullopt,
+          "Score modifier expression, e.g. '30 * tanh(s / 30)' (docs/expressions.md); applied "
+          "after --scale and the built-in modifiers");
+ABSL_FLAG(std::optional<std::string>, mask_mod, std::nullopt,
+          "Mask expression, true keeps the pair, e.g. 'kv < 4 || q - kv < 1024'; intersected "
+          "with --mask");
+ABSL_FLAG(std::optional<std::string>, aux, std::nullopt,
+          "Aux tensors the expressions index: name=FILE, repeatable or comma-separated; FILE is "
+          ".npy (float32/float64/int32/int64, 1-D or 2-D) or text (numbers, one row per line)");
 
 ABSL_FLAG(std::optional<std::string>, dtype, std::nullopt, "Storage type: fp32|fp16|bf16|fp8");
 ABSL_FLAG(std::optional<std::string>, phase, std::nullopt, "Phase: prefill|decode|backward");
@@ -171,6 +184,7 @@ std::vector<FlagGroup> WorkloadGroups() {
         "prob_c", "prob_alpha", "mask_seed"}},
       {"Score modifiers",
        {"rope", "rope_theta", "rotary_dims", "alibi", "alibi_base_slope", "softcap", "scale"}},
+      {"Expressions (docs/expressions.md)", {"score_mod", "mask_mod", "aux"}},
       {kInputsGroup,
        {"dtype", "phase", "scope", "d_model", "page_size", "cache_format", "saq", "seed",
         "input_scale"}},
@@ -213,6 +227,9 @@ bool Accepts(Subcommand subcommand, absl::string_view name) {
   }
   return false;
 }
+
+// Flags whose repeated occurrences add up rather than replace each other.
+bool Accumulates(absl::string_view name) { return name == "aux"; }
 
 absl::Status UsageError(absl::string_view flag, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", message));
@@ -262,6 +279,7 @@ const std::vector<FlagGroup>& FlagGroupsOf(Subcommand subcommand) {
 }
 
 absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& args) {
+  std::set<std::string> seen;  // accumulating flags given so far by `args`
   for (size_t i = 0; i < args.size(); ++i) {
     absl::string_view arg = args[i];
     if (!absl::StartsWith(arg, "-") || arg == "-" || arg == "--") {
@@ -297,6 +315,16 @@ absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& ar
         value = args[++i];
       } else {
         return UsageError(name, "missing value");
+      }
+    }
+    // absl reads "" as an unset optional: an expression flag given empty would vanish silently.
+    if ((name == "score_mod" || name == "mask_mod") && absl::StripAsciiWhitespace(*value).empty()) {
+      return UsageError(name, "empty expression");
+    }
+    if (Accumulates(name)) {
+      if (value->empty()) return UsageError(name, "empty value");
+      if (!seen.insert(std::string(name)).second) {
+        value = absl::StrCat(flag->CurrentValue(), ",", *value);
       }
     }
     std::string error;

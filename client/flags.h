@@ -65,6 +65,10 @@ ABSL_DECLARE_FLAG(std::optional<std::string>, alibi);
 ABSL_DECLARE_FLAG(std::optional<double>, alibi_base_slope);
 ABSL_DECLARE_FLAG(std::optional<double>, softcap);
 ABSL_DECLARE_FLAG(std::optional<double>, scale);
+// Client-written expressions (docs/expressions.md).
+ABSL_DECLARE_FLAG(std::optional<std::string>, score_mod);
+ABSL_DECLARE_FLAG(std::optional<std::string>, mask_mod);
+ABSL_DECLARE_FLAG(std::optional<std::string>, aux);
 // Storage, phase, scope, cache.
 ABSL_DECLARE_FLAG(std::optional<std::string>, dtype);
 ABSL_DECLARE_FLAG(std::optional<std::string>, phase);
@@ -122,7 +126,9 @@ struct FlagGroup {
 const std::vector<FlagGroup>& FlagGroupsOf(Subcommand subcommand);
 
 // Applies `args` (the arguments after the subcommand) to the flags: "--name=value",
-// "--name value", "--boolflag", "--noboolflag". Returns InvalidArgument naming the flag for an
+// "--name value", "--boolflag", "--noboolflag". A list flag that may repeat (--aux) collects
+// every occurrence, as if its values were given comma-separated; any other flag given twice
+// takes the last value. Returns InvalidArgument naming the flag for an
 // unknown flag, a flag the subcommand does not take, a missing or malformed value, or a
 // positional argument. Flags applied before an error keep their new values.
 absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& args);

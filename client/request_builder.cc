@@ -13,9 +13,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/aux_files.h"
 #include "client/flags.h"
 #include "client/layout_syntax.h"
 #include "client/lists.h"
@@ -280,6 +282,40 @@ absl::Status SetModifiers(v1::AttentionSpec* spec) {
   return absl::OkStatus();
 }
 
+// --score_mod, --mask_mod and --aux. The expressions go as written: parsing, types and bounds
+// are the server's to check (they depend on the shape, and its errors name the column).
+absl::Status SetExpressions(v1::AttentionSpec* spec) {
+  const auto score_mod = absl::GetFlag(FLAGS_score_mod);
+  const auto mask_mod = absl::GetFlag(FLAGS_mask_mod);
+  if (score_mod.has_value()) {
+    if (absl::StripAsciiWhitespace(*score_mod).empty())
+      return FlagError("score_mod", "empty expression");
+    spec->mutable_score_mod()->set_expression(*score_mod);
+  }
+  if (mask_mod.has_value()) {
+    if (absl::StripAsciiWhitespace(*mask_mod).empty())
+      return FlagError("mask_mod", "empty expression");
+    spec->mutable_mask_mod()->set_expression(*mask_mod);
+  }
+  const auto aux = absl::GetFlag(FLAGS_aux);
+  if (!aux.has_value()) return absl::OkStatus();
+  if (!score_mod.has_value() && !mask_mod.has_value()) {
+    return FlagError("aux", "needs --score_mod or --mask_mod (the expressions index it)");
+  }
+  absl::StatusOr<std::vector<AuxFile>> files = ParseAuxList(*aux);
+  if (!files.ok()) return Named("aux", files.status());
+  for (const AuxFile& file : *files) {
+    absl::StatusOr<v1::Tensor> tensor = ReadAuxTensor(file.path);
+    if (!tensor.ok())
+      return FlagError("aux",
+                       absl::StrCat("tensor '", file.name, "': ", tensor.status().message()));
+    v1::NamedTensor* named = spec->add_aux();
+    named->set_name(file.name);
+    *named->mutable_tensor() = *std::move(tensor);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SetTypePhaseScope(v1::AttentionSpec* spec) {
   absl::Status status = SetEnum<v1::DType>("dtype", absl::GetFlag(FLAGS_dtype), ParseDType,
                                            [&](v1::DType d) { spec->set_dtype(d); });
@@ -352,8 +388,8 @@ absl::StatusOr<v1::RunRequest> RequestWithoutMask() {
   if (auto device = absl::GetFlag(FLAGS_device_index)) request.set_device_index(*device);
   v1::AttentionSpec* spec = request.mutable_spec();
   for (absl::Status status :
-       {SetShape(spec), SetLayout(spec), SetModifiers(spec), SetTypePhaseScope(spec),
-        SetKvCache(spec), SetMeasurement(&request)}) {
+       {SetShape(spec), SetLayout(spec), SetModifiers(spec), SetExpressions(spec),
+        SetTypePhaseScope(spec), SetKvCache(spec), SetMeasurement(&request)}) {
     if (!status.ok()) return status;
   }
   return request;

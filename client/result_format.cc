@@ -29,6 +29,19 @@ constexpr Column kColumns[] = {
 // Appended to the table when some row's check compared the gradients of a backward run.
 constexpr Column kGradientColumns[] = {{"dQ err", true}, {"dK err", true}, {"dV err", true}};
 constexpr const char* kGradientNames[] = {"dq", "dk", "dv"};
+// Appended (after any gradient columns) when some row ran a client-written expression.
+constexpr Column kExpressionColumns[] = {{"score_mod", false}, {"mask_mod", false}};
+
+bool HasExpressions(const v1::RunResult& r) {
+  return r.spec().has_score_mod() || r.spec().has_mask_mod();
+}
+
+// The expressions as the result's spec echoes them; "-" where there is none.
+std::vector<std::string> ExpressionCells(const v1::RunResult& r) {
+  const v1::AttentionSpec& spec = r.spec();
+  return {spec.has_score_mod() ? spec.score_mod().expression() : "-",
+          spec.has_mask_mod() ? spec.mask_mod().expression() : "-"};
+}
 
 // The check of one tensor ("dq", ...) of a result, or null.
 const v1::TensorCheck* TensorCheckOf(const v1::RunResult& r, absl::string_view name) {
@@ -71,7 +84,8 @@ std::string PassCell(const v1::RunResult& r) {
   return cell;
 }
 
-std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool gradient_columns) {
+std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool gradient_columns,
+                                    bool expression_columns) {
   const v1::AttentionSpec& spec = r.spec();
   const v1::Correctness& check = r.correctness();
   std::vector<std::string> cells = {
@@ -98,6 +112,9 @@ std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool grad
       const v1::TensorCheck* t = TensorCheckOf(r, name);
       cells.push_back(t != nullptr ? absl::StrFormat("%.2e", t->relative_error()) : "-");
     }
+  }
+  if (expression_columns) {
+    for (std::string& cell : ExpressionCells(r)) cells.push_back(std::move(cell));
   }
   return cells;
 }
@@ -151,12 +168,18 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
   if (gradient_columns) {
     columns.insert(columns.end(), std::begin(kGradientColumns), std::end(kGradientColumns));
   }
+  const bool expression_columns = std::any_of(rows.begin(), rows.end(), [](const ResultRow& row) {
+    return row.result.has_value() && HasExpressions(*row.result);
+  });
+  if (expression_columns) {
+    columns.insert(columns.end(), std::begin(kExpressionColumns), std::end(kExpressionColumns));
+  }
   std::vector<std::vector<std::string>> cells;
   std::vector<size_t> widths(columns.size());
   for (size_t c = 0; c < columns.size(); ++c) widths[c] = std::string(columns[c].title).size();
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) continue;
-    cells.push_back(TableCells(row.point, *row.result, gradient_columns));
+    cells.push_back(TableCells(row.point, *row.result, gradient_columns, expression_columns));
     for (size_t c = 0; c < columns.size(); ++c) {
       widths[c] = std::max(widths[c], cells.back()[c].size());
     }
@@ -193,11 +216,11 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
       "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,error,"
       "non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,dk_passed,"
-      "dv_rel_err,dv_passed\n";
+      "dv_rel_err,dv_passed,score_mod,mask_mod\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
       absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)),
-                      std::string(9, ','), "\n");
+                      std::string(11, ','), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -236,6 +259,9 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       fields.push_back(t != nullptr ? absl::StrFormat("%.6g", t->relative_error()) : "");
       fields.push_back(t != nullptr ? (t->passed() ? "true" : "false") : "");
     }
+    // Empty, not "-", where there is none: "-" would read as an expression.
+    fields.push_back(spec.has_score_mod() ? CsvField(spec.score_mod().expression()) : "");
+    fields.push_back(spec.has_mask_mod() ? CsvField(spec.mask_mod().expression()) : "");
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }
   return out;

@@ -38,7 +38,9 @@ std::string DeviceLabel(const v1::RunResult& result);
 // Columns: point, backend, layout, mask, dtype, B, S_q, S_kv, H, D, median ms, p10-p90 ms,
 // TFLOP/s, GB/s, rel err, pass, server, device, and when some row's check compared the gradients
 // of a backward run, dQ err, dK err, dV err (each tensor's relative error; "-" on rows without
-// it). For a backward run rel err and pass are the worst of the gradients'. pass adds "(N
+// it), and when some row ran a client-written expression, score_mod and mask_mod (the
+// expressions as the result's spec echoes them; "-" on rows without). For a backward run rel err
+// and pass are the worst of the gradients'. pass adds "(N
 // non-finite)" when the output or a checked gradient held NaN or infinite elements. Text columns
 // are left-aligned, numbers right-aligned; an error row shows its status code name and message
 // after the point. Ends with a newline.
@@ -48,7 +50,8 @@ std::string FormatTable(const std::vector<ResultRow>& rows);
 // appended after it so older readers keep their column positions, `non_finite_elements` (the
 // output's NaN and infinite elements; empty on an error row), then `phase`, `backward_timing`
 // (empty unless backward) and `dq_rel_err`, `dq_passed`, `dk_rel_err`, `dk_passed`,
-// `dv_rel_err`, `dv_passed` (empty unless the check compared that gradient).
+// `dv_rel_err`, `dv_passed` (empty unless the check compared that gradient), then `score_mod`
+// and `mask_mod` (the expressions; empty when the spec has none).
 std::string FormatCsv(const std::vector<ResultRow>& rows);
 
 // The proto3 JSON mapping (lowerCamelCase names) of one message, pretty-printed.

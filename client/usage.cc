@@ -14,6 +14,10 @@ constexpr char kExamples[] = R"(Examples:
       --phase=decode --saq=512:native,1024:int8,rest:int4 --output=/tmp/o.bin
   attnbench run --layout=gqa --heads=8 --kv_heads=2 --seq_len=1024 --head_dim=64 --dtype=bf16 \
       --phase=backward --backward_timing=training_step --output=/tmp/o.bin   # + o.bin.dq/.dk/.dv
+  attnbench run --layout=mha --heads=8 --seq_len=4096 --head_dim=64 --mask=causal \
+      --mask_mod='kv < 4 || q - kv < 1024' --score_mod='30 * tanh(s / 30)'  # docs/expressions.md
+  attnbench run --layout=mha --heads=8 --seq_len=4096 --head_dim=64 --mask=causal \
+      --score_mod='s - slopes[h] * (q - kv)' --aux=slopes=slopes.npy
   attnbench sweep --head_dim=64 --sweep_layout=mha:8,gqa:8/2,sqa:16/8/4,xsqa:16 \
       --sweep_mask=none,causal --sweep_seq_len=256,512 --format=csv
   attnbench sweep --server=dns:///attnbench.bench.svc:50051 --fan_out=4 --layout=mha \

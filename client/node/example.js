@@ -3,6 +3,7 @@
 //
 //   npm ci && node example.js --target=localhost:50051
 //   node example.js --phase=backward --backward_timing=training_step --return_output=true
+//   node example.js --mask_mod='doc[q] == doc[kv]' --aux=doc=doc.txt --score_mod='30 * tanh(s / 30)'
 //
 // The API is loaded at run time from proto/attnbench/v1/attnbench.proto with
 // @grpc/proto-loader (--proto_dir overrides where proto/ is). Field names stay as in the proto
@@ -10,8 +11,13 @@
 // channel uses the round_robin policy, so a dns:/// or ipv4:a,b target spreads calls over
 // replicas. Prints one line per step, "key=value" pairs after a keyword; on a failed call
 // prints "error <CODE>: <message>" to stderr and exits 1.
+// --score_mod and --mask_mod are expressions (docs/expressions.md) sent as written;
+// --aux=name=FILE[,name=FILE...] reads each FILE in the CLI's text format (numbers, one row per
+// line) into a float32 aux tensor; --print_request=true prints the Run request as JSON and
+// exits without calling.
 'use strict';
 
+const fs = require('fs');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -27,6 +33,10 @@ function parseArgs(argv) {
     phase: 'prefill',
     backward_timing: '',
     return_output: 'false',
+    score_mod: '',
+    mask_mod: '',
+    aux: '',
+    print_request: 'false',
   };
   for (const arg of argv) {
     const match = /^--([a-z_]+)=(.*)$/.exec(arg);
@@ -117,6 +127,58 @@ function enumOf(table, flag, value) {
   return table[value];
 }
 
+// A 1-D or 2-D array of numbers (rows: arrays of equal length) as an aux tensor: a NamedTensor
+// of float32. Integers must be exact in float32 (|v| <= 2^24) and every value finite.
+function auxTensor(name, values) {
+  const twoD = values.length > 0 && values.every(Array.isArray);
+  const flat = twoD ? values.flat() : values;
+  const shape = twoD ? [values.length, values[0].length] : [values.length];
+  if (flat.length === 0) throw new Error(`aux ${name}: empty`);
+  if (twoD && values.some((row) => row.length !== shape[1])) {
+    throw new Error(`aux ${name}: the rows of a 2-D tensor must be as long`);
+  }
+  const data = Buffer.alloc(4 * flat.length);
+  flat.forEach((v, i) => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) {
+      throw new Error(`aux ${name}: element ${i} is ${v}; aux tensors are finite numbers`);
+    }
+    if (Number.isInteger(v) && Math.abs(v) > 2 ** 24) {
+      throw new Error(`aux ${name}: element ${i} is the integer ${v}, not exact in float32`);
+    }
+    data.writeFloatLE(v, 4 * i);
+  });
+  return {name, tensor: {dtype: 'DTYPE_FLOAT32', shape, data}};
+}
+
+// The CLI's text format: whitespace-separated numbers, one row per line, '#' comments. One line,
+// or one number on every line, is 1-D; otherwise 2-D.
+function readAuxText(name, file) {
+  const rows = fs.readFileSync(file, 'utf8').split('\n')
+      .map((line) => line.replace(/#.*/, '').trim())
+      .filter((line) => line.length > 0)
+      .map((line, i) => line.split(/\s+/).map((token) => {
+        if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(token)) {
+          throw new Error(`aux ${name}: ${file}: '${token}' on row ${i + 1} is not a number`);
+        }
+        return Number(token);
+      }));
+  const oneD = rows.length === 1 || rows.every((row) => row.length === 1);
+  return auxTensor(name, oneD ? rows.flat() : rows);
+}
+
+// --aux=name=FILE[,name=FILE...] -> NamedTensors, in the order given.
+function parseAux(text) {
+  if (!text) return [];
+  return text.split(',').map((item) => {
+    const eq = item.indexOf('=');
+    const name = eq < 0 ? '' : item.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || eq === item.length - 1) {
+      throw new Error(`--aux: '${item}' is not of the form name=FILE`);
+    }
+    return readAuxText(name, item.slice(eq + 1));
+  });
+}
+
 function baseRequest(args) {
   const request = {
     backend: args.backend,
@@ -134,6 +196,10 @@ function baseRequest(args) {
     request.measurement.backward_timing =
         enumOf(BACKWARD_TIMINGS, 'backward_timing', args.backward_timing);
   }
+  if (args.score_mod) request.spec.score_mod = {expression: args.score_mod};
+  if (args.mask_mod) request.spec.mask_mod = {expression: args.mask_mod};
+  const aux = parseAux(args.aux);
+  if (aux.length > 0) request.spec.aux = aux;
   return request;
 }
 
@@ -163,6 +229,12 @@ function describe(result) {
   if (s.phase === 'PHASE_BACKWARD') {
     fields.push(`backward_timing=${shortName(BACKWARD_TIMINGS, measurement.backward_timing)}`);
   }
+  // The client-written expressions the spec carries, quoted.
+  for (const field of ['score_mod', 'mask_mod']) {
+    if (s[field] && s[field].expression) {
+      fields.push(`${field}=${JSON.stringify(s[field].expression)}`);
+    }
+  }
   // Each tensor the check compared ("output"; for backward "dq", "dk", "dv") and whether it
   // passed.
   if (check.tensors && check.tensors.length > 0) {
@@ -179,6 +251,15 @@ function describe(result) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  // Built first, so that a bad flag or --aux file fails before any call.
+  const request = baseRequest(args);
+  if (args.print_request === 'true') {
+    // Bytes as base64, as in the proto's JSON mapping.
+    console.log(JSON.stringify(request,
+                               (key, value) => (value && value.type === 'Buffer' ?
+                                 Buffer.from(value.data).toString('base64') : value)));
+    return;
+  }
   const api = loadApi(args.proto_dir);
   const client = new api.AttnBench(args.target, grpc.credentials.createInsecure(), {
     'grpc.service_config': JSON.stringify({loadBalancingConfig: [{round_robin: {}}]}),
@@ -189,7 +270,7 @@ async function main() {
     console.log(`capabilities server_version=${caps.server_version} backends=` +
                 caps.backends.map((b) => b.name).join(','));
 
-    const run = await unary(client, 'Run', baseRequest(args), timeout);
+    const run = await unary(client, 'Run', request, timeout);
     console.log(`run ${describe(run.result)}`);
 
     // A grid: sequence lengths x layouts, the last axis fastest.

@@ -78,6 +78,28 @@ TEST(ApplyArgsTest, BackwardFlags) {
   EXPECT_FALSE(absl::GetFlag(FLAGS_grad_output).has_value());
 }
 
+// --aux collects every occurrence; other flags given twice keep the last value. Health takes
+// none of the expression flags.
+TEST(ApplyArgsTest, ExpressionFlags) {
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--score_mod=s * 2", "--score_mod", "s / 2", "--aux=a=x",
+                                       "--aux", "b=y,c=z", "--mask_mod=kv <= q"})
+                  .ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_score_mod), "s / 2");
+  EXPECT_EQ(absl::GetFlag(FLAGS_mask_mod), "kv <= q");
+  EXPECT_EQ(absl::GetFlag(FLAGS_aux), "a=x,b=y,c=z");
+  // A new parse starts the list afresh.
+  ASSERT_TRUE(ApplyArgs(Subcommand::kSweep, {"--aux=d=w"}).ok());
+  EXPECT_EQ(absl::GetFlag(FLAGS_aux), "d=w");
+  absl::Status empty = Apply(Subcommand::kRun, {"--aux=a=x", "--aux="});
+  EXPECT_EQ(empty.message(), "--aux: empty value");
+  // absl would read an empty optional as unset; an empty expression is an error instead.
+  EXPECT_EQ(Apply(Subcommand::kRun, {"--score_mod="}).message(), "--score_mod: empty expression");
+  EXPECT_EQ(Apply(Subcommand::kSweep, {"--mask_mod", " \t"}).message(),
+            "--mask_mod: empty expression");
+  EXPECT_FALSE(Apply(Subcommand::kHealth, {"--score_mod=s"}).ok());
+  EXPECT_FALSE(Apply(Subcommand::kCaps, {"--aux=a=x"}).ok());
+}
+
 TEST(ApplyArgsTest, AcceptsGrpcUriTargets) {
   ASSERT_TRUE(Apply(Subcommand::kCaps, {"--server=dns:///localhost:50051"}).ok());
   EXPECT_EQ(absl::GetFlag(FLAGS_server), "dns:///localhost:50051");

@@ -52,6 +52,16 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"SeparateLengthsAndHeadDimV",
              {"--seq_len_q=4", "--seq_len_kv=1000", "--head_dim=192", "--head_dim_v=128"},
              "spec { seq_len_q: 4 seq_len_kv: 1000 head_dim_qk: 192 head_dim_v: 128 }"},
+        // Expressions go as written, whitespace and all: the server parses them.
+        Case{"ScoreMod",
+             {"--score_mod=30 * tanh(s / 30)"},
+             R"pb(spec { score_mod { expression: "30 * tanh(s / 30)" } })pb"},
+        Case{"MaskModWithMask",
+             {"--mask=causal", "--mask_mod", "kv < 4 || q - kv < 1024"},
+             R"pb(spec {
+                    mask { causal {} }
+                    mask_mod { expression: "kv < 4 || q - kv < 1024" }
+                  })pb"},
         // Layouts.
         Case{"HeadsAloneMeansMha", {"--heads=8"}, "spec { layout { mha { num_heads: 8 } } }"},
         Case{"Mha", {"--layout=mha", "--heads=4"}, "spec { layout { mha { num_heads: 4 } } }"},
@@ -272,6 +282,26 @@ INSTANTIATE_TEST_SUITE_P(
                   "grad_output",
                   "dO's shape [B, S_q, H_out, D_v] needs --seq_len (or --seq_len_q), a layout "
                   "with its heads, --head_dim, --dtype"},
+        ErrorCase{"AuxNeedsAnExpression",
+                  {"--aux=doc=/nonexistent/doc.npy"},
+                  "aux",
+                  "needs --score_mod or --mask_mod"},
+        ErrorCase{"AuxNotNameEqualsFile",
+                  {"--mask_mod=doc[q] == doc[kv]", "--aux=doc.npy"},
+                  "aux",
+                  "'doc.npy' is not of the form name=FILE"},
+        ErrorCase{"AuxBadName",
+                  {"--mask_mod=true", "--aux=doc-id=/nonexistent/doc.npy"},
+                  "aux",
+                  "'doc-id' is not a tensor name"},
+        ErrorCase{"AuxNameTwiceInRepeatedFlags",
+                  {"--mask_mod=true", "--aux=doc=/nonexistent/a.npy", "--aux=doc=/b.npy"},
+                  "aux",
+                  "tensor 'doc' is given twice"},
+        ErrorCase{"AuxFileMissing",
+                  {"--score_mod=s", "--aux=bias=/nonexistent/bias.npy"},
+                  "aux",
+                  "tensor 'bias': cannot read /nonexistent/bias.npy: No such file or directory"},
         ErrorCase{"GradOutputFileMissing",
                   {"--phase=backward", "--grad_output=/nonexistent/d.bin", "--batch=1",
                    "--seq_len=4", "--heads=2", "--head_dim=8", "--dtype=fp32"},
@@ -327,6 +357,72 @@ TEST(GradOutputTest, AFileOfAnotherSizeIsAUsageError) {
   EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(request.status().message(),
             "--grad_output: " + path + " has 255 bytes; dO [1,4,2,8] of fp32 needs 256");
+}
+
+// Every --aux file becomes spec.aux[k] in the order given: its name, and its values as float32
+// bytes of its shape; repeated flags and a comma-separated list are the same request.
+TEST(AuxTest, FilesBecomeNamedFloat32TensorsInOrder) {
+  const std::string slopes = ::testing::TempDir() + "aux_slopes.txt";
+  std::ofstream(slopes) << "0.5 0.25\n";
+  const std::string bias = ::testing::TempDir() + "aux_bias.txt";
+  std::ofstream(bias) << "1 2 3\n-4 5 6\n";
+  const std::string expected = R"pb(
+    spec {
+      score_mod { expression: "s - slopes[h] * (q - kv) + bias[h, 0]" }
+      aux {
+        name: "slopes"
+        tensor { dtype: DTYPE_FLOAT32 shape: 2 data: "\x00\x00\x00\x3f\x00\x00\x80\x3e" }
+      }
+      aux {
+        name: "bias"
+        tensor {
+          dtype: DTYPE_FLOAT32
+          shape: [ 2, 3 ]
+          data: "\x00\x00\x80\x3f\x00\x00\x00\x40\x00\x00\x40\x40"
+                "\x00\x00\x80\xc0\x00\x00\xa0\x40\x00\x00\xc0\x40"
+        }
+      }
+    })pb";
+  const std::string expression = "--score_mod=s - slopes[h] * (q - kv) + bias[h, 0]";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{expression, "--aux=slopes=" + slopes, "--aux", "bias=" + bias},
+        std::vector<std::string>{"--aux=slopes=" + slopes + ",bias=" + bias, expression}}) {
+    ASSERT_TRUE(Apply(Subcommand::kRun, args).ok());
+    absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+    ASSERT_TRUE(request.ok()) << request.status();
+    EXPECT_THAT(*request, EqualsProto(Proto<v1::RunRequest>(expected)));
+  }
+}
+
+TEST(AuxTest, ABadFileIsAUsageErrorNamingTheTensorAndFile) {
+  const std::string doc = ::testing::TempDir() + "aux_doc_ragged.txt";
+  std::ofstream(doc) << "0 0\n1\n";
+  ASSERT_TRUE(
+      Apply(Subcommand::kRun, {"--mask_mod=doc[q, 0] == doc[kv, 0]", "--aux=doc=" + doc}).ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(request.status().message(),
+            "--aux: tensor 'doc': " + doc +
+                ": line 2 has 1 numbers, but line 1 has 2 (the rows of a 2-D tensor must be as "
+                "long)");
+}
+
+// A sweep's points share the base's expressions and aux tensors.
+TEST(AuxTest, SweepBaseCarriesTheExpressions) {
+  const std::string doc = ::testing::TempDir() + "aux_doc_sweep.txt";
+  std::ofstream(doc) << "0 0 1 1\n";
+  ASSERT_TRUE(Apply(Subcommand::kSweep, {"--mask_mod=doc[q] == doc[kv]", "--aux=doc=" + doc,
+                                         "--score_mod=s", "--sweep_seq_len=4"})
+                  .ok());
+  absl::StatusOr<v1::SweepRequest> sweep = SweepRequestFromFlags();
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  const v1::AttentionSpec& spec = sweep->base().spec();
+  EXPECT_EQ(spec.mask_mod().expression(), "doc[q] == doc[kv]");
+  EXPECT_EQ(spec.score_mod().expression(), "s");
+  ASSERT_EQ(spec.aux_size(), 1);
+  EXPECT_EQ(spec.aux(0).name(), "doc");
+  EXPECT_THAT(spec.aux(0).tensor().shape(), ::testing::ElementsAre(4));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -93,17 +94,18 @@ TEST(ResultFormatTest, EmptyTableIsTheHeader) {
 }
 
 TEST(ResultFormatTest, Csv) {
-  EXPECT_EQ(FormatCsv(Rows()),
-            "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
-            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
-            "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
-            "dk_passed,dv_rel_err,dv_passed\n"
-            "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
-            "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0,prefill,"
-            ",,,,,,\n"
-            "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0,prefill,"
-            ",,,,,,\n"
-            "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,\n");
+  EXPECT_EQ(
+      FormatCsv(Rows()),
+      "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
+      "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
+      "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
+      "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod\n"
+      "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
+      "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0,prefill,"
+      ",,,,,,,,\n"
+      "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0,prefill,"
+      ",,,,,,,,\n"
+      "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,,,\n");
 }
 
 // A failed check caused by NaN or infinity says so, and an unchecked run with one is not "-".
@@ -198,9 +200,39 @@ TEST(ResultFormatTest, CsvAppendsPhaseTimingAndEveryGradientsCheck) {
             "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
             "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
             "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
-            "dk_passed,dv_rel_err,dv_passed\n"
+            "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod\n"
             "0,cuda_flash,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,0.004,false,,,,,0,"
-            "backward,training_step,0.001,true,0.004,false,0.0025,true\n");
+            "backward,training_step,0.001,true,0.004,false,0.0025,true,,\n");
+}
+
+// A result whose spec carries expressions shows them, in the table only when some row has one.
+v1::RunResult ExpressionResult() {
+  v1::RunResult r = CheckedGqaResult();
+  r.mutable_spec()->mutable_score_mod()->set_expression("30 * tanh(s / 30)");
+  r.mutable_spec()->mutable_mask_mod()->set_expression("doc[q] == doc[kv]");
+  return r;
+}
+
+TEST(ResultFormatTest, TableShowsExpressionsWhenSomeRowHasOne) {
+  v1::RunResult mask_only = UncheckedMhaResult();
+  mask_only.mutable_spec()->mutable_mask_mod()->set_expression("kv < 4 || q - kv < 1024");
+  const std::string table = FormatTable({ResultRow{0, ExpressionResult(), absl::OkStatus()},
+                                         ResultRow{1, mask_only, absl::OkStatus()}});
+  const std::vector<std::string> lines = absl::StrSplit(table, '\n');
+  ASSERT_GE(lines.size(), 3u);
+  EXPECT_THAT(lines[0], ::testing::EndsWith("  score_mod          mask_mod"));
+  EXPECT_THAT(lines[1], ::testing::EndsWith("  30 * tanh(s / 30)  doc[q] == doc[kv]"));
+  EXPECT_THAT(lines[2], ::testing::EndsWith("  -                  kv < 4 || q - kv < 1024"));
+  EXPECT_THAT(FormatTable({ResultRow{0, CheckedGqaResult(), absl::OkStatus()}}),
+              ::testing::Not(HasSubstr("score_mod")));
+}
+
+TEST(ResultFormatTest, CsvQuotesExpressionsLikeAnyText) {
+  v1::RunResult r = ExpressionResult();
+  r.mutable_spec()->mutable_score_mod()->set_expression("s + bias[h, min(max(q - kv, 0), 127)]");
+  const std::string csv = FormatCsv({ResultRow{0, r, absl::OkStatus()}});
+  EXPECT_THAT(
+      csv, ::testing::EndsWith(",\"s + bias[h, min(max(q - kv, 0), 127)]\",doc[q] == doc[kv]\n"));
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {

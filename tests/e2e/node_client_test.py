@@ -7,11 +7,15 @@ The example then runs GetCapabilities, a Run and a Sweep against the server, and
 is checked line by line.
 """
 
+import base64
 import hashlib
+import json
 import os
+import struct
 import re
 import shutil
 import subprocess
+import tempfile
 import unittest
 
 import harness
@@ -160,6 +164,50 @@ class ExampleTest(unittest.TestCase):
         self.assertEqual(run["returned"],
                          "output:1x64x4x32,dq:1x64x4x32,dk:1x64x4x32,dv:1x64x4x32")
         self.assertTrue(all(fields["phase"] == "backward" for _, fields in steps[2:6]))
+
+    def write(self, directory, name, text):
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_expression_flags_build_the_request(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            doc = self.write(tmp, "doc.txt", "# one id per line\n0\n0\n1\n1\n")
+            bias = self.write(tmp, "bias.txt", "0.5 -1\n2 3\n")
+            out = run_example("--print_request=true", "--score_mod=s + bias[h % 2, 0]",
+                              "--mask_mod=doc[q % 4] == doc[kv % 4]", f"--aux=doc={doc},bias={bias}")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        spec = json.loads(out.stdout)["spec"]
+        self.assertEqual(spec["score_mod"], {"expression": "s + bias[h % 2, 0]"})
+        self.assertEqual(spec["mask_mod"], {"expression": "doc[q % 4] == doc[kv % 4]"})
+        self.assertEqual([(a["name"], a["tensor"]["dtype"], a["tensor"]["shape"],
+                           base64.b64decode(a["tensor"]["data"])) for a in spec["aux"]],
+                         [("doc", "DTYPE_FLOAT32", [4], struct.pack("<4f", 0, 0, 1, 1)),
+                          ("bias", "DTYPE_FLOAT32", [2, 2], struct.pack("<4f", 0.5, -1, 2, 3))])
+
+    def test_bad_aux_flag_fails_before_calling(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            ragged = self.write(tmp, "ragged.txt", "1 2\n3\n")
+            for flag, message in (("--aux=doc", "--aux: 'doc' is not of the form name=FILE"),
+                                  (f"--aux=t={ragged}", "aux t: the rows of a 2-D tensor"),
+                                  ("--aux=t=/nonexistent/t.txt", "ENOENT")):
+                with self.subTest(flag=flag):
+                    out = run_example("--target=127.0.0.1:1", "--mask_mod=true", flag)
+                    self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+                    self.assertIn("error CLIENT: ", out.stderr)
+                    self.assertIn(message, out.stderr)
+
+    def test_expressions_reach_the_server(self):
+        # doc has 4 elements; q and kv run to 63: the server's bounds check refuses it, naming
+        # the field and column, whichever backend would have run it.
+        with tempfile.TemporaryDirectory() as tmp:
+            doc = self.write(tmp, "doc.txt", "0 0 1 1\n")
+            out = run_example(f"--target={SERVER.target}", "--backend=cpu_reference",
+                              "--mask_mod=doc[q] == doc[kv]", f"--aux=doc={doc}")
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        self.assertIn("error INVALID_ARGUMENT: ", out.stderr)
+        self.assertIn("spec.mask_mod.expression: column 5: index 0 of 'doc'", out.stderr)
 
     def test_unreachable_server(self):
         out = run_example(f"--target=127.0.0.1:{harness.free_port()}", "--timeout=5")

@@ -222,7 +222,8 @@ class BackwardRequestTest(unittest.TestCase):
         for column in ["backward_timing"] + [f"{g}_{c}" for g in GRADIENTS
                                              for c in ("rel_error", "max_abs_error", "passed")]:
             self.assertIsNone(record[column], column)
-        self.assertEqual(list(ab.COLUMNS)[-10:],
+        # The backward columns, then the expression columns appended after them.
+        self.assertEqual(list(ab.COLUMNS)[-12:-2],
                          ["backward_timing", "dq_rel_error", "dq_max_abs_error", "dq_passed",
                           "dk_rel_error", "dk_max_abs_error", "dk_passed", "dv_rel_error",
                           "dv_max_abs_error", "dv_passed"])
@@ -259,6 +260,76 @@ class BackwardRequestTest(unittest.TestCase):
                 call(backward_timing="training_step", **backward())
             self.assertEqual((raised.exception.code_name, raised.exception.message),
                              ("FAILED_PRECONDITION", harness.NO_BACKWARD_ON_CPU))
+
+
+class ExpressionRequestTest(unittest.TestCase):
+    """score_mod, mask_mod and aux: what the package sends, and that the server sees it."""
+
+    def test_keywords_set_the_expression_fields(self):
+        slopes = ab.pb.Tensor(dtype=ab.pb.DTYPE_FLOAT32, shape=[2], data=struct.pack("<2f", 0.5, 0.25))
+        req = ab.build_request(score_mod="s - slopes[h] * (q - kv)", mask_mod="doc[q] == doc[kv]",
+                               aux={"slopes": slopes, "doc": [0, 0, 1, 1]})
+        self.assertEqual(req.spec.score_mod.expression, "s - slopes[h] * (q - kv)")
+        self.assertEqual(req.spec.mask_mod.expression, "doc[q] == doc[kv]")
+        self.assertEqual([a.name for a in req.spec.aux], ["slopes", "doc"])
+        self.assertEqual(req.spec.aux[0].tensor, slopes)
+        self.assertEqual(req.spec.aux[1].tensor,
+                         ab.pb.Tensor(dtype=ab.pb.DTYPE_FLOAT32, shape=[4],
+                                      data=struct.pack("<4f", 0, 0, 1, 1)))
+        # Keywords replace the base's aux, and leave unset what they do not name.
+        again = ab.build_request(req, aux=[("bias", [[1, 2], [3, 4.5]])])
+        self.assertEqual([a.name for a in again.spec.aux], ["bias"])
+        self.assertEqual(list(again.spec.aux[0].tensor.shape), [2, 2])
+        self.assertEqual(again.spec.aux[0].tensor.data, struct.pack("<4f", 1, 2, 3, 4.5))
+        self.assertEqual(again.spec.mask_mod.expression, "doc[q] == doc[kv]")
+        self.assertFalse(ab.build_request().spec.HasField("score_mod"))
+        self.assertFalse(ab.build_request().spec.HasField("mask_mod"))
+
+    def test_bad_keywords_raise_before_sending(self):
+        cases = [(dict(score_mod=""), "score_mod: empty expression"),
+                 (dict(mask_mod=3), "mask_mod: an expression string, not int"),
+                 (dict(aux={"doc": []}), "aux doc: empty"),
+                 (dict(aux={"t": [[[1]]]}), "aux t: more than 2 dimensions"),
+                 (dict(aux={"t": [[1, 2], [3]]}), "aux t: row 1 has 1 numbers, row 0 has 2"),
+                 (dict(aux={"t": [1, float("nan")]}), "aux t: element 1 is nan"),
+                 (dict(aux={"t": [1 << 25]}), "aux t: element 0 is the integer 33554432"),
+                 (dict(aux={"t": ["1"]}), "aux t: element 0 is '1', not a number"),
+                 (dict(aux=[("t", [1]), ("t", [2])]), "aux: tensor 't' given twice")]
+        for kwargs, message in cases:
+            with self.subTest(message=message), self.assertRaises(ValueError) as raised:
+                ab.build_request(**kwargs)
+            self.assertIn(message, str(raised.exception))
+
+    def test_records_carry_the_expressions_last(self):
+        self.assertEqual(list(ab.COLUMNS)[-2:], ["score_mod", "mask_mod"])
+        record = CLIENT.run(check="off", **small(seq_len=16))
+        self.assertEqual((record["score_mod"], record["mask_mod"]), (None, None))
+
+    def test_numpy_arrays_of_any_real_dtype(self):
+        try:
+            import numpy
+        except ImportError:
+            self.skipTest("numpy is not installed (Debian: python3-numpy)")
+        doc = ab.aux_tensor(numpy.repeat(numpy.arange(2, dtype=numpy.int64), 2), "doc")
+        self.assertEqual((list(doc.shape), doc.data), ([4], struct.pack("<4f", 0, 0, 1, 1)))
+        table = ab.aux_tensor(numpy.full((2, 3), 0.5, dtype=numpy.float64))
+        self.assertEqual(list(table.shape), [2, 3])
+        self.assertEqual(table.data, struct.pack("<6f", *[0.5] * 6))
+
+    def test_the_server_checks_what_was_sent(self):
+        # The server compiles the expression against the shape: an index past the aux tensor
+        # (doc has 4 elements, q and kv run to 63) is INVALID_ARGUMENT naming the field and
+        # column, whether or not the backend could run the expression.
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(mask_mod="doc[q] == doc[kv]", aux={"doc": [0, 0, 1, 1]}, **small())
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertIn("spec.mask_mod.expression: column 5: index 0 of 'doc'",
+                      raised.exception.message)
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(score_mod="s + nope", **small())
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertIn("spec.score_mod.expression: column 5: unknown name 'nope'",
+                      raised.exception.message)
 
 
 class BackwardRunTest(unittest.TestCase):

@@ -33,6 +33,9 @@ COLUMNS = (
     "dq_rel_error", "dq_max_abs_error", "dq_passed",
     "dk_rel_error", "dk_max_abs_error", "dk_passed",
     "dv_rel_error", "dv_max_abs_error", "dv_passed",
+    # Client-written expressions (docs/expressions.md), as the spec carries them; None when
+    # there is none. Appended last, for the same reason.
+    "score_mod", "mask_mod",
 )
 
 GRADIENTS = ("dq", "dk", "dv")
@@ -80,6 +83,8 @@ def _spec_columns(spec):
         "seq_kv": spec.seq_len_kv,
         "head_dim": spec.head_dim_qk,
         "head_dim_v": spec.head_dim_v if spec.HasField("head_dim_v") else spec.head_dim_qk,
+        "score_mod": spec.score_mod.expression if spec.HasField("score_mod") else None,
+        "mask_mod": spec.mask_mod.expression if spec.HasField("mask_mod") else None,
     }
 
 

@@ -32,7 +32,8 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
                   scope=None, seed=None, scale=None, backend=None, device_index=None,
                   warmup=None, min_iters=None, max_iters=None, max_seconds=None, noise=None,
                   cache=None, samples=None, check=None, priority=None, backward_timing=None,
-                  grad_output=None, return_output=None):
+                  grad_output=None, return_output=None, score_mod=None, mask_mod=None,
+                  aux=None):
     """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
 
     seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
@@ -42,6 +43,10 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
     max_iters, max_seconds and noise set the measurement; samples asks for every per-iteration
     time. grad_output is the client's dO [B, S_q, H_out, D_v] for phase "backward": a pb.Tensor,
     or a numpy float32/float16 array. return_output asks for O (and dQ, dK, dV) in the result.
+    score_mod and mask_mod are expression strings (docs/expressions.md), sent as written: the
+    server parses and checks them. aux is the tensors they index: a dict (or a list of pairs)
+    of name -> pb.Tensor, or anything 1-D or 2-D that numpy.asarray or nested lists give
+    (numbers, sent as float32; see tensors.aux_tensor); it replaces any aux of `request`.
     """
     req = pb.RunRequest()
     if request is not None:
@@ -105,7 +110,32 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
         spec.inputs.grad_output.CopyFrom(grad_output)
     if return_output is not None:
         req.return_output = bool(return_output)
+    if score_mod is not None:
+        spec.score_mod.expression = _expression("score_mod", score_mod)
+    if mask_mod is not None:
+        spec.mask_mod.expression = _expression("mask_mod", mask_mod)
+    if aux is not None:
+        items = list(aux.items()) if isinstance(aux, dict) else list(aux)
+        seen = set()
+        del spec.aux[:]
+        for name, value in items:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"aux: tensor names are non-empty strings, not {name!r}")
+            if name in seen:
+                raise ValueError(f"aux: tensor {name!r} given twice")
+            seen.add(name)
+            tensor = value if isinstance(value, pb.Tensor) else tens.aux_tensor(value, name)
+            spec.aux.add(name=name).tensor.CopyFrom(tensor)
     return req
+
+
+def _expression(keyword, text):
+    # An empty string would leave the message set but say nothing; refuse it here, by name.
+    if not isinstance(text, str):
+        raise ValueError(f"{keyword}: an expression string, not {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"{keyword}: empty expression")
+    return text
 
 
 def normalize_axes(axes):

@@ -6,6 +6,9 @@ named "output", "dq", "dk", "dv", which ChunkAssembler puts back together into t
 Every tensor is row-major with little-endian elements of its dtype (pb.Tensor).
 """
 
+import math
+import struct
+
 import grpc
 
 from ._stubs import pb
@@ -89,6 +92,43 @@ def from_numpy(array):
                          "(build a pb.Tensor for bfloat16 or float8)")
     return pb.Tensor(dtype=dtype, shape=list(array.shape),
                      data=numpy.ascontiguousarray(array, dtype=stored).tobytes())
+
+
+def aux_tensor(values, name="aux"):
+    """A 1-D or 2-D array of numbers (nested lists, or a numpy array of any real dtype) as a
+    DTYPE_FLOAT32 pb.Tensor, for spec.aux: what the CLI's --aux sends. Every value must be
+    finite and within float32's range, and integers exact in float32 (|v| <= 2**24), so an
+    index or a document id never silently changes; ValueError naming `name` otherwise."""
+    if hasattr(values, "tolist"):  # numpy arrays and scalars, without importing numpy
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"aux {name}: a 1-D or 2-D array of numbers, not {type(values).__name__}")
+    if values and all(isinstance(row, (list, tuple)) for row in values):
+        shape = [len(values), len(values[0])]
+        for i, row in enumerate(values):
+            if len(row) != shape[1]:
+                raise ValueError(f"aux {name}: row {i} has {len(row)} numbers, row 0 has "
+                                 f"{shape[1]} (a 2-D tensor's rows must be as long)")
+        flat = [v for row in values for v in row]
+    else:
+        shape = [len(values)]
+        flat = list(values)
+    if not flat:
+        raise ValueError(f"aux {name}: empty (an aux tensor has at least one element)")
+    for i, v in enumerate(flat):
+        if isinstance(v, (list, tuple)):
+            raise ValueError(f"aux {name}: more than 2 dimensions (an aux tensor has 1 or 2)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"aux {name}: element {i} is {v!r}, not a number")
+        if isinstance(v, int) and abs(v) > 1 << 24:
+            raise ValueError(f"aux {name}: element {i} is the integer {v}, not exact in float32 "
+                             "(|v| <= 16777216)")
+        if not math.isfinite(v):
+            raise ValueError(f"aux {name}: element {i} is {v}; aux tensors must be finite")
+        if abs(v) > 3.4028234663852886e38:
+            raise ValueError(f"aux {name}: element {i} is {v}, outside float32's range")
+    return pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=shape,
+                     data=struct.pack(f"<{len(flat)}f", *flat))
 
 
 def _data_loss(message):
