@@ -67,7 +67,8 @@ void* CompileCases(const std::vector<Case>& cases, const std::string& dir) {
           << "long long kv, long long hq, long long hkv, const AttnbenchAux* aux) { return " << name
           << "(s, b, h, q, kv, hq, hkv, aux); }\n";
     } else {
-      src << "extern \"C\" bool case" << i << "(long long b, long long h, long long q, long long kv, "
+      src << "extern \"C\" bool case" << i
+          << "(long long b, long long h, long long q, long long kv, "
           << "long long hq, long long hkv, const AttnbenchAux* aux) { return " << name
           << "(b, h, q, kv, hq, hkv, aux); }\n";
     }
@@ -139,17 +140,18 @@ class CudaSourceTest : public ::testing::Test {
                 for (int k = 0; k < 3; ++k) {
                   const float s = static_cast<float>(kS[(kv + q + 5 * k) % 12]);
                   const float want = eval.Score(bind, kv, s);
-                  const float got = reinterpret_cast<ScoreFn>(fn)(s, b, h, q, kv, bind.hq,
-                                                                   bind.hkv, host.data());
+                  const float got =
+                      reinterpret_cast<ScoreFn>(fn)(s, b, h, q, kv, bind.hq, bind.hkv, host.data());
                   ASSERT_TRUE(SameFloat(got, want))
                       << cases[i].text << "\n  at b=" << b << " h=" << h << " q=" << q
                       << " kv=" << kv << " s=" << s << ": emitted " << got << ", interpreter "
-                      << want << "\n" << CudaFunction(p, "f");
+                      << want << "\n"
+                      << CudaFunction(p, "f");
                 }
               } else {
                 const bool want = eval.Keeps(bind, kv);
-                const bool got = reinterpret_cast<MaskFn>(fn)(b, h, q, kv, bind.hq, bind.hkv,
-                                                              host.data());
+                const bool got =
+                    reinterpret_cast<MaskFn>(fn)(b, h, q, kv, bind.hq, bind.hkv, host.data());
                 ASSERT_EQ(got, want) << cases[i].text << "\n  at b=" << b << " h=" << h
                                      << " q=" << q << " kv=" << kv << "\n"
                                      << CudaFunction(p, "f");
@@ -178,9 +180,9 @@ TEST_F(CudaSourceTest, HandWrittenProgramsMatchTheInterpreter) {
   env.seq_kv = 12;
   env.aux = &aux;
   const std::pair<const char*, Kind> texts[] = {
-      {"s - 0.0625 * abs(q - kv)", Kind::kScoreMod},                // ALiBi
-      {"30.0 * tanh(s / 30.0)", Kind::kScoreMod},                   // softcap
-      {"s + rel[h, kv]", Kind::kScoreMod},                          // relative bias table
+      {"s - 0.0625 * abs(q - kv)", Kind::kScoreMod},  // ALiBi
+      {"30.0 * tanh(s / 30.0)", Kind::kScoreMod},     // softcap
+      {"s + rel[h, kv]", Kind::kScoreMod},            // relative bias table
       {"s * sigmoid(s) + exp(s) - log(abs(s)) + sqrt(s)", Kind::kScoreMod},
       {"exp2(s) + log2(s + 1) + min(s, 0.5) + max(s, -0.5)", Kind::kScoreMod},
       {"floor(s) + ceil(s) * 2", Kind::kScoreMod},

@@ -140,7 +140,8 @@ void ExpectNodesInRange(const Program& p, const Problem& prob, const std::string
             bind.hkv = h % e.kv_heads;
             bind.q = q;
             std::vector<F> s(e.seq_kv);
-            for (int64_t kv = 0; kv < e.seq_kv; ++kv) s[kv] = static_cast<F>(kS[(kv * 3 + shift + q) % 10]);
+            for (int64_t kv = 0; kv < e.seq_kv; ++kv)
+              s[kv] = static_cast<F>(kS[(kv * 3 + shift + q) % 10]);
             std::vector<F> out = s;
             eval.Scores(bind, 0, e.seq_kv, out.data());
             for (int64_t kv = 0; kv < e.seq_kv; ++kv) {
@@ -148,11 +149,12 @@ void ExpectNodesInRange(const Program& p, const Problem& prob, const std::string
               const Interval& r = p.ranges[id];
               std::ostringstream where;
               where << text << "\n  normalized " << p.normalized << "\n  node " << id << " ("
-                    << OpSpelling(p.ast.nodes[id].op) << " op " << static_cast<int>(p.ast.nodes[id].op)
-                    << ", type " << TypeName(p.ast.nodes[id].type) << ") int [" << r.lo << ", "
-                    << r.hi << "] float [" << r.flo << ", " << r.fhi << "] nan " << r.nan
-                    << " at b=" << b << " h=" << h << " q=" << q << " kv=" << kv << " s=" << s[kv]
-                    << " in " << (sizeof(F) == 4 ? "float" : "double");
+                    << OpSpelling(p.ast.nodes[id].op) << " op "
+                    << static_cast<int>(p.ast.nodes[id].op) << ", type "
+                    << TypeName(p.ast.nodes[id].type) << ") int [" << r.lo << ", " << r.hi
+                    << "] float [" << r.flo << ", " << r.fhi << "] nan " << r.nan << " at b=" << b
+                    << " h=" << h << " q=" << q << " kv=" << kv << " s=" << s[kv] << " in "
+                    << (sizeof(F) == 4 ? "float" : "double");
               if (p.ast.nodes[id].type == Type::kFloat) {
                 // Report the value itself.
                 Program value = p;
@@ -270,9 +272,8 @@ absl::StatusOr<Program> Compile16(const std::string& text, Kind kind,
 
 TEST(IntervalTest, DivisionOfInt64MinimumByOne) {
   // kMin / 1 is kMin, outside [-kMax, kMax].
-  absl::StatusOr<Program> p =
-      Compile16("(-9223372036854775807 - 1) / (kv % 2 + 1) == -9223372036854775807 - 1",
-                Kind::kMaskMod);
+  absl::StatusOr<Program> p = Compile16(
+      "(-9223372036854775807 - 1) / (kv % 2 + 1) == -9223372036854775807 - 1", Kind::kMaskMod);
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_TRUE(p->ranges[p->ast.root].can_true());
   Evaluator<float> eval(*p, {});

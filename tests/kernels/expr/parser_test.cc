@@ -44,10 +44,9 @@ TEST(ParserTest, PrecedenceAndAssociativity) {
   EXPECT_EQ(Norm("7 % 4 * 2"), "float(((7%4)*2))");  // same level as *, left to right
   EXPECT_EQ(Norm("1 - -2"), "float((1-(-2)))");
   EXPECT_EQ(Norm("-kv * 2"), "float(((-kv)*2))");  // unary binds tighter than *
-  EXPECT_EQ(Norm("+kv"), "float(kv)");              // unary plus adds nothing
+  EXPECT_EQ(Norm("+kv"), "float(kv)");             // unary plus adds nothing
   // || below && below == below < below + .
-  EXPECT_EQ(Norm("q < kv || kv < 2 && q == 3", Kind::kMaskMod),
-            "((q<kv)||((kv<2)&&(q==3)))");
+  EXPECT_EQ(Norm("q < kv || kv < 2 && q == 3", Kind::kMaskMod), "((q<kv)||((kv<2)&&(q==3)))");
   EXPECT_EQ(Norm("q + 1 < kv == kv <= 2", Kind::kMaskMod), "(((q+1)<kv)==(kv<=2))");
   EXPECT_EQ(Norm("!(q > kv) && !(q >= kv) || q != kv", Kind::kMaskMod),
             "(((!(q>kv))&&(!(q>=kv)))||(q!=kv))");
@@ -91,8 +90,9 @@ TEST(ParserTest, Literals) {
             "9223372036854775807)");
   EXPECT_EQ(ParseError(std::string(5000, '9')).substr(0, 30), "column 4097: the expression is");
   EXPECT_EQ(ParseError(std::string(4000, '9')).substr(0, 30), "column 1: integer literal 9999");
-  EXPECT_EQ(ParseError("1e999"), "column 1: float literal 1e999 is not finite in float32 "
-                                 "(largest 3.4028235e38)");
+  EXPECT_EQ(ParseError("1e999"),
+            "column 1: float literal 1e999 is not finite in float32 "
+            "(largest 3.4028235e38)");
   EXPECT_EQ(ParseError("0." + std::string(3000, '0') + "1"), "parsed");  // tiny, not an error
 }
 
@@ -111,7 +111,8 @@ TEST(ParserTest, SyntaxErrorsNameTheColumn) {
   EXPECT_EQ(ParseError("q & kv"), "column 3: unexpected character '&'");
   EXPECT_EQ(ParseError("1e"), "column 1: a number's exponent needs digits");
   EXPECT_EQ(ParseError("kv + 1e+"), "column 6: a number's exponent needs digits");
-  EXPECT_EQ(ParseError("2f"), "column 2: a number runs into a name (no suffixes: write 2.0, not 2f)");
+  EXPECT_EQ(ParseError("2f"),
+            "column 2: a number runs into a name (no suffixes: write 2.0, not 2f)");
   EXPECT_EQ(ParseError("q ? 1"), "column 6: expected ':' in 'c ? a : b', found the end");
   EXPECT_EQ(ParseError("q ? 1 , 2"), "column 7: expected ':' in 'c ? a : b', found ','");
   EXPECT_EQ(ParseError("foo(1)"),
@@ -162,8 +163,7 @@ TEST(ParserTest, LimitsAreEnforcedCheaply) {
   // Deep text that builds few nodes is still refused before it can exhaust the stack.
   for (const std::string& deep :
        {std::string(4000, '('), std::string(4000, '+') + "1", std::string(4000, '!'),
-        std::string(2000, '(') + "1" + std::string(2000, ')'),
-        [] {
+        std::string(2000, '(') + "1" + std::string(2000, ')'), [] {
           std::string s;
           for (int i = 0; i < 1000; ++i) s += "1?";
           return s + "1";
@@ -189,9 +189,9 @@ TEST(ParserTest, NormalizedTextAndHashFollowMeaning) {
     EXPECT_EQ(p.normalized, base.normalized) << same;
     EXPECT_EQ(p.hash, base.hash) << same;
   }
-  for (const char* different : {"s * 0.5 + (kv - q)", "s * 0.5 + q - kv - 1", "s * 0.25 + (q - kv)",
-                                "s * 0.5 - (q - kv)", "(s + 0.5) * (q - kv)", "s * 0.5 + (q - kv) / 1",
-                                "s * 0.5 + (q - hq)"}) {
+  for (const char* different :
+       {"s * 0.5 + (kv - q)", "s * 0.5 + q - kv - 1", "s * 0.25 + (q - kv)", "s * 0.5 - (q - kv)",
+        "(s + 0.5) * (q - kv)", "s * 0.5 + (q - kv) / 1", "s * 0.5 + (q - hq)"}) {
     const Program p = compile(different);
     EXPECT_NE(p.normalized, base.normalized) << different;
     EXPECT_NE(p.hash, base.hash) << different;

@@ -114,7 +114,8 @@ TEST_F(ProgramTest, ResultTypes) {
 }
 
 TEST_F(ProgramTest, AuxRankAndIndexType) {
-  EXPECT_EQ(Check("doc[kv, 0]"), "column 1: aux tensor 'doc' has 1 dimension but is indexed with 2");
+  EXPECT_EQ(Check("doc[kv, 0]"),
+            "column 1: aux tensor 'doc' has 1 dimension but is indexed with 2");
   EXPECT_EQ(Check("s + table[kv]"),
             "column 5: aux tensor 'table' has 2 dimensions but is indexed with 1");
   EXPECT_EQ(Check("doc[0.5]"),

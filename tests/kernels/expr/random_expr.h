@@ -45,10 +45,26 @@ class RandomExpr {
 
   std::string Int(int depth) {
     if (depth <= 0 || Pick(4) == 0) {
-      static const char* kLeaves[] = {"0",  "1",   "2",   "3",   "7",    "16",  "2147483647",
-                                      "9223372036854775807", "(-9223372036854775807 - 1)",
-                                      "b",  "h",   "q",   "kv",  "hq",   "hkv", "S_q",
-                                      "S_kv", "kv", "q",  "(kv - 2)"};
+      static const char* kLeaves[] = {"0",
+                                      "1",
+                                      "2",
+                                      "3",
+                                      "7",
+                                      "16",
+                                      "2147483647",
+                                      "9223372036854775807",
+                                      "(-9223372036854775807 - 1)",
+                                      "b",
+                                      "h",
+                                      "q",
+                                      "kv",
+                                      "hq",
+                                      "hkv",
+                                      "S_q",
+                                      "S_kv",
+                                      "kv",
+                                      "q",
+                                      "(kv - 2)"};
       return kLeaves[Pick(sizeof(kLeaves) / sizeof(kLeaves[0]))];
     }
     const int d = depth - 1;
@@ -85,8 +101,8 @@ class RandomExpr {
 
   std::string Float(int depth) {
     if (depth <= 0 || Pick(4) == 0) {
-      static const char* kLeaves[] = {"0.0", "0.5", "-1.5", "1e-3", ".25", "2.", "3e38",
-                                      "1e-40", "100.0", "1e20", "s"};
+      static const char* kLeaves[] = {"0.0",  "0.5",   "-1.5",  "1e-3", ".25", "2.",
+                                      "3e38", "1e-40", "100.0", "1e20", "s"};
       const int n = sizeof(kLeaves) / sizeof(kLeaves[0]);
       // `s` only in a score_mod; an int leaf promotes as in C.
       const int k = Pick(n + 2);
@@ -110,8 +126,8 @@ class RandomExpr {
       case 6:
         return absl::StrCat(Pick(2) ? "min(" : "max(", Float(d), ", ", Number(d), ")");
       case 7: {
-        static const char* kFuncs[] = {"abs", "exp",  "exp2", "log",     "log2",
-                                       "sqrt", "tanh", "sigmoid"};
+        static const char* kFuncs[] = {"abs",  "exp",  "exp2", "log",
+                                       "log2", "sqrt", "tanh", "sigmoid"};
         return absl::StrCat(kFuncs[Pick(8)], "(", Number(d), ")");
       }
       case 8:

@@ -57,8 +57,7 @@ TEST(ExpressionsTest, NoExpressionsIsNull) {
 TEST(ExpressionsTest, ExpressionErrorsNameTheField) {
   Problem p = Base();
   p.score_mod = "s + qq";
-  EXPECT_EQ(Validate(p).substr(0, 57),
-            "spec.score_mod.expression: column 5: unknown name 'qq' (v");
+  EXPECT_EQ(Validate(p).substr(0, 57), "spec.score_mod.expression: column 5: unknown name 'qq' (v");
   p.score_mod = "";
   EXPECT_EQ(Validate(p), "spec.score_mod.expression is empty");
   p.score_mod = "s * 0.5";
@@ -137,26 +136,23 @@ TEST(ExpressionsTest, AuxTensorErrorsNameTheTensor) {
   p.aux[1].tensor.dtype = DType::kUnspecified;
   EXPECT_EQ(Validate(p), "spec.aux[1].tensor.dtype must be set");
   p.aux[1] = Aux("other", {2, 2, 4}, v16);
-  EXPECT_EQ(Validate(p),
-            "spec.aux[1].tensor.shape has 3 dimensions; an aux tensor has 1 or 2");
+  EXPECT_EQ(Validate(p), "spec.aux[1].tensor.shape has 3 dimensions; an aux tensor has 1 or 2");
   p.aux[1] = Aux("other", {}, {});
-  EXPECT_EQ(Validate(p),
-            "spec.aux[1].tensor.shape has 0 dimensions; an aux tensor has 1 or 2");
+  EXPECT_EQ(Validate(p), "spec.aux[1].tensor.shape has 0 dimensions; an aux tensor has 1 or 2");
   p.aux[1] = Aux("other", {0}, {});
   EXPECT_EQ(Validate(p), "spec.aux[1].tensor.shape dimensions must be in [1, 67108864], not 0");
   p.aux[1] = Aux("other", {-3}, {});
   EXPECT_EQ(Validate(p), "spec.aux[1].tensor.shape dimensions must be in [1, 67108864], not -3");
   p.aux[1] = Aux("other", {17}, v16);
-  EXPECT_EQ(Validate(p),
-            "spec.aux[1].tensor.data has 64 bytes; 17 elements of float32 need 68");
+  EXPECT_EQ(Validate(p), "spec.aux[1].tensor.data has 64 bytes; 17 elements of float32 need 68");
   // Huge shapes are refused before anything is allocated, whatever the data size.
   p.aux[1] = Aux("other", {int64_t{1} << 26, int64_t{1} << 26}, v16);
   EXPECT_EQ(Validate(p, absl::StatusCode::kResourceExhausted).substr(0, 20),
             "spec.aux: 4503599627");
   p.aux[1] = Aux("other", {int64_t{1} << 40}, v16);
   EXPECT_EQ(Validate(p).substr(0, 51), "spec.aux[1].tensor.shape dimensions must be in [1, ");
-  p.aux[1] = Aux("other", {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max()},
-                 v16);
+  p.aux[1] =
+      Aux("other", {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max()}, v16);
   EXPECT_EQ(Validate(p).substr(0, 51), "spec.aux[1].tensor.shape dimensions must be in [1, ");
   std::vector<float> nan = v16;
   nan[5] = std::nanf("");
@@ -201,20 +197,19 @@ TEST(ExpressionsCountingTest, DocumentMaskFromAuxTensor) {
   Problem p = Base();
   p.seq_len_q = p.seq_len_kv = 200;
   std::vector<float> ids(200);
-  for (int i = 0; i < 200; ++i) ids[i] = static_cast<float>(i < 7 ? 0 : i < 90 ? 1 : i < 150 ? 2 : 3);
+  for (int i = 0; i < 200; ++i)
+    ids[i] = static_cast<float>(i < 7 ? 0 : i < 90 ? 1 : i < 150 ? 2 : 3);
   p.aux.push_back(Aux("doc", {200}, ids));
   p.mask_mod = "doc[q] == doc[kv]";
   ExpectCounts(p, [&](int64_t, int, int64_t q, int64_t kv) { return ids[q] == ids[kv]; });
   p.mask_mod = "doc[q] == doc[kv] && kv <= q";
-  ExpectCounts(p, [&](int64_t, int, int64_t q, int64_t kv) {
-    return ids[q] == ids[kv] && kv <= q;
-  });
+  ExpectCounts(p,
+               [&](int64_t, int, int64_t q, int64_t kv) { return ids[q] == ids[kv] && kv <= q; });
   // Intersected with spec.mask (causal).
   p.mask_mod = "doc[q] == doc[kv]";
   p.mask.kind = MaskKind::kCausal;
-  ExpectCounts(p, [&](int64_t, int, int64_t q, int64_t kv) {
-    return ids[q] == ids[kv] && kv <= q;
-  });
+  ExpectCounts(p,
+               [&](int64_t, int, int64_t q, int64_t kv) { return ids[q] == ids[kv] && kv <= q; });
 }
 
 TEST(ExpressionsCountingTest, PrefixLmAndRectangular) {
@@ -227,16 +222,16 @@ TEST(ExpressionsCountingTest, PrefixLmAndRectangular) {
   p.seq_len_kv = 70;  // q runs over [-60, 70)
   ExpectCounts(p, [](int64_t, int, int64_t q, int64_t kv) { return kv < 16 || kv <= q; });
   p.mask_mod = "kv < 4 || (kv <= q && q - kv < 20)";  // sinks + sliding window
-  ExpectCounts(p, [](int64_t, int, int64_t q, int64_t kv) {
-    return kv < 4 || (kv <= q && q - kv < 20);
-  });
+  ExpectCounts(
+      p, [](int64_t, int, int64_t q, int64_t kv) { return kv < 4 || (kv <= q && q - kv < 20); });
 }
 
 TEST(ExpressionsCountingTest, MasksThatReadBatchAndHead) {
   Problem p = Base();  // B = 2, 4 heads
   p.seq_len_q = p.seq_len_kv = 70;
   p.mask_mod = "kv % (h + 1) == 0 || b == 1";
-  ExpectCounts(p, [](int64_t b, int h, int64_t, int64_t kv) { return kv % (h + 1) == 0 || b == 1; });
+  ExpectCounts(p,
+               [](int64_t b, int h, int64_t, int64_t kv) { return kv % (h + 1) == 0 || b == 1; });
   p.mask_mod = "hq * 10 <= kv && kv < q";
   ExpectCounts(p, [](int64_t, int h, int64_t q, int64_t kv) { return h * 10 <= kv && kv < q; });
   p.mask_mod = "1 < 0";
