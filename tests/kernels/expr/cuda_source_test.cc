@@ -138,7 +138,7 @@ class CudaSourceTest : public ::testing::Test {
               bind.q = q;
               if (p.kind == Kind::kScoreMod) {
                 for (int k = 0; k < 3; ++k) {
-                  const float s = static_cast<float>(kS[(kv + q + 5 * k) % 12]);
+                  const float s = static_cast<float>(kS[((kv + q + 5 * k) % 12 + 12) % 12]);
                   const float want = eval.Score(bind, kv, s);
                   const float got =
                       reinterpret_cast<ScoreFn>(fn)(s, b, h, q, kv, bind.hq, bind.hkv, host.data());

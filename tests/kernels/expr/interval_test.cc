@@ -141,7 +141,7 @@ void ExpectNodesInRange(const Program& p, const Problem& prob, const std::string
             bind.q = q;
             std::vector<F> s(e.seq_kv);
             for (int64_t kv = 0; kv < e.seq_kv; ++kv)
-              s[kv] = static_cast<F>(kS[(kv * 3 + shift + q) % 10]);
+              s[kv] = static_cast<F>(kS[((kv * 3 + shift + q) % 10 + 10) % 10]);
             std::vector<F> out = s;
             eval.Scores(bind, 0, e.seq_kv, out.data());
             for (int64_t kv = 0; kv < e.seq_kv; ++kv) {
