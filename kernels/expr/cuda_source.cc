@@ -50,12 +50,9 @@ const char* FloatFunc(Func f) {
 std::string CudaPrelude() {
   return R"(// attnbench expression helpers: the interpreter's semantics (kernels/expr/evaluate.h).
 #ifndef __CUDACC__
-#include <cmath>
+#include <math.h>
 #define __device__
 #define __forceinline__ inline
-using std::expf; using std::exp2f; using std::logf; using std::log2f; using std::sqrtf;
-using std::tanhf; using std::fminf; using std::fmaxf; using std::fabsf; using std::floorf;
-using std::ceilf;
 #endif
 struct AttnbenchAux { const float* data; long long rows, cols; };
 template <typename T> __device__ __forceinline__ T attnbench_wrap_add(T a, T b) {

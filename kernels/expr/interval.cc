@@ -29,8 +29,9 @@ int64_t MaxAbs(const Interval& x) {
 
 Interval IntDiv(const Interval& a, const Interval& b) {
   // Truncating division never grows |a| (x / 0 = 0; kMin / -1 wraps to kMin, covered by M).
+  // kMin / 1 is kMin itself, outside [-kMax, kMax], and kMin / -1 wraps to kMin.
+  if (a.lo == kMin) return Interval::Int(kMin, kMax);
   const int64_t m = MaxAbs(a);
-  if (a.lo == kMin && b.lo <= -1 && b.hi >= -1) return Interval::Int(kMin, kMax);
   if (a.lo >= 0 && b.lo > 0) return Interval::Int(a.lo / b.hi, a.hi / b.lo);
   return Interval::Int(-m, m);
 }
@@ -46,18 +47,30 @@ Interval IntMod(const Interval& a, const Interval& b) {
 // An endpoint representable in float32 stays exact for correctly rounded operations (+ - * /,
 // conversions), so equality tests on exact values (document ids) stay decidable; library
 // functions (exp, log, ...) are not correctly rounded and always get the margin.
+// An endpoint beyond float32's range is infinite for the float interpreter (3e38 + 3e38,
+// exp(100)) yet finite for the double one: the interval then reaches to infinity on that side
+// and keeps FLT_MAX on the other, covering both, so that 0 * inf and inf - inf show up as NaN.
 Interval Widened(double lo, double hi, bool nan, bool library = false) {
   if (std::isnan(lo) || std::isnan(hi)) return Interval::Float(-kInf, kInf, true);
   const auto margin = [library](double v) {
     if (std::isinf(v) || (!library && static_cast<double>(static_cast<float>(v)) == v)) return 0.0;
     return std::fabs(v) * 1e-6 + 1e-30;
   };
-  return Interval::Float(lo - margin(lo), hi + margin(hi), nan);
+  constexpr double kFloatMax = std::numeric_limits<float>::max();
+  lo = lo > kFloatMax ? kFloatMax : lo < -kFloatMax ? -kInf : lo - margin(lo);
+  hi = hi < -kFloatMax ? -kFloatMax : hi > kFloatMax ? kInf : hi + margin(hi);
+  return Interval::Float(lo, hi, nan);
 }
 
-Interval FloatCorners(const Interval& a, const Interval& b, double (*f)(double, double)) {
+Interval FloatCorners(const Interval& a, const Interval& b, double (*f)(double, double),
+                      bool product = false) {
   const double c[] = {f(a.flo, b.flo), f(a.flo, b.fhi), f(a.fhi, b.flo), f(a.fhi, b.fhi)};
   bool nan = a.nan || b.nan;
+  // 0 * inf is NaN where 0 lies inside one interval and the other reaches infinity, a case no
+  // corner shows ([-1, 1] * [1, inf]).
+  const auto has_zero = [](const Interval& x) { return x.flo <= 0 && x.fhi >= 0; };
+  const auto has_inf = [](const Interval& x) { return std::isinf(x.flo) || std::isinf(x.fhi); };
+  if (product && ((has_zero(a) && has_inf(b)) || (has_zero(b) && has_inf(a)))) nan = true;
   double lo = kInf, hi = -kInf;
   for (double v : c) {
     if (std::isnan(v)) {
@@ -238,7 +251,7 @@ std::vector<Interval> Analyze(const Ast& ast, const VarRanges& vars, const AuxRa
           if (n.op == Op::kDiv && b->flo <= 0 && b->fhi >= 0) {
             out = Interval::Float(-kInf, kInf, true);  // x / 0 is infinite or NaN
           } else {
-            out = FloatCorners(*a, *b, f);
+            out = FloatCorners(*a, *b, f, n.op == Op::kMul);
           }
         } else if (n.op == Op::kAdd) {
           out = FromWide(static_cast<Wide>(a->lo) + b->lo, static_cast<Wide>(a->hi) + b->hi);

@@ -104,9 +104,11 @@ class Lexer {
     pos_ = end;
     if (is_float) {
       t.kind = Tok::kFloat;
-      // The kernels compute in float32: a literal must be finite there too.
+      // The kernels compute in float32: a literal must be finite there too, that is below the
+      // midpoint between FLT_MAX and the next power of two (which rounds to infinity), so
+      // 3.4028235e38, the largest float as usually printed, is accepted.
       if (!absl::SimpleAtod(t.text, &t.float_value) || !std::isfinite(t.float_value) ||
-          std::fabs(t.float_value) > FLT_MAX) {
+          std::fabs(t.float_value) >= 0x1.ffffffp127) {
         return Error(t.column, absl::StrCat("float literal ", t.text,
                                             " is not finite in float32 (largest 3.4028235e38)"));
       }

@@ -2,8 +2,9 @@
 method and which answers are acceptable, so any failing case can be replayed by its number.
 
 Mix: valid requests (which must succeed), single field mutations with an exact expected answer,
-stacked and descriptor-driven mutations, sweep-grid abuse, wire-level corruption, garbage,
-messages over --max_message_bytes, client cancellations and tight deadlines, and tenant headers.
+stacked and descriptor-driven mutations, score_mod / mask_mod expressions and aux tensors (random,
+mutated, invalid, hostile), sweep-grid abuse, wire-level corruption, garbage, messages over
+--max_message_bytes, client cancellations and tight deadlines, and tenant headers.
 """
 
 import contextlib
@@ -20,6 +21,7 @@ from attnbench.v1 import attnbench_pb2 as pb
 import outcomes
 from outcomes import C, Expect, strict
 import valid_requests
+import expression_mutations
 import spec_mutations
 import wire_mutations
 
@@ -121,6 +123,13 @@ def _stacked(rng, index):
             names.append("random_field_write")
     return Case(index, "stacked", _run_method(rng), req.SerializeToString(),
                 outcomes.anything(), "+".join(names))
+
+
+def _expression(rng, index):
+    """A small valid request with a score_mod or mask_mod and aux tensors (issue #15)."""
+    req = valid_requests.valid_run_request(rng)
+    expect, note = expression_mutations.expression_case(rng, req)
+    return Case(index, "expression", _run_method(rng), req.SerializeToString(), expect, note)
 
 
 def _sweep_abuse(rng, index):
@@ -291,9 +300,9 @@ def _tenant(rng, index):
 
 
 # (weight, builder); weights sum to 100.
-MIX = [(12, _valid), (28, _single), (14, _stacked), (9, _sweep_abuse), (14, _wire),
-       (7, _garbage), (3, _oversized), (4, _cancel), (3, _deadline), (2, _capabilities),
-       (4, _tenant)]
+MIX = [(12, _valid), (25, _single), (12, _stacked), (5, _expression), (9, _sweep_abuse),
+       (14, _wire), (7, _garbage), (3, _oversized), (4, _cancel), (3, _deadline),
+       (2, _capabilities), (4, _tenant)]
 
 
 def build(seed, index):
