@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "kernels/reference/check.h"
 #include "kernels/registry.h"
 #include "kernels/spec/dtype.h"
+#include "kernels/spec/modifiers.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
 
@@ -462,7 +464,7 @@ TEST(CpuBackendTest, DescribesItsDeviceAndSupport) {
   EXPECT_EQ(s.dtypes.size(), 4u);
   EXPECT_EQ(s.layouts.size(), 8u);
   EXPECT_EQ(s.masks.size(), 5u);
-  EXPECT_EQ(s.modifiers.size(), 3u);
+  EXPECT_EQ(s.modifiers.size(), std::size(kAllModifiers));  // built-ins and expressions
   EXPECT_TRUE(s.paged_kv_cache);
   EXPECT_EQ(s.auto_priority, 0);
   EXPECT_EQ(s.phases, (std::vector<Phase>{Phase::kPrefill, Phase::kDecode, Phase::kBackward}));
