@@ -169,7 +169,6 @@ class CpuReferenceBackend : public Backend {
     s.limitations = {
         "dtypes are storage only: math is float32 on every dtype",
         "PHASE_BACKWARD: float32, float16 and bfloat16 only (no DTYPE_FLOAT8_E4M3)",
-        "PHASE_BACKWARD: no spec.score_mod (mask_mod is fine: it only selects pairs)",
         "PHASE_BACKWARD recomputes the scores and dP in a separate dQ pass (seven matmuls per "
         "kept pair where the FLOP count has five) so that no accumulation needs atomics"};
     s.auto_priority = 0;
@@ -185,12 +184,7 @@ class CpuReferenceBackend : public Backend {
           " does not support spec.dtype=DTYPE_FLOAT8_E4M3 with "
           "spec.phase=PHASE_BACKWARD (supports: DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16)"));
     }
-    // The gradient through a client's expression needs its derivative in s, which neither this
-    // backend nor the float64 oracle computes yet.
-    if (problem.phase == Phase::kBackward && problem.score_mod.has_value()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "backend ", Name(), " does not support spec.score_mod with spec.phase=PHASE_BACKWARD"));
-    }
+
     return absl::OkStatus();
   }
 
@@ -252,7 +246,7 @@ class CpuReferenceBackend : public Backend {
     if (!inputs.ok()) return inputs.status();
     if (problem.phase == Phase::kBackward) {
       return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
-                                     compile_seconds);
+                                     *std::move(exprs), compile_seconds);
     }
     return std::unique_ptr<Workload>(
         new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,

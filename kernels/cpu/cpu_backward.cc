@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/modifiers.h"
@@ -14,10 +15,12 @@ constexpr int64_t kRowsPerItem = 64;
 
 }  // namespace
 
-CpuBackward::CpuBackward(const Problem& problem, const ProblemShapes& shapes, int num_threads)
+CpuBackward::CpuBackward(const Problem& problem, const ProblemShapes& shapes, int num_threads,
+                         std::shared_ptr<const ProblemExpressions> exprs)
     : problem_(problem),
       shapes_(shapes),
       mask_(problem),
+      exprs_(std::move(exprs)),
       scale_(static_cast<float>(
           problem.scale.value_or(1.0 / std::sqrt(static_cast<double>(problem.head_dim_qk))))) {
   if (problem.alibi.enabled) {
@@ -52,6 +55,11 @@ CpuBackward::CpuBackward(const Problem& problem, const ProblemShapes& shapes, in
     s.dv.resize(tk * dv);
     s.dq.resize(tq * dqk);
     s.cos_sin.resize(inv_freq_.size() * 2);
+    s.chain.resize(tk);
+    s.slope.resize(tk);
+    if (exprs_ != nullptr && exprs_->score_mod.has_value()) {
+      s.score_mod = std::make_unique<expr::Evaluator<float>>(*exprs_->score_mod, exprs_->aux);
+    }
   }
 }
 
@@ -169,8 +177,24 @@ bool CpuBackward::Tile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int
         s[c] += static_cast<float>(static_cast<double>(slope) * static_cast<double>(j0 + c - pos));
       }
     }
+    // chain[c] = d(final score) / d(score before softcap), for dS below.
+    float* chain = sc.chain.data();
+    std::fill(chain, chain + width, 1.0f);
     if (softcap) {
-      for (int64_t c = 0; c < width; ++c) s[c] = cap * std::tanh(s[c] / cap);
+      for (int64_t c = 0; c < width; ++c) {
+        s[c] = cap * std::tanh(s[c] / cap);
+        chain[c] = SoftcapDerivative(s[c], cap);
+      }
+    }
+    if (sc.score_mod != nullptr) {
+      expr::Bindings bind;
+      bind.b = b;
+      bind.h = h;
+      bind.q = i0 + r + mask_.offset();
+      bind.hq = shapes_.heads.map[h].query_head;
+      bind.hkv = shapes_.heads.map[h].kv_head;
+      sc.score_mod->ScoresAndSlopes(bind, j0, width, s, sc.slope.data());
+      for (int64_t c = 0; c < width; ++c) chain[c] *= sc.slope[c];
     }
     const float lse = in.lse[(b * hout + h) * shapes_.seq_q + i0 + r];
     const float d_row = row_terms_[(b * hout + h) * shapes_.seq_q + i0 + r];
@@ -182,7 +206,7 @@ bool CpuBackward::Tile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int
       p[c] = kept ? std::exp(s[c] - lse) : 0.0f;
       any = any || kept;
     }
-    // dP = dO V^T, then dS = P (dP - D), through softcap's derivative.
+    // dP = dO V^T, then dS = P (dP - D), through the derivatives of softcap and score_mod.
     float* ds = &sc.ds[r * kKeyBlock];
     std::fill(ds, ds + width, 0.0f);
     const float* g = &sc.dout[r * dv];
@@ -193,7 +217,8 @@ bool CpuBackward::Tile(int64_t b, int h, int64_t i0, int64_t i1, int64_t j0, int
     }
     for (int64_t c = 0; c < width; ++c) {
       ds[c] = p[c] * (ds[c] - d_row);
-      if (softcap) ds[c] *= SoftcapDerivative(s[c], cap);
+      // A hidden pair has p = 0: keep a score_mod's infinite or NaN slope there out of dS.
+      if (p[c] != 0.0f) ds[c] *= chain[c];
     }
   }
   return any;

@@ -22,9 +22,12 @@
 #define ATTNBENCH_KERNELS_CPU_CPU_BACKWARD_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/expr/evaluate.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/mask.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -56,7 +59,9 @@ class CpuBackward {
 
   // problem normalized, valid, core scope; both must outlive this. Scratch for num_threads
   // threads and the D buffer are allocated here.
-  CpuBackward(const Problem& problem, const ProblemShapes& shapes, int num_threads);
+  // `exprs`: the problem's compiled expressions (CompileExpressions), required with a score_mod.
+  CpuBackward(const Problem& problem, const ProblemShapes& shapes, int num_threads,
+              std::shared_ptr<const ProblemExpressions> exprs = nullptr);
 
   // Returns early, its results partly written, once `stop` says so (polled per tile).
   void Run(ThreadPool& pool, const BackwardOperands& in, const BackwardResults& out,
@@ -68,7 +73,9 @@ class CpuBackward {
  private:
   struct Scratch {
     std::vector<float> q, dout, kt, k, vt, s, p, ds, dk, dv, dq, cos_sin;
+    std::vector<float> chain, slope;  // one row: d(final score)/d(raw score), score_mod's slope
     std::vector<uint8_t> keep;
+    std::unique_ptr<expr::Evaluator<float>> score_mod;  // this thread's, when there is one
   };
   // P and dS of rows [i0, i1) x keys [j0, j1) of (b, h), from sc.q, sc.dout, sc.kt, sc.vt
   // (loaded for those rows and keys); false when the tile keeps no pair.
@@ -91,6 +98,7 @@ class CpuBackward {
   MaskEvaluator mask_;
   std::vector<float> slopes_;     // ALiBi per output head; empty when off
   std::vector<double> inv_freq_;  // RoPE; empty when off
+  std::shared_ptr<const ProblemExpressions> exprs_;  // may be null without expressions
   float scale_;
   std::vector<std::vector<int>> heads_of_query_;
   std::vector<std::vector<int>> heads_of_kv_;

@@ -18,14 +18,15 @@ namespace {
 class CpuBackwardWorkload : public Workload {
  public:
   CpuBackwardWorkload(Problem problem, ProblemShapes shapes, AttentionInputs inputs,
-                      int num_threads, double expression_compile_seconds)
+                      int num_threads, std::shared_ptr<const ProblemExpressions> exprs,
+                      double expression_compile_seconds)
       : expression_compile_seconds_(expression_compile_seconds),
         problem_(std::move(problem)),
         shapes_(std::move(shapes)),
         inputs_(std::move(inputs)),
         pool_(num_threads),
-        attention_(problem_, shapes_, pool_.num_threads()),
-        backward_(problem_, shapes_, pool_.num_threads()) {
+        attention_(problem_, shapes_, pool_.num_threads(), exprs),
+        backward_(problem_, shapes_, pool_.num_threads(), exprs) {
     q_work_.resize(NumElements(shapes_.query));
     if (problem_.rope.enabled) k_work_.resize(NumElements(shapes_.key));
     out_.resize(NumElements(shapes_.core_output));
@@ -158,9 +159,10 @@ class CpuBackwardWorkload : public Workload {
 
 std::unique_ptr<Workload> MakeCpuBackwardWorkload(Problem problem, ProblemShapes shapes,
                                                   AttentionInputs inputs, int num_threads,
+                                                  std::shared_ptr<const ProblemExpressions> exprs,
                                                   double expression_compile_seconds) {
   return std::make_unique<CpuBackwardWorkload>(std::move(problem), std::move(shapes),
-                                               std::move(inputs), num_threads,
+                                               std::move(inputs), num_threads, std::move(exprs),
                                                expression_compile_seconds);
 }
 

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "kernels/backend.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
 #include "kernels/spec/tensors.h"
@@ -20,10 +21,12 @@
 namespace attnbench {
 
 // problem normalized, valid, core-scope PHASE_BACKWARD; inputs from GenerateInputs (dO included).
-// `expression_compile_seconds`: what Prepare spent on the problem's expressions, reported back.
+// `exprs`: the problem's compiled expressions (may be null without any);
+// `expression_compile_seconds`: what Prepare spent compiling them, reported back.
 std::unique_ptr<Workload> MakeCpuBackwardWorkload(Problem problem, ProblemShapes shapes,
                                                   AttentionInputs inputs, int num_threads,
-                                                  double expression_compile_seconds = 0);
+                                                  std::shared_ptr<const ProblemExpressions> exprs,
+                                                  double expression_compile_seconds);
 
 // Host bytes the workload holds: the inputs (dO included) and their prepared copies, O, the
 // log-sum-exp, D, dQ, dK, dV, the copies Output() and Gradients() hand out, both kernels' scratch

@@ -257,6 +257,112 @@ void Evaluator<F>::Scores(const Bindings& bind, int64_t kv0, int64_t n, F* s) {
 }
 
 template <typename F>
+void Evaluator<F>::Differentiate(int n) {
+  const std::vector<Node>& nodes = program_->ast.nodes;
+  const std::vector<bool>& varies = program_->varies;
+  slopes_.assign(nodes.size() * kLanes, F(0));
+  for (size_t id = 0; id < nodes.size(); ++id) {
+    const Node& node = nodes[id];
+    // Only float nodes that vary across the row can depend on s; the rest stay 0.
+    if (node.type != Type::kFloat || !varies[id]) continue;
+    F* D = &slopes_[id * kLanes];
+    const F* X = &floats_[id * kLanes];
+    const auto at = [&](const std::vector<F>& v, int child, int l) {
+      return v[child * kLanes + (varies[child] ? l : 0)];
+    };
+    const auto x = [&](int child, int l) { return at(floats_, child, l); };
+    const auto d = [&](int child, int l) {
+      return nodes[child].type == Type::kFloat ? at(slopes_, child, l) : F(0);
+    };
+    for (int l = 0; l < n; ++l) {
+      switch (node.op) {
+        case Op::kVar:
+          D[l] = static_cast<Var>(node.index) == Var::kS ? F(1) : F(0);
+          break;
+        case Op::kNeg:
+          D[l] = -d(node.a, l);
+          break;
+        case Op::kAdd:
+          D[l] = d(node.a, l) + d(node.b, l);
+          break;
+        case Op::kSub:
+          D[l] = d(node.a, l) - d(node.b, l);
+          break;
+        case Op::kMul:
+          D[l] = d(node.a, l) * x(node.b, l) + x(node.a, l) * d(node.b, l);
+          break;
+        case Op::kDiv:
+          D[l] = (d(node.a, l) - X[l] * d(node.b, l)) / x(node.b, l);
+          break;
+        case Op::kSelect:
+          D[l] = ints_[node.a * kLanes + (varies[node.a] ? l : 0)] != 0 ? d(node.b, l)
+                                                                          : d(node.c, l);
+          break;
+        case Op::kCall: {
+          const F a = x(node.a, l), da = d(node.a, l);
+          switch (static_cast<Func>(node.index)) {
+            case Func::kMin:
+            case Func::kMax:
+              // fmin / fmax return an operand: follow the one returned (a on a tie).
+              D[l] = (X[l] == a || (std::isnan(X[l]) && std::isnan(a))) ? da : d(node.b, l);
+              break;
+            case Func::kAbs:
+              D[l] = a > 0 ? da : a < 0 ? -da : F(0);
+              break;
+            case Func::kExp:
+              D[l] = X[l] * da;
+              break;
+            case Func::kExp2:
+              D[l] = X[l] * static_cast<F>(0.69314718055994530942) * da;
+              break;
+            case Func::kLog:
+              D[l] = da / a;
+              break;
+            case Func::kLog2:
+              D[l] = da / (a * static_cast<F>(0.69314718055994530942));
+              break;
+            case Func::kSqrt:
+              D[l] = da / (F(2) * X[l]);
+              break;
+            case Func::kTanh:
+              D[l] = (F(1) - X[l] * X[l]) * da;
+              break;
+            case Func::kSigmoid:
+              D[l] = X[l] * (F(1) - X[l]) * da;
+              break;
+            case Func::kFloor:
+            case Func::kCeil:
+              D[l] = 0;  // int-typed: never reached
+              break;
+          }
+          break;
+        }
+        default:  // literals, aux elements, promoted ints: constant in s
+          D[l] = 0;
+          break;
+      }
+    }
+  }
+}
+
+template <typename F>
+void Evaluator<F>::ScoresAndSlopes(const Bindings& bind, int64_t kv0, int64_t n, F* s, F* slope) {
+  const int root = program_->ast.root;
+  for (int64_t start = 0; start < n; start += kLanes) {
+    const int lanes = static_cast<int>(std::min<int64_t>(kLanes, n - start));
+    Run(bind, kv0 + start, lanes, s + start);
+    Differentiate(lanes);
+    const int lane_of_root = program_->varies[root] ? 1 : 0;
+    const F* out = &floats_[root * kLanes];
+    const F* dout = &slopes_[root * kLanes];
+    for (int l = 0; l < lanes; ++l) {
+      s[start + l] = out[lane_of_root * l];
+      slope[start + l] = dout[lane_of_root * l];
+    }
+  }
+}
+
+template <typename F>
 void Evaluator<F>::Mask(const Bindings& bind, int64_t kv0, int64_t n, uint8_t* keep) {
   const int root = program_->ast.root;
   for (int64_t start = 0; start < n; start += kLanes) {

@@ -33,6 +33,11 @@ class Evaluator {
 
   // score_mod: s[l] = f(s[l], kv = kv0 + l) for l < n (any n; done in chunks of kLanes).
   void Scores(const Bindings& bind, int64_t kv0, int64_t n, F* s);
+  // score_mod with its derivative for a backward pass: s[l] = f(s[l], kv0 + l) and
+  // slope[l] = df/ds there (forward-mode, by the usual rules of each operation: integer and bool
+  // subexpressions are constant in s, ?: and min/max follow the operand they chose, floor and
+  // ceil are constant, x / 0 follows the quotient rule like the IEEE result it gives).
+  void ScoresAndSlopes(const Bindings& bind, int64_t kv0, int64_t n, F* s, F* slope);
   // mask_mod: keep[l] = f(kv = kv0 + l) for l < n.
   void Mask(const Bindings& bind, int64_t kv0, int64_t n, uint8_t* keep);
   // One pair (the oracle's and MaskEvaluator::Keeps' path).
@@ -41,11 +46,14 @@ class Evaluator {
 
  private:
   void Run(const Bindings& bind, int64_t kv0, int n, const F* s);
+  // d/ds of every float node over the lanes Run just computed, into slopes_.
+  void Differentiate(int n);
 
   const Program* program_;
   const std::vector<AuxTensor>* aux_;
   std::vector<int64_t> ints_;  // [node][lane]; bools as 0/1
   std::vector<F> floats_;      // [node][lane]
+  std::vector<F> slopes_;      // [node][lane], ScoresAndSlopes only
 };
 
 // A per-thread evaluator for one program, for callers shared by many threads (MaskEvaluator):

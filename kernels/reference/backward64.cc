@@ -64,22 +64,19 @@ absl::StatusOr<Backward64> Backward64::Create(const Problem& problem,
     return absl::InvalidArgumentError(
         "the backward oracle takes core-scope PHASE_BACKWARD problems only");
   }
-  // Its gradient would need the expression's derivative in s; a mask_mod needs nothing new, the
-  // mask evaluator applies it.
-  if (problem.score_mod.has_value()) {
-    return absl::FailedPreconditionError(
-        "the backward oracle does not differentiate spec.score_mod");
-  }
   if (auto s = CheckShape("query", inputs.query, shapes->query); !s.ok()) return s;
   if (auto s = CheckShape("key", inputs.key, shapes->key); !s.ok()) return s;
   if (auto s = CheckShape("value", inputs.value, shapes->value); !s.ok()) return s;
   if (auto s = CheckShape("grad_output", inputs.grad_output, shapes->core_output); !s.ok()) {
     return s;
   }
-  return Backward64(problem, inputs, *std::move(shapes));
+  absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
+  if (!exprs.ok()) return exprs.status();
+  return Backward64(problem, inputs, *std::move(shapes), *std::move(exprs));
 }
 
-Backward64::Backward64(const Problem& problem, const AttentionInputs& inputs, ProblemShapes shapes)
+Backward64::Backward64(const Problem& problem, const AttentionInputs& inputs, ProblemShapes shapes,
+                       std::shared_ptr<const ProblemExpressions> exprs)
     : problem_(&problem),
       inputs_(&inputs),
       shapes_(std::move(shapes)),
@@ -90,6 +87,10 @@ Backward64::Backward64(const Problem& problem, const AttentionInputs& inputs, Pr
                                        problem.rope.rotary_dims.value_or(problem.head_dim_qk));
   }
   if (problem.alibi.enabled) slopes_ = AlibiSlopes(problem.alibi, shapes_.heads.num_output_heads);
+  exprs_ = std::move(exprs);
+  if (exprs_ != nullptr && exprs_->score_mod.has_value()) {
+    score_mod_ = std::make_unique<expr::ThreadEvaluators<double>>(*exprs_->score_mod, exprs_->aux);
+  }
   heads_of_query_.resize(shapes_.heads.num_query_heads);
   heads_of_kv_.resize(shapes_.heads.num_kv_heads);
   for (int h = 0; h < shapes_.heads.num_output_heads; ++h) {
@@ -139,10 +140,26 @@ const float* Backward64::GradOutRow(int64_t b, int64_t i, int h) const {
                       shapes_.dim_v];
 }
 
-double Backward64::Score(int h, int64_t i, int64_t j, const double* q, const double* k) const {
+double Backward64::Score(int64_t b, int h, int64_t i, int64_t j, const double* q, const double* k,
+                         double* chain) const {
   double s = scale_ * Dot(q, k, shapes_.dim_qk);
   if (!slopes_.empty()) s += slopes_[h] * static_cast<double>(j - (i + mask_.offset()));
-  if (problem_->softcap.enabled) s = Softcap(s, problem_->softcap.cap);
+  *chain = 1;
+  if (problem_->softcap.enabled) {
+    s = Softcap(s, problem_->softcap.cap);
+    *chain = SoftcapDerivative(s, problem_->softcap.cap);
+  }
+  if (score_mod_ != nullptr) {
+    expr::Bindings bind;
+    bind.b = b;
+    bind.h = h;
+    bind.q = i + mask_.offset();
+    bind.hq = shapes_.heads.map[h].query_head;
+    bind.hkv = shapes_.heads.map[h].kv_head;
+    double slope = 0;
+    score_mod_->Get().ScoresAndSlopes(bind, j, 1, &s, &slope);
+    *chain *= slope;
+  }
   return s;
 }
 
@@ -183,21 +200,24 @@ std::vector<double> Backward64::QueryGradRow(int64_t b, int64_t i, int query_hea
   QueryRow(b, i, query_head, q.data());
   std::vector<double> grad(dqk, 0.0);
   std::vector<int64_t> kept;
-  std::vector<double> s, p, dp;
+  std::vector<double> s, p, dp, chain;
   for (int h : heads_of_query_[query_head]) {
     const KeyValues& kv = CachedKeyValues(b, shapes_.heads.map[h].kv_head);
     const float* dout = GradOutRow(b, i, h);
     kept.clear();
     s.clear();
     dp.clear();
+    chain.clear();
     double max_score = kMinusInf;
     bool nan = false;
     ForKeptKeys(b, h, i, [&](int64_t j) {
-      const double sj = Score(h, i, j, q.data(), &kv.keys[j * dqk]);
+      double cj = 1;
+      const double sj = Score(b, h, i, j, q.data(), &kv.keys[j * dqk], &cj);
       nan = nan || std::isnan(sj);
       max_score = std::max(max_score, sj);
       kept.push_back(j);
       s.push_back(sj);
+      chain.push_back(cj);
       dp.push_back(Dot(dout, &kv.values[j * dv], dv));
     });
     if (pairs != nullptr) *pairs += kept.size();
@@ -216,7 +236,7 @@ std::vector<double> Backward64::QueryGradRow(int64_t b, int64_t i, int query_hea
     }
     for (size_t k = 0; k < kept.size(); ++k) {
       double ds = p[k] * (dp[k] - d);
-      if (problem_->softcap.enabled) ds *= SoftcapDerivative(s[k], problem_->softcap.cap);
+      if (p[k] != 0) ds *= chain[k];  // p = 0: a score of -inf, whose slope must not poison dS
       const double* key = &kv.keys[kept[k] * dqk];
       for (int64_t e = 0; e < dqk; ++e) grad[e] += scale_ * ds * key[e];
     }
@@ -234,8 +254,6 @@ Backward64::KeyValueGrads Backward64::KeyValueGradGroup(int64_t b, int kv_head, 
   out.dv.assign(skv * dv, 0.0);
   std::vector<double> q(sq * dqk), lse(sq), d(sq);
   std::atomic<uint64_t> pairs{0};
-  const bool softcap = problem_->softcap.enabled;
-  const double cap = problem_->softcap.cap;
   for (int h : heads_of_kv_[kv_head]) {
     const int qh = shapes_.heads.map[h].query_head;
     // Pass 1: each query row's log-sum-exp and D_i, which every key of the row needs.
@@ -251,7 +269,8 @@ Backward64::KeyValueGrads Backward64::KeyValueGradGroup(int64_t b, int kv_head, 
         double max_score = kMinusInf;
         bool nan = false;
         ForKeptKeys(b, h, i, [&](int64_t j) {
-          const double sj = Score(h, i, j, qi, &kv.keys[j * dqk]);
+          double unused;
+          const double sj = Score(b, h, i, j, qi, &kv.keys[j * dqk], &unused);
           nan = nan || std::isnan(sj);
           max_score = std::max(max_score, sj);
           s.push_back(sj);
@@ -287,12 +306,13 @@ Backward64::KeyValueGrads Backward64::KeyValueGradGroup(int64_t b, int kv_head, 
         double* dvj = &out.dv[j * dv];
         ForKeptQueries(b, h, j, [&](int64_t i) {
           ++visited;
-          const double s = Score(h, i, j, &q[i * dqk], key);
+          double chain = 1;
+          const double s = Score(b, h, i, j, &q[i * dqk], key, &chain);
           const double p = std::exp(s - lse[i]);
           const float* dout = GradOutRow(b, i, h);
           for (int64_t e = 0; e < dv; ++e) dvj[e] += p * dout[e];
           double ds = p * (Dot(dout, value, dv) - d[i]);
-          if (softcap) ds *= SoftcapDerivative(s, cap);
+          if (p != 0) ds *= chain;
           const double* qi = &q[i * dqk];
           for (int64_t e = 0; e < dqk; ++e) dk[e] += scale_ * ds * qi[e];
         });

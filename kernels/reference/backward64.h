@@ -25,9 +25,12 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/expr/evaluate.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/mask.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -61,7 +64,8 @@ class Backward64 {
   const std::vector<std::vector<int>>& heads_of_kv() const { return heads_of_kv_; }
 
  private:
-  Backward64(const Problem& problem, const AttentionInputs& inputs, ProblemShapes shapes);
+  Backward64(const Problem& problem, const AttentionInputs& inputs, ProblemShapes shapes,
+             std::shared_ptr<const ProblemExpressions> exprs);
 
   struct KeyValues {
     std::vector<double> keys;    // [S_kv, D_qk], RoPE applied
@@ -72,8 +76,10 @@ class Backward64 {
   // q[b, i, query_head, :] as double, RoPE applied at position i'.
   void QueryRow(int64_t b, int64_t i, int query_head, double* q) const;
   const float* GradOutRow(int64_t b, int64_t i, int h) const;
-  // The score s_ij of head h, softcapped (softcap's derivative is written through it).
-  double Score(int h, int64_t i, int64_t j, const double* q, const double* k) const;
+  // The score s_ij of head h after every modifier (softcap, then the score_mod), and in *chain
+  // its derivative with respect to scale * <q, k> (+ ALiBi), which dS is multiplied by.
+  double Score(int64_t b, int h, int64_t i, int64_t j, const double* q, const double* k,
+               double* chain) const;
   // Calls f(j) for every key j that (b, h, i) keeps, ascending, skipping 64-key tiles the mask
   // hides whole; and f(i) for every query i that keeps (b, h, j).
   template <typename F>
@@ -88,6 +94,9 @@ class Backward64 {
   std::vector<double> inv_freq_;
   std::vector<double> slopes_;
   double scale_;
+  // The score_mod, in double, one evaluator per thread (the gradient passes run in parallel).
+  std::shared_ptr<const ProblemExpressions> exprs_;
+  std::unique_ptr<expr::ThreadEvaluators<double>> score_mod_;
   std::vector<std::vector<int>> heads_of_query_;
   std::vector<std::vector<int>> heads_of_kv_;
   // Keys and values of the batch QueryGradRow last read, per kv head.

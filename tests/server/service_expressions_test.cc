@@ -125,21 +125,20 @@ TEST(ServiceExpressionsTest, BadExpressionsAndAuxNameTheField) {
   }
 }
 
-// A cpu_reference backward with a score_mod needs a derivative it does not have: refused by name,
-// not run without the expression.
-TEST(ServiceExpressionsTest, BackwardWithScoreModIsAPreconditionFailure) {
+// The backward runs both expressions on cpu_reference, the score_mod through its derivative, and
+// the gradients pass the float64 check.
+TEST(ServiceExpressionsTest, BackwardRunsCheckedWithBothExpressions) {
   pb::RunRequest request = DocumentRequest();
   request.mutable_spec()->set_phase(pb::PHASE_BACKWARD);
   pb::RunResponse response;
   const grpc::Status status = CallRun(request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
-  EXPECT_THAT(status.error_message(), HasSubstr("spec.score_mod"));
-
-  request.mutable_spec()->clear_score_mod();
-  request.mutable_spec()->mutable_aux()->RemoveLast();  // the bias table only the score_mod read
-  const grpc::Status ok = CallRun(request, &response);
-  ASSERT_TRUE(ok.ok()) << ok.error_message();
-  EXPECT_TRUE(response.result().correctness().passed());
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const pb::Correctness& c = response.result().correctness();
+  EXPECT_TRUE(c.checked());
+  EXPECT_TRUE(c.passed()) << c.relative_error();
+  ASSERT_EQ(c.tensors_size(), 3);
+  EXPECT_EQ(c.tensors(0).name(), "dq");
+  EXPECT_EQ(response.result().work().kept_pairs(), 2u * (15 + 120 + 91 + 120));
 }
 
 }  // namespace

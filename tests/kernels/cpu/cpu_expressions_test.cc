@@ -2,7 +2,7 @@
 // writes its expression twice, once as text for the backend and once as C++ for the tests' own
 // float64 attention (naive_attention.h), and every output element must agree on fresh inputs of
 // odd sizes. Expressions equivalent to a built-in (ALiBi, softcap, causal, window) must also give
-// the built-in's output, and the float64 oracle's check must pass.
+// the built-in's output, and the float64 oracle's check must pass; the same for the backward.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -17,6 +17,7 @@
 #include "kernels/reference/check.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/modifiers.h"
+#include "tests/kernels/gradient_util.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
 
@@ -100,6 +101,12 @@ std::vector<float> BiasTable() {
     for (int d = 0; d < 16; ++d) t.push_back(Bias(h, d));
   }
   return t;
+}
+void AllBuiltins(Problem& p) {
+  p.mask.kind = MaskKind::kCausal;
+  p.rope = {true, std::nullopt, std::nullopt};
+  p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
+  p.softcap = {true, 2.5};
 }
 const std::vector<float> kSlopes = {0.5f, 0.25f, 0.125f, 0.0625f, 0.03125f, 0.015625f};
 
@@ -186,10 +193,7 @@ std::vector<Case> Cases() {
     // On top of every built-in modifier, with C's integer arithmetic and promotion.
     Case k{"after_builtins",
            [](Problem& p) {
-             p.mask.kind = MaskKind::kCausal;
-             p.rope = {true, std::nullopt, std::nullopt};
-             p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
-             p.softcap = {true, 2.5};
+             AllBuiltins(p);
              p.score_mod = "s * 0.5 + (q - kv) % 3 / 2";  // int % and / before the float add
            },
            {}};
@@ -308,9 +312,15 @@ TEST(CpuExpressionsTest, ExpressionsEqualToBuiltinsGiveTheBuiltinOutput) {
   }
 }
 
-// Masks select pairs only, so the backward runs them; a score_mod needs a derivative neither
-// cpu_reference nor the oracle has, and is refused by name.
-TEST(CpuExpressionsTest, BackwardRunsMaskModsAndRefusesScoreMods) {
+GradientTensors Gradients(const CpuRun& r) {
+  absl::StatusOr<GradientTensors> g = r.workload->Gradients();
+  EXPECT_TRUE(g.ok()) << g.status();
+  return g.ok() ? *std::move(g) : GradientTensors{};
+}
+
+// A mask_mod only selects pairs: the same pairs as the built-in give the same gradients, to the
+// last bit (the same float32 arithmetic per pair).
+TEST(CpuExpressionsTest, BackwardMaskModEqualsTheBuiltinMask) {
   Problem with_mod = OddProblem();
   with_mod.phase = Phase::kBackward;
   with_mod.mask_mod = "kv <= q";
@@ -320,26 +330,81 @@ TEST(CpuExpressionsTest, BackwardRunsMaskModsAndRefusesScoreMods) {
   CpuRun a = RunCpu(with_mod), b = RunCpu(with_causal);
   ASSERT_NE(a.workload, nullptr);
   ASSERT_NE(b.workload, nullptr);
-  absl::StatusOr<GradientTensors> ga = a.workload->Gradients();
-  absl::StatusOr<GradientTensors> gb = b.workload->Gradients();
-  ASSERT_TRUE(ga.ok()) << ga.status();
-  ASSERT_TRUE(gb.ok()) << gb.status();
-  const std::pair<const FloatTensor*, const FloatTensor*> grads[] = {
-      {&ga->dq, &gb->dq}, {&ga->dk, &gb->dk}, {&ga->dv, &gb->dv}};
-  for (const auto& [x, y] : grads) {
-    // The same pairs kept, the same float32 arithmetic per pair: equal to the last bit.
-    EXPECT_EQ(x->values, y->values);
-    EXPECT_FALSE(x->values.empty());
-  }
+  const GradientTensors ga = Gradients(a), gb = Gradients(b);
+  EXPECT_FALSE(ga.dq.values.empty());
+  EXPECT_EQ(ga.dq.values, gb.dq.values);
+  EXPECT_EQ(ga.dk.values, gb.dk.values);
+  EXPECT_EQ(ga.dv.values, gb.dv.values);
+}
 
-  Problem score = OddProblem();
-  score.phase = Phase::kBackward;
-  score.score_mod = "s * 2";
-  score = NormalizeProblem(score);
-  ASSERT_TRUE(ValidateProblem(score).ok());
-  const absl::Status refused = MakeCpuReferenceBackend(1)->CheckSupported(score);
-  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(refused.message().find("spec.score_mod"), std::string::npos) << refused;
+// The backward through a score_mod (its derivative in s by forward-mode rules, evaluate.h): the
+// CPU's float32 gradients against the float64 oracle's, every element.
+TEST(CpuExpressionsTest, BackwardThroughScoreModsMatchesTheOracle) {
+  const std::vector<std::pair<const char*, std::function<void(Problem&)>>> cases = {
+      {"bias_table_and_documents",
+       [](Problem& p) {
+         p.score_mod = "s + bias[h, min(max(q - kv, 0), 15)]";
+         p.mask_mod = "doc[q] == doc[kv]";
+         p.aux = {Aux("bias", {6, 16}, BiasTable()), Aux("doc", {53}, DocIds())};
+         p.mask.kind = MaskKind::kCausal;
+       }},
+      {"smooth_functions",
+       [](Problem& p) { p.score_mod = "s * sigmoid(s) + 0.3 * log(1 + exp(s)) - sqrt(s * s + 1)"; }},
+      {"branches_and_min_max",
+       [](Problem& p) { p.score_mod = "s > 0 ? min(s, 1.5) : max(0.25 * s, -1) + abs(s - 0.1)"; }},
+      {"after_builtins_bf16",
+       [](Problem& p) {
+         p.dtype = DType::kBFloat16;
+         AllBuiltins(p);
+         p.score_mod = "s / (1 + 0.01 * (q - kv)) + exp2(-s * s)";
+       }},
+  };
+  for (const auto& [name, edit] : cases) {
+    Problem p = OddProblem();
+    p.phase = Phase::kBackward;
+    edit(p);
+    CpuRun r = RunCpu(p);
+    ASSERT_NE(r.workload, nullptr) << name;
+    const GradientTensors g = Gradients(r);
+    const testing::OracleGradients ref = testing::FullOracleGradients(r.problem, r.workload->Inputs());
+    const testing::Tolerance tol = testing::StoredOutputTolerance(r.problem.dtype, 1e-4);
+    testing::ExpectAllClose(g.dq.values, ref.dq, g.dq.shape, tol, std::string(name) + " dQ");
+    testing::ExpectAllClose(g.dk.values, ref.dk, g.dk.shape, tol, std::string(name) + " dK");
+    testing::ExpectAllClose(g.dv.values, ref.dv, g.dv.shape, tol, std::string(name) + " dV");
+  }
+}
+
+// Derivatives written independently: a score_mod equal to softcap or to harmonic ALiBi gives the
+// built-in's gradients (which use softcap's closed-form derivative).
+TEST(CpuExpressionsTest, BackwardScoreModsEqualToBuiltinsGiveTheBuiltinGradients) {
+  struct Pair {
+    const char* name;
+    std::function<void(Problem&)> builtin, expression;
+  };
+  const std::vector<Pair> pairs = {
+      {"softcap", [](Problem& p) { p.softcap = {true, 2.0}; },
+       [](Problem& p) { p.score_mod = "2 * tanh(s / 2)"; }},
+      {"alibi_harmonic", [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 0.75}; },
+       [](Problem& p) { p.score_mod = "s + 0.75 / (h + 1) * (kv - q)"; }},
+  };
+  for (const Pair& pair : pairs) {
+    Problem a = OddProblem(), b = OddProblem();
+    a.phase = b.phase = Phase::kBackward;
+    a.mask.kind = b.mask.kind = MaskKind::kCausal;
+    pair.builtin(a);
+    pair.expression(b);
+    CpuRun ra = RunCpu(a), rb = RunCpu(b);
+    ASSERT_NE(ra.workload, nullptr);
+    ASSERT_NE(rb.workload, nullptr);
+    const GradientTensors ga = Gradients(ra), gb = Gradients(rb);
+    const testing::Tolerance tol = testing::StoredOutputTolerance(DType::kFloat32, 1e-4);
+    const auto as_double = [](const FloatTensor& t) {
+      return std::vector<double>(t.values.begin(), t.values.end());
+    };
+    testing::ExpectAllClose(gb.dq.values, as_double(ga.dq), gb.dq.shape, tol, pair.name);
+    testing::ExpectAllClose(gb.dk.values, as_double(ga.dk), gb.dk.shape, tol, pair.name);
+    testing::ExpectAllClose(gb.dv.values, as_double(ga.dv), gb.dv.shape, tol, pair.name);
+  }
 }
 
 TEST(CpuExpressionsTest, CapabilitiesListTheExpressions) {

@@ -242,3 +242,69 @@ TEST(EvaluateRowsTest, DoubleRowsMatchPairs) { ExpectRowsMatchPairs<double>(2); 
 
 }  // namespace
 }  // namespace attnbench::expr
+
+namespace attnbench::expr {
+namespace {
+
+// ScoresAndSlopes' derivative against central differences in double, for every rule that carries
+// one (each expression exercises one or two), at scores away from any kink, over a whole row so
+// that per-lane and row-invariant operands both appear; and the float slope against the double.
+TEST(ScoreSlopeTest, MatchesCentralDifferences) {
+  const std::vector<AuxTensor> aux = {testing::MakeAux("w", {4}, {0.5f, -1.25f, 2.0f, 0.75f})};
+  Env env;
+  env.output_heads = env.query_heads = 4;
+  env.seq_q = env.seq_kv = 16;
+  env.aux = &aux;
+  const char* const texts[] = {
+      "s",
+      "-s + 3",
+      "s * s - 2 * s",
+      "s * w[h] + kv",
+      "(s + 1) / (s * s + 2)",
+      "3 / (s - 10)",
+      "exp(s / 2) + exp2(0.5 * s)",
+      "log(s * s + 1) + log2(s * s + 3)",
+      "sqrt(s * s + 1)",
+      "tanh(s) + sigmoid(2 * s)",
+      "abs(s - 0.3) + abs(kv - 5.5)",
+      "min(s, 0.7) + max(s, kv - 8)",
+      "s > 0.2 ? s * s : -s",
+      "(q - kv) % 3 == 0 ? 2 * s : s / 4",
+      "floor(s) + s",
+      "s * (kv + 0.5) / (h + 1)",
+  };
+  const double scores[] = {-2.37, -0.61, 0.47, 1.93};
+  for (const char* text : texts) {
+    absl::StatusOr<Program> p = Compile(text, Kind::kScoreMod, env);
+    ASSERT_TRUE(p.ok()) << text << ": " << p.status();
+    Evaluator<double> f64(*p, aux);
+    Evaluator<float> f32(*p, aux);
+    for (double s0 : scores) {
+      for (int h = 0; h < 4; ++h) {
+        Bindings bind;
+        bind.h = bind.hq = h;
+        bind.q = 9;
+        std::vector<double> s(16, s0), slope(16), up(16, s0 + 1e-6), down(16, s0 - 1e-6);
+        f64.ScoresAndSlopes(bind, 0, 16, s.data(), slope.data());
+        f64.Scores(bind, 0, 16, up.data());
+        f64.Scores(bind, 0, 16, down.data());
+        std::vector<float> s32(16, static_cast<float>(s0)), slope32(16);
+        f32.ScoresAndSlopes(bind, 0, 16, s32.data(), slope32.data());
+        for (int kv = 0; kv < 16; ++kv) {
+          const double numeric = (up[kv] - down[kv]) / 2e-6;
+          EXPECT_NEAR(slope[kv], numeric, 1e-5 * std::max(1.0, std::fabs(numeric)))
+              << text << " at s=" << s0 << " h=" << h << " kv=" << kv;
+          EXPECT_NEAR(slope32[kv], slope[kv], 1e-4 * std::max(1.0, std::fabs(slope[kv])))
+              << text << " (float) at s=" << s0 << " h=" << h << " kv=" << kv;
+          // The value is what Scores gives.
+          double value = s0;
+          f64.Scores(bind, kv, 1, &value);
+          EXPECT_EQ(s[kv], value) << text;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace attnbench::expr
