@@ -1,0 +1,76 @@
+// A problem's score_mod / mask_mod as device code: the CUDA source NVRTC compiles (the emitted
+// expression functions of kernels/expr/cuda_source.h and small kernels around them), and a bounded
+// cache of the compiled images, so a second request with the same expressions pays no compile.
+//
+// The kernels, all extern "C", over a problem's (b, h) pairs of heads (bh = b * H_out + h) with
+// the head map in hq_of_h / hkv_of_h and the aux tensors as an AttnbenchAux array in device memory:
+//   attnbench_mask_pairs(aux, hq_of_h, hkv_of_h, heads, S_q, S_kv, bh_count, keep)
+//       keep[(bh * S_q + i) * S_kv + j] = mask_mod at query position i + S_kv - S_q, key j
+//   attnbench_mask_tiles(aux, hq_of_h, hkv_of_h, heads, S_q, S_kv, tile_q, tile_kv, tiles)
+//       one block per (bh, query tile, KV tile), grid (KV tiles, query tiles, bh_count):
+//       tiles[...] = 0 when the tile keeps no pair, 1 some, 2 every pair (FlexAttention's block
+//       mask: what lets a kernel skip empty tiles and drop the per-element test on full ones)
+//   attnbench_score_pairs(aux, hq_of_h, hkv_of_h, heads, S_q, S_kv, bh_count, scores)
+//       scores[...] = score_mod(scores[...]) in place, laid out as keep above
+// Only the kernels of the expressions the problem has are emitted.
+#ifndef ATTNBENCH_KERNELS_CUDA_EXPR_EXPRESSION_MODULE_H_
+#define ATTNBENCH_KERNELS_CUDA_EXPR_EXPRESSION_MODULE_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+#include "kernels/cuda/expr/nvrtc_compiler.h"
+#include "kernels/expr/program.h"
+
+namespace attnbench::cuda {
+
+// The source for `score_mod` and/or `mask_mod` (either may be null, not both).
+std::string ExpressionModuleSource(const expr::Program* score_mod, const expr::Program* mask_mod);
+
+// What the compiled image depends on: the normalized expressions and everything the emitter
+// writes into the code besides them (S_q and S_kv, the integer width), and the architecture.
+std::string ExpressionModuleKey(const expr::Program* score_mod, const expr::Program* mask_mod,
+                                const std::string& arch);
+
+struct ExpressionModule {
+  std::string key;
+  CompiledCubin compiled;
+};
+
+struct ExpressionCacheStats {
+  uint64_t hits = 0, misses = 0, evictions = 0, failures = 0;
+  double compile_seconds = 0;  // summed over misses
+  size_t entries = 0;
+};
+
+// Least-recently-used, at most `capacity` images; thread-safe. Two requests missing on the same
+// key at once may both compile (the second result replaces nothing and is dropped): simpler than
+// waiting, and rare.
+class ExpressionModuleCache {
+ public:
+  explicit ExpressionModuleCache(size_t capacity = 64) : capacity_(capacity) {}
+
+  // The image for these expressions on `arch`, compiled on a miss; *hit says which.
+  absl::StatusOr<std::shared_ptr<const ExpressionModule>> Get(const expr::Program* score_mod,
+                                                              const expr::Program* mask_mod,
+                                                              const std::string& arch,
+                                                              bool* hit = nullptr);
+  ExpressionCacheStats Stats() const;
+
+ private:
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  std::list<std::shared_ptr<const ExpressionModule>> lru_;  // front: most recent
+  std::unordered_map<std::string, std::list<std::shared_ptr<const ExpressionModule>>::iterator>
+      index_;
+  ExpressionCacheStats stats_;
+};
+
+}  // namespace attnbench::cuda
+
+#endif  // ATTNBENCH_KERNELS_CUDA_EXPR_EXPRESSION_MODULE_H_
