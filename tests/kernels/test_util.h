@@ -31,6 +31,23 @@ inline Problem SmallProblem() {
   return p;
 }
 
+// The odd-sized problem the CPU backend tests share: B = 2, S_q = 37, S_kv = 53 (so S_q != S_kv
+// and both are ragged against 64-wide tiles), D_qk = 40, D_v = 24, GQA 6/3, float32, prefill core.
+inline Problem OddGqaProblem() {
+  Problem p;
+  p.batch_size = 2;
+  p.seq_len_q = 37;
+  p.seq_len_kv = 53;
+  p.head_dim_qk = 40;
+  p.head_dim_v = 24;
+  p.layout.kind = LayoutKind::kGqa;
+  p.layout.num_query_heads = 6;
+  p.layout.num_kv_heads = 3;
+  p.dtype = DType::kFloat32;
+  p.seed = 20240611;
+  return p;
+}
+
 // Relative size of one unit in the last place of dtype (the spacing just above 1), and its
 // smallest subnormal step. Float32 counts as exact here: UlpRelative is about storage rounding.
 inline double UlpRelative(DType dtype) {

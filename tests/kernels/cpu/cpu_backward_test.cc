@@ -30,20 +30,9 @@ using testing::ExpectAllClose;
 using testing::FullOracleGradients;
 using testing::OracleGradients;
 
-// B = 2, S_q = 37, S_kv = 53, D_qk = 40, D_v = 24, GQA 6/3, float32, PHASE_BACKWARD.
 Problem OddProblem() {
-  Problem p;
-  p.batch_size = 2;
-  p.seq_len_q = 37;
-  p.seq_len_kv = 53;
-  p.head_dim_qk = 40;
-  p.head_dim_v = 24;
-  p.layout.kind = LayoutKind::kGqa;
-  p.layout.num_query_heads = 6;
-  p.layout.num_kv_heads = 3;
-  p.dtype = DType::kFloat32;
+  Problem p = testing::OddGqaProblem();
   p.phase = Phase::kBackward;
-  p.seed = 20240611;
   return p;
 }
 

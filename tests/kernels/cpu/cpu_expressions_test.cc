@@ -27,20 +27,7 @@ namespace {
 using testing::NaiveOptions;
 
 // B = 2, S_q = 37, S_kv = 53 (so q runs over [16, 53)), D_qk = 40, D_v = 24, GQA 6/3.
-Problem OddProblem() {
-  Problem p;
-  p.batch_size = 2;
-  p.seq_len_q = 37;
-  p.seq_len_kv = 53;
-  p.head_dim_qk = 40;
-  p.head_dim_v = 24;
-  p.layout.kind = LayoutKind::kGqa;
-  p.layout.num_query_heads = 6;
-  p.layout.num_kv_heads = 3;
-  p.dtype = DType::kFloat32;
-  p.seed = 20261206;
-  return p;
-}
+Problem OddProblem() { return testing::OddGqaProblem(); }
 
 NamedTensor Aux(const std::string& name, std::vector<int64_t> shape,
                 const std::vector<float>& values) {
