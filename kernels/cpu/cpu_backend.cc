@@ -61,7 +61,7 @@ class CpuWorkload : public Workload {
 
   absl::Status BeforeIteration(const IterationOptions& options) override {
     options_ = options;
-    if (options.flush_cache) FlushLastLevelCache();
+    if (options.flush_cache) FlushLastLevelCache(options.stop);
     return absl::OkStatus();
   }
 

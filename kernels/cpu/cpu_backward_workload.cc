@@ -49,7 +49,7 @@ class CpuBackwardWorkload : public Workload {
       }
       forward_done_ = true;
     }
-    if (options.flush_cache) FlushLastLevelCache();
+    if (options.flush_cache) FlushLastLevelCache(options.stop);
     return absl::OkStatus();
   }
 

@@ -141,18 +141,24 @@ DeviceDescription CpuDevice() {
   return device;
 }
 
-void FlushLastLevelCache() {
+void FlushLastLevelCache(const StopCheck* stop) {
   // One buffer for the whole process: workloads come and go, and allocating (and first touching)
-  // hundreds of MiB per workload would cost more than the runs it makes cold.
+  // hundreds of MiB per workload would cost more than the runs it makes cold. Uninitialized
+  // (new[]), so its pages are first touched below, chunk by chunk, where a stop can cut in.
   static std::mutex mutex;
-  static std::vector<unsigned char>* buffer = new std::vector<unsigned char>();
+  static unsigned char* buffer = nullptr;
+  static const uint64_t bytes = FlushBufferBytes();
   static unsigned char value = 0;
+  constexpr uint64_t kChunk = uint64_t{8} << 20;
   std::lock_guard<std::mutex> lock(mutex);
-  if (buffer->empty()) buffer->resize(FlushBufferBytes());
+  if (buffer == nullptr) buffer = new unsigned char[bytes];
   // A different value each time, so no write can be skipped as redundant.
   ++value;
-  std::memset(buffer->data(), value, buffer->size());
-  volatile unsigned char sink = (*buffer)[buffer->size() / 2];
+  for (uint64_t at = 0; at < bytes; at += kChunk) {
+    if (ShouldStop(stop)) return;
+    std::memset(buffer + at, value, std::min(kChunk, bytes - at));
+  }
+  volatile unsigned char sink = buffer[bytes / 2];
   (void)sink;
 }
 

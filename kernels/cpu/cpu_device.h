@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
+#include "kernels/stop_check.h"
 
 namespace attnbench {
 
@@ -18,8 +19,10 @@ uint64_t LastLevelCacheBytes();
 
 // Writes over a buffer larger than the last-level cache (by a quarter, at least 8 MiB),
 // evicting what a run left there. The buffer is allocated on the first call and shared by the
-// process; calls are serialized.
-void FlushLastLevelCache();
+// process; calls are serialized. Returns early once `stop` says so: where the reported L3 is
+// hundreds of MiB, the first call (first touch of every page) takes seconds, and a cancelled
+// run must not hold the device through it.
+void FlushLastLevelCache(const StopCheck* stop = nullptr);
 uint64_t FlushBufferBytes();
 
 }  // namespace attnbench
