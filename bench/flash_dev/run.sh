@@ -10,8 +10,8 @@ build() {
   local dir=$1
   mkdir -p "$dir"
   # The flash family's sources (kernels/cuda/flash), two compile jobs at a time.
-  local srcs=(flash.cu launch_sm80.cu launch_sm90.cu sm90_tile0.cu sm90_tile1.cu sm90_tile2.cu
-              sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu)
+  local srcs=(flash.cu launch_sm80.cu launch_sm90.cu rope_keys.cu sm90_tile0.cu sm90_tile1.cu
+              sm90_tile2.cu sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu)
   local objs=() pids=()
   for src in "${srcs[@]}"; do
     $NVCC -Xptxas -v -c "kernels/cuda/flash/$src" -o "$dir/${src%.cu}.o" \
@@ -24,10 +24,11 @@ build() {
     fi
   done
   g++ -std=c++17 -O2 -I. -c kernels/cuda/flash/support.cc -o "$dir/support.o" || return 1
+  g++ -std=c++17 -O2 -I. -c kernels/cuda/flash/item_order.cc -o "$dir/item_order.o" || return 1
   $NVCC -c bench/flash_dev/flash_check.cu -o "$dir/check.o" > "$dir/check.log" 2>&1 ||
     { cat "$dir/check.log"; return 1; }
   for p in "${pids[@]}"; do wait "$p" || { cat "$dir"/*.log; return 1; }; done
-  $NVCC "$dir/check.o" "${objs[@]}" "$dir/support.o" -o "$dir/flash_check"
+  $NVCC "$dir/check.o" "${objs[@]}" "$dir/support.o" "$dir/item_order.o" -o "$dir/flash_check"
 }
 if [ "$1" = build ]; then build "$2"; exit $?; fi
 OUT=${OUT:-/tmp/flash_out}

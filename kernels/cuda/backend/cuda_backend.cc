@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 #include <thread>
 #include <utility>
@@ -54,12 +55,20 @@ class Kernel {
 
 class FlashKernel : public Kernel {
  public:
-  // Builds what the kernel that will run needs beyond the problem's tables: for a block-sparse
-  // mask on the Hopper kernel, the lists of kept K/V tiles (timed: MaskPreparationSeconds).
+  // Builds what the kernel that will run needs beyond the problem's tables: its workspace, and
+  // for a block-sparse mask on the Hopper kernel the lists of kept K/V tiles (timed:
+  // MaskPreparationSeconds).
   static absl::StatusOr<std::unique_ptr<FlashKernel>> Create(const Problem& problem,
                                                              const AttentionArgs& args,
-                                                             const cuda::flash::FlashDevice& dev) {
+                                                             const cuda::flash::FlashDevice& dev,
+                                                             int sms) {
     auto k = std::make_unique<FlashKernel>();
+    if (const size_t bytes = cuda::flash::WorkspaceBytes(args, dev); bytes > 0) {
+      absl::StatusOr<cuda::DeviceBuffer> ws =
+          cuda::DeviceBuffer::Allocate(bytes, "the flash kernel's workspace (RoPE-rotated K)");
+      if (!ws.ok()) return ws.status();
+      k->workspace_ = *std::move(ws);
+    }
     const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, dev);
     if (tiles.query == 0) return k;
     static_assert(kTilePlanPartial == cuda::kTilePartial, "one partial bit");
@@ -75,6 +84,14 @@ class FlashKernel : public Kernel {
     if (!offsets.ok()) return offsets.status();
     k->list_ = *std::move(list);
     k->offsets_ = *std::move(offsets);
+    const std::vector<int32_t> order = cuda::flash::ItemOrderFor(args, plan->offsets, sms);
+    if (!order.empty()) {
+      absl::StatusOr<cuda::DeviceBuffer> device_order = cuda::DeviceBuffer::Upload(
+          order.data(), order.size() * sizeof(int32_t), "the balanced work-item order");
+      if (!device_order.ok()) return device_order.status();
+      k->order_ = *std::move(device_order);
+      k->order_blocks_ = static_cast<int>(std::min<size_t>(order.size(), sms));
+    }
     k->tile_q_ = tiles.query;
     k->tile_kv_ = tiles.kv;
     k->prepare_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
@@ -85,20 +102,26 @@ class FlashKernel : public Kernel {
     return cuda::CudaStatus(cuda::flash::Launch(WithLists(args), stream), "flash attention launch");
   }
 
-  // args with the tile lists this kernel built (unchanged when none).
+  // args with the workspace and the tile lists this kernel built (unchanged when none).
   AttentionArgs WithLists(AttentionArgs args) const {
+    if (workspace_.bytes() > 0) args.workspace = workspace_.get();
     if (tile_q_ > 0) {
       args.block_tiles = list_.as<int32_t>();
       args.block_tile_offsets = offsets_.as<int64_t>();
       args.block_tile_q = tile_q_;
       args.block_tile_kv = tile_kv_;
     }
+    if (order_blocks_ > 0) {
+      args.item_order = order_.as<int32_t>();
+      args.item_order_blocks = order_blocks_;
+    }
     return args;
   }
   double prepare_seconds() const { return prepare_seconds_; }
 
  private:
-  cuda::DeviceBuffer list_, offsets_;
+  cuda::DeviceBuffer workspace_, list_, offsets_, order_;
+  int order_blocks_ = 0;
   int tile_q_ = 0;
   int tile_kv_ = 0;
   double prepare_seconds_ = 0;
@@ -179,7 +202,8 @@ class CudaWorkload : public Workload {
     switch (kind) {
       case Kind::kFlash: {
         absl::StatusOr<std::unique_ptr<FlashKernel>> k =
-            FlashKernel::Create(problem, problem_->Args(0), FlashDeviceOf(device_));
+            FlashKernel::Create(problem, problem_->Args(0), FlashDeviceOf(device_),
+                                CudaDevices()[device_].description.compute_units);
         if (!k.ok()) return k.status();
         flash_ = k->get();
         kernel_ = *std::move(k);
@@ -301,9 +325,11 @@ class CudaBackend : public Backend {
       case Kind::kFlash:
         return "Fused FlashAttention forward on tensor cores with float32 accumulation and an "
                "online softmax: on Hopper a wgmma + TMA kernel (FlashAttention-3 style) for "
-               "fp16/bf16, D = 64 or 128 and no/causal/window masks; otherwise ldmatrix + "
-               "mma.sync with K/V streamed by cp.async, masks skipping whole tiles, RoPE fused "
-               "into the Q/K loads. RunResult.kernel names the one that ran.";
+               "fp16/bf16, head dims 64-256 and 192/128, every mask (block-sparse ones from lists "
+               "of kept K/V tiles) and modifier (K rotated for RoPE by a pre-pass, Q in shared "
+               "memory); otherwise ldmatrix + mma.sync with K/V streamed by cp.async, masks "
+               "skipping whole tiles, RoPE fused into the Q/K loads. RunResult.kernel names the "
+               "one that ran.";
       case Kind::kUnfused:
         return "The textbook baseline: cuBLAS batched GEMM for Q K^T into float32 scores, a "
                "softmax kernel with masks and modifiers, cuBLAS for P V; long sequences in "
@@ -333,9 +359,10 @@ class CudaBackend : public Backend {
     uint64_t bytes =
         cuda::DeviceProblem::EstimateBytes(problem, *shapes, CudaDevices().front().l2_bytes);
     if (kind_ == Kind::kFlash) {
-      const cuda::flash::ListTiles tiles =
-          cuda::flash::BlockListTiles(cuda::ShapeArgs(problem, *shapes), FlashDeviceOf(0));
+      const AttentionArgs args = cuda::ShapeArgs(problem, *shapes);
+      const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, FlashDeviceOf(0));
       if (tiles.query > 0) bytes += TilePlanMaxBytes(problem, tiles.query, tiles.kv);
+      bytes += cuda::flash::WorkspaceBytes(args, FlashDeviceOf(0));
     }
     if (kind_ == Kind::kUnfused) {
       bytes +=

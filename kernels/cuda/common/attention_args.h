@@ -77,6 +77,12 @@ struct AttentionArgs {
   int32_t block_tile_q = 0;
   int32_t block_tile_kv = 0;
 
+  // The order in which a grid takes work items (flash/item_order.h): when set, item
+  // item_order[index] is worked where item `index` would be, and a persistent grid has exactly
+  // item_order_blocks blocks (the order balances their work for that many). Null: natural order.
+  const int32_t* item_order = nullptr;
+  int32_t item_order_blocks = 0;
+
   // The score modifiers enabled (kModifier* bits), whatever the pointers below hold: support
   // checks run before any device memory exists.
   uint32_t modifiers = 0;
@@ -94,6 +100,11 @@ struct AttentionArgs {
   const float* alibi_slopes = nullptr;
   // Softcap (§4.3): s = softcap * tanh(s / softcap). Zero: none.
   float softcap = 0;
+
+  // Device scratch a kernel needs beside its inputs and output, at least the bytes its launcher
+  // asks for (cuda_flash: flash::WorkspaceBytes, e.g. the Hopper kernel's RoPE-rotated K); the
+  // launch refuses with cudaErrorInvalidValue when it is needed and null.
+  void* workspace = nullptr;
 };
 
 }  // namespace attnbench::cuda

@@ -45,6 +45,9 @@ inline constexpr Sm90Tile kSm90Tiles[] = {
 };
 inline constexpr int kNumSm90Tiles = sizeof(kSm90Tiles) / sizeof(kSm90Tiles[0]);
 inline constexpr int kSm90BlockQ = 128;
+// How the Hopper kernel evaluates the softcap's tanh: two scores per tanh.approx.f16x2 (true) or
+// one per tanh.approx.f32 (false). Chosen by measurement (bench/flash_dev/NOTES.md, softcap).
+inline constexpr bool kSm90PackedTanh = false;
 
 // mma.sync tiles (flash/mainloop_sm80.cuh, FlashConfig): 128 query rows as `warps` warps of
 // m_tiles x 16 rows; Q fragments kept in registers where they fit (D = 64); `tiles_in_y` lays
@@ -71,11 +74,11 @@ inline constexpr int kNumSm80Tiles = sizeof(kSm80Tiles) / sizeof(kSm80Tiles[0]);
 inline constexpr int kSm80BlockQ = 128;
 
 // Dynamic shared memory of one block (the kernels' configs static_assert the same numbers).
-// Hopper: Q + stages x (K + V) tiles of 2-byte elements, 8 bytes per mbarrier (3 + 5 per stage),
+// Hopper: Q + stages x (K + V) tiles of 2-byte elements, 8 bytes per mbarrier (3 + 4 per stage),
 // and 1024 bytes to align the base for the 128-byte swizzle.
 constexpr int Sm90SmemBytes(const Sm90Tile& t) {
   return kSm90BlockQ * t.dim_qk * 2 + t.stages * t.block_kv * (t.dim_qk + t.dim_v) * 2 +
-         8 * (3 + 5 * t.stages) + 1024;
+         8 * (3 + 4 * t.stages) + 1024;
 }
 // mma.sync: the Q tile (also staging O) and two K and V stages, rows padded by 8 elements.
 constexpr int Sm80SmemBytes(const Sm80Tile& t) {

@@ -2,12 +2,15 @@
 // its name, the block-list tiles it needs, and the launch.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/common/launch_support.h"
 #include "kernels/cuda/common/score_mods.cuh"
 #include "kernels/cuda/flash/configs.h"
 #include "kernels/cuda/flash/flash.h"
+#include "kernels/cuda/flash/item_order.h"
 #include "kernels/cuda/flash/launchers.h"
 #include "kernels/cuda/flash/support.h"
 
@@ -70,6 +73,24 @@ std::string KernelName(const AttentionArgs& args, const FlashDevice& device) {
 ListTiles BlockListTiles(const AttentionArgs& args, const FlashDevice& device) {
   if (!UsesTileLists(args.mask) || RouteOf(args, device) != FlashRoute::kSm90) return {};
   return {kSm90BlockQ, kSm90Tiles[PickTile(kSm90Tiles, args.dim_qk, args.dim_v)].block_kv};
+}
+
+std::vector<int32_t> ItemOrderFor(const AttentionArgs& args, const std::vector<int64_t>& offsets,
+                                  int sms) {
+  if (!UsesTileLists(args.mask) || sms <= 0 || offsets.empty()) return {};
+  const std::vector<int64_t> work = TileListWork(args, offsets, kSm90BlockQ);
+  if (work.empty() || work.size() > 0x7fffffffu) return {};
+  int64_t total = 0;
+  for (int64_t w : work) total += w - 1;  // kept tiles (work counts one more per item)
+  if (total >= static_cast<int64_t>(kOrderedMaxTiles) * static_cast<int64_t>(work.size())) {
+    return {};
+  }
+  return BalancedItemOrder(work, static_cast<int>(std::min<size_t>(work.size(), sms)));
+}
+
+size_t WorkspaceBytes(const AttentionArgs& args, const FlashDevice& device) {
+  if ((args.modifiers & kModifierRope) == 0 || RouteOf(args, device) != FlashRoute::kSm90) return 0;
+  return RopeKeysBytes(args);
 }
 
 cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream) {

@@ -6,7 +6,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/flash/support.h"
@@ -32,6 +34,19 @@ struct ListTiles {
   int kv = 0;
 };
 ListTiles BlockListTiles(const AttentionArgs& args, const FlashDevice& device);
+
+// For the lists BlockListTiles asked for (host copy of their offsets): the item order a
+// persistent grid of `sms` blocks takes them in (AttentionArgs::item_order, item_order_blocks =
+// min(items, sms)), or empty when the kernel runs them better in natural order on a grid of one
+// block per item. The rule: lists averaging under kOrderedMaxTiles kept tiles an item, where each
+// block's fill and epilogue weigh most (bench/flash_dev/NOTES.md, block lists).
+inline constexpr int kOrderedMaxTiles = 16;
+std::vector<int32_t> ItemOrderFor(const AttentionArgs& args, const std::vector<int64_t>& offsets,
+                                  int sms);
+
+// Device scratch (AttentionArgs::workspace) the kernel that runs `args` needs: under RoPE on the
+// Hopper kernel, K rotated once per problem (launchers.h, RotateKeys); 0 otherwise.
+size_t WorkspaceBytes(const AttentionArgs& args, const FlashDevice& device);
 
 // Launches the kernel RouteOf picks on `stream` (no synchronization). cudaErrorNotSupported when
 // no kernel runs args; cudaErrorInvalidValue when a table it needs is missing.

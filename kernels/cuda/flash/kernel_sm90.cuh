@@ -2,13 +2,13 @@
 // FlashAttention-3's hopper/ folder: a tile scheduler and the mask's tile walk (scheduler.cuh), a
 // warp-specialized mainloop (this file: a TMA producer warpgroup and two wgmma consumer
 // warpgroups), a mask policy (tile_mask.cuh), a score-modifier policy (common/score_mods.cuh), RoPE
-// fused into the Q/K tiles (rope_sm90.cuh), the online softmax shared with the sm_80 kernel
+// of the Q tiles (rope_sm90.cuh; K arrives rotated by a pre-pass), the online softmax shared with the sm_80 kernel
 // (common/softmax.cuh), and an epilogue. The compile-time shape is Sm90Config (sm90_config.cuh);
 // the policies are template parameters, so a plain request runs code with no trace of the others.
 //
 // Threads: 3 warpgroups (384). Warpgroup 0 produces: one thread issues every TMA copy (Q once per
 // work item, K and V per tile, one copy per column panel) onto mbarriers; with RoPE, its warps
-// 1-3 rotate each Q and K tile in shared memory once it lands. Warpgroups 1 and 2 consume, each
+// 1-3 rotate each Q tile in shared memory once it lands (K was rotated by RotateKeys). Warpgroups 1 and 2 consume, each
 // owning 64 of the tile's 128 query rows.
 //
 // Pipeline: the producer runs up to kStages K/V tiles ahead; K and V have separate barriers, so
@@ -43,11 +43,12 @@
 namespace attnbench::cuda::flash {
 
 // The policies one kernel is compiled with.
-template <int kMods_, bool kRope_, bool kTileList_>
+template <int kMods_, bool kRope_, bool kTileList_, bool kPackedTanh_ = kSm90PackedTanh>
 struct Sm90Policy {
   static constexpr int kMods = kMods_;           // ScoreModBits
-  static constexpr bool kRope = kRope_;          // RoPE rotation of the Q/K tiles
+  static constexpr bool kRope = kRope_;          // RoPE rotation of the Q tiles
   static constexpr bool kTileList = kTileList_;  // block-sparse tile lists, else an interval
+  static constexpr bool kPackedTanh = kPackedTanh_;  // softcap's tanh (FragmentScoreMods)
 };
 
 // A wgmma shared-memory matrix descriptor (PTX ISA "matrix descriptor"): start address, leading
@@ -100,22 +101,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   uint64_t* q_empty = bars + 1;
   uint64_t* q_raw = bars + 2;  // RoPE: Q landed, not yet rotated
   uint64_t* k_full = bars + 3;
-  uint64_t* k_raw = k_full + kStages;
-  uint64_t* v_full = k_raw + kStages;
+  uint64_t* v_full = k_full + kStages;
   uint64_t* k_empty = v_full + kStages;
   uint64_t* v_empty = k_empty + kStages;
 
   const TileScheduler<kBr> sched(args);
   const int warpgroup = threadIdx.x / 128;
-  // Ready barriers count the rotating threads under RoPE, the one TMA thread otherwise.
-  constexpr int kReadyArrivals = kRope ? Cfg::kRopeThreads : 1;
   if (threadIdx.x == 0) {
-    ::cuda::ptx::mbarrier_init(q_full, kReadyArrivals);
+    // Q is ready when the rotating threads have arrived under RoPE, the one TMA thread otherwise.
+    ::cuda::ptx::mbarrier_init(q_full, kRope ? Cfg::kRopeThreads : 1);
     ::cuda::ptx::mbarrier_init(q_empty, 4 * Cfg::kConsumers);  // lane 0 of each consumer warp
     ::cuda::ptx::mbarrier_init(q_raw, 1);
     for (int s = 0; s < kStages; ++s) {
-      ::cuda::ptx::mbarrier_init(&k_full[s], kReadyArrivals);
-      ::cuda::ptx::mbarrier_init(&k_raw[s], 1);
+      ::cuda::ptx::mbarrier_init(&k_full[s], 1);
       ::cuda::ptx::mbarrier_init(&v_full[s], 1);
       ::cuda::ptx::mbarrier_init(&k_empty[s], 4 * Cfg::kConsumers);
       ::cuda::ptx::mbarrier_init(&v_empty[s], 4 * Cfg::kConsumers);
@@ -146,11 +144,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const int stage = static_cast<int>(n % kStages);
           const uint32_t parity = ((n / kStages) & 1) ^ 1;  // the previous round's phase
           if (n >= kStages) WaitBarrier(&k_empty[stage], parity);
-          uint64_t* k_bar = kRope ? &k_raw[stage] : &k_full[stage];
-          ExpectBytes(k_bar, Cfg::kKBytes);
+          ExpectBytes(&k_full[stage], Cfg::kKBytes);
           for (int p = 0; p < QK::kPanels; ++p) {
             LoadPanel(smem_k + stage * Cfg::kKBytes + p * kBc * QK::kSwizzleBytes, &map_k,
-                      QK::kPanel * p, it.kv_head, t * kBc, it.b, k_bar);
+                      QK::kPanel * p, it.kv_head, t * kBc, it.b, &k_full[stage]);
           }
           if (n >= kStages) WaitBarrier(&v_empty[stage], parity);
           ExpectBytes(&v_full[stage], Cfg::kVBytes);
@@ -162,27 +159,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
     } else if constexpr (kRope) {
       if (threadIdx.x >= 32) {
-        // Warps 1-3: rotate each Q and K tile once it lands, then mark it ready.
+        // Warps 1-3: rotate each item's Q tile once it lands, then mark it ready.
         const RopeLane lane(args, threadIdx.x - 32, Cfg::kRopeThreads);
-        int64_t n = 0;
         int round = 0;
         for (int64_t index = blockIdx.x; index < sched.items; index += gridDim.x, ++round) {
           const WorkItem it = sched.Item(args, index);
-          const TileWalk<Policy::kTileList, kBr, kBc> walk(args, it, sched.qtiles);
           WaitBarrier(q_raw, round & 1);
           const int q_rows = static_cast<int>(args.seq_q - it.q0 < kBr ? args.seq_q - it.q0 : kBr);
           RotateTile<T, QK, kBr>(smem_q, args, lane, it.q0 + args.offset, q_rows);
           FenceProxyAsyncShared();
           ::cuda::ptx::mbarrier_arrive(q_full);
-          for (int k = 0; k < walk.count; ++k, ++n) {
-            const int stage = static_cast<int>(n % kStages);
-            WaitBarrier(&k_raw[stage], (n / kStages) & 1);
-            const int64_t j0 = static_cast<int64_t>(walk.Tile(k)) * kBc;
-            const int rows = static_cast<int>(args.seq_kv - j0 < kBc ? args.seq_kv - j0 : kBc);
-            RotateTile<T, QK, kBc>(smem_k + stage * Cfg::kKBytes, args, lane, j0, rows);
-            FenceProxyAsyncShared();
-            ::cuda::ptx::mbarrier_arrive(&k_full[stage]);
-          }
         }
       }
     }
@@ -229,7 +215,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       WgmmaCommit();
     };
     // Modifiers, mask and the online softmax of tile k's scores; leaves the probabilities in s.
-    auto softmax = [&](float(&s)[kBc / 2], const FragmentScoreMods<Policy::kMods>& mods,
+    using Mods = FragmentScoreMods<Policy::kMods, Policy::kPackedTanh>;
+    auto softmax = [&](float(&s)[kBc / 2], const Mods& mods,
                        const WorkItem& it, int64_t j0, bool partial, float(&alpha)[2]) {
       const int64_t jl = j0 + 2 * t4;
       if constexpr (Policy::kMods != kModsNone) {
@@ -276,7 +263,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int64_t index = blockIdx.x; index < sched.items; index += gridDim.x, ++round) {
       const WorkItem it = sched.Item(args, index);
       const TileWalk<Policy::kTileList, kBr, kBc> walk(args, it, sched.qtiles);
-      const FragmentScoreMods<Policy::kMods> mods(args, it.h);
+      const Mods mods(args, it.h);
       const int64_t wg_row0 = it.q0 + 64 * consumer;
       where.row[0] = wg_row0 + 16 * warp + lane / 4;
       where.row[1] = where.row[0] + 8;

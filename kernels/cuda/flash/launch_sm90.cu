@@ -78,10 +78,19 @@ cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid 
        args.block_tile_q != kSm90BlockQ || args.block_tile_kv != kSm90Tiles[tile].block_kv)) {
     return cudaErrorInvalidValue;  // the lists this kernel walks were not built for its tiles
   }
+  // Persistent where every item has the same short work, or where a balanced item order was
+  // built for the block lists; per tile otherwise (launchers.h).
   const bool persistent =
       grid == Sm90Grid::kPersistent ||
-      (grid == Sm90Grid::kAuto && args.mask == MaskCode::kNone && args.seq_kv <= 2048);
-  return kTileLaunchers[tile](args, stream, persistent);
+      (grid == Sm90Grid::kAuto &&
+       ((args.mask == MaskCode::kNone && args.seq_kv <= 2048) || args.item_order != nullptr));
+  if ((args.modifiers & kModifierRope) == 0) return kTileLaunchers[tile](args, stream, persistent);
+  // RoPE: K rotated once into the workspace, then the kernel reads it as K (and rotates Q).
+  if (args.workspace == nullptr) return cudaErrorInvalidValue;
+  if (cudaError_t e = RotateKeys(args, args.workspace, stream); e != cudaSuccess) return e;
+  AttentionArgs rotated = args;
+  rotated.k = args.workspace;
+  return kTileLaunchers[tile](rotated, stream, persistent);
 }
 
 // Whether this binary carries sm_90a code for the kernel (a build for other targets has only the

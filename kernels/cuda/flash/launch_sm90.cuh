@@ -95,12 +95,14 @@ const TensorMaps* MapsFor(const AttentionArgs& args) {
   return &m;
 }
 
-template <typename T, int kTile, int kMods, bool kRope, bool kTileList>
+// Launches the kernel of tile row kTile compiled with Policy (an Sm90Policy) on args. Also what
+// bench/flash_dev calls to time a policy the route does not pick.
+template <typename T, int kTile, typename Policy>
 cudaError_t LaunchPolicy(const AttentionArgs& args, cudaStream_t stream, bool persistent) {
-  using Cfg = Sm90Config<kTile, kRope>;
+  using Cfg = Sm90Config<kTile, Policy::kRope>;
   const TensorMaps* maps = MapsFor<Cfg>(args);
   if (maps == nullptr) return cudaErrorInvalidValue;
-  auto kernel = Sm90ForwardKernel<T, Cfg, Sm90Policy<kMods, kRope, kTileList>>;
+  auto kernel = Sm90ForwardKernel<T, Cfg, Policy>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -114,6 +116,13 @@ cudaError_t LaunchPolicy(const AttentionArgs& args, cudaStream_t stream, bool pe
       return e;
     }
     blocks = std::min<int64_t>(items, sms);
+    // An item order balances the work of exactly the grid it was built for.
+    if (args.item_order != nullptr) {
+      if (args.item_order_blocks <= 0 || args.item_order_blocks > items) {
+        return cudaErrorInvalidValue;
+      }
+      blocks = args.item_order_blocks;
+    }
   }
   if (blocks <= 0 || blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   kernel<<<dim3(static_cast<unsigned>(blocks)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
@@ -126,11 +135,11 @@ cudaError_t LaunchMods(const AttentionArgs& args, cudaStream_t stream, bool pers
   const bool rope = (args.modifiers & kModifierRope) != 0;
   const bool block = UsesTileLists(args.mask);
   if (rope) {
-    return block ? LaunchPolicy<T, kTile, kMods, true, true>(args, stream, persistent)
-                 : LaunchPolicy<T, kTile, kMods, true, false>(args, stream, persistent);
+    return block ? LaunchPolicy<T, kTile, Sm90Policy<kMods, true, true>>(args, stream, persistent)
+                 : LaunchPolicy<T, kTile, Sm90Policy<kMods, true, false>>(args, stream, persistent);
   }
-  return block ? LaunchPolicy<T, kTile, kMods, false, true>(args, stream, persistent)
-               : LaunchPolicy<T, kTile, kMods, false, false>(args, stream, persistent);
+  return block ? LaunchPolicy<T, kTile, Sm90Policy<kMods, false, true>>(args, stream, persistent)
+               : LaunchPolicy<T, kTile, Sm90Policy<kMods, false, false>>(args, stream, persistent);
 }
 
 template <typename T, int kTile>

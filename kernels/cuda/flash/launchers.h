@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 #include "kernels/cuda/common/attention_args.h"
 
 namespace attnbench::cuda::flash {
@@ -12,11 +14,17 @@ namespace attnbench::cuda::flash {
 // The Hopper kernel (launch_sm90.cu). kPersistent: one block per multiprocessor looping over the
 // query tiles; kPerTile: one block per tile; kAuto: persistent where every tile has the same work
 // and the loop is short (no mask, S_kv <= 2048: +4-14% at S = 1k, D = 128 on an H100; at 4k the
-// two measured within noise), per tile otherwise (a static split of causal tiles over
-// persistent blocks was 5-20% slower). bench/flash_dev/NOTES.md.
+// two measured within noise) and where args carry a balanced item order (block lists: flash.h,
+// ItemOrderFor), per tile otherwise (a static split of causal tiles over persistent blocks was
+// 5-20% slower). bench/flash_dev/NOTES.md.
 enum class Sm90Grid { kAuto, kPerTile, kPersistent };
 cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream,
                        Sm90Grid grid = Sm90Grid::kAuto);
+// Its RoPE pre-pass (rope_keys.cu): K [B, S_kv, H_kv, D_qk] rotated by args.rope_cos_sin into
+// `out`, RopeKeysBytes(args) bytes in K's layout, on `stream`. LaunchSm90 runs it under RoPE
+// before the attention kernel, into args.workspace.
+size_t RopeKeysBytes(const AttentionArgs& args);
+cudaError_t RotateKeys(const AttentionArgs& args, void* out, cudaStream_t stream);
 // Whether this binary carries sm_90a code for it, and whether the driver's TMA encoder exists.
 bool HasSm90Code();
 bool HasTmaEncoder();

@@ -1,7 +1,10 @@
-// RoPE fused into the Hopper kernel's Q and K tiles (docs/variants.md §4.1): the tiles arrive by
-// TMA unrotated, and three producer warps rotate them in place in shared memory before the
-// consumers are told they are ready, so wgmma reads rotated operands and the rotation costs no
-// extra pass over Q and K in device memory.
+// RoPE for the Hopper kernel (docs/variants.md §4.1). Q is rotated inside the kernel: each Q tile
+// arrives by TMA unrotated and three producer warps rotate it in place in shared memory before
+// the consumers are told it is ready, once per work item. K is rotated once per problem by a
+// pre-pass (RotateKeys, rope_keys.cu) into the launch's workspace, because a K tile is read by
+// every query tile: rotating it in the kernel cost S / 128 rotations per K tile and made RoPE
+// 1.5-2.1x slower than no RoPE on an H100 (bench/flash_dev/NOTES.md, parts round). Both use
+// RotateQuad below, so the rounding is the same wherever a vector is rotated.
 //
 // Work split: each rotating thread owns 4 consecutive pair indices m (elements m..m+3 and their
 // partners m + rope_dims / 2) of every RG-th row of the tile, RG = threads / (rope_dims / 8). It
@@ -49,6 +52,26 @@ __device__ __forceinline__ void RopeTableRow(const AttentionArgs& a, int64_t pos
   c[2] = c23.x, s[2] = c23.y, c[3] = c23.z, s[3] = c23.w;
 }
 
+// Rotates four pairs: elements m..m+3 (x1, four 16-bit values) against their partners
+// m + rope_dims / 2 (x2) by the angles whose cosines and sines are c and s.
+template <typename T>
+__device__ __forceinline__ void RotateQuad(uint2& x1, uint2& x2, const float (&c)[4],
+                                           const float (&s)[4]) {
+  const uint32_t w1[2] = {x1.x, x1.y};
+  const uint32_t w2[2] = {x2.x, x2.y};
+  uint32_t v1[2], v2[2];
+#pragma unroll
+  for (int w = 0; w < 2; ++w) {
+    const float2 a1 = Unpack2<T>(w1[w]);
+    const float2 a2 = Unpack2<T>(w2[w]);
+    const int i0 = 2 * w, i1 = 2 * w + 1;
+    v1[w] = Pack2<T>(a1.x * c[i0] - a2.x * s[i0], a1.y * c[i1] - a2.y * s[i1]);
+    v2[w] = Pack2<T>(a2.x * c[i0] + a1.x * s[i0], a2.y * c[i1] + a1.y * s[i1]);
+  }
+  x1 = make_uint2(v1[0], v1[1]);
+  x2 = make_uint2(v2[0], v2[1]);
+}
+
 // Rotates rows [0, rows_valid) of a [kRows][kDim] tile laid out as Layout (PanelLayout<kDim>) at
 // `tile`, row r sitting at position pos0 + r.
 template <typename T, typename Layout, int kRows>
@@ -72,21 +95,11 @@ __device__ __forceinline__ void RotateTile(uint8_t* tile, const AttentionArgs& a
   for (int r = lane.row0; r < rows_valid; r += lane.row_step) {
     uint2* p1 = reinterpret_cast<uint2*>(tile + Layout::template Offset<kRows>(r, lane.m0));
     uint2* p2 = reinterpret_cast<uint2*>(tile + Layout::template Offset<kRows>(r, lane.m0 + half));
-    const uint2 x1 = *p1;
-    const uint2 x2 = *p2;
-    const uint32_t w1[2] = {x1.x, x1.y};
-    const uint32_t w2[2] = {x2.x, x2.y};
-    uint32_t v1[2], v2[2];
-#pragma unroll
-    for (int w = 0; w < 2; ++w) {
-      const float2 a1 = Unpack2<T>(w1[w]);
-      const float2 a2 = Unpack2<T>(w2[w]);
-      const int i0 = 2 * w, i1 = 2 * w + 1;
-      v1[w] = Pack2<T>(a1.x * c[i0] - a2.x * s[i0], a1.y * c[i1] - a2.y * s[i1]);
-      v2[w] = Pack2<T>(a2.x * c[i0] + a1.x * s[i0], a2.y * c[i1] + a1.y * s[i1]);
-    }
-    *p1 = make_uint2(v1[0], v1[1]);
-    *p2 = make_uint2(v2[0], v2[1]);
+    uint2 x1 = *p1;
+    uint2 x2 = *p2;
+    RotateQuad<T>(x1, x2, c, s);
+    *p1 = x1;
+    *p2 = x2;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const float cn = c[i] * step_c[i] - s[i] * step_s[i];

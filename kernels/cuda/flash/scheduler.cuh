@@ -7,7 +7,8 @@
 // start in index order, so the blocks running at once mostly share one head's K/V in L2 (with
 // heads fastest, 132 running blocks streamed 132 heads' K/V from memory: 20-25% slower at
 // S = 16k). A block takes items gridDim.x apart: one each when the grid covers them all, several
-// in a persistent launch.
+// in a persistent launch. Under a block-sparse mask the items are taken in a host-built order
+// that balances their unequal work (AttentionArgs::item_order, item_order.h).
 #ifndef ATTNBENCH_KERNELS_CUDA_FLASH_SCHEDULER_CUH_
 #define ATTNBENCH_KERNELS_CUDA_FLASH_SCHEDULER_CUH_
 
@@ -33,6 +34,7 @@ struct TileScheduler {
       : qtiles((a.seq_q + kBr - 1) / kBr), items(qtiles * a.heads_out * a.batch) {}
 
   __device__ __forceinline__ WorkItem Item(const AttentionArgs& a, int64_t index) const {
+    if (a.item_order != nullptr) index = a.item_order[index];
     WorkItem it;
     it.qtile = qtiles - 1 - index % qtiles;
     it.q0 = it.qtile * kBr;

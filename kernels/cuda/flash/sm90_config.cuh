@@ -42,7 +42,6 @@ struct Sm90Config {
   static constexpr int kDv = kShape.dim_v;
   static constexpr int kBc = kShape.block_kv;
   static constexpr int kStages = kShape.stages;
-  static constexpr bool kRopeLoads = kRope;
 
   static constexpr int kConsumers = 2;         // warpgroups of 64 query rows
   static constexpr int kBr = 64 * kConsumers;  // query rows per block
@@ -57,8 +56,8 @@ struct Sm90Config {
   static constexpr int kKOffset = kQBytes;
   static constexpr int kVOffset = kKOffset + kStages * kKBytes;
   static constexpr int kBarrierOffset = kVOffset + kStages * kVBytes;
-  // q_full, q_empty, q_raw; per stage k_full, k_raw, v_full, k_empty, v_empty.
-  static constexpr int kNumBarriers = 3 + 5 * kStages;
+  // q_full, q_empty, q_raw; per stage k_full, v_full, k_empty, v_empty.
+  static constexpr int kNumBarriers = 3 + 4 * kStages;
   // +1024: the dynamic shared memory base is aligned up to the 1024 bytes the swizzle needs.
   static constexpr int kSmemBytes = kBarrierOffset + 8 * kNumBarriers + 1024;
   static_assert(kSmemBytes == Sm90SmemBytes(kShape), "configs.h counts the same bytes");
@@ -67,7 +66,7 @@ struct Sm90Config {
                 "K/V tiles of whole k-steps, at most 32 columns a thread");
 
   // Registers per thread after setmaxnreg. Producer: one thread issues TMA (24 would do); under
-  // RoPE three of its warps rotate Q and K tiles in shared memory and need more. setmaxnreg only
+  // RoPE three of its warps rotate Q tiles in shared memory and need more. setmaxnreg only
   // moves registers the block already holds: launch_bounds(384, 1) gives each thread 168 at
   // entry, so 128 * producer + 256 * consumer must stay within 384 * 168 (an increase the pool
   // cannot cover waits forever: 64 / 224 hung every RoPE launch on an H100).
@@ -76,7 +75,7 @@ struct Sm90Config {
   static constexpr int kConsumerRegs = kRope ? 224 : 240;
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * kEntryRegs,
                 "setmaxnreg can only redistribute the registers held at entry");
-  // RoPE: producer warps 1-3 rotate (warp 0 issues the copies).
+  // RoPE: producer warps 1-3 rotate Q (warp 0 issues the copies).
   static constexpr int kRopeThreads = 96;
 };
 

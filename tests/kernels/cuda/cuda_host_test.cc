@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/shapes.h"
@@ -210,6 +211,22 @@ TEST(FlashSupportTest, JudgedOnShapes) {
   p.head_dim_qk = 84;  // not a multiple of 8: TMA cannot, mma.sync pads
   p.rope.rotary_dims = 84;
   EXPECT_EQ(flash::RouteOf(ArgsOf(p), hopper), flash::FlashRoute::kSm80);
+}
+
+// The Hopper kernel rotates K once per problem into its workspace under RoPE (rope_keys.cu): the
+// backend must allocate exactly K's size there, and nothing where no pre-pass runs.
+TEST(FlashSupportTest, WorkspaceHoldsRotatedKOnlyUnderRopeOnHopper) {
+  const flash::FlashDevice hopper = HopperTraits();
+  flash::FlashDevice ampere = hopper;
+  ampere.cc_major = 8;
+  ampere.sm90_code = false;
+  Problem p = Base();
+  EXPECT_EQ(flash::WorkspaceBytes(ArgsOf(p), hopper), 0u);
+  p.rope.enabled = true;
+  EXPECT_EQ(flash::WorkspaceBytes(ArgsOf(p), hopper), 2u * 131 * 2 * 96 * 2);  // B S_kv H_kv D_qk
+  EXPECT_EQ(flash::WorkspaceBytes(ArgsOf(p), ampere), 0u);  // sm_80 rotates K as it loads it
+  p.rope.rotary_dims = 32;                                  // partial: the rest is copied
+  EXPECT_EQ(flash::WorkspaceBytes(ArgsOf(p), hopper), 2u * 131 * 2 * 96 * 2);
 }
 
 TEST(UnfusedSupportTest, ScratchStaysUnderTheCapAndCoversRope) {
