@@ -1075,16 +1075,15 @@ int main(int argc, char** argv) {
       const std::vector<int64_t> work =
           attnbench::cuda::flash::TileListWork(a, offsets, attnbench::cuda::flash::kSm90BlockQ);
       const int sms = prop.multiProcessorCount;
-      const std::vector<int32_t> order = attnbench::cuda::flash::BalancedItemOrder(
-          work, (int)std::min<size_t>(work.size(), sms));
+      const std::vector<int32_t> order =
+          attnbench::cuda::flash::BalancedItemOrder(work, (int)std::min<size_t>(work.size(), sms));
       int32_t* dorder;
       CHECK(cudaMalloc(&dorder, order.size() * 4));
       CHECK(cudaMemcpy(dorder, order.data(), order.size() * 4, cudaMemcpyHostToDevice));
       AttentionArgs ordered = a;
       ordered.item_order = dorder;
       ordered.item_order_blocks = (int)std::min<size_t>(work.size(), sms);
-      const std::vector<int32_t> routed =
-          attnbench::cuda::flash::ItemOrderFor(a, offsets, sms);
+      const std::vector<int32_t> routed = attnbench::cuda::flash::ItemOrderFor(a, offsets, sms);
       const struct {
         const char* name;
         const AttentionArgs* args;
@@ -1099,8 +1098,8 @@ int main(int argc, char** argv) {
         const double tf = kept_flops / (med * 1e-3) / 1e12;
         std::printf("%-22s %6ld %4d %7.2f %9.3f %9.1f %9.3f\n", g.name, (long)s, d,
                     (double)kept_blocks / bits.size(), med, tf, tf / dense_tf);
-        std::fprintf(out, "block:%.2f:%s\t%ld\t%d\t0\t%.4f\t%.1f\n", density, g.name, (long)s,
-                     d, med, tf);
+        std::fprintf(out, "block:%.2f:%s\t%ld\t%d\t0\t%.4f\t%.1f\n", density, g.name, (long)s, d,
+                     med, tf);
       }
       cudaFree(dorder);
       cudaFree(dbits);

@@ -2,14 +2,15 @@
 // FlashAttention-3's hopper/ folder: a tile scheduler and the mask's tile walk (scheduler.cuh), a
 // warp-specialized mainloop (this file: a TMA producer warpgroup and two wgmma consumer
 // warpgroups), a mask policy (tile_mask.cuh), a score-modifier policy (common/score_mods.cuh), RoPE
-// of the Q tiles (rope_sm90.cuh; K arrives rotated by a pre-pass), the online softmax shared with the sm_80 kernel
-// (common/softmax.cuh), and an epilogue. The compile-time shape is Sm90Config (sm90_config.cuh);
-// the policies are template parameters, so a plain request runs code with no trace of the others.
+// of the Q tiles (rope_sm90.cuh; K arrives rotated by a pre-pass), the online softmax shared with
+// the sm_80 kernel (common/softmax.cuh), and an epilogue. The compile-time shape is Sm90Config
+// (sm90_config.cuh); the policies are template parameters, so a plain request runs code with no
+// trace of the others.
 //
 // Threads: 3 warpgroups (384). Warpgroup 0 produces: one thread issues every TMA copy (Q once per
 // work item, K and V per tile, one copy per column panel) onto mbarriers; with RoPE, its warps
-// 1-3 rotate each Q tile in shared memory once it lands (K was rotated by RotateKeys). Warpgroups 1 and 2 consume, each
-// owning 64 of the tile's 128 query rows.
+// 1-3 rotate each Q tile in shared memory once it lands (K was rotated by RotateKeys). Warpgroups 1
+// and 2 consume, each owning 64 of the tile's 128 query rows.
 //
 // Pipeline: the producer runs up to kStages K/V tiles ahead; K and V have separate barriers, so
 // the next K can land while the consumers still multiply by the current V. Consumer, per tile i
@@ -45,9 +46,9 @@ namespace attnbench::cuda::flash {
 // The policies one kernel is compiled with.
 template <int kMods_, bool kRope_, bool kTileList_, bool kPackedTanh_ = kSm90PackedTanh>
 struct Sm90Policy {
-  static constexpr int kMods = kMods_;           // ScoreModBits
-  static constexpr bool kRope = kRope_;          // RoPE rotation of the Q tiles
-  static constexpr bool kTileList = kTileList_;  // block-sparse tile lists, else an interval
+  static constexpr int kMods = kMods_;               // ScoreModBits
+  static constexpr bool kRope = kRope_;              // RoPE rotation of the Q tiles
+  static constexpr bool kTileList = kTileList_;      // block-sparse tile lists, else an interval
   static constexpr bool kPackedTanh = kPackedTanh_;  // softcap's tanh (FragmentScoreMods)
 };
 
@@ -216,8 +217,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     };
     // Modifiers, mask and the online softmax of tile k's scores; leaves the probabilities in s.
     using Mods = FragmentScoreMods<Policy::kMods, Policy::kPackedTanh>;
-    auto softmax = [&](float(&s)[kBc / 2], const Mods& mods,
-                       const WorkItem& it, int64_t j0, bool partial, float(&alpha)[2]) {
+    auto softmax = [&](float(&s)[kBc / 2], const Mods& mods, const WorkItem& it, int64_t j0,
+                       bool partial, float(&alpha)[2]) {
       const int64_t jl = j0 + 2 * t4;
       if constexpr (Policy::kMods != kModsNone) {
         const float rel[2] = {static_cast<float>(jl - where.pos[0]),

@@ -32,7 +32,7 @@ __global__ void __launch_bounds__(kThreads)
   const uint2* in = static_cast<const uint2*>(a.k);
   for (int64_t rh = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; rh < row_heads;
        rh += static_cast<int64_t>(gridDim.x) * blockDim.y) {
-    const int64_t row = rh / a.heads_kv;  // b * S_kv + j
+    const int64_t row = rh / a.heads_kv;       // b * S_kv + j
     const int64_t base = rh * (a.dim_qk / 4);  // in quads of 4 elements
     if (w < quads_rope) {
       float c[4], s[4];
@@ -77,8 +77,8 @@ cudaError_t RotateKeys(const AttentionArgs& args, void* out, cudaStream_t stream
     RotateKeysKernel<__nv_bfloat16>
         <<<static_cast<unsigned>(blocks), block, 0, stream>>>(args, dst, row_heads);
   } else {
-    RotateKeysKernel<__half><<<static_cast<unsigned>(blocks), block, 0, stream>>>(args, dst,
-                                                                                   row_heads);
+    RotateKeysKernel<__half>
+        <<<static_cast<unsigned>(blocks), block, 0, stream>>>(args, dst, row_heads);
   }
   return cudaGetLastError();
 }

@@ -45,7 +45,8 @@ TEST(ItemOrderTest, LongestFirstAndTiesInNaturalOrder) {
 }
 
 // Two (batch, head) pairs, 3 query tiles each: lists of lengths 0..5 in the order the plan stores
-// them ((b * H + h) * qtiles + qtile); the scheduler numbers items with each head's last tile first.
+// them ((b * H + h) * qtiles + qtile); the scheduler numbers items with each head's last tile
+// first.
 TEST(ItemOrderTest, WorkFollowsTheSchedulersNumbering) {
   AttentionArgs a;
   a.batch = 2;
