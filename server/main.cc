@@ -25,6 +25,7 @@
 #include "kernels/registry.h"
 #include "prometheus/exposer.h"
 #include "server/auth.h"
+#include "server/expression_cache_metrics.h"
 #include "server/gpu_telemetry.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -218,6 +219,11 @@ int Main() {
     }
   }
   auto process_metrics = std::make_shared<ProcessMetrics>();
+  auto expression_cache_metrics = std::make_shared<ExpressionCacheMetrics>();
+  // NVRTC's log of a failed compile is the operator's: the client got INTERNAL without it.
+  SetExpressionCompileFailureLog([](const absl::Status& status, const std::string& log) {
+    ATTNBENCH_LOG(kWarning) << "expression compile failed: " << status.message() << "\n" << log;
+  });
   std::shared_ptr<GpuTelemetry> gpu_telemetry = GpuTelemetry::Create();
   if (gpu_telemetry != nullptr) {
     ATTNBENCH_LOG(kInfo) << "NVML telemetry for " << gpu_telemetry->device_count() << " GPU(s)";
@@ -235,6 +241,7 @@ int Main() {
     }
     exposer->RegisterCollectable(metrics->registry());
     exposer->RegisterCollectable(process_metrics);
+    exposer->RegisterCollectable(expression_cache_metrics);
     if (gpu_telemetry != nullptr) exposer->RegisterCollectable(gpu_telemetry);
     const std::vector<int> ports = exposer->GetListeningPorts();
     metrics_endpoint =

@@ -5,9 +5,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/exposer.h"
+#include "server/expression_cache_metrics.h"
 #include "tests/server/test_util.h"
 
 namespace attnbench::server {
@@ -40,6 +44,72 @@ TEST(MetricsTest, CountsByLabels) {
   EXPECT_EQ(MetricValue(m, "attnbench_draining", {}), 1);
   m.RecordRejection("queue_full");
   EXPECT_EQ(MetricValue(m, "attnbench_rejections_total", {{"reason", "queue_full"}}), 1);
+}
+
+// The expression cache's counters as families, read from the source at each scrape.
+TEST(ExpressionCacheMetricsTest, ReadsTheCounters) {
+  ExpressionCacheCounters counters;
+  ExpressionCacheMetrics metrics([&counters] { return counters; });
+  const auto value = [&metrics](const std::string& name) {
+    for (const prometheus::MetricFamily& f : metrics.Collect()) {
+      if (f.name != name) continue;
+      EXPECT_EQ(f.metric.size(), 1u) << name;
+      const bool counter = f.type == prometheus::MetricType::Counter;
+      EXPECT_EQ(counter, name.size() > 6 && name.substr(name.size() - 6) == "_total") << name;
+      return counter ? f.metric[0].counter.value : f.metric[0].gauge.value;
+    }
+    ADD_FAILURE() << name << " not collected";
+    return -1.0;
+  };
+  EXPECT_EQ(value("attnbench_expression_cache_hits_total"), 0);
+  counters.hits = 5;
+  counters.misses = 3;
+  counters.failures = 1;
+  counters.evictions = 2;
+  counters.compile_seconds = 0.75;
+  counters.entries = 4;
+  EXPECT_EQ(value("attnbench_expression_cache_hits_total"), 5);
+  EXPECT_EQ(value("attnbench_expression_cache_misses_total"), 3);
+  EXPECT_EQ(value("attnbench_expression_compile_failures_total"), 1);
+  EXPECT_EQ(value("attnbench_expression_cache_evictions_total"), 2);
+  EXPECT_EQ(value("attnbench_expression_compile_seconds_total"), 0.75);
+  EXPECT_EQ(value("attnbench_expression_cache_entries"), 4);
+  // The default source is the process's cache: nothing compiled in this binary.
+  ExpressionCacheMetrics process;
+  for (const prometheus::MetricFamily& f : process.Collect()) {
+    ASSERT_EQ(f.metric.size(), 1u);
+    EXPECT_EQ(f.metric[0].counter.value + f.metric[0].gauge.value, 0) << f.name;
+  }
+}
+
+// Every family the server's own collectors export is in docs/metrics.md (the contract the
+// dashboards and rules are checked against), as a `name` in a table.
+TEST(MetricsTest, EveryFamilyIsDocumented) {
+  std::ifstream in(ATTNBENCH_METRICS_DOC);
+  ASSERT_TRUE(in.good()) << ATTNBENCH_METRICS_DOC;
+  std::stringstream doc;
+  doc << in.rdbuf();
+  Metrics m;
+  // A sample in every family that needs a label value before it has one.
+  m.RecordRequest("Run", grpc::StatusCode::OK, 0.01);
+  m.RecordRun("cpu_reference", "gqa", "bf16", 0.003, 1.5, 0.25);
+  m.RecordRejection("queue_full");
+  m.SetQueueDepth("cpu:0", 0);
+  m.SetInFlight("cpu:0", 0);
+  m.ObserveQueueWait("cpu:0", 0.1);
+  m.ObserveHold("cpu:0", 0.1);
+  m.SetDeviceUp("cpu:0", true);
+  m.AddTenantLoad("t", 1);
+  m.RecordTenantUsage("t", 1);
+  std::vector<prometheus::MetricFamily> families = m.registry()->Collect();
+  for (prometheus::MetricFamily& f : ExpressionCacheMetrics().Collect()) {
+    families.push_back(std::move(f));
+  }
+  ASSERT_GE(families.size(), 20u);
+  for (const prometheus::MetricFamily& f : families) {
+    EXPECT_NE(doc.str().find("`" + f.name + "`"), std::string::npos)
+        << f.name << " is not in docs/metrics.md";
+  }
 }
 
 TEST(MetricsTest, UnknownCodesShareOneLabel) {

@@ -18,9 +18,12 @@
 #include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/expr/device_expressions.h"
+#include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/reference/reference_attention.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/spec/expressions.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
 #include "kernels/spec/tile_plan.h"
@@ -140,9 +143,12 @@ class UnfusedKernel : public Kernel {
   ~UnfusedKernel() override {
     if (handle_ != nullptr) cublasDestroy(handle_);
   }
-  static absl::StatusOr<std::unique_ptr<Kernel>> Create(const AttentionArgs& args,
-                                                        cudaStream_t stream) {
+  // `expressions`: the problem's score_mod / mask_mod loaded on this device, or null.
+  static absl::StatusOr<std::unique_ptr<UnfusedKernel>> Create(
+      const AttentionArgs& args, cudaStream_t stream,
+      std::unique_ptr<cuda::DeviceExpressions> expressions) {
     auto k = std::make_unique<UnfusedKernel>();
+    k->expressions_ = std::move(expressions);
     if (absl::Status s = cuda::CublasStatus(cublasCreate(&k->handle_), "cublasCreate"); !s.ok()) {
       k->handle_ = nullptr;
       return s;
@@ -166,17 +172,42 @@ class UnfusedKernel : public Kernel {
         !s.ok()) {
       return s;
     }
-    return std::unique_ptr<Kernel>(std::move(k));
+    return k;
   }
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
     return cuda::UnfusedAttention::Run(args, handle_, scratch_.get(), scratch_.bytes(),
-                                       kUnfusedMaxScratchBytes, stream);
+                                       kUnfusedMaxScratchBytes, stream, expressions_.get());
+  }
+  double expression_compile_seconds() const {
+    return expressions_ != nullptr ? expressions_->compile_seconds() : 0;
   }
 
  private:
   cublasHandle_t handle_ = nullptr;
   cuda::DeviceBuffer workspace_, scratch_;
+  // Outlives every graph that launches its kernels: the workload destroys graphs first.
+  std::unique_ptr<cuda::DeviceExpressions> expressions_;
 };
+
+// The problem's expressions compiled (through the process-wide cache) and loaded on `device`,
+// the current device; null when the problem has none.
+absl::StatusOr<std::unique_ptr<cuda::DeviceExpressions>> LoadExpressions(const Problem& problem,
+                                                                         int device) {
+  absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
+  if (!exprs.ok()) return exprs.status();
+  if (*exprs == nullptr) return std::unique_ptr<cuda::DeviceExpressions>();
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return shapes.status();
+  std::vector<int32_t> query_heads, kv_heads;
+  for (const HeadPair& p : shapes->heads.map) {
+    query_heads.push_back(p.query_head);
+    kv_heads.push_back(p.kv_head);
+  }
+  const CudaDeviceInfo& d = CudaDevices()[device];
+  return cuda::DeviceExpressions::Create(
+      **exprs, query_heads, kv_heads, problem.seq_len_q, problem.seq_len_kv,
+      cuda::ExpressionArch(d.cc_major, d.cc_minor), cuda::SharedExpressionModuleCache());
+}
 
 class CudaWorkload : public Workload {
  public:
@@ -213,9 +244,14 @@ class CudaWorkload : public Workload {
         kernel_ = std::make_unique<ReferenceKernel>();
         break;
       case Kind::kUnfused: {
-        absl::StatusOr<std::unique_ptr<Kernel>> k =
-            UnfusedKernel::Create(problem_->Args(0), stream_);
+        // Compiled here, in Prepare, so NVRTC never runs inside a timed iteration.
+        absl::StatusOr<std::unique_ptr<cuda::DeviceExpressions>> exprs =
+            LoadExpressions(problem, device_);
+        if (!exprs.ok()) return exprs.status();
+        absl::StatusOr<std::unique_ptr<UnfusedKernel>> k =
+            UnfusedKernel::Create(problem_->Args(0), stream_, *std::move(exprs));
         if (!k.ok()) return k.status();
+        expression_compile_seconds_ = (*k)->expression_compile_seconds();
         kernel_ = *std::move(k);
         break;
       }
@@ -278,6 +314,7 @@ class CudaWorkload : public Workload {
   double MaskPreparationSeconds() const override {
     return flash_ != nullptr ? flash_->prepare_seconds() : 0;
   }
+  double ExpressionCompileSeconds() const override { return expression_compile_seconds_; }
 
  private:
   // The graph of one computation on input set `set`, captured on first use.
@@ -312,6 +349,7 @@ class CudaWorkload : public Workload {
   IterationOptions options_;
   int set_ = 0;
   bool ran_ = false;
+  double expression_compile_seconds_ = 0;  // NVRTC on a cache miss in Init, 0 on a hit
 };
 
 class CudaBackend : public Backend {
@@ -333,7 +371,8 @@ class CudaBackend : public Backend {
       case Kind::kUnfused:
         return "The textbook baseline: cuBLAS batched GEMM for Q K^T into float32 scores, a "
                "softmax kernel with masks and modifiers, cuBLAS for P V; long sequences in "
-               "chunks of query rows.";
+               "chunks of query rows. Client score_mod / mask_mod expressions are compiled with "
+               "NVRTC at preparation (cached per process) and applied to the scores per pair.";
       case Kind::kReference:
         return "Plain float32 GPU attention, one query row per thread block, every layout, mask "
                "and modifier: the check for the fast paths at sizes the CPU is too slow for.";
@@ -368,6 +407,15 @@ class CudaBackend : public Backend {
       bytes +=
           kCublasWorkspaceBytes + cuda::UnfusedAttention::ScratchBytes(
                                       cuda::ShapeArgs(problem, *shapes), kUnfusedMaxScratchBytes);
+      // The expressions' aux tensors as float, their table and the head-map columns.
+      for (const NamedTensor& t : problem.aux) {
+        uint64_t elements = 1;
+        for (int64_t d : t.tensor.shape) elements *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
+        bytes += elements * sizeof(float) + 24;
+      }
+      if (problem.score_mod || problem.mask_mod) {
+        bytes += static_cast<uint64_t>(shapes->heads.num_output_heads) * 2 * sizeof(int32_t);
+      }
     }
     return bytes;
   }

@@ -6,6 +6,7 @@
 #include "kernels/backend_support.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/shapes.h"
 
@@ -102,7 +103,15 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       s.auto_priority = 30;
       break;
     case CudaBackendKind::kUnfused:
+      // Client expressions run here alone among the CUDA backends: the materialized float32
+      // scores take per-pair kernels compiled with NVRTC, with ALiBi and softcap moved out of
+      // the softmax into a pass before them so the order stays variants.md §4b's.
+      s.modifiers.push_back(Modifier::kScoreMod);
+      s.modifiers.push_back(Modifier::kMaskMod);
       s.limitations.emplace_back("computes every score: masks do not skip work");
+      s.limitations.emplace_back(
+          "score_mod / mask_mod: compiled with NVRTC when the run is prepared (libnvrtc needed; "
+          "cached per process, RunResult.expression_compile_ms), applied per score pair");
       s.auto_priority = 20;
       break;
     case CudaBackendKind::kReference:
@@ -117,6 +126,13 @@ absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
                               const cuda::flash::FlashDevice& device) {
   const char* name = CudaBackendName(kind);
   if (absl::Status s = CheckSupport(CudaBackendSupport(kind), problem, name); !s.ok()) return s;
+  // Past the allow-list an expression still needs NVRTC at run time; refusing here (not failing
+  // in Prepare) lets `auto` move on to a backend that interprets it.
+  if ((problem.score_mod || problem.mask_mod) && !cuda::NvrtcAvailable()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "backend ", name, " compiles ", problem.score_mod ? "spec.score_mod" : "spec.mask_mod",
+        " with NVRTC, and libnvrtc could not be loaded on this server"));
+  }
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
   const cuda::AttentionArgs args = cuda::ShapeArgs(problem, *shapes);

@@ -8,20 +8,39 @@
 namespace attnbench::cuda {
 namespace {
 
-// The parameters every kernel shares, and the variables of pair (bh, i, j) from them.
+// The parameters every kernel shares.
 constexpr char kCommonParams[] =
     "const AttnbenchAux* aux, const int* hq_of_h, const int* hkv_of_h, long long heads, "
     "long long seq_q, long long seq_kv";
+// The chunk a per-pair kernel covers: pairs bh0 .. bh0 + bh_count - 1, query rows row0 ..
+// row0 + rows - 1, stored [bh_count][rows][seq_kv]. A caller that materializes scores in chunks
+// (cuda_unfused) passes its chunk; the whole problem is bh0 = row0 = 0, rows = seq_q.
+constexpr char kChunkParams[] = "long long bh0, long long bh_count, long long row0, long long rows";
+// Element t of the chunk as pair (b, h), query row i (positions are i + seq_kv - seq_q) and key j.
+constexpr char kPairOfElement[] =
+    "const long long j = t % seq_kv, i = row0 + (t / seq_kv) % rows;\n"
+    "    const long long bh = bh0 + t / seq_kv / rows, b = bh / heads, h = bh % heads;";
 
 constexpr char kMaskKernels[] = R"(
-extern "C" __global__ void attnbench_mask_pairs(%PARAMS%, long long bh_count,
-                                                unsigned char* keep) {
-  const long long n = bh_count * seq_q * seq_kv;
+extern "C" __global__ void attnbench_mask_pairs(%PARAMS%, %CHUNK%, unsigned char* keep) {
+  const long long n = bh_count * rows * seq_kv;
   for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
        t += (long long)gridDim.x * blockDim.x) {
-    const long long j = t % seq_kv, i = (t / seq_kv) % seq_q, bh = t / seq_kv / seq_q;
-    const long long b = bh / heads, h = bh % heads;
+    %PAIR%
     keep[t] = attnbench_mask_mod(b, h, i + seq_kv - seq_q, j, hq_of_h[h], hkv_of_h[h], aux) ? 1 : 0;
+  }
+}
+
+// Folds the mask into float scores laid out as keep: a pair mask_mod hides becomes -inf, which
+// the softmax then weighs zero, so no keep buffer is needed between the two.
+extern "C" __global__ void attnbench_mask_scores(%PARAMS%, %CHUNK%, float* scores) {
+  const long long n = bh_count * rows * seq_kv;
+  for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
+       t += (long long)gridDim.x * blockDim.x) {
+    %PAIR%
+    if (!attnbench_mask_mod(b, h, i + seq_kv - seq_q, j, hq_of_h[h], hkv_of_h[h], aux)) {
+      scores[t] = __int_as_float((int)0xff800000u);
+    }
   }
 }
 
@@ -48,30 +67,40 @@ extern "C" __global__ void attnbench_mask_tiles(%PARAMS%, int tile_q, int tile_k
 )";
 
 constexpr char kScoreKernel[] = R"(
-extern "C" __global__ void attnbench_score_pairs(%PARAMS%, long long bh_count, float* scores) {
-  const long long n = bh_count * seq_q * seq_kv;
+extern "C" __global__ void attnbench_score_pairs(%PARAMS%, %CHUNK%, float* scores) {
+  const long long n = bh_count * rows * seq_kv;
   for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < n;
        t += (long long)gridDim.x * blockDim.x) {
-    const long long j = t % seq_kv, i = (t / seq_kv) % seq_q, bh = t / seq_kv / seq_q;
-    const long long b = bh / heads, h = bh % heads;
+    %PAIR%
     scores[t] = attnbench_score_mod(scores[t], b, h, i + seq_kv - seq_q, j, hq_of_h[h],
                                     hkv_of_h[h], aux);
   }
 }
 )";
 
+void ReplaceAll(std::string* text, const std::string& from, const std::string& to) {
+  for (size_t at = text->find(from); at != std::string::npos;
+       at = text->find(from, at + to.size())) {
+    text->replace(at, from.size(), to);
+  }
+}
+
 std::string WithParams(const char* text) {
   std::string out = text;
-  for (size_t at = out.find("%PARAMS%"); at != std::string::npos; at = out.find("%PARAMS%")) {
-    out.replace(at, 8, kCommonParams);
-  }
+  ReplaceAll(&out, "%PARAMS%", kCommonParams);
+  ReplaceAll(&out, "%CHUNK%", kChunkParams);
+  ReplaceAll(&out, "%PAIR%", kPairOfElement);
   return out;
 }
 
 }  // namespace
 
-std::string ExpressionModuleSource(const expr::Program* score_mod,
-                                   const expr::Program* mask_mod) {
+std::string ExpressionArch(int cc_major, int cc_minor) {
+  if (cc_major == 9 && cc_minor == 0) return "sm_90a";
+  return absl::StrCat("sm_", cc_major, cc_minor);
+}
+
+std::string ExpressionModuleSource(const expr::Program* score_mod, const expr::Program* mask_mod) {
   std::string out = expr::CudaPrelude();
   if (score_mod != nullptr) {
     out += expr::CudaFunction(*score_mod, "attnbench_score_mod");
@@ -117,12 +146,19 @@ absl::StatusOr<std::shared_ptr<const ExpressionModule>> ExpressionModuleCache::G
   std::string log;
   absl::StatusOr<CompiledCubin> compiled = CompileToCubin(
       ExpressionModuleSource(score_mod, mask_mod), "attnbench_expressions", arch, {}, &log);
-  std::lock_guard<std::mutex> lock(mu_);
-  ++stats_.misses;
   if (!compiled.ok()) {
-    ++stats_.failures;
+    FailureLog failure_log;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.misses;
+      ++stats_.failures;
+      failure_log = failure_log_;
+    }
+    if (failure_log) failure_log(compiled.status(), log);
     return compiled.status();
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.misses;
   stats_.compile_seconds += compiled->seconds;
   auto module = std::make_shared<ExpressionModule>();
   module->key = key;
@@ -139,11 +175,22 @@ absl::StatusOr<std::shared_ptr<const ExpressionModule>> ExpressionModuleCache::G
   return std::shared_ptr<const ExpressionModule>(std::move(module));
 }
 
+void ExpressionModuleCache::SetFailureLog(FailureLog log) {
+  std::lock_guard<std::mutex> lock(mu_);
+  failure_log_ = std::move(log);
+}
+
 ExpressionCacheStats ExpressionModuleCache::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   ExpressionCacheStats s = stats_;
   s.entries = lru_.size();
   return s;
+}
+
+ExpressionModuleCache& SharedExpressionModuleCache() {
+  // Never destroyed: workloads on other threads may still hold images at exit.
+  static ExpressionModuleCache* const cache = new ExpressionModuleCache();
+  return *cache;
 }
 
 }  // namespace attnbench::cuda

@@ -135,7 +135,7 @@ std::string UnfusedAttention::UnsupportedReason(const AttentionArgs& args) {
 
 absl::Status UnfusedAttention::Run(const AttentionArgs& args, cublasHandle_t handle, void* scratch,
                                    uint64_t scratch_bytes, uint64_t max_scratch_bytes,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, const DeviceExpressions* expressions) {
   if (const std::string why = UnsupportedReason(args); !why.empty()) {
     return absl::FailedPreconditionError(why);
   }
@@ -187,6 +187,17 @@ absl::Status UnfusedAttention::Run(const AttentionArgs& args, cublasHandle_t han
   const int ld_p =
       static_cast<int>(args.seq_kv * 4 / static_cast<int64_t>(ElementBytes(args.storage)));
   const int64_t total_pairs = static_cast<int64_t>(args.batch) * args.heads_out;
+  // With expressions the built-in modifiers must come before the score_mod, and a mask_mod's -inf
+  // must not pass through softcap (tanh would make it finite): they run as a pass of their own
+  // and the softmax gets args without them.
+  const bool modifiers_pass =
+      expressions != nullptr && (args.alibi_slopes != nullptr || args.softcap > 0);
+  AttentionArgs softmax_args = args;
+  if (modifiers_pass) {
+    softmax_args.alibi_slopes = nullptr;
+    softmax_args.softcap = 0;
+    softmax_args.modifiers &= ~(kModifierAlibi | kModifierSoftcap);
+  }
 
   // Every chunk reuses the same pointer arrays and score buffer; stream order makes the next
   // chunk's pointer kernel wait for the previous chunk's GEMM to finish reading them.
@@ -207,8 +218,20 @@ absl::Status UnfusedAttention::Run(const AttentionArgs& args, cublasHandle_t han
           !s.ok()) {
         return s;
       }
+      if (expressions != nullptr) {
+        // scale q.k -> ALiBi -> softcap -> score_mod -> mask: the built-ins as their own pass,
+        // the expressions, then a softmax that only applies spec.mask.
+        if (modifiers_pass) {
+          ATTNBENCH_CUDA_RETURN_IF_ERROR(
+              LaunchUnfusedModifiers(args, scores, pair0, pairs, row0, rows, stream));
+        }
+        ATTNBENCH_CUDA_RETURN_IF_ERROR(
+            expressions->ApplyScoreMod(scores, pair0, pairs, row0, rows, stream));
+        ATTNBENCH_CUDA_RETURN_IF_ERROR(
+            expressions->ApplyMaskMod(scores, pair0, pairs, row0, rows, stream));
+      }
       ATTNBENCH_CUDA_RETURN_IF_ERROR(
-          LaunchUnfusedSoftmax(args, scores, pair0, pairs, row0, rows, stream));
+          LaunchUnfusedSoftmax(softmax_args, scores, pair0, pairs, row0, rows, stream));
       // O^T (D_v x rows, ld H_out D_v) = V^T (D_v x S_kv, column-major as stored) times
       // P^T (S_kv x rows, column-major as stored with ld_p).
       if (absl::Status s = CublasStatus(

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/expr/device_expressions.h"
 
 namespace attnbench::cuda {
 
@@ -32,8 +33,13 @@ class UnfusedAttention {
   // Allocates nothing and does not synchronize. Errors: cuBLAS and CUDA failures INTERNAL (out
   // of memory RESOURCE_EXHAUSTED) with the call named; unsupported input FAILED_PRECONDITION;
   // missing device pointers or tables, or scratch smaller than ScratchBytes, INVALID_ARGUMENT.
+  // `expressions`, when the problem has a score_mod or mask_mod (else null), applies them to each
+  // chunk's scores after the built-in modifiers and before the softmax's mask (variants.md §4b):
+  // then ALiBi and softcap run as a pass of their own ahead of the score_mod, not inside the
+  // softmax, so the order is the spec's with every combination.
   static absl::Status Run(const AttentionArgs& args, cublasHandle_t handle, void* scratch,
-                          uint64_t scratch_bytes, uint64_t max_scratch_bytes, cudaStream_t stream);
+                          uint64_t scratch_bytes, uint64_t max_scratch_bytes, cudaStream_t stream,
+                          const DeviceExpressions* expressions = nullptr);
 
   // Empty when supported, else why not (an unknown storage type such as a future float8, sizes
   // past cuBLAS's 32-bit dimensions). Reads shapes only: device pointers may be null.

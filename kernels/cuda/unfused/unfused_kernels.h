@@ -31,6 +31,13 @@ cudaError_t LaunchUnfusedPointers(const AttentionArgs& args, const void* q, cons
                                   float* scores, void** ptrs, int64_t ptr_stride,
                                   cudaStream_t stream);
 
+// The built-in score modifiers (ALiBi, softcap: ModifyScore) applied in place to the chunk's
+// scores, laid out as LaunchUnfusedPointers says. For client expressions, which come after the
+// built-ins (docs/variants.md §4b): this pass, the score_mod and mask_mod kernels, then the
+// softmax with the modifiers taken out of its args.
+cudaError_t LaunchUnfusedModifiers(const AttentionArgs& args, float* scores, int64_t pair0,
+                                   int32_t pairs, int64_t row0, int32_t rows, cudaStream_t stream);
+
 // Row softmax over the chunk's scores (pairs * rows rows of S_kv float32, laid out as
 // LaunchUnfusedPointers says, already multiplied by args.scale): applies ModifyScore and the mask,
 // then overwrites each row in place with P in the storage type. P row r starts where score row r

@@ -85,6 +85,21 @@ __global__ void PointersKernel(const __grid_constant__ AttentionArgs a, const ch
       o + RowOffset(b, a.seq_q, row0, a.heads_out, h, a.dim_v) * element_bytes;
 }
 
+// ---- built-in modifiers as a pass of their own -----------------------------------------------
+
+// Element e of the chunk is pair pair0 + e / (rows * S_kv), query row row0 + (e / S_kv) % rows,
+// key e % S_kv: the softmax's row order, one element per thread.
+__global__ void ModifiersKernel(const __grid_constant__ AttentionArgs a, float* scores,
+                                int64_t pair0, int64_t row0, int32_t rows, int64_t n) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t j = e % a.seq_kv;
+    const int64_t r = e / a.seq_kv;
+    const int h = static_cast<int>((pair0 + r / rows) % a.heads_out);
+    scores[e] = ModifyScore(a, h, row0 + r % rows, j, scores[e]);
+  }
+}
+
 // ---- softmax ----------------------------------------------------------------------------------
 
 // Block-wide max and sum. Every thread combines the per-warp partials in the same order, so all
@@ -192,6 +207,15 @@ cudaError_t LaunchUnfusedPointers(const AttentionArgs& args, const void* q, cons
   PointersKernel<<<GridFor(pairs, kPointerThreads), kPointerThreads, 0, stream>>>(
       args, static_cast<const char*>(q), static_cast<const char*>(k), ElementBytes(args.storage),
       pair0, pairs, row0, rows, scores, ptrs, ptr_stride);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchUnfusedModifiers(const AttentionArgs& args, float* scores, int64_t pair0,
+                                   int32_t pairs, int64_t row0, int32_t rows, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(pairs) * rows * args.seq_kv;
+  if (n <= 0) return cudaSuccess;
+  ModifiersKernel<<<GridFor(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
+      args, scores, pair0, row0, rows, n);
   return cudaGetLastError();
 }
 

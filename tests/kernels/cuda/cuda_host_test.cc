@@ -2,12 +2,15 @@
 // Problem turned into the kernels' AttentionArgs (sizes, scale, mask geometry, modifiers), the
 // refusals every GPU backend shares, the input copies kept for rotation, and the fused and
 // unfused kernels' support decisions and scratch sizing, all judged on shapes alone.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/expr/expression_module.h"
+#include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
@@ -170,6 +173,66 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
   decode.seq_len_q = 1;
   EXPECT_TRUE(
       CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(decode), HopperTraits()).ok());
+}
+
+// Client expressions: cuda_unfused lists score_mod and mask_mod and takes them with every
+// built-in modifier and mask (it moves ALiBi and softcap ahead of the score_mod), as long as
+// NVRTC can be loaded; cuda_flash and cuda_reference refuse them naming the field.
+TEST(CudaSupportTest, ExpressionsRunOnUnfusedAlone) {
+  const auto lists = [](CudaBackendKind kind, Modifier m) {
+    const std::vector<Modifier>& mods = CudaBackendSupport(kind).modifiers;
+    return std::find(mods.begin(), mods.end(), m) != mods.end();
+  };
+  for (Modifier m : {Modifier::kScoreMod, Modifier::kMaskMod}) {
+    EXPECT_TRUE(lists(CudaBackendKind::kUnfused, m)) << ModifierName(m);
+    EXPECT_FALSE(lists(CudaBackendKind::kFlash, m)) << ModifierName(m);
+    EXPECT_FALSE(lists(CudaBackendKind::kReference, m)) << ModifierName(m);
+  }
+  struct Case {
+    std::string field;
+    void (*edit)(Problem&);
+  };
+  const Case cases[] = {
+      {"score_mod", [](Problem& p) { p.score_mod = "s - 0.5 * (q - kv)"; }},
+      {"mask_mod", [](Problem& p) { p.mask_mod = "kv < 4 || q - kv < 16"; }},
+  };
+  for (const Case& c : cases) {
+    Problem p = Base();
+    c.edit(p);
+    // Every built-in on top: the order question the unfused backend had to answer.
+    p.mask.kind = MaskKind::kCausal;
+    p.rope = {true, std::nullopt, std::nullopt};
+    p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
+    p.softcap = {true, 2.5};
+    const Problem n = NormalizeProblem(p);
+    ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+    for (CudaBackendKind kind : {CudaBackendKind::kFlash, CudaBackendKind::kReference}) {
+      const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << c.field;
+      EXPECT_NE(std::string(s.message()).find(c.field), std::string::npos) << s;
+      EXPECT_NE(std::string(s.message()).find(CudaBackendName(kind)), std::string::npos) << s;
+    }
+    const absl::Status unfused = CheckCudaSupport(CudaBackendKind::kUnfused, n, HopperTraits());
+    if (NvrtcAvailable()) {
+      EXPECT_TRUE(unfused.ok()) << unfused;
+    } else {
+      EXPECT_EQ(unfused.code(), absl::StatusCode::kFailedPrecondition) << c.field;
+      EXPECT_NE(std::string(unfused.message()).find("spec." + c.field), std::string::npos)
+          << unfused;
+      EXPECT_NE(std::string(unfused.message()).find("NVRTC"), std::string::npos) << unfused;
+    }
+  }
+}
+
+TEST(ExpressionArchTest, HopperGetsTheArchSpecificTarget) {
+  EXPECT_EQ(ExpressionArch(9, 0), "sm_90a");
+  EXPECT_EQ(ExpressionArch(8, 0), "sm_80");
+  EXPECT_EQ(ExpressionArch(8, 9), "sm_89");
+  EXPECT_EQ(ExpressionArch(10, 0), "sm_100");
+}
+
+TEST(ExpressionCacheTest, OneCacheForTheProcess) {
+  EXPECT_EQ(&SharedExpressionModuleCache(), &SharedExpressionModuleCache());
 }
 
 TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {

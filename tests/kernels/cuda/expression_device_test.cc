@@ -121,8 +121,8 @@ class ExpressionDeviceTest : public ::testing::Test {
     unsigned char* keep = nullptr;
     CUDA_OK(cudaMalloc(&keep, n));
     buffers_.push_back(keep);
-    long long bh = bh_count;
-    Launch(**m, "attnbench_mask_pairs", dim3(64), dim3(128), {&bh, &keep});
+    long long bh0 = 0, bh = bh_count, row0 = 0, rows = kSeqQ;
+    Launch(**m, "attnbench_mask_pairs", dim3(64), dim3(128), {&bh0, &bh, &row0, &rows, &keep});
     std::vector<unsigned char> got(n);
     CUDA_OK(cudaMemcpy(got.data(), keep, n, cudaMemcpyDeviceToHost));
     expr::Evaluator<float> eval(*p, aux_);
@@ -183,8 +183,8 @@ class ExpressionDeviceTest : public ::testing::Test {
     CUDA_OK(cudaMalloc(&d, n * sizeof(float)));
     buffers_.push_back(d);
     CUDA_OK(cudaMemcpy(d, scores.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-    long long bh = bh_count;
-    Launch(**m, "attnbench_score_pairs", dim3(64), dim3(128), {&bh, &d});
+    long long bh0 = 0, bh = bh_count, row0 = 0, rows = kSeqQ;
+    Launch(**m, "attnbench_score_pairs", dim3(64), dim3(128), {&bh0, &bh, &row0, &rows, &d});
     std::vector<float> got(n);
     CUDA_OK(cudaMemcpy(got.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
     expr::Evaluator<float> eval(*p, aux_);
@@ -235,6 +235,78 @@ TEST_F(ExpressionDeviceTest, ScoresAgreePairByPair) {
   CheckScore("30 * tanh(s / 30)", 4e-7);
   CheckScore("s * sigmoid(s) + log(1 + exp(s)) - sqrt(s * s + 1) + exp2(-s) + log2(abs(s) + 1)",
              4e-6);
+}
+
+// A chunk of pairs and query rows (what cuda_unfused passes) computes what the whole problem
+// computes at those pairs and rows: the offsets reach b, h and the positions, S_q stays the
+// problem's. attnbench_mask_scores leaves kept scores alone and hides the rest with -inf.
+TEST_F(ExpressionDeviceTest, ChunksAgreeWithTheWholeProblem) {
+  absl::StatusOr<Program> mask =
+      expr::Compile("doc[q] == doc[kv] && kv <= q + b && h != 1", Kind::kMaskMod, env_);
+  ASSERT_TRUE(mask.ok()) << mask.status();
+  absl::StatusOr<Program> score =
+      expr::Compile("s + bias[h, min(max(q - kv, 0), 7)] * (b + 1)", Kind::kScoreMod, env_);
+  ASSERT_TRUE(score.ok()) << score.status();
+  absl::StatusOr<std::shared_ptr<const ExpressionModule>> m = cache_.Get(&*score, &*mask, arch_);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const long long bh_count = kBatch * kHeads, n = bh_count * kSeqQ * kSeqKv;
+  // The whole problem: keep bytes and modified scores.
+  unsigned char* keep = nullptr;
+  CUDA_OK(cudaMalloc(&keep, n));
+  buffers_.push_back(keep);
+  std::vector<float> scores(n);
+  for (long long t = 0; t < n; ++t) scores[t] = 3.0f * std::cos(0.3f * t);
+  float* whole = nullptr;
+  CUDA_OK(cudaMalloc(&whole, n * sizeof(float)));
+  buffers_.push_back(whole);
+  CUDA_OK(cudaMemcpy(whole, scores.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+  long long bh0 = 0, bh = bh_count, row0 = 0, rows = kSeqQ;
+  Launch(**m, "attnbench_mask_pairs", dim3(64), dim3(128), {&bh0, &bh, &row0, &rows, &keep});
+  Launch(**m, "attnbench_score_pairs", dim3(64), dim3(128), {&bh0, &bh, &row0, &rows, &whole});
+  std::vector<unsigned char> want_keep(n);
+  std::vector<float> want_scores(n);
+  CUDA_OK(cudaMemcpy(want_keep.data(), keep, n, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(want_scores.data(), whole, n * sizeof(float), cudaMemcpyDeviceToHost));
+  // Pairs 2..4 (crossing the batch boundary at 3) and rows 5..15: score_mod, then the mask.
+  const long long c_bh0 = 2, c_bh = 3, c_row0 = 5, c_rows = 11, c_n = c_bh * c_rows * kSeqKv;
+  std::vector<float> chunk(c_n);
+  for (long long p = 0; p < c_bh; ++p) {
+    for (long long r = 0; r < c_rows; ++r) {
+      for (long long j = 0; j < kSeqKv; ++j) {
+        chunk[(p * c_rows + r) * kSeqKv + j] =
+            scores[((c_bh0 + p) * kSeqQ + c_row0 + r) * kSeqKv + j];
+      }
+    }
+  }
+  float* d = nullptr;
+  CUDA_OK(cudaMalloc(&d, c_n * sizeof(float)));
+  buffers_.push_back(d);
+  CUDA_OK(cudaMemcpy(d, chunk.data(), c_n * sizeof(float), cudaMemcpyHostToDevice));
+  bh0 = c_bh0, bh = c_bh, row0 = c_row0, rows = c_rows;
+  Launch(**m, "attnbench_score_pairs", dim3(7), dim3(64), {&bh0, &bh, &row0, &rows, &d});
+  Launch(**m, "attnbench_mask_scores", dim3(7), dim3(64), {&bh0, &bh, &row0, &rows, &d});
+  std::vector<float> got(c_n);
+  CUDA_OK(cudaMemcpy(got.data(), d, c_n * sizeof(float), cudaMemcpyDeviceToHost));
+  int hidden = 0;
+  for (long long p = 0; p < c_bh; ++p) {
+    for (long long r = 0; r < c_rows; ++r) {
+      for (long long j = 0; j < kSeqKv; ++j) {
+        const long long whole_t = ((c_bh0 + p) * kSeqQ + c_row0 + r) * kSeqKv + j;
+        const float g = got[(p * c_rows + r) * kSeqKv + j];
+        if (want_keep[whole_t] != 0) {
+          ASSERT_EQ(g, want_scores[whole_t]) << "pair " << c_bh0 + p << " row " << c_row0 + r
+                                             << " key " << j;
+        } else {
+          ASSERT_TRUE(std::isinf(g) && g < 0) << "pair " << c_bh0 + p << " row " << c_row0 + r
+                                              << " key " << j << ": " << g;
+          ++hidden;
+        }
+      }
+    }
+  }
+  // The mask hides some pairs of the chunk and keeps others, so both branches were checked.
+  EXPECT_GT(hidden, 0);
+  EXPECT_LT(hidden, c_n);
 }
 
 TEST_F(ExpressionDeviceTest, RandomScoresAgree) {

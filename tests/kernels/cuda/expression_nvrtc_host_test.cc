@@ -123,6 +123,62 @@ TEST_F(ExpressionNvrtcTest, CacheHitsMissesAndEvicts) {
   EXPECT_GT(s.compile_seconds, 0);
 }
 
+// A failed compile is counted (a miss and a failure, no entry) and its NVRTC log goes to the
+// failure log, the server's, never into the status a client sees.
+TEST_F(ExpressionNvrtcTest, CacheFailureIsCountedAndLoggedApart) {
+  ExpressionModuleCache cache;
+  std::string logged;
+  absl::Status logged_status;
+  int calls = 0;
+  cache.SetFailureLog([&](const absl::Status& status, const std::string& log) {
+    ++calls;
+    logged_status = status;
+    logged = log;
+  });
+  const Program a = Must("s * 2", Kind::kScoreMod);
+  bool hit = true;
+  // No such architecture: NVRTC rejects the option and says why in its log.
+  absl::StatusOr<std::shared_ptr<const ExpressionModule>> m = cache.Get(&a, nullptr, "sm_1", &hit);
+  ASSERT_FALSE(m.ok());
+  EXPECT_FALSE(hit);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInternal) << m.status();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(logged_status, m.status());
+  EXPECT_FALSE(logged.empty());
+  EXPECT_EQ(std::string(m.status().message()).find(logged), std::string::npos);
+  ExpressionCacheStats s = cache.Stats();
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(s.failures, 1u);
+  EXPECT_EQ(s.entries, 0u);
+  // A good compile afterwards is a plain miss, logs nothing, and is cached.
+  ASSERT_TRUE(cache.Get(&a, nullptr, "sm_80", &hit).ok());
+  EXPECT_EQ(calls, 1);
+  s = cache.Stats();
+  EXPECT_EQ(s.misses, 2u);
+  EXPECT_EQ(s.failures, 1u);
+  EXPECT_EQ(s.entries, 1u);
+}
+
+// The module has the chunked per-pair kernels the unfused backend launches, with the chunk in
+// their parameters, and the mask folded into scores as -inf.
+TEST_F(ExpressionNvrtcTest, ModuleHasTheChunkedKernels) {
+  const Program score = Must("s + 1", Kind::kScoreMod);
+  const Program mask = Must("kv <= q", Kind::kMaskMod);
+  const std::string both = ExpressionModuleSource(&score, &mask);
+  for (const char* kernel : {"attnbench_score_pairs(", "attnbench_mask_pairs(",
+                             "attnbench_mask_scores(", "attnbench_mask_tiles("}) {
+    EXPECT_NE(both.find(kernel), std::string::npos) << kernel;
+  }
+  EXPECT_NE(both.find("long long bh0, long long bh_count, long long row0, long long rows"),
+            std::string::npos);
+  const std::string score_only = ExpressionModuleSource(&score, nullptr);
+  EXPECT_EQ(score_only.find("attnbench_mask_scores"), std::string::npos);
+  std::string log;
+  absl::StatusOr<CompiledCubin> c = CompileToCubin(both, "both", "sm_80", {}, &log);
+  ASSERT_TRUE(c.ok()) << c.status() << "\n" << log;
+  EXPECT_TRUE(IsElf(c->cubin));
+}
+
 TEST_F(ExpressionNvrtcTest, RejectedSourceIsInternalWithTheLogApart) {
   std::string log;
   absl::StatusOr<CompiledCubin> c =
