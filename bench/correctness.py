@@ -3,7 +3,8 @@
 
 For every backend named with --backends (default: cuda_reference, cuda_flash, cuda_unfused) and
 every case below (every head layout, every mask, RoPE, ALiBi, softcap, odd sizes, every head dim
-a fused kernel compiles with each modifier and mask, decode-shaped prefill and the decode phase)
+a fused kernel compiles with each modifier and mask, decode-shaped prefill, the decode phase, and
+the backward phase timed alone and as a training step, where dQ, dK and dV are each checked)
 and dtype, sends one Run with check.mode = FULL and a fresh random seed, and requires
 result.correctness.passed with relative_error within the server's tolerance.
 
@@ -95,13 +96,16 @@ class Case:
     name: str
     spec: dict
     small: bool = False
-    # Forward prefill cases must run on the --require-all backends; others may be unsupported.
+    # Prefill and backward cases must run on the --require-all backends; decode ones may be
+    # unsupported.
     required: bool = True
     # Restrict the dtypes (default: bf16, fp16, plus fp32 on backends that claim it).
     dtypes: tuple = ()
     # Whether the inputs meet what kernels require in words (16-byte aligned rows, rotary dims a
     # multiple of 16); when not, which kernel runs the case is not predicted.
     kernel_requirements_met: bool = True
+    # PHASE_BACKWARD: MeasurementSettings.backward_timing ("" leaves it unset: backward only).
+    backward_timing: str = ""
 
 
 def shape(batch, seq_q, seq_kv, head_dim, layout, mask=None, head_dim_v=None, **extra):
@@ -333,9 +337,47 @@ def decode_phase_cases():
     ]
 
 
+def backward_cases():
+    """PHASE_BACKWARD: dQ, dK and dV each against the float64 oracle, on odd sizes, every kind of
+    head map that sums gradients over heads, the masks and modifiers, both timings. A backend
+    that does not list PHASE_BACKWARD answers unsupported (not claimed). The oracle runs on the
+    server's host, so the shapes stay small."""
+    def backward(name, spec, small=False, training_step=False):
+        spec["phase"] = "PHASE_BACKWARD"
+        return Case(name, spec, small=small,
+                    backward_timing="BACKWARD_TIMING_TRAINING_STEP" if training_step else "")
+    explicit = {"explicit_map": {
+        "num_query_heads": 3, "num_kv_heads": 2,
+        # Query head 2 read twice (its dQ sums two heads), query head 1 never (dQ zero).
+        "pairs": [{"query_head": 2, "kv_head": 0}, {"query_head": 0, "kv_head": 1},
+                  {"query_head": 2, "kv_head": 1}]}}
+    return [
+        backward("backward_gqa_odd", shape(2, 37, 53, 40, gqa(6, 2), head_dim_v=24), small=True),
+        backward("backward_gqa_causal_step", shape(1, 77, 131, 64, gqa(4, 2), CAUSAL),
+                 small=True, training_step=True),
+        backward("backward_causal_more_queries", shape(1, 131, 77, 64, mha(2), CAUSAL)),
+        backward("backward_mqa_window", shape(1, 150, 170, 64, {"mqa": {"num_heads": 4}},
+                                              window(40, 8))),
+        backward("backward_gqkva_rope_alibi_softcap",
+                 shape(1, 61, 83, 64, {"gqkva": {"query_groups": 2, "kv_groups": 3}}, CAUSAL,
+                       rope={}, alibi={}, softcap={"cap": 10.0}, input_scale=2.0),
+                 training_step=True),
+        backward("backward_explicit_block_sparse",
+                 shape(1, 96, 128, 48, explicit,
+                       block_sparse(32, 32, [(0, 0), (1, 1), (2, 3), (2, 0)], True))),
+        backward("backward_prob_block_sparse_rope",
+                 shape(1, 90, 120, 64, mha(2), prob_block_sparse(16, 16, 0.7, 0.8),
+                       rope={"rotary_dims": 32})),
+        backward("backward_extreme_sqa_alibi_harmonic",
+                 shape(1, 100, 100, 128, {"extreme_sqa": {"baseline_heads": 16}}, CAUSAL,
+                       alibi={"schedule": "ALIBI_SCHEDULE_HARMONIC"}),
+                 training_step=True),
+    ]
+
+
 def all_cases():
     return (layout_cases() + mask_cases() + modifier_cases() + size_cases() + kernel_cases() +
-            decode_shaped_cases() + decode_phase_cases())
+            decode_shaped_cases() + decode_phase_cases() + backward_cases())
 
 
 def dtypes_for(case, claims_fp32, wanted):
@@ -532,6 +574,8 @@ def build_request(pb, json_format, case, backend, dtype, rng):
     request.measurement.max_iterations = 1
     request.measurement.cache_mode = pb.CACHE_MODE_WARM
     request.check.mode = pb.CHECK_MODE_FULL
+    if case.backward_timing:
+        request.measurement.backward_timing = pb.BackwardTiming.Value(case.backward_timing)
     return request
 
 

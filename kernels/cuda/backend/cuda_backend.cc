@@ -16,12 +16,14 @@
 #include "kernels/cuda/backend/cuda_device.h"
 #include "kernels/cuda/backend/cuda_status.h"
 #include "kernels/cuda/backend/cuda_support.h"
+#include "kernels/cuda/backend/device_backward.h"
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/expr/device_expressions.h"
 #include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/reference/reference_attention.h"
+#include "kernels/cuda/reference/reference_backward.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/expressions.h"
 #include "kernels/spec/inputs.h"
@@ -138,6 +140,46 @@ class ReferenceKernel : public Kernel {
   }
 };
 
+// cuda_reference's PHASE_BACKWARD. What an iteration enqueues follows Problem::training_step: the
+// forward keeping O and the log-sum-exp, then the backward (a training step); or the backward
+// alone, after EnqueueForward ran once outside the timed region (CudaWorkload::ForwardOnce).
+class ReferenceBackwardKernel : public Kernel {
+ public:
+  static absl::StatusOr<std::unique_ptr<ReferenceBackwardKernel>> Create(
+      const Problem& problem, const AttentionInputs& inputs) {
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return shapes.status();
+    absl::StatusOr<std::unique_ptr<cuda::DeviceBackward>> state =
+        cuda::DeviceBackward::Create(problem, *shapes, inputs);
+    if (!state.ok()) return state.status();
+    auto k = std::make_unique<ReferenceBackwardKernel>();
+    k->state_ = *std::move(state);
+    k->training_step_ = problem.training_step;
+    return k;
+  }
+
+  absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) {
+    const cuda::BackwardArgs& g = state_->Args();
+    return cuda::CudaStatus(cuda::LaunchReferenceAttentionSaving(args, g.out, g.lse, stream),
+                            "reference attention launch (keeping the log-sum-exp)");
+  }
+
+  absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    if (training_step_) {
+      if (absl::Status s = EnqueueForward(args, stream); !s.ok()) return s;
+    }
+    return cuda::CudaStatus(cuda::LaunchReferenceBackward(args, state_->Args(), stream),
+                            "reference backward launch");
+  }
+
+  bool training_step() const { return training_step_; }
+  const cuda::DeviceBackward& state() const { return *state_; }
+
+ private:
+  std::unique_ptr<cuda::DeviceBackward> state_;
+  bool training_step_ = false;
+};
+
 class UnfusedKernel : public Kernel {
  public:
   ~UnfusedKernel() override {
@@ -227,6 +269,11 @@ class CudaWorkload : public Workload {
 
   absl::Status Init(Kind kind, const Problem& problem) {
     kind_ = kind;
+    if (problem.phase == Phase::kBackward && kind != Kind::kReference) {
+      // CheckSupported refuses it first; this only keeps a forward kernel from being timed as one.
+      return absl::InternalError(
+          absl::StrCat("backend ", CudaBackendName(kind), " has no backward kernel"));
+    }
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start_));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop_));
@@ -241,7 +288,15 @@ class CudaWorkload : public Workload {
         break;
       }
       case Kind::kReference:
-        kernel_ = std::make_unique<ReferenceKernel>();
+        if (problem.phase == Phase::kBackward) {
+          absl::StatusOr<std::unique_ptr<ReferenceBackwardKernel>> k =
+              ReferenceBackwardKernel::Create(problem, inputs_);
+          if (!k.ok()) return k.status();
+          backward_ = k->get();
+          kernel_ = *std::move(k);
+        } else {
+          kernel_ = std::make_unique<ReferenceKernel>();
+        }
         break;
       case Kind::kUnfused: {
         // Compiled here, in Prepare, so NVRTC never runs inside a timed iteration.
@@ -257,19 +312,26 @@ class CudaWorkload : public Workload {
       }
     }
     graphs_.assign(problem_->num_input_sets(), nullptr);
-    return problem_->PoisonOutput();
+    if (absl::Status s = problem_->PoisonOutput(); !s.ok()) return s;
+    // The poison's cudaMemset may still be queued on the legacy stream, which stream_ (non-
+    // blocking) does not wait for; a backward timed alone writes O in its first BeforeIteration.
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    return absl::OkStatus();
   }
 
   absl::Status BeforeIteration(const IterationOptions& options) override {
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     options_ = options;
     set_ = (set_ + 1) % problem_->num_input_sets();
+    if (absl::Status s = ForwardOnce(); !s.ok()) return s;
     if (options.flush_cache) return cuda::FlushL2(device_, stream_);
     return absl::OkStatus();
   }
 
   absl::StatusOr<double> RunTimed() override {
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    // RunTimed without a BeforeIteration: the forward still stays outside the timed region.
+    if (absl::Status s = ForwardOnce(); !s.ok()) return s;
     cudaGraphExec_t graph = nullptr;
     if (options_.use_cuda_graph) {
       absl::StatusOr<cudaGraphExec_t> g = GraphFor(set_);
@@ -298,6 +360,13 @@ class CudaWorkload : public Workload {
     return problem_->DownloadOutput();
   }
 
+  absl::StatusOr<GradientTensors> Gradients() override {
+    if (backward_ == nullptr) return Workload::Gradients();
+    if (!ran_) return absl::FailedPreconditionError("Gradients() before any RunTimed()");
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    return backward_->state().DownloadGradients();
+  }
+
   DeviceDescription Device() const override { return CudaDevices()[device_].description; }
   int CurrentClockMhz() const override { return cuda::SmClockMhz(device_); }
   std::string KernelName() const override {
@@ -317,6 +386,20 @@ class CudaWorkload : public Workload {
   double ExpressionCompileSeconds() const override { return expression_compile_seconds_; }
 
  private:
+  // A backward timed alone starts from the forward's O and log-sum-exp: computed here once,
+  // untimed, before the first iteration (every input copy holds the same values, so any will do).
+  absl::Status ForwardOnce() {
+    if (backward_ == nullptr || backward_->training_step() || forward_done_) {
+      return absl::OkStatus();
+    }
+    if (absl::Status s = backward_->EnqueueForward(problem_->Args(set_), stream_); !s.ok()) {
+      return s;
+    }
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    forward_done_ = true;
+    return absl::OkStatus();
+  }
+
   // The graph of one computation on input set `set`, captured on first use.
   absl::StatusOr<cudaGraphExec_t> GraphFor(int set) {
     if (graphs_[set] != nullptr) return graphs_[set];
@@ -341,7 +424,9 @@ class CudaWorkload : public Workload {
   const AttentionInputs inputs_;
   std::unique_ptr<cuda::DeviceProblem> problem_;
   std::unique_ptr<Kernel> kernel_;
-  const FlashKernel* flash_ = nullptr;  // kernel_ when it is the flash kernel
+  const FlashKernel* flash_ = nullptr;           // kernel_ when it is the flash kernel
+  ReferenceBackwardKernel* backward_ = nullptr;  // kernel_ when the problem is a backward
+  bool forward_done_ = false;                    // ForwardOnce ran
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr;
   cudaEvent_t stop_ = nullptr;
@@ -375,7 +460,10 @@ class CudaBackend : public Backend {
                "NVRTC at preparation (cached per process) and applied to the scores per pair.";
       case Kind::kReference:
         return "Plain float32 GPU attention, one query row per thread block, every layout, mask "
-               "and modifier: the check for the fast paths at sizes the CPU is too slow for.";
+               "and modifier: the check for the fast paths at sizes the CPU is too slow for. "
+               "PHASE_BACKWARD too: D = <dO, O> per row, then dK and dV a key row per block and dQ "
+               "a query row per block, P recomputed from the forward's log-sum-exp, without "
+               "atomics (deterministic).";
     }
     return "";
   }
@@ -417,6 +505,9 @@ class CudaBackend : public Backend {
         bytes += static_cast<uint64_t>(shapes->heads.num_output_heads) * 2 * sizeof(int32_t);
       }
     }
+    if (problem.phase == Phase::kBackward) {
+      bytes += cuda::DeviceBackward::EstimateBytes(problem, *shapes);
+    }
     return bytes;
   }
 
@@ -432,6 +523,14 @@ class CudaBackend : public Backend {
     if (absl::Status s = CheckSupported(problem); !s.ok()) return s;
     absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
     if (!shapes.ok()) return shapes.status();
+    // Refused before generating inputs on the host or allocating anything on the device.
+    const uint64_t device_bytes = devices[device_index].description.memory_bytes;
+    if (const uint64_t estimate = EstimateBytes(problem); estimate > device_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("backend ", Name(), " estimates ", estimate,
+                                                       " bytes of device memory for this problem, "
+                                                       "more than device ",
+                                                       device_index, " has (", device_bytes, ")"));
+    }
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index));

@@ -78,7 +78,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   BackendSupport s;
   s.dtypes = {DType::kFloat16, DType::kBFloat16};
   if (kind != CudaBackendKind::kFlash) s.dtypes.push_back(DType::kFloat32);
-  s.phases = {Phase::kPrefill, Phase::kDecode};
+  s.phases = {Phase::kPrefill, Phase::kDecode};  // PHASE_BACKWARD: cuda_reference, below
   s.scopes = {Scope::kCore};
   s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
                LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
@@ -88,7 +88,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
   s.cache_formats = {CacheFormat::kNative};
   s.cuda_graphs = true;
-  s.limitations = {"forward only: no PHASE_BACKWARD", "core scope only: no SCOPE_LAYER",
+  s.limitations = {"core scope only: no SCOPE_LAYER",
                    "decode: contiguous native cache only (no paging, no int8/int4/SAQ)",
                    "no float8 storage"};
   switch (kind) {
@@ -100,6 +100,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
           "head dims up to 256; other dims run on the next compiled size, zero-padded");
       s.kernels = {KernelSupportOf(cuda::flash::Sm90AllowList()),
                    KernelSupportOf(cuda::flash::Sm80AllowList())};
+      s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
       s.auto_priority = 30;
       break;
     case CudaBackendKind::kUnfused:
@@ -112,10 +113,15 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       s.limitations.emplace_back(
           "score_mod / mask_mod: compiled with NVRTC when the run is prepared (libnvrtc needed; "
           "cached per process, RunResult.expression_compile_ms), applied per score pair");
+      s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
       s.auto_priority = 20;
       break;
     case CudaBackendKind::kReference:
+      s.phases.push_back(Phase::kBackward);
       s.limitations.emplace_back("one query row per block: slow by design");
+      s.limitations.emplace_back(
+          "backward: a key pass and a query pass that both recompute S and dP (seven matmuls' "
+          "work where the FLOP count has five), no atomics, deterministic");
       s.auto_priority = 10;
       break;
   }

@@ -30,9 +30,13 @@ constexpr size_t kDefaultSharedBytes = 48 * 1024;
 // scores of the current key chunk [kChunk]. m (running max) and l (running sum) are computed by
 // every thread from the same shared values in the same order, so they are uniform across the
 // block and the branches on them below are block-uniform (barriers inside them are safe).
+// For a backward (non-null pointers) the kernel also keeps what the backward starts from: O in
+// float32 before its rounding to T (saved_out, BSHD) and each row's log-sum-exp m + log l
+// (saved_lse [B, H_out, S_q]; -inf for a row whose every key is hidden).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    ReferenceAttentionKernel(const __grid_constant__ AttentionArgs a) {
+    ReferenceAttentionKernel(const __grid_constant__ AttentionArgs a, float* saved_out,
+                             float* saved_lse) {
   extern __shared__ float shared[];
   float* q_s = shared;
   float* acc = q_s + a.dim_qk;  // thread t owns dims t, t + kThreads, ...
@@ -110,16 +114,22 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // l is zero only when every key of the row is hidden: the row outputs zeros, not NaN.
-    T* o_row = o + RowOffset(b, a.seq_q, i, a.heads_out, h, a.dim_v);
+    const int64_t o_offset = RowOffset(b, a.seq_q, i, a.heads_out, h, a.dim_v);
     for (int d = threadIdx.x; d < a.dim_v; d += kThreads) {
-      o_row[d] = FromFloat<T>(l > 0.0f ? acc[d] / l : 0.0f);
+      const float out = l > 0.0f ? acc[d] / l : 0.0f;
+      o[o_offset + d] = FromFloat<T>(out);
+      if (saved_out != nullptr) saved_out[o_offset + d] = out;
+    }
+    if (saved_lse != nullptr && threadIdx.x == 0) {
+      saved_lse[bh * a.seq_q + i] = l > 0.0f ? m + logf(l) : -INFINITY;
     }
     __syncthreads();  // q_s and acc are reused by the block's next row
   }
 }
 
 template <typename T>
-cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream) {
+cudaError_t Launch(const AttentionArgs& args, float* saved_out, float* saved_lse,
+                   cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(args.batch) * args.heads_out * args.seq_q;
   if (rows == 0) return cudaSuccess;
   const size_t shared_bytes =
@@ -133,24 +143,29 @@ cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream) {
     if (error != cudaSuccess) return error;
   }
   const unsigned int grid = static_cast<unsigned int>(std::min(rows, kMaxGridX));
-  ReferenceAttentionKernel<T><<<grid, kThreads, shared_bytes, stream>>>(args);
+  ReferenceAttentionKernel<T><<<grid, kThreads, shared_bytes, stream>>>(args, saved_out, saved_lse);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t stream) {
+  return LaunchReferenceAttentionSaving(args, nullptr, nullptr, stream);
+}
+
+cudaError_t LaunchReferenceAttentionSaving(const AttentionArgs& args, float* saved_out,
+                                           float* saved_lse, cudaStream_t stream) {
   if (args.batch < 0 || args.heads_out < 0 || args.seq_q < 0 || args.seq_kv <= 0 ||
       args.dim_qk <= 0 || args.dim_v <= 0) {
     return cudaErrorInvalidValue;
   }
   switch (args.storage) {
     case Storage::kFloat32:
-      return Launch<float>(args, stream);
+      return Launch<float>(args, saved_out, saved_lse, stream);
     case Storage::kFloat16:
-      return Launch<__half>(args, stream);
+      return Launch<__half>(args, saved_out, saved_lse, stream);
     case Storage::kBFloat16:
-      return Launch<__nv_bfloat16>(args, stream);
+      return Launch<__nv_bfloat16>(args, saved_out, saved_lse, stream);
   }
   return cudaErrorInvalidValue;
 }

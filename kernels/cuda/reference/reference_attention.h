@@ -12,6 +12,11 @@ namespace attnbench::cuda {
 
 cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t stream);
 
+// The same forward keeping what a backward starts from (BackwardArgs::out and ::lse): O in
+// float32 before its rounding, [B, S_q, H_out, D_v], and each row's log-sum-exp [B, H_out, S_q].
+cudaError_t LaunchReferenceAttentionSaving(const AttentionArgs& args, float* saved_out,
+                                           float* saved_lse, cudaStream_t stream);
+
 }  // namespace attnbench::cuda
 
 #endif  // ATTNBENCH_KERNELS_CUDA_REFERENCE_REFERENCE_ATTENTION_H_

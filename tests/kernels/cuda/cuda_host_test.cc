@@ -1,19 +1,22 @@
 // The host side of the CUDA backends, which runs without a device (so CI exercises it): a
 // Problem turned into the kernels' AttentionArgs (sizes, scale, mask geometry, modifiers), the
 // refusals every GPU backend shares, the input copies kept for rotation, and the fused and
-// unfused kernels' support decisions and scratch sizing, all judged on shapes alone.
+// unfused kernels' support decisions and scratch sizing, PHASE_BACKWARD on cuda_reference alone
+// and the device memory its buffers take, all judged on shapes alone.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_support.h"
+#include "kernels/cuda/backend/device_backward.h"
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/spec/dtype.h"
 #include "kernels/spec/shapes.h"
 
 namespace attnbench::cuda {
@@ -137,9 +140,9 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
     std::string field;
     void (*edit)(Problem&);
   };
+  // Refused by every CUDA backend (PHASE_BACKWARD by all but cuda_reference: BackwardSupportTest).
   const Refusal refusals[] = {
       {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
-      {"PHASE_BACKWARD", [](Problem& p) { p.phase = Phase::kBackward; }},
       {"SCOPE_LAYER",
        [](Problem& p) {
          p.scope = Scope::kLayer;
@@ -233,6 +236,131 @@ TEST(ExpressionArchTest, HopperGetsTheArchSpecificTarget) {
 
 TEST(ExpressionCacheTest, OneCacheForTheProcess) {
   EXPECT_EQ(&SharedExpressionModuleCache(), &SharedExpressionModuleCache());
+// PHASE_BACKWARD runs on cuda_reference for every layout, mask, modifier and 16/32-bit dtype, and
+// GetCapabilities says so; cuda_flash and cuda_unfused refuse it naming spec.phase.
+TEST(BackwardSupportTest, OnCudaReferenceOnly) {
+  struct Variant {
+    const char* name;
+    void (*edit)(Problem&);
+  };
+  const Variant variants[] = {
+      {"gqa", [](Problem&) {}},
+      {"mqa_causal",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kMqa;
+         p.layout.num_heads = 4;
+         p.mask.kind = MaskKind::kCausal;
+       }},
+      {"gqkva_window",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kGqkva;
+         p.layout.query_groups = 2;
+         p.layout.kv_groups = 3;
+         p.mask.kind = MaskKind::kSlidingWindow;
+         p.mask.left_tokens = 9;
+         p.mask.right_tokens = 0;
+       }},
+      {"explicit_block_sparse",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kExplicit;
+         p.layout.num_query_heads = 3;
+         p.layout.num_kv_heads = 2;
+         p.layout.pairs = {{2, 0}, {0, 1}, {2, 1}};
+         p.mask.kind = MaskKind::kBlockSparse;
+         p.mask.query_block_tokens = 16;
+         p.mask.kv_block_tokens = 32;
+         p.mask.blocks = {{0, 0}, {4, 4}};
+       }},
+      {"probabilistic_all_modifiers",
+       [](Problem& p) {
+         p.mask.kind = MaskKind::kProbabilisticBlockSparse;
+         p.mask.query_block_tokens = 8;
+         p.mask.kv_block_tokens = 8;
+         p.mask.c_coefficient = 0.5;
+         p.mask.alpha = 1.0;
+         p.rope = {true, std::nullopt, 32};
+         p.alibi.enabled = true;
+         p.softcap = {true, 20.0};
+       }},
+  };
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    for (const Variant& v : variants) {
+      Problem p = Base();
+      p.phase = Phase::kBackward;
+      p.dtype = dtype;
+      v.edit(p);
+      const Problem n = NormalizeProblem(p);
+      ASSERT_TRUE(ValidateProblem(n).ok()) << v.name << ": " << ValidateProblem(n);
+      const std::string context = std::string(v.name) + "/" + DTypeName(dtype);
+      EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kReference, n, HopperTraits()).ok())
+          << context << ": " << CheckCudaSupport(CudaBackendKind::kReference, n, HopperTraits());
+      for (CudaBackendKind kind : {CudaBackendKind::kFlash, CudaBackendKind::kUnfused}) {
+        const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
+        EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << context;
+        // cuda_flash names float32 storage first: the dtype is checked before the phase.
+        const bool fp32_on_flash = kind == CudaBackendKind::kFlash && dtype == DType::kFloat32;
+        EXPECT_NE(
+            std::string(s.message())
+                .find(fp32_on_flash ? "spec.dtype=DTYPE_FLOAT32" : "spec.phase=PHASE_BACKWARD"),
+            std::string::npos)
+            << context << ": " << s;
+        EXPECT_NE(std::string(s.message()).find(CudaBackendName(kind)), std::string::npos) << s;
+      }
+    }
+  }
+  // What cuda_reference's backward still refuses, by name.
+  Problem fp8 = Base();
+  fp8.phase = Phase::kBackward;
+  fp8.dtype = DType::kFloat8E4M3;
+  const absl::Status s =
+      CheckCudaSupport(CudaBackendKind::kReference, NormalizeProblem(fp8), HopperTraits());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(s.message()).find("DTYPE_FLOAT8_E4M3"), std::string::npos) << s;
+
+  // GetCapabilities: the phase listed where it is checked, and nowhere else.
+  auto lists_backward = [](CudaBackendKind kind) {
+    const BackendSupport support = CudaBackendSupport(kind);
+    int n = 0;
+    for (Phase phase : support.phases) n += phase == Phase::kBackward ? 1 : 0;
+    return n;
+  };
+  EXPECT_EQ(lists_backward(CudaBackendKind::kReference), 1);
+  EXPECT_EQ(lists_backward(CudaBackendKind::kFlash), 0);
+  EXPECT_EQ(lists_backward(CudaBackendKind::kUnfused), 0);
+  for (const KernelSupport& k : CudaBackendSupport(CudaBackendKind::kFlash).kernels) {
+    for (Phase phase : k.phases) EXPECT_NE(phase, Phase::kBackward) << k.name;
+  }
+}
+
+// The backward's device buffers, element by element: dO, dQ, dK, dV at the stored width, O kept
+// in float32, the log-sum-exp and D (a float per output row each), and the inverted head map.
+TEST(DeviceBackwardTest, EstimateCoversGradientsLseRowTermsAndGradOutput) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat32}) {
+    Problem p = Base();  // B 2, S_q 77, S_kv 131, D_qk 96, D_v 64, GQA 6/2
+    p.phase = Phase::kBackward;
+    p.dtype = dtype;
+    const Problem n = NormalizeProblem(p);
+    const ProblemShapes s = *ShapesOf(n);
+    const uint64_t w = dtype == DType::kFloat32 ? 4 : 2;
+    const uint64_t o = 2 * 77 * 6 * 64, q = 2 * 77 * 6 * 96, k = 2 * 131 * 2 * 96,
+                   v = 2 * 131 * 2 * 64, rows = 2 * 6 * 77;
+    const uint64_t heads = (6 + 1) + 6 + (2 + 1) + 6;  // offsets and members, both sides
+    EXPECT_EQ(DeviceBackward::EstimateBytes(n, s),
+              w * o + 4 * o + 2 * 4 * rows + w * (q + k + v) + 4 * heads)
+        << DTypeName(dtype);
+  }
+  // It grows with the sequence: dO and the row statistics with S_q, dK and dV with S_kv.
+  Problem p = Base();
+  p.phase = Phase::kBackward;
+  const Problem shorter = NormalizeProblem(p);
+  p.seq_len_kv *= 2;
+  const Problem longer = NormalizeProblem(p);
+  EXPECT_EQ(DeviceBackward::EstimateBytes(longer, *ShapesOf(longer)) -
+                DeviceBackward::EstimateBytes(shorter, *ShapesOf(shorter)),
+            2u * (2 * 131 * 2 * 96 + 2 * 131 * 2 * 64));
 }
 
 TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {

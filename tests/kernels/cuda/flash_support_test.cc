@@ -1,11 +1,11 @@
 // The support walk (no device needed, runs in CI): every mask x modifier set x dtype x head dims
 // x phase, on the traits of a Hopper and an Ampere device. For each combination the CUDA
 // backends must accept exactly what this test's own statement of their kernels says they
-// implement (written here, independently of kernels/cuda/flash/configs.h and support.cc), every
-// refusal must be FAILED_PRECONDITION naming a spec field, and cuda_flash must route what it
-// accepts to a kernel that implements it: the Hopper kernel wherever it can, never one that
-// cannot. A mask kind this walk does not know fails the guard test, so a new mask cannot reach
-// the fast paths unnoticed.
+// implement (written here, independently of kernels/cuda/flash/configs.h and support.cc; the
+// backward is cuda_reference's alone), every refusal must be FAILED_PRECONDITION naming a spec
+// field, and cuda_flash must route what it accepts to a kernel that implements it: the Hopper
+// kernel wherever it can, never one that cannot. A mask kind this walk does not know fails the
+// guard test, so a new mask cannot reach the fast paths unnoticed.
 #include <string>
 #include <vector>
 
@@ -122,6 +122,7 @@ const std::vector<Dims> kCompiled = {{64, 64},   {96, 96},   {128, 128},
 bool Backendwide(const Problem& p) {  // what every CUDA backend runs at all
   return (p.phase == Phase::kPrefill || p.phase == Phase::kDecode) && p.scope == Scope::kCore;
 }
+bool NotFloat8(const Problem& p) { return p.dtype != DType::kFloat8E4M3; }
 bool Fp16OrBf16(const Problem& p) {
   return p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
 }
@@ -136,8 +137,11 @@ bool Sm90Implements(const Problem& p, const FlashDevice& d) {
          HoldsTile(kCompiled, {p.head_dim_qk, *p.head_dim_v}) && p.head_dim_qk % 8 == 0 &&
          *p.head_dim_v % 8 == 0 && (!p.rope.enabled || Rotary(p) % 8 == 0);
 }
+bool UnfusedImplements(const Problem& p) { return Backendwide(p) && NotFloat8(p); }
+// cuda_reference alone has a backward (reference_backward.cu), for everything it runs forward.
 bool ReferenceImplements(const Problem& p) {
-  return Backendwide(p) && p.dtype != DType::kFloat8E4M3;
+  const bool backward = p.phase == Phase::kBackward && p.scope == Scope::kCore;
+  return (Backendwide(p) || backward) && NotFloat8(p);
 }
 
 FlashDevice Hopper() {
@@ -163,7 +167,7 @@ void ExpectRefusalNamesAField(const absl::Status& s, const std::string& context)
 }
 
 TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
-  int walked = 0, to_hopper = 0, to_sm80 = 0;
+  int walked = 0, to_hopper = 0, to_sm80 = 0, reference_backward = 0;
   for (MaskKind mask : kMasks) {
     for (const Mods& mods : kMods) {
       for (DType dtype : kDtypes) {
@@ -199,8 +203,11 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
               for (CudaBackendKind kind :
                    {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
                 const absl::Status s = CheckCudaSupport(kind, p, dev);
-                EXPECT_EQ(s.ok(), ReferenceImplements(p)) << CudaBackendName(kind) << " " << where;
+                const bool implements = kind == CudaBackendKind::kUnfused ? UnfusedImplements(p)
+                                                                          : ReferenceImplements(p);
+                EXPECT_EQ(s.ok(), implements) << CudaBackendName(kind) << " " << where;
                 if (!s.ok()) ExpectRefusalNamesAField(s, where);
+                if (s.ok() && p.phase == Phase::kBackward) ++reference_backward;
               }
             }
           }
@@ -211,6 +218,7 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
   EXPECT_GT(walked, 5000);
   EXPECT_GT(to_hopper, 1000);  // the walk exercises both kernels
   EXPECT_GT(to_sm80, 1000);
+  EXPECT_GT(reference_backward, 1000);  // and cuda_reference's backward
 }
 
 // A mask code no kernel lists (what an unmapped MaskKind becomes) is refused by both kernels.
