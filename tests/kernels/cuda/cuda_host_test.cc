@@ -236,6 +236,8 @@ TEST(ExpressionArchTest, HopperGetsTheArchSpecificTarget) {
 
 TEST(ExpressionCacheTest, OneCacheForTheProcess) {
   EXPECT_EQ(&SharedExpressionModuleCache(), &SharedExpressionModuleCache());
+}
+
 // PHASE_BACKWARD runs on cuda_reference for every layout, mask, modifier and 16/32-bit dtype, and
 // GetCapabilities says so; cuda_flash and cuda_unfused refuse it naming spec.phase.
 TEST(BackwardSupportTest, OnCudaReferenceOnly) {
