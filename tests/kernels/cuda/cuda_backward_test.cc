@@ -25,6 +25,7 @@
 #include "kernels/reference/gradient_check.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/shapes.h"
+#include "tests/kernels/backward_cases.h"
 #include "tests/kernels/gradient_util.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
@@ -125,176 +126,10 @@ void ExpectGradientsClose(const BackwardRun& r, const std::string& context) {
   EXPECT_EQ(report->rows_checked, report->rows_total) << context;
 }
 
-struct Case {
-  std::string name;
-  std::function<void(Problem&)> edit;
-};
-
-void Layout(Problem& p, LayoutKind kind) {
-  p.layout = {};
-  p.layout.kind = kind;
-}
-void Window(Problem& p, std::optional<int64_t> left, std::optional<int64_t> right) {
-  p.mask.kind = MaskKind::kSlidingWindow;
-  p.mask.left_tokens = left;
-  p.mask.right_tokens = right;
-}
-void AllModifiers(Problem& p) {
-  p.mask.kind = MaskKind::kCausal;
-  p.rope = {true, std::nullopt, std::nullopt};
-  p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
-  p.softcap = {true, 2.5};
-}
-// More queries and keys than one 128-row chunk of either pass, the last chunk ragged.
-void Long(Problem& p) {
-  p.seq_len_q = 150;
-  p.seq_len_kv = 170;
-  p.head_dim_qk = 24;
-  p.head_dim_v = 16;
-}
+using Case = testing::BackwardCase;
 
 std::vector<Case> Cases() {
-  std::vector<Case> c;
-  // Layouts (§2): dK, dV summed over the heads sharing a kv head, dQ over those sharing a query
-  // head (GQKVA, explicit maps).
-  c.push_back({"mha", [](Problem& p) {
-                 Layout(p, LayoutKind::kMha);
-                 p.layout.num_heads = 3;
-               }});
-  c.push_back({"mqa", [](Problem& p) {
-                 Layout(p, LayoutKind::kMqa);
-                 p.layout.num_heads = 6;
-                 p.mask.kind = MaskKind::kCausal;
-               }});
-  c.push_back({"gqa", [](Problem& p) { p.mask.kind = MaskKind::kCausal; }});
-  c.push_back({"sqa", [](Problem& p) {
-                 Layout(p, LayoutKind::kSqa);
-                 p.layout.baseline_heads = 8;
-                 p.layout.num_query_heads = 6;
-                 p.layout.num_kv_heads = 3;
-                 p.mask.kind = MaskKind::kCausal;
-               }});
-  c.push_back({"symmetric_sqa", [](Problem& p) {
-                 Layout(p, LayoutKind::kSymmetricSqa);
-                 p.layout.baseline_heads = 6;
-               }});
-  c.push_back({"extreme_sqa", [](Problem& p) {
-                 Layout(p, LayoutKind::kExtremeSqa);
-                 p.layout.baseline_heads = 16;
-                 p.layout.extreme_query_heads = 3;
-                 p.mask.kind = MaskKind::kCausal;
-               }});
-  c.push_back({"gqkva", [](Problem& p) {
-                 Layout(p, LayoutKind::kGqkva);
-                 p.layout.query_groups = 2;
-                 p.layout.kv_groups = 3;
-                 p.mask.kind = MaskKind::kCausal;
-               }});
-  c.push_back({"explicit_map", [](Problem& p) {
-                 Layout(p, LayoutKind::kExplicit);
-                 p.layout.num_query_heads = 5;
-                 p.layout.num_kv_heads = 3;
-                 // Query head 4 read twice, kv head 1 twice by the same query head, query heads 1
-                 // and 3 never (their dQ must be written as zeros).
-                 p.layout.pairs = {{4, 0}, {4, 2}, {0, 2}, {2, 1}, {2, 1}};
-               }});
-  // Masks (§3), bottom-right aligned.
-  c.push_back({"none", [](Problem& p) {}});
-  c.push_back({"causal_more_queries_than_keys", [](Problem& p) {
-                 p.seq_len_q = 53;
-                 p.seq_len_kv = 37;  // queries 0..15 see no key: no gradient from them
-                 p.mask.kind = MaskKind::kCausal;
-               }});
-  c.push_back({"window", [](Problem& p) { Window(p, 5, 2); }});
-  c.push_back({"window_right_only", [](Problem& p) { Window(p, std::nullopt, 3); }});
-  c.push_back({"block_sparse", [](Problem& p) {
-                 p.mask.kind = MaskKind::kBlockSparse;
-                 p.mask.query_block_tokens = 8;
-                 p.mask.kv_block_tokens = 16;
-                 p.mask.blocks = {{0, 0}, {0, 3}, {1, 1}, {2, 2}, {4, 0}, {4, 3}};
-               }});
-  c.push_back({"block_sparse_causal", [](Problem& p) {
-                 p.mask.kind = MaskKind::kBlockSparse;
-                 p.mask.query_block_tokens = 5;
-                 p.mask.kv_block_tokens = 7;
-                 p.mask.blocks = {{0, 2}, {0, 3}, {1, 0}, {3, 4}, {7, 7}, {7, 1}, {6, 6}};
-                 p.mask.intersect_causal = true;
-               }});
-  c.push_back({"probabilistic", [](Problem& p) {
-                 p.mask.kind = MaskKind::kProbabilisticBlockSparse;
-                 p.mask.query_block_tokens = 4;
-                 p.mask.kv_block_tokens = 6;
-                 p.mask.c_coefficient = 0.6;
-                 p.mask.alpha = 0.8;
-                 p.mask.seed = 31;
-               }});
-  // Modifiers (§4) and their combinations: RoPE's transpose on dQ and dK, ALiBi without a
-  // gradient, the softcap's tanh derivative.
-  c.push_back({"rope", [](Problem& p) { p.rope.enabled = true; }});
-  c.push_back({"rope_partial", [](Problem& p) { p.rope = {true, 500.0, 16}; }});
-  c.push_back({"rope_more_queries_than_keys", [](Problem& p) {
-                 p.seq_len_q = 53;  // queries at negative positions
-                 p.seq_len_kv = 37;
-                 p.rope.enabled = true;
-               }});
-  c.push_back({"alibi_geometric", [](Problem& p) {
-                 p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
-                 p.mask.kind = MaskKind::kCausal;
-               }});
-  c.push_back({"alibi_harmonic", [](Problem& p) {
-                 p.alibi = {true, AlibiSchedule::kHarmonic, 0.3};
-               }});
-  c.push_back({"softcap", [](Problem& p) {
-                 p.softcap = {true, 1.5};
-                 p.input_scale = 3.0;
-               }});
-  c.push_back({"scale", [](Problem& p) { p.scale = 0.05; }});
-  c.push_back({"all_modifiers", AllModifiers});
-  c.push_back({"all_modifiers_gqkva_window", [](Problem& p) {
-                 AllModifiers(p);
-                 Layout(p, LayoutKind::kGqkva);
-                 p.layout.query_groups = 3;
-                 p.layout.kv_groups = 2;
-                 Window(p, 9, 0);
-                 p.rope.rotary_dims = 24;
-               }});
-  c.push_back({"all_modifiers_probabilistic_explicit", [](Problem& p) {
-                 AllModifiers(p);
-                 Layout(p, LayoutKind::kExplicit);
-                 p.layout.num_query_heads = 2;
-                 p.layout.num_kv_heads = 2;
-                 p.layout.pairs = {{1, 0}, {0, 1}, {1, 1}};
-                 p.mask.kind = MaskKind::kProbabilisticBlockSparse;
-                 p.mask.query_block_tokens = 3;
-                 p.mask.kv_block_tokens = 5;
-                 p.mask.c_coefficient = 0.9;
-                 p.mask.alpha = 1.5;
-                 p.alibi.schedule = AlibiSchedule::kHarmonic;
-               }});
-  // Several chunks of 128 in both passes: chunk boundaries, ragged last chunks.
-  c.push_back({"long_causal_rope", [](Problem& p) {
-                 Long(p);
-                 p.mask.kind = MaskKind::kCausal;
-                 p.rope.enabled = true;
-               }});
-  c.push_back({"long_window_mqa", [](Problem& p) {
-                 Long(p);
-                 Layout(p, LayoutKind::kMqa);
-                 p.layout.num_heads = 4;
-                 Window(p, 40, 10);
-               }});
-  c.push_back({"long_block_sparse", [](Problem& p) {
-                 Long(p);
-                 p.mask.kind = MaskKind::kBlockSparse;
-                 p.mask.query_block_tokens = 64;
-                 p.mask.kv_block_tokens = 64;
-                 p.mask.blocks = {{0, 0}, {1, 2}, {2, 1}, {2, 2}};
-               }});
-  c.push_back({"long_all_modifiers", [](Problem& p) {
-                 Long(p);
-                 AllModifiers(p);
-                 p.alibi.schedule = AlibiSchedule::kHarmonic;
-               }});
+  std::vector<Case> c = testing::BackwardVariantCases();
   // A head dim wider than a warp's 32 lanes several times over, D_qk != D_v.
   c.push_back({"d128_dv64_causal", [](Problem& p) {
                  p.batch_size = 1;
@@ -361,7 +196,7 @@ TEST(CudaReferenceBackwardTest, DeterministicOverRunsModesAndGraphReplay) {
   SKIP_WITHOUT_DEVICE();
   for (DType d : {DType::kFloat32, DType::kBFloat16}) {
     Problem p = OddProblem();
-    AllModifiers(p);
+    testing::SetAllModifiers(p);
     p.dtype = d;
     const BackwardRun once = RunBackward(p);
     const BackwardRun rotated = RunBackward(p, NoFlush(), 5);
