@@ -17,6 +17,7 @@
 #include "kernels/reference/check.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/modifiers.h"
+#include "tests/kernels/expression_cases.h"
 #include "tests/kernels/gradient_util.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
@@ -24,21 +25,18 @@
 namespace attnbench {
 namespace {
 
+using testing::AllBuiltins;
+using testing::Aux;
+using testing::Bias;
+using testing::BiasTable;
+using testing::DocIds;
+using testing::DocOf;
+using testing::kSlopes;
 using testing::NaiveOptions;
+using Case = testing::ExpressionCase;
 
 // B = 2, S_q = 37, S_kv = 53 (so q runs over [16, 53)), D_qk = 40, D_v = 24, GQA 6/3.
 Problem OddProblem() { return testing::OddGqaProblem(); }
-
-NamedTensor Aux(const std::string& name, std::vector<int64_t> shape,
-                const std::vector<float>& values) {
-  NamedTensor t;
-  t.name = name;
-  t.tensor.dtype = DType::kFloat32;
-  t.tensor.shape = std::move(shape);
-  t.tensor.data.resize(values.size() * sizeof(float));
-  std::memcpy(t.tensor.data.data(), values.data(), t.tensor.data.size());
-  return t;
-}
 
 struct CpuRun {
   Problem problem;
@@ -66,97 +64,8 @@ CpuRun RunCpu(const Problem& raw) {
   return r;
 }
 
-struct Case {
-  std::string name;
-  std::function<void(Problem&)> edit;  // sets the expressions, aux and anything else
-  NaiveOptions naive;                  // the same expressions in C++
-};
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
-
-// Document ids over the 53 keys: 5 documents of uneven lengths.
-float DocOf(int64_t j) { return j < 9 ? 0.f : j < 20 ? 1.f : j < 21 ? 2.f : j < 40 ? 3.f : 4.f; }
-std::vector<float> DocIds() {
-  std::vector<float> d(53);
-  for (int64_t j = 0; j < 53; ++j) d[j] = DocOf(j);
-  return d;
-}
-// A [6, 16] relative-position bias table, varied per head and distance.
-float Bias(int h, int64_t d) { return 0.25f * std::sin(0.7f * h + 0.3f * d); }
-std::vector<float> BiasTable() {
-  std::vector<float> t;
-  for (int h = 0; h < 6; ++h) {
-    for (int d = 0; d < 16; ++d) t.push_back(Bias(h, d));
-  }
-  return t;
-}
-void AllBuiltins(Problem& p) {
-  p.mask.kind = MaskKind::kCausal;
-  p.rope = {true, std::nullopt, std::nullopt};
-  p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
-  p.softcap = {true, 2.5};
-}
-const std::vector<float> kSlopes = {0.5f, 0.25f, 0.125f, 0.0625f, 0.03125f, 0.015625f};
-
 std::vector<Case> Cases() {
-  std::vector<Case> c;
-  {
-    Case k{"softcap", [](Problem& p) { p.score_mod = "2.5 * tanh(s / 2.5)"; }, {}};
-    k.naive.score_mod = [](double s, int64_t, int, int64_t, int64_t) {
-      return 2.5 * std::tanh(s / 2.5);
-    };
-    c.push_back(k);
-  }
-  {
-    Case k{"alibi_from_aux",
-           [](Problem& p) {
-             p.score_mod = "s + slope[h] * (kv - q)";
-             p.aux = {Aux("slope", {6}, kSlopes)};
-             p.mask.kind = MaskKind::kCausal;
-           },
-           {}};
-    k.naive.score_mod = [](double s, int64_t, int h, int64_t q, int64_t kv) {
-      return s + kSlopes[h] * static_cast<double>(kv - q);
-    };
-    c.push_back(k);
-  }
-  {
-    Case k{"document_mask",
-           [](Problem& p) {
-             p.mask_mod = "doc[q] == doc[kv]";
-             p.aux = {Aux("doc", {53}, DocIds())};
-             p.mask.kind = MaskKind::kCausal;
-           },
-           {}};
-    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return DocOf(q) == DocOf(kv); };
-    c.push_back(k);
-  }
-  {
-    Case k{"prefix_lm", [](Problem& p) { p.mask_mod = "kv < 24 || kv <= q"; }, {}};
-    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return kv < 24 || kv <= q; };
-    c.push_back(k);
-  }
-  {
-    Case k{"window_with_sinks",
-           [](Problem& p) {
-             p.mask_mod = "kv < 4 || q - kv < 10";
-             p.mask.kind = MaskKind::kCausal;
-           },
-           {}};
-    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return kv < 4 || q - kv < 10; };
-    c.push_back(k);
-  }
-  {
-    Case k{"relative_bias_table",
-           [](Problem& p) {
-             p.score_mod = "s + bias[h, min(max(q - kv, 0), 15)]";
-             p.aux = {Aux("bias", {6, 16}, BiasTable())};
-           },
-           {}};
-    k.naive.score_mod = [](double s, int64_t, int h, int64_t q, int64_t kv) {
-      return s + Bias(h, std::min<int64_t>(std::max<int64_t>(q - kv, 0), 15));
-    };
-    c.push_back(k);
-  }
+  std::vector<Case> c = testing::CommonExpressionCases();
   {
     // Per-head and per-batch masks: tile plans must not reuse one (b, h)'s answer for another.
     Case k{"head_and_batch_mask",
@@ -169,8 +78,7 @@ std::vector<Case> Cases() {
   }
   {
     // hq and hkv of GQA 6/3: output head h reads query head h and KV head h / 2.
-    Case k{"head_map_variables", [](Problem& p) { p.score_mod = "s + 0.1 * hkv - 0.05 * hq"; },
-           {}};
+    Case k{"head_map_variables", [](Problem& p) { p.score_mod = "s + 0.1 * hkv - 0.05 * hq"; }, {}};
     k.naive.score_mod = [](double s, int64_t, int h, int64_t, int64_t) {
       return s + 0.1f * (h / 2) - 0.05f * h;
     };
@@ -187,12 +95,6 @@ std::vector<Case> Cases() {
     k.naive.score_mod = [](double s, int64_t, int, int64_t q, int64_t kv) {
       return s * 0.5 + static_cast<double>((q - kv) % 3 / 2);
     };
-    c.push_back(k);
-  }
-  {
-    // Rows whose every key is hidden come out as zeros, as with a built-in mask.
-    Case k{"empty_rows", [](Problem& p) { p.mask_mod = "q < 30 && kv > q - 5"; }, {}};
-    k.naive.mask_mod = [](int64_t, int, int64_t q, int64_t kv) { return q < 30 && kv > q - 5; };
     c.push_back(k);
   }
   {
@@ -272,10 +174,15 @@ TEST(CpuExpressionsTest, ExpressionsEqualToBuiltinsGiveTheBuiltinOutput) {
     std::function<void(Problem&)> builtin, expression;
   };
   const std::vector<Pair> pairs = {
-      {"softcap", [](Problem& p) { p.softcap = {true, 3.0}; },
+      {"softcap",
+       [](Problem& p) {
+         p.softcap = {true, 3.0};
+       },
        [](Problem& p) { p.score_mod = "3 * tanh(s / 3)"; }},
       {"alibi_harmonic",
-       [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 0.75}; },
+       [](Problem& p) {
+         p.alibi = {true, AlibiSchedule::kHarmonic, 0.75};
+       },
        [](Problem& p) { p.score_mod = "s + 0.75 / (h + 1) * (kv - q)"; }},
       {"causal", [](Problem& p) { p.mask.kind = MaskKind::kCausal; },
        [](Problem& p) { p.mask_mod = "kv <= q"; }},
@@ -336,7 +243,9 @@ TEST(CpuExpressionsTest, BackwardThroughScoreModsMatchesTheOracle) {
          p.mask.kind = MaskKind::kCausal;
        }},
       {"smooth_functions",
-       [](Problem& p) { p.score_mod = "s * sigmoid(s) + 0.3 * log(1 + exp(s)) - sqrt(s * s + 1)"; }},
+       [](Problem& p) {
+         p.score_mod = "s * sigmoid(s) + 0.3 * log(1 + exp(s)) - sqrt(s * s + 1)";
+       }},
       {"branches_and_min_max",
        [](Problem& p) { p.score_mod = "s > 0 ? min(s, 1.5) : max(0.25 * s, -1) + abs(s - 0.1)"; }},
       {"after_builtins_bf16",
@@ -353,7 +262,8 @@ TEST(CpuExpressionsTest, BackwardThroughScoreModsMatchesTheOracle) {
     CpuRun r = RunCpu(p);
     ASSERT_NE(r.workload, nullptr) << name;
     const GradientTensors g = Gradients(r);
-    const testing::OracleGradients ref = testing::FullOracleGradients(r.problem, r.workload->Inputs());
+    const testing::OracleGradients ref =
+        testing::FullOracleGradients(r.problem, r.workload->Inputs());
     const testing::Tolerance tol = testing::StoredOutputTolerance(r.problem.dtype, 1e-4);
     testing::ExpectAllClose(g.dq.values, ref.dq, g.dq.shape, tol, std::string(name) + " dQ");
     testing::ExpectAllClose(g.dk.values, ref.dk, g.dk.shape, tol, std::string(name) + " dK");
@@ -369,9 +279,15 @@ TEST(CpuExpressionsTest, BackwardScoreModsEqualToBuiltinsGiveTheBuiltinGradients
     std::function<void(Problem&)> builtin, expression;
   };
   const std::vector<Pair> pairs = {
-      {"softcap", [](Problem& p) { p.softcap = {true, 2.0}; },
+      {"softcap",
+       [](Problem& p) {
+         p.softcap = {true, 2.0};
+       },
        [](Problem& p) { p.score_mod = "2 * tanh(s / 2)"; }},
-      {"alibi_harmonic", [](Problem& p) { p.alibi = {true, AlibiSchedule::kHarmonic, 0.75}; },
+      {"alibi_harmonic",
+       [](Problem& p) {
+         p.alibi = {true, AlibiSchedule::kHarmonic, 0.75};
+       },
        [](Problem& p) { p.score_mod = "s + 0.75 / (h + 1) * (kv - q)"; }},
   };
   for (const Pair& pair : pairs) {
