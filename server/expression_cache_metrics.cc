@@ -1,47 +1,33 @@
 #include "server/expression_cache_metrics.h"
 
+#include "server/metric_family.h"
+
 namespace attnbench::server {
-namespace {
-
-prometheus::MetricFamily Family(const char* name, const char* help, prometheus::MetricType type,
-                                double value) {
-  prometheus::MetricFamily family;
-  family.name = name;
-  family.help = help;
-  family.type = type;
-  prometheus::ClientMetric metric;
-  if (type == prometheus::MetricType::Counter) {
-    metric.counter.value = value;
-  } else {
-    metric.gauge.value = value;
-  }
-  family.metric.push_back(metric);
-  return family;
-}
-
-}  // namespace
 
 std::vector<prometheus::MetricFamily> ExpressionCacheMetrics::Collect() const {
   using prometheus::MetricType;
   const ExpressionCacheCounters c = source_();
   return {
-      Family("attnbench_expression_cache_hits_total",
-             "score_mod/mask_mod compilations answered from the cache of compiled images.",
-             MetricType::Counter, static_cast<double>(c.hits)),
-      Family("attnbench_expression_cache_misses_total",
-             "score_mod/mask_mod compilations that ran NVRTC (failed ones included).",
-             MetricType::Counter, static_cast<double>(c.misses)),
-      Family("attnbench_expression_compile_failures_total",
-             "NVRTC compilations of score_mod/mask_mod that failed (or NVRTC was missing).",
-             MetricType::Counter, static_cast<double>(c.failures)),
-      Family("attnbench_expression_compile_seconds_total",
-             "Seconds spent in NVRTC compiling score_mod/mask_mod, summed over misses.",
-             MetricType::Counter, c.compile_seconds),
-      Family("attnbench_expression_cache_evictions_total",
-             "Compiled score_mod/mask_mod images dropped from the full cache.", MetricType::Counter,
-             static_cast<double>(c.evictions)),
-      Family("attnbench_expression_cache_entries", "Compiled score_mod/mask_mod images cached.",
-             MetricType::Gauge, static_cast<double>(c.entries)),
+      SingleValueFamily(
+          "attnbench_expression_cache_hits_total",
+          "score_mod/mask_mod compilations answered from the cache of compiled images.",
+          MetricType::Counter, static_cast<double>(c.hits)),
+      SingleValueFamily("attnbench_expression_cache_misses_total",
+                        "score_mod/mask_mod compilations that ran NVRTC (failed ones included).",
+                        MetricType::Counter, static_cast<double>(c.misses)),
+      SingleValueFamily(
+          "attnbench_expression_compile_failures_total",
+          "NVRTC compilations of score_mod/mask_mod that failed (or NVRTC was missing).",
+          MetricType::Counter, static_cast<double>(c.failures)),
+      SingleValueFamily("attnbench_expression_compile_seconds_total",
+                        "Seconds spent in NVRTC compiling score_mod/mask_mod, summed over misses.",
+                        MetricType::Counter, c.compile_seconds),
+      SingleValueFamily("attnbench_expression_cache_evictions_total",
+                        "Compiled score_mod/mask_mod images dropped from the full cache.",
+                        MetricType::Counter, static_cast<double>(c.evictions)),
+      SingleValueFamily("attnbench_expression_cache_entries",
+                        "Compiled score_mod/mask_mod images cached.", MetricType::Gauge,
+                        static_cast<double>(c.entries)),
   };
 }
 

@@ -8,24 +8,10 @@
 #include <sstream>
 #include <string>
 
+#include "server/metric_family.h"
+
 namespace attnbench::server {
 namespace {
-
-prometheus::MetricFamily Family(const char* name, const char* help, prometheus::MetricType type,
-                                double value) {
-  prometheus::MetricFamily family;
-  family.name = name;
-  family.help = help;
-  family.type = type;
-  prometheus::ClientMetric metric;
-  if (type == prometheus::MetricType::Counter) {
-    metric.counter.value = value;
-  } else {
-    metric.gauge.value = value;
-  }
-  family.metric.push_back(metric);
-  return family;
-}
 
 // The fields of /proc/self/stat after the parenthesized command name (which may hold spaces),
 // so fields[0] is field 3 (state) of proc(5).
@@ -77,26 +63,28 @@ std::vector<prometheus::MetricFamily> ProcessMetrics::Collect() const {
   // proc(5) fields utime 14, stime 15, num_threads 20, starttime 22, vsize 23, rss 24.
   if (f.size() >= 22 && ticks > 0) {
     const double cpu = (std::stod(f[11]) + std::stod(f[12])) / ticks;
-    out.push_back(Family("process_cpu_seconds_total", "User and system CPU time spent in seconds.",
-                         MetricType::Counter, cpu));
-    out.push_back(Family("process_threads", "Number of OS threads in the process.",
-                         MetricType::Gauge, std::stod(f[17])));
-    out.push_back(Family("process_start_time_seconds",
-                         "Start time of the process since unix epoch in seconds.",
-                         MetricType::Gauge, BootTime() + std::stod(f[19]) / ticks));
-    out.push_back(Family("process_virtual_memory_bytes", "Virtual memory size in bytes.",
-                         MetricType::Gauge, std::stod(f[20])));
-    out.push_back(Family("process_resident_memory_bytes", "Resident memory size in bytes.",
-                         MetricType::Gauge, std::stod(f[21]) * page));
+    out.push_back(SingleValueFamily("process_cpu_seconds_total",
+                                    "User and system CPU time spent in seconds.",
+                                    MetricType::Counter, cpu));
+    out.push_back(SingleValueFamily("process_threads", "Number of OS threads in the process.",
+                                    MetricType::Gauge, std::stod(f[17])));
+    out.push_back(SingleValueFamily("process_start_time_seconds",
+                                    "Start time of the process since unix epoch in seconds.",
+                                    MetricType::Gauge, BootTime() + std::stod(f[19]) / ticks));
+    out.push_back(SingleValueFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                                    MetricType::Gauge, std::stod(f[20])));
+    out.push_back(SingleValueFamily("process_resident_memory_bytes",
+                                    "Resident memory size in bytes.", MetricType::Gauge,
+                                    std::stod(f[21]) * page));
   }
   if (const int fds = OpenFds(); fds >= 0) {
-    out.push_back(
-        Family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, fds));
+    out.push_back(SingleValueFamily("process_open_fds", "Number of open file descriptors.",
+                                    MetricType::Gauge, fds));
   }
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    out.push_back(Family("process_max_fds", "Maximum number of open file descriptors.",
-                         MetricType::Gauge, static_cast<double>(limit.rlim_cur)));
+    out.push_back(SingleValueFamily("process_max_fds", "Maximum number of open file descriptors.",
+                                    MetricType::Gauge, static_cast<double>(limit.rlim_cur)));
   }
   return out;
 }
