@@ -1,21 +1,17 @@
 // Where the CPU attention kernel reads keys and values from, one key block at a time: plain BSHD
 // buffers (prefill), or the decode KV cache laid out in pages through a page table and stored
-// native, int8 or int4 per token range (SAQ bands), dequantized as it is read.
-//
-// Quantization, exactly: each (token, head) row x of the cache (keys after RoPE, as a decode
-// cache holds them; values as given) gets scale = max|x| / Q with Q = 127 (int8) or 7 (int4),
-// stored as float32; elements are q = clamp(nearbyint(x / scale), -Q, Q) (all zero when
-// max|x| = 0) and read back as q * scale. int4 packs element 2e in the low nibble of byte e and
-// element 2e+1 in the high nibble (two's complement).
+// native, int8 or int4 per token range (SAQ bands; kernels/spec/kv_cache_store.h says exactly
+// how), dequantized as it is read.
 #ifndef ATTNBENCH_KERNELS_CPU_CPU_KV_SOURCE_H_
 #define ATTNBENCH_KERNELS_CPU_CPU_KV_SOURCE_H_
 
 #include <cstdint>
 #include <vector>
 
-#include "kernels/spec/cache_format.h"
-#include "kernels/spec/problem.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/spec/cache_format.h"
+#include "kernels/spec/kv_cache_store.h"
+#include "kernels/spec/problem.h"
 
 namespace attnbench {
 
@@ -47,9 +43,8 @@ class ContiguousKv : public KvSource {
   int64_t dim_v_;
 };
 
-// The decode cache: physical pages of page_size tokens; logical page p of sequence b lives in
-// physical page page_table[b * pages_per_sequence + p]. Without paging, one page per sequence
-// in order. Each token slot holds its (token, head) rows in the format of its token range.
+// The decode cache (KvCacheStore: pages through a page table, native, int8 or int4 per token
+// range), read one key block at a time and dequantized as it is read.
 class PagedKvCache : public KvSource {
  public:
   // keys [B, S_kv, H_kv, D_qk] (already rotated), values [B, S_kv, H_kv, D_v]. Filled on `pool`
@@ -65,37 +60,16 @@ class PagedKvCache : public KvSource {
   // would see. For tests that the layout really follows the page table.
   void ReadPhysical(bool keys, int64_t physical_slot, CacheFormat format, int head,
                     float* out) const {
-    Read(keys ? keys_ : values_, format, physical_slot, head, out, 1);
+    store_.Read(keys ? store_.keys() : store_.values(), format, physical_slot, head, out, 1);
   }
 
   // Host bytes the cache of this problem occupies (for EstimateBytes).
-  static uint64_t BytesFor(const Problem& problem, int num_kv_heads);
+  static uint64_t BytesFor(const Problem& problem, int num_kv_heads) {
+    return KvCacheStore::BytesFor(problem, num_kv_heads);
+  }
 
  private:
-  // One tensor (keys or values) of the cache in every format any token uses.
-  struct Pool {
-    int64_t dim = 0;
-    std::vector<float> native;   // [slot][head][dim]
-    std::vector<int8_t> int8;    // [slot][head][dim]
-    std::vector<uint8_t> int4;   // [slot][head][(dim + 1) / 2]
-    std::vector<float> scales8;  // [slot][head]
-    std::vector<float> scales4;  // [slot][head]
-  };
-  void Store(Pool& pool, CacheFormat format, int64_t slot, int head, const float* x);
-  // Dequantized row of (slot, head) into out[k * stride], k < dim.
-  void Read(const Pool& pool, CacheFormat format, int64_t slot, int head, float* out,
-            int64_t stride) const;
-  int64_t Slot(int64_t b, int64_t j) const;
-  CacheFormat FormatOf(int64_t j) const;
-
-  int64_t seq_kv_;
-  int num_kv_heads_;
-  int64_t page_size_;
-  int64_t pages_per_sequence_;
-  std::vector<int32_t> page_table_;
-  std::vector<CacheSegment> segments_;
-  Pool keys_;
-  Pool values_;
+  KvCacheStore store_;
 };
 
 }  // namespace attnbench
