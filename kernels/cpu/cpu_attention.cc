@@ -85,22 +85,11 @@ void CpuAttention::PrepareQueries(ThreadPool& pool, const float* queries_in, flo
 void CpuAttention::RotateKeys(ThreadPool& pool, const float* keys_in, float* keys_out,
                               const StopCheck* stop) const {
   const int64_t rows = shapes_.batch * shapes_.seq_kv;
-  const int64_t heads = shapes_.heads.num_kv_heads;
-  const int64_t dim = shapes_.dim_qk;
-  const int half = static_cast<int>(inv_freq_.size());
   pool.ParallelFor((rows + kRowsPerItem - 1) / kRowsPerItem, [&](int64_t item, int) {
     if (ShouldStop(stop)) return;
-    std::vector<float> cos_sin(2 * half);
-    for (int64_t row = item * kRowsPerItem; row < std::min(rows, (item + 1) * kRowsPerItem);
-         ++row) {
-      if (half > 0) RopeCosSin(row % shapes_.seq_kv, inv_freq_, cos_sin.data());
-      for (int64_t h = 0; h < heads; ++h) {
-        const float* src = keys_in + (row * heads + h) * dim;
-        float* dst = keys_out + (row * heads + h) * dim;
-        std::copy(src, src + dim, dst);
-        if (half > 0) ApplyRope(dst, cos_sin.data(), half);
-      }
-    }
+    RotateKeyRows(inv_freq_, shapes_.seq_kv, shapes_.heads.num_kv_heads, shapes_.dim_qk,
+                  item * kRowsPerItem, std::min(rows, (item + 1) * kRowsPerItem), keys_in,
+                  keys_out);
   });
 }
 

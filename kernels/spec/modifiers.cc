@@ -95,6 +95,21 @@ void RopeCosSin(int64_t pos, const std::vector<double>& inv_freq, float* cos_sin
   }
 }
 
+void RotateKeyRows(const std::vector<double>& inv_freq, int64_t seq_kv, int64_t heads, int64_t dim,
+                   int64_t row0, int64_t row1, const float* in, float* out) {
+  const int half = static_cast<int>(inv_freq.size());
+  std::vector<float> cos_sin(2 * half);
+  for (int64_t row = row0; row < row1; ++row) {
+    if (half > 0) RopeCosSin(row % seq_kv, inv_freq, cos_sin.data());
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* src = in + (row * heads + h) * dim;
+      float* dst = out + (row * heads + h) * dim;
+      std::copy(src, src + dim, dst);
+      if (half > 0) ApplyRope(dst, cos_sin.data(), half);
+    }
+  }
+}
+
 void ApplyRope(float* v, const float* cos_sin, int half) {
   for (int m = 0; m < half; ++m) {
     const float c = cos_sin[2 * m];

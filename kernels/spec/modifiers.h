@@ -42,6 +42,11 @@ void ApplyRopeTranspose(double* v, int64_t pos, const std::vector<double>& inv_f
 void ApplyRopeTranspose(float* v, const float* cos_sin, int half);
 // cos_sin[2m], cos_sin[2m + 1] = cos, sin of pos * inv_freq[m], evaluated in double.
 void RopeCosSin(int64_t pos, const std::vector<double>& inv_freq, float* cos_sin);
+// Key rows [row0, row1) of a BSHD key tensor (row = b * seq_kv + j, each `heads` x `dim` floats)
+// copied from `in` to `out` rotated at position j, as a decode cache holds keys. inv_freq empty:
+// copied unrotated.
+void RotateKeyRows(const std::vector<double>& inv_freq, int64_t seq_kv, int64_t heads, int64_t dim,
+                   int64_t row0, int64_t row1, const float* in, float* out);
 
 // ALiBi slope of every output head (§4): geometric 2^(-8(h+1)/n) for n a power of two, else the
 // ALiBi paper's interpolation (the slopes of the largest power of two m < n, followed by the

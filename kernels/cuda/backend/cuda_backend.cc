@@ -18,6 +18,7 @@
 #include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_backward.h"
 #include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/cuda/backend/device_kv_cache.h"
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/expr/device_expressions.h"
 #include "kernels/cuda/expr/expression_module.h"
@@ -134,10 +135,20 @@ class FlashKernel : public Kernel {
 
 class ReferenceKernel : public Kernel {
  public:
+  // `cache`: a decode problem's paged or quantized cache (DeviceKvCache::Needed), else null.
+  explicit ReferenceKernel(std::unique_ptr<cuda::DeviceKvCache> cache = nullptr)
+      : cache_(std::move(cache)) {}
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    if (cache_ != nullptr) {
+      return cuda::CudaStatus(cuda::LaunchReferenceAttentionFromCache(args, cache_->Args(), stream),
+                              "reference attention launch (decode cache)");
+    }
     return cuda::CudaStatus(cuda::LaunchReferenceAttention(args, stream),
                             "reference attention launch");
   }
+
+ private:
+  std::unique_ptr<cuda::DeviceKvCache> cache_;
 };
 
 // cuda_reference's PHASE_BACKWARD. What an iteration enqueues follows Problem::training_step: the
@@ -294,6 +305,13 @@ class CudaWorkload : public Workload {
           if (!k.ok()) return k.status();
           backward_ = k->get();
           kernel_ = *std::move(k);
+        } else if (cuda::DeviceKvCache::Needed(problem)) {
+          absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+          if (!shapes.ok()) return shapes.status();
+          absl::StatusOr<std::unique_ptr<cuda::DeviceKvCache>> cache =
+              cuda::DeviceKvCache::Create(problem, *shapes, inputs_);
+          if (!cache.ok()) return cache.status();
+          kernel_ = std::make_unique<ReferenceKernel>(*std::move(cache));
         } else {
           kernel_ = std::make_unique<ReferenceKernel>();
         }
@@ -507,6 +525,9 @@ class CudaBackend : public Backend {
     }
     if (problem.phase == Phase::kBackward) {
       bytes += cuda::DeviceBackward::EstimateBytes(problem, *shapes);
+    }
+    if (cuda::DeviceKvCache::Needed(problem)) {
+      bytes += cuda::DeviceKvCache::EstimateBytes(problem, *shapes);
     }
     return bytes;
   }

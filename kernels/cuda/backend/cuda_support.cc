@@ -88,9 +88,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
   s.cache_formats = {CacheFormat::kNative};
   s.cuda_graphs = true;
-  s.limitations = {"core scope only: no SCOPE_LAYER",
-                   "decode: contiguous native cache only (no paging, no int8/int4/SAQ)",
-                   "no float8 storage"};
+  s.limitations = {"core scope only: no SCOPE_LAYER", "no float8 storage"};
   switch (kind) {
     case CudaBackendKind::kFlash:
       for (const auto& [qk, v] : cuda::flash::Sm80AllowList().head_dims) {
@@ -101,6 +99,8 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       s.kernels = {KernelSupportOf(cuda::flash::Sm90AllowList()),
                    KernelSupportOf(cuda::flash::Sm80AllowList())};
       s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
+      s.limitations.emplace_back(
+          "decode: contiguous native cache only (no paging, no int8/int4/SAQ)");
       s.auto_priority = 30;
       break;
     case CudaBackendKind::kUnfused:
@@ -114,10 +114,17 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
           "score_mod / mask_mod: compiled with NVRTC when the run is prepared (libnvrtc needed; "
           "cached per process, RunResult.expression_compile_ms), applied per score pair");
       s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
+      s.limitations.emplace_back(
+          "decode: contiguous native cache only (no paging, no int8/int4/SAQ)");
       s.auto_priority = 20;
       break;
     case CudaBackendKind::kReference:
       s.phases.push_back(Phase::kBackward);
+      // The decode cache as stored (kernels/spec/kv_cache_store.h), read through its page table
+      // and dequantized per element.
+      s.cache_formats.push_back(CacheFormat::kInt8);
+      s.cache_formats.push_back(CacheFormat::kInt4);
+      s.paged_kv_cache = true;
       s.limitations.emplace_back("one query row per block: slow by design");
       s.limitations.emplace_back(
           "backward: a key pass and a query pass that both recompute S and dP (seven matmuls' "

@@ -10,6 +10,7 @@
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/attention_device.cuh"
+#include "kernels/cuda/common/kv_cache.cuh"
 #include "kernels/cuda/reference/reference_attention.h"
 
 namespace attnbench::cuda {
@@ -33,9 +34,12 @@ constexpr size_t kDefaultSharedBytes = 48 * 1024;
 // For a backward (non-null pointers) the kernel also keeps what the backward starts from: O in
 // float32 before its rounding to T (saved_out, BSHD) and each row's log-sum-exp m + log l
 // (saved_lse [B, H_out, S_q]; -inf for a row whose every key is hidden).
+// With cache.page_table set (a paged or quantized decode cache) keys and values are read from the
+// cache, whose keys are already rotated, instead of a.k and a.v.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    ReferenceAttentionKernel(const __grid_constant__ AttentionArgs a, float* saved_out,
+    ReferenceAttentionKernel(const __grid_constant__ AttentionArgs a,
+                             const __grid_constant__ KvCacheArgs cache, float* saved_out,
                              float* saved_lse) {
   extern __shared__ float shared[];
   float* q_s = shared;
@@ -73,9 +77,15 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t j = j0 + t;
         float s = -INFINITY;
         if (MaskKeeps(a, b, h, i, j)) {  // warp-uniform: every lane has the same (i, j)
-          const T* k_row = k + RowOffset(b, a.seq_kv, j, a.heads_kv, kh, a.dim_qk);
           float dot = 0.0f;
-          for (int d = lane; d < a.dim_qk; d += 32) dot += q_s[d] * RopedElement(a, k_row, j, d);
+          if (cache.page_table != nullptr) {
+            const CacheRow r = LocateCacheRow(cache, b, j, kh);
+            for (int d = lane; d < a.dim_qk; d += 32)
+              dot += q_s[d] * CachedElement(cache.keys, r, d);
+          } else {
+            const T* k_row = k + RowOffset(b, a.seq_kv, j, a.heads_kv, kh, a.dim_qk);
+            for (int d = lane; d < a.dim_qk; d += 32) dot += q_s[d] * RopedElement(a, k_row, j, d);
+          }
           for (int delta = 16; delta > 0; delta /= 2) {
             dot += __shfl_xor_sync(0xffffffffu, dot, delta);
           }
@@ -103,8 +113,12 @@ __global__ void __launch_bounds__(kThreads)
           for (int t = 0; t < n; ++t) {
             const float p = p_s[t];
             if (p == 0.0f) continue;  // hidden keys contribute nothing, not even 0 * NaN
-            const T* v_row = v + RowOffset(b, a.seq_kv, j0 + t, a.heads_kv, kh, a.dim_v);
-            out += p * ToFloat(v_row[d]);
+            if (cache.page_table != nullptr) {
+              out += p * CachedElement(cache.values, LocateCacheRow(cache, b, j0 + t, kh), d);
+            } else {
+              const T* v_row = v + RowOffset(b, a.seq_kv, j0 + t, a.heads_kv, kh, a.dim_v);
+              out += p * ToFloat(v_row[d]);
+            }
           }
           acc[d] = out;
         }
@@ -128,8 +142,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-cudaError_t Launch(const AttentionArgs& args, float* saved_out, float* saved_lse,
-                   cudaStream_t stream) {
+cudaError_t Launch(const AttentionArgs& args, const KvCacheArgs& cache, float* saved_out,
+                   float* saved_lse, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(args.batch) * args.heads_out * args.seq_q;
   if (rows == 0) return cudaSuccess;
   const size_t shared_bytes =
@@ -143,31 +157,47 @@ cudaError_t Launch(const AttentionArgs& args, float* saved_out, float* saved_lse
     if (error != cudaSuccess) return error;
   }
   const unsigned int grid = static_cast<unsigned int>(std::min(rows, kMaxGridX));
-  ReferenceAttentionKernel<T><<<grid, kThreads, shared_bytes, stream>>>(args, saved_out, saved_lse);
+  ReferenceAttentionKernel<T>
+      <<<grid, kThreads, shared_bytes, stream>>>(args, cache, saved_out, saved_lse);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t stream) {
-  return LaunchReferenceAttentionSaving(args, nullptr, nullptr, stream);
-}
+namespace {
 
-cudaError_t LaunchReferenceAttentionSaving(const AttentionArgs& args, float* saved_out,
-                                           float* saved_lse, cudaStream_t stream) {
+cudaError_t LaunchFor(const AttentionArgs& args, const KvCacheArgs& cache, float* saved_out,
+                      float* saved_lse, cudaStream_t stream) {
   if (args.batch < 0 || args.heads_out < 0 || args.seq_q < 0 || args.seq_kv <= 0 ||
       args.dim_qk <= 0 || args.dim_v <= 0) {
     return cudaErrorInvalidValue;
   }
   switch (args.storage) {
     case Storage::kFloat32:
-      return Launch<float>(args, saved_out, saved_lse, stream);
+      return Launch<float>(args, cache, saved_out, saved_lse, stream);
     case Storage::kFloat16:
-      return Launch<__half>(args, saved_out, saved_lse, stream);
+      return Launch<__half>(args, cache, saved_out, saved_lse, stream);
     case Storage::kBFloat16:
-      return Launch<__nv_bfloat16>(args, saved_out, saved_lse, stream);
+      return Launch<__nv_bfloat16>(args, cache, saved_out, saved_lse, stream);
   }
   return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t LaunchReferenceAttention(const AttentionArgs& args, cudaStream_t stream) {
+  return LaunchFor(args, KvCacheArgs(), nullptr, nullptr, stream);
+}
+
+cudaError_t LaunchReferenceAttentionSaving(const AttentionArgs& args, float* saved_out,
+                                           float* saved_lse, cudaStream_t stream) {
+  return LaunchFor(args, KvCacheArgs(), saved_out, saved_lse, stream);
+}
+
+cudaError_t LaunchReferenceAttentionFromCache(const AttentionArgs& args, const KvCacheArgs& cache,
+                                              cudaStream_t stream) {
+  if (cache.page_table == nullptr) return cudaErrorInvalidValue;
+  return LaunchFor(args, cache, nullptr, nullptr, stream);
 }
 
 }  // namespace attnbench::cuda
