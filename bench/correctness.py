@@ -15,7 +15,8 @@ the backend lists its kernels (BackendCapabilities.kernels), when one of them fo
 compute capability holds it. A backend that answers FAILED_PRECONDITION for a claimed case
 FAILS; for a case it does not claim the refusal is recorded as "unsupported (not claimed)".
 The backends named by --require-all (default: cuda_reference) must run every required case
-whatever they claim. Where a backend lists kernels, the request must run on the first kernel
+whatever they claim, and the backends a case names in must_run must run it whatever they claim
+(the backward cases: cuda_reference and cuda_unfused, the CUDA backends with a backward). Where a backend lists kernels, the request must run on the first kernel
 whose lists all hold it (compute capability, dtypes, phases, masks, modifiers, and the first
 head-dim pair with qk >= D_qk and v >= D_v): RunResult.kernel must start with that kernel's name,
 else the run FAILS "ran on <kernel> instead of <expected>". Kernels' requirements in words
@@ -46,6 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STUB_DIRS = (REPO_ROOT / ".device" / "python", REPO_ROOT / "build" / "release" / "python")
 
 DEFAULT_BACKENDS = ("cuda_reference", "cuda_flash", "cuda_unfused")
+# The CUDA backends with PHASE_BACKWARD: each must run every backward case.
+BACKWARD_BACKENDS = ("cuda_reference", "cuda_unfused")
 # Half precision is tried on every backend (a refusal it does not claim is "unsupported");
 # float32 only on backends that claim it.
 HALF_DTYPES = ("bf16", "fp16")
@@ -106,6 +109,9 @@ class Case:
     kernel_requirements_met: bool = True
     # PHASE_BACKWARD: MeasurementSettings.backward_timing ("" leaves it unset: backward only).
     backward_timing: str = ""
+    # Backends that must run the case whatever their capabilities claim (beside --require-all):
+    # a refusal by one of them fails, so a backend cannot drop a case by dropping its claim.
+    must_run: tuple = ()
 
 
 def shape(batch, seq_q, seq_kv, head_dim, layout, mask=None, head_dim_v=None, **extra):
@@ -339,13 +345,15 @@ def decode_phase_cases():
 
 def backward_cases():
     """PHASE_BACKWARD: dQ, dK and dV each against the float64 oracle, on odd sizes, every kind of
-    head map that sums gradients over heads, the masks and modifiers, both timings. A backend
-    that does not list PHASE_BACKWARD answers unsupported (not claimed). The oracle runs on the
-    server's host, so the shapes stay small."""
+    head map that sums gradients over heads, the masks and modifiers, both timings. cuda_reference
+    and cuda_unfused must run them all (must_run); another backend that does not list
+    PHASE_BACKWARD answers unsupported (not claimed). The oracle runs on the server's host, so the
+    shapes stay small."""
     def backward(name, spec, small=False, training_step=False):
         spec["phase"] = "PHASE_BACKWARD"
         return Case(name, spec, small=small,
-                    backward_timing="BACKWARD_TIMING_TRAINING_STEP" if training_step else "")
+                    backward_timing="BACKWARD_TIMING_TRAINING_STEP" if training_step else "",
+                    must_run=BACKWARD_BACKENDS)
     explicit = {"explicit_map": {
         "num_query_heads": 3, "num_kv_heads": 2,
         # Query head 2 read twice (its dQ sums two heads), query head 1 never (dQ zero).
@@ -621,9 +629,17 @@ def classify_refusal(code_name, message, claim, must_run, outcome):
     if code_name == "FAILED_PRECONDITION" and claim.claimed:
         outcome.detail = f"refused a case it claims: {code_name}: {message}"
     elif code_name == "FAILED_PRECONDITION":
-        outcome.detail = f"refused a case it must run (--require-all): {code_name}: {message}"
+        outcome.detail = (f"refused a case it must run (--require-all or the case's must_run): "
+                          f"{code_name}: {message}")
     else:
         outcome.detail = f"{code_name}: {message}"
+
+
+def must_run_case(case, backend_name, args):
+    """Whether `backend_name` must run `case` whatever it claims: a required case on a
+    --require-all backend, or a backend the case names in must_run."""
+    return ((backend_name in args.require_all and case.required) or
+            backend_name in case.must_run)
 
 
 def run_case(stubs, stub, case, backend, dtype, rng, args):
@@ -638,7 +654,7 @@ def run_case(stubs, stub, case, backend, dtype, rng, args):
     try:
         response = stub.Run(request, timeout=args.rpc_timeout)
     except grpc.RpcError as e:
-        must_run = backend.name in args.require_all and case.required
+        must_run = must_run_case(case, backend.name, args)
         if claim.claimed and backend.kernels and not case.kernel_requirements_met:
             # The case breaks what kernels require in words: a refusal may be their due.
             claim = Claim(False, "the case does not meet the kernels' requirements in words")
@@ -740,7 +756,8 @@ def main(argv=None):
     if args.list:
         for case in cases:
             print(f"{case.name:<40} small={case.small!s:<5} required={case.required!s:<5} "
-                  f"kernel_predicted={case.kernel_requirements_met}")
+                  f"kernel_predicted={case.kernel_requirements_met}"
+                  + (f" must_run={','.join(case.must_run)}" if case.must_run else ""))
         return 0
     stubs = import_stubs()
     grpc, pb, pb_grpc, _ = stubs

@@ -150,6 +150,29 @@ class ClaimTest(unittest.TestCase):
         correctness.classify_refusal("INTERNAL", "boom", unclaimed, False, o)
         self.assertEqual(o.status, "fail")
 
+    def test_backward_cases_must_run_on_both_cuda_backends_with_a_backward(self):
+        backward = [c for c in correctness.all_cases()
+                    if c.spec.get("phase") == "PHASE_BACKWARD"]
+        self.assertGreater(len(backward), 5)
+        for case in backward:
+            self.assertEqual(set(case.must_run), {"cuda_reference", "cuda_unfused"}, case.name)
+            self.assertTrue(correctness.must_run_case(case, "cuda_unfused", Args()))
+            self.assertTrue(correctness.must_run_case(case, "cuda_reference", Args()))
+            self.assertFalse(correctness.must_run_case(case, "cuda_flash", Args()))
+        # Forward cases stay as the claims and --require-all say.
+        forward = [c for c in correctness.all_cases() if c.spec.get("phase") != "PHASE_BACKWARD"]
+        self.assertTrue(all(not c.must_run for c in forward))
+        self.assertFalse(correctness.must_run_case(forward[0], "cuda_unfused", Args()))
+        required = Args()
+        required.require_all = {"cuda_unfused"}
+        self.assertTrue(correctness.must_run_case(forward[0], "cuda_unfused", required))
+        # A refusal by a backend that must run the case fails, even where it claims nothing.
+        o = correctness.Outcome("cuda_unfused", backward[0].name, "bf16", "fail")
+        correctness.classify_refusal("FAILED_PRECONDITION", "no", correctness.Claim(False, "x"),
+                                     True, o)
+        self.assertEqual(o.status, "fail")
+        self.assertIn("must_run", o.detail)
+
     def test_a_run_on_another_kernel_fails(self):
         result = text_format.Parse("""
             backend: "cuda_flash" kernel: "mma.sync D=128/128 (common-case build)"
@@ -222,6 +245,11 @@ class AgainstCpuServerTest(unittest.TestCase):
         self.assertIn("requirements in words", o.detail)
         o = correctness.run_case(stubs, self.stub, backward, claiming, "fp8", rng, Args())
         self.assertEqual(o.status, "fail", o.detail)
+        # Not claimed, but the case names the backend in must_run: the refusal fails.
+        must = correctness.Case(backward.name, backward.spec, must_run=("cpu_reference",))
+        o = correctness.run_case(stubs, self.stub, must, unclaiming, "fp8", rng, Args())
+        self.assertEqual(o.status, "fail", o.detail)
+        self.assertIn("must_run", o.detail)
         # And cpu_reference's float32 backward runs and passes its check.
         o = correctness.run_case(stubs, self.stub, backward, self.cpu, "fp32", rng, Args())
         self.assertEqual(o.status, "pass", o.detail)

@@ -1,5 +1,7 @@
 #include "tests/kernels/backward_cases.h"
 
+#include "tests/kernels/test_util.h"
+
 namespace attnbench::testing {
 
 void SetLayout(Problem& p, LayoutKind kind) {
@@ -22,6 +24,20 @@ void SetLong(Problem& p) {
   p.seq_len_kv = 170;
   p.head_dim_qk = 24;
   p.head_dim_v = 16;
+}
+
+void SetLongerGqa(Problem& p) {
+  p.batch_size = 1;
+  p.seq_len_q = 300;
+  p.seq_len_kv = 433;
+  p.head_dim_qk = 128;
+  p.head_dim_v = 128;
+  p.layout.num_query_heads = 8;
+  p.layout.num_kv_heads = 2;
+  p.mask.kind = MaskKind::kCausal;
+  p.rope.enabled = true;
+  p.dtype = DType::kBFloat16;
+  p.seed = 4242;
 }
 
 std::vector<BackwardCase> BackwardVariantCases() {
@@ -162,6 +178,34 @@ std::vector<BackwardCase> BackwardVariantCases() {
                  p.mask.blocks = {{0, 0}, {1, 2}, {2, 1}, {2, 2}};
                }});
   return c;
+}
+
+Problem GpuBackwardBaseProblem() {
+  Problem p = OddGqaProblem();
+  p.layout.num_kv_heads = 2;
+  p.phase = Phase::kBackward;
+  return p;
+}
+
+std::vector<BackwardCase> GpuBackwardCases() {
+  std::vector<BackwardCase> c = BackwardVariantCases();
+  // A head dim wider than a warp's 32 lanes several times over, D_qk != D_v.
+  c.push_back({"d128_dv64_causal", [](Problem& p) {
+                 p.batch_size = 1;
+                 p.head_dim_qk = 128;
+                 p.head_dim_v = 64;
+                 p.mask.kind = MaskKind::kCausal;
+                 p.rope.enabled = true;
+               }});
+  return c;
+}
+
+Problem GpuBackwardCaseProblem(int index, DType dtype) {
+  Problem p = GpuBackwardBaseProblem();
+  GpuBackwardCases()[index].edit(p);
+  p.dtype = dtype;
+  p.seed = 0x5eed0000u + 97u * static_cast<uint64_t>(index) + static_cast<uint64_t>(dtype);
+  return p;
 }
 
 }  // namespace attnbench::testing

@@ -140,6 +140,23 @@ inline Tolerance TensorCoreKernelTolerance(DType dtype) {
   return {2 * u, 8 * u, SubnormalStep(dtype)};
 }
 
+// cuda_unfused's backward (kernels/cuda/unfused/unfused_backward.h): its GEMMs take P and dS
+// rounded to the dtype (the tensor-core operands), as a tensor-core forward takes P, and Q and K
+// rounded again after RoPE; every other step is float32 (scores, the log-sum-exp, dP,
+// D = sum P dP, the dQ, dK, dV sums, RoPE's transpose) and the gradients are rounded once. Each
+// gradient element is such a sum of terms carrying independent relative errors up to u (dV_j
+// over P_ij dO_i, dK_j over dS_ij q_i, dQ_i over dS_ij k_j), the forward's situation, so it takes
+// the forward's bound in 16-bit dtypes: TensorCoreKernelTolerance. In float32 nothing is rounded
+// and it takes cuda_reference's bound (one ulp of the dtype plus 1e-4 of the row: float32 sums
+// whose terms cancel, a dS row summing to zero). backward_closeness_test.cc measures the
+// emulated roundings on every case and seed of the GPU test against the float64 oracle: the
+// worst element must stay under half the bound.
+inline Tolerance UnfusedBackwardTolerance(DType dtype) {
+  if (dtype == DType::kFloat16 || dtype == DType::kBFloat16)
+    return TensorCoreKernelTolerance(dtype);
+  return StoredOutputTolerance(dtype, 1e-4);
+}
+
 // The outcome of comparing every element of an output with its expectation.
 struct CloseReport {
   int64_t elements = 0;

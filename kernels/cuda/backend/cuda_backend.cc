@@ -26,6 +26,7 @@
 #include "kernels/cuda/reference/reference_attention.h"
 #include "kernels/cuda/reference/reference_backward.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/cuda/unfused/unfused_backward.h"
 #include "kernels/spec/expressions.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
@@ -151,84 +152,188 @@ class ReferenceKernel : public Kernel {
   std::unique_ptr<cuda::DeviceKvCache> cache_;
 };
 
-// cuda_reference's PHASE_BACKWARD. What an iteration enqueues follows Problem::training_step: the
-// forward keeping O and the log-sum-exp, then the backward (a training step); or the backward
-// alone, after EnqueueForward ran once outside the timed region (CudaWorkload::ForwardOnce).
-class ReferenceBackwardKernel : public Kernel {
+// A PHASE_BACKWARD kernel. What an iteration enqueues follows Problem::training_step: the forward
+// keeping what the backward starts from (the log-sum-exp in state().Args(), and O), then the
+// backward (a training step); or the backward alone, after EnqueueForward ran once outside the
+// timed region (CudaWorkload::ForwardOnce).
+class BackwardKernel : public Kernel {
  public:
-  static absl::StatusOr<std::unique_ptr<ReferenceBackwardKernel>> Create(
-      const Problem& problem, const AttentionInputs& inputs) {
-    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
-    if (!shapes.ok()) return shapes.status();
-    absl::StatusOr<std::unique_ptr<cuda::DeviceBackward>> state =
-        cuda::DeviceBackward::Create(problem, *shapes, inputs);
-    if (!state.ok()) return state.status();
-    auto k = std::make_unique<ReferenceBackwardKernel>();
-    k->state_ = *std::move(state);
-    k->training_step_ = problem.training_step;
-    return k;
-  }
-
-  absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) {
-    const cuda::BackwardArgs& g = state_->Args();
-    return cuda::CudaStatus(cuda::LaunchReferenceAttentionSaving(args, g.out, g.lse, stream),
-                            "reference attention launch (keeping the log-sum-exp)");
-  }
+  virtual absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) = 0;
+  virtual absl::Status EnqueueBackward(const AttentionArgs& args, cudaStream_t stream) = 0;
 
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
     if (training_step_) {
       if (absl::Status s = EnqueueForward(args, stream); !s.ok()) return s;
     }
-    return cuda::CudaStatus(cuda::LaunchReferenceBackward(args, state_->Args(), stream),
-                            "reference backward launch");
+    return EnqueueBackward(args, stream);
   }
 
   bool training_step() const { return training_step_; }
   const cuda::DeviceBackward& state() const { return *state_; }
 
- private:
+ protected:
+  // dO, the saved forward, the gradients and the inverted head map on the current device.
+  absl::Status InitState(const Problem& problem, const ProblemShapes& shapes,
+                         const AttentionInputs& inputs) {
+    absl::StatusOr<std::unique_ptr<cuda::DeviceBackward>> state =
+        cuda::DeviceBackward::Create(problem, shapes, inputs);
+    if (!state.ok()) return state.status();
+    state_ = *std::move(state);
+    training_step_ = problem.training_step;
+    return absl::OkStatus();
+  }
+
   std::unique_ptr<cuda::DeviceBackward> state_;
   bool training_step_ = false;
 };
 
-class UnfusedKernel : public Kernel {
+// cuda_reference's PHASE_BACKWARD: its forward keeps O in float32 and the log-sum-exp; the
+// backward reads both (D = <dO, O>).
+class ReferenceBackwardKernel : public BackwardKernel {
  public:
-  ~UnfusedKernel() override {
+  static absl::StatusOr<std::unique_ptr<ReferenceBackwardKernel>> Create(
+      const Problem& problem, const AttentionInputs& inputs) {
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return shapes.status();
+    auto k = std::make_unique<ReferenceBackwardKernel>();
+    if (absl::Status s = k->InitState(problem, *shapes, inputs); !s.ok()) return s;
+    return k;
+  }
+
+  absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) override {
+    const cuda::BackwardArgs& g = state_->Args();
+    return cuda::CudaStatus(cuda::LaunchReferenceAttentionSaving(args, g.out, g.lse, stream),
+                            "reference attention launch (keeping the log-sum-exp)");
+  }
+
+  absl::Status EnqueueBackward(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::CudaStatus(cuda::LaunchReferenceBackward(args, state_->Args(), stream),
+                            "reference backward launch");
+  }
+};
+
+// A cuBLAS handle bound to the workload's stream, with a workspace of its own (set explicitly so
+// that graph capture never makes cuBLAS allocate).
+class CublasSession {
+ public:
+  CublasSession() = default;
+  CublasSession(const CublasSession&) = delete;
+  CublasSession& operator=(const CublasSession&) = delete;
+  ~CublasSession() {
     if (handle_ != nullptr) cublasDestroy(handle_);
   }
+
+  absl::Status Init(cudaStream_t stream) {
+    if (absl::Status s = cuda::CublasStatus(cublasCreate(&handle_), "cublasCreate"); !s.ok()) {
+      handle_ = nullptr;
+      return s;
+    }
+    absl::StatusOr<cuda::DeviceBuffer> ws =
+        cuda::DeviceBuffer::Allocate(kCublasWorkspaceBytes, "the cuBLAS workspace");
+    if (!ws.ok()) return ws.status();
+    workspace_ = *std::move(ws);
+    if (absl::Status s = cuda::CublasStatus(cublasSetStream(handle_, stream), "cublasSetStream");
+        !s.ok()) {
+      return s;
+    }
+    return cuda::CublasStatus(cublasSetWorkspace(handle_, workspace_.get(), workspace_.bytes()),
+                              "cublasSetWorkspace");
+  }
+
+  cublasHandle_t handle() const { return handle_; }
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+  cuda::DeviceBuffer workspace_;
+};
+
+// The output heads of `shapes` in the unfused backward's rounds.
+cuda::UnfusedHeadRounds UnfusedRoundsOf(const ProblemShapes& shapes) {
+  std::vector<int32_t> query_heads, kv_heads;
+  for (const HeadPair& p : shapes.heads.map) {
+    query_heads.push_back(p.query_head);
+    kv_heads.push_back(p.kv_head);
+  }
+  return cuda::UnfusedBackward::HeadRounds(query_heads, kv_heads);
+}
+
+// Device scratch of cuda_unfused beside its cuBLAS workspace: the forward's; for a backward one
+// buffer that the forward and then the backward use in turn (the larger of the two). EstimateBytes
+// and UnfusedBackwardKernel::Create both size it here; a backward also uploads its rounds' heads
+// (UnfusedRoundTableBytes).
+uint64_t UnfusedScratchBytes(const Problem& problem, const ProblemShapes& shapes) {
+  const AttentionArgs args = cuda::ShapeArgs(problem, shapes);
+  const uint64_t forward = cuda::UnfusedAttention::ScratchBytes(args, kUnfusedMaxScratchBytes);
+  if (problem.phase != Phase::kBackward) return forward;
+  const uint64_t backward =
+      cuda::UnfusedBackward::ScratchBytes(args, UnfusedRoundsOf(shapes), kUnfusedMaxScratchBytes);
+  return std::max(forward, backward);
+}
+uint64_t UnfusedRoundTableBytes(const ProblemShapes& shapes) {
+  return static_cast<uint64_t>(shapes.heads.map.size()) * sizeof(int32_t);
+}
+
+// cuda_unfused's PHASE_BACKWARD: its own forward (cuBLAS and the softmax kernel) keeping the
+// log-sum-exp, then the cuBLAS backward of unfused_backward.h, which needs no O (D = sum P dP), on
+// one scratch buffer.
+class UnfusedBackwardKernel : public BackwardKernel {
+ public:
+  static absl::StatusOr<std::unique_ptr<UnfusedBackwardKernel>> Create(
+      const Problem& problem, const AttentionInputs& inputs, cudaStream_t stream) {
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return shapes.status();
+    auto k = std::make_unique<UnfusedBackwardKernel>();
+    if (absl::Status s = k->InitState(problem, *shapes, inputs); !s.ok()) return s;
+    if (absl::Status s = k->cublas_.Init(stream); !s.ok()) return s;
+    k->rounds_ = UnfusedRoundsOf(*shapes);
+    absl::StatusOr<cuda::DeviceBuffer> heads =
+        cuda::DeviceBuffer::Upload(k->rounds_.heads.data(), UnfusedRoundTableBytes(*shapes),
+                                   "the unfused backward's head rounds");
+    if (!heads.ok()) return heads.status();
+    k->round_heads_ = *std::move(heads);
+    absl::StatusOr<cuda::DeviceBuffer> scratch = cuda::DeviceBuffer::Allocate(
+        UnfusedScratchBytes(problem, *shapes), "the unfused backward's scratch");
+    if (!scratch.ok()) return scratch.status();
+    k->scratch_ = *std::move(scratch);
+    return k;
+  }
+
+  absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::UnfusedAttention::Run(args, cublas_.handle(), scratch_.get(), scratch_.bytes(),
+                                       kUnfusedMaxScratchBytes, stream, /*expressions=*/nullptr,
+                                       state_->Args().lse);
+  }
+
+  absl::Status EnqueueBackward(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::UnfusedBackward::Run(args, state_->Args(), rounds_, round_heads_.as<int32_t>(),
+                                      cublas_.handle(), scratch_.get(), scratch_.bytes(),
+                                      kUnfusedMaxScratchBytes, stream);
+  }
+
+ private:
+  CublasSession cublas_;
+  cuda::UnfusedHeadRounds rounds_;
+  cuda::DeviceBuffer round_heads_, scratch_;
+};
+
+class UnfusedKernel : public Kernel {
+ public:
   // `expressions`: the problem's score_mod / mask_mod loaded on this device, or null.
   static absl::StatusOr<std::unique_ptr<UnfusedKernel>> Create(
       const AttentionArgs& args, cudaStream_t stream,
       std::unique_ptr<cuda::DeviceExpressions> expressions) {
     auto k = std::make_unique<UnfusedKernel>();
     k->expressions_ = std::move(expressions);
-    if (absl::Status s = cuda::CublasStatus(cublasCreate(&k->handle_), "cublasCreate"); !s.ok()) {
-      k->handle_ = nullptr;
-      return s;
-    }
-    absl::StatusOr<cuda::DeviceBuffer> ws =
-        cuda::DeviceBuffer::Allocate(kCublasWorkspaceBytes, "the cuBLAS workspace");
-    if (!ws.ok()) return ws.status();
-    k->workspace_ = *std::move(ws);
+    if (absl::Status s = k->cublas_.Init(stream); !s.ok()) return s;
     absl::StatusOr<cuda::DeviceBuffer> scratch = cuda::DeviceBuffer::Allocate(
         cuda::UnfusedAttention::ScratchBytes(args, kUnfusedMaxScratchBytes),
         "the unfused score scratch");
     if (!scratch.ok()) return scratch.status();
     k->scratch_ = *std::move(scratch);
-    if (absl::Status s = cuda::CublasStatus(cublasSetStream(k->handle_, stream), "cublasSetStream");
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = cuda::CublasStatus(
-            cublasSetWorkspace(k->handle_, k->workspace_.get(), k->workspace_.bytes()),
-            "cublasSetWorkspace");
-        !s.ok()) {
-      return s;
-    }
     return k;
   }
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
-    return cuda::UnfusedAttention::Run(args, handle_, scratch_.get(), scratch_.bytes(),
+    return cuda::UnfusedAttention::Run(args, cublas_.handle(), scratch_.get(), scratch_.bytes(),
                                        kUnfusedMaxScratchBytes, stream, expressions_.get());
   }
   double expression_compile_seconds() const {
@@ -236,8 +341,8 @@ class UnfusedKernel : public Kernel {
   }
 
  private:
-  cublasHandle_t handle_ = nullptr;
-  cuda::DeviceBuffer workspace_, scratch_;
+  CublasSession cublas_;
+  cuda::DeviceBuffer scratch_;
   // Outlives every graph that launches its kernels: the workload destroys graphs first.
   std::unique_ptr<cuda::DeviceExpressions> expressions_;
 };
@@ -280,7 +385,7 @@ class CudaWorkload : public Workload {
 
   absl::Status Init(Kind kind, const Problem& problem) {
     kind_ = kind;
-    if (problem.phase == Phase::kBackward && kind != Kind::kReference) {
+    if (problem.phase == Phase::kBackward && kind == Kind::kFlash) {
       // CheckSupported refuses it first; this only keeps a forward kernel from being timed as one.
       return absl::InternalError(
           absl::StrCat("backend ", CudaBackendName(kind), " has no backward kernel"));
@@ -317,6 +422,15 @@ class CudaWorkload : public Workload {
         }
         break;
       case Kind::kUnfused: {
+        if (problem.phase == Phase::kBackward) {
+          // No expressions: CheckSupported refuses them with PHASE_BACKWARD.
+          absl::StatusOr<std::unique_ptr<UnfusedBackwardKernel>> k =
+              UnfusedBackwardKernel::Create(problem, inputs_, stream_);
+          if (!k.ok()) return k.status();
+          backward_ = k->get();
+          kernel_ = *std::move(k);
+          break;
+        }
         // Compiled here, in Prepare, so NVRTC never runs inside a timed iteration.
         absl::StatusOr<std::unique_ptr<cuda::DeviceExpressions>> exprs =
             LoadExpressions(problem, device_);
@@ -442,9 +556,9 @@ class CudaWorkload : public Workload {
   const AttentionInputs inputs_;
   std::unique_ptr<cuda::DeviceProblem> problem_;
   std::unique_ptr<Kernel> kernel_;
-  const FlashKernel* flash_ = nullptr;           // kernel_ when it is the flash kernel
-  ReferenceBackwardKernel* backward_ = nullptr;  // kernel_ when the problem is a backward
-  bool forward_done_ = false;                    // ForwardOnce ran
+  const FlashKernel* flash_ = nullptr;  // kernel_ when it is the flash kernel
+  BackwardKernel* backward_ = nullptr;  // kernel_ when the problem is a backward
+  bool forward_done_ = false;           // ForwardOnce ran
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr;
   cudaEvent_t stop_ = nullptr;
@@ -475,7 +589,11 @@ class CudaBackend : public Backend {
         return "The textbook baseline: cuBLAS batched GEMM for Q K^T into float32 scores, a "
                "softmax kernel with masks and modifiers, cuBLAS for P V; long sequences in "
                "chunks of query rows. Client score_mod / mask_mod expressions are compiled with "
-               "NVRTC at preparation (cached per process) and applied to the scores per pair.";
+               "NVRTC at preparation (cached per process) and applied to the scores per pair. "
+               "PHASE_BACKWARD too: S and dP recomputed with cuBLAS, the softmax's backward in a "
+               "kernel (P from the forward's log-sum-exp, dS in the storage type), then dV, dK "
+               "and dQ by cuBLAS into float32 accumulators over rounds of heads that share no "
+               "query or key/value head (deterministic, no atomics).";
       case Kind::kReference:
         return "Plain float32 GPU attention, one query row per thread block, every layout, mask "
                "and modifier: the check for the fast paths at sizes the CPU is too slow for. "
@@ -510,9 +628,8 @@ class CudaBackend : public Backend {
       bytes += cuda::flash::WorkspaceBytes(args, FlashDeviceOf(0));
     }
     if (kind_ == Kind::kUnfused) {
-      bytes +=
-          kCublasWorkspaceBytes + cuda::UnfusedAttention::ScratchBytes(
-                                      cuda::ShapeArgs(problem, *shapes), kUnfusedMaxScratchBytes);
+      bytes += kCublasWorkspaceBytes + UnfusedScratchBytes(problem, *shapes);
+      if (problem.phase == Phase::kBackward) bytes += UnfusedRoundTableBytes(*shapes);
       // The expressions' aux tensors as float, their table and the head-map columns.
       for (const NamedTensor& t : problem.aux) {
         uint64_t elements = 1;

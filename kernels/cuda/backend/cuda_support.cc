@@ -1,13 +1,17 @@
 #include "kernels/cuda/backend/cuda_support.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kernels/backend_support.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/spec/modifiers.h"
 #include "kernels/spec/shapes.h"
 
 namespace attnbench {
@@ -62,6 +66,20 @@ KernelSupport KernelSupportOf(const cuda::flash::KernelAllowList& list) {
 
 }  // namespace
 
+std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind) {
+  switch (kind) {
+    case CudaBackendKind::kFlash:
+      return {};
+    case CudaBackendKind::kUnfused:
+    case CudaBackendKind::kReference:
+      // The built-ins, whose derivatives score_grads.cuh has; the backward has none for a
+      // client's score_mod (and cuda_unfused's mask_mod kernel takes contiguous (b, h) pairs,
+      // where its backward batches rounds of heads).
+      return {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
+  }
+  return {};
+}
+
 const char* CudaBackendName(CudaBackendKind kind) {
   switch (kind) {
     case CudaBackendKind::kFlash:
@@ -78,7 +96,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   BackendSupport s;
   s.dtypes = {DType::kFloat16, DType::kBFloat16};
   if (kind != CudaBackendKind::kFlash) s.dtypes.push_back(DType::kFloat32);
-  s.phases = {Phase::kPrefill, Phase::kDecode};  // PHASE_BACKWARD: cuda_reference, below
+  s.phases = {Phase::kPrefill, Phase::kDecode};  // PHASE_BACKWARD: cuda_unfused, cuda_reference
   s.scopes = {Scope::kCore};
   s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
                LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
@@ -109,11 +127,18 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       // the softmax into a pass before them so the order stays variants.md §4b's.
       s.modifiers.push_back(Modifier::kScoreMod);
       s.modifiers.push_back(Modifier::kMaskMod);
+      s.phases.push_back(Phase::kBackward);
       s.limitations.emplace_back("computes every score: masks do not skip work");
       s.limitations.emplace_back(
           "score_mod / mask_mod: compiled with NVRTC when the run is prepared (libnvrtc needed; "
           "cached per process, RunResult.expression_compile_ms), applied per score pair");
-      s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
+      s.limitations.emplace_back(
+          "backward: S and dP recomputed by cuBLAS and materialized in float32 per chunk, P and dS "
+          "rounded to the dtype as GEMM operands, dQ, dK, dV summed in float32 over rounds of "
+          "heads sharing no query or key/value head (deterministic, no atomics)");
+      s.limitations.emplace_back(
+          "backward: no score_mod or mask_mod (FAILED_PRECONDITION with PHASE_BACKWARD; "
+          "cpu_reference runs them)");
       s.limitations.emplace_back(
           "decode: contiguous native cache only (no paging, no int8/int4/SAQ)");
       s.auto_priority = 20;
@@ -139,6 +164,19 @@ absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
                               const cuda::flash::FlashDevice& device) {
   const char* name = CudaBackendName(kind);
   if (absl::Status s = CheckSupport(CudaBackendSupport(kind), problem, name); !s.ok()) return s;
+  // The allow-lists have one modifier list for every phase; the backward's may be shorter.
+  if (problem.phase == Phase::kBackward) {
+    const std::vector<Modifier> allowed = CudaBackwardModifiers(kind);
+    for (Modifier m : ModifiersOf(problem)) {
+      if (std::find(allowed.begin(), allowed.end(), m) != allowed.end()) continue;
+      std::vector<std::string> names;
+      for (Modifier a : allowed) names.emplace_back(ModifierName(a));
+      return absl::FailedPreconditionError(
+          absl::StrCat("backend ", name, " does not support spec.", ModifierName(m),
+                       " with spec.phase=PHASE_BACKWARD (supports with PHASE_BACKWARD: ",
+                       names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
+    }
+  }
   // Past the allow-list an expression still needs NVRTC at run time; refusing here (not failing
   // in Prepare) lets `auto` move on to a backend that interprets it.
   if ((problem.score_mod || problem.mask_mod) && !cuda::NvrtcAvailable()) {

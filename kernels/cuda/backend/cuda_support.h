@@ -5,9 +5,12 @@
 #ifndef ATTNBENCH_KERNELS_CUDA_BACKEND_CUDA_SUPPORT_H_
 #define ATTNBENCH_KERNELS_CUDA_BACKEND_CUDA_SUPPORT_H_
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/flash/support.h"
+#include "kernels/spec/modifiers.h"
 #include "kernels/spec/problem.h"
 
 namespace attnbench {
@@ -16,6 +19,9 @@ enum class CudaBackendKind { kFlash, kUnfused, kReference };
 
 const char* CudaBackendName(CudaBackendKind kind);
 BackendSupport CudaBackendSupport(CudaBackendKind kind);
+// The modifiers the backend's PHASE_BACKWARD runs (a subset of CudaBackendSupport's list, which
+// is every phase's); CheckCudaSupport refuses the others with that phase, naming the field.
+std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind);
 
 // OK when the backend runs the normalized, valid problem on such a device; otherwise
 // FAILED_PRECONDITION naming the field (backend allow-lists) or the kernels' reasons.

@@ -12,42 +12,23 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/backend/cuda_status.h"
+#include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/unfused/unfused_kernels.h"
+#include "kernels/cuda/unfused/unfused_plan.h"
 
 namespace attnbench::cuda {
 namespace {
 
-// Scratch regions start on 256 bytes, the alignment cudaMalloc gives and cuBLAS likes.
-constexpr uint64_t kAlignment = 256;
-// Batch counts above the grid's y/z limit have failed in some cuBLAS versions; more pairs than
-// this simply take more chunks.
-constexpr int64_t kMaxPairsPerChunk = 65535;
-
-uint64_t AlignUp(uint64_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+using unfused::AlignUp;
+using unfused::CublasType;
+using unfused::ElementBytes;
+using unfused::kMaxPairsPerChunk;
+using unfused::RopeOn;
 
 bool KnownStorage(Storage storage) {
   return storage == Storage::kFloat32 || storage == Storage::kFloat16 ||
          storage == Storage::kBFloat16;
-}
-
-// RoPE is on when either the table (device args) or rope_dims (ShapeArgs, which has no device
-// pointers) says so, so ScratchBytes plans the same scratch from either.
-bool RopeOn(const AttentionArgs& a) { return a.rope_cos_sin != nullptr || a.rope_dims > 0; }
-
-uint64_t ElementBytes(Storage storage) { return storage == Storage::kFloat32 ? 4 : 2; }
-
-cudaDataType_t CublasType(Storage storage) {
-  switch (storage) {
-    case Storage::kFloat32:
-      return CUDA_R_32F;
-    case Storage::kFloat16:
-      return CUDA_R_16F;
-    case Storage::kBFloat16:
-      return CUDA_R_16BF;
-  }
-  return CUDA_R_32F;
 }
 
 // Where everything lives in the scratch and how the work is chunked. ScratchBytes and Run both
@@ -135,7 +116,8 @@ std::string UnfusedAttention::UnsupportedReason(const AttentionArgs& args) {
 
 absl::Status UnfusedAttention::Run(const AttentionArgs& args, cublasHandle_t handle, void* scratch,
                                    uint64_t scratch_bytes, uint64_t max_scratch_bytes,
-                                   cudaStream_t stream, const DeviceExpressions* expressions) {
+                                   cudaStream_t stream, const DeviceExpressions* expressions,
+                                   float* lse) {
   if (const std::string why = UnsupportedReason(args); !why.empty()) {
     return absl::FailedPreconditionError(why);
   }
@@ -231,7 +213,7 @@ absl::Status UnfusedAttention::Run(const AttentionArgs& args, cublasHandle_t han
             expressions->ApplyMaskMod(scores, pair0, pairs, row0, rows, stream));
       }
       ATTNBENCH_CUDA_RETURN_IF_ERROR(
-          LaunchUnfusedSoftmax(softmax_args, scores, pair0, pairs, row0, rows, stream));
+          LaunchUnfusedSoftmax(softmax_args, scores, pair0, pairs, row0, rows, stream, lse));
       // O^T (D_v x rows, ld H_out D_v) = V^T (D_v x S_kv, column-major as stored) times
       // P^T (S_kv x rows, column-major as stored with ld_p).
       if (absl::Status s = CublasStatus(

@@ -37,9 +37,11 @@ class UnfusedAttention {
   // chunk's scores after the built-in modifiers and before the softmax's mask (variants.md §4b):
   // then ALiBi and softcap run as a pass of their own ahead of the score_mod, not inside the
   // softmax, so the order is the spec's with every combination.
+  // `lse`, when not null (the forward a backward starts from: unfused_backward.h), receives each
+  // row's log-sum-exp as BackwardArgs::lse lays it out, [B, H_out, S_q].
   static absl::Status Run(const AttentionArgs& args, cublasHandle_t handle, void* scratch,
                           uint64_t scratch_bytes, uint64_t max_scratch_bytes, cudaStream_t stream,
-                          const DeviceExpressions* expressions = nullptr);
+                          const DeviceExpressions* expressions = nullptr, float* lse = nullptr);
 
   // Empty when supported, else why not (an unknown storage type such as a future float8, sizes
   // past cuBLAS's 32-bit dimensions). Reads shapes only: device pointers may be null.

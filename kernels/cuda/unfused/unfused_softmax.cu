@@ -10,13 +10,13 @@
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/attention_device.cuh"
+#include "kernels/cuda/unfused/row_reduce.cuh"
 #include "kernels/cuda/unfused/unfused_kernels.h"
 
 namespace attnbench::cuda {
 namespace {
 
-constexpr int kSoftmaxThreads = 256;
-constexpr int kSoftmaxWarps = kSoftmaxThreads / 32;
+constexpr int kSoftmaxThreads = kRowThreads;
 constexpr int kElementwiseThreads = 256;
 constexpr int kPointerThreads = 128;
 constexpr int64_t kMaxGridX = 2147483647;
@@ -102,36 +102,15 @@ __global__ void ModifiersKernel(const __grid_constant__ AttentionArgs a, float* 
 
 // ---- softmax ----------------------------------------------------------------------------------
 
-// Block-wide max and sum. Every thread combines the per-warp partials in the same order, so all
-// get the identical value. `partial` holds kSoftmaxWarps floats and may be reused after return.
-__device__ __forceinline__ float BlockMax(float x, float* partial) {
-  for (int delta = 16; delta > 0; delta /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, delta));
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = x;
-  __syncthreads();
-  float r = partial[0];
-  for (int w = 1; w < kSoftmaxWarps; ++w) r = fmaxf(r, partial[w]);
-  __syncthreads();
-  return r;
-}
-
-__device__ __forceinline__ float BlockSum(float x, float* partial) {
-  for (int delta = 16; delta > 0; delta /= 2) x += __shfl_xor_sync(0xffffffffu, x, delta);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = x;
-  __syncthreads();
-  float r = partial[0];
-  for (int w = 1; w < kSoftmaxWarps; ++w) r += partial[w];
-  __syncthreads();
-  return r;
-}
-
 // One block per score row (grid-stride over pairs * rows rows). Three passes over the row:
 // modifiers and mask written back as float (keeps tanh and the mask out of the later passes),
-// the sum of exponentials, then P written over the row in the storage type.
+// the sum of exponentials, then P written over the row in the storage type. With `lse` (a
+// backward's forward) the row's natural-log log-sum-exp goes to lse[pair * S_q + i].
 template <typename T>
 __global__ void __launch_bounds__(kSoftmaxThreads)
     SoftmaxKernel(const __grid_constant__ AttentionArgs a, float* scores, int64_t pair0,
-                  int64_t row0, int32_t rows, int64_t total_rows) {
-  __shared__ float partial[kSoftmaxWarps];
+                  int64_t row0, int32_t rows, int64_t total_rows, float* lse) {
+  __shared__ float partial[kRowWarps];
   const int64_t n = a.seq_kv;
   for (int64_t r = blockIdx.x; r < total_rows; r += gridDim.x) {
     const int64_t pair = pair0 + r / rows;
@@ -155,6 +134,9 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
     }
     const float row_sum = BlockSum(thread_sum, partial);  // >= 1 when row_max is finite
     const float inv_sum = row_max != -INFINITY ? 1.0f / row_sum : 0.0f;
+    if (lse != nullptr && threadIdx.x == 0) {
+      lse[pair * a.seq_q + i] = row_max != -INFINITY ? row_max + logf(row_sum) : -INFINITY;
+    }
 
     // P[j] (sizeof(T) <= 4 bytes) overlaps the bytes of scores with index <= j. Writing a whole
     // slice of kSoftmaxThreads entries after every thread has read that slice (the barrier)
@@ -172,11 +154,12 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
 
 template <typename T>
 cudaError_t LaunchSoftmax(const AttentionArgs& a, float* scores, int64_t pair0, int32_t pairs,
-                          int64_t row0, int32_t rows, cudaStream_t stream) {
+                          int64_t row0, int32_t rows, float* lse, cudaStream_t stream) {
   const int64_t total_rows = static_cast<int64_t>(pairs) * rows;
   if (total_rows == 0) return cudaSuccess;
   const unsigned int grid = static_cast<unsigned int>(std::min(total_rows, kMaxGridX));
-  SoftmaxKernel<T><<<grid, kSoftmaxThreads, 0, stream>>>(a, scores, pair0, row0, rows, total_rows);
+  SoftmaxKernel<T>
+      <<<grid, kSoftmaxThreads, 0, stream>>>(a, scores, pair0, row0, rows, total_rows, lse);
   return cudaGetLastError();
 }
 
@@ -220,14 +203,15 @@ cudaError_t LaunchUnfusedModifiers(const AttentionArgs& args, float* scores, int
 }
 
 cudaError_t LaunchUnfusedSoftmax(const AttentionArgs& args, float* scores, int64_t pair0,
-                                 int32_t pairs, int64_t row0, int32_t rows, cudaStream_t stream) {
+                                 int32_t pairs, int64_t row0, int32_t rows, cudaStream_t stream,
+                                 float* lse) {
   switch (args.storage) {
     case Storage::kFloat32:
-      return LaunchSoftmax<float>(args, scores, pair0, pairs, row0, rows, stream);
+      return LaunchSoftmax<float>(args, scores, pair0, pairs, row0, rows, lse, stream);
     case Storage::kFloat16:
-      return LaunchSoftmax<__half>(args, scores, pair0, pairs, row0, rows, stream);
+      return LaunchSoftmax<__half>(args, scores, pair0, pairs, row0, rows, lse, stream);
     case Storage::kBFloat16:
-      return LaunchSoftmax<__nv_bfloat16>(args, scores, pair0, pairs, row0, rows, stream);
+      return LaunchSoftmax<__nv_bfloat16>(args, scores, pair0, pairs, row0, rows, lse, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -1,14 +1,20 @@
-// cuda_reference's PHASE_BACKWARD on a device against the float64 backward oracle (backward64.h,
-// itself checked against finite differences): every element of dQ, dK and dV under a bound
-// scaled to the dtype and to its row, on fresh generated inputs with odd sizes (S_q = 37 !=
-// S_kv = 53, D_qk = 40 != D_v = 24, GQA 6/2, and 150 x 170 so that several 128-row chunks run):
-// every layout, mask and modifier, float32, bfloat16 and float16, the backward timed alone and
-// as a training step. The gradients start as NaN on the device, so every element must have been
-// written. Then the server's check (CheckGradients) must pass, and the workload's contract holds:
-// shapes and dtypes as cpu_reference returns them, the same bits in both timing modes, over
-// runs and under CUDA-graph replay, refusals by cuda_flash and cuda_unfused, and the memory
-// estimate with its RESOURCE_EXHAUSTED before anything is allocated. Skips (GTEST_SKIP) on a
-// machine without a CUDA device.
+// The CUDA backends' PHASE_BACKWARD on a device against the float64 backward oracle
+// (backward64.h, itself checked against finite differences): cuda_reference and cuda_unfused,
+// every element of dQ, dK and dV under a bound scaled to the dtype and to its row, on fresh
+// generated inputs with odd sizes (S_q = 37 != S_kv = 53, D_qk = 40 != D_v = 24, GQA 6/2, and
+// 150 x 170 so that several 128-row chunks run): every layout, mask and modifier, float32,
+// bfloat16 and float16, the backward timed alone and as a training step. The gradients start as
+// NaN on the device, so every element must have been written. Then the server's check
+// (CheckGradients) must pass, and the workload's contract holds: shapes and dtypes as
+// cpu_reference returns them, the same bits in both timing modes, over runs and under CUDA-graph
+// replay, refusals by cuda_flash (and of expressions by cuda_unfused's backward), and the memory
+// estimate with its RESOURCE_EXHAUSTED before anything is allocated. cuda_unfused's chunked paths
+// (several (b, h) entries per chunk, query rows in pieces) run through UnfusedBackward directly
+// with small budgets. Skips (GTEST_SKIP) on a machine without a CUDA device.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -22,8 +28,13 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/device_backward.h"
+#include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/cuda/unfused/unfused_backward.h"
 #include "kernels/reference/gradient_check.h"
 #include "kernels/spec/dtype.h"
+#include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
 #include "tests/kernels/backward_cases.h"
 #include "tests/kernels/gradient_util.h"
@@ -54,11 +65,19 @@ Backend* Find(const std::string& name) {
 
 // B = 2, S_q = 37, S_kv = 53, D_qk = 40, D_v = 24, GQA 6/2 (three query heads per kv head),
 // float32, PHASE_BACKWARD; not normalized.
-Problem OddProblem() {
-  Problem p = testing::OddGqaProblem();
-  p.layout.num_kv_heads = 2;
-  p.phase = Phase::kBackward;
-  return p;
+Problem OddProblem() { return testing::GpuBackwardBaseProblem(); }
+
+// The bound every gradient element must meet on `backend`. cuda_reference computes what
+// cpu_reference does (float32 math on the stored inputs, each gradient a float32 sum rounded once
+// to the dtype), so it is held to the CPU backward's bound (cpu_backward_test.cc): one ulp of the
+// dtype relative, plus 1e-4 of the element's row, the float32 noise of sums whose terms cancel (a
+// dS row sums to zero). cuda_unfused's GEMMs take P and dS rounded to the dtype, the tensor-core
+// operands, so in 16-bit dtypes it has the tensor-core kernels' bound (test_util.h
+// UnfusedBackwardTolerance, measured on these very cases and seeds by
+// backward_closeness_test.cc); in float32 cuda_reference's.
+testing::Tolerance GradientTolerance(const std::string& backend, DType dtype) {
+  if (backend == kCudaUnfusedBackend) return testing::UnfusedBackwardTolerance(dtype);
+  return testing::StoredOutputTolerance(dtype, 1e-4);
 }
 
 IterationOptions NoFlush() {
@@ -68,20 +87,22 @@ IterationOptions NoFlush() {
 }
 
 struct BackwardRun {
+  std::string backend;
   Problem problem;
   std::unique_ptr<Workload> workload;
   GradientTensors gradients;
   FloatTensor output;
 };
 
-// Prepares on cuda_reference and runs `runs` iterations with `options`.
-BackwardRun RunBackward(const Problem& raw, const IterationOptions& options = IterationOptions{},
-                        int runs = 1) {
+// Prepares on `backend_name` and runs `runs` iterations with `options`.
+BackwardRun RunBackward(const std::string& backend_name, const Problem& raw,
+                        const IterationOptions& options = IterationOptions{}, int runs = 1) {
   BackwardRun r;
+  r.backend = backend_name;
   r.problem = NormalizeProblem(raw);
   const absl::Status valid = ValidateProblem(r.problem);
   EXPECT_TRUE(valid.ok()) << valid;
-  Backend* backend = Find(kCudaReferenceBackend);
+  Backend* backend = Find(backend_name);
   EXPECT_NE(backend, nullptr);
   if (backend == nullptr) return r;
   const absl::Status supported = backend->CheckSupported(r.problem);
@@ -104,60 +125,45 @@ BackwardRun RunBackward(const Problem& raw, const IterationOptions& options = It
   return r;
 }
 
-// Every element of dQ, dK, dV against the oracle. cuda_reference computes what cpu_reference does
-// (float32 math on the stored inputs, each gradient a float32 sum rounded once to the dtype), so
-// it is held to the CPU backward's bound (cpu_backward_test.cc): one ulp of the dtype relative,
-// plus 1e-4 of the element's row, the float32 noise of sums whose terms cancel (a dS row sums to
-// zero). Then the check the server runs after a backward (kernels/reference/gradient_check.h)
-// must pass on every row.
-void ExpectGradientsClose(const BackwardRun& r, const std::string& context) {
-  ASSERT_NE(r.workload, nullptr) << context;
-  const OracleGradients ref = FullOracleGradients(r.problem, r.workload->Inputs());
-  const testing::Tolerance tol = testing::StoredOutputTolerance(r.problem.dtype, 1e-4);
-  ExpectAllClose(r.gradients.dq.values, ref.dq, r.gradients.dq.shape, tol, context + " dQ");
-  ExpectAllClose(r.gradients.dk.values, ref.dk, r.gradients.dk.shape, tol, context + " dK");
-  ExpectAllClose(r.gradients.dv.values, ref.dv, r.gradients.dv.shape, tol, context + " dV");
+// dQ, dK, dV of a run on `inputs` against the oracle, every element under the backend's bound;
+// then the check the server runs after a backward (kernels/reference/gradient_check.h) must pass
+// on every row.
+void ExpectGradientsMatchOracle(const std::string& backend, const Problem& problem,
+                                const AttentionInputs& inputs, const GradientTensors& g,
+                                const std::string& context) {
+  const OracleGradients ref = FullOracleGradients(problem, inputs);
+  const testing::Tolerance tol = GradientTolerance(backend, problem.dtype);
+  ExpectAllClose(g.dq.values, ref.dq, g.dq.shape, tol, context + " dQ");
+  ExpectAllClose(g.dk.values, ref.dk, g.dk.shape, tol, context + " dK");
+  ExpectAllClose(g.dv.values, ref.dv, g.dv.shape, tol, context + " dV");
   CheckOptions full;
   full.full = true;
-  absl::StatusOr<CorrectnessReport> report =
-      CheckGradients(r.problem, r.workload->Inputs(), r.gradients, full);
+  absl::StatusOr<CorrectnessReport> report = CheckGradients(problem, inputs, g, full);
   ASSERT_TRUE(report.ok()) << context << ": " << report.status();
   EXPECT_TRUE(report->passed) << context << ": oracle relative error " << report->relative_error;
   EXPECT_EQ(report->rows_checked, report->rows_total) << context;
 }
 
-using Case = testing::BackwardCase;
-
-std::vector<Case> Cases() {
-  std::vector<Case> c = testing::BackwardVariantCases();
-  // A head dim wider than a warp's 32 lanes several times over, D_qk != D_v.
-  c.push_back({"d128_dv64_causal", [](Problem& p) {
-                 p.batch_size = 1;
-                 p.head_dim_qk = 128;
-                 p.head_dim_v = 64;
-                 p.mask.kind = MaskKind::kCausal;
-                 p.rope.enabled = true;
-               }});
-  return c;
+void ExpectGradientsClose(const BackwardRun& r, const std::string& context) {
+  ASSERT_NE(r.workload, nullptr) << context;
+  ExpectGradientsMatchOracle(r.backend, r.problem, r.workload->Inputs(), r.gradients,
+                             r.backend + " " + context);
 }
 
+using Case = testing::BackwardCase;
+
 const std::vector<Case>& AllCases() {
-  static const auto* const cases = new std::vector<Case>(Cases());
+  static const auto* const cases = new std::vector<Case>(testing::GpuBackwardCases());
   return *cases;
 }
 
-class CudaReferenceBackwardTest : public ::testing::TestWithParam<std::tuple<int, DType, bool>> {};
-
-TEST_P(CudaReferenceBackwardTest, EveryGradientElementMatchesTheFloat64Oracle) {
-  SKIP_WITHOUT_DEVICE();
-  const auto& [index, dtype, training_step] = GetParam();
+// Case `index` in `dtype` and timing mode on `backend`: every gradient element against the
+// oracle, the gradients' shapes and dtype, and the forward's output.
+void CheckVariant(const std::string& backend, int index, DType dtype, bool training_step) {
   const Case& c = AllCases()[index];
-  Problem p = OddProblem();
-  c.edit(p);
-  p.dtype = dtype;
+  Problem p = testing::GpuBackwardCaseProblem(index, dtype);
   p.training_step = training_step;
-  p.seed = 0x5eed0000u + 97u * static_cast<uint64_t>(index) + static_cast<uint64_t>(dtype);
-  const BackwardRun r = RunBackward(p);
+  const BackwardRun r = RunBackward(backend, p);
   ASSERT_NE(r.workload, nullptr);
   const std::string context = absl::StrCat(c.name, "/", DTypeName(dtype),
                                            training_step ? "/training_step" : "/backward_only");
@@ -179,33 +185,51 @@ TEST_P(CudaReferenceBackwardTest, EveryGradientElementMatchesTheFloat64Oracle) {
                  testing::TensorCoreKernelTolerance(r.problem.dtype), context + " O");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, CudaReferenceBackwardTest,
-    ::testing::Combine(::testing::Range(0, static_cast<int>(AllCases().size())),
-                       ::testing::Values(DType::kFloat32, DType::kBFloat16, DType::kFloat16),
-                       ::testing::Bool()),
-    [](const auto& info) {
-      return absl::StrCat(AllCases()[std::get<0>(info.param)].name, "_",
-                          DTypeName(std::get<1>(info.param)), "_",
-                          std::get<2>(info.param) ? "training_step" : "backward_only");
-    });
+using VariantParam = std::tuple<int, DType, bool>;
+std::string VariantName(const ::testing::TestParamInfo<VariantParam>& info) {
+  return absl::StrCat(AllCases()[std::get<0>(info.param)].name, "_",
+                      DTypeName(std::get<1>(info.param)), "_",
+                      std::get<2>(info.param) ? "training_step" : "backward_only");
+}
+const auto kVariants = ::testing::Combine(
+    ::testing::Range(0, static_cast<int>(AllCases().size())),
+    ::testing::Values(DType::kFloat32, DType::kBFloat16, DType::kFloat16), ::testing::Bool());
+
+class CudaReferenceBackwardTest : public ::testing::TestWithParam<VariantParam> {};
+
+TEST_P(CudaReferenceBackwardTest, EveryGradientElementMatchesTheFloat64Oracle) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [index, dtype, training_step] = GetParam();
+  CheckVariant(kCudaReferenceBackend, index, dtype, training_step);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, CudaReferenceBackwardTest, kVariants, VariantName);
+
+class CudaUnfusedBackwardTest : public ::testing::TestWithParam<VariantParam> {};
+
+TEST_P(CudaUnfusedBackwardTest, EveryGradientElementMatchesTheFloat64Oracle) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [index, dtype, training_step] = GetParam();
+  CheckVariant(kCudaUnfusedBackend, index, dtype, training_step);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, CudaUnfusedBackwardTest, kVariants, VariantName);
 
 // No atomics: the same gradients bit for bit over iterations, in both timing modes, under
 // CUDA-graph replay, and with the input copies rotated (warm cache).
-TEST(CudaReferenceBackwardTest, DeterministicOverRunsModesAndGraphReplay) {
-  SKIP_WITHOUT_DEVICE();
+void ExpectDeterministic(const std::string& backend) {
   for (DType d : {DType::kFloat32, DType::kBFloat16}) {
     Problem p = OddProblem();
     testing::SetAllModifiers(p);
     p.dtype = d;
-    const BackwardRun once = RunBackward(p);
-    const BackwardRun rotated = RunBackward(p, NoFlush(), 5);
+    const BackwardRun once = RunBackward(backend, p);
+    const BackwardRun rotated = RunBackward(backend, p, NoFlush(), 5);
     IterationOptions graph;
     graph.use_cuda_graph = true;
-    const BackwardRun replayed = RunBackward(p, graph, 3);
+    const BackwardRun replayed = RunBackward(backend, p, graph, 3);
     p.training_step = true;
-    const BackwardRun step = RunBackward(p);
-    const BackwardRun step_replayed = RunBackward(p, graph, 3);
+    const BackwardRun step = RunBackward(backend, p);
+    const BackwardRun step_replayed = RunBackward(backend, p, graph, 3);
     ASSERT_NE(once.workload, nullptr);
     ExpectGradientsClose(once, DTypeName(d));
     for (const BackwardRun* other : {&rotated, &replayed, &step, &step_replayed}) {
@@ -218,28 +242,39 @@ TEST(CudaReferenceBackwardTest, DeterministicOverRunsModesAndGraphReplay) {
   }
 }
 
-// Several hundred rows each way with D = 128, where the query and key passes each run several
-// chunks per row and grid-stride over many blocks.
+TEST(CudaReferenceBackwardTest, DeterministicOverRunsModesAndGraphReplay) {
+  SKIP_WITHOUT_DEVICE();
+  ExpectDeterministic(kCudaReferenceBackend);
+}
+
+// cuda_unfused: the rounds keep any two entries of a batched GEMM off the same accumulator, and
+// cuBLAS gives the same bits for the same calls on one device.
+TEST(CudaUnfusedBackwardTest, DeterministicOverRunsModesAndGraphReplay) {
+  SKIP_WITHOUT_DEVICE();
+  ExpectDeterministic(kCudaUnfusedBackend);
+}
+
+// Several hundred rows each way with D = 128: for cuda_reference, the query and key passes each
+// run several chunks per row and grid-stride over many blocks; for cuda_unfused, GEMMs of every
+// dimension past a tile, four rounds of two kv heads' entries.
 TEST(CudaReferenceBackwardTest, LongerCausalGqaMatchesTheOracle) {
   SKIP_WITHOUT_DEVICE();
   Problem p = OddProblem();
-  p.batch_size = 1;
-  p.seq_len_q = 300;
-  p.seq_len_kv = 433;
-  p.head_dim_qk = 128;
-  p.head_dim_v = 128;
-  p.layout.num_query_heads = 8;
-  p.layout.num_kv_heads = 2;
-  p.mask.kind = MaskKind::kCausal;
-  p.rope.enabled = true;
-  p.dtype = DType::kBFloat16;
-  p.seed = 4242;
-  ExpectGradientsClose(RunBackward(p), "S_q 300, S_kv 433, D 128, GQA 8/2, causal RoPE");
+  testing::SetLongerGqa(p);
+  ExpectGradientsClose(RunBackward(kCudaReferenceBackend, p),
+                       "S_q 300, S_kv 433, D 128, GQA 8/2, causal RoPE");
 }
 
-TEST(CudaReferenceBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
+TEST(CudaUnfusedBackwardTest, LongerCausalGqaMatchesTheOracle) {
   SKIP_WITHOUT_DEVICE();
-  Backend* backend = Find(kCudaReferenceBackend);
+  Problem p = OddProblem();
+  testing::SetLongerGqa(p);
+  ExpectGradientsClose(RunBackward(kCudaUnfusedBackend, p),
+                       "S_q 300, S_kv 433, D 128, GQA 8/2, causal RoPE");
+}
+
+void ExpectGradientsOnlyAfterARunAndOnlyForABackward(const std::string& name) {
+  Backend* backend = Find(name);
   ASSERT_NE(backend, nullptr);
   const Problem p = NormalizeProblem(OddProblem());
   absl::StatusOr<std::unique_ptr<Workload>> w = backend->Prepare(p, 0);
@@ -250,11 +285,7 @@ TEST(CudaReferenceBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
   ASSERT_TRUE((*w)->RunTimed().ok());
   absl::StatusOr<GradientTensors> g = (*w)->Gradients();
   ASSERT_TRUE(g.ok()) << g.status();
-  const OracleGradients ref = FullOracleGradients(p, (*w)->Inputs());
-  const testing::Tolerance tol = testing::StoredOutputTolerance(p.dtype, 1e-4);
-  ExpectAllClose(g->dq.values, ref.dq, g->dq.shape, tol, "without BeforeIteration dQ");
-  ExpectAllClose(g->dk.values, ref.dk, g->dk.shape, tol, "without BeforeIteration dK");
-  ExpectAllClose(g->dv.values, ref.dv, g->dv.shape, tol, "without BeforeIteration dV");
+  ExpectGradientsMatchOracle(name, p, (*w)->Inputs(), *g, name + " without BeforeIteration");
   // A forward workload computes no gradients.
   Problem prefill = p;
   prefill.phase = Phase::kPrefill;
@@ -264,33 +295,58 @@ TEST(CudaReferenceBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
   EXPECT_EQ((*f)->Gradients().status().code(), absl::StatusCode::kUnimplemented);
 }
 
-TEST(CudaReferenceBackwardTest, FlashAndUnfusedRefuseNamingThePhase) {
+TEST(CudaReferenceBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
   SKIP_WITHOUT_DEVICE();
-  const Problem p = NormalizeProblem(OddProblem());
-  for (const char* name : {kCudaFlashBackend, kCudaUnfusedBackend}) {
-    Backend* backend = Find(name);
-    ASSERT_NE(backend, nullptr) << name;
+  ExpectGradientsOnlyAfterARunAndOnlyForABackward(kCudaReferenceBackend);
+}
+
+TEST(CudaUnfusedBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
+  SKIP_WITHOUT_DEVICE();
+  ExpectGradientsOnlyAfterARunAndOnlyForABackward(kCudaUnfusedBackend);
+}
+
+TEST(CudaReferenceBackwardTest, FlashRefusesNamingThePhase) {
+  SKIP_WITHOUT_DEVICE();
+  Problem raw = OddProblem();
+  raw.dtype = DType::kBFloat16;  // a dtype cuda_flash runs, so the phase is what it names
+  const Problem p = NormalizeProblem(raw);
+  Backend* backend = Find(kCudaFlashBackend);
+  ASSERT_NE(backend, nullptr);
+  const absl::Status s = backend->CheckSupported(p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("spec.phase=PHASE_BACKWARD"), std::string::npos) << s;
+  EXPECT_EQ(backend->Prepare(p, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// cuda_unfused's backward has no derivative of a client expression: score_mod and mask_mod are
+// refused with PHASE_BACKWARD, naming the field and the phase, before anything is prepared.
+TEST(CudaUnfusedBackwardTest, RefusesExpressionsNamingFieldAndPhase) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* backend = Find(kCudaUnfusedBackend);
+  ASSERT_NE(backend, nullptr);
+  for (const char* field : {"score_mod", "mask_mod"}) {
+    Problem raw = OddProblem();
+    if (std::string(field) == "score_mod") {
+      raw.score_mod = "s - 0.25 * (q - kv)";
+    } else {
+      raw.mask_mod = "kv <= q";
+    }
+    const Problem p = NormalizeProblem(raw);
+    ASSERT_TRUE(ValidateProblem(p).ok()) << ValidateProblem(p);
     const absl::Status s = backend->CheckSupported(p);
-    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << name << ": " << s;
-    EXPECT_NE(s.message().find("spec.phase=PHASE_BACKWARD"), std::string::npos) << s;
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find(absl::StrCat("spec.", field, " with spec.phase=PHASE_BACKWARD")),
+              std::string::npos)
+        << s;
     EXPECT_EQ(backend->Prepare(p, 0).status().code(), absl::StatusCode::kFailedPrecondition);
   }
 }
 
-// The estimate a server compares with --max_request_bytes covers the forward's buffers and the
-// backward's (DeviceBackward); a problem over the device's memory is RESOURCE_EXHAUSTED at once,
-// before its inputs are generated on the host or anything is allocated.
-TEST(CudaReferenceBackwardTest, EstimateCoversTheBackwardAndTooLargeIsRefusedFirst) {
-  SKIP_WITHOUT_DEVICE();
-  Backend* backend = Find(kCudaReferenceBackend);
+// A problem over the device's memory: RESOURCE_EXHAUSTED at once, before its inputs are
+// generated on the host or anything is allocated; the device stays usable.
+void ExpectTooLargeRefusedFirst(const std::string& name) {
+  Backend* backend = Find(name);
   ASSERT_NE(backend, nullptr);
-  const Problem p = NormalizeProblem(OddProblem());
-  Problem prefill = p;
-  prefill.phase = Phase::kPrefill;
-  const ProblemShapes shapes = *ShapesOf(p);
-  EXPECT_EQ(backend->EstimateBytes(p),
-            backend->EstimateBytes(prefill) + cuda::DeviceBackward::EstimateBytes(p, shapes));
-
   Problem huge = OddProblem();
   huge.batch_size = 64;
   huge.seq_len_q = huge.seq_len_kv = int64_t{1} << 20;
@@ -307,7 +363,136 @@ TEST(CudaReferenceBackwardTest, EstimateCoversTheBackwardAndTooLargeIsRefusedFir
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
   EXPECT_EQ(w.status().code(), absl::StatusCode::kResourceExhausted) << w.status();
   // The device is still usable.
-  ExpectGradientsClose(RunBackward(OddProblem()), "after the refusal");
+  ExpectGradientsClose(RunBackward(name, OddProblem()), "after the refusal");
+}
+
+// The estimate a server compares with --max_request_bytes covers the forward's buffers and the
+// backward's (DeviceBackward).
+TEST(CudaReferenceBackwardTest, EstimateCoversTheBackwardAndTooLargeIsRefusedFirst) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* backend = Find(kCudaReferenceBackend);
+  ASSERT_NE(backend, nullptr);
+  const Problem p = NormalizeProblem(OddProblem());
+  Problem prefill = p;
+  prefill.phase = Phase::kPrefill;
+  const ProblemShapes shapes = *ShapesOf(p);
+  EXPECT_EQ(backend->EstimateBytes(p),
+            backend->EstimateBytes(prefill) + cuda::DeviceBackward::EstimateBytes(p, shapes));
+  ExpectTooLargeRefusedFirst(kCudaReferenceBackend);
+}
+
+// cuda_unfused's estimate adds to its forward's: DeviceBackward, the scratch the backward needs
+// beyond the forward's (one buffer serves both in turn) and the rounds' heads.
+TEST(CudaUnfusedBackwardTest, EstimateCoversTheBackwardAndTooLargeIsRefusedFirst) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* backend = Find(kCudaUnfusedBackend);
+  ASSERT_NE(backend, nullptr);
+  constexpr uint64_t kBudget = 2ull << 30;  // cuda_backend.cc's kUnfusedMaxScratchBytes
+  for (const auto& edit : std::vector<std::function<void(Problem&)>>{
+           [](Problem&) {}, testing::SetAllModifiers, testing::SetLongerGqa}) {
+    Problem raw = OddProblem();
+    edit(raw);
+    const Problem p = NormalizeProblem(raw);
+    Problem prefill = p;
+    prefill.phase = Phase::kPrefill;
+    const ProblemShapes shapes = *ShapesOf(p);
+    const cuda::AttentionArgs args = cuda::ShapeArgs(p, shapes);
+    std::vector<int32_t> qh, kh;
+    for (const HeadPair& hp : shapes.heads.map) {
+      qh.push_back(hp.query_head);
+      kh.push_back(hp.kv_head);
+    }
+    const uint64_t forward = cuda::UnfusedAttention::ScratchBytes(args, kBudget);
+    const uint64_t backward = cuda::UnfusedBackward::ScratchBytes(
+        args, cuda::UnfusedBackward::HeadRounds(qh, kh), kBudget);
+    EXPECT_EQ(backend->EstimateBytes(p),
+              backend->EstimateBytes(prefill) + cuda::DeviceBackward::EstimateBytes(p, shapes) +
+                  (std::max(backward, forward) - forward) + 4 * shapes.heads.map.size());
+  }
+  ExpectTooLargeRefusedFirst(kCudaUnfusedBackend);
+}
+
+// UnfusedBackward's chunk loops with small budgets, on GQKVA 3 x 2 (three rounds of two heads:
+// dQ sums two heads of a query head across rounds, dK and dV three) with every modifier and a
+// causal window, in bfloat16: 3 entries of 37 rows per chunk (a round's 4 entries in chunks of 3
+// and 1, crossing from batch 0 into batch 1), then one entry in blocks of 10 rows (row0 = 10, 20,
+// 30: dK and dV summed over row blocks). The forward keeps the log-sum-exp with the default
+// budget; every chunking must match the oracle.
+TEST(CudaUnfusedBackwardTest, ChunksOfEntriesAndRowsMatchTheOracle) {
+  SKIP_WITHOUT_DEVICE();
+  int index = -1;
+  for (size_t k = 0; k < AllCases().size(); ++k) {
+    if (AllCases()[k].name == "all_modifiers_gqkva_window") index = static_cast<int>(k);
+  }
+  ASSERT_GE(index, 0);
+  const Problem n = NormalizeProblem(testing::GpuBackwardCaseProblem(index, DType::kBFloat16));
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(n);
+  ASSERT_TRUE(shapes.ok()) << shapes.status();
+  absl::StatusOr<AttentionInputs> inputs = GenerateInputs(n);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  absl::StatusOr<std::unique_ptr<cuda::DeviceProblem>> resident =
+      cuda::DeviceProblem::Create(n, *shapes, *inputs, /*l2_bytes=*/0);
+  ASSERT_TRUE(resident.ok()) << resident.status();
+  absl::StatusOr<std::unique_ptr<cuda::DeviceBackward>> state =
+      cuda::DeviceBackward::Create(n, *shapes, *inputs);
+  ASSERT_TRUE(state.ok()) << state.status();
+  std::vector<int32_t> qh, kh;
+  for (const HeadPair& hp : shapes->heads.map) {
+    qh.push_back(hp.query_head);
+    kh.push_back(hp.kv_head);
+  }
+  const cuda::UnfusedHeadRounds rounds = cuda::UnfusedBackward::HeadRounds(qh, kh);
+  ASSERT_EQ(rounds.rounds(), 3);
+  ASSERT_EQ(rounds.max_round_size(), 2);
+  absl::StatusOr<cuda::DeviceBuffer> round_heads = cuda::DeviceBuffer::Upload(
+      rounds.heads.data(), rounds.heads.size() * sizeof(int32_t), "rounds");
+  ASSERT_TRUE(round_heads.ok()) << round_heads.status();
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  cublasHandle_t handle = nullptr;
+  ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSetStream(handle, stream), CUBLAS_STATUS_SUCCESS);
+  const cuda::AttentionArgs args = (*resident)->Args(0);
+  const cuda::BackwardArgs& g = (*state)->Args();
+  const uint64_t big = 2ull << 30;
+  {
+    absl::StatusOr<cuda::DeviceBuffer> scratch = cuda::DeviceBuffer::Allocate(
+        cuda::UnfusedAttention::ScratchBytes(args, big), "forward scratch");
+    ASSERT_TRUE(scratch.ok()) << scratch.status();
+    const absl::Status forward = cuda::UnfusedAttention::Run(
+        args, handle, scratch->get(), scratch->bytes(), big, stream, nullptr, g.lse);
+    ASSERT_TRUE(forward.ok()) << forward;
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  }
+  const uint64_t row_bytes = static_cast<uint64_t>(n.seq_len_kv) * 8;  // a row of S and of dP
+  struct Budget {
+    const char* name;
+    uint64_t bytes;
+    int64_t entries, rows;
+  };
+  for (const Budget& budget :
+       {Budget{"entries", row_bytes * 37 * 3, 3, 37}, Budget{"rows", row_bytes * 10, 1, 10}}) {
+    SCOPED_TRACE(budget.name);
+    const cuda::UnfusedBackward::Plan plan =
+        cuda::UnfusedBackward::MakePlan(args, rounds, budget.bytes);
+    EXPECT_EQ(plan.entries_per_chunk, budget.entries);
+    EXPECT_EQ(plan.rows_per_chunk, budget.rows);
+    absl::StatusOr<cuda::DeviceBuffer> scratch =
+        cuda::DeviceBuffer::Allocate(plan.total, "backward scratch");
+    ASSERT_TRUE(scratch.ok()) << scratch.status();
+    const absl::Status ran =
+        cuda::UnfusedBackward::Run(args, g, rounds, round_heads->as<int32_t>(), handle,
+                                   scratch->get(), scratch->bytes(), budget.bytes, stream);
+    ASSERT_TRUE(ran.ok()) << ran;
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    absl::StatusOr<GradientTensors> grads = (*state)->DownloadGradients();
+    ASSERT_TRUE(grads.ok()) << grads.status();
+    ExpectGradientsMatchOracle(kCudaUnfusedBackend, n, *inputs, *grads, budget.name);
+  }
+  cublasDestroy(handle);
+  cudaStreamDestroy(stream);
 }
 
 }  // namespace

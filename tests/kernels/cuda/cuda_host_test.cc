@@ -1,11 +1,15 @@
 // The host side of the CUDA backends, which runs without a device (so CI exercises it): a
 // Problem turned into the kernels' AttentionArgs (sizes, scale, mask geometry, modifiers), the
 // refusals every GPU backend shares, the input copies kept for rotation, and the fused and
-// unfused kernels' support decisions and scratch sizing, PHASE_BACKWARD on cuda_reference alone
-// and the device memory its buffers take, all judged on shapes alone.
+// unfused kernels' support decisions and scratch sizing, PHASE_BACKWARD on cuda_unfused and
+// cuda_reference (not cuda_flash) and the device memory its buffers take, and the unfused
+// backward's head rounds, scratch plan and argument checks, all judged on shapes alone.
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_support.h"
@@ -16,6 +20,8 @@
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
+#include "kernels/cuda/unfused/unfused_backward.h"
+#include "kernels/cuda/unfused/unfused_kernels.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/shapes.h"
 
@@ -140,7 +146,7 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
     std::string field;
     void (*edit)(Problem&);
   };
-  // Refused by every CUDA backend (PHASE_BACKWARD by all but cuda_reference: BackwardSupportTest).
+  // Refused by every CUDA backend (PHASE_BACKWARD by cuda_flash: BackwardSupportTest).
   const Refusal refusals[] = {
       {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
       {"SCOPE_LAYER",
@@ -238,9 +244,9 @@ TEST(ExpressionCacheTest, OneCacheForTheProcess) {
   EXPECT_EQ(&SharedExpressionModuleCache(), &SharedExpressionModuleCache());
 }
 
-// PHASE_BACKWARD runs on cuda_reference for every layout, mask, modifier and 16/32-bit dtype, and
-// GetCapabilities says so; cuda_flash and cuda_unfused refuse it naming spec.phase.
-TEST(BackwardSupportTest, OnCudaReferenceOnly) {
+// PHASE_BACKWARD runs on cuda_unfused and cuda_reference for every layout, mask, built-in modifier
+// and 16/32-bit dtype, and GetCapabilities says so; cuda_flash refuses it naming spec.phase.
+TEST(BackwardSupportTest, OnCudaUnfusedAndCudaReference) {
   struct Variant {
     const char* name;
     void (*edit)(Problem&);
@@ -297,30 +303,31 @@ TEST(BackwardSupportTest, OnCudaReferenceOnly) {
       const Problem n = NormalizeProblem(p);
       ASSERT_TRUE(ValidateProblem(n).ok()) << v.name << ": " << ValidateProblem(n);
       const std::string context = std::string(v.name) + "/" + DTypeName(dtype);
-      EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kReference, n, HopperTraits()).ok())
-          << context << ": " << CheckCudaSupport(CudaBackendKind::kReference, n, HopperTraits());
-      for (CudaBackendKind kind : {CudaBackendKind::kFlash, CudaBackendKind::kUnfused}) {
-        const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
-        EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << context;
-        // cuda_flash names float32 storage first: the dtype is checked before the phase.
-        const bool fp32_on_flash = kind == CudaBackendKind::kFlash && dtype == DType::kFloat32;
-        EXPECT_NE(
-            std::string(s.message())
-                .find(fp32_on_flash ? "spec.dtype=DTYPE_FLOAT32" : "spec.phase=PHASE_BACKWARD"),
-            std::string::npos)
-            << context << ": " << s;
-        EXPECT_NE(std::string(s.message()).find(CudaBackendName(kind)), std::string::npos) << s;
+      for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+        EXPECT_TRUE(CheckCudaSupport(kind, n, HopperTraits()).ok())
+            << CudaBackendName(kind) << " " << context << ": "
+            << CheckCudaSupport(kind, n, HopperTraits());
       }
+      const absl::Status s = CheckCudaSupport(CudaBackendKind::kFlash, n, HopperTraits());
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << context;
+      // cuda_flash names float32 storage first: the dtype is checked before the phase.
+      EXPECT_NE(std::string(s.message())
+                    .find(dtype == DType::kFloat32 ? "spec.dtype=DTYPE_FLOAT32"
+                                                   : "spec.phase=PHASE_BACKWARD"),
+                std::string::npos)
+          << context << ": " << s;
+      EXPECT_NE(std::string(s.message()).find("cuda_flash"), std::string::npos) << s;
     }
   }
-  // What cuda_reference's backward still refuses, by name.
+  // What the backends' backward still refuses, by name.
   Problem fp8 = Base();
   fp8.phase = Phase::kBackward;
   fp8.dtype = DType::kFloat8E4M3;
-  const absl::Status s =
-      CheckCudaSupport(CudaBackendKind::kReference, NormalizeProblem(fp8), HopperTraits());
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(std::string(s.message()).find("DTYPE_FLOAT8_E4M3"), std::string::npos) << s;
+  for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+    const absl::Status s = CheckCudaSupport(kind, NormalizeProblem(fp8), HopperTraits());
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(std::string(s.message()).find("DTYPE_FLOAT8_E4M3"), std::string::npos) << s;
+  }
 
   // GetCapabilities: the phase listed where it is checked, and nowhere else.
   auto lists_backward = [](CudaBackendKind kind) {
@@ -331,10 +338,57 @@ TEST(BackwardSupportTest, OnCudaReferenceOnly) {
   };
   EXPECT_EQ(lists_backward(CudaBackendKind::kReference), 1);
   EXPECT_EQ(lists_backward(CudaBackendKind::kFlash), 0);
-  EXPECT_EQ(lists_backward(CudaBackendKind::kUnfused), 0);
+  EXPECT_EQ(lists_backward(CudaBackendKind::kUnfused), 1);
   for (const KernelSupport& k : CudaBackendSupport(CudaBackendKind::kFlash).kernels) {
     for (Phase phase : k.phases) EXPECT_NE(phase, Phase::kBackward) << k.name;
   }
+}
+
+// cuda_unfused runs score_mod and mask_mod forward only: its backward has no derivative of an
+// expression, and says so through its backward allow-list (CudaBackwardModifiers) before it looks
+// for NVRTC, naming the field and the phase; GetCapabilities lists it as a limitation. The
+// built-in modifiers it takes with PHASE_BACKWARD are the forward's.
+TEST(BackwardSupportTest, UnfusedRefusesExpressionsWithBackwardOnly) {
+  const std::vector<Modifier> unfused = CudaBackwardModifiers(CudaBackendKind::kUnfused);
+  EXPECT_EQ(unfused,
+            (std::vector<Modifier>{Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap}));
+  EXPECT_EQ(CudaBackwardModifiers(CudaBackendKind::kReference), unfused);
+  EXPECT_TRUE(CudaBackwardModifiers(CudaBackendKind::kFlash).empty());
+  struct Case {
+    std::string field;
+    void (*edit)(Problem&);
+  };
+  const Case cases[] = {
+      {"score_mod", [](Problem& p) { p.score_mod = "s - 0.5 * (q - kv)"; }},
+      {"mask_mod", [](Problem& p) { p.mask_mod = "kv < 4 || q - kv < 16"; }},
+  };
+  for (const Case& c : cases) {
+    Problem p = Base();
+    c.edit(p);
+    p.rope = {true, std::nullopt, std::nullopt};
+    p.softcap = {true, 2.5};
+    p.phase = Phase::kBackward;
+    const Problem backward = NormalizeProblem(p);
+    ASSERT_TRUE(ValidateProblem(backward).ok()) << ValidateProblem(backward);
+    const absl::Status s = CheckCudaSupport(CudaBackendKind::kUnfused, backward, HopperTraits());
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << c.field;
+    EXPECT_NE(std::string(s.message()).find("spec." + c.field + " with spec.phase=PHASE_BACKWARD"),
+              std::string::npos)
+        << s;
+    EXPECT_NE(std::string(s.message()).find("cuda_unfused"), std::string::npos) << s;
+    // Forward, the same expression is the unfused backend's (given NVRTC).
+    p.phase = Phase::kPrefill;
+    const absl::Status prefill =
+        CheckCudaSupport(CudaBackendKind::kUnfused, NormalizeProblem(p), HopperTraits());
+    EXPECT_EQ(prefill.ok(), NvrtcAvailable()) << prefill;
+  }
+  bool documented = false;
+  for (const std::string& l : CudaBackendSupport(CudaBackendKind::kUnfused).limitations) {
+    documented = documented || (l.find("backward") != std::string::npos &&
+                                l.find("score_mod") != std::string::npos &&
+                                l.find("mask_mod") != std::string::npos);
+  }
+  EXPECT_TRUE(documented);
 }
 
 // The backward's device buffers, element by element: dO, dQ, dK, dV at the stored width, O kept
@@ -438,6 +492,306 @@ TEST(UnfusedSupportTest, ScratchStaysUnderTheCapAndCoversRope) {
   p.rope.enabled = true;  // rotated copies of Q and K on top
   const uint64_t rope_bytes = (16384ull * 6 * 96 + 16384ull * 2 * 96) * 2;
   EXPECT_GE(UnfusedAttention::ScratchBytes(ArgsOf(p), cap), plain + rope_bytes);
+}
+
+// ---- the unfused backward's plan ----------------------------------------------------------------
+
+std::vector<HeadPair> HeadMapOf(const Problem& raw) {
+  const Problem p = NormalizeProblem(raw);
+  EXPECT_TRUE(ValidateProblem(p).ok()) << ValidateProblem(p);
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(p);
+  EXPECT_TRUE(shapes.ok()) << shapes.status();
+  return shapes.ok() ? shapes->heads.map : std::vector<HeadPair>{};
+}
+
+UnfusedHeadRounds RoundsOf(const std::vector<HeadPair>& map) {
+  std::vector<int32_t> q, kv;
+  for (const HeadPair& pair : map) {
+    q.push_back(pair.query_head);
+    kv.push_back(pair.kv_head);
+  }
+  return UnfusedBackward::HeadRounds(q, kv);
+}
+
+// No batched GEMM of the backward may hold two entries adding to the same accumulator: every
+// round's heads read distinct query heads and distinct key/value heads. Every output head is in
+// one round, ascending within it, and there are exactly as many rounds as the most heads sharing
+// one query or key/value head (fewer cannot be; more would batch less).
+TEST(UnfusedBackwardPlanTest, HeadRoundsShareNoHeadAndAreAsFewAsCanBe) {
+  struct Layout {
+    const char* name;
+    void (*edit)(Problem&);
+  };
+  const Layout layouts[] = {
+      {"mha",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kMha;
+         p.layout.num_heads = 8;
+       }},
+      {"mqa",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kMqa;
+         p.layout.num_heads = 5;
+       }},
+      {"gqa_6_2", [](Problem&) {}},
+      {"gqa_32_8",
+       [](Problem& p) {
+         p.layout.num_query_heads = 32;
+         p.layout.num_kv_heads = 8;
+       }},
+      {"sqa",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kSqa;
+         p.layout.baseline_heads = 16;
+         p.layout.num_query_heads = 8;
+         p.layout.num_kv_heads = 2;
+       }},
+      {"ssqa",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kSymmetricSqa;
+         p.layout.baseline_heads = 8;
+       }},
+      {"xsqa",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kExtremeSqa;
+         p.layout.baseline_heads = 16;
+       }},
+      {"gqkva_2_3",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kGqkva;
+         p.layout.query_groups = 2;
+         p.layout.kv_groups = 3;
+       }},
+      {"gqkva_5_4",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kGqkva;
+         p.layout.query_groups = 5;
+         p.layout.kv_groups = 4;
+       }},
+      {"explicit",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kExplicit;
+         p.layout.num_query_heads = 3;
+         p.layout.num_kv_heads = 2;
+         p.layout.pairs = {{2, 0}, {0, 1}, {2, 1}};
+       }},
+      {"explicit_repeated_pairs",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kExplicit;
+         p.layout.num_query_heads = 4;
+         p.layout.num_kv_heads = 3;
+         p.layout.pairs = {{0, 0}, {1, 0}, {0, 0}, {3, 2}, {1, 1}, {2, 1}, {0, 2}, {3, 0}};
+       }},
+  };
+  for (const Layout& l : layouts) {
+    Problem p = Base();
+    l.edit(p);
+    const std::vector<HeadPair> map = HeadMapOf(p);
+    ASSERT_FALSE(map.empty()) << l.name;
+    const UnfusedHeadRounds rounds = RoundsOf(map);
+    std::vector<int> per_q, per_kv;
+    for (const HeadPair& pair : map) {
+      per_q.resize(std::max<size_t>(per_q.size(), pair.query_head + 1));
+      per_kv.resize(std::max<size_t>(per_kv.size(), pair.kv_head + 1));
+      ++per_q[pair.query_head];
+      ++per_kv[pair.kv_head];
+    }
+    const int most = std::max(*std::max_element(per_q.begin(), per_q.end()),
+                              *std::max_element(per_kv.begin(), per_kv.end()));
+    EXPECT_EQ(rounds.rounds(), most) << l.name;
+    ASSERT_EQ(rounds.offsets.size(), static_cast<size_t>(rounds.rounds()) + 1) << l.name;
+    EXPECT_EQ(rounds.offsets.front(), 0) << l.name;
+    EXPECT_EQ(rounds.offsets.back(), static_cast<int32_t>(map.size())) << l.name;
+    std::vector<int32_t> all = rounds.heads;
+    std::sort(all.begin(), all.end());
+    for (size_t h = 0; h < map.size(); ++h) EXPECT_EQ(all[h], static_cast<int32_t>(h)) << l.name;
+    int largest = 0;
+    for (int r = 0; r < rounds.rounds(); ++r) {
+      std::set<int> q, kv;
+      EXPECT_LT(rounds.offsets[r], rounds.offsets[r + 1]) << l.name << " round " << r << " empty";
+      largest = std::max(largest, rounds.offsets[r + 1] - rounds.offsets[r]);
+      for (int e = rounds.offsets[r]; e < rounds.offsets[r + 1]; ++e) {
+        const HeadPair& pair = map[rounds.heads[e]];
+        EXPECT_TRUE(q.insert(pair.query_head).second) << l.name << " round " << r;
+        EXPECT_TRUE(kv.insert(pair.kv_head).second) << l.name << " round " << r;
+        if (e > rounds.offsets[r]) {
+          EXPECT_LT(rounds.heads[e - 1], rounds.heads[e]) << l.name;
+        }
+      }
+    }
+    EXPECT_EQ(rounds.max_round_size(), largest) << l.name;
+    // Deterministic: the same map, the same rounds.
+    const UnfusedHeadRounds again = RoundsOf(map);
+    EXPECT_EQ(again.heads, rounds.heads) << l.name;
+    EXPECT_EQ(again.offsets, rounds.offsets) << l.name;
+  }
+  // MHA batches every head at once; GQA 6/2 in three rounds of one head per kv head.
+  Problem mha = Base();
+  mha.layout = {};
+  mha.layout.kind = LayoutKind::kMha;
+  mha.layout.num_heads = 4;
+  EXPECT_EQ(RoundsOf(HeadMapOf(mha)).heads, (std::vector<int32_t>{0, 1, 2, 3}));
+  const UnfusedHeadRounds gqa = RoundsOf(HeadMapOf(Base()));
+  EXPECT_EQ(gqa.rounds(), 3);
+  EXPECT_EQ(gqa.max_round_size(), 2);
+  EXPECT_EQ(UnfusedBackward::HeadRounds({}, {}).rounds(), 0);
+}
+
+uint64_t Align256(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The backward's scratch, region by region, for Base (B 2, S_q 77, S_kv 131, D_qk 96, D_v 64,
+// GQA 6/2, bfloat16: rounds of 2 heads, so 4 (b, h) entries per chunk at most): RoPE'd Q and K
+// copies only with RoPE, float32 dQ, dK, dV accumulators, nine pointer arrays and the entries'
+// pair ids, then S and dP of a chunk in float32.
+TEST(UnfusedBackwardPlanTest, ScratchLayoutRegionByRegion) {
+  const uint64_t big = 2ull << 30;
+  Problem p = Base();
+  p.phase = Phase::kBackward;
+  const UnfusedHeadRounds rounds = RoundsOf(HeadMapOf(p));
+  const uint64_t q = 2 * 77 * 6 * 96, k = 2 * 131 * 2 * 96, v = 2 * 131 * 2 * 64;
+  UnfusedBackward::Plan plan = UnfusedBackward::MakePlan(ArgsOf(p), rounds, big);
+  EXPECT_EQ(plan.entries_per_chunk, 4);
+  EXPECT_EQ(plan.rows_per_chunk, 77);
+  EXPECT_EQ(plan.dq_offset, 0u);
+  EXPECT_EQ(plan.dk_offset, Align256(4 * q));
+  EXPECT_EQ(plan.dv_offset, plan.dk_offset + Align256(4 * k));
+  EXPECT_EQ(plan.pointers_offset, plan.dv_offset + Align256(4 * v));
+  EXPECT_EQ(plan.pair_ids_offset,
+            plan.pointers_offset + Align256(kUnfusedBackwardPointerArrays * 4 * sizeof(void*)));
+  EXPECT_EQ(plan.scores_offset, plan.pair_ids_offset + Align256(4 * sizeof(int64_t)));
+  const uint64_t chunk = Align256(4ull * 4 * 77 * 131);
+  EXPECT_EQ(plan.score_grads_offset, plan.scores_offset + chunk);
+  EXPECT_EQ(plan.total, plan.score_grads_offset + chunk);
+  EXPECT_EQ(UnfusedBackward::ScratchBytes(ArgsOf(p), rounds, big), plan.total);
+
+  // RoPE puts the rotated copies (in the storage type) first; the rest moves up by their size.
+  p.rope.enabled = true;
+  const UnfusedBackward::Plan roped = UnfusedBackward::MakePlan(ArgsOf(p), rounds, big);
+  const uint64_t copies = Align256(2 * q) + Align256(2 * k);
+  EXPECT_EQ(roped.rope_q_offset, 0u);
+  EXPECT_EQ(roped.rope_k_offset, Align256(2 * q));
+  EXPECT_EQ(roped.dq_offset, copies);
+  EXPECT_EQ(roped.total, plan.total + copies);
+
+  // The same plan from shapes alone as from device args (pointers set, RoPE from its table).
+  AttentionArgs device = ArgsOf(p);
+  const float table = 0;
+  device.rope_cos_sin = &table;
+  device.q = device.k = device.v = &table;
+  const UnfusedBackward::Plan from_device = UnfusedBackward::MakePlan(device, rounds, big);
+  EXPECT_EQ(from_device.total, roped.total);
+  EXPECT_EQ(from_device.entries_per_chunk, roped.entries_per_chunk);
+  EXPECT_EQ(from_device.rows_per_chunk, roped.rows_per_chunk);
+
+  // float32 storage: the copies double, the float32 regions stay.
+  p.dtype = DType::kFloat32;
+  EXPECT_EQ(UnfusedBackward::MakePlan(ArgsOf(p), rounds, big).dq_offset,
+            Align256(4 * q) + Align256(4 * k));
+
+  // MHA's single round takes every (b, h) entry in one chunk: 2 x 6.
+  Problem mha = Base();
+  mha.phase = Phase::kBackward;
+  mha.layout = {};
+  mha.layout.kind = LayoutKind::kMha;
+  mha.layout.num_heads = 6;
+  mha.head_dim_v = 96;
+  EXPECT_EQ(UnfusedBackward::MakePlan(ArgsOf(mha), RoundsOf(HeadMapOf(mha)), big).entries_per_chunk,
+            12);
+}
+
+// S and dP of a chunk stay under the budget together: whole (b, h) entries while S_q rows fit,
+// then blocks of query rows of one entry, and never less than one row whatever the budget. The
+// accumulators and copies do not shrink with it.
+TEST(UnfusedBackwardPlanTest, ChunksStayUnderTheBudget) {
+  Problem p = Base();
+  p.phase = Phase::kBackward;
+  const UnfusedHeadRounds rounds = RoundsOf(HeadMapOf(p));
+  const AttentionArgs a = ArgsOf(p);
+  const uint64_t row = 131 * 8;  // a float32 row of S and one of dP
+  const UnfusedBackward::Plan fixed = UnfusedBackward::MakePlan(a, rounds, 2ull << 30);
+  for (uint64_t budget : {uint64_t{1}, row - 1, row, 10 * row, 76 * row, 77 * row, 78 * row,
+                          2 * 77 * row + 5, 3 * 77 * row, 4 * 77 * row, 100 * 77 * row}) {
+    const UnfusedBackward::Plan plan = UnfusedBackward::MakePlan(a, rounds, budget);
+    const uint64_t chunk = static_cast<uint64_t>(plan.entries_per_chunk) * plan.rows_per_chunk;
+    EXPECT_GE(plan.entries_per_chunk, 1) << budget;
+    EXPECT_GE(plan.rows_per_chunk, 1) << budget;
+    EXPECT_LE(plan.entries_per_chunk, 4) << budget;  // B times the largest round
+    if (budget >= row) {
+      EXPECT_LE(chunk * row, budget) << budget;
+    }
+    if (plan.entries_per_chunk > 1) {
+      EXPECT_EQ(plan.rows_per_chunk, 77) << budget;
+    }
+    // The fixed regions are the same whatever the budget.
+    EXPECT_EQ(plan.pointers_offset, fixed.pointers_offset) << budget;
+    EXPECT_EQ(plan.total - plan.scores_offset, 2 * Align256(4 * chunk * 131)) << budget;
+  }
+  EXPECT_EQ(UnfusedBackward::MakePlan(a, rounds, 1).rows_per_chunk, 1);
+  EXPECT_EQ(UnfusedBackward::MakePlan(a, rounds, 10 * row).rows_per_chunk, 10);
+  EXPECT_EQ(UnfusedBackward::MakePlan(a, rounds, 3 * 77 * row).entries_per_chunk, 3);
+  // A long sequence: 16k x 16k under a 64 MiB budget plans 64 MiB of S and dP, not 2 GiB.
+  p.batch_size = 1;
+  p.seq_len_q = p.seq_len_kv = 16384;
+  const uint64_t cap = 64ull << 20;
+  const UnfusedBackward::Plan long_plan = UnfusedBackward::MakePlan(ArgsOf(p), rounds, cap);
+  EXPECT_LE(long_plan.total - long_plan.scores_offset, cap + 512);
+  EXPECT_EQ(long_plan.entries_per_chunk, 1);
+  EXPECT_EQ(long_plan.rows_per_chunk, static_cast<int64_t>(cap / (16384 * 8)));
+}
+
+// Run checks its arguments before it touches the device, so these run without one: unsupported
+// shapes FAILED_PRECONDITION, missing pointers, rounds of another problem and too little scratch
+// INVALID_ARGUMENT.
+TEST(UnfusedBackwardPlanTest, RunRefusesBadArgumentsBeforeAnyDeviceWork) {
+  Problem p = Base();
+  p.phase = Phase::kBackward;
+  const UnfusedHeadRounds rounds = RoundsOf(HeadMapOf(p));
+  const uint64_t big = 2ull << 30;
+  AttentionArgs a = ArgsOf(p);
+  float dummy[4] = {};
+  int32_t heads[6] = {};
+  a.q = a.k = a.v = dummy;
+  a.o = dummy;
+  a.head_map = heads;
+  BackwardArgs g;
+  g.grad_out = dummy;
+  g.out = g.lse = g.row_terms = dummy;
+  g.dq = g.dk = g.dv = dummy;
+  const uint64_t needed = UnfusedBackward::ScratchBytes(a, rounds, big);
+  auto run = [&](const AttentionArgs& args, const BackwardArgs& grads, const UnfusedHeadRounds& r,
+                 const int32_t* device_heads, uint64_t bytes) {
+    return UnfusedBackward::Run(args, grads, r, device_heads, /*handle=*/nullptr, dummy, bytes, big,
+                                /*stream=*/nullptr);
+  };
+  AttentionArgs fp8 = a;
+  fp8.storage = static_cast<Storage>(7);
+  EXPECT_EQ(run(fp8, g, rounds, heads, needed).code(), absl::StatusCode::kFailedPrecondition);
+  BackwardArgs no_lse = g;
+  no_lse.lse = nullptr;
+  EXPECT_EQ(run(a, no_lse, rounds, heads, needed).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(run(a, g, rounds, nullptr, needed).code(), absl::StatusCode::kInvalidArgument);
+  AttentionArgs no_table = a;
+  no_table.rope_dims = 96;  // RoPE on, but no cos/sin table
+  EXPECT_EQ(run(no_table, g, rounds, heads, big).code(), absl::StatusCode::kInvalidArgument);
+  Problem mha = Base();
+  mha.layout = {};
+  mha.layout.kind = LayoutKind::kMha;
+  mha.layout.num_heads = 4;
+  const absl::Status other = run(a, g, RoundsOf(HeadMapOf(mha)), heads, big);
+  EXPECT_EQ(other.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(other.message()).find("head rounds"), std::string::npos) << other;
+  const absl::Status small = run(a, g, rounds, heads, needed - 1);
+  EXPECT_EQ(small.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(small.message()).find(std::to_string(needed)), std::string::npos) << small;
 }
 
 }  // namespace

@@ -2,10 +2,10 @@
 // x phase, on the traits of a Hopper and an Ampere device. For each combination the CUDA
 // backends must accept exactly what this test's own statement of their kernels says they
 // implement (written here, independently of kernels/cuda/flash/configs.h and support.cc; the
-// backward is cuda_reference's alone), every refusal must be FAILED_PRECONDITION naming a spec
-// field, and cuda_flash must route what it accepts to a kernel that implements it: the Hopper
-// kernel wherever it can, never one that cannot. A mask kind this walk does not know fails the
-// guard test, so a new mask cannot reach the fast paths unnoticed.
+// backward is cuda_unfused's and cuda_reference's), every refusal must be FAILED_PRECONDITION
+// naming a spec field, and cuda_flash must route what it accepts to a kernel that implements it:
+// the Hopper kernel wherever it can, never one that cannot. A mask kind this walk does not know
+// fails the guard test, so a new mask cannot reach the fast paths unnoticed.
 #include <string>
 #include <vector>
 
@@ -137,11 +137,17 @@ bool Sm90Implements(const Problem& p, const FlashDevice& d) {
          HoldsTile(kCompiled, {p.head_dim_qk, *p.head_dim_v}) && p.head_dim_qk % 8 == 0 &&
          *p.head_dim_v % 8 == 0 && (!p.rope.enabled || Rotary(p) % 8 == 0);
 }
-bool UnfusedImplements(const Problem& p) { return Backendwide(p) && NotFloat8(p); }
-// cuda_reference alone has a backward (reference_backward.cu), for everything it runs forward.
+// cuda_unfused (unfused_backward.cc) and cuda_reference (reference_backward.cu) have a backward,
+// for everything they run forward (the walk has no client expressions, which cuda_unfused's
+// backward refuses).
+bool CoreBackward(const Problem& p) {
+  return p.phase == Phase::kBackward && p.scope == Scope::kCore;
+}
+bool UnfusedImplements(const Problem& p) {
+  return (Backendwide(p) || CoreBackward(p)) && NotFloat8(p);
+}
 bool ReferenceImplements(const Problem& p) {
-  const bool backward = p.phase == Phase::kBackward && p.scope == Scope::kCore;
-  return (Backendwide(p) || backward) && NotFloat8(p);
+  return (Backendwide(p) || CoreBackward(p)) && NotFloat8(p);
 }
 
 FlashDevice Hopper() {
@@ -167,7 +173,7 @@ void ExpectRefusalNamesAField(const absl::Status& s, const std::string& context)
 }
 
 TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
-  int walked = 0, to_hopper = 0, to_sm80 = 0, reference_backward = 0;
+  int walked = 0, to_hopper = 0, to_sm80 = 0, unfused_backward = 0, reference_backward = 0;
   for (MaskKind mask : kMasks) {
     for (const Mods& mods : kMods) {
       for (DType dtype : kDtypes) {
@@ -207,7 +213,9 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
                                                                           : ReferenceImplements(p);
                 EXPECT_EQ(s.ok(), implements) << CudaBackendName(kind) << " " << where;
                 if (!s.ok()) ExpectRefusalNamesAField(s, where);
-                if (s.ok() && p.phase == Phase::kBackward) ++reference_backward;
+                if (s.ok() && p.phase == Phase::kBackward) {
+                  ++(kind == CudaBackendKind::kUnfused ? unfused_backward : reference_backward);
+                }
               }
             }
           }
@@ -218,7 +226,8 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
   EXPECT_GT(walked, 5000);
   EXPECT_GT(to_hopper, 1000);  // the walk exercises both kernels
   EXPECT_GT(to_sm80, 1000);
-  EXPECT_GT(reference_backward, 1000);  // and cuda_reference's backward
+  EXPECT_GT(unfused_backward, 1000);  // and both backwards
+  EXPECT_GT(reference_backward, 1000);
 }
 
 // A mask code no kernel lists (what an unmapped MaskKind becomes) is refused by both kernels.

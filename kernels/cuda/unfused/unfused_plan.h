@@ -1,0 +1,45 @@
+// What the unfused forward (unfused_attention.cc) and backward (unfused_backward.cc) plan their
+// scratch and cuBLAS calls with: alignment, the chunk bound, RoPE on/off from either kind of args,
+// element sizes and cuBLAS types of the storage. Host code only.
+#ifndef ATTNBENCH_KERNELS_CUDA_UNFUSED_UNFUSED_PLAN_H_
+#define ATTNBENCH_KERNELS_CUDA_UNFUSED_UNFUSED_PLAN_H_
+
+#include <library_types.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/common/attention_args.h"
+
+namespace attnbench::cuda::unfused {
+
+// Scratch regions start on 256 bytes, the alignment cudaMalloc gives and cuBLAS likes.
+inline constexpr uint64_t kAlignment = 256;
+// Batch counts above the grid's y/z limit have failed in some cuBLAS versions; more pairs than
+// this simply take more chunks.
+inline constexpr int64_t kMaxPairsPerChunk = 65535;
+
+inline uint64_t AlignUp(uint64_t bytes) {
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+}
+
+// RoPE is on when either the table (device args) or rope_dims (ShapeArgs, which has no device
+// pointers) says so, so a plan comes out the same from either.
+inline bool RopeOn(const AttentionArgs& a) { return a.rope_cos_sin != nullptr || a.rope_dims > 0; }
+
+inline uint64_t ElementBytes(Storage storage) { return storage == Storage::kFloat32 ? 4 : 2; }
+
+inline cudaDataType_t CublasType(Storage storage) {
+  switch (storage) {
+    case Storage::kFloat32:
+      return CUDA_R_32F;
+    case Storage::kFloat16:
+      return CUDA_R_16F;
+    case Storage::kBFloat16:
+      return CUDA_R_16BF;
+  }
+  return CUDA_R_32F;
+}
+
+}  // namespace attnbench::cuda::unfused
+
+#endif  // ATTNBENCH_KERNELS_CUDA_UNFUSED_UNFUSED_PLAN_H_
