@@ -7,6 +7,7 @@
 // backends' contract on the device: refusals, out-of-memory as a clean status with the device
 // usable afterwards, CUDA-graph replay and warm-cache rotation giving the same output, measured
 // ceilings. Skips (GTEST_SKIP) on a machine without a CUDA device.
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -193,7 +194,7 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
          p.d_model = 64;
          p.seq_len_kv = p.seq_len_q;
        }},
-      {"paged",
+      {"paged",  // cuda_flash and cuda_unfused only
        [](Problem& p) {
          p.phase = Phase::kDecode;
          p.seq_len_q = 1;
@@ -205,6 +206,12 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
     auto all = refusals;
     if (b->Name() == kCudaFlashBackend) {
       all.emplace_back("PHASE_BACKWARD", [](Problem& p) { p.phase = Phase::kBackward; });
+    }
+    // cuda_reference reads paged and quantized decode caches (CudaReferenceDecodeCacheTest).
+    if (b->Name() == kCudaReferenceBackend) {
+      all.erase(
+          std::remove_if(all.begin(), all.end(), [](const auto& r) { return r.first == "paged"; }),
+          all.end());
     }
     for (const auto& [what, edit] : all) {
       Problem p = BaseProblem();
@@ -223,6 +230,73 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Find(kCudaFlashBackend)->Prepare(BaseProblem(), 7).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// cuda_reference reads the decode cache as stored (kernels/spec/kv_cache_store.h): through the
+// page table, int8 / int4 dequantized per (token, head) scale, SAQ bands by age. Without RoPE the
+// cached keys are the inputs, so the tests' own quantization of the documented recipe gives the
+// exact expectation; with RoPE the result must stay within the server's tolerance of the
+// unquantized truth, and quantization must show (not silently read a native copy).
+TEST(CudaReferenceDecodeCacheTest, MatchesTheQuantizedCacheElementByElement) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* reference = Find(kCudaReferenceBackend);
+  ASSERT_NE(reference, nullptr);
+  const std::vector<std::pair<std::string, std::function<void(KvCache&)>>> formats = {
+      {"native", [](KvCache& c) { c.format = CacheFormat::kNative; }},
+      {"int8", [](KvCache& c) { c.format = CacheFormat::kInt8; }},
+      {"int4", [](KvCache& c) { c.format = CacheFormat::kInt4; }},
+      {"saq",
+       [](KvCache& c) {
+         c.saq_bands = {{40, CacheFormat::kNative},
+                        {100, CacheFormat::kInt8},
+                        {std::nullopt, CacheFormat::kInt4}};
+       }},
+      {"saq_short_bands",
+       [](KvCache& c) {
+         c.saq_bands = {{17, CacheFormat::kInt4}, {50, CacheFormat::kInt8}};
+       }},
+  };
+  for (const auto& [name, edit] : formats) {
+    for (bool paged : {false, true}) {
+      for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+        for (bool rope : {false, true}) {
+          Problem p = BaseProblem();
+          p.dtype = dtype;
+          p.phase = Phase::kDecode;
+          p.seq_len_q = 3;
+          p.seq_len_kv = 301;
+          p.head_dim_qk = 40;
+          p.head_dim_v = 23;  // odd: int4 packs a lone last element
+          p.mask.kind = MaskKind::kCausal;
+          p.alibi.enabled = true;
+          p.rope.enabled = rope;
+          p.kv_cache.paged = paged;
+          p.kv_cache.page_size_tokens = 32;
+          edit(p.kv_cache);
+          const std::string ctx =
+              absl::StrCat(name, paged ? " paged " : " ", DTypeName(dtype), rope ? " rope" : "");
+          const Ran r = RunOnce(*reference, p, IterationOptions{});
+          ASSERT_NE(r.workload, nullptr) << ctx;
+          const std::vector<double> truth = NaiveAttention(r.problem, r.workload->Inputs());
+          const double err = testing::RelativeError(r.output.values, truth);
+          EXPECT_LT(err, ToleranceFor(r.problem)) << ctx;
+          CheckOptions full;
+          full.full = true;
+          absl::StatusOr<CorrectnessReport> report =
+              CheckOutput(r.problem, r.workload->Inputs(), r.output, full);
+          ASSERT_TRUE(report.ok()) << report.status();
+          EXPECT_TRUE(report->passed) << ctx << ": " << report->relative_error;
+          if (rope) continue;
+          testing::NaiveOptions quantized;
+          quantized.quantize_cache = true;
+          testing::ExpectAllClose(r.output.values,
+                                  NaiveAttention(r.problem, r.workload->Inputs(), quantized),
+                                  r.output.shape, testing::TensorCoreKernelTolerance(dtype), ctx);
+          if (name != "native") EXPECT_GT(err, 1e-4) << ctx << ": quantization had no effect";
+        }
+      }
+    }
+  }
 }
 
 TEST(CudaBackendsTest, OutOfMemoryIsResourceExhaustedAndTheDeviceStaysUsable) {
