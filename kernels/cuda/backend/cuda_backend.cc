@@ -20,9 +20,11 @@
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_kv_cache.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/common/expression_args.h"
 #include "kernels/cuda/expr/device_expressions.h"
 #include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/flash/flash.h"
+#include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/reference/reference_attention.h"
 #include "kernels/cuda/reference/reference_backward.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
@@ -53,6 +55,26 @@ cuda::flash::FlashDevice FlashDeviceOf(int index) {
   return cuda::flash::DeviceOf(d.cc_major, d.cc_minor, d.smem_optin_bytes);
 }
 
+// The problem's expressions compiled (through the process-wide cache) and loaded on `device`,
+// the current device; null when the problem has none.
+absl::StatusOr<std::unique_ptr<cuda::DeviceExpressions>> LoadExpressions(const Problem& problem,
+                                                                         int device) {
+  absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
+  if (!exprs.ok()) return exprs.status();
+  if (*exprs == nullptr) return std::unique_ptr<cuda::DeviceExpressions>();
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return shapes.status();
+  std::vector<int32_t> query_heads, kv_heads;
+  for (const HeadPair& p : shapes->heads.map) {
+    query_heads.push_back(p.query_head);
+    kv_heads.push_back(p.kv_head);
+  }
+  const CudaDeviceInfo& d = CudaDevices()[device];
+  return cuda::DeviceExpressions::Create(
+      **exprs, query_heads, kv_heads, problem.seq_len_q, problem.seq_len_kv,
+      cuda::ExpressionArch(d.cc_major, d.cc_minor), cuda::SharedExpressionModuleCache());
+}
+
 // Enqueues one attention computation; the strategy a backend plugs into the shared workload.
 class Kernel {
  public:
@@ -62,13 +84,18 @@ class Kernel {
 
 class FlashKernel : public Kernel {
  public:
+  ~FlashKernel() override {
+    if (library_ != nullptr) cudaLibraryUnload(library_);
+  }
+
   // Builds what the kernel that will run needs beyond the problem's tables: its workspace, and
-  // for a block-sparse mask on the Hopper kernel the lists of kept K/V tiles (timed:
-  // MaskPreparationSeconds).
+  // for a block-sparse mask (or a mask_mod) on the Hopper kernel the lists of kept K/V tiles
+  // (timed: MaskPreparationSeconds). With client expressions, the kernel itself: compiled with
+  // NVRTC for them (flash/flash_rtc.h) on a cache miss, loaded on `device` (the current one).
   static absl::StatusOr<std::unique_ptr<FlashKernel>> Create(const Problem& problem,
                                                              const AttentionArgs& args,
                                                              const cuda::flash::FlashDevice& dev,
-                                                             int sms) {
+                                                             int sms, int device) {
     auto k = std::make_unique<FlashKernel>();
     if (const size_t bytes = cuda::flash::WorkspaceBytes(args, dev); bytes > 0) {
       absl::StatusOr<cuda::DeviceBuffer> ws =
@@ -76,12 +103,17 @@ class FlashKernel : public Kernel {
       if (!ws.ok()) return ws.status();
       k->workspace_ = *std::move(ws);
     }
+    if (problem.score_mod || problem.mask_mod) {
+      if (absl::Status s = k->LoadExpressionKernel(problem, args, dev, device); !s.ok()) return s;
+    }
     const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, dev);
     if (tiles.query == 0) return k;
     static_assert(kTilePlanPartial == cuda::kTilePartial, "one partial bit");
     const absl::Time start = absl::Now();
-    absl::StatusOr<TilePlan> plan = BuildTilePlan(
-        problem, tiles.query, tiles.kv, static_cast<int>(std::thread::hardware_concurrency()));
+    absl::StatusOr<TilePlan> plan =
+        problem.mask_mod ? k->MaskModPlan(problem, args, tiles)
+                         : BuildTilePlan(problem, tiles.query, tiles.kv,
+                                         static_cast<int>(std::thread::hardware_concurrency()));
     if (!plan.ok()) return plan.status();
     absl::StatusOr<cuda::DeviceBuffer> list = cuda::DeviceBuffer::Upload(
         plan->tiles.data(), plan->tiles.size() * sizeof(int32_t), "the block-sparse tile lists");
@@ -91,7 +123,10 @@ class FlashKernel : public Kernel {
     if (!offsets.ok()) return offsets.status();
     k->list_ = *std::move(list);
     k->offsets_ = *std::move(offsets);
-    const std::vector<int32_t> order = cuda::flash::ItemOrderFor(args, plan->offsets, sms);
+    k->lists_per_head_ = plan->per_head;
+    AttentionArgs with_lists = args;
+    with_lists.block_per_head = plan->per_head;
+    const std::vector<int32_t> order = cuda::flash::ItemOrderFor(with_lists, plan->offsets, sms);
     if (!order.empty()) {
       absl::StatusOr<cuda::DeviceBuffer> device_order = cuda::DeviceBuffer::Upload(
           order.data(), order.size() * sizeof(int32_t), "the balanced work-item order");
@@ -101,15 +136,21 @@ class FlashKernel : public Kernel {
     }
     k->tile_q_ = tiles.query;
     k->tile_kv_ = tiles.kv;
-    k->prepare_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
+    k->prepare_seconds_ += absl::ToDoubleSeconds(absl::Now() - start);
     return k;
   }
 
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    if (rtc_kernel_ != nullptr) {
+      return cuda::CudaStatus(
+          cuda::flash::LaunchRtc(rtc_kernel_, instance_, WithLists(args), stream),
+          "flash attention launch (compiled with the client expressions)");
+    }
     return cuda::CudaStatus(cuda::flash::Launch(WithLists(args), stream), "flash attention launch");
   }
 
-  // args with the workspace and the tile lists this kernel built (unchanged when none).
+  // args with the workspace, the tile lists and the expression tables this kernel built
+  // (unchanged when none).
   AttentionArgs WithLists(AttentionArgs args) const {
     if (workspace_.bytes() > 0) args.workspace = workspace_.get();
     if (tile_q_ > 0) {
@@ -117,21 +158,155 @@ class FlashKernel : public Kernel {
       args.block_tile_offsets = offsets_.as<int64_t>();
       args.block_tile_q = tile_q_;
       args.block_tile_kv = tile_kv_;
+      // A mask_mod's lists may be per (b, h) over a mask that is not: the kernel then reads them,
+      // and the block bitmap, per (b, h) (MaskModPlan copied the bitmap per (b, h)).
+      if (lists_per_head_) args.block_per_head = true;
+      if (bitmap_per_head_.bytes() > 0) args.block_bitmap = bitmap_per_head_.as<uint8_t>();
     }
     if (order_blocks_ > 0) {
       args.item_order = order_.as<int32_t>();
       args.item_order_blocks = order_blocks_;
     }
+    if (expression_args_.bytes() > 0) args.expressions = expression_args_.get();
     return args;
   }
   double prepare_seconds() const { return prepare_seconds_; }
+  double expression_compile_seconds() const { return compile_seconds_; }
 
  private:
+  // The kernel compiled with the problem's expressions and what it reads (ExpressionArgs); for
+  // a mask_mod on the sm_80 kernel, its tile classes, evaluated on the GPU (timed as mask
+  // preparation).
+  absl::Status LoadExpressionKernel(const Problem& problem, const AttentionArgs& args,
+                                    const cuda::flash::FlashDevice& dev, int device) {
+    absl::StatusOr<std::shared_ptr<const ProblemExpressions>> programs =
+        CompileExpressions(problem);
+    if (!programs.ok()) return programs.status();
+    programs_ = *std::move(programs);
+    absl::StatusOr<std::unique_ptr<cuda::DeviceExpressions>> exprs =
+        LoadExpressions(problem, device);
+    if (!exprs.ok()) return exprs.status();
+    exprs_ = *std::move(exprs);
+    const expr::Program* score = programs_->score_mod ? &*programs_->score_mod : nullptr;
+    const expr::Program* mask = programs_->mask_mod ? &*programs_->mask_mod : nullptr;
+    instance_ = cuda::flash::RtcInstanceOf(args, cuda::flash::RouteOf(args, dev), score != nullptr,
+                                           mask != nullptr);
+    if (instance_.route == cuda::flash::FlashRoute::kNone || instance_.tile < 0) {
+      return absl::FailedPreconditionError("backend cuda_flash: no kernel runs this problem");
+    }
+    absl::StatusOr<std::vector<std::string>> dirs = cuda::flash::FlashRtcIncludeDirs();
+    if (!dirs.ok()) return dirs.status();
+    const std::string arch = cuda::ExpressionArch(dev.cc_major, dev.cc_minor);
+    bool hit = false;
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<const cuda::ExpressionModule>> module =
+        cuda::SharedExpressionModuleCache().GetProgram(
+            cuda::flash::FlashRtcKey(instance_, score, mask, arch),
+            [&] { return cuda::flash::FlashRtcProgram(instance_, score, mask, *dirs); },
+            "attnbench_flash_expressions", arch, &hit);
+    if (!module.ok()) return module.status();
+    compile_seconds_ =
+        exprs_->compile_seconds() + (hit ? 0 : absl::ToDoubleSeconds(absl::Now() - start));
+    module_ = *std::move(module);
+    if (module_->compiled.lowered_names.size() != 1) {
+      return absl::InternalError("the flash kernel's NVRTC image names no kernel");
+    }
+    const std::string& cubin = module_->compiled.cubin;
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(
+        cudaLibraryLoadData(&library_, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaLibraryGetKernel(
+        &rtc_kernel_, library_, module_->compiled.lowered_names.front().c_str()));
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(reinterpret_cast<const void*>(rtc_kernel_),
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                        cuda::flash::RtcSmemBytes(instance_)));
+
+    cuda::ExpressionArgs ea;
+    ea.aux = exprs_->aux_table();
+    if (mask != nullptr && instance_.route == cuda::flash::FlashRoute::kSm80) {
+      const absl::Time classify = absl::Now();
+      absl::StatusOr<cuda::DeviceBuffer> tiles =
+          ClassifyMaskTiles(*mask, args, &ea.q_tiles, &ea.kv_tiles, &ea.per_head);
+      if (!tiles.ok()) return tiles.status();
+      mask_tiles_ = *std::move(tiles);
+      ea.mask_tiles = mask_tiles_.as<uint8_t>();
+      ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+      prepare_seconds_ += absl::ToDoubleSeconds(absl::Now() - classify);
+    }
+    absl::StatusOr<cuda::DeviceBuffer> ea_buffer =
+        cuda::DeviceBuffer::Upload(&ea, sizeof(ea), "the client expressions' kernel arguments");
+    if (!ea_buffer.ok()) return ea_buffer.status();
+    expression_args_ = *std::move(ea_buffer);
+    return absl::OkStatus();
+  }
+
+  // The mask_mod's class of every tile of the instance's tiles, on the GPU: per (b, h) when it
+  // reads b or a head, else one set for all.
+  absl::StatusOr<cuda::DeviceBuffer> ClassifyMaskTiles(const expr::Program& mask,
+                                                       const AttentionArgs& args, int64_t* q_tiles,
+                                                       int64_t* kv_tiles, int32_t* per_head) {
+    const int64_t lists =
+        mask.UsesBatch() || mask.UsesHead() ? static_cast<int64_t>(args.batch) * args.heads_out : 1;
+    *q_tiles = (args.seq_q + instance_.tile_q - 1) / instance_.tile_q;
+    *kv_tiles = (args.seq_kv + instance_.tile_kv - 1) / instance_.tile_kv;
+    *per_head = lists > 1 ? 1 : 0;
+    absl::StatusOr<cuda::DeviceBuffer> tiles = cuda::DeviceBuffer::Allocate(
+        static_cast<size_t>(lists * *q_tiles * *kv_tiles), "the mask_mod's tile classes");
+    if (!tiles.ok()) return tiles.status();
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(exprs_->ClassifyMaskTiles(instance_.tile_q, instance_.tile_kv,
+                                                             lists, tiles->as<uint8_t>(), nullptr));
+    return tiles;
+  }
+
+  // The Hopper kernel's tile lists under a mask_mod: its classes (GPU) intersected with the mask's
+  // own coverage (host). Over a block mask with one bitmap for all, lists per (b, h) need the
+  // bitmap per (b, h) too (the kernel indexes both by block_per_head): copied here.
+  absl::StatusOr<TilePlan> MaskModPlan(const Problem& problem, const AttentionArgs& args,
+                                       const cuda::flash::ListTiles& tiles) {
+    const expr::Program& mask = *programs_->mask_mod;
+    int64_t q_tiles = 0, kv_tiles = 0;
+    int32_t per_head = 0;
+    absl::StatusOr<cuda::DeviceBuffer> device_classes =
+        ClassifyMaskTiles(mask, args, &q_tiles, &kv_tiles, &per_head);
+    if (!device_classes.ok()) return device_classes.status();
+    std::vector<uint8_t> classes(device_classes->bytes());
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(classes.data(), device_classes->get(), classes.size(), cudaMemcpyDeviceToHost));
+    const int64_t lists = per_head ? static_cast<int64_t>(args.batch) * args.heads_out : 1;
+    absl::StatusOr<TilePlan> plan =
+        BuildTilePlanFromClasses(problem, tiles.query, tiles.kv, classes, lists,
+                                 static_cast<int>(std::thread::hardware_concurrency()));
+    if (!plan.ok()) return plan.status();
+    if (plan->per_head && args.mask == cuda::MaskCode::kBlock && !args.block_per_head) {
+      const size_t one = static_cast<size_t>(args.block_rows) * args.block_cols;
+      const int64_t copies = static_cast<int64_t>(args.batch) * args.heads_out;
+      absl::StatusOr<cuda::DeviceBuffer> bitmaps = cuda::DeviceBuffer::Allocate(
+          one * copies, "the block bitmap per (batch, head) for the mask_mod's tile lists");
+      if (!bitmaps.ok()) return bitmaps.status();
+      for (int64_t c = 0; c < copies; ++c) {
+        ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaMemcpy(
+            bitmaps->as<uint8_t>() + c * one, args.block_bitmap, one, cudaMemcpyDeviceToDevice));
+      }
+      bitmap_per_head_ = *std::move(bitmaps);
+    }
+    return plan;
+  }
+
   cuda::DeviceBuffer workspace_, list_, offsets_, order_;
   int order_blocks_ = 0;
   int tile_q_ = 0;
   int tile_kv_ = 0;
+  bool lists_per_head_ = false;
   double prepare_seconds_ = 0;
+  // Client expressions: the programs, their aux tensors on the device (and the tile classifier),
+  // the kernel compiled with them, and its arguments.
+  std::shared_ptr<const ProblemExpressions> programs_;
+  std::unique_ptr<cuda::DeviceExpressions> exprs_;
+  std::shared_ptr<const cuda::ExpressionModule> module_;
+  cudaLibrary_t library_ = nullptr;
+  cudaKernel_t rtc_kernel_ = nullptr;
+  cuda::flash::RtcInstance instance_;
+  cuda::DeviceBuffer mask_tiles_, expression_args_, bitmap_per_head_;
+  double compile_seconds_ = 0;
 };
 
 class ReferenceKernel : public Kernel {
@@ -347,26 +522,6 @@ class UnfusedKernel : public Kernel {
   std::unique_ptr<cuda::DeviceExpressions> expressions_;
 };
 
-// The problem's expressions compiled (through the process-wide cache) and loaded on `device`,
-// the current device; null when the problem has none.
-absl::StatusOr<std::unique_ptr<cuda::DeviceExpressions>> LoadExpressions(const Problem& problem,
-                                                                         int device) {
-  absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
-  if (!exprs.ok()) return exprs.status();
-  if (*exprs == nullptr) return std::unique_ptr<cuda::DeviceExpressions>();
-  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
-  if (!shapes.ok()) return shapes.status();
-  std::vector<int32_t> query_heads, kv_heads;
-  for (const HeadPair& p : shapes->heads.map) {
-    query_heads.push_back(p.query_head);
-    kv_heads.push_back(p.kv_head);
-  }
-  const CudaDeviceInfo& d = CudaDevices()[device];
-  return cuda::DeviceExpressions::Create(
-      **exprs, query_heads, kv_heads, problem.seq_len_q, problem.seq_len_kv,
-      cuda::ExpressionArch(d.cc_major, d.cc_minor), cuda::SharedExpressionModuleCache());
-}
-
 class CudaWorkload : public Workload {
  public:
   CudaWorkload(int device, AttentionInputs inputs, std::unique_ptr<cuda::DeviceProblem> problem)
@@ -395,11 +550,14 @@ class CudaWorkload : public Workload {
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop_));
     switch (kind) {
       case Kind::kFlash: {
+        // Client expressions are compiled here, in Prepare, so NVRTC never runs inside a timed
+        // iteration.
         absl::StatusOr<std::unique_ptr<FlashKernel>> k =
             FlashKernel::Create(problem, problem_->Args(0), FlashDeviceOf(device_),
-                                CudaDevices()[device_].description.compute_units);
+                                CudaDevices()[device_].description.compute_units, device_);
         if (!k.ok()) return k.status();
         flash_ = k->get();
+        expression_compile_seconds_ = (*k)->expression_compile_seconds();
         kernel_ = *std::move(k);
         break;
       }
@@ -626,10 +784,23 @@ class CudaBackend : public Backend {
       const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, FlashDeviceOf(0));
       if (tiles.query > 0) bytes += TilePlanMaxBytes(problem, tiles.query, tiles.kv);
       bytes += cuda::flash::WorkspaceBytes(args, FlashDeviceOf(0));
+      if (problem.mask_mod) {
+        // The mask_mod's tile classes (a byte per tile and (b, h) at most, the smallest tiles
+        // being 128 x 32), and the block bitmap per (b, h) (MaskModPlan).
+        const uint64_t pairs = static_cast<uint64_t>(shapes->batch) *
+                               static_cast<uint64_t>(shapes->heads.num_output_heads);
+        bytes += pairs * static_cast<uint64_t>((shapes->seq_q + 127) / 128) *
+                 static_cast<uint64_t>((shapes->seq_kv + 31) / 32);
+        if (args.mask == cuda::MaskCode::kBlock) {
+          bytes += pairs * static_cast<uint64_t>(args.block_rows) * args.block_cols;
+        }
+      }
     }
     if (kind_ == Kind::kUnfused) {
       bytes += kCublasWorkspaceBytes + UnfusedScratchBytes(problem, *shapes);
       if (problem.phase == Phase::kBackward) bytes += UnfusedRoundTableBytes(*shapes);
+    }
+    if (kind_ != Kind::kReference) {
       // The expressions' aux tensors as float, their table and the head-map columns.
       for (const NamedTensor& t : problem.aux) {
         uint64_t elements = 1;

@@ -10,6 +10,7 @@
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
+#include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/modifiers.h"
 #include "kernels/spec/shapes.h"
@@ -116,15 +117,24 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
           "head dims up to 256; other dims run on the next compiled size, zero-padded");
       s.kernels = {KernelSupportOf(cuda::flash::Sm90AllowList()),
                    KernelSupportOf(cuda::flash::Sm80AllowList())};
+      // Client expressions: the fused kernel of the route compiled with NVRTC for them, on both
+      // kernels (flash/flash_rtc.h).
+      s.modifiers.push_back(Modifier::kScoreMod);
+      s.modifiers.push_back(Modifier::kMaskMod);
+      s.limitations.emplace_back(
+          "score_mod / mask_mod: the fused kernel compiled with them by NVRTC when the run is "
+          "prepared (libnvrtc and the CUDA toolkit's headers needed; cached per process, "
+          "RunResult.expression_compile_ms); mask_mod tiles classified on the GPU before timing "
+          "(mask_preparation_ms)");
       s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
       s.limitations.emplace_back(
           "decode: contiguous native cache only (no paging, no int8/int4/SAQ)");
       s.auto_priority = 30;
       break;
     case CudaBackendKind::kUnfused:
-      // Client expressions run here alone among the CUDA backends: the materialized float32
-      // scores take per-pair kernels compiled with NVRTC, with ALiBi and softcap moved out of
-      // the softmax into a pass before them so the order stays variants.md §4b's.
+      // Client expressions: the materialized float32 scores take per-pair kernels compiled with
+      // NVRTC, with ALiBi and softcap moved out of the softmax into a pass before them so the
+      // order stays variants.md §4b's.
       s.modifiers.push_back(Modifier::kScoreMod);
       s.modifiers.push_back(Modifier::kMaskMod);
       s.phases.push_back(Phase::kBackward);
@@ -183,6 +193,14 @@ absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
     return absl::FailedPreconditionError(absl::StrCat(
         "backend ", name, " compiles ", problem.score_mod ? "spec.score_mod" : "spec.mask_mod",
         " with NVRTC, and libnvrtc could not be loaded on this server"));
+  }
+  // cuda_flash compiles its kernel with them, which needs the toolkit's headers as well.
+  if ((problem.score_mod || problem.mask_mod) && kind == CudaBackendKind::kFlash) {
+    if (absl::StatusOr<std::vector<std::string>> dirs = cuda::flash::FlashRtcIncludeDirs();
+        !dirs.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("backend ", name, ": ", dirs.status().message()));
+    }
   }
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();

@@ -23,6 +23,9 @@ enum class MaskCode : int32_t { kNone = 0, kCausal = 1, kWindow = 2, kBlock = 3,
 inline constexpr uint32_t kModifierRope = 1u << 0;
 inline constexpr uint32_t kModifierAlibi = 1u << 1;
 inline constexpr uint32_t kModifierSoftcap = 1u << 2;
+// Client expressions (§4b): only cuda_flash's NVRTC builds run them (flash/flash_rtc.h).
+inline constexpr uint32_t kModifierScoreMod = 1u << 3;
+inline constexpr uint32_t kModifierMaskMod = 1u << 4;
 
 // Set in a block_tiles entry when the tile is only partly kept.
 inline constexpr int32_t kTilePartial = -2147483647 - 1;  // the sign bit
@@ -100,6 +103,10 @@ struct AttentionArgs {
   const float* alibi_slopes = nullptr;
   // Softcap (§4.3): s = softcap * tanh(s / softcap). Zero: none.
   float softcap = 0;
+
+  // Client score_mod / mask_mod (§4b): a device ExpressionArgs (common/expr_hooks.cuh) that only
+  // cuda_flash's NVRTC-built kernels read. Null otherwise.
+  const void* expressions = nullptr;
 
   // Device scratch a kernel needs beside its inputs and output, at least the bytes its launcher
   // asks for (cuda_flash: flash::WorkspaceBytes, e.g. the Hopper kernel's RoPE-rotated K); the

@@ -57,6 +57,8 @@ absl::StatusOr<std::unique_ptr<DeviceExpressions>> DeviceExpressions::Create(
   if (mask != nullptr) {
     ATTNBENCH_CUDA_RETURN_IF_ERROR(
         cudaLibraryGetKernel(&d->mask_scores_, d->library_, "attnbench_mask_scores"));
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(
+        cudaLibraryGetKernel(&d->mask_tiles_, d->library_, "attnbench_mask_tiles"));
   }
 
   // Aux tensors, each in its own allocation, and the table of them the emitted code indexes
@@ -119,6 +121,29 @@ cudaError_t DeviceExpressions::ApplyScoreMod(float* scores, int64_t bh0, int64_t
 cudaError_t DeviceExpressions::ApplyMaskMod(float* scores, int64_t bh0, int64_t bh_count,
                                             int64_t row0, int64_t rows, cudaStream_t stream) const {
   return LaunchPairs(mask_scores_, scores, bh0, bh_count, row0, rows, stream);
+}
+
+cudaError_t DeviceExpressions::ClassifyMaskTiles(int tile_q, int tile_kv, int64_t bh_count,
+                                                 uint8_t* tiles, cudaStream_t stream) const {
+  if (mask_tiles_ == nullptr || tiles == nullptr || tile_q <= 0 || tile_kv <= 0 || bh_count <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t q_tiles = (seq_q_ + tile_q - 1) / tile_q;
+  const int64_t kv_tiles = (seq_kv_ + tile_kv - 1) / tile_kv;
+  if (kv_tiles > kMaxBlocks || q_tiles > 65535 || bh_count > 65535) {
+    return cudaErrorInvalidConfiguration;
+  }
+  // The kernel's parameters, exactly as declared (kCommonParams, then the tiles).
+  const void* aux = aux_table_.get();
+  const int* hq = query_heads_.as<const int>();
+  const int* hkv = kv_heads_.as<const int>();
+  long long heads = heads_, sq = seq_q_, skv = seq_kv_;  // NOLINT(runtime/int)
+  int tq = tile_q, tkv = tile_kv;
+  void* args[] = {&aux, &hq, &hkv, &heads, &sq, &skv, &tq, &tkv, &tiles};
+  const dim3 grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(q_tiles),
+                  static_cast<unsigned>(bh_count));
+  return cudaLaunchKernel(reinterpret_cast<const void*>(mask_tiles_), grid, dim3(kThreads), args, 0,
+                          stream);
 }
 
 }  // namespace attnbench::cuda

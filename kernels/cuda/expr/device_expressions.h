@@ -50,6 +50,17 @@ class DeviceExpressions {
   cudaError_t ApplyMaskMod(float* scores, int64_t bh0, int64_t bh_count, int64_t row0, int64_t rows,
                            cudaStream_t stream) const;
 
+  // For kernels compiled with the expressions themselves (cuda_flash's NVRTC builds): the
+  // AttnbenchAux table in device memory (null without aux tensors), and the mask_mod's class of
+  // every tile of tile_q query rows x tile_kv keys of pairs bh = 0 .. bh_count - 1 (bh_count 1
+  // when the mask_mod reads neither b nor a head: the classes of every pair) written to
+  // tiles[(bh * q_tiles + qt) * kv_tiles + kt]: 0 keeps no pair, 1 some, 2 every pair
+  // (attnbench_mask_tiles, every pair evaluated). Enqueued on `stream`; cudaErrorInvalidValue
+  // without a mask_mod, cudaErrorInvalidConfiguration past the grid's limits.
+  const void* aux_table() const { return aux_table_.get(); }
+  cudaError_t ClassifyMaskTiles(int tile_q, int tile_kv, int64_t bh_count, uint8_t* tiles,
+                                cudaStream_t stream) const;
+
  private:
   DeviceExpressions() = default;
   cudaError_t LaunchPairs(cudaKernel_t kernel, float* scores, int64_t bh0, int64_t bh_count,
@@ -59,6 +70,7 @@ class DeviceExpressions {
   cudaLibrary_t library_ = nullptr;
   cudaKernel_t score_pairs_ = nullptr;
   cudaKernel_t mask_scores_ = nullptr;
+  cudaKernel_t mask_tiles_ = nullptr;
   std::vector<DeviceBuffer> aux_data_;
   DeviceBuffer aux_table_, query_heads_, kv_heads_;
   int64_t heads_ = 0, seq_q_ = 0, seq_kv_ = 0;

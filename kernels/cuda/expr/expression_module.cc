@@ -130,7 +130,19 @@ std::string ExpressionModuleKey(const expr::Program* score_mod, const expr::Prog
 absl::StatusOr<std::shared_ptr<const ExpressionModule>> ExpressionModuleCache::Get(
     const expr::Program* score_mod, const expr::Program* mask_mod, const std::string& arch,
     bool* hit) {
-  const std::string key = ExpressionModuleKey(score_mod, mask_mod, arch);
+  return GetProgram(
+      ExpressionModuleKey(score_mod, mask_mod, arch),
+      [&] {
+        NvrtcProgram program;
+        program.source = ExpressionModuleSource(score_mod, mask_mod);
+        return program;
+      },
+      "attnbench_expressions", arch, hit);
+}
+
+absl::StatusOr<std::shared_ptr<const ExpressionModule>> ExpressionModuleCache::GetProgram(
+    const std::string& key, const std::function<NvrtcProgram()>& make, absl::string_view name,
+    const std::string& arch, bool* hit) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = index_.find(key);
@@ -144,8 +156,7 @@ absl::StatusOr<std::shared_ptr<const ExpressionModule>> ExpressionModuleCache::G
   if (hit != nullptr) *hit = false;
   // Compiled outside the lock: seconds of NVRTC must not hold up other requests' hits.
   std::string log;
-  absl::StatusOr<CompiledCubin> compiled = CompileToCubin(
-      ExpressionModuleSource(score_mod, mask_mod), "attnbench_expressions", arch, {}, &log);
+  absl::StatusOr<CompiledCubin> compiled = CompileProgram(make(), name, arch, &log);
   if (!compiled.ok()) {
     FailureLog failure_log;
     {

@@ -31,6 +31,7 @@
 #include <unordered_map>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/expr/program.h"
 
@@ -71,6 +72,13 @@ class ExpressionModuleCache {
                                                               const expr::Program* mask_mod,
                                                               const std::string& arch,
                                                               bool* hit = nullptr);
+  // The image cached under `key` (which must say everything the program depends on, the
+  // architecture included), compiled from make() on a miss: how cuda_flash caches its kernels
+  // built with a request's expressions (kernels/cuda/flash/flash_rtc.h) in the same bounded cache,
+  // counted in the same statistics.
+  absl::StatusOr<std::shared_ptr<const ExpressionModule>> GetProgram(
+      const std::string& key, const std::function<NvrtcProgram()>& make, absl::string_view name,
+      const std::string& arch, bool* hit = nullptr);
   ExpressionCacheStats Stats() const;
 
   // Receives, for every failed compile, the status and NVRTC's log (which the status leaves out:

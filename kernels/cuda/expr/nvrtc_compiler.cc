@@ -22,6 +22,8 @@ struct Nvrtc {
   decltype(&nvrtcGetCUBIN) cubin = nullptr;
   decltype(&nvrtcDestroyProgram) destroy = nullptr;
   decltype(&nvrtcGetErrorString) error_string = nullptr;
+  decltype(&nvrtcAddNameExpression) add_name = nullptr;
+  decltype(&nvrtcGetLoweredName) lowered_name = nullptr;
   bool ok = false;
 };
 
@@ -39,7 +41,9 @@ const Nvrtc& Api() {
            resolve(n.log_size, "nvrtcGetProgramLogSize") && resolve(n.log, "nvrtcGetProgramLog") &&
            resolve(n.cubin_size, "nvrtcGetCUBINSize") && resolve(n.cubin, "nvrtcGetCUBIN") &&
            resolve(n.destroy, "nvrtcDestroyProgram") &&
-           resolve(n.error_string, "nvrtcGetErrorString");
+           resolve(n.error_string, "nvrtcGetErrorString") &&
+           resolve(n.add_name, "nvrtcAddNameExpression") &&
+           resolve(n.lowered_name, "nvrtcGetLoweredName");
     return n;
   }();
   return api;
@@ -53,6 +57,16 @@ absl::StatusOr<CompiledCubin> CompileToCubin(const std::string& source, absl::st
                                              absl::string_view arch,
                                              const std::vector<std::string>& options,
                                              std::string* log_out) {
+  NvrtcProgram program;
+  program.source = source;
+  program.options = options;
+  return CompileProgram(program, name, arch, log_out);
+}
+
+absl::StatusOr<CompiledCubin> CompileProgram(const NvrtcProgram& input, absl::string_view name,
+                                             absl::string_view arch, std::string* log_out) {
+  const std::string& source = input.source;
+  const std::vector<std::string>& options = input.options;
   const Nvrtc& api = Api();
   if (!api.ok) {
     return absl::FailedPreconditionError(
@@ -61,11 +75,24 @@ absl::StatusOr<CompiledCubin> CompileToCubin(const std::string& source, absl::st
   }
   const std::string program_name = absl::StrCat(name, ".cu");
   nvrtcProgram program = nullptr;
+  std::vector<const char*> header_texts, header_names;
+  for (const auto& [include_name, text] : input.headers) {
+    header_names.push_back(include_name.c_str());
+    header_texts.push_back(text.c_str());
+  }
   nvrtcResult r =
-      api.create(&program, source.c_str(), program_name.c_str(), 0, nullptr, nullptr);
+      api.create(&program, source.c_str(), program_name.c_str(),
+                 static_cast<int>(header_texts.size()), header_texts.data(), header_names.data());
   if (r != NVRTC_SUCCESS) {
-    return absl::InternalError(absl::StrCat("nvrtcCreateProgram for ", name, ": ",
-                                            api.error_string(r)));
+    return absl::InternalError(
+        absl::StrCat("nvrtcCreateProgram for ", name, ": ", api.error_string(r)));
+  }
+  for (const std::string& e : input.name_expressions) {
+    if ((r = api.add_name(program, e.c_str())) != NVRTC_SUCCESS) {
+      api.destroy(&program);
+      return absl::InternalError(
+          absl::StrCat("nvrtcAddNameExpression for ", name, ": ", api.error_string(r)));
+    }
   }
   std::vector<std::string> all = {"-std=c++17", "--fmad=false", absl::StrCat("-arch=", arch)};
   all.insert(all.end(), options.begin(), options.end());
@@ -86,6 +113,14 @@ absl::StatusOr<CompiledCubin> CompileToCubin(const std::string& source, absl::st
     api.destroy(&program);
     return absl::InternalError(absl::StrCat("NVRTC could not compile ", name, " for ", arch, ": ",
                                             api.error_string(r), " (log in the server's log)"));
+  }
+  for (const std::string& e : input.name_expressions) {
+    const char* lowered = nullptr;
+    if (api.lowered_name(program, e.c_str(), &lowered) != NVRTC_SUCCESS || lowered == nullptr) {
+      api.destroy(&program);
+      return absl::InternalError(absl::StrCat("NVRTC gave no lowered name for ", e, " in ", name));
+    }
+    out.lowered_names.emplace_back(lowered);  // owned by the program: copied before destroy
   }
   size_t size = 0;
   if (api.cubin_size(program, &size) != NVRTC_SUCCESS || size == 0) {

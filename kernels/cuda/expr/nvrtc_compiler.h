@@ -6,6 +6,7 @@
 #define ATTNBENCH_KERNELS_CUDA_EXPR_NVRTC_COMPILER_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -14,9 +15,21 @@
 namespace attnbench::cuda {
 
 struct CompiledCubin {
-  std::string cubin;     // the image for cudaLibraryLoadData
-  std::string log;       // NVRTC's log (warnings), for the server's log only
-  double seconds = 0;    // wall time of nvrtcCompileProgram
+  std::string cubin;   // the image for cudaLibraryLoadData
+  std::string log;     // NVRTC's log (warnings), for the server's log only
+  double seconds = 0;  // wall time of nvrtcCompileProgram
+  // The lowered (mangled) names of NvrtcProgram::name_expressions, in their order.
+  std::vector<std::string> lowered_names;
+};
+
+// A program beyond one plain source: in-memory headers (include name, text) that #include finds
+// before any -I directory, and name expressions ("&ns::Kernel<...>") whose template instances
+// NVRTC is to compile and whose lowered names it returns.
+struct NvrtcProgram {
+  std::string source;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::string> name_expressions;
+  std::vector<std::string> options;  // added to CompileToCubin's defaults
 };
 
 // Whether libnvrtc could be loaded (and every entry point resolved).
@@ -30,6 +43,11 @@ bool NvrtcAvailable();
 absl::StatusOr<CompiledCubin> CompileToCubin(const std::string& source, absl::string_view name,
                                              absl::string_view arch,
                                              const std::vector<std::string>& options = {},
+                                             std::string* log_out = nullptr);
+
+// The same for `program`; INTERNAL also when a name expression has no lowered name.
+absl::StatusOr<CompiledCubin> CompileProgram(const NvrtcProgram& program, absl::string_view name,
+                                             absl::string_view arch,
                                              std::string* log_out = nullptr);
 
 }  // namespace attnbench::cuda

@@ -16,6 +16,11 @@ namespace attnbench::cuda::flash {
 // tile coverage (kernels/spec/tile_plan.h), testing pairs only in partly kept tiles with the
 // mask's device predicate; the interval masks (none, causal, window) need no list.
 constexpr bool UsesTileLists(MaskCode mask) { return mask == MaskCode::kBlock; }
+// Whether the Hopper kernel that runs `a` walks tile lists: a block-sparse mask, or a client
+// mask_mod (lists built from its tile classes intersected with the mask's coverage; flash_rtc.h).
+constexpr bool Sm90WalksTileLists(const AttentionArgs& a) {
+  return UsesTileLists(a.mask) || (a.modifiers & kModifierMaskMod) != 0;
+}
 // Masks that keep one contiguous key interval per query row: their tile policy needs no lists.
 constexpr bool IsIntervalMask(MaskCode mask) {
   return mask == MaskCode::kNone || mask == MaskCode::kCausal || mask == MaskCode::kWindow;
@@ -45,6 +50,7 @@ inline constexpr Sm90Tile kSm90Tiles[] = {
 };
 inline constexpr int kNumSm90Tiles = sizeof(kSm90Tiles) / sizeof(kSm90Tiles[0]);
 inline constexpr int kSm90BlockQ = 128;
+inline constexpr int kSm90Threads = 384;  // a producer and two consumer warpgroups
 // How the Hopper kernel evaluates the softcap's tanh: two scores per tanh.approx.f16x2 (true) or
 // one per tanh.approx.f32 (false). Chosen by measurement (bench/flash_dev/NOTES.md, softcap).
 inline constexpr bool kSm90PackedTanh = false;

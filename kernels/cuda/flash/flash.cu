@@ -23,7 +23,16 @@ std::string PolicyText(const AttentionArgs& args) {
   if ((mods & kModsAlibi) != 0) out += (args.modifiers & kModifierAlibi) ? " +alibi" : " +scale";
   if ((mods & kModsSoftcap) != 0) out += " +softcap";
   if ((args.modifiers & kModifierRope) != 0) out += " +rope";
-  if (UsesTileLists(args.mask)) out += " +tile-list";
+  if (Sm90WalksTileLists(args)) out += " +tile-list";
+  return out;
+}
+
+// Client expressions, compiled with NVRTC (flash_rtc.h).
+std::string ExpressionText(const AttentionArgs& args) {
+  std::string out;
+  if ((args.modifiers & kModifierScoreMod) != 0) out += " +score_mod";
+  if ((args.modifiers & kModifierMaskMod) != 0) out += " +mask_mod";
+  if (!out.empty()) out += " (nvrtc)";
   return out;
 }
 
@@ -56,13 +65,14 @@ std::string KernelName(const AttentionArgs& args, const FlashDevice& device) {
       return Sm90AllowList().name + " D=" + std::to_string(t.dim_qk) + "/" +
              std::to_string(t.dim_v) + " Br=" + std::to_string(kSm90BlockQ) +
              " Bc=" + std::to_string(t.block_kv) + " stages=" + std::to_string(t.stages) +
-             PolicyText(args);
+             PolicyText(args) + ExpressionText(args);
     }
     case FlashRoute::kSm80: {
       const Sm80Tile& t = kSm80Tiles[PickTile(kSm80Tiles, args.dim_qk, args.dim_v)];
       return Sm80AllowList().name + " D=" + std::to_string(t.dim_qk) + "/" +
              std::to_string(t.dim_v) +
-             (Sm80CommonBuild(args) ? " (common-case build)" : " (general build)");
+             (Sm80CommonBuild(args) ? " (common-case build)" : " (general build)") +
+             ExpressionText(args);
     }
     case FlashRoute::kNone:
       break;
@@ -71,13 +81,13 @@ std::string KernelName(const AttentionArgs& args, const FlashDevice& device) {
 }
 
 ListTiles BlockListTiles(const AttentionArgs& args, const FlashDevice& device) {
-  if (!UsesTileLists(args.mask) || RouteOf(args, device) != FlashRoute::kSm90) return {};
+  if (!Sm90WalksTileLists(args) || RouteOf(args, device) != FlashRoute::kSm90) return {};
   return {kSm90BlockQ, kSm90Tiles[PickTile(kSm90Tiles, args.dim_qk, args.dim_v)].block_kv};
 }
 
 std::vector<int32_t> ItemOrderFor(const AttentionArgs& args, const std::vector<int64_t>& offsets,
                                   int sms) {
-  if (!UsesTileLists(args.mask) || sms <= 0 || offsets.empty()) return {};
+  if (!Sm90WalksTileLists(args) || sms <= 0 || offsets.empty()) return {};
   const std::vector<int64_t> work = TileListWork(args, offsets, kSm90BlockQ);
   if (work.empty() || work.size() > 0x7fffffffu) return {};
   int64_t total = 0;
@@ -86,6 +96,28 @@ std::vector<int32_t> ItemOrderFor(const AttentionArgs& args, const std::vector<i
     return {};
   }
   return BalancedItemOrder(work, static_cast<int>(std::min<size_t>(work.size(), sms)));
+}
+
+RtcInstance RtcInstanceOf(const AttentionArgs& args, FlashRoute route, bool score_mod,
+                          bool mask_mod) {
+  RtcInstance i;
+  i.route = route;
+  i.storage = args.storage;
+  i.score_mod = score_mod;
+  i.mask_mod = mask_mod;
+  if (route == FlashRoute::kSm90) {
+    i.tile = PickTile(kSm90Tiles, args.dim_qk, args.dim_v);
+    i.mods = ScoreModsOf(args);
+    i.rope = (args.modifiers & kModifierRope) != 0;
+    i.tile_lists = UsesTileLists(args.mask) || mask_mod;
+    i.tile_q = kSm90BlockQ;
+    if (i.tile >= 0) i.tile_kv = kSm90Tiles[i.tile].block_kv;
+  } else if (route == FlashRoute::kSm80) {
+    i.tile = PickTile(kSm80Tiles, args.dim_qk, args.dim_v);
+    i.tile_q = kSm80BlockQ;
+    if (i.tile >= 0) i.tile_kv = kSm80Tiles[i.tile].block_kv;
+  }
+  return i;
 }
 
 size_t WorkspaceBytes(const AttentionArgs& args, const FlashDevice& device) {
@@ -99,6 +131,8 @@ cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream) {
       ((args.modifiers & kModifierAlibi) != 0 && args.alibi_slopes == nullptr)) {
     return cudaErrorInvalidValue;
   }
+  // Client expressions run only in the kernels compiled for them (flash_rtc_launch.h).
+  if ((args.modifiers & (kModifierScoreMod | kModifierMaskMod)) != 0) return cudaErrorNotSupported;
   switch (RouteOf(args, CurrentDevice())) {
     case FlashRoute::kSm90:
       return LaunchSm90(args, stream);

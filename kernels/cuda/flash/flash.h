@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,32 @@ std::vector<int32_t> ItemOrderFor(const AttentionArgs& args, const std::vector<i
 // Device scratch (AttentionArgs::workspace) the kernel that runs `args` needs: under RoPE on the
 // Hopper kernel, K rotated once per problem (launchers.h, RotateKeys); 0 otherwise.
 size_t WorkspaceBytes(const AttentionArgs& args, const FlashDevice& device);
+
+// The kernel instance cuda_flash compiles with NVRTC for a request with client expressions
+// (flash_rtc.h): the route's kernel template with these parameters.
+struct RtcInstance {
+  FlashRoute route = FlashRoute::kNone;
+  Storage storage = Storage::kFloat16;
+  int tile = -1;            // the row of kSm90Tiles / kSm80Tiles
+  int mods = 0;             // Hopper: ScoreModBits (the sm_80 general build reads them per launch)
+  bool rope = false;        // Hopper: RoPE policy
+  bool tile_lists = false;  // Hopper: walks tile lists (a block-sparse mask, or a mask_mod)
+  bool score_mod = false;
+  bool mask_mod = false;
+  // The tile size the mask_mod is classified for: (query rows, keys) of the route's tiles.
+  int tile_q = 0;
+  int tile_kv = 0;
+};
+RtcInstance RtcInstanceOf(const AttentionArgs& args, FlashRoute route, bool score_mod,
+                          bool mask_mod);
+// The dynamic shared memory its kernel takes (cudaFuncSetAttribute before the first launch).
+int RtcSmemBytes(const RtcInstance& instance);
+// Launches `kernel`, the instance's NVRTC build loaded with the runtime's library API, on `args`
+// (with AttentionArgs::expressions set) with the grid, block, dynamic shared memory and parameters
+// LaunchSm90 / LaunchSm80 give the precompiled kernel it stands for (launchers.h: PrepareSm90,
+// Sm80Grid), on `stream`.
+cudaError_t LaunchRtc(cudaKernel_t kernel, const RtcInstance& instance, const AttentionArgs& args,
+                      cudaStream_t stream);
 
 // Launches the kernel RouteOf picks on `stream` (no synchronization). cudaErrorNotSupported when
 // no kernel runs args; cudaErrorInvalidValue when a table it needs is missing.

@@ -60,6 +60,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/common/expr_hooks.cuh"
 #include "kernels/cuda/common/mask.cuh"
 #include "kernels/cuda/common/ptx.cuh"
 #include "kernels/cuda/common/score_mods.cuh"
@@ -200,9 +201,13 @@ __device__ __forceinline__ void LoadTileSync(T* smem, const T* src, int64_t row_
 // Grid: FlashGrid<Cfg::kTilesInY>; dynamic shared memory Cfg::kSmemBytes. kGeneral = false
 // compiles the common case only (see the header comment): every load through cp.async, no
 // ALiBi / softcap, no block mask; the host picks it whenever a request allows (FastPathOk).
-template <typename T, typename Cfg, bool kGeneral>
+// Expr: client expressions (common/expr_hooks.cuh), set only by cuda_flash's NVRTC build, on the
+// general build: score_mod after the built-in modifiers, mask_mod per element in the tiles that
+// neither the mask's coverage nor the mask_mod's tile classes decide whole.
+template <typename T, typename Cfg, bool kGeneral, typename Expr = NoExpressions>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     FlashForwardKernel(const AttentionArgs args, const FlashFlags flags) {
+  static_assert(kGeneral || (!Expr::kScoreMod && !Expr::kMaskMod), "expressions: general build");
   constexpr int kD = Cfg::kD;
   constexpr int kDv = Cfg::kDv;
   constexpr int kBr = Cfg::kBr;
@@ -243,6 +248,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       const int64_t j0 = static_cast<int64_t>(t) * kBc;
       const int64_t j1 = j0 + kBc < seq_kv ? j0 + kBc : seq_kv;
       cov = TileCoverage(args, b, h, i0, i1, j0, j1);
+      if constexpr (Expr::kMaskMod) {
+        if (cov != Coverage::kNone) {
+          const int c = MaskModTileClass(static_cast<const ExpressionArgs*>(args.expressions), b, h,
+                                         args.heads_out, qtile, t);
+          if (c == 0) cov = Coverage::kNone;
+          if (c == 1) cov = Coverage::kPartial;
+        }
+      }
       if (cov != Coverage::kNone) return t;
     }
     return t_end;
@@ -417,10 +430,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         mods.template Apply<kNT>(s[mi], rel);
       }
     }
+    // Client expressions (NVRTC builds only; compiled out otherwise).
+    [[maybe_unused]] auto place = [&](int mi) {
+      const int64_t pos = row0 + 16 * mi + args.offset;
+      return FragmentPlace{b, h, qh, kh, {pos, pos + 8}, jl};
+    };
+    [[maybe_unused]] auto aux = [&] {
+      return static_cast<const ExpressionArgs*>(args.expressions)->aux;
+    };
+    if constexpr (Expr::kScoreMod) {
+#pragma unroll
+      for (int mi = 0; mi < kM; ++mi) {
+        ScoreModFragment<Expr, kNT>(s[mi], ScoreUnit(mods, args), place(mi), aux());
+      }
+    }
     if (cov == Coverage::kPartial || j0 + kBc > seq_kv) {
       const bool partial = cov == Coverage::kPartial;
-      if (!kGeneral || !partial || args.mask == MaskCode::kCausal ||
-          args.mask == MaskCode::kWindow) {
+      if (!kGeneral || !partial ||
+          (!Expr::kMaskMod && (args.mask == MaskCode::kCausal || args.mask == MaskCode::kWindow))) {
         // Interval masks: each row keeps keys lo <= j <= hi. The bounds are taken relative to
         // this thread's first key jl for m-tile 0, row g, clamped to [kClampLo, kClampHi] (a
         // bound below or above every column of the tile stays so after adding a row offset
@@ -448,8 +475,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
           MaskFragmentColumns<kNT>(s[mi], lo, hi);
         }
       } else {
-        // Block masks: MaskKeeps per element, in a rolled loop that fills a bit per column of
-        // this thread (unrolled, its bitmap loads would all be hoisted into registers).
+        // Block masks (and a mask_mod's partial tiles): MaskKeeps per element, in a rolled loop
+        // that fills a bit per column of this thread (unrolled, its bitmap loads would all be
+        // hoisted into registers).
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
@@ -459,7 +487,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll 1
             for (int c = 0; c < 2 * kNT; ++c) {
               const int64_t j = jl + 8 * (c / 2) + c % 2;
-              if (j < seq_kv && i < seq_q && MaskKeeps(args, b, h, i, j)) keep |= 1u << c;
+              if constexpr (Expr::kMaskMod) {
+                if (j < seq_kv && i < seq_q && MaskKeeps(args, b, h, i, j) &&
+                    Expr::MaskMod(b, h, i + args.offset, j, qh, kh, aux())) {
+                  keep |= 1u << c;
+                }
+              } else {
+                if (j < seq_kv && i < seq_q && MaskKeeps(args, b, h, i, j)) keep |= 1u << c;
+              }
             }
 #pragma unroll
             for (int n = 0; n < kNT; ++n) {
@@ -477,7 +512,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
     for (int mi = 0; mi < kM; ++mi) {
       float alpha[2];
-      SoftmaxStep<kNT>(s[mi], rows[mi], mods.exp_scale, alpha,
+      SoftmaxStep<kNT>(s[mi], rows[mi], Expr::kScoreMod ? kLog2e : mods.exp_scale, alpha,
                        [&](int n, int r, float p0, float p1) { p[mi][n][r] = Pack2<T>(p0, p1); });
 #pragma unroll
       for (int n = 0; n < kOT; ++n) {

@@ -5,7 +5,8 @@
 // of the Q tiles (rope_sm90.cuh; K arrives rotated by a pre-pass), the online softmax shared with
 // the sm_80 kernel (common/softmax.cuh), and an epilogue. The compile-time shape is Sm90Config
 // (sm90_config.cuh); the policies are template parameters, so a plain request runs code with no
-// trace of the others.
+// trace of the others. Client expressions (score_mod, mask_mod) are one more policy, instantiated
+// only by cuda_flash's NVRTC build (flash_rtc.h, common/expr_hooks.cuh).
 //
 // Threads: 3 warpgroups (384). Warpgroup 0 produces: one thread issues every TMA copy (Q once per
 // work item, K and V per tile, one copy per column panel) onto mbarriers; with RoPE, its warps
@@ -31,6 +32,7 @@
 #include <cuda/ptx>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/common/expr_hooks.cuh"
 #include "kernels/cuda/common/ptx.cuh"
 #include "kernels/cuda/common/score_mods.cuh"
 #include "kernels/cuda/common/softmax.cuh"
@@ -43,13 +45,18 @@
 
 namespace attnbench::cuda::flash {
 
-// The policies one kernel is compiled with.
-template <int kMods_, bool kRope_, bool kTileList_, bool kPackedTanh_ = kSm90PackedTanh>
+// The policies one kernel is compiled with. Expr: client expressions (common/expr_hooks.cuh), set
+// only by cuda_flash's NVRTC build; a mask_mod walks tile lists (kTileList) built from its tile
+// classes, and tests mask_mod only in the tiles they mark partial.
+template <int kMods_, bool kRope_, bool kTileList_, bool kPackedTanh_ = kSm90PackedTanh,
+          typename Expr_ = NoExpressions>
 struct Sm90Policy {
   static constexpr int kMods = kMods_;               // ScoreModBits
   static constexpr bool kRope = kRope_;              // RoPE rotation of the Q tiles
   static constexpr bool kTileList = kTileList_;      // block-sparse tile lists, else an interval
   static constexpr bool kPackedTanh = kPackedTanh_;  // softcap's tanh (FragmentScoreMods)
+  using Expr = Expr_;
+  static_assert(!Expr::kMaskMod || kTileList, "a mask_mod's tiles come from tile lists");
 };
 
 // A wgmma shared-memory matrix descriptor (PTX ISA "matrix descriptor"): start address, leading
@@ -225,8 +232,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                               static_cast<float>(jl - where.pos[1])};
         mods.template Apply<kBc / 8>(s, rel);
       }
+      // Client expressions (NVRTC builds only; compiled out otherwise).
+      using Expr = typename Policy::Expr;
+      [[maybe_unused]] auto place = [&] {
+        return FragmentPlace{it.b, it.h, it.q_head, it.kv_head, {where.pos[0], where.pos[1]}, jl};
+      };
+      [[maybe_unused]] auto aux = [&] {
+        return static_cast<const ExpressionArgs*>(args.expressions)->aux;
+      };
+      if constexpr (Expr::kScoreMod) {
+        ScoreModFragment<Expr, kBc / 8>(s, ScoreUnit(mods, args), place(), aux());
+      }
       MaskTile<Policy::kTileList, kBc>(s, args, where, it.b, it.h, j0, jl, partial);
-      SoftmaxStep<kBc / 8>(s, rows, mods.exp_scale, alpha, [&](int n, int r, float p0, float p1) {
+      if constexpr (Expr::kMaskMod) {
+        if (partial) MaskModFragment<Expr, kBc / 8>(s, place(), aux());
+      }
+      const float exp_scale = Expr::kScoreMod ? kLog2e : mods.exp_scale;
+      SoftmaxStep<kBc / 8>(s, rows, exp_scale, alpha, [&](int n, int r, float p0, float p1) {
         s[4 * n + 2 * r] = p0;
         s[4 * n + 2 * r + 1] = p1;
       });

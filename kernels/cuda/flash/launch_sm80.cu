@@ -23,7 +23,9 @@ bool RowsAligned16(const void* base, int heads, int dim) {
   return Aligned16(base) && dim % 8 == 0 && (static_cast<int64_t>(heads) * dim * 2) % 16 == 0;
 }
 
-FlashFlags FlagsFor(const AttentionArgs& args) {
+}  // namespace
+
+FlashFlags Sm80Flags(const AttentionArgs& args) {
   FlashFlags flags;
   const bool rope = (args.modifiers & kModifierRope) != 0;
   flags.async_q = !rope && RowsAligned16(args.q, args.heads_q, args.dim_qk);
@@ -34,18 +36,28 @@ FlashFlags FlagsFor(const AttentionArgs& args) {
   return flags;
 }
 
+dim3 Sm80Grid(const AttentionArgs& args, int tile) {
+  const int64_t qtiles = (args.seq_q + kSm80BlockQ - 1) / kSm80BlockQ;
+  return kSm80Tiles[tile].tiles_in_y ? FlashGrid<true>(args, qtiles)
+                                     : FlashGrid<false>(args, qtiles);
+}
+
+namespace {
+
 // Whether the request fits the kernel's common-case build (kGeneral = false): every load through
 // cp.async (aligned rows, no RoPE), no score modifiers, an interval mask (none, causal, window).
 bool CommonBuildOk(const AttentionArgs& args, const FlashFlags& flags) {
   return flags.async_q && flags.async_k && flags.async_v && flags.mods == kModsNone &&
-         IsIntervalMask(args.mask);
+         IsIntervalMask(args.mask) &&
+         (args.modifiers & (kModifierScoreMod | kModifierMaskMod)) == 0;
 }
 
 template <typename T, int kTile>
 cudaError_t LaunchTileStorage(const AttentionArgs& args, cudaStream_t stream) {
   using Cfg = Sm80Config<kTile>;
-  const FlashFlags flags = FlagsFor(args);
-  const int64_t qtiles = (args.seq_q + Cfg::kBr - 1) / Cfg::kBr;
+  static_assert(Cfg::kBr == kSm80BlockQ && Cfg::kThreads == 32 * kSm80Tiles[kTile].warps,
+                "Sm80Grid's grid");
+  const FlashFlags flags = Sm80Flags(args);
   auto kernel = FlashForwardKernel<T, Cfg, true>;
   if constexpr (kSm80Tiles[kTile].common_build) {
     if (CommonBuildOk(args, flags)) kernel = FlashForwardKernel<T, Cfg, false>;
@@ -53,7 +65,7 @@ cudaError_t LaunchTileStorage(const AttentionArgs& args, cudaStream_t stream) {
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid = FlashGrid<Cfg::kTilesInY>(args, qtiles);
+  const dim3 grid = Sm80Grid(args, kTile);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(args, flags);
   return cudaGetLastError();
 }
@@ -81,7 +93,7 @@ constexpr auto kTileLaunchers = TileLaunchers(std::make_index_sequence<kNumSm80T
 
 bool Sm80CommonBuild(const AttentionArgs& args) {
   const int tile = PickTile(kSm80Tiles, args.dim_qk, args.dim_v);
-  return tile >= 0 && kSm80Tiles[tile].common_build && CommonBuildOk(args, FlagsFor(args));
+  return tile >= 0 && kSm80Tiles[tile].common_build && CommonBuildOk(args, Sm80Flags(args));
 }
 
 cudaError_t LaunchSm80(const AttentionArgs& args, cudaStream_t stream) {

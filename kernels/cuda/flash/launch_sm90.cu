@@ -4,10 +4,13 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <utility>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/common/launch_support.h"
 #include "kernels/cuda/flash/configs.h"
 #include "kernels/cuda/flash/launch_sm90.cuh"
 #include "kernels/cuda/flash/launchers.h"
@@ -70,27 +73,85 @@ constexpr auto kTileLaunchers = TileLaunchers(std::make_index_sequence<kNumSm90T
 
 }  // namespace
 
-cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid grid) {
+cudaError_t Sm90Blocks(const AttentionArgs& args, bool persistent, unsigned* blocks) {
+  const int64_t items = (args.seq_q + kSm90BlockQ - 1) / kSm90BlockQ * args.heads_out * args.batch;
+  int64_t n = items;
+  if (persistent) {
+    int sms = 0;
+    if (cudaError_t e = CachedDeviceAttribute<cudaDevAttrMultiProcessorCount>(&sms);
+        e != cudaSuccess) {
+      return e;
+    }
+    n = std::min<int64_t>(items, sms);
+    // An item order balances the work of exactly the grid it was built for.
+    if (args.item_order != nullptr) {
+      if (args.item_order_blocks <= 0 || args.item_order_blocks > items) {
+        return cudaErrorInvalidValue;
+      }
+      n = args.item_order_blocks;
+    }
+  }
+  if (n <= 0 || n > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  *blocks = static_cast<unsigned>(n);
+  return cudaSuccess;
+}
+
+cudaError_t PrepareSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid grid,
+                        bool tile_lists, Sm90Launch* launch) {
   const int tile = PickTile(kSm90Tiles, args.dim_qk, args.dim_v);
   if (tile < 0) return cudaErrorNotSupported;
-  if (UsesTileLists(args.mask) &&
+  if (tile_lists &&
       (args.block_tiles == nullptr || args.block_tile_offsets == nullptr ||
        args.block_tile_q != kSm90BlockQ || args.block_tile_kv != kSm90Tiles[tile].block_kv)) {
     return cudaErrorInvalidValue;  // the lists this kernel walks were not built for its tiles
   }
+  launch->tile = tile;
   // Persistent where every item has the same short work, or where a balanced item order was
   // built for the block lists; per tile otherwise (launchers.h).
-  const bool persistent =
-      grid == Sm90Grid::kPersistent ||
-      (grid == Sm90Grid::kAuto &&
-       ((args.mask == MaskCode::kNone && args.seq_kv <= 2048) || args.item_order != nullptr));
-  if ((args.modifiers & kModifierRope) == 0) return kTileLaunchers[tile](args, stream, persistent);
-  // RoPE: K rotated once into the workspace, then the kernel reads it as K (and rotates Q).
-  if (args.workspace == nullptr) return cudaErrorInvalidValue;
-  if (cudaError_t e = RotateKeys(args, args.workspace, stream); e != cudaSuccess) return e;
-  AttentionArgs rotated = args;
-  rotated.k = args.workspace;
-  return kTileLaunchers[tile](rotated, stream, persistent);
+  launch->persistent = grid == Sm90Grid::kPersistent ||
+                       (grid == Sm90Grid::kAuto &&
+                        ((args.mask == MaskCode::kNone && !tile_lists && args.seq_kv <= 2048) ||
+                         args.item_order != nullptr));
+  launch->args = args;
+  if ((args.modifiers & kModifierRope) != 0) {
+    // RoPE: K rotated once into the workspace, then the kernel reads it as K (and rotates Q).
+    if (args.workspace == nullptr) return cudaErrorInvalidValue;
+    if (cudaError_t e = RotateKeys(args, args.workspace, stream); e != cudaSuccess) return e;
+    launch->args.k = args.workspace;
+  }
+  return Sm90Blocks(launch->args, launch->persistent, &launch->blocks);
+}
+
+cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid grid) {
+  Sm90Launch launch;
+  if (cudaError_t e = PrepareSm90(args, stream, grid, UsesTileLists(args.mask), &launch);
+      e != cudaSuccess) {
+    return e;
+  }
+  return kTileLaunchers[launch.tile](launch.args, stream, launch.persistent);
+}
+
+namespace {
+
+using MapsGetter = const sm90_detail::TensorMaps* (*)(const AttentionArgs&);
+template <size_t... kTiles>
+constexpr std::array<MapsGetter, sizeof...(kTiles)> MapsGetters(std::index_sequence<kTiles...>) {
+  // The maps depend on the tile's shape only, not on RoPE (which changes registers).
+  return {&sm90_detail::MapsFor<Sm90Config<static_cast<int>(kTiles), false>>...};
+}
+constexpr auto kMapsGetters = MapsGetters(std::make_index_sequence<kNumSm90Tiles>());
+
+}  // namespace
+
+bool Sm90TensorMaps(int tile, const AttentionArgs& args, CUtensorMap* q, CUtensorMap* k,
+                    CUtensorMap* v) {
+  if (tile < 0 || tile >= kNumSm90Tiles) return false;
+  const sm90_detail::TensorMaps* maps = kMapsGetters[tile](args);
+  if (maps == nullptr) return false;
+  *q = maps->map_q;
+  *k = maps->map_k;
+  *v = maps->map_v;
+  return true;
 }
 
 // Whether this binary carries sm_90a code for the kernel (a build for other targets has only the

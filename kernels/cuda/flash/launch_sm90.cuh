@@ -32,6 +32,10 @@ PFN_cuTensorMapEncodeTiled_v12000 EncodeTiledFn();
 bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, int64_t seq,
                int heads, int dim, int panel, int rows, int swizzle_bytes);
 
+// The grid of a launch (launchers.h, Sm90Blocks): one block per work item, or (persistent) one per
+// multiprocessor looping over the items, or as many as args' item order was built for.
+cudaError_t Sm90Blocks(const AttentionArgs& args, bool persistent, unsigned* blocks);
+
 // cuda_flash's entry point for tile row kTile (sm90_tile<kTile>.cu).
 template <int kTile>
 cudaError_t LaunchSm90Tile(const AttentionArgs& args, cudaStream_t stream, bool persistent);
@@ -106,27 +110,11 @@ cudaError_t LaunchPolicy(const AttentionArgs& args, cudaStream_t stream, bool pe
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  // One block per work item, or (persistent) one per multiprocessor looping over the items.
-  const int64_t items = (args.seq_q + Cfg::kBr - 1) / Cfg::kBr * args.heads_out * args.batch;
-  int64_t blocks = items;
-  if (persistent) {
-    int sms = 0;
-    if (cudaError_t e = CachedDeviceAttribute<cudaDevAttrMultiProcessorCount>(&sms);
-        e != cudaSuccess) {
-      return e;
-    }
-    blocks = std::min<int64_t>(items, sms);
-    // An item order balances the work of exactly the grid it was built for.
-    if (args.item_order != nullptr) {
-      if (args.item_order_blocks <= 0 || args.item_order_blocks > items) {
-        return cudaErrorInvalidValue;
-      }
-      blocks = args.item_order_blocks;
-    }
-  }
-  if (blocks <= 0 || blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<dim3(static_cast<unsigned>(blocks)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-      maps->map_q, maps->map_k, maps->map_v, args);
+  static_assert(Cfg::kBr == kSm90BlockQ && Cfg::kThreads == kSm90Threads, "Sm90Blocks' grid");
+  unsigned blocks = 0;
+  if (cudaError_t e = Sm90Blocks(args, persistent, &blocks); e != cudaSuccess) return e;
+  kernel<<<dim3(blocks), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(maps->map_q, maps->map_k,
+                                                                   maps->map_v, args);
   return cudaGetLastError();
 }
 

@@ -3,6 +3,7 @@
 #ifndef ATTNBENCH_KERNELS_CUDA_FLASH_LAUNCHERS_H_
 #define ATTNBENCH_KERNELS_CUDA_FLASH_LAUNCHERS_H_
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -25,6 +26,23 @@ cudaError_t LaunchSm90(const AttentionArgs& args, cudaStream_t stream,
 // before the attention kernel, into args.workspace.
 size_t RopeKeysBytes(const AttentionArgs& args);
 cudaError_t RotateKeys(const AttentionArgs& args, void* out, cudaStream_t stream);
+// What LaunchSm90 does before the kernel, shared with cuda_flash's NVRTC builds (flash_rtc.h) so
+// that both launch the same grid: the tile row, persistent or not, the grid (blocks of
+// kSm90Threads threads with Sm90SmemBytes of the row's dynamic shared memory) and the arguments
+// the kernel takes (under RoPE K rotated into the workspace, a pre-pass this enqueues).
+// `tile_lists`: the kernel walks args' tile lists (UsesTileLists(args.mask), or a mask_mod's).
+struct Sm90Launch {
+  int tile = -1;
+  bool persistent = false;
+  unsigned blocks = 0;
+  AttentionArgs args;
+};
+cudaError_t PrepareSm90(const AttentionArgs& args, cudaStream_t stream, Sm90Grid grid,
+                        bool tile_lists, Sm90Launch* launch);
+// The Q, K and V tensor maps of tile row `tile` for args (encoded once per input set); false when
+// the encoder is missing or refuses them.
+bool Sm90TensorMaps(int tile, const AttentionArgs& args, CUtensorMap* q, CUtensorMap* k,
+                    CUtensorMap* v);
 // Whether this binary carries sm_90a code for it, and whether the driver's TMA encoder exists.
 bool HasSm90Code();
 bool HasTmaEncoder();
@@ -32,6 +50,12 @@ bool HasTmaEncoder();
 // The mma.sync kernel (launch_sm80.cu), and whether it runs args on its common-case build.
 cudaError_t LaunchSm80(const AttentionArgs& args, cudaStream_t stream);
 bool Sm80CommonBuild(const AttentionArgs& args);
+// Its launch, shared with cuda_flash's NVRTC builds: the grid of tile row `tile` (blocks of
+// 32 * kSm80Tiles[tile].warps threads with Sm80SmemBytes of dynamic shared memory) and the
+// per-launch flags (kernel_sm80.cuh) it takes beside args.
+struct FlashFlags;
+dim3 Sm80Grid(const AttentionArgs& args, int tile);
+FlashFlags Sm80Flags(const AttentionArgs& args);
 
 }  // namespace attnbench::cuda::flash
 

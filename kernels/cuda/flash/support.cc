@@ -22,6 +22,11 @@ std::string CcText(int major, int minor) {
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+constexpr char kExpressionRequirement[] =
+    "score_mod / mask_mod: the kernel compiled with them by NVRTC when the run is prepared "
+    "(libnvrtc and the CUDA toolkit's headers needed: CUDA_HOME; cached per process, "
+    "RunResult.expression_compile_ms)";
+
 const char* StorageText(Storage s) {
   switch (s) {
     case Storage::kFloat32:
@@ -69,8 +74,8 @@ std::string ListRefusal(const KernelAllowList& list, const AttentionArgs& a, con
     return std::string("spec.mask ") + MaskText(a.mask) + " is not implemented";
   }
   if ((a.modifiers & ~list.modifiers) != 0) {
-    return "a score modifier of the spec (spec.rope / spec.alibi / spec.softcap) it does not "
-           "implement (modifier bits " +
+    return "a score modifier of the spec (spec.rope / spec.alibi / spec.softcap / "
+           "spec.score_mod / spec.mask_mod) it does not implement (modifier bits " +
            std::to_string(a.modifiers & ~list.modifiers) + ")";
   }
   if (a.batch <= 0 || a.seq_q <= 0 || a.seq_kv <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 ||
@@ -105,13 +110,16 @@ const KernelAllowList& Sm90AllowList() {
     l->cc_minor = 0;
     l->storages = {Storage::kFloat16, Storage::kBFloat16};
     l->masks = {MaskCode::kNone, MaskCode::kCausal, MaskCode::kWindow, MaskCode::kBlock};
-    l->modifiers = kModifierRope | kModifierAlibi | kModifierSoftcap;
+    l->modifiers =
+        kModifierRope | kModifierAlibi | kModifierSoftcap | kModifierScoreMod | kModifierMaskMod;
     l->head_dims = DimsOf(kSm90Tiles);
     l->requirements = {
         "head dims multiples of 8 (TMA row strides of 16 bytes); smaller dims run zero-padded "
         "on the first tile that holds them",
         "RoPE: rotary dims a multiple of 8",
-        "Q, K, V and O 16-byte aligned; S_q and S_kv below 2^31"};
+        "Q, K, V and O 16-byte aligned; S_q and S_kv below 2^31", kExpressionRequirement,
+        "mask_mod: tiles classified on the GPU before timing (every pair), walked as tile lists: "
+        "empty tiles skipped, full ones not tested per pair"};
     return l;
   }();
   return *list;
@@ -126,11 +134,15 @@ const KernelAllowList& Sm80AllowList() {
     l->cc_minimum = true;
     l->storages = {Storage::kFloat16, Storage::kBFloat16};
     l->masks = {MaskCode::kNone, MaskCode::kCausal, MaskCode::kWindow, MaskCode::kBlock};
-    l->modifiers = kModifierRope | kModifierAlibi | kModifierSoftcap;
+    l->modifiers =
+        kModifierRope | kModifierAlibi | kModifierSoftcap | kModifierScoreMod | kModifierMaskMod;
     l->head_dims = DimsOf(kSm80Tiles);
     l->requirements = {
         "any head dims up to the largest tile (zero-padded to the first tile that "
-        "holds them); any alignment"};
+        "holds them); any alignment",
+        kExpressionRequirement,
+        "mask_mod: tiles classified on the GPU before timing (every pair): empty tiles skipped, "
+        "full ones not tested per pair; runs on the general build"};
     return l;
   }();
   return *list;

@@ -18,6 +18,7 @@
 #include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/flash/flash.h"
+#include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/cuda/unfused/unfused_backward.h"
@@ -198,17 +199,18 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
       CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(decode), HopperTraits()).ok());
 }
 
-// Client expressions: cuda_unfused lists score_mod and mask_mod and takes them with every
-// built-in modifier and mask (it moves ALiBi and softcap ahead of the score_mod), as long as
-// NVRTC can be loaded; cuda_flash and cuda_reference refuse them naming the field.
-TEST(CudaSupportTest, ExpressionsRunOnUnfusedAlone) {
+// Client expressions: cuda_unfused and cuda_flash list score_mod and mask_mod and take them with
+// every built-in modifier and mask, as long as NVRTC can be loaded (and, for cuda_flash, which
+// compiles its kernel with them, the CUDA toolkit's headers found); cuda_reference refuses them
+// naming the field.
+TEST(CudaSupportTest, ExpressionsRunOnUnfusedAndFlash) {
   const auto lists = [](CudaBackendKind kind, Modifier m) {
     const std::vector<Modifier>& mods = CudaBackendSupport(kind).modifiers;
     return std::find(mods.begin(), mods.end(), m) != mods.end();
   };
   for (Modifier m : {Modifier::kScoreMod, Modifier::kMaskMod}) {
     EXPECT_TRUE(lists(CudaBackendKind::kUnfused, m)) << ModifierName(m);
-    EXPECT_FALSE(lists(CudaBackendKind::kFlash, m)) << ModifierName(m);
+    EXPECT_TRUE(lists(CudaBackendKind::kFlash, m)) << ModifierName(m);
     EXPECT_FALSE(lists(CudaBackendKind::kReference, m)) << ModifierName(m);
   }
   struct Case {
@@ -229,20 +231,35 @@ TEST(CudaSupportTest, ExpressionsRunOnUnfusedAlone) {
     p.softcap = {true, 2.5};
     const Problem n = NormalizeProblem(p);
     ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
-    for (CudaBackendKind kind : {CudaBackendKind::kFlash, CudaBackendKind::kReference}) {
-      const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
-      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << c.field;
-      EXPECT_NE(std::string(s.message()).find(c.field), std::string::npos) << s;
-      EXPECT_NE(std::string(s.message()).find(CudaBackendName(kind)), std::string::npos) << s;
-    }
+    const absl::Status s = CheckCudaSupport(CudaBackendKind::kReference, n, HopperTraits());
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << c.field;
+    EXPECT_NE(std::string(s.message()).find(c.field), std::string::npos) << s;
+    EXPECT_NE(std::string(s.message()).find(CudaBackendName(CudaBackendKind::kReference)),
+              std::string::npos)
+        << s;
     const absl::Status unfused = CheckCudaSupport(CudaBackendKind::kUnfused, n, HopperTraits());
+    const absl::Status fused = CheckCudaSupport(CudaBackendKind::kFlash, n, HopperTraits());
     if (NvrtcAvailable()) {
       EXPECT_TRUE(unfused.ok()) << unfused;
+      if (flash::FlashRtcIncludeDirs().ok()) {
+        EXPECT_TRUE(fused.ok()) << fused;
+      } else {
+        EXPECT_EQ(fused.code(), absl::StatusCode::kFailedPrecondition) << fused;
+        EXPECT_NE(std::string(fused.message()).find("CUDA_HOME"), std::string::npos) << fused;
+      }
     } else {
-      EXPECT_EQ(unfused.code(), absl::StatusCode::kFailedPrecondition) << c.field;
-      EXPECT_NE(std::string(unfused.message()).find("spec." + c.field), std::string::npos)
-          << unfused;
-      EXPECT_NE(std::string(unfused.message()).find("NVRTC"), std::string::npos) << unfused;
+      for (const absl::Status& st : {unfused, fused}) {
+        EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << c.field;
+        EXPECT_NE(std::string(st.message()).find("spec." + c.field), std::string::npos) << st;
+        EXPECT_NE(std::string(st.message()).find("NVRTC"), std::string::npos) << st;
+      }
+    }
+    // The sm_80 kernel runs them as well.
+    flash::FlashDevice ampere;
+    ampere.cc_major = 8;
+    ampere.smem_optin_bytes = 163 * 1024;
+    if (NvrtcAvailable() && flash::FlashRtcIncludeDirs().ok()) {
+      EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kFlash, n, ampere).ok());
     }
   }
 }

@@ -254,7 +254,7 @@ TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
   EXPECT_EQ(s.kernels[1].compute_capabilities, std::vector<std::string>{"8.0+"});
   for (const KernelSupport& k : s.kernels) {
     EXPECT_EQ(k.masks.size(), 5u) << k.name;
-    EXPECT_EQ(k.modifiers.size(), 3u) << k.name;
+    EXPECT_EQ(k.modifiers.size(), 5u) << k.name;  // RoPE, ALiBi, softcap, score_mod, mask_mod
     EXPECT_EQ(k.head_dims.size(), kCompiled.size()) << k.name;
     for (size_t i = 0; i < kCompiled.size(); ++i) {
       EXPECT_EQ(k.head_dims[i], std::make_pair(kCompiled[i].qk, kCompiled[i].v)) << k.name;
