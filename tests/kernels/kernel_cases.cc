@@ -239,4 +239,21 @@ Problem GpuCaseProblem(int index, DType dtype) {
   return p;
 }
 
+std::vector<CacheFormatCase> QuantizedCacheCases() {
+  return {
+      {"int8", [](KvCache& c) { c.format = CacheFormat::kInt8; }},
+      {"int4", [](KvCache& c) { c.format = CacheFormat::kInt4; }},
+      {"saq",
+       [](KvCache& c) {
+         c.saq_bands = {{40, CacheFormat::kNative},
+                        {100, CacheFormat::kInt8},
+                        {std::nullopt, CacheFormat::kInt4}};
+       }},
+      {"saq_short_bands",
+       [](KvCache& c) {
+         c.saq_bands = {{17, CacheFormat::kInt4}, {50, CacheFormat::kInt8}};  // rest native
+       }},
+  };
+}
+
 }  // namespace attnbench::testing

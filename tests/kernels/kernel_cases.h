@@ -27,6 +27,15 @@ std::vector<KernelCase> GpuKernelCases();
 // The problem case `index` runs in `dtype`, with the seed the GPU test uses; not normalized.
 Problem GpuCaseProblem(int index, DType dtype);
 
+// Decode cache formats every backend that reads quantized caches is tested on (cpu_reference,
+// cuda_reference): int8, int4 and two SAQ staircases, one ending in native tokens; the edit sets
+// the problem's kv_cache format or bands only.
+struct CacheFormatCase {
+  std::string name;
+  std::function<void(KvCache&)> edit;
+};
+std::vector<CacheFormatCase> QuantizedCacheCases();
+
 }  // namespace attnbench::testing
 
 #endif  // ATTNBENCH_TESTS_KERNELS_KERNEL_CASES_H_

@@ -17,6 +17,7 @@
 #include "kernels/registry.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/modifiers.h"
+#include "tests/kernels/kernel_cases.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
 
@@ -308,25 +309,7 @@ TEST(CpuBackendTest, FullyMaskedRowsAreExactZeros) {
 TEST(CpuBackendTest, QuantizedCachesMatchTheirOwnQuantizationExactly) {
   // Without RoPE the cached keys are the inputs themselves, so the tests' quantization (of the
   // documented recipe) sees exactly what the backend quantized.
-  struct Q {
-    std::string name;
-    std::function<void(KvCache&)> edit;
-  };
-  const std::vector<Q> formats = {
-      {"int8", [](KvCache& c) { c.format = CacheFormat::kInt8; }},
-      {"int4", [](KvCache& c) { c.format = CacheFormat::kInt4; }},
-      {"saq",
-       [](KvCache& c) {
-         c.saq_bands = {{40, CacheFormat::kNative},
-                        {100, CacheFormat::kInt8},
-                        {std::nullopt, CacheFormat::kInt4}};
-       }},
-      {"saq_short_bands",
-       [](KvCache& c) {
-         c.saq_bands = {{17, CacheFormat::kInt4}, {50, CacheFormat::kInt8}};  // rest native
-       }},
-  };
-  for (const Q& q : formats) {
+  for (const testing::CacheFormatCase& q : testing::QuantizedCacheCases()) {
     for (bool paged : {false, true}) {
       Problem p = OddProblem();
       p.phase = Phase::kDecode;

@@ -241,21 +241,8 @@ TEST(CudaReferenceDecodeCacheTest, MatchesTheQuantizedCacheElementByElement) {
   SKIP_WITHOUT_DEVICE();
   Backend* reference = Find(kCudaReferenceBackend);
   ASSERT_NE(reference, nullptr);
-  const std::vector<std::pair<std::string, std::function<void(KvCache&)>>> formats = {
-      {"native", [](KvCache& c) { c.format = CacheFormat::kNative; }},
-      {"int8", [](KvCache& c) { c.format = CacheFormat::kInt8; }},
-      {"int4", [](KvCache& c) { c.format = CacheFormat::kInt4; }},
-      {"saq",
-       [](KvCache& c) {
-         c.saq_bands = {{40, CacheFormat::kNative},
-                        {100, CacheFormat::kInt8},
-                        {std::nullopt, CacheFormat::kInt4}};
-       }},
-      {"saq_short_bands",
-       [](KvCache& c) {
-         c.saq_bands = {{17, CacheFormat::kInt4}, {50, CacheFormat::kInt8}};
-       }},
-  };
+  std::vector<testing::CacheFormatCase> formats = testing::QuantizedCacheCases();
+  formats.insert(formats.begin(), {"native", [](KvCache& c) { c.format = CacheFormat::kNative; }});
   for (const auto& [name, edit] : formats) {
     for (bool paged : {false, true}) {
       for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
