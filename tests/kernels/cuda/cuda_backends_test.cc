@@ -279,7 +279,9 @@ TEST(CudaReferenceDecodeCacheTest, MatchesTheQuantizedCacheElementByElement) {
           testing::ExpectAllClose(r.output.values,
                                   NaiveAttention(r.problem, r.workload->Inputs(), quantized),
                                   r.output.shape, testing::TensorCoreKernelTolerance(dtype), ctx);
-          if (name != "native") EXPECT_GT(err, 1e-4) << ctx << ": quantization had no effect";
+          if (name != "native") {
+            EXPECT_GT(err, 1e-4) << ctx << ": quantization had no effect";
+          }
         }
       }
     }
