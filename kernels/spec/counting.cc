@@ -247,6 +247,12 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
                                                     CacheRowBytes(seg.format, s.dim_v, p.dtype));
     }
     bytes = width * (q + o) + cache * s.batch * s.heads.num_kv_heads;
+    // A paged cache's page table, an int32 per page of every sequence.
+    if (p.kv_cache.paged && p.kv_cache.page_size_tokens > 0) {
+      const Wide pages = (static_cast<Wide>(s.seq_kv) + p.kv_cache.page_size_tokens - 1) /
+                         p.kv_cache.page_size_tokens;
+      bytes += static_cast<Wide>(4) * s.batch * pages;
+    }
   } else if (backward) {
     // Reads Q, K, V, O, dO and the float32 log-sum-exp (one per output row); writes dQ, dK, dV.
     const Wide lse = static_cast<Wide>(4) * s.batch * heads * s.seq_q;

@@ -187,6 +187,11 @@ TEST(CountingTest, DecodeCacheBytesAtStoredWidth) {
   // Bands that stop short leave the oldest tokens native.
   p.kv_cache.saq_bands = {{10, CacheFormat::kInt4}};
   EXPECT_EQ(Count(p).min_bytes, qo + 2 * 2 * (10 * (8 + 7) + 90 * 2 * 13));
+  // A paged cache also reads its page table: an int32 per page, ceil(100 / 16) = 7 a sequence.
+  p.kv_cache.saq_bands.clear();
+  p.kv_cache.paged = true;
+  p.kv_cache.page_size_tokens = 16;
+  EXPECT_EQ(Count(p).min_bytes, qo + rows * 2 * (8 + 5) + 2 * 7 * 4);
 }
 
 TEST(CountingTest, KeptPairsMatchBruteForce) {
