@@ -16,7 +16,9 @@ compute capability holds it. A backend that answers FAILED_PRECONDITION for a cl
 FAILS; for a case it does not claim the refusal is recorded as "unsupported (not claimed)".
 The backends named by --require-all (default: cuda_reference) must run every required case
 whatever they claim, and the backends a case names in must_run must run it whatever they claim
-(the backward cases: cuda_reference and cuda_unfused, the CUDA backends with a backward). Where a backend lists kernels, the request must run on the first kernel
+(the backward cases: cuda_reference and cuda_unfused, the CUDA backends with a backward, and
+cuda_flash when its capabilities list PHASE_BACKWARD, which kFlashBackwardEnabled in
+kernels/cuda/flash/support.cc switches). Where a backend lists kernels, the request must run on the first kernel
 whose lists all hold it (compute capability, dtypes, phases, masks, modifiers, and the first
 head-dim pair with qk >= D_qk and v >= D_v): RunResult.kernel must start with that kernel's name,
 else the run FAILS "ran on <kernel> instead of <expected>". Kernels' requirements in words
@@ -49,6 +51,10 @@ STUB_DIRS = (REPO_ROOT / ".device" / "python", REPO_ROOT / "build" / "release" /
 DEFAULT_BACKENDS = ("cuda_reference", "cuda_flash", "cuda_unfused")
 # The CUDA backends with PHASE_BACKWARD: each must run every backward case.
 BACKWARD_BACKENDS = ("cuda_reference", "cuda_unfused")
+# Backends whose backward is switched on or off in the build (cuda_flash: kFlashBackwardEnabled in
+# kernels/cuda/flash/support.cc): each must run every backward case when the server's capabilities
+# list PHASE_BACKWARD for it (the switch's only outward sign).
+SWITCHED_BACKWARD_BACKENDS = ("cuda_flash",)
 # Half precision is tried on every backend (a refusal it does not claim is "unsupported");
 # float32 only on backends that claim it.
 HALF_DTYPES = ("bf16", "fp16")
@@ -637,9 +643,18 @@ def classify_refusal(code_name, message, claim, must_run, outcome):
 
 def must_run_case(case, backend_name, args):
     """Whether `backend_name` must run `case` whatever it claims: a required case on a
-    --require-all backend, or a backend the case names in must_run."""
+    --require-all backend, a backend the case names in must_run, or for a backward case a
+    switched backend whose backward is on (args.backward_on, from the capabilities)."""
+    backward = case.spec.get("phase") == "PHASE_BACKWARD"
     return ((backend_name in args.require_all and case.required) or
-            backend_name in case.must_run)
+            backend_name in case.must_run or
+            (backward and backend_name in getattr(args, "backward_on", ())))
+
+
+def switched_backward_on(served, pb):
+    """The SWITCHED_BACKWARD_BACKENDS whose capabilities list PHASE_BACKWARD."""
+    return {name for name in SWITCHED_BACKWARD_BACKENDS
+            if name in served and pb.PHASE_BACKWARD in served[name].phases}
 
 
 def run_case(stubs, stub, case, backend, dtype, rng, args):
@@ -765,6 +780,7 @@ def main(argv=None):
     rng = random.Random(seed)
     channel, stub = connect(grpc, pb_grpc, args.server)
     served = served_capabilities(stub, pb, args.rpc_timeout)
+    args.backward_on = switched_backward_on(served, pb)
     print(f"[correctness] server {args.server} serves {','.join(served)}; checking "
           f"{','.join(args.backends)} on {len(cases)} cases"
           f"{' (small)' if args.small else ''}; --seed={seed}", flush=True)

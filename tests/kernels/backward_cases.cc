@@ -208,4 +208,26 @@ Problem GpuBackwardCaseProblem(int index, DType dtype) {
   return p;
 }
 
+std::vector<NamedProblem> FlashBackwardTileProblems() {
+  Problem window = GpuBackwardBaseProblem();
+  SetAllModifiers(window);
+  SetWindow(window, 70, 3);
+  window.seq_len_q = 333;
+  window.seq_len_kv = 301;
+  window.head_dim_qk = 64;
+  window.head_dim_v = 64;
+  window.dtype = DType::kBFloat16;
+  window.seed = 0x5eed1000u;
+  Problem mha = GpuBackwardBaseProblem();
+  SetLayout(mha, LayoutKind::kMha);
+  mha.layout.num_heads = 2;
+  mha.seq_len_q = 260;
+  mha.seq_len_kv = 130;
+  mha.head_dim_qk = 64;
+  mha.head_dim_v = 64;
+  mha.dtype = DType::kFloat16;
+  mha.seed = 0x5eed1001u;
+  return {{"window_all_modifiers", window}, {"mha_more_queries", mha}};
+}
+
 }  // namespace attnbench::testing

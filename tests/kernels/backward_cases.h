@@ -52,6 +52,17 @@ std::vector<BackwardCase> GpuBackwardCases();
 // same in both timing modes and on both CUDA backends); not normalized.
 Problem GpuBackwardCaseProblem(int index, DType dtype);
 
+// cuda_flash's backward GPU test's own larger problems beside the cases (many 64-row query tiles
+// and 64-key tiles of its small tile each way): "window_all_modifiers" (S_q 333, S_kv 301, D 64,
+// GQA 6/2, a 70/3 window, RoPE, ALiBi, softcap, bfloat16) and "mha_more_queries" (S_q 260,
+// S_kv 130, D 64, MHA 2, no mask, float16). Normalized by the caller; emulated by
+// backward_closeness_test.cc too.
+struct NamedProblem {
+  std::string name;
+  Problem problem;
+};
+std::vector<NamedProblem> FlashBackwardTileProblems();
+
 }  // namespace attnbench::testing
 
 #endif  // ATTNBENCH_TESTS_KERNELS_BACKWARD_CASES_H_

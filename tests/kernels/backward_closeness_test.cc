@@ -5,7 +5,8 @@
 // as GEMM operands, float32 accumulators, RoPE's transpose in float32, the gradients rounded
 // once), on exactly the problems and seeds of the GPU test (backward_cases.h), against the
 // float64 oracle: its worst element must stay under half the bound, the margin the device run
-// relies on. The server's relative-error check (CheckGradients) must pass on it too.
+// relies on. The server's relative-error check (CheckGradients) must pass on it too. The same for
+// cuda_flash's backward (FlashBackwardTolerance), whose roundings differ in D = <dO, O> only.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -47,10 +48,17 @@ FloatTensor AsTensor(const std::vector<double>& values, const FloatTensor& like,
   return t;
 }
 
+// Whose roundings an emulation makes.
+enum class Emulated { kUnfused, kFlash };
+
 // cuda_unfused's backward (after its forward's log-sum-exp) with its roundings, in float32 where
 // it computes in float32; the GEMMs' float32 sums are taken in double (their rounding is far below
-// the bound in every dtype).
-GradientTensors EmulateUnfusedBackward(const Problem& p, const AttentionInputs& in) {
+// the bound in every dtype). With Emulated::kFlash, cuda_flash's backward (kernels/cuda/flash/
+// backward_sm80.cuh), which differs in one step: D = <dO, O> with O as its forward computed it in
+// float32 before rounding, from probabilities rounded to the dtype as the P V operand (taken here
+// relative to the row's final maximum; the kernel's online softmax rounds them relative to the
+// running one, an error of the same size).
+GradientTensors EmulateBackward(const Problem& p, const AttentionInputs& in, Emulated which) {
   const ProblemShapes s = ShapesOf(p).value();
   const DType dt = p.dtype;
   const int64_t sq = s.seq_q, skv = s.seq_kv, dqk = s.dim_qk, dv = s.dim_v;
@@ -116,6 +124,7 @@ GradientTensors EmulateUnfusedBackward(const Problem& p, const AttentionInputs& 
         const float* g = &in.grad_output.values[Offset(b, i, h, sq, hout, dv)];
         std::vector<float> pr(skv, 0.0f), dp(skv, 0.0f);
         double row_term = 0;
+        std::vector<double> o(dv, 0.0);  // kFlash: the forward's float32 O, times l
         for (int64_t j = 0; j < skv; ++j) {
           if (sc[j] == -std::numeric_limits<float>::infinity()) continue;
           const float* v = &in.value.values[Offset(b, j, kh, skv, hkv, dv)];
@@ -124,6 +133,16 @@ GradientTensors EmulateUnfusedBackward(const Problem& p, const AttentionInputs& 
           dp[j] = static_cast<float>(x);
           pr[j] = std::exp(sc[j] - lse);
           row_term += static_cast<double>(pr[j]) * dp[j];
+          if (which == Emulated::kFlash) {
+            const double p16 = RoundToDType(std::exp(sc[j] - m), dt);
+            for (int64_t e = 0; e < dv; ++e) o[e] += p16 * v[e];
+          }
+        }
+        if (which == Emulated::kFlash) {
+          row_term = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            row_term += static_cast<double>(g[e]) * static_cast<float>(o[e] / l);
+          }
         }
         const float d_i = static_cast<float>(row_term);
         for (int64_t j = 0; j < skv; ++j) {
@@ -158,14 +177,16 @@ struct Worst {
 };
 
 // Emulates case `c` of `problem` and compares each gradient with the oracle under the bound.
-void Measure(const Problem& raw, const std::string& name, Worst& worst) {
+void Measure(const Problem& raw, const std::string& name, Worst& worst,
+             Emulated which = Emulated::kUnfused) {
   const Problem p = NormalizeProblem(raw);
   ASSERT_TRUE(ValidateProblem(p).ok()) << name << ": " << ValidateProblem(p);
   absl::StatusOr<AttentionInputs> in = GenerateInputs(p);
   ASSERT_TRUE(in.ok()) << in.status();
-  const GradientTensors g = EmulateUnfusedBackward(p, *in);
+  const GradientTensors g = EmulateBackward(p, *in, which);
   const OracleGradients ref = FullOracleGradients(p, *in);
-  const Tolerance tol = UnfusedBackwardTolerance(p.dtype);
+  const Tolerance tol = which == Emulated::kFlash ? FlashBackwardTolerance(p.dtype)
+                                                  : UnfusedBackwardTolerance(p.dtype);
   const std::string context = name + "/" + DTypeName(p.dtype);
   for (const auto& [what, out, expected] :
        {std::tuple{"dQ", &g.dq, &ref.dq}, std::tuple{"dK", &g.dk, &ref.dk},
@@ -204,6 +225,33 @@ TEST(UnfusedBackwardClosenessTest, LongerCausalGqaStaysUnderHalfTheBound) {
   Worst worst;
   Measure(p, "longer_causal_gqa", worst);
   std::cout << "longer: worst element / bound " << worst.ratio << " at " << worst.where << "\n";
+  EXPECT_LT(worst.ratio, 0.5) << worst.where;
+}
+
+// cuda_flash's backward (FlashBackwardTolerance), in the 16-bit dtypes it runs, on the same cases
+// and seeds as its GPU test (cuda_backward_test.cc, CudaFlashBackwardKernelTest) and the longer
+// problem.
+TEST(FlashBackwardClosenessTest, EmulatedRoundingsStayUnderHalfTheBoundOnEveryGpuCase) {
+  const int cases = static_cast<int>(GpuBackwardCases().size());
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    Worst worst;
+    for (int index = 0; index < cases; ++index) {
+      Measure(GpuBackwardCaseProblem(index, dtype), GpuBackwardCases()[index].name, worst,
+              Emulated::kFlash);
+    }
+    std::cout << DTypeName(dtype) << ": worst element / bound " << worst.ratio << " at "
+              << worst.where << "\n";
+    EXPECT_LT(worst.ratio, 0.5) << worst.where;
+  }
+  Problem p = GpuBackwardBaseProblem();
+  SetLongerGqa(p);
+  Worst worst;
+  Measure(p, "longer_causal_gqa", worst, Emulated::kFlash);
+  for (const NamedProblem& extra : FlashBackwardTileProblems()) {
+    Measure(extra.problem, extra.name, worst, Emulated::kFlash);
+  }
+  std::cout << "longer and tile problems: worst element / bound " << worst.ratio << " at "
+            << worst.where << "\n";
   EXPECT_LT(worst.ratio, 0.5) << worst.where;
 }
 

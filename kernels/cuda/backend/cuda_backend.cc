@@ -387,6 +387,40 @@ class ReferenceBackwardKernel : public BackwardKernel {
   }
 };
 
+// cuda_flash's PHASE_BACKWARD (flash.h LaunchBackward): its forward is the mma.sync kernel's saving
+// build (O to the output as usual, and the log-sum-exp and O in float32 for the backward), then
+// the fused backward with its float32 dQ accumulator, allocated here (counted by EstimateBytes).
+class FlashBackwardKernel : public BackwardKernel {
+ public:
+  static absl::StatusOr<std::unique_ptr<FlashBackwardKernel>> Create(
+      const Problem& problem, const AttentionInputs& inputs) {
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return shapes.status();
+    auto k = std::make_unique<FlashBackwardKernel>();
+    if (absl::Status s = k->InitState(problem, *shapes, inputs); !s.ok()) return s;
+    absl::StatusOr<cuda::DeviceBuffer> acc = cuda::DeviceBuffer::Allocate(
+        cuda::flash::BackwardWorkspaceBytes(cuda::ShapeArgs(problem, *shapes)),
+        "the flash backward's float32 dQ accumulator");
+    if (!acc.ok()) return acc.status();
+    k->dq_accum_ = *std::move(acc);
+    return k;
+  }
+
+  absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::CudaStatus(cuda::flash::LaunchForwardSaving(args, state_->Args(), stream),
+                            "flash attention launch (keeping the log-sum-exp)");
+  }
+
+  absl::Status EnqueueBackward(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::CudaStatus(
+        cuda::flash::LaunchBackward(args, state_->Args(), dq_accum_.get(), stream),
+        "flash backward launch");
+  }
+
+ private:
+  cuda::DeviceBuffer dq_accum_;
+};
+
 // A cuBLAS handle bound to the workload's stream, with a workspace of its own (set explicitly so
 // that graph capture never makes cuBLAS allocate).
 class CublasSession {
@@ -540,16 +574,21 @@ class CudaWorkload : public Workload {
 
   absl::Status Init(Kind kind, const Problem& problem) {
     kind_ = kind;
-    if (problem.phase == Phase::kBackward && kind == Kind::kFlash) {
-      // CheckSupported refuses it first; this only keeps a forward kernel from being timed as one.
-      return absl::InternalError(
-          absl::StrCat("backend ", CudaBackendName(kind), " has no backward kernel"));
-    }
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start_));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop_));
     switch (kind) {
       case Kind::kFlash: {
+        if (problem.phase == Phase::kBackward) {
+          // No expressions or tile lists: the backward's allow-list refuses expressions, and its
+          // forward and itself test block masks per tile.
+          absl::StatusOr<std::unique_ptr<FlashBackwardKernel>> k =
+              FlashBackwardKernel::Create(problem, inputs_);
+          if (!k.ok()) return k.status();
+          backward_ = k->get();
+          kernel_ = *std::move(k);
+          break;
+        }
         // Client expressions are compiled here, in Prepare, so NVRTC never runs inside a timed
         // iteration.
         absl::StatusOr<std::unique_ptr<FlashKernel>> k =
@@ -662,6 +701,9 @@ class CudaWorkload : public Workload {
   std::string KernelName() const override {
     switch (kind_) {
       case Kind::kFlash:
+        if (flash_ == nullptr) {  // PHASE_BACKWARD
+          return cuda::flash::BackwardKernelName(problem_->Args(0), FlashDeviceOf(device_));
+        }
         return cuda::flash::KernelName(flash_->WithLists(problem_->Args(0)),
                                        FlashDeviceOf(device_));
       case Kind::kUnfused:
@@ -742,7 +784,10 @@ class CudaBackend : public Backend {
                "of kept K/V tiles) and modifier (K rotated for RoPE by a pre-pass, Q in shared "
                "memory); otherwise ldmatrix + mma.sync with K/V streamed by cp.async, masks "
                "skipping whole tiles, RoPE fused into the Q/K loads. RunResult.kernel names the "
-               "one that ran.";
+               "one that ran. PHASE_BACKWARD (where declared: flash/support.h "
+               "FlashBackwardEnabled): FlashAttention-2's backward on mma.sync, a block per K/V "
+               "tile and kv head with dK and dV in registers summed over the heads sharing it, S "
+               "and dP recomputed from the log-sum-exp, dQ summed in float32 with atomics.";
       case Kind::kUnfused:
         return "The textbook baseline: cuBLAS batched GEMM for Q K^T into float32 scores, a "
                "softmax kernel with masks and modifiers, cuBLAS for P V; long sequences in "
@@ -779,7 +824,11 @@ class CudaBackend : public Backend {
     if (!shapes.ok()) return 0;
     uint64_t bytes =
         cuda::DeviceProblem::EstimateBytes(problem, *shapes, CudaDevices().front().l2_bytes);
-    if (kind_ == Kind::kFlash) {
+    if (kind_ == Kind::kFlash && problem.phase == Phase::kBackward) {
+      // The float32 dQ accumulator; the backward's forward (the mma.sync kernel) needs no
+      // workspace or tile lists.
+      bytes += cuda::flash::BackwardWorkspaceBytes(cuda::ShapeArgs(problem, *shapes));
+    } else if (kind_ == Kind::kFlash) {
       const AttentionArgs args = cuda::ShapeArgs(problem, *shapes);
       const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, FlashDeviceOf(0));
       if (tiles.query > 0) bytes += TilePlanMaxBytes(problem, tiles.query, tiles.kv);

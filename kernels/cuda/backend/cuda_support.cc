@@ -37,7 +37,11 @@ KernelSupport KernelSupportOf(const cuda::flash::KernelAllowList& list) {
   k.compute_capabilities = {
       absl::StrCat(list.cc_major, ".", list.cc_minor, list.cc_minimum ? "+" : "")};
   for (cuda::Storage st : list.storages) k.dtypes.push_back(DTypeOf(st));
-  k.phases = {Phase::kPrefill, Phase::kDecode};
+  if (list.backward) {
+    k.phases = {Phase::kBackward};
+  } else {
+    k.phases = {Phase::kPrefill, Phase::kDecode};
+  }
   for (cuda::MaskCode m : list.masks) {
     switch (m) {
       case cuda::MaskCode::kNone:
@@ -70,7 +74,10 @@ KernelSupport KernelSupportOf(const cuda::flash::KernelAllowList& list) {
 std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind) {
   switch (kind) {
     case CudaBackendKind::kFlash:
-      return {};
+      // The mma.sync backward's built-ins (flash/support.h Sm80BackwardAllowList), when
+      // declared at all.
+      if (!cuda::flash::FlashBackwardEnabled()) return {};
+      return {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
     case CudaBackendKind::kUnfused:
     case CudaBackendKind::kReference:
       // The built-ins, whose derivatives score_grads.cuh has; the backward has none for a
@@ -117,6 +124,10 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
           "head dims up to 256; other dims run on the next compiled size, zero-padded");
       s.kernels = {KernelSupportOf(cuda::flash::Sm90AllowList()),
                    KernelSupportOf(cuda::flash::Sm80AllowList())};
+      if (cuda::flash::FlashBackwardEnabled()) {
+        s.phases.push_back(Phase::kBackward);
+        s.kernels.push_back(KernelSupportOf(cuda::flash::Sm80BackwardAllowList()));
+      }
       // Client expressions: the fused kernel of the route compiled with NVRTC for them, on both
       // kernels (flash/flash_rtc.h).
       s.modifiers.push_back(Modifier::kScoreMod);
@@ -126,7 +137,15 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
           "prepared (libnvrtc and the CUDA toolkit's headers needed; cached per process, "
           "RunResult.expression_compile_ms); mask_mod tiles classified on the GPU before timing "
           "(mask_preparation_ms)");
-      s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
+      if (cuda::flash::FlashBackwardEnabled()) {
+        s.limitations.emplace_back(
+            "backward: the mma.sync kernel (FlashAttention-2 style) on every device, head dims up "
+            "to 128/128, built-in modifiers only (no score_mod or mask_mod with PHASE_BACKWARD); "
+            "its forward is the mma.sync kernel keeping the log-sum-exp and float32 O; dQ summed "
+            "in float32 with atomics (not bit-for-bit deterministic)");
+      } else {
+        s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
+      }
       s.limitations.emplace_back(
           "decode: contiguous native cache only (no paging, no int8/int4/SAQ)");
       s.auto_priority = 30;
@@ -208,7 +227,13 @@ absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
   std::string why;
   switch (kind) {
     case CudaBackendKind::kFlash:
-      why = cuda::flash::FlashRefusal(args, device);
+      if (problem.phase == Phase::kBackward) {
+        // Reached only when FlashBackwardEnabled() (CheckSupport refused the phase otherwise).
+        why = cuda::flash::Sm80BackwardRefusal(args, device);
+        if (!why.empty()) why = cuda::flash::Sm80BackwardAllowList().name + ": " + why;
+      } else {
+        why = cuda::flash::FlashRefusal(args, device);
+      }
       break;
     case CudaBackendKind::kUnfused:
       why = cuda::UnfusedAttention::UnsupportedReason(args);

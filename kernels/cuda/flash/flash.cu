@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/common/launch_support.h"
 #include "kernels/cuda/common/score_mods.cuh"
+#include "kernels/cuda/flash/backward_configs.h"
 #include "kernels/cuda/flash/configs.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/item_order.h"
@@ -123,6 +124,50 @@ RtcInstance RtcInstanceOf(const AttentionArgs& args, FlashRoute route, bool scor
 size_t WorkspaceBytes(const AttentionArgs& args, const FlashDevice& device) {
   if ((args.modifiers & kModifierRope) == 0 || RouteOf(args, device) != FlashRoute::kSm90) return 0;
   return RopeKeysBytes(args);
+}
+
+namespace {
+
+// The device tables a launch reads, present.
+bool TablesPresent(const AttentionArgs& args) {
+  return args.head_map != nullptr &&
+         (args.mask != MaskCode::kBlock || args.block_bitmap != nullptr) &&
+         ((args.modifiers & kModifierRope) == 0 || args.rope_cos_sin != nullptr) &&
+         ((args.modifiers & kModifierAlibi) == 0 || args.alibi_slopes != nullptr);
+}
+
+}  // namespace
+
+std::string BackwardKernelName(const AttentionArgs& args, const FlashDevice& device) {
+  if (!Sm80BackwardRefusal(args, device).empty()) return "";
+  const Sm80BackwardTile& t =
+      kSm80BackwardTiles[PickTile(kSm80BackwardTiles, args.dim_qk, args.dim_v)];
+  std::string policy;
+  const int mods = ScoreModsOf(args);
+  if ((mods & kModsAlibi) != 0) policy += (args.modifiers & kModifierAlibi) ? " +alibi" : " +scale";
+  if ((mods & kModsSoftcap) != 0) policy += " +softcap";
+  if ((args.modifiers & kModifierRope) != 0) policy += " +rope";
+  return Sm80BackwardAllowList().name + " D=" + std::to_string(t.dim_qk) + "/" +
+         std::to_string(t.dim_v) + " Br=" + std::to_string(t.block_q) +
+         " Bc=" + std::to_string(Sm80BackwardBlockKv(t)) + policy + " (dQ by atomics)";
+}
+
+size_t BackwardWorkspaceBytes(const AttentionArgs& args) {
+  return Sm80BackwardWorkspaceBytes(args);
+}
+
+cudaError_t LaunchForwardSaving(const AttentionArgs& args, const BackwardArgs& g,
+                                cudaStream_t stream) {
+  if (!TablesPresent(args)) return cudaErrorInvalidValue;
+  if (!Sm80BackwardRefusal(args, CurrentDevice()).empty()) return cudaErrorNotSupported;
+  return LaunchSm80ForwardSaving(args, g, stream);
+}
+
+cudaError_t LaunchBackward(const AttentionArgs& args, const BackwardArgs& g, void* workspace,
+                           cudaStream_t stream) {
+  if (!TablesPresent(args)) return cudaErrorInvalidValue;
+  if (!Sm80BackwardRefusal(args, CurrentDevice()).empty()) return cudaErrorNotSupported;
+  return LaunchSm80Backward(args, g, workspace, stream);
 }
 
 cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream) {

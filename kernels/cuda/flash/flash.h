@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/common/backward_args.h"
 #include "kernels/cuda/flash/support.h"
 
 namespace attnbench::cuda::flash {
@@ -78,6 +79,21 @@ cudaError_t LaunchRtc(cudaKernel_t kernel, const RtcInstance& instance, const At
 // Launches the kernel RouteOf picks on `stream` (no synchronization). cudaErrorNotSupported when
 // no kernel runs args; cudaErrorInvalidValue when a table it needs is missing.
 cudaError_t Launch(const AttentionArgs& args, cudaStream_t stream);
+
+// PHASE_BACKWARD: the mma.sync backward (support.h Sm80BackwardRefusal decides; launchers.h
+// LaunchSm80Backward). Independent of FlashBackwardEnabled(), which only says whether the backend
+// declares it. The kernel's name with its tiles, e.g. "mma.sync backward D=64/64 Br=64 Bc=64
+// +rope", "" when it does not run args; the device bytes of its workspace (the float32 dQ
+// accumulator); the forward that keeps the log-sum-exp and float32 O in g (and writes args.o);
+// and the backward, `workspace` holding BackwardWorkspaceBytes. Both launches enqueue on `stream`:
+// cudaErrorNotSupported when the backward does not run args on the current device,
+// cudaErrorInvalidValue when a table or buffer it needs is missing.
+std::string BackwardKernelName(const AttentionArgs& args, const FlashDevice& device);
+size_t BackwardWorkspaceBytes(const AttentionArgs& args);
+cudaError_t LaunchForwardSaving(const AttentionArgs& args, const BackwardArgs& g,
+                                cudaStream_t stream);
+cudaError_t LaunchBackward(const AttentionArgs& args, const BackwardArgs& g, void* workspace,
+                           cudaStream_t stream);
 
 }  // namespace attnbench::cuda::flash
 

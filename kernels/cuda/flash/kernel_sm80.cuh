@@ -117,6 +117,11 @@ struct FlashFlags {
   bool async_v = false;   // cp.async for V
   bool vector_o = false;  // 16-byte stores of O
   int mods = kModsNone;   // ScoreModBits the general build applies (score_mods.cuh)
+  // The saving build (kSave) only: what the backward starts from (BackwardArgs), the natural
+  // log-sum-exp of each row [B, H_out, S_q] (-inf for a row whose every key is hidden) and O in
+  // float32 before its rounding [B, S_q, H_out, D_v].
+  float* lse = nullptr;
+  float* out_f32 = nullptr;
 };
 
 // The launch grid: (heads_out, query tiles, batch), the query tiles in reverse (the last tile
@@ -204,10 +209,17 @@ __device__ __forceinline__ void LoadTileSync(T* smem, const T* src, int64_t row_
 // Expr: client expressions (common/expr_hooks.cuh), set only by cuda_flash's NVRTC build, on the
 // general build: score_mod after the built-in modifiers, mask_mod per element in the tiles that
 // neither the mask's coverage nor the mask_mod's tile classes decide whole.
-template <typename T, typename Cfg, bool kGeneral, typename Expr = NoExpressions>
+// kSave: the forward of cuda_flash's backward (backward_sm80.cuh), on the general build without
+// expressions: it also writes the log-sum-exp and O in float32 (FlashFlags::lse, out_f32), and
+// takes the softcap's tanh exactly (tanhf instead of tanh.approx, whose 2^-11 relative error
+// would reach the backward's 1 - tanh^2 near saturation), as the backward recomputes it.
+template <typename T, typename Cfg, bool kGeneral, typename Expr = NoExpressions,
+          bool kSave = false>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     FlashForwardKernel(const AttentionArgs args, const FlashFlags flags) {
   static_assert(kGeneral || (!Expr::kScoreMod && !Expr::kMaskMod), "expressions: general build");
+  static_assert(!kSave || (kGeneral && !Expr::kScoreMod && !Expr::kMaskMod),
+                "the saving build is the general one without expressions");
   constexpr int kD = Cfg::kD;
   constexpr int kDv = Cfg::kDv;
   constexpr int kBr = Cfg::kBr;
@@ -427,7 +439,28 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       for (int mi = 0; mi < kM; ++mi) {
         const int64_t pos = row0 + 16 * mi + args.offset;
         const float rel[2] = {static_cast<float>(jl - pos), static_cast<float>(jl - pos - 8)};
-        mods.template Apply<kNT>(s[mi], rel);
+        if constexpr (kSave) {
+          if (mods.softcap) {
+            // The same steps with the softcap's tanh exact (see the template's comment): ALiBi's
+            // FMAs when on (Apply without the softcap), else the multiplication by mul that
+            // Apply makes only under some modifier, then tanhf.
+            auto linear = mods;
+            linear.softcap = false;
+            linear.template Apply<kNT>(s[mi], rel);
+#pragma unroll
+            for (int n = 0; n < kNT; ++n) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float x = s[mi][n][e];
+                s[mi][n][e] = tanhf(mods.alibi ? x : x * mods.mul);
+              }
+            }
+          } else {
+            mods.template Apply<kNT>(s[mi], rel);
+          }
+        } else {
+          mods.template Apply<kNT>(s[mi], rel);
+        }
       }
     }
     // Client expressions (NVRTC builds only; compiled out otherwise).
@@ -559,6 +592,34 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   float inv[kM][2];
 #pragma unroll
   for (int mi = 0; mi < kM; ++mi) FinishRows(rows[mi], inv[mi]);
+  if constexpr (kSave) {
+    // The log-sum-exp in natural units: the softmax ran in base 2 on t * exp_scale, so
+    // lse = (max * exp_scale + log2 l) ln 2. O in float32, straight from the accumulators.
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float l = QuadSum(rows[mi].sum[r]);
+        const int64_t i = row0 + 16 * mi + 8 * r;
+        if (i < seq_q) {
+          if (lane % 4 == 0) {
+            const float lse2 = l > 0.f ? fmaf(rows[mi].max[r], mods.exp_scale, log2f(l)) : kNegInf;
+            flags.lse[(static_cast<int64_t>(b) * args.heads_out + h) * seq_q + i] =
+                lse2 * 0.69314718055994531f;
+          }
+          float* o_row = flags.out_f32 + RowOffset(b, seq_q, i, args.heads_out, h, args.dim_v);
+#pragma unroll
+          for (int n = 0; n < kOT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int col = 8 * n + 2 * (lane % 4) + e;
+              if (col < args.dim_v) o_row[col] = o_acc[mi][n][2 * r + e] * inv[mi][r];
+            }
+          }
+        }
+      }
+    }
+  }
   __syncwarp();
   T* s_o = s_q + warp_rows * Cfg::kQStride;
 #pragma unroll

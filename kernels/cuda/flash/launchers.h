@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/common/backward_args.h"
 
 namespace attnbench::cuda::flash {
 
@@ -56,6 +57,19 @@ bool Sm80CommonBuild(const AttentionArgs& args);
 struct FlashFlags;
 dim3 Sm80Grid(const AttentionArgs& args, int tile);
 FlashFlags Sm80Flags(const AttentionArgs& args);
+
+// cuda_flash's backward on mma.sync (launch_backward_sm80.cu, backward_sm80.cuh). The forward it
+// starts from: the mma.sync forward's saving build, writing O to args.o as usual and also the
+// log-sum-exp and O in float32 to g.lse and g.out. The backward: D, then dQ, dK, dV into g from
+// args (Q, K, V) and g (dO, O, the log-sum-exp, the inverted head map), with `workspace` holding
+// Sm80BackwardWorkspaceBytes (the float32 dQ accumulator, cleared by the launch). Both enqueue on
+// `stream`; cudaErrorNotSupported for head dims no tile holds, cudaErrorInvalidValue for a
+// missing pointer. The caller checks support (support.h, Sm80BackwardRefusal).
+cudaError_t LaunchSm80ForwardSaving(const AttentionArgs& args, const BackwardArgs& g,
+                                    cudaStream_t stream);
+size_t Sm80BackwardWorkspaceBytes(const AttentionArgs& args);
+cudaError_t LaunchSm80Backward(const AttentionArgs& args, const BackwardArgs& g, void* workspace,
+                               cudaStream_t stream);
 
 }  // namespace attnbench::cuda::flash
 

@@ -4,10 +4,16 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/flash/backward_configs.h"
 #include "kernels/cuda/flash/configs.h"
 
 namespace attnbench::cuda::flash {
 namespace {
+
+// THE switch of cuda_flash's PHASE_BACKWARD: whether its allow-lists (and so the backend's
+// capabilities, CheckSupported and `auto`) declare the mma.sync backward. Set to false to ship
+// the kernel undeclared (it still compiles, and the GPU test still runs it through its launchers).
+constexpr bool kFlashBackwardEnabled = true;
 
 template <typename Tile, size_t kN>
 std::vector<std::pair<int, int>> DimsOf(const Tile (&tiles)[kN]) {
@@ -146,6 +152,53 @@ const KernelAllowList& Sm80AllowList() {
     return l;
   }();
   return *list;
+}
+
+bool FlashBackwardEnabled() { return kFlashBackwardEnabled; }
+
+const KernelAllowList& Sm80BackwardAllowList() {
+  static const KernelAllowList* list = [] {
+    auto* l = new KernelAllowList;
+    l->name = "mma.sync backward";
+    l->cc_major = 8;
+    l->cc_minor = 0;
+    l->cc_minimum = true;
+    l->storages = {Storage::kFloat16, Storage::kBFloat16};
+    l->masks = {MaskCode::kNone, MaskCode::kCausal, MaskCode::kWindow, MaskCode::kBlock};
+    // The built-ins, whose derivatives the kernel takes (no client score_mod / mask_mod).
+    l->modifiers = kModifierRope | kModifierAlibi | kModifierSoftcap;
+    l->head_dims = DimsOf(kSm80BackwardTiles);
+    l->backward = true;
+    l->requirements = {
+        "any head dims up to the largest tile (zero-padded to the first tile that holds them); "
+        "any alignment",
+        "the forward kept for it runs on the mma.sync kernel (its saving build: log-sum-exp and "
+        "float32 O, the softcap's tanh exact) on every device, Hopper included",
+        "dQ summed in float32 with atomics: not bit-for-bit deterministic across runs"};
+    return l;
+  }();
+  return *list;
+}
+
+std::string Sm80BackwardRefusal(const AttentionArgs& a, const FlashDevice& d) {
+  int tile = -1;
+  if (std::string why = ListRefusal(Sm80BackwardAllowList(), a, d, &tile); !why.empty()) {
+    return why;
+  }
+  if (a.batch > 65535 || a.heads_kv > 65535) {
+    return "spec.batch_size or the key/value heads above 65535 (grid y/z limit)";
+  }
+  if (Sm80BackwardSmemBytes(kSm80BackwardTiles[tile]) > d.smem_optin_bytes) {
+    return "spec.head_dim_qk / head_dim_v need " +
+           std::to_string(Sm80BackwardSmemBytes(kSm80BackwardTiles[tile]) / 1024) +
+           " KB of shared memory per block, above the device's " +
+           std::to_string(d.smem_optin_bytes / 1024) + " KB";
+  }
+  const int64_t kv_tiles = (a.seq_kv + Sm80BackwardBlockKv(kSm80BackwardTiles[tile]) - 1) /
+                           Sm80BackwardBlockKv(kSm80BackwardTiles[tile]);
+  if (kv_tiles > 0x7fffffff) return "spec.seq_len_kv too large for the grid";
+  if (std::string why = Sm80Refusal(a, d); !why.empty()) return "its forward: " + why;
+  return "";
 }
 
 std::string Sm90Refusal(const AttentionArgs& a, const FlashDevice& d) {

@@ -35,10 +35,22 @@ struct KernelAllowList {
   uint32_t modifiers = 0;                      // kModifier* bits it implements, in any combination
   std::vector<std::pair<int, int>> head_dims;  // compiled (D_qk, D_v) tiles, from configs.h
   std::vector<std::string> requirements;       // the further conditions, in words
+  // The phases it computes: the forward (prefill and decode) or, when set, PHASE_BACKWARD only.
+  bool backward = false;
 };
 
 const KernelAllowList& Sm90AllowList();
 const KernelAllowList& Sm80AllowList();
+
+// cuda_flash's backward (PHASE_BACKWARD) on mma.sync, sm_80 and newer (backward_sm80.cuh), and
+// the forward it starts from (the mma.sync kernel's saving build). Whether cuda_flash declares
+// it at all is FlashBackwardEnabled() (kFlashBackwardEnabled in support.cc, the one switch):
+// when false, the backend lists no backward and refuses PHASE_BACKWARD as before, while the
+// list, the refusal below and the launchers stay usable (the GPU test runs the kernel directly).
+bool FlashBackwardEnabled();
+const KernelAllowList& Sm80BackwardAllowList();
+// "" when the backward (and its forward) run `args` on `device`, otherwise why not.
+std::string Sm80BackwardRefusal(const AttentionArgs& args, const FlashDevice& device);
 
 // "" when the kernel runs `args` on `device`, otherwise why not. Judged on sizes when the
 // pointers are null (support checks run before device memory exists); pointers, when set, must

@@ -1,16 +1,18 @@
 // The CUDA backends' PHASE_BACKWARD on a device against the float64 backward oracle
-// (backward64.h, itself checked against finite differences): cuda_reference and cuda_unfused,
-// every element of dQ, dK and dV under a bound scaled to the dtype and to its row, on fresh
-// generated inputs with odd sizes (S_q = 37 != S_kv = 53, D_qk = 40 != D_v = 24, GQA 6/2, and
-// 150 x 170 so that several 128-row chunks run): every layout, mask and modifier, float32,
-// bfloat16 and float16, the backward timed alone and as a training step. The gradients start as
-// NaN on the device, so every element must have been written. Then the server's check
-// (CheckGradients) must pass, and the workload's contract holds: shapes and dtypes as
-// cpu_reference returns them, the same bits in both timing modes, over runs and under CUDA-graph
-// replay, refusals by cuda_flash (and of expressions by cuda_unfused's backward), and the memory
-// estimate with its RESOURCE_EXHAUSTED before anything is allocated. cuda_unfused's chunked paths
-// (several (b, h) entries per chunk, query rows in pieces) run through UnfusedBackward directly
-// with small budgets. Skips (GTEST_SKIP) on a machine without a CUDA device.
+// (backward64.h, itself checked against finite differences): cuda_reference, cuda_unfused and
+// cuda_flash (fp16 and bf16; its kernel through its launchers always, CudaFlashBackwardKernelTest,
+// and through the backend where it declares the backward, CudaFlashBackwardTest), every element of
+// dQ, dK and dV under a bound scaled to the dtype and to its row, on fresh generated inputs with
+// odd sizes (S_q = 37 != S_kv = 53, D_qk = 40 != D_v = 24, GQA 6/2, and 150 x 170 so that several
+// 128-row chunks run): every layout, mask and modifier, float32, bfloat16 and float16, the backward
+// timed alone and as a training step. The gradients start as NaN on the device, so every element
+// must have been written. Then the server's check (CheckGradients) must pass, and the workload's
+// contract holds: shapes and dtypes as cpu_reference returns them, the same bits in both timing
+// modes, over runs and under CUDA-graph replay, refusals by cuda_flash (and of expressions by
+// cuda_unfused's backward), and the memory estimate with its RESOURCE_EXHAUSTED before anything is
+// allocated. cuda_unfused's chunked paths (several (b, h) entries per chunk, query rows in pieces)
+// run through UnfusedBackward directly with small budgets. Skips (GTEST_SKIP) on a machine without
+// a CUDA device.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -30,6 +32,8 @@
 #include "kernels/cuda/backend/device_backward.h"
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/flash/flash.h"
+#include "kernels/cuda/flash/support.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/cuda/unfused/unfused_backward.h"
 #include "kernels/reference/gradient_check.h"
@@ -77,6 +81,8 @@ Problem OddProblem() { return testing::GpuBackwardBaseProblem(); }
 // backward_closeness_test.cc); in float32 cuda_reference's.
 testing::Tolerance GradientTolerance(const std::string& backend, DType dtype) {
   if (backend == kCudaUnfusedBackend) return testing::UnfusedBackwardTolerance(dtype);
+  // cuda_flash: the tensor-core roundings too (FlashBackwardTolerance, measured the same way).
+  if (backend == kCudaFlashBackend) return testing::FlashBackwardTolerance(dtype);
   return testing::StoredOutputTolerance(dtype, 1e-4);
 }
 
@@ -305,8 +311,11 @@ TEST(CudaUnfusedBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
   ExpectGradientsOnlyAfterARunAndOnlyForABackward(kCudaUnfusedBackend);
 }
 
+// Without the backward declared (flash/support.h FlashBackwardEnabled() false), cuda_flash refuses
+// PHASE_BACKWARD naming the phase.
 TEST(CudaReferenceBackwardTest, FlashRefusesNamingThePhase) {
   SKIP_WITHOUT_DEVICE();
+  if (cuda::flash::FlashBackwardEnabled()) GTEST_SKIP() << "cuda_flash declares its backward";
   Problem raw = OddProblem();
   raw.dtype = DType::kBFloat16;  // a dtype cuda_flash runs, so the phase is what it names
   const Problem p = NormalizeProblem(raw);
@@ -343,8 +352,9 @@ TEST(CudaUnfusedBackwardTest, RefusesExpressionsNamingFieldAndPhase) {
 }
 
 // A problem over the device's memory: RESOURCE_EXHAUSTED at once, before its inputs are
-// generated on the host or anything is allocated; the device stays usable.
-void ExpectTooLargeRefusedFirst(const std::string& name) {
+// generated on the host or anything is allocated; the device stays usable (checked on a run in
+// `dtype`).
+void ExpectTooLargeRefusedFirst(const std::string& name, DType dtype = DType::kFloat32) {
   Backend* backend = Find(name);
   ASSERT_NE(backend, nullptr);
   Problem huge = OddProblem();
@@ -363,7 +373,9 @@ void ExpectTooLargeRefusedFirst(const std::string& name) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
   EXPECT_EQ(w.status().code(), absl::StatusCode::kResourceExhausted) << w.status();
   // The device is still usable.
-  ExpectGradientsClose(RunBackward(name, OddProblem()), "after the refusal");
+  Problem after = OddProblem();
+  after.dtype = dtype;
+  ExpectGradientsClose(RunBackward(name, after), "after the refusal");
 }
 
 // The estimate a server compares with --max_request_bytes covers the forward's buffers and the
@@ -493,6 +505,260 @@ TEST(CudaUnfusedBackwardTest, ChunksOfEntriesAndRowsMatchTheOracle) {
   }
   cublasDestroy(handle);
   cudaStreamDestroy(stream);
+}
+
+// ---- cuda_flash
+// ----------------------------------------------------------------------------------
+
+// cuda_flash's backward (the mma.sync kernel, flash/backward_sm80.cuh) run through its launchers
+// (flash.h), whatever FlashBackwardEnabled() says, so that the kernel is checked on the device
+// before it is declared: the forward that keeps the log-sum-exp and float32 O, then the backward
+// `backward_runs` times (each clears the dQ accumulator first), on fresh generated inputs.
+struct DirectFlashRun {
+  Problem problem;
+  AttentionInputs inputs;
+  GradientTensors gradients;
+  FloatTensor output;
+  bool ok = false;
+};
+
+DirectFlashRun RunFlashDirect(const Problem& raw, int backward_runs = 1) {
+  DirectFlashRun r;
+  r.problem = NormalizeProblem(raw);
+  const absl::Status valid = ValidateProblem(r.problem);
+  EXPECT_TRUE(valid.ok()) << valid;
+  if (!valid.ok()) return r;
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(r.problem);
+  EXPECT_TRUE(shapes.ok()) << shapes.status();
+  if (!shapes.ok()) return r;
+  absl::StatusOr<AttentionInputs> inputs = GenerateInputs(r.problem);
+  EXPECT_TRUE(inputs.ok()) << inputs.status();
+  if (!inputs.ok()) return r;
+  r.inputs = *std::move(inputs);
+  EXPECT_EQ(cudaSetDevice(0), cudaSuccess);
+  absl::StatusOr<std::unique_ptr<cuda::DeviceProblem>> resident =
+      cuda::DeviceProblem::Create(r.problem, *shapes, r.inputs, /*l2_bytes=*/0);
+  EXPECT_TRUE(resident.ok()) << resident.status();
+  if (!resident.ok()) return r;
+  absl::StatusOr<std::unique_ptr<cuda::DeviceBackward>> state =
+      cuda::DeviceBackward::Create(r.problem, *shapes, r.inputs);
+  EXPECT_TRUE(state.ok()) << state.status();
+  if (!state.ok()) return r;
+  const cuda::AttentionArgs args = (*resident)->Args(0);
+  const std::string refusal = cuda::flash::Sm80BackwardRefusal(args, cuda::flash::CurrentDevice());
+  EXPECT_EQ(refusal, "");
+  if (!refusal.empty()) return r;
+  absl::StatusOr<cuda::DeviceBuffer> acc =
+      cuda::DeviceBuffer::Allocate(cuda::flash::BackwardWorkspaceBytes(args), "the dQ accumulator");
+  EXPECT_TRUE(acc.ok()) << acc.status();
+  if (!acc.ok()) return r;
+  cudaStream_t stream = nullptr;
+  EXPECT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  const cuda::BackwardArgs& g = (*state)->Args();
+  cudaError_t e = cuda::flash::LaunchForwardSaving(args, g, stream);
+  EXPECT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
+  for (int run = 0; run < backward_runs && e == cudaSuccess; ++run) {
+    e = cuda::flash::LaunchBackward(args, g, acc->get(), stream);
+    EXPECT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
+  }
+  const cudaError_t synced = cudaStreamSynchronize(stream);
+  EXPECT_EQ(synced, cudaSuccess) << cudaGetErrorString(synced);
+  cudaStreamDestroy(stream);
+  if (e != cudaSuccess || synced != cudaSuccess) return r;
+  absl::StatusOr<GradientTensors> grads = (*state)->DownloadGradients();
+  EXPECT_TRUE(grads.ok()) << grads.status();
+  if (!grads.ok()) return r;
+  r.gradients = *std::move(grads);
+  absl::StatusOr<FloatTensor> out = (*resident)->DownloadOutput();
+  EXPECT_TRUE(out.ok()) << out.status();
+  if (!out.ok()) return r;
+  r.output = *std::move(out);
+  r.ok = true;
+  return r;
+}
+
+// Every gradient element against the oracle (and the server's check), and the forward's output.
+void ExpectDirectFlashRunMatches(const DirectFlashRun& r, const std::string& context) {
+  ASSERT_TRUE(r.ok) << context;
+  for (const FloatTensor* t : {&r.gradients.dq, &r.gradients.dk, &r.gradients.dv}) {
+    for (float v : t->values) {
+      if (!std::isfinite(v)) continue;  // counted as failures by the comparison below
+      ASSERT_EQ(RoundToDType(v, r.problem.dtype), v) << context;
+    }
+  }
+  ExpectGradientsMatchOracle(kCudaFlashBackend, r.problem, r.inputs, r.gradients,
+                             "cuda_flash (direct) " + context);
+  const std::vector<double> o = testing::NaiveAttention(r.problem, r.inputs);
+  ExpectAllClose(r.output.values, o, r.output.shape,
+                 testing::TensorCoreKernelTolerance(r.problem.dtype), context + " O");
+}
+
+using FlashParam = std::tuple<int, DType>;
+std::string FlashVariantName(const ::testing::TestParamInfo<FlashParam>& info) {
+  return absl::StrCat(AllCases()[std::get<0>(info.param)].name, "_",
+                      DTypeName(std::get<1>(info.param)));
+}
+
+class CudaFlashBackwardKernelTest : public ::testing::TestWithParam<FlashParam> {};
+
+// The kernel itself on every case (every layout, mask and modifier, S_q != S_kv both ways, odd
+// head dims zero-padded to the 64 tile, D_qk 128 / D_v 64 on the 128 tile) in both dtypes.
+TEST_P(CudaFlashBackwardKernelTest, EveryGradientElementMatchesTheFloat64Oracle) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [index, dtype] = GetParam();
+  const DirectFlashRun r = RunFlashDirect(testing::GpuBackwardCaseProblem(index, dtype));
+  ExpectDirectFlashRunMatches(r, absl::StrCat(AllCases()[index].name, "/", DTypeName(dtype)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, CudaFlashBackwardKernelTest,
+                         ::testing::Combine(::testing::Range(0,
+                                                             static_cast<int>(AllCases().size())),
+                                            ::testing::Values(DType::kBFloat16, DType::kFloat16)),
+                         FlashVariantName);
+
+// Several K/V tiles and query tiles of the 128 tile, causal with RoPE, GQA 8/2 (four heads summed
+// into each kv head's dK and dV inside one block), S_q != S_kv.
+TEST(CudaFlashBackwardKernelTest, LongerCausalGqaMatchesTheOracle) {
+  SKIP_WITHOUT_DEVICE();
+  Problem p = OddProblem();
+  testing::SetLongerGqa(p);
+  ExpectDirectFlashRunMatches(RunFlashDirect(p), "S_q 300, S_kv 433, D 128, GQA 8/2, causal RoPE");
+}
+
+// The 64 tile over many tiles each way: a window with every modifier, and non-causal MHA with
+// query tiles past the last key tile (backward_cases.h FlashBackwardTileProblems).
+TEST(CudaFlashBackwardKernelTest, ManyTilesOfTheSmallTileMatchTheOracle) {
+  SKIP_WITHOUT_DEVICE();
+  for (const testing::NamedProblem& p : testing::FlashBackwardTileProblems()) {
+    ExpectDirectFlashRunMatches(RunFlashDirect(p.problem), p.name);
+  }
+}
+
+// The launch clears the dQ accumulator itself: a second backward gives the same gradients (up to
+// the order of the atomic additions), not twice them.
+TEST(CudaFlashBackwardKernelTest, EachLaunchStartsFromAClearAccumulator) {
+  SKIP_WITHOUT_DEVICE();
+  Problem p = OddProblem();
+  testing::SetAllModifiers(p);
+  p.dtype = DType::kBFloat16;
+  ExpectDirectFlashRunMatches(RunFlashDirect(p, /*backward_runs=*/3), "three backward launches");
+}
+
+// Through the backend, where cuda_flash declares its backward (FlashBackwardEnabled()): the
+// variants in both timing modes, as cuda_reference and cuda_unfused above.
+class CudaFlashBackwardTest : public ::testing::TestWithParam<VariantParam> {};
+
+#define SKIP_UNLESS_FLASH_BACKWARD()                            \
+  SKIP_WITHOUT_DEVICE();                                        \
+  if (!cuda::flash::FlashBackwardEnabled())                     \
+  GTEST_SKIP() << "cuda_flash does not declare PHASE_BACKWARD " \
+                  "(kFlashBackwardEnabled in kernels/cuda/flash/support.cc)"
+
+TEST_P(CudaFlashBackwardTest, EveryGradientElementMatchesTheFloat64Oracle) {
+  SKIP_UNLESS_FLASH_BACKWARD();
+  const auto& [index, dtype, training_step] = GetParam();
+  CheckVariant(kCudaFlashBackend, index, dtype, training_step);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, CudaFlashBackwardTest,
+    ::testing::Combine(::testing::Range(0, static_cast<int>(AllCases().size())),
+                       ::testing::Values(DType::kBFloat16, DType::kFloat16), ::testing::Bool()),
+    VariantName);
+
+// Both timing modes and CUDA-graph replay give gradients within the bound (not bit for bit: dQ
+// is summed with atomics), and the forward's output bit for bit (no atomics there).
+TEST(CudaFlashBackwardTest, TimingModesAndGraphReplayMatchTheOracle) {
+  SKIP_UNLESS_FLASH_BACKWARD();
+  for (DType d : {DType::kBFloat16, DType::kFloat16}) {
+    Problem p = OddProblem();
+    testing::SetAllModifiers(p);
+    p.dtype = d;
+    const BackwardRun once = RunBackward(kCudaFlashBackend, p);
+    const BackwardRun rotated = RunBackward(kCudaFlashBackend, p, NoFlush(), 5);
+    IterationOptions graph;
+    graph.use_cuda_graph = true;
+    const BackwardRun replayed = RunBackward(kCudaFlashBackend, p, graph, 3);
+    p.training_step = true;
+    const BackwardRun step = RunBackward(kCudaFlashBackend, p);
+    const BackwardRun step_replayed = RunBackward(kCudaFlashBackend, p, graph, 3);
+    for (const BackwardRun* r : {&once, &rotated, &replayed, &step, &step_replayed}) {
+      ASSERT_NE(r->workload, nullptr);
+      ExpectGradientsClose(*r, DTypeName(d));
+      EXPECT_EQ(r->output.values, once.output.values) << DTypeName(d);
+      EXPECT_EQ(r->workload->KernelName().rfind("mma.sync backward", 0), 0u)
+          << r->workload->KernelName();
+    }
+  }
+}
+
+TEST(CudaFlashBackwardTest, GradientsOnlyAfterARunAndOnlyForABackward) {
+  SKIP_UNLESS_FLASH_BACKWARD();
+  Backend* backend = Find(kCudaFlashBackend);
+  ASSERT_NE(backend, nullptr);
+  Problem raw = OddProblem();
+  raw.dtype = DType::kBFloat16;
+  const Problem p = NormalizeProblem(raw);
+  absl::StatusOr<std::unique_ptr<Workload>> w = backend->Prepare(p, 0);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ((*w)->Gradients().status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*w)->RunTimed().ok());
+  absl::StatusOr<GradientTensors> g = (*w)->Gradients();
+  ASSERT_TRUE(g.ok()) << g.status();
+  ExpectGradientsMatchOracle(kCudaFlashBackend, p, (*w)->Inputs(), *g,
+                             "cuda_flash without BeforeIteration");
+  Problem prefill = p;
+  prefill.phase = Phase::kPrefill;
+  absl::StatusOr<std::unique_ptr<Workload>> f = backend->Prepare(prefill, 0);
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_TRUE((*f)->RunTimed().ok());
+  EXPECT_EQ((*f)->Gradients().status().code(), absl::StatusCode::kUnimplemented);
+}
+
+// What its backward refuses, by field and phase: client expressions, float32.
+TEST(CudaFlashBackwardTest, RefusesExpressionsAndFloat32NamingTheField) {
+  SKIP_UNLESS_FLASH_BACKWARD();
+  Backend* backend = Find(kCudaFlashBackend);
+  ASSERT_NE(backend, nullptr);
+  for (const char* field : {"score_mod", "mask_mod"}) {
+    Problem raw = OddProblem();
+    raw.dtype = DType::kBFloat16;
+    if (std::string(field) == "score_mod") {
+      raw.score_mod = "s - 0.25 * (q - kv)";
+    } else {
+      raw.mask_mod = "kv <= q";
+    }
+    const Problem p = NormalizeProblem(raw);
+    ASSERT_TRUE(ValidateProblem(p).ok()) << ValidateProblem(p);
+    const absl::Status s = backend->CheckSupported(p);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find(absl::StrCat("spec.", field, " with spec.phase=PHASE_BACKWARD")),
+              std::string::npos)
+        << s;
+    EXPECT_EQ(backend->Prepare(p, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  const Problem fp32 = NormalizeProblem(OddProblem());
+  const absl::Status s = backend->CheckSupported(fp32);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("spec.dtype"), std::string::npos) << s;
+}
+
+// The estimate adds DeviceBackward's buffers and the float32 dQ accumulator to the forward's
+// (whose Hopper-only tables the backward's forward does not need: none for this problem).
+TEST(CudaFlashBackwardTest, EstimateCoversTheBackwardAndTooLargeIsRefusedFirst) {
+  SKIP_UNLESS_FLASH_BACKWARD();
+  Backend* backend = Find(kCudaFlashBackend);
+  ASSERT_NE(backend, nullptr);
+  Problem raw = OddProblem();
+  raw.dtype = DType::kBFloat16;
+  const Problem p = NormalizeProblem(raw);
+  Problem prefill = p;
+  prefill.phase = Phase::kPrefill;
+  const ProblemShapes shapes = *ShapesOf(p);
+  EXPECT_EQ(backend->EstimateBytes(p),
+            backend->EstimateBytes(prefill) + cuda::DeviceBackward::EstimateBytes(p, shapes) +
+                cuda::flash::BackwardWorkspaceBytes(cuda::ShapeArgs(p, shapes)));
+  ExpectTooLargeRefusedFirst(kCudaFlashBackend, DType::kBFloat16);
 }
 
 }  // namespace

@@ -276,7 +276,10 @@ TEST(ExpressionCacheTest, OneCacheForTheProcess) {
 }
 
 // PHASE_BACKWARD runs on cuda_unfused and cuda_reference for every layout, mask, built-in modifier
-// and 16/32-bit dtype, and GetCapabilities says so; cuda_flash refuses it naming spec.phase.
+// and 16/32-bit dtype, and GetCapabilities says so. cuda_flash runs the 16-bit ones on its
+// mma.sync backward where it declares it (flash/support.h FlashBackwardEnabled()), on Hopper and
+// Ampere alike, refusing float32 naming spec.dtype; otherwise it refuses every one naming
+// spec.phase.
 TEST(BackwardSupportTest, OnCudaUnfusedAndCudaReference) {
   struct Variant {
     const char* name;
@@ -339,16 +342,44 @@ TEST(BackwardSupportTest, OnCudaUnfusedAndCudaReference) {
             << CudaBackendName(kind) << " " << context << ": "
             << CheckCudaSupport(kind, n, HopperTraits());
       }
-      const absl::Status s = CheckCudaSupport(CudaBackendKind::kFlash, n, HopperTraits());
-      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << context;
-      // cuda_flash names float32 storage first: the dtype is checked before the phase.
-      EXPECT_NE(std::string(s.message())
-                    .find(dtype == DType::kFloat32 ? "spec.dtype=DTYPE_FLOAT32"
-                                                   : "spec.phase=PHASE_BACKWARD"),
-                std::string::npos)
-          << context << ": " << s;
-      EXPECT_NE(std::string(s.message()).find("cuda_flash"), std::string::npos) << s;
+      flash::FlashDevice ampere;
+      ampere.cc_major = 8;
+      ampere.smem_optin_bytes = 163 * 1024;
+      for (const flash::FlashDevice& device : {HopperTraits(), ampere}) {
+        const absl::Status s = CheckCudaSupport(CudaBackendKind::kFlash, n, device);
+        if (flash::FlashBackwardEnabled() && dtype != DType::kFloat32) {
+          EXPECT_TRUE(s.ok()) << context << ": " << s;
+          continue;
+        }
+        EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << context;
+        // cuda_flash names float32 storage first: the dtype is checked before the phase.
+        EXPECT_NE(std::string(s.message())
+                      .find(dtype == DType::kFloat32 ? "spec.dtype=DTYPE_FLOAT32"
+                                                     : "spec.phase=PHASE_BACKWARD"),
+                  std::string::npos)
+            << context << ": " << s;
+        EXPECT_NE(std::string(s.message()).find("cuda_flash"), std::string::npos) << s;
+      }
     }
+  }
+  // Before Ampere, no kernel of cuda_flash runs it.
+  if (flash::FlashBackwardEnabled()) {
+    Problem p = Base();
+    p.phase = Phase::kBackward;
+    flash::FlashDevice turing;
+    turing.cc_major = 7;
+    turing.cc_minor = 5;
+    turing.smem_optin_bytes = 64 * 1024;
+    const absl::Status s = CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(p), turing);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(std::string(s.message()).find("mma.sync backward"), std::string::npos) << s;
+    // Head dims past its largest tile (128/128) are refused naming them.
+    p.head_dim_qk = 192;
+    p.head_dim_v = 128;
+    const absl::Status wide =
+        CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(p), HopperTraits());
+    EXPECT_EQ(wide.code(), absl::StatusCode::kFailedPrecondition) << wide;
+    EXPECT_NE(std::string(wide.message()).find("spec.head_dim_qk"), std::string::npos) << wide;
   }
   // What the backends' backward still refuses, by name.
   Problem fp8 = Base();
@@ -368,11 +399,41 @@ TEST(BackwardSupportTest, OnCudaUnfusedAndCudaReference) {
     return n;
   };
   EXPECT_EQ(lists_backward(CudaBackendKind::kReference), 1);
-  EXPECT_EQ(lists_backward(CudaBackendKind::kFlash), 0);
+  EXPECT_EQ(lists_backward(CudaBackendKind::kFlash), flash::FlashBackwardEnabled() ? 1 : 0);
   EXPECT_EQ(lists_backward(CudaBackendKind::kUnfused), 1);
+  // The one kernel of cuda_flash that lists the phase, and only it, is the mma.sync backward.
+  int backward_kernels = 0;
   for (const KernelSupport& k : CudaBackendSupport(CudaBackendKind::kFlash).kernels) {
-    for (Phase phase : k.phases) EXPECT_NE(phase, Phase::kBackward) << k.name;
+    const bool backward = k.name == flash::Sm80BackwardAllowList().name;
+    backward_kernels += backward ? 1 : 0;
+    if (backward) {
+      EXPECT_EQ(k.phases, std::vector<Phase>{Phase::kBackward});
+    } else {
+      for (Phase phase : k.phases) EXPECT_NE(phase, Phase::kBackward) << k.name;
+    }
   }
+  EXPECT_EQ(backward_kernels, flash::FlashBackwardEnabled() ? 1 : 0);
+}
+
+// cuda_flash's backward on the host: its workspace is the float32 dQ accumulator, one float per
+// element of Q, and its name gives the tile the head dims land on (zero-padded) and the policies.
+TEST(BackwardSupportTest, FlashBackwardWorkspaceAndName) {
+  Problem p = Base();
+  p.phase = Phase::kBackward;
+  p.rope = {true, std::nullopt, std::nullopt};
+  const AttentionArgs args = ArgsOf(p);
+  EXPECT_EQ(flash::BackwardWorkspaceBytes(args), size_t{2} * 77 * 6 * 96 * sizeof(float));
+  EXPECT_EQ(flash::BackwardKernelName(args, HopperTraits()),
+            "mma.sync backward D=128/128 Br=32 Bc=64 +rope (dQ by atomics)");
+  p.head_dim_qk = 40;
+  p.head_dim_v = 24;
+  p.rope = {};
+  p.softcap = {true, 5.0};
+  EXPECT_EQ(flash::BackwardKernelName(ArgsOf(p), HopperTraits()),
+            "mma.sync backward D=64/64 Br=64 Bc=64 +softcap (dQ by atomics)");
+  p.head_dim_qk = 256;
+  p.head_dim_v = 256;
+  EXPECT_EQ(flash::BackwardKernelName(ArgsOf(p), HopperTraits()), "");
 }
 
 // cuda_unfused runs score_mod and mask_mod forward only: its backward has no derivative of an
@@ -384,7 +445,12 @@ TEST(BackwardSupportTest, UnfusedRefusesExpressionsWithBackwardOnly) {
   EXPECT_EQ(unfused,
             (std::vector<Modifier>{Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap}));
   EXPECT_EQ(CudaBackwardModifiers(CudaBackendKind::kReference), unfused);
-  EXPECT_TRUE(CudaBackwardModifiers(CudaBackendKind::kFlash).empty());
+  // cuda_flash's backward, where declared, takes the same built-ins and no expression either.
+  if (flash::FlashBackwardEnabled()) {
+    EXPECT_EQ(CudaBackwardModifiers(CudaBackendKind::kFlash), unfused);
+  } else {
+    EXPECT_TRUE(CudaBackwardModifiers(CudaBackendKind::kFlash).empty());
+  }
   struct Case {
     std::string field;
     void (*edit)(Problem&);
@@ -407,6 +473,14 @@ TEST(BackwardSupportTest, UnfusedRefusesExpressionsWithBackwardOnly) {
               std::string::npos)
         << s;
     EXPECT_NE(std::string(s.message()).find("cuda_unfused"), std::string::npos) << s;
+    if (flash::FlashBackwardEnabled()) {
+      const absl::Status f = CheckCudaSupport(CudaBackendKind::kFlash, backward, HopperTraits());
+      EXPECT_EQ(f.code(), absl::StatusCode::kFailedPrecondition) << c.field;
+      EXPECT_NE(
+          std::string(f.message()).find("spec." + c.field + " with spec.phase=PHASE_BACKWARD"),
+          std::string::npos)
+          << f;
+    }
     // Forward, the same expression is the unfused backend's (given NVRTC).
     p.phase = Phase::kPrefill;
     const absl::Status prefill =

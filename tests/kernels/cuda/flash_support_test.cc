@@ -1,12 +1,15 @@
 // The support walk (no device needed, runs in CI): every mask x modifier set x dtype x head dims
 // x phase, on the traits of a Hopper and an Ampere device. For each combination the CUDA
 // backends must accept exactly what this test's own statement of their kernels says they
-// implement (written here, independently of kernels/cuda/flash/configs.h and support.cc; the
-// backward is cuda_unfused's and cuda_reference's), every refusal must be FAILED_PRECONDITION
+// implement (written here, independently of kernels/cuda/flash/configs.h, backward_configs.h and
+// support.cc; the backward is cuda_unfused's, cuda_reference's and, where FlashBackwardEnabled(),
+// cuda_flash's mma.sync backward), every refusal must be FAILED_PRECONDITION
 // naming a spec field, and cuda_flash must route what it accepts to a kernel that implements it:
 // the Hopper kernel wherever it can, never one that cannot. A mask kind this walk does not know
 // fails the guard test, so a new mask cannot reach the fast paths unnoticed.
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -137,6 +140,20 @@ bool Sm90Implements(const Problem& p, const FlashDevice& d) {
          HoldsTile(kCompiled, {p.head_dim_qk, *p.head_dim_v}) && p.head_dim_qk % 8 == 0 &&
          *p.head_dim_v % 8 == 0 && (!p.rope.enabled || Rotary(p) % 8 == 0);
 }
+// cuda_flash's mma.sync backward (backward_sm80.cuh): fp16 and bf16 on sm_80 and newer, head dims
+// up to 128/128 on two tiles, every mask and built-in modifier (its forward, the mma.sync kernel,
+// runs all of those). The kernel alone, whatever the backend declares.
+const std::vector<Dims> kBackwardCompiled = {{64, 64}, {128, 128}};
+bool CoreBackward(const Problem& p);
+bool FlashBackwardKernelImplements(const Problem& p, const FlashDevice& d) {
+  return d.cc_major >= 8 && CoreBackward(p) && Fp16OrBf16(p) &&
+         HoldsTile(kBackwardCompiled, {p.head_dim_qk, *p.head_dim_v});
+}
+// ... and the backend, which runs it only where it declares it.
+bool FlashBackwardImplements(const Problem& p, const FlashDevice& d) {
+  return cuda::flash::FlashBackwardEnabled() && FlashBackwardKernelImplements(p, d);
+}
+
 // cuda_unfused (unfused_backward.cc) and cuda_reference (reference_backward.cu) have a backward,
 // for everything they run forward (the walk has no client expressions, which cuda_unfused's
 // backward refuses).
@@ -173,7 +190,8 @@ void ExpectRefusalNamesAField(const absl::Status& s, const std::string& context)
 }
 
 TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
-  int walked = 0, to_hopper = 0, to_sm80 = 0, unfused_backward = 0, reference_backward = 0;
+  int walked = 0, to_hopper = 0, to_sm80 = 0, unfused_backward = 0, reference_backward = 0,
+      flash_backward = 0;
   for (MaskKind mask : kMasks) {
     for (const Mods& mods : kMods) {
       for (DType dtype : kDtypes) {
@@ -191,16 +209,24 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
               const std::string where = context + (dev.cc_major == 9 ? " on 9.0" : " on 8.0");
               const bool sm90 = Sm90Implements(p, dev);
               const bool sm80 = Sm80Implements(p, dev);
+              const bool backward = FlashBackwardImplements(p, dev);
               // Each kernel alone, when the backend-wide lists let the problem through.
               if (Backendwide(p)) {
                 EXPECT_EQ(cuda::flash::Sm90Refusal(args, dev).empty(), sm90) << where;
                 EXPECT_EQ(cuda::flash::Sm80Refusal(args, dev).empty(), sm80) << where;
               }
+              if (CoreBackward(p) && NotFloat8(p)) {
+                EXPECT_EQ(cuda::flash::Sm80BackwardRefusal(args, dev).empty(),
+                          FlashBackwardKernelImplements(p, dev))
+                    << where << ": " << cuda::flash::Sm80BackwardRefusal(args, dev);
+              }
               // The backend: accepts what some kernel implements, routes it there.
               const absl::Status flash = CheckCudaSupport(CudaBackendKind::kFlash, p, dev);
-              EXPECT_EQ(flash.ok(), sm90 || sm80) << where << ": " << flash;
+              EXPECT_EQ(flash.ok(), sm90 || sm80 || backward) << where << ": " << flash;
               if (!flash.ok()) {
                 ExpectRefusalNamesAField(flash, where);
+              } else if (p.phase == Phase::kBackward) {
+                ++flash_backward;
               } else {
                 const FlashRoute route = cuda::flash::RouteOf(args, dev);
                 EXPECT_EQ(route, sm90 ? FlashRoute::kSm90 : FlashRoute::kSm80) << where;
@@ -228,6 +254,11 @@ TEST(FlashSupportWalkTest, EachKernelAcceptsExactlyWhatItImplements) {
   EXPECT_GT(to_sm80, 1000);
   EXPECT_GT(unfused_backward, 1000);  // and both backwards
   EXPECT_GT(reference_backward, 1000);
+  if (cuda::flash::FlashBackwardEnabled()) {
+    EXPECT_GT(flash_backward, 1000);
+  } else {
+    EXPECT_EQ(flash_backward, 0);
+  }
 }
 
 // A mask code no kernel lists (what an unmapped MaskKind becomes) is refused by both kernels.
@@ -248,11 +279,32 @@ TEST(FlashSupportWalkTest, UnknownMaskAndModifierBitsAreRefused) {
 // The per-kernel lists GetCapabilities reports are the ones checked.
 TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
   const BackendSupport s = CudaBackendSupport(CudaBackendKind::kFlash);
-  ASSERT_EQ(s.kernels.size(), 2u);
+  const bool backward = cuda::flash::FlashBackwardEnabled();
+  ASSERT_EQ(s.kernels.size(), backward ? 3u : 2u);
   EXPECT_EQ(s.kernels[0].name, cuda::flash::Sm90AllowList().name);
   EXPECT_EQ(s.kernels[0].compute_capabilities, std::vector<std::string>{"9.0"});
   EXPECT_EQ(s.kernels[1].compute_capabilities, std::vector<std::string>{"8.0+"});
-  for (const KernelSupport& k : s.kernels) {
+  if (backward) {
+    // The backward: its own kernel, listing only its phase, the built-in modifiers, every mask
+    // and its two tiles.
+    const KernelSupport& k = s.kernels[2];
+    EXPECT_EQ(k.name, "mma.sync backward");
+    EXPECT_EQ(k.compute_capabilities, std::vector<std::string>{"8.0+"});
+    EXPECT_EQ(k.phases, std::vector<Phase>{Phase::kBackward});
+    EXPECT_EQ(k.masks.size(), 5u);
+    EXPECT_EQ(k.modifiers,
+              (std::vector<Modifier>{Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap}));
+    ASSERT_EQ(k.head_dims.size(), kBackwardCompiled.size());
+    for (size_t i = 0; i < kBackwardCompiled.size(); ++i) {
+      EXPECT_EQ(k.head_dims[i], std::make_pair(kBackwardCompiled[i].qk, kBackwardCompiled[i].v));
+    }
+    EXPECT_NE(std::find(s.phases.begin(), s.phases.end(), Phase::kBackward), s.phases.end());
+  } else {
+    EXPECT_EQ(std::find(s.phases.begin(), s.phases.end(), Phase::kBackward), s.phases.end());
+  }
+  for (size_t forward = 0; forward < 2; ++forward) {
+    const KernelSupport& k = s.kernels[forward];
+    EXPECT_EQ(k.phases, (std::vector<Phase>{Phase::kPrefill, Phase::kDecode})) << k.name;
     EXPECT_EQ(k.masks.size(), 5u) << k.name;
     EXPECT_EQ(k.modifiers.size(), 5u) << k.name;  // RoPE, ALiBi, softcap, score_mod, mask_mod
     EXPECT_EQ(k.head_dims.size(), kCompiled.size()) << k.name;
