@@ -159,10 +159,25 @@ class ClaimTest(unittest.TestCase):
             self.assertTrue(correctness.must_run_case(case, "cuda_unfused", Args()))
             self.assertTrue(correctness.must_run_case(case, "cuda_reference", Args()))
             self.assertFalse(correctness.must_run_case(case, "cuda_flash", Args()))
+            # cuda_flash's backward is switched in the build (kFlashBackwardEnabled): where its
+            # capabilities list PHASE_BACKWARD it must run every backward case too.
+            switched = Args()
+            switched.backward_on = {"cuda_flash"}
+            self.assertTrue(correctness.must_run_case(case, "cuda_flash", switched), case.name)
+        flash_on = pb.BackendCapabilities(name="cuda_flash",
+                                          phases=[pb.PHASE_PREFILL, pb.PHASE_BACKWARD])
+        flash_off = pb.BackendCapabilities(name="cuda_flash", phases=[pb.PHASE_PREFILL])
+        self.assertEqual(correctness.switched_backward_on({"cuda_flash": flash_on}, pb),
+                         {"cuda_flash"})
+        self.assertEqual(correctness.switched_backward_on({"cuda_flash": flash_off}, pb), set())
+        self.assertEqual(correctness.switched_backward_on({}, pb), set())
         # Forward cases stay as the claims and --require-all say.
         forward = [c for c in correctness.all_cases() if c.spec.get("phase") != "PHASE_BACKWARD"]
         self.assertTrue(all(not c.must_run for c in forward))
         self.assertFalse(correctness.must_run_case(forward[0], "cuda_unfused", Args()))
+        switched = Args()
+        switched.backward_on = {"cuda_flash"}
+        self.assertFalse(correctness.must_run_case(forward[0], "cuda_flash", switched))
         required = Args()
         required.require_all = {"cuda_unfused"}
         self.assertTrue(correctness.must_run_case(forward[0], "cuda_unfused", required))
