@@ -61,6 +61,15 @@ if [ ! -x "$dev/bin/attnbench-server" ]; then
   exit 1
 fi
 
+# Binaries scripts/device-pack compressed to fit the carry limit: unpacked once, in place.
+for packed in "$dev"/bin/*.xz "$dev"/dev/*.xz; do
+  [ -e "$packed" ] || continue
+  "$python" -c 'import lzma, sys; open(sys.argv[1][:-3], "wb").write(lzma.open(sys.argv[1]).read())' \
+    "$packed"
+  chmod +x "${packed%.xz}"
+  rm -f "$packed"
+done
+
 mkdir -p "$out_dir"
 work="$(mktemp -d /tmp/attnbench-run.XXXXXX)"
 exec > >(tee -a "$out_dir/device_run.log") 2>&1
