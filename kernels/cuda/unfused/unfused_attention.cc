@@ -24,6 +24,7 @@ using unfused::AlignUp;
 using unfused::CublasType;
 using unfused::ElementBytes;
 using unfused::kMaxPairsPerChunk;
+using unfused::GemmOperands;
 using unfused::RopeOn;
 
 bool KnownStorage(Storage storage) {
@@ -141,15 +142,10 @@ absl::Status UnfusedAttention::Run(const AttentionArgs& args, cublasHandle_t han
   const int64_t stride = plan.pairs_per_chunk;  // entries per pointer array
 
   // The GEMMs read RoPE'd copies when RoPE is on: rotating once up front keeps the GEMMs plain.
-  const void* q = args.q;
-  const void* k = args.k;
-  if (RopeOn(args)) {
-    void* q_rope = base + plan.rope_q_offset;
-    void* k_rope = base + plan.rope_k_offset;
-    ATTNBENCH_CUDA_RETURN_IF_ERROR(LaunchUnfusedRope(args, q_rope, k_rope, stream));
-    q = q_rope;
-    k = k_rope;
-  }
+  const void* q = nullptr;
+  const void* k = nullptr;
+  ATTNBENCH_CUDA_RETURN_IF_ERROR(
+      GemmOperands(args, base + plan.rope_q_offset, base + plan.rope_k_offset, stream, &q, &k));
 
   // alpha and beta below are host values.
   if (absl::Status s = CublasStatus(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST),

@@ -33,6 +33,7 @@ using unfused::AlignUp;
 using unfused::CublasType;
 using unfused::ElementBytes;
 using unfused::kMaxPairsPerChunk;
+using unfused::GemmOperands;
 using unfused::RopeOn;
 
 uint64_t Elements(int64_t batch, int64_t seq, int64_t heads, int64_t dim) {
@@ -224,15 +225,10 @@ absl::Status UnfusedBackward::Run(const AttentionArgs& args, const BackwardArgs&
       dv, 0, 4 * Elements(args.batch, args.seq_kv, args.heads_kv, args.dim_v), stream));
 
   // The GEMMs read RoPE'd copies when RoPE is on, as the forward's do.
-  const void* q = args.q;
-  const void* k = args.k;
-  if (RopeOn(args)) {
-    void* q_rope = base + plan.rope_q_offset;
-    void* k_rope = base + plan.rope_k_offset;
-    ATTNBENCH_CUDA_RETURN_IF_ERROR(LaunchUnfusedRope(args, q_rope, k_rope, stream));
-    q = q_rope;
-    k = k_rope;
-  }
+  const void* q = nullptr;
+  const void* k = nullptr;
+  ATTNBENCH_CUDA_RETURN_IF_ERROR(
+      GemmOperands(args, base + plan.rope_q_offset, base + plan.rope_k_offset, stream, &q, &k));
 
   if (absl::Status s = CublasStatus(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST),
                                     "cublasSetPointerMode");

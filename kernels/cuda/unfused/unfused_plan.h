@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/unfused/unfused_kernels.h"
 
 namespace attnbench::cuda::unfused {
 
@@ -38,6 +39,18 @@ inline cudaDataType_t CublasType(Storage storage) {
       return CUDA_R_16BF;
   }
   return CUDA_R_32F;
+}
+
+// The Q and K the GEMMs read: args.q and args.k, or with RoPE on their rotated copies, written
+// into `q_rope` and `k_rope` (scratch the plan sized) on `stream` first.
+inline cudaError_t GemmOperands(const AttentionArgs& args, void* q_rope, void* k_rope,
+                                cudaStream_t stream, const void** q, const void** k) {
+  *q = args.q;
+  *k = args.k;
+  if (!RopeOn(args)) return cudaSuccess;
+  *q = q_rope;
+  *k = k_rope;
+  return LaunchUnfusedRope(args, q_rope, k_rope, stream);
 }
 
 }  // namespace attnbench::cuda::unfused
