@@ -114,6 +114,17 @@ ABSL_FLAG(std::optional<double>, input_scale, std::nullopt, "Scale of the genera
 ABSL_FLAG(std::optional<std::string>, grad_output, std::nullopt,
           "Backward: file of dO's raw little-endian bytes in --dtype, shape [B, S_q, H_out, D_v] "
           "(the format --output writes; unset: generated from the seed)");
+ABSL_FLAG(std::optional<std::string>, x, std::nullopt,
+          "Layer scope: file of X's raw little-endian bytes in --dtype, shape [B, S, d_model] "
+          "(unset: generated from the seed)");
+ABSL_FLAG(std::optional<std::string>, w_q, std::nullopt,
+          "Layer scope: file of W_q [d_model, H_q * D_qk] (give all four weights or none)");
+ABSL_FLAG(std::optional<std::string>, w_k, std::nullopt,
+          "Layer scope: file of W_k [d_model, H_kv * D_qk]");
+ABSL_FLAG(std::optional<std::string>, w_v, std::nullopt,
+          "Layer scope: file of W_v [d_model, H_kv * D_v]");
+ABSL_FLAG(std::optional<std::string>, w_o, std::nullopt,
+          "Layer scope: file of W_o [H_out * D_v, d_model]");
 
 ABSL_FLAG(std::optional<int32_t>, warmup, std::nullopt, "Warmup iterations");
 ABSL_FLAG(std::optional<int32_t>, min_iters, std::nullopt, "Minimum timed iterations");
@@ -205,9 +216,12 @@ std::vector<FlagGroup> MakeGroups(Subcommand subcommand) {
   if (subcommand == Subcommand::kCaps) return groups;
   if (subcommand == Subcommand::kRun) groups[0].names.emplace_back("output");
   for (FlagGroup& group : WorkloadGroups()) {
-    // A client dO fits one shape, so one run: a sweep's points generate theirs.
+    // A client tensor (dO, X, a weight) fits one shape, so one run: a sweep's points generate
+    // theirs.
     if (subcommand == Subcommand::kRun && group.title == kInputsGroup) {
-      group.names.emplace_back("grad_output");
+      for (const char* name : {"grad_output", "x", "w_q", "w_k", "w_v", "w_o"}) {
+        group.names.emplace_back(name);
+      }
     }
     groups.push_back(std::move(group));
   }
@@ -334,7 +348,7 @@ absl::Status ApplyArgs(Subcommand subcommand, const std::vector<std::string>& ar
 }
 
 void ResetFlags() {
-  // Sweep takes a superset of run's flags except --output and --grad_output; health has one of
+  // Sweep takes a superset of run's flags except --output and the input files; health has one of
   // its own.
   for (Subcommand subcommand : {Subcommand::kSweep, Subcommand::kRun, Subcommand::kHealth}) {
     for (const FlagGroup& group : FlagGroupsOf(subcommand)) {

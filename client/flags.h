@@ -80,6 +80,11 @@ ABSL_DECLARE_FLAG(std::optional<std::string>, saq);
 ABSL_DECLARE_FLAG(std::optional<uint64_t>, seed);
 ABSL_DECLARE_FLAG(std::optional<double>, input_scale);
 ABSL_DECLARE_FLAG(std::optional<std::string>, grad_output);
+ABSL_DECLARE_FLAG(std::optional<std::string>, x);
+ABSL_DECLARE_FLAG(std::optional<std::string>, w_q);
+ABSL_DECLARE_FLAG(std::optional<std::string>, w_k);
+ABSL_DECLARE_FLAG(std::optional<std::string>, w_v);
+ABSL_DECLARE_FLAG(std::optional<std::string>, w_o);
 // Measurement and checking.
 ABSL_DECLARE_FLAG(std::optional<int32_t>, warmup);
 ABSL_DECLARE_FLAG(std::optional<int32_t>, min_iters);

@@ -196,29 +196,45 @@ std::string MaskToString(const v1::Mask& mask) {
   return "none";
 }
 
-int OutputHeads(const v1::HeadLayout& layout) {
+HeadCounts HeadsOf(const v1::HeadLayout& layout) {
   switch (layout.layout_case()) {
-    case v1::HeadLayout::kMha:
-      return layout.mha().num_heads();
-    case v1::HeadLayout::kMqa:
-      return layout.mqa().num_heads();
+    case v1::HeadLayout::kMha: {
+      const int h = layout.mha().num_heads();
+      return {h, h, h};
+    }
+    case v1::HeadLayout::kMqa: {
+      const int h = layout.mqa().num_heads();
+      return {h, 1, h};
+    }
     case v1::HeadLayout::kGqa:
-      return layout.gqa().num_query_heads();
+      return {layout.gqa().num_query_heads(), layout.gqa().num_kv_heads(),
+              layout.gqa().num_query_heads()};
     case v1::HeadLayout::kSqa:
-      return layout.sqa().num_query_heads();
-    case v1::HeadLayout::kSymmetricSqa:
-      return layout.symmetric_sqa().baseline_heads() / 2;
-    case v1::HeadLayout::kExtremeSqa:
-      return layout.extreme_sqa().has_num_query_heads() ? layout.extreme_sqa().num_query_heads()
-                                                        : layout.extreme_sqa().baseline_heads() / 4;
-    case v1::HeadLayout::kGqkva:
-      return layout.gqkva().query_groups() * layout.gqkva().kv_groups();
-    case v1::HeadLayout::kExplicitMap:
-      return layout.explicit_map().pairs_size();
+      return {layout.sqa().num_query_heads(), layout.sqa().num_kv_heads(),
+              layout.sqa().num_query_heads()};
+    case v1::HeadLayout::kSymmetricSqa: {
+      const int h = layout.symmetric_sqa().baseline_heads() / 2;
+      return {h, h, h};
+    }
+    case v1::HeadLayout::kExtremeSqa: {
+      const v1::HeadLayout::ExtremeSqa& x = layout.extreme_sqa();
+      const int h = x.has_num_query_heads() ? x.num_query_heads() : x.baseline_heads() / 4;
+      return {h, h, h};
+    }
+    case v1::HeadLayout::kGqkva: {
+      const v1::HeadLayout::Gqkva& g = layout.gqkva();
+      return {g.query_groups(), g.kv_groups(), g.query_groups() * g.kv_groups()};
+    }
+    case v1::HeadLayout::kExplicitMap: {
+      const v1::HeadLayout::ExplicitMap& m = layout.explicit_map();
+      return {m.num_query_heads(), m.num_kv_heads(), m.pairs_size()};
+    }
     case v1::HeadLayout::LAYOUT_NOT_SET:
       break;
   }
-  return 0;
+  return {};
 }
+
+int OutputHeads(const v1::HeadLayout& layout) { return HeadsOf(layout).output; }
 
 }  // namespace attnbench::client

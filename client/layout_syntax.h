@@ -28,7 +28,15 @@ std::string LayoutToString(const v1::HeadLayout& layout);
 absl::StatusOr<v1::Mask> ParseWindowSpec(absl::string_view text);
 std::string MaskToString(const v1::Mask& mask);
 
-// Output heads of a layout (H_out of docs/variants.md §2), or 0 when the layout is unset.
+// The head counts of a layout (H_q, H_kv, H_out of docs/variants.md §2); zeros when it is unset.
+struct HeadCounts {
+  int query = 0;
+  int kv = 0;
+  int output = 0;
+};
+HeadCounts HeadsOf(const v1::HeadLayout& layout);
+
+// Output heads of a layout (H_out), or 0 when the layout is unset.
 int OutputHeads(const v1::HeadLayout& layout);
 
 }  // namespace attnbench::client

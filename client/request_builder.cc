@@ -420,9 +420,39 @@ int64_t ElementBytes(v1::DType dtype) {
   }
 }
 
-// --grad_output: dO [B, S_q, H_out, D_v] from a file of raw little-endian elements of --dtype (the
-// format --output writes), its shape from the shape, layout and dtype flags. The file's size must
-// match; its values are the server's to judge.
+// A client tensor from a file of raw little-endian elements of --dtype (the format --output
+// writes) into `out`, with `shape`: the file's size must match; its values are the server's to
+// judge. `what` names the tensor in errors ("dO [B, S_q, H_out, D_v]").
+absl::Status ReadInputFile(const std::string& flag, const std::string& path,
+                           const std::string& what, const std::vector<int64_t>& shape,
+                           v1::DType dtype, v1::Tensor* out) {
+  if (path.empty()) return FlagError(flag, "empty path");
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return FlagError(flag, absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  std::ostringstream contents;
+  contents << file.rdbuf();
+  if (file.bad()) return FlagError(flag, absl::StrCat("cannot read ", path));
+  std::string data = contents.str();
+  // The bytes the shape needs, or -1 past what any file holds (no overflow on absurd flags).
+  int64_t needed = ElementBytes(dtype);
+  for (int64_t d : shape) {
+    needed = needed > std::numeric_limits<int64_t>::max() / d ? -1 : needed * d;
+    if (needed < 0) break;
+  }
+  if (needed != static_cast<int64_t>(data.size())) {
+    return FlagError(flag,
+                     absl::StrCat(path, " has ", data.size(), " bytes; ", what, " [",
+                                  absl::StrJoin(shape, ","), "] of ", DTypeName(dtype), " needs ",
+                                  needed < 0 ? "more than any file holds" : absl::StrCat(needed)));
+  }
+  out->set_dtype(dtype);
+  for (int64_t d : shape) out->add_shape(d);
+  out->set_data(std::move(data));
+  return absl::OkStatus();
+}
+
+// --grad_output: dO [B, S_q, H_out, D_v] from a file (ReadInputFile), its shape from the shape,
+// layout and dtype flags.
 absl::Status SetGradOutput(v1::RunRequest* request) {
   const std::optional<std::string> path = absl::GetFlag(FLAGS_grad_output);
   if (!path.has_value()) return absl::OkStatus();
@@ -430,45 +460,84 @@ absl::Status SetGradOutput(v1::RunRequest* request) {
   if (spec.phase() != v1::PHASE_BACKWARD) return FlagError("grad_output", "needs --phase=backward");
   const int64_t heads = OutputHeads(spec.layout());
   const int64_t dim_v = spec.has_head_dim_v() ? spec.head_dim_v() : spec.head_dim_qk();
-  const int64_t width = ElementBytes(spec.dtype());
   std::vector<std::string> missing;
   if (spec.batch_size() <= 0) missing.push_back("--batch");
   if (spec.seq_len_q() <= 0) missing.push_back("--seq_len (or --seq_len_q)");
   if (heads <= 0) missing.push_back("a layout with its heads");
   if (dim_v <= 0) missing.push_back("--head_dim");
-  if (width == 0) missing.push_back("--dtype");
+  if (ElementBytes(spec.dtype()) == 0) missing.push_back("--dtype");
   if (!missing.empty()) {
     return FlagError("grad_output", absl::StrCat("dO's shape [B, S_q, H_out, D_v] needs ",
                                                  absl::StrJoin(missing, ", ")));
   }
-  const std::vector<int64_t> shape = {spec.batch_size(), spec.seq_len_q(), heads, dim_v};
-  if (path->empty()) return FlagError("grad_output", "empty path");
-  std::ifstream file(*path, std::ios::binary);
-  if (!file) {
-    return FlagError("grad_output",
-                     absl::StrCat("cannot read ", *path, ": ", std::strerror(errno)));
+  return ReadInputFile("grad_output", *path, "dO",
+                       {spec.batch_size(), spec.seq_len_q(), heads, dim_v}, spec.dtype(),
+                       request->mutable_spec()->mutable_inputs()->mutable_grad_output());
+}
+
+// --x, --w_q, --w_k, --w_v, --w_o: a layer's X [B, S, d_model] and weights from files
+// (ReadInputFile), their shapes from the shape, layout, --d_model and dtype flags (§6).
+absl::Status SetLayerInputs(v1::RunRequest* request) {
+  const v1::AttentionSpec& spec = request->spec();
+  const HeadCounts heads = HeadsOf(spec.layout());
+  const int64_t dm = spec.d_model();
+  const int64_t dqk = spec.head_dim_qk();
+  const int64_t dv = spec.has_head_dim_v() ? spec.head_dim_v() : dqk;
+  struct Slot {
+    const char* flag;
+    std::optional<std::string> path;
+    const char* what;
+    std::vector<int64_t> shape;
+    v1::Tensor* (v1::InputTensors::*field)();
+  };
+  const Slot slots[] = {
+      {"x",
+       absl::GetFlag(FLAGS_x),
+       "X [B, S, d_model]",
+       {spec.batch_size(), spec.seq_len_q(), dm},
+       &v1::InputTensors::mutable_x},
+      {"w_q",
+       absl::GetFlag(FLAGS_w_q),
+       "W_q [d_model, H_q * D_qk]",
+       {dm, heads.query * dqk},
+       &v1::InputTensors::mutable_w_q},
+      {"w_k",
+       absl::GetFlag(FLAGS_w_k),
+       "W_k [d_model, H_kv * D_qk]",
+       {dm, heads.kv * dqk},
+       &v1::InputTensors::mutable_w_k},
+      {"w_v",
+       absl::GetFlag(FLAGS_w_v),
+       "W_v [d_model, H_kv * D_v]",
+       {dm, heads.kv * dv},
+       &v1::InputTensors::mutable_w_v},
+      {"w_o",
+       absl::GetFlag(FLAGS_w_o),
+       "W_o [H_out * D_v, d_model]",
+       {heads.output * dv, dm},
+       &v1::InputTensors::mutable_w_o},
+  };
+  for (const Slot& slot : slots) {
+    if (!slot.path.has_value()) continue;
+    if (spec.scope() != v1::SCOPE_LAYER) return FlagError(slot.flag, "needs --scope=layer");
+    std::vector<std::string> missing;
+    if (spec.batch_size() <= 0) missing.push_back("--batch");
+    if (spec.seq_len_q() <= 0) missing.push_back("--seq_len");
+    if (heads.output <= 0) missing.push_back("a layout with its heads");
+    if (dqk <= 0) missing.push_back("--head_dim");
+    if (dm <= 0) missing.push_back("--d_model");
+    if (ElementBytes(spec.dtype()) == 0) missing.push_back("--dtype");
+    if (!missing.empty()) {
+      return FlagError(slot.flag, absl::StrCat("the shape of ", slot.what, " needs ",
+                                               absl::StrJoin(missing, ", ")));
+    }
+    v1::Tensor* out = (request->mutable_spec()->mutable_inputs()->*slot.field)();
+    if (absl::Status s =
+            ReadInputFile(slot.flag, *slot.path, slot.what, slot.shape, spec.dtype(), out);
+        !s.ok()) {
+      return s;
+    }
   }
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return FlagError("grad_output", absl::StrCat("cannot read ", *path));
-  std::string data = contents.str();
-  // The bytes the shape needs, or -1 past what any file holds (no overflow on absurd flags).
-  int64_t needed = width;
-  for (int64_t d : shape) {
-    needed = needed > std::numeric_limits<int64_t>::max() / d ? -1 : needed * d;
-    if (needed < 0) break;
-  }
-  if (needed != static_cast<int64_t>(data.size())) {
-    return FlagError(
-        "grad_output",
-        absl::StrCat(*path, " has ", data.size(), " bytes; dO [", absl::StrJoin(shape, ","),
-                     "] of ", DTypeName(spec.dtype()), " needs ",
-                     needed < 0 ? "more than any file holds" : absl::StrCat(needed)));
-  }
-  v1::Tensor* d_o = request->mutable_spec()->mutable_inputs()->mutable_grad_output();
-  d_o->set_dtype(spec.dtype());
-  for (int64_t d : shape) d_o->add_shape(d);
-  d_o->set_data(std::move(data));
   return absl::OkStatus();
 }
 
@@ -605,6 +674,7 @@ absl::StatusOr<v1::RunRequest> RunRequestFromFlags() {
     return FlagError("backward_timing", "needs --phase=backward");
   }
   status = SetGradOutput(&*request);
+  if (status.ok()) status = SetLayerInputs(&*request);
   if (!status.ok()) return status;
   if (absl::GetFlag(FLAGS_output).has_value()) request->set_return_output(true);
   return request;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,6 +72,13 @@ struct IterationOptions {
   const StopCheck* stop = nullptr;
 };
 
+// SCOPE_LAYER: how one iteration's time divides between the projections (X W_q, X W_k, X W_v and
+// O W_o together) and the attention core, in seconds, measured the way RunTimed measures.
+struct LayerSplit {
+  double projections_seconds = 0;
+  double core_seconds = 0;
+};
+
 // One prepared problem on one device: inputs generated and resident, outputs allocated.
 class Workload {
  public:
@@ -89,6 +97,9 @@ class Workload {
   virtual absl::StatusOr<GradientTensors> Gradients() {
     return absl::UnimplementedError("this workload computes no gradients");
   }
+  // The last RunTimed's LayerSplit at layer scope; nullopt at core scope, and where a backend
+  // cannot split an iteration (a replayed CUDA graph has no events between its parts).
+  virtual std::optional<LayerSplit> LastLayerSplit() const { return std::nullopt; }
   virtual DeviceDescription Device() const = 0;
   // SM clock in MHz now, or 0 where not known.
   virtual int CurrentClockMhz() const { return 0; }

@@ -1,5 +1,6 @@
 // AttentionSpec <-> Problem and the enums they share.
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -437,6 +438,11 @@ absl::StatusOr<Problem> ProblemFromProto(const pb::AttentionSpec& spec) {
         {in.has_key(), &in.key(), &p.key, "spec.inputs.key.dtype"},
         {in.has_value(), &in.value(), &p.value, "spec.inputs.value.dtype"},
         {in.has_grad_output(), &in.grad_output(), &p.grad_output, "spec.inputs.grad_output.dtype"},
+        {in.has_x(), &in.x(), &p.x, "spec.inputs.x.dtype"},
+        {in.has_w_q(), &in.w_q(), &p.w_q, "spec.inputs.w_q.dtype"},
+        {in.has_w_k(), &in.w_k(), &p.w_k, "spec.inputs.w_k.dtype"},
+        {in.has_w_v(), &in.w_v(), &p.w_v, "spec.inputs.w_v.dtype"},
+        {in.has_w_o(), &in.w_o(), &p.w_o, "spec.inputs.w_o.dtype"},
     };
     for (const Slot& slot : slots) {
       if (!slot.present) continue;
@@ -491,16 +497,19 @@ pb::AttentionSpec ProblemToProto(const Problem& p, bool include_input_data) {
   }
   spec.set_seed(p.seed);
   if (p.input_scale.has_value()) spec.set_input_scale(*p.input_scale);
-  if (p.query.has_value() || p.key.has_value() || p.value.has_value() ||
-      p.grad_output.has_value()) {
-    auto* inputs = spec.mutable_inputs();
-    if (p.query.has_value())
-      HostTensorToProto(*p.query, include_input_data, inputs->mutable_query());
-    if (p.key.has_value()) HostTensorToProto(*p.key, include_input_data, inputs->mutable_key());
-    if (p.value.has_value())
-      HostTensorToProto(*p.value, include_input_data, inputs->mutable_value());
-    if (p.grad_output.has_value()) {
-      HostTensorToProto(*p.grad_output, include_input_data, inputs->mutable_grad_output());
+  const std::pair<const std::optional<HostTensor>*, pb::Tensor* (pb::InputTensors::*)()> inputs[] =
+      {{&p.query, &pb::InputTensors::mutable_query},
+       {&p.key, &pb::InputTensors::mutable_key},
+       {&p.value, &pb::InputTensors::mutable_value},
+       {&p.grad_output, &pb::InputTensors::mutable_grad_output},
+       {&p.x, &pb::InputTensors::mutable_x},
+       {&p.w_q, &pb::InputTensors::mutable_w_q},
+       {&p.w_k, &pb::InputTensors::mutable_w_k},
+       {&p.w_v, &pb::InputTensors::mutable_w_v},
+       {&p.w_o, &pb::InputTensors::mutable_w_o}};
+  for (const auto& [tensor, field] : inputs) {
+    if (tensor->has_value()) {
+      HostTensorToProto(**tensor, include_input_data, (spec.mutable_inputs()->*field)());
     }
   }
   if (p.score_mod.has_value()) spec.mutable_score_mod()->set_expression(*p.score_mod);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -52,7 +53,10 @@ absl::StatusOr<double> OneIteration(Workload& workload, const IterationOptions& 
 }  // namespace
 
 absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const MeasurementPlan& plan,
-                                                    const InterruptCheck& interrupted) {
+                                                    const InterruptCheck& interrupted,
+                                                    std::vector<LayerSplit>* layer_splits) {
+  if (layer_splits != nullptr) layer_splits->clear();
+  bool every_split = true;
   const StopCheck stop([&interrupted] { return !interrupted().ok(); });
   const IterationOptions options{plan.flush_cache, plan.use_cuda_graph, &stop};
   for (int i = 0; i < plan.warmup_iterations; ++i) {
@@ -72,6 +76,15 @@ absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const Me
     if (!t.ok()) return t.status();
     samples.push_back(*t);
     noise.Add(*t);
+    if (layer_splits != nullptr && every_split) {
+      const std::optional<LayerSplit> split = workload.LastLayerSplit();
+      if (split.has_value()) {
+        layer_splits->push_back(*split);
+      } else {
+        every_split = false;
+        layer_splits->clear();
+      }
+    }
     const int n = static_cast<int>(samples.size());
     if (n < plan.min_iterations) continue;
     if (n >= plan.max_iterations) break;

@@ -20,9 +20,12 @@ using InterruptCheck = std::function<absl::Status()>;
 // Runs plan.warmup_iterations untimed-for-the-result iterations, then timed ones until
 // min_iterations are done and one of: max_duration_seconds of measuring elapsed, max_iterations
 // reached, or (target_relative_noise > 0) stdev / mean of the samples below the target.
-// Returns each timed iteration's duration in seconds, as the workload measured it.
-absl::StatusOr<std::vector<double>> MeasureWorkload(Workload& workload, const MeasurementPlan& plan,
-                                                    const InterruptCheck& interrupted);
+// Returns each timed iteration's duration in seconds, as the workload measured it. With
+// `layer_splits`, also each timed iteration's Workload::LastLayerSplit, or none at all when any
+// iteration had none.
+absl::StatusOr<std::vector<double>> MeasureWorkload(
+    Workload& workload, const MeasurementPlan& plan, const InterruptCheck& interrupted,
+    std::vector<LayerSplit>* layer_splits = nullptr);
 
 }  // namespace attnbench::server
 

@@ -165,9 +165,9 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   const bool backward = problem.phase == Phase::kBackward;
   const std::vector<DeviceDescription> devices = backend.Devices();
   const RequestWork estimate_work =
-      backward ? EstimateBackwardRequestWork(problem, *work, *shapes, request.measurement,
-                                             request.check)
-               : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total);
+      backward
+          ? EstimateBackwardRequestWork(problem, *work, *shapes, request.measurement, request.check)
+          : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total);
   if (absl::Status s = CheckWorkLimit(estimate_work, backend.Name(),
                                       devices.empty() ? "" : devices.front().kind, *options_);
       !s.ok()) {
@@ -216,8 +216,9 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   if (workload == nullptr) return absl::InternalError("backend returned no workload");
 
   const int clock_before = workload->CurrentClockMhz();
+  std::vector<LayerSplit> layer_splits;
   absl::StatusOr<std::vector<double>> samples =
-      MeasureWorkload(*workload, request.measurement, interrupted);
+      MeasureWorkload(*workload, request.measurement, interrupted, &layer_splits);
   if (!samples.ok()) return NoteDeviceHealth(samples.status(), device_key);
   const int clock_after = workload->CurrentClockMhz();
 
@@ -274,6 +275,18 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   result.mutable_device()->set_sm_clock_mhz_after(clock_after);
   *result.mutable_measurement() = MeasurementToProto(request.measurement);
   TimingToProto(stats, samples_ms, request.measurement.return_samples, result.mutable_timing());
+  if (!layer_splits.empty()) {
+    std::vector<double> projections_ms, core_ms;
+    for (const LayerSplit& split : layer_splits) {
+      projections_ms.push_back(split.projections_seconds * 1e3);
+      core_ms.push_back(split.core_seconds * 1e3);
+    }
+    pb::LayerTiming* layer = result.mutable_layer_timing();
+    TimingToProto(ComputeStats(projections_ms), projections_ms, request.measurement.return_samples,
+                  layer->mutable_projections());
+    TimingToProto(ComputeStats(core_ms), core_ms, request.measurement.return_samples,
+                  layer->mutable_core());
+  }
   WorkCountsToProto(*work, result.mutable_work());
   *result.mutable_throughput() = ComputeThroughput(*work, stats.median / 1e3, device);
   OutputSummaryToProto(SummarizeTensor(*output), result.mutable_output_summary());

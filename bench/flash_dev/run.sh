@@ -9,7 +9,9 @@ NVCC="nvcc -std=c++17 -O3 -I. -gencode=arch=compute_90a,code=sm_90a --expt-relax
 build() {
   local dir=$1
   mkdir -p "$dir"
-  # The flash family's sources (kernels/cuda/flash), two compile jobs at a time.
+  # The flash family's sources (kernels/cuda/flash), FLASH_DEV_JOBS compile jobs at a time (2 by
+  # default, for the development machine; the GPU machine has 16 cores).
+  local jobs=${FLASH_DEV_JOBS:-2}
   local srcs=(flash.cu launch_sm80.cu launch_sm90.cu rope_keys.cu sm90_tile0.cu sm90_tile1.cu
               sm90_tile2.cu sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu)
   local objs=() pids=()
@@ -18,7 +20,7 @@ build() {
       > "$dir/${src%.cu}.log" 2>&1 &
     pids+=($!)
     objs+=("$dir/${src%.cu}.o")
-    if [ "${#pids[@]}" -ge 2 ]; then
+    if [ "${#pids[@]}" -ge "$jobs" ]; then
       wait "${pids[0]}" || { cat "$dir"/*.log; return 1; }
       pids=("${pids[@]:1}")
     fi

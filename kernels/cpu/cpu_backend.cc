@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -88,10 +89,21 @@ class CpuWorkload : public Workload {
     return t;
   }
 
+  std::optional<LayerSplit> LastLayerSplit() const override {
+    if (!shapes_.layer || !ran_) return std::nullopt;
+    return split_;
+  }
+
   DeviceDescription Device() const override { return CpuDevice(); }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  static double Seconds(Clock::time_point from, Clock::time_point to) {
+    return std::chrono::duration<double>(to - from).count();
+  }
+
   void Compute(const StopCheck* stop) {
+    const Clock::time_point start = Clock::now();
     const float* q = inputs_.query.values.data();
     const float* k = inputs_.key.values.data();
     const float* v = inputs_.value.values.data();
@@ -108,6 +120,7 @@ class CpuWorkload : public Workload {
       k = k_proj_.data();
       v = v_proj_.data();
     }
+    const Clock::time_point core_start = Clock::now();
     attention_.PrepareQueries(pool_, q, q_work_.data(), stop);
     float* core_out = shapes_.layer ? o_core_.data() : output_.data();
     if (cache_ != nullptr) {
@@ -122,8 +135,11 @@ class CpuWorkload : public Workload {
       attention_.Run(pool_, q_work_.data(), kv, core_out, stop);
     }
     if (shapes_.layer) {
+      const Clock::time_point core_end = Clock::now();
       MatMulRounded(pool_, o_core_.data(), inputs_.w_o.values.data(), output_.data(), tokens,
                     shapes_.w_o[0], shapes_.d_model, problem_.dtype, stop);
+      split_.core_seconds = Seconds(core_start, core_end);
+      split_.projections_seconds = Seconds(start, core_start) + Seconds(core_end, Clock::now());
     }
   }
 
@@ -136,6 +152,7 @@ class CpuWorkload : public Workload {
   std::vector<float> q_work_, k_work_, q_proj_, k_proj_, v_proj_, o_core_, output_;
   std::unique_ptr<PagedKvCache> cache_;
   IterationOptions options_;  // the last BeforeIteration's
+  LayerSplit split_;          // the last Compute's, at layer scope
   bool ran_ = false;
 };
 
@@ -238,19 +255,19 @@ class CpuReferenceBackend : public Backend {
     absl::StatusOr<std::shared_ptr<const ProblemExpressions>> exprs = CompileExpressions(problem);
     if (!exprs.ok()) return exprs.status();
     const double compile_seconds =
-        *exprs == nullptr ? 0.0
-                          : std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                          compile_start)
-                                .count();
+        *exprs == nullptr
+            ? 0.0
+            : std::chrono::duration<double>(std::chrono::steady_clock::now() - compile_start)
+                  .count();
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
     if (problem.phase == Phase::kBackward) {
       return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
                                      *std::move(exprs), compile_seconds);
     }
-    return std::unique_ptr<Workload>(
-        new CpuWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
-                        *std::move(exprs), compile_seconds));
+    return std::unique_ptr<Workload>(new CpuWorkload(problem, *std::move(shapes),
+                                                     *std::move(inputs), num_threads_,
+                                                     *std::move(exprs), compile_seconds));
   }
 
  private:

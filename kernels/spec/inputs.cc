@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -94,14 +95,30 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   const uint64_t seed = problem.seed;
   AttentionInputs in;
   if (shapes->layer) {
-    in.x = GenerateTensor(seed, kTensorX, shapes->x, input_scale, dtype);
-    auto weight = [&](uint32_t id, const Shape& shape) {
-      return GenerateTensor(seed, id, shape, 1.0 / std::sqrt(static_cast<double>(shape[0])), dtype);
+    // Each tensor the client's, decoded, or drawn: X at input_scale, a weight at 1 / sqrt(fan_in).
+    struct Slot {
+      const std::optional<HostTensor>* client;
+      uint32_t id;
+      const Shape* shape;
+      FloatTensor* out;
     };
-    in.w_q = weight(kTensorWq, shapes->w_q);
-    in.w_k = weight(kTensorWk, shapes->w_k);
-    in.w_v = weight(kTensorWv, shapes->w_v);
-    in.w_o = weight(kTensorWo, shapes->w_o);
+    const Slot slots[] = {{&problem.x, kTensorX, &shapes->x, &in.x},
+                          {&problem.w_q, kTensorWq, &shapes->w_q, &in.w_q},
+                          {&problem.w_k, kTensorWk, &shapes->w_k, &in.w_k},
+                          {&problem.w_v, kTensorWv, &shapes->w_v, &in.w_v},
+                          {&problem.w_o, kTensorWo, &shapes->w_o, &in.w_o}};
+    for (const Slot& slot : slots) {
+      if (slot.client->has_value()) {
+        absl::StatusOr<FloatTensor> t = DecodeClientTensor(**slot.client, *slot.shape, dtype);
+        if (!t.ok()) return t.status();
+        *slot.out = *std::move(t);
+        continue;
+      }
+      const double factor = slot.id == kTensorX
+                                ? input_scale
+                                : 1.0 / std::sqrt(static_cast<double>((*slot.shape)[0]));
+      *slot.out = GenerateTensor(seed, slot.id, *slot.shape, factor, dtype);
+    }
     return in;
   }
   if (problem.phase == Phase::kBackward) {

@@ -10,7 +10,8 @@
 //
 // tensor_id: query 0, key 1, value 2, grad_output 3, x 4, w_q 5, w_k 6, w_v 7, w_o 8, and 9 for
 // the page table. factor is spec.input_scale for query, key, value, grad_output and x, and
-// 1 / sqrt(fan_in) for the weights (fan_in: their first dimension; no input_scale).
+// 1 / sqrt(fan_in) for the weights (fan_in: their first dimension; no input_scale). At layer
+// scope a tensor the client sent (spec.inputs.x, .w_q, .w_k, .w_v, .w_o) replaces its draw.
 // grad_output (dO, shape [B, S_q, H_out, D_v]) is drawn for PHASE_BACKWARD only, unless the
 // client sent spec.inputs.grad_output.
 //

@@ -150,6 +150,9 @@ struct Problem {
   std::optional<HostTensor> query, key, value;  // client inputs instead of generated ones
   // PHASE_BACKWARD: the client's dO [B, S_q, H_out, D_v] instead of a generated one.
   std::optional<HostTensor> grad_output;
+  // SCOPE_LAYER: the client's X and weights instead of generated ones (x alone, the four weights
+  // alone, or all five).
+  std::optional<HostTensor> x, w_q, w_k, w_v, w_o;
   // PHASE_BACKWARD: an iteration is a training step (forward, then backward) rather than the
   // backward alone (MeasurementSettings.backward_timing; carried here because a workload
   // prepares differently for each: the backward alone needs O and the log-sum-exp up front).

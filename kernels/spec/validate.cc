@@ -1,6 +1,7 @@
 // ValidateProblem: every rule of docs/variants.md §1-§8 and the proto comments, each failure
 // naming the proto path of the offending field, the rule, and the values involved.
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -168,6 +169,8 @@ bool HasClientTensors(const Problem& p) {
 // Whether GenerateInputs draws any tensor from the seed (what spec.input_scale scales): Q, K, V
 // unless the client sent them, and for PHASE_BACKWARD dO unless the client sent it.
 bool GeneratesAnInput(const Problem& p) {
+  // At layer scope input_scale scales X alone (the weights are drawn at 1 / sqrt(fan_in)).
+  if (p.scope == Scope::kLayer) return !p.x.has_value();
   const Phase phase = p.phase == Phase::kUnspecified ? Phase::kPrefill : p.phase;
   return !HasClientTensors(p) || (phase == Phase::kBackward && !p.grad_output.has_value());
 }
@@ -239,8 +242,8 @@ absl::Status ValidateScope(const Problem& p) {
   }
   if (HasClientTensors(p)) {
     return Invalid(
-        "spec.inputs must be empty for spec.scope = SCOPE_LAYER (Q, K and V are projections of "
-        "a generated X)");
+        "spec.inputs.query, .key and .value must be unset for spec.scope = SCOPE_LAYER (Q, K "
+        "and V are projections of X; send spec.inputs.x and the weights instead)");
   }
   return absl::OkStatus();
 }
@@ -337,8 +340,9 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
                       shape.size(), " dimensions)]");
 }
 
+// `layout` names the order of `expected`'s dimensions in the error text ("BSHD").
 absl::Status ValidateClientTensor(const Problem& p, const std::string& name, const HostTensor& t,
-                                  const Shape& expected) {
+                                  const Shape& expected, const char* layout = "BSHD") {
   const std::string path = "spec.inputs." + name;
   if (t.dtype != p.dtype) {
     return Invalid(absl::StrCat(path, ".dtype (", DTypeName(t.dtype), ") must equal spec.dtype (",
@@ -346,7 +350,7 @@ absl::Status ValidateClientTensor(const Problem& p, const std::string& name, con
   }
   if (t.shape != expected) {
     return Invalid(absl::StrCat(path, ".shape ", ShapeText(t.shape), " must be ",
-                                ShapeText(expected), " (BSHD)"));
+                                ShapeText(expected), " (", layout, ")"));
   }
   const int64_t bytes = NumElements(expected) * DTypeBytes(p.dtype);
   if (static_cast<int64_t>(t.data.size()) != bytes) {
@@ -366,8 +370,48 @@ absl::Status ValidateGradOutput(const Problem& p, const ProblemShapes& s) {
   return ValidateClientTensor(p, "grad_output", *p.grad_output, s.core_output);
 }
 
+// X and the four weights of SCOPE_LAYER: x alone, the weights alone, or all five; none at core
+// scope, whose inputs are Q, K and V.
+absl::Status ValidateLayerInputs(const Problem& p, const ProblemShapes& s) {
+  struct Slot {
+    const char* name;
+    const std::optional<HostTensor>* tensor;
+    const Shape* shape;
+    const char* layout;
+  };
+  const Slot slots[] = {{"x", &p.x, &s.x, "batch, seq, d_model"},
+                        {"w_q", &p.w_q, &s.w_q, "d_model, H_q * D_qk"},
+                        {"w_k", &p.w_k, &s.w_k, "d_model, H_kv * D_qk"},
+                        {"w_v", &p.w_v, &s.w_v, "d_model, H_kv * D_v"},
+                        {"w_o", &p.w_o, &s.w_o, "H_out * D_v, d_model"}};
+  if (!s.layer) {
+    for (const Slot& slot : slots) {
+      if (slot.tensor->has_value()) {
+        return Invalid(absl::StrCat("spec.inputs.", slot.name,
+                                    " is only valid with spec.scope = SCOPE_LAYER"));
+      }
+    }
+    return absl::OkStatus();
+  }
+  const int weights = p.w_q.has_value() + p.w_k.has_value() + p.w_v.has_value() + p.w_o.has_value();
+  if (weights != 0 && weights != 4) {
+    return Invalid(absl::StrCat("spec.inputs must give all of w_q, w_k, w_v and w_o or none (",
+                                p.w_q ? "w_q " : "", p.w_k ? "w_k " : "", p.w_v ? "w_v " : "",
+                                p.w_o ? "w_o " : "", "given)"));
+  }
+  for (const Slot& slot : slots) {
+    if (!slot.tensor->has_value()) continue;
+    if (auto st = ValidateClientTensor(p, slot.name, **slot.tensor, *slot.shape, slot.layout);
+        !st.ok()) {
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateInputs(const Problem& p, const ProblemShapes& s) {
   if (auto st = ValidateGradOutput(p, s); !st.ok()) return st;
+  if (auto st = ValidateLayerInputs(p, s); !st.ok()) return st;
   const int given = p.query.has_value() + p.key.has_value() + p.value.has_value();
   if (given == 0) return absl::OkStatus();
   if (given != 3) {

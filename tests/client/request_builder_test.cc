@@ -359,6 +359,70 @@ TEST(GradOutputTest, AFileOfAnotherSizeIsAUsageError) {
             "--grad_output: " + path + " has 255 bytes; dO [1,4,2,8] of fp32 needs 256");
 }
 
+// --x and the weights: each file in its own InputTensors field, shaped from the flags (GQA 4/2,
+// D_qk 8, D_v 4, d_model 16); unset ones stay absent.
+TEST(LayerInputsTest, FilesBecomeXAndWeightsOfTheShapesTheFlagsImply) {
+  const std::string x = WriteFile("layer_x.bin", 2 * 3 * 16 * 2);
+  const std::string w_k = WriteFile("layer_w_k.bin", 16 * 2 * 8 * 2);
+  const std::string w_o = WriteFile("layer_w_o.bin", 4 * 4 * 16 * 2);
+  const std::vector<std::string> shape = {
+      "--scope=layer",   "--d_model=16", "--batch=2",    "--seq_len=3",    "--layout=gqa",
+      "--query_heads=4", "--kv_heads=2", "--head_dim=8", "--head_dim_v=4", "--dtype=bf16"};
+  std::vector<std::string> flags = shape;
+  flags.push_back("--x=" + x);
+  ASSERT_TRUE(Apply(Subcommand::kRun, flags).ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::InputTensors& in = request->spec().inputs();
+  EXPECT_THAT(in.x().shape(), ::testing::ElementsAre(2, 3, 16));
+  EXPECT_EQ(in.x().dtype(), v1::DTYPE_BFLOAT16);
+  EXPECT_EQ(in.x().data().size(), 192u);
+  EXPECT_FALSE(in.has_w_q());
+  EXPECT_FALSE(in.has_query());
+
+  flags = shape;
+  flags.push_back("--w_q=" + WriteFile("layer_w_q.bin", 16 * 32 * 2));
+  flags.push_back("--w_k=" + w_k);
+  flags.push_back("--w_v=" + WriteFile("layer_w_v.bin", 16 * 8 * 2));
+  flags.push_back("--w_o=" + w_o);
+  ASSERT_TRUE(Apply(Subcommand::kRun, flags).ok());
+  request = RunRequestFromFlags();
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::InputTensors& w = request->spec().inputs();
+  EXPECT_FALSE(w.has_x());
+  EXPECT_THAT(w.w_q().shape(), ::testing::ElementsAre(16, 32));
+  EXPECT_THAT(w.w_k().shape(), ::testing::ElementsAre(16, 16));
+  EXPECT_THAT(w.w_v().shape(), ::testing::ElementsAre(16, 8));
+  EXPECT_THAT(w.w_o().shape(), ::testing::ElementsAre(16, 16));
+}
+
+TEST(LayerInputsTest, NeedLayerScopeAndTheRightSize) {
+  const std::string x = WriteFile("layer_x_short.bin", 10);
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--batch=1", "--seq_len=2", "--heads=2", "--head_dim=8",
+                                       "--dtype=fp32", "--x=" + x})
+                  .ok());
+  absl::StatusOr<v1::RunRequest> request = RunRequestFromFlags();
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().message(), "--x: needs --scope=layer");
+
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--scope=layer", "--d_model=8", "--batch=1", "--seq_len=2",
+                                       "--heads=2", "--head_dim=8", "--dtype=fp32", "--x=" + x})
+                  .ok());
+  request = RunRequestFromFlags();
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(request.status().message(),
+            "--x: " + x + " has 10 bytes; X [B, S, d_model] [1,2,8] of fp32 needs 64");
+
+  ASSERT_TRUE(Apply(Subcommand::kRun, {"--scope=layer", "--batch=1", "--seq_len=2", "--heads=2",
+                                       "--head_dim=8", "--dtype=fp32", "--w_o=" + x})
+                  .ok());
+  request = RunRequestFromFlags();
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().message(),
+            "--w_o: the shape of W_o [H_out * D_v, d_model] needs --d_model");
+}
+
 // Every --aux file becomes spec.aux[k] in the order given: its name, and its values as float32
 // bytes of its shape; repeated flags and a comma-separated list are the same request.
 TEST(AuxTest, FilesBecomeNamedFloat32TensorsInOrder) {

@@ -133,6 +133,44 @@ class RunTest(unittest.TestCase):
         self.assertIn("cpu_reference", CLIENT.backends())
 
 
+class LayerTest(unittest.TestCase):
+    """SCOPE_LAYER through the package: d_model, the client's X and weights, and the time split
+    between projections and core in the record."""
+
+    def test_generated_layer_records_the_split(self):
+        self.assertEqual(list(ab.COLUMNS)[-4:], ["scope", "d_model", "projections_ms", "core_ms"])
+        record = CLIENT.run(check="full", scope="layer", d_model=48, **small(seq_len=16))
+        self.assertEqual((record["scope"], record["d_model"]), ("layer", 48))
+        self.assertTrue(record["passed"])
+        self.assertGreater(record["projections_ms"], 0)
+        self.assertGreater(record["core_ms"], 0)
+        core = CLIENT.run(**small(seq_len=16))
+        self.assertEqual((core["scope"], core["d_model"], core["projections_ms"], core["core_ms"]),
+                         ("core", None, None, None))
+
+    def test_client_x_is_the_one_run(self):
+        try:
+            import numpy
+        except ImportError:
+            self.skipTest("numpy is not installed (Debian: python3-numpy)")
+        # GQA 4/2, D 32, d_model 48: X [1, 16, 48].
+        x = numpy.random.default_rng(5).standard_normal((1, 16, 48)).astype(numpy.float32)
+        layer = dict(scope="layer", d_model=48, return_output=True, **small(seq_len=16))
+        given = CLIENT.stream_result(x=x, check="full", **layer)
+        self.assertTrue(given.correctness.passed)
+        self.assertEqual(list(given.spec.inputs.x.shape), [1, 16, 48])
+        generated = CLIENT.stream_result(**layer)
+        self.assertFalse((ab.to_numpy(given.output) == ab.to_numpy(generated.output)).all())
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(x=x[:, :8], **small(seq_len=16, scope="layer", d_model=48))
+        self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
+        self.assertIn("spec.inputs.x.shape [1, 8, 48] must be [1, 16, 48]", raised.exception.message)
+        with self.assertRaises(ab.AttnBenchError) as raised:
+            CLIENT.run(w_o=numpy.zeros((64, 48), numpy.float32),
+                       **small(seq_len=16, scope="layer", d_model=48))
+        self.assertIn("w_q, w_k, w_v and w_o or none", raised.exception.message)
+
+
 GRADIENTS = ("dq", "dk", "dv")
 
 
@@ -222,8 +260,8 @@ class BackwardRequestTest(unittest.TestCase):
         for column in ["backward_timing"] + [f"{g}_{c}" for g in GRADIENTS
                                              for c in ("rel_error", "max_abs_error", "passed")]:
             self.assertIsNone(record[column], column)
-        # The backward columns, then the expression columns appended after them.
-        self.assertEqual(list(ab.COLUMNS)[-12:-2],
+        # The backward columns, then the expression and layer columns appended after them.
+        self.assertEqual(list(ab.COLUMNS)[-16:-6],
                          ["backward_timing", "dq_rel_error", "dq_max_abs_error", "dq_passed",
                           "dk_rel_error", "dk_max_abs_error", "dk_passed", "dv_rel_error",
                           "dv_max_abs_error", "dv_passed"])
@@ -301,7 +339,7 @@ class ExpressionRequestTest(unittest.TestCase):
             self.assertIn(message, str(raised.exception))
 
     def test_records_carry_the_expressions_last(self):
-        self.assertEqual(list(ab.COLUMNS)[-2:], ["score_mod", "mask_mod"])
+        self.assertEqual(list(ab.COLUMNS)[-6:-4], ["score_mod", "mask_mod"])
         record = CLIENT.run(check="off", **small(seq_len=16))
         self.assertEqual((record["score_mod"], record["mask_mod"]), (None, None))
 

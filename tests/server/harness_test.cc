@@ -1,7 +1,10 @@
 #include "server/harness.h"
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -31,7 +34,13 @@ class ScriptedWorkload : public Workload {
   const AttentionInputs& Inputs() const override { return inputs_; }
   absl::StatusOr<FloatTensor> Output() override { return FloatTensor(); }
   DeviceDescription Device() const override { return DeviceDescription(); }
+  std::optional<LayerSplit> LastLayerSplit() const override {
+    if (split_of == nullptr) return std::nullopt;
+    return split_of(runs - 1);
+  }
 
+  // The split each run reports (by run index), or none when null.
+  std::function<std::optional<LayerSplit>(int)> split_of;
   int runs = 0;
   int before_calls = 0;
   int flushes = 0;
@@ -53,6 +62,32 @@ MeasurementPlan Plan(int warmup, int min, int max, double duration = 100, double
   p.max_duration_seconds = duration;
   p.target_relative_noise = noise;
   return p;
+}
+
+TEST(HarnessTest, CollectsTheLayerSplitOfEveryTimedIteration) {
+  ScriptedWorkload w([](int i) { return 1.0 + i; });
+  w.split_of = [](int run) { return LayerSplit{0.25 * run, 0.5 * run}; };
+  std::vector<LayerSplit> splits;
+  const auto samples = MeasureWorkload(w, Plan(2, 3, 3), NeverInterrupted, &splits);
+  ASSERT_TRUE(samples.ok());
+  ASSERT_EQ(splits.size(), 3u);  // warm-up runs 0 and 1 are not recorded
+  EXPECT_DOUBLE_EQ(splits[0].projections_seconds, 0.5);
+  EXPECT_DOUBLE_EQ(splits[2].core_seconds, 2.0);
+}
+
+TEST(HarnessTest, NoLayerSplitsWhenAnyIterationHasNone) {
+  ScriptedWorkload w([](int) { return 1.0; });
+  w.split_of = [](int run) -> std::optional<LayerSplit> {
+    if (run == 3) return std::nullopt;
+    return LayerSplit{1, 2};
+  };
+  std::vector<LayerSplit> splits = {LayerSplit{}};
+  ASSERT_TRUE(MeasureWorkload(w, Plan(0, 5, 5), NeverInterrupted, &splits).ok());
+  EXPECT_TRUE(splits.empty());
+  ScriptedWorkload core([](int) { return 1.0; });
+  splits = {LayerSplit{}};
+  ASSERT_TRUE(MeasureWorkload(core, Plan(0, 2, 2), NeverInterrupted, &splits).ok());
+  EXPECT_TRUE(splits.empty());
 }
 
 TEST(HarnessTest, WarmupUntimedThenStopsAtMaxIterations) {

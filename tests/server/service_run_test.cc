@@ -1,10 +1,13 @@
 // Run and GetCapabilities on the in-process service with cpu_reference: results that pass the
 // float64 check across layouts, masks, dtypes, modifiers, decode and layer scope; counts equal to
 // CountWork; the normalized echo; inline outputs; metrics.
+#include <cmath>
+
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 #include "kernels/spec/counting.h"
+#include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
 #include "server/convert.h"
 #include "tests/server/test_util.h"
@@ -81,6 +84,73 @@ TEST_P(RunCorrectTest, PassesCheckAndCountsMatch) {
   EXPECT_GE(r.queue_ms(), 0);
   EXPECT_GE(r.wall_ms(), r.queue_ms());
   EXPECT_FALSE(r.has_output());
+  if (request.spec().scope() == pb::SCOPE_LAYER) {
+    // Each iteration's projections and core lie inside it, so the smallest of each part add up
+    // to at most the smallest iteration.
+    ASSERT_TRUE(r.has_layer_timing());
+    const pb::LayerTiming& layer = r.layer_timing();
+    EXPECT_EQ(layer.projections().count(), 3);
+    EXPECT_EQ(layer.core().count(), 3);
+    EXPECT_GT(layer.projections().min_ms(), 0);
+    EXPECT_GT(layer.core().min_ms(), 0);
+    EXPECT_LE(layer.projections().min_ms() + layer.core().min_ms(), r.timing().min_ms());
+  } else {
+    EXPECT_FALSE(r.has_layer_timing());
+  }
+}
+
+// Client X and weights equal to the generated ones give the generated run's output bit for bit,
+// and other client weights a different output that still passes the check.
+TEST(RunTest, LayerScopeTakesClientXAndWeights) {
+  InProcessServer server;
+  pb::RunRequest request;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      R"pb(batch_size: 1
+           seq_len_q: 9
+           seq_len_kv: 9
+           head_dim_qk: 8
+           layout { gqa { num_query_heads: 2 num_kv_heads: 1 } }
+           mask { causal {} }
+           scope: SCOPE_LAYER
+           d_model: 24
+           dtype: DTYPE_BFLOAT16
+           seed: 11)pb",
+      request.mutable_spec()));
+  *request.mutable_measurement() = FastMeasurement(1);
+  request.mutable_check()->set_mode(pb::CHECK_MODE_FULL);
+  request.set_backend("cpu_reference");
+  request.set_return_output(true);
+  auto run = [&](const pb::RunRequest& r) {
+    grpc::ClientContext context;
+    pb::RunResponse response;
+    const grpc::Status status = server.stub().Run(&context, r, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(response.result().correctness().passed());
+    return response.result();
+  };
+  const pb::RunResult generated = run(request);
+
+  const Problem problem = NormalizeProblem(*ProblemFromProto(request.spec()));
+  const absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  ASSERT_TRUE(shapes.ok());
+  auto client = [&](uint32_t id, const Shape& shape, double factor, pb::Tensor* out) {
+    out->Clear();
+    TensorToProto(GenerateTensor(problem.seed, id, shape, factor, problem.dtype), out);
+  };
+  pb::RunRequest same = request;
+  pb::InputTensors* in = same.mutable_spec()->mutable_inputs();
+  client(kTensorX, shapes->x, 1.0, in->mutable_x());
+  client(kTensorWq, shapes->w_q, 1.0 / std::sqrt(24.0), in->mutable_w_q());
+  client(kTensorWk, shapes->w_k, 1.0 / std::sqrt(24.0), in->mutable_w_k());
+  client(kTensorWv, shapes->w_v, 1.0 / std::sqrt(24.0), in->mutable_w_v());
+  client(kTensorWo, shapes->w_o, 1.0 / std::sqrt(16.0), in->mutable_w_o());
+  const pb::RunResult echoed = run(same);
+  EXPECT_EQ(echoed.output().data(), generated.output().data());
+  EXPECT_EQ(echoed.spec().inputs().w_o().shape_size(), 2);
+
+  pb::RunRequest other = same;
+  client(kTensorWq, shapes->w_q, 0.5, other.mutable_spec()->mutable_inputs()->mutable_w_q());
+  EXPECT_NE(run(other).output().data(), generated.output().data());
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -36,6 +36,10 @@ COLUMNS = (
     # Client-written expressions (docs/expressions.md), as the spec carries them; None when
     # there is none. Appended last, for the same reason.
     "score_mod", "mask_mod",
+    # SCOPE_LAYER (appended last, for the same reason): the scope ("core" or "layer"), d_model
+    # (None at core scope), and the median of each iteration's projections and attention core
+    # (RunResult.layer_timing; None at core scope or where the backend does not split).
+    "scope", "d_model", "projections_ms", "core_ms",
 )
 
 GRADIENTS = ("dq", "dk", "dv")
@@ -88,6 +92,17 @@ def _spec_columns(spec):
     }
 
 
+def _layer_columns(result):
+    spec = result.spec
+    layer = result.layer_timing if result.HasField("layer_timing") else None
+    return {
+        "scope": names.enum_name(names.SCOPES, spec.scope),
+        "d_model": spec.d_model if spec.HasField("d_model") else None,
+        "projections_ms": layer.projections.median_ms if layer is not None else None,
+        "core_ms": layer.core.median_ms if layer is not None else None,
+    }
+
+
 def from_result(result, point_index=None):
     """The record of one RunResult."""
     record = dict.fromkeys(COLUMNS)
@@ -129,6 +144,7 @@ def from_result(result, point_index=None):
         "backward_timing": _backward_timing(result.measurement),
     })
     record.update(_gradient_columns(c))
+    record.update(_layer_columns(result))
     return record
 
 

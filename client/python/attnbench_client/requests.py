@@ -33,7 +33,7 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
                   warmup=None, min_iters=None, max_iters=None, max_seconds=None, noise=None,
                   cache=None, samples=None, check=None, priority=None, backward_timing=None,
                   grad_output=None, return_output=None, score_mod=None, mask_mod=None,
-                  aux=None):
+                  aux=None, d_model=None, x=None, w_q=None, w_k=None, w_v=None, w_o=None):
     """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
 
     seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
@@ -47,6 +47,10 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
     server parses and checks them. aux is the tensors they index: a dict (or a list of pairs)
     of name -> pb.Tensor, or anything 1-D or 2-D that numpy.asarray or nested lists give
     (numbers, sent as float32; see tensors.aux_tensor); it replaces any aux of `request`.
+    d_model is the layer width for scope "layer"; x (X [B, S, d_model]) and the weights w_q
+    [d_model, H_q * D_qk], w_k [d_model, H_kv * D_qk], w_v [d_model, H_kv * D_v] and w_o
+    [H_out * D_v, d_model] are the client's layer inputs (x alone, the four weights, or all
+    five; a pb.Tensor or a numpy float32/float16 array each), docs/variants.md §6 and §8.
     """
     req = pb.RunRequest()
     if request is not None:
@@ -108,6 +112,13 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
         if not isinstance(grad_output, pb.Tensor):
             grad_output = tens.from_numpy(grad_output)
         spec.inputs.grad_output.CopyFrom(grad_output)
+    if d_model is not None:
+        spec.d_model = d_model
+    for name, value in (("x", x), ("w_q", w_q), ("w_k", w_k), ("w_v", w_v), ("w_o", w_o)):
+        if value is not None:
+            if not isinstance(value, pb.Tensor):
+                value = tens.from_numpy(value)
+            getattr(spec.inputs, name).CopyFrom(value)
     if return_output is not None:
         req.return_output = bool(return_output)
     if score_mod is not None:

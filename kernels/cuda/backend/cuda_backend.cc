@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -20,6 +21,7 @@
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_kv_cache.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/backend/layer_projections.h"
 #include "kernels/cuda/common/expression_args.h"
 #include "kernels/cuda/expr/device_expressions.h"
 #include "kernels/cuda/expr/expression_module.h"
@@ -556,6 +558,70 @@ class UnfusedKernel : public Kernel {
   std::unique_ptr<cuda::DeviceExpressions> expressions_;
 };
 
+// SCOPE_LAYER around any forward kernel (§6): the input projections, the core, the output
+// projection (layer_projections.h), with events between them so an iteration's time splits into
+// projections and core. Inside a graph capture the events are left out: a replayed graph has no
+// split.
+class LayerKernel : public Kernel {
+ public:
+  static absl::StatusOr<std::unique_ptr<LayerKernel>> Create(std::unique_ptr<Kernel> core,
+                                                             const cuda::LayerBuffers& buffers,
+                                                             cudaStream_t stream) {
+    auto k = std::unique_ptr<LayerKernel>(new LayerKernel(std::move(core), buffers));
+    for (cudaEvent_t& e : k->events_) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e));
+    if (absl::Status s = k->cublas_.Init(stream); !s.ok()) return s;
+    return k;
+  }
+  ~LayerKernel() override {
+    for (cudaEvent_t e : events_) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+  }
+
+  absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+    split_ready_ = false;
+    const bool split = capture == cudaStreamCaptureStatusNone;
+    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[0], stream));
+    if (absl::Status s = cuda::EnqueueInputProjections(buffers_, cublas_.handle()); !s.ok()) {
+      return s;
+    }
+    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[1], stream));
+    if (absl::Status s = core_->Enqueue(args, stream); !s.ok()) return s;
+    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[2], stream));
+    if (absl::Status s = cuda::EnqueueOutputProjection(buffers_, cublas_.handle()); !s.ok()) {
+      return s;
+    }
+    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[3], stream));
+    split_ready_ = split;
+    return absl::OkStatus();
+  }
+
+  // The split of the last Enqueue once the stream has passed it; nullopt after a capture.
+  std::optional<LayerSplit> LastSplit() const {
+    if (!split_ready_) return std::nullopt;
+    float ms[3] = {0, 0, 0};
+    for (int k = 0; k < 3; ++k) {
+      if (cudaEventElapsedTime(&ms[k], events_[k], events_[k + 1]) != cudaSuccess) {
+        cudaGetLastError();  // not sticky: leave the next call a clean slate
+        return std::nullopt;
+      }
+    }
+    return LayerSplit{(ms[0] + ms[2]) * 1e-3, ms[1] * 1e-3};
+  }
+
+ private:
+  LayerKernel(std::unique_ptr<Kernel> core, const cuda::LayerBuffers& buffers)
+      : core_(std::move(core)), buffers_(buffers) {}
+
+  std::unique_ptr<Kernel> core_;
+  const cuda::LayerBuffers buffers_;
+  CublasSession cublas_;
+  cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
+  bool split_ready_ = false;
+};
+
 class CudaWorkload : public Workload {
  public:
   CudaWorkload(int device, AttentionInputs inputs, std::unique_ptr<cuda::DeviceProblem> problem)
@@ -640,6 +706,15 @@ class CudaWorkload : public Workload {
         break;
       }
     }
+    if (problem_->layer()) {
+      // The core kernel above was made for the core's arguments, which at layer scope read the
+      // projections' Q, K, V and write O apart from Y (DeviceProblem).
+      absl::StatusOr<std::unique_ptr<LayerKernel>> k =
+          LayerKernel::Create(std::move(kernel_), problem_->Layer(), stream_);
+      if (!k.ok()) return k.status();
+      layer_ = k->get();
+      kernel_ = *std::move(k);
+    }
     graphs_.assign(problem_->num_input_sets(), nullptr);
     if (absl::Status s = problem_->PoisonOutput(); !s.ok()) return s;
     // The poison's cudaMemset may still be queued on the legacy stream, which stream_ (non-
@@ -678,7 +753,13 @@ class CudaWorkload : public Workload {
     float ms = 0;
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start_, stop_));
     ran_ = true;
+    replayed_ = graph != nullptr;
     return static_cast<double>(ms) * 1e-3;
+  }
+
+  std::optional<LayerSplit> LastLayerSplit() const override {
+    if (layer_ == nullptr || !ran_ || replayed_) return std::nullopt;
+    return layer_->LastSplit();
   }
 
   const AttentionInputs& Inputs() const override { return inputs_; }
@@ -758,6 +839,8 @@ class CudaWorkload : public Workload {
   std::unique_ptr<Kernel> kernel_;
   const FlashKernel* flash_ = nullptr;  // kernel_ when it is the flash kernel
   BackwardKernel* backward_ = nullptr;  // kernel_ when the problem is a backward
+  const LayerKernel* layer_ = nullptr;  // kernel_ at layer scope (flash_ then lies inside it)
+  bool replayed_ = false;               // the last RunTimed replayed a graph
   bool forward_done_ = false;           // ForwardOnce ran
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr;
@@ -863,6 +946,7 @@ class CudaBackend : public Backend {
     if (problem.phase == Phase::kBackward) {
       bytes += cuda::DeviceBackward::EstimateBytes(problem, *shapes);
     }
+    if (shapes->layer) bytes += kCublasWorkspaceBytes;  // the projections' cuBLAS handle
     if (cuda::DeviceKvCache::Needed(problem)) {
       bytes += cuda::DeviceKvCache::EstimateBytes(problem, *shapes);
     }

@@ -105,7 +105,8 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   s.dtypes = {DType::kFloat16, DType::kBFloat16};
   if (kind != CudaBackendKind::kFlash) s.dtypes.push_back(DType::kFloat32);
   s.phases = {Phase::kPrefill, Phase::kDecode};  // PHASE_BACKWARD: cuda_unfused, cuda_reference
-  s.scopes = {Scope::kCore};
+  // SCOPE_LAYER wraps any forward kernel in cuBLAS projections (layer_projections.h).
+  s.scopes = {Scope::kCore, Scope::kLayer};
   s.layouts = {LayoutKind::kMha,   LayoutKind::kMqa,          LayoutKind::kGqa,
                LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
                LayoutKind::kGqkva, LayoutKind::kExplicit};
@@ -114,7 +115,11 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   s.modifiers = {Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap};
   s.cache_formats = {CacheFormat::kNative};
   s.cuda_graphs = true;
-  s.limitations = {"core scope only: no SCOPE_LAYER", "no float8 storage"};
+  s.limitations = {
+      "SCOPE_LAYER: the projections by cuBLAS (float32 accumulation; input projections of one "
+      "width in one strided-batched GEMM) around this backend's core; RunResult.layer_timing "
+      "splits each iteration, except a replayed CUDA graph",
+      "no float8 storage"};
   switch (kind) {
     case CudaBackendKind::kFlash:
       for (const auto& [qk, v] : cuda::flash::Sm80AllowList().head_dims) {

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +24,24 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 uint64_t InputBytes(const ProblemShapes& s, DType dtype) {
   return static_cast<uint64_t>(NumElements(s.query) + NumElements(s.key) + NumElements(s.value)) *
          DTypeBytes(dtype);
+}
+
+// A layer's Q, K, V (and W_q, W_k, W_v) share one allocation each, every tensor starting on 256
+// bytes: aligned for the kernels' vector and TMA loads, and at one stride from the next tensor of
+// the same width, so those projections are one strided-batched GEMM.
+constexpr uint64_t kLayerAlignment = 256;
+uint64_t LayerRegion(int64_t elements, DType dtype) {
+  const uint64_t bytes = static_cast<uint64_t>(elements) * DTypeBytes(dtype);
+  return (bytes + kLayerAlignment - 1) / kLayerAlignment * kLayerAlignment;
+}
+
+// Device bytes of a layer beside the tables and Y: X, the weights, Q, K, V and the core's O.
+uint64_t LayerBytes(const ProblemShapes& s, DType dtype) {
+  uint64_t bytes = LayerRegion(NumElements(s.x), dtype) + LayerRegion(NumElements(s.w_o), dtype) +
+                   LayerRegion(NumElements(s.core_output), dtype);
+  for (const Shape* w : {&s.w_q, &s.w_k, &s.w_v}) bytes += LayerRegion(NumElements(*w), dtype);
+  for (const Shape* t : {&s.query, &s.key, &s.value}) bytes += LayerRegion(NumElements(*t), dtype);
+  return bytes;
 }
 
 // Positions a RoPE table covers: queries sit at i + (S_kv - S_q), keys at j.
@@ -104,6 +124,8 @@ AttentionArgs ShapeArgs(const Problem& problem, const ProblemShapes& shapes) {
 }
 
 int DeviceProblem::InputSetsFor(const ProblemShapes& shapes, DType dtype, uint64_t l2_bytes) {
+  // A layer's Q, K, V are rewritten by its projections in every iteration.
+  if (shapes.layer) return 1;
   const uint64_t bytes = std::max<uint64_t>(1, InputBytes(shapes, dtype));
   if (bytes > l2_bytes) return 1;
   return static_cast<int>(std::min<uint64_t>(4, (2 * l2_bytes + bytes - 1) / bytes));
@@ -112,8 +134,9 @@ int DeviceProblem::InputSetsFor(const ProblemShapes& shapes, DType dtype, uint64
 uint64_t DeviceProblem::EstimateBytes(const Problem& problem, const ProblemShapes& shapes,
                                       uint64_t l2_bytes) {
   const uint64_t sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
-  return sets * InputBytes(shapes, problem.dtype) +
-         static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype) +
+  const uint64_t inputs =
+      shapes.layer ? LayerBytes(shapes, problem.dtype) : sets * InputBytes(shapes, problem.dtype);
+  return inputs + static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype) +
          RopeTableBytes(problem, shapes) + BitmapBytes(problem, shapes) +
          static_cast<uint64_t>(shapes.heads.num_output_heads) * 3 * sizeof(int32_t);
 }
@@ -128,29 +151,32 @@ absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(const Probl
   dp->base_ = ShapeArgs(problem, shapes);
   AttentionArgs& a = dp->base_;
 
-  // Inputs: encoded once, uploaded into every copy.
-  const std::string q = EncodeTensor(inputs.query);
-  const std::string k = EncodeTensor(inputs.key);
-  const std::string v = EncodeTensor(inputs.value);
-  const int sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
-  for (int i = 0; i < sets; ++i) {
-    InputSet set;
-    absl::StatusOr<DeviceBuffer> b = DeviceBuffer::Upload(q.data(), q.size(), "the query");
-    if (!b.ok()) return b.status();
-    set.q = *std::move(b);
-    b = DeviceBuffer::Upload(k.data(), k.size(), "the keys");
-    if (!b.ok()) return b.status();
-    set.k = *std::move(b);
-    b = DeviceBuffer::Upload(v.data(), v.size(), "the values");
-    if (!b.ok()) return b.status();
-    set.v = *std::move(b);
-    dp->sets_.push_back(std::move(set));
-  }
   absl::StatusOr<DeviceBuffer> out = DeviceBuffer::Allocate(
       static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype), "the output");
   if (!out.ok()) return out.status();
   dp->output_ = *std::move(out);
   a.o = dp->output_.get();
+  if (shapes.layer) {
+    if (absl::Status s = dp->CreateLayer(shapes, inputs); !s.ok()) return s;
+  } else {
+    // Inputs: encoded once, uploaded into every copy.
+    const std::string q = EncodeTensor(inputs.query);
+    const std::string k = EncodeTensor(inputs.key);
+    const std::string v = EncodeTensor(inputs.value);
+    const int sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
+    for (int i = 0; i < sets; ++i) {
+      InputSet set;
+      for (const auto& [data, what, ptr] :
+           {std::tuple{&q, "the query", &set.q}, std::tuple{&k, "the keys", &set.k},
+            std::tuple{&v, "the values", &set.v}}) {
+        absl::StatusOr<DeviceBuffer> b = DeviceBuffer::Upload(data->data(), data->size(), what);
+        if (!b.ok()) return b.status();
+        *ptr = b->get();
+        set.buffers.push_back(*std::move(b));
+      }
+      dp->sets_.push_back(std::move(set));
+    }
+  }
 
   std::vector<int32_t> map;
   for (const HeadPair& p : shapes.heads.map) {
@@ -216,17 +242,82 @@ absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(const Probl
   return dp;
 }
 
+absl::Status DeviceProblem::CreateLayer(const ProblemShapes& s, const AttentionInputs& inputs) {
+  LayerBuffers& l = layer_;
+  l.storage = base_.storage;
+  l.tokens = s.batch * s.seq_q;
+  l.d_model = s.d_model;
+  const Shape* weights[3] = {&s.w_q, &s.w_k, &s.w_v};
+  const Shape* projected[3] = {&s.query, &s.key, &s.value};
+  const FloatTensor* given[3] = {&inputs.w_q, &inputs.w_k, &inputs.w_v};
+  uint64_t weight_at[3], projected_at[3], weight_bytes = 0, projected_bytes = 0;
+  for (int p = 0; p < 3; ++p) {
+    l.width[p] = (*weights[p])[1];
+    weight_at[p] = weight_bytes;
+    weight_bytes += LayerRegion(NumElements(*weights[p]), dtype_);
+    projected_at[p] = projected_bytes;
+    projected_bytes += LayerRegion(NumElements(*projected[p]), dtype_);
+  }
+  l.width_o = s.w_o[0];
+
+  std::string staged(weight_bytes, '\0');
+  for (int p = 0; p < 3; ++p) {
+    const std::string w = EncodeTensor(*given[p]);
+    std::memcpy(staged.data() + weight_at[p], w.data(), w.size());
+  }
+  absl::StatusOr<DeviceBuffer> b =
+      DeviceBuffer::Upload(staged.data(), staged.size(), "the layer's W_q, W_k and W_v");
+  if (!b.ok()) return b.status();
+  w_qkv_ = *std::move(b);
+  const std::string x = EncodeTensor(inputs.x);
+  b = DeviceBuffer::Upload(x.data(), x.size(), "the layer's X");
+  if (!b.ok()) return b.status();
+  x_ = *std::move(b);
+  const std::string w_o = EncodeTensor(inputs.w_o);
+  b = DeviceBuffer::Upload(w_o.data(), w_o.size(), "the layer's W_o");
+  if (!b.ok()) return b.status();
+  w_o_ = *std::move(b);
+  b = DeviceBuffer::Allocate(projected_bytes, "the layer's Q, K and V");
+  if (!b.ok()) return b.status();
+  InputSet set;
+  set.buffers.push_back(*std::move(b));
+  char* qkv = set.buffers.back().as<char>();
+  b = DeviceBuffer::Allocate(static_cast<uint64_t>(NumElements(s.core_output)) * DTypeBytes(dtype_),
+                             "the core's output");
+  if (!b.ok()) return b.status();
+  core_output_ = *std::move(b);
+
+  for (int p = 0; p < 3; ++p) {
+    l.w[p] = w_qkv_.as<char>() + weight_at[p];
+    l.projected[p] = qkv + projected_at[p];
+  }
+  set.q = l.projected[0];
+  set.k = l.projected[1];
+  set.v = l.projected[2];
+  sets_.push_back(std::move(set));
+  l.x = x_.get();
+  l.w_o = w_o_.get();
+  l.core_output = core_output_.get();
+  l.output = output_.get();
+  base_.o = core_output_.get();  // the core writes O; Y is the output projection's
+  return absl::OkStatus();
+}
+
 AttentionArgs DeviceProblem::Args(int set) const {
   AttentionArgs a = base_;
-  a.q = sets_[set].q.get();
-  a.k = sets_[set].k.get();
-  a.v = sets_[set].v.get();
+  a.q = sets_[set].q;
+  a.k = sets_[set].k;
+  a.v = sets_[set].v;
   return a;
 }
 
 absl::Status DeviceProblem::PoisonOutput() {
-  // 0xFF bytes are NaN in float32, float16 and bfloat16 alike.
+  // 0xFF bytes are NaN in float32, float16 and bfloat16 alike. At layer scope the core's O too,
+  // so an element the core fails to write reaches Y as NaN.
   ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaMemset(output_.get(), 0xFF, output_.bytes()));
+  if (core_output_.get() != nullptr) {
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaMemset(core_output_.get(), 0xFF, core_output_.bytes()));
+  }
   return absl::OkStatus();
 }
 

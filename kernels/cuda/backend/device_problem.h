@@ -1,7 +1,9 @@
 // A validated Problem made resident on one CUDA device: Q, K, V in their storage type (several
 // identical copies to rotate through when they fit in L2, so a warm-cache timing never reads the
 // previous iteration's lines), the output, and the small tables the kernels read (head map, ALiBi
-// slopes, RoPE cos/sin, block-sparse bitmaps), all described by AttentionArgs.
+// slopes, RoPE cos/sin, block-sparse bitmaps), all described by AttentionArgs. At layer scope X
+// and the four weights instead, with Q, K, V the projections' outputs (written every iteration,
+// one copy), the core's output O apart from the layer's output Y, described by LayerBuffers.
 #ifndef ATTNBENCH_KERNELS_CUDA_BACKEND_DEVICE_PROBLEM_H_
 #define ATTNBENCH_KERNELS_CUDA_BACKEND_DEVICE_PROBLEM_H_
 
@@ -12,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/cuda/backend/layer_projections.h"
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -47,22 +50,34 @@ class DeviceProblem {
   // The arguments reading input set `set` (0 <= set < num_input_sets()).
   AttentionArgs Args(int set) const;
 
+  // SCOPE_LAYER only: X, the weights, Q, K, V, O and Y for the projections.
+  const LayerBuffers& Layer() const { return layer_; }
+  bool layer() const { return layer_.x != nullptr; }
+
   // Fills the output with NaN, so an element a kernel fails to write cannot pass the check.
   absl::Status PoisonOutput();
   // The output as float values of the storage dtype, shape [B, S_q, H_out, D_v].
   absl::StatusOr<FloatTensor> DownloadOutput() const;
 
  private:
+  // Q, K, V of one copy: where they lie, and the allocations they lie in.
   struct InputSet {
-    DeviceBuffer q, k, v;
+    std::vector<DeviceBuffer> buffers;
+    const void* q = nullptr;
+    const void* k = nullptr;
+    const void* v = nullptr;
   };
   DeviceProblem() = default;
+  absl::Status CreateLayer(const ProblemShapes& shapes, const AttentionInputs& inputs);
 
   AttentionArgs base_;
   DType dtype_ = DType::kUnspecified;
   Shape output_shape_;
   std::vector<InputSet> sets_;
   DeviceBuffer output_, head_map_, alibi_, rope_, bitmap_;
+  // Layer scope: X, the weights (W_q, W_k, W_v in one allocation), the core's output.
+  DeviceBuffer x_, w_qkv_, w_o_, core_output_;
+  LayerBuffers layer_;
 };
 
 }  // namespace attnbench::cuda

@@ -4,11 +4,10 @@
 #ifndef ATTNBENCH_KERNELS_CUDA_UNFUSED_UNFUSED_PLAN_H_
 #define ATTNBENCH_KERNELS_CUDA_UNFUSED_UNFUSED_PLAN_H_
 
-#include <library_types.h>
-
 #include <cstdint>
 
 #include "kernels/cuda/common/attention_args.h"
+#include "kernels/cuda/common/cublas_type.h"
 #include "kernels/cuda/unfused/unfused_kernels.h"
 
 namespace attnbench::cuda::unfused {
@@ -29,17 +28,7 @@ inline bool RopeOn(const AttentionArgs& a) { return a.rope_cos_sin != nullptr ||
 
 inline uint64_t ElementBytes(Storage storage) { return storage == Storage::kFloat32 ? 4 : 2; }
 
-inline cudaDataType_t CublasType(Storage storage) {
-  switch (storage) {
-    case Storage::kFloat32:
-      return CUDA_R_32F;
-    case Storage::kFloat16:
-      return CUDA_R_16F;
-    case Storage::kBFloat16:
-      return CUDA_R_16BF;
-  }
-  return CUDA_R_32F;
-}
+using cuda::CublasType;
 
 // The Q and K the GEMMs read: args.q and args.k, or with RoPE on their rotated copies, written
 // into `q_rope` and `k_rope` (scratch the plan sized) on `stream` first.

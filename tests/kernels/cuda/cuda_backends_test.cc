@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,8 +83,10 @@ Ran RunOnce(Backend& backend, const Problem& raw, const IterationOptions& option
 void ExpectMatchesReference(const Ran& r, const std::string& context) {
   const std::vector<double> ref = NaiveAttention(r.problem, r.workload->Inputs());
   ASSERT_EQ(r.output.values.size(), ref.size()) << context;
-  testing::ExpectAllClose(r.output.values, ref, r.output.shape,
-                          testing::TensorCoreKernelTolerance(r.problem.dtype), context);
+  const testing::Tolerance tolerance = r.problem.scope == Scope::kLayer
+                                           ? testing::LayerKernelTolerance(r.problem.dtype)
+                                           : testing::TensorCoreKernelTolerance(r.problem.dtype);
+  testing::ExpectAllClose(r.output.values, ref, r.output.shape, tolerance, context);
   CheckOptions full;
   full.full = true;
   absl::StatusOr<CorrectnessReport> report =
@@ -121,6 +124,78 @@ TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
   }
   ExpectMatchesReference(r,
                          absl::StrCat(name, "/", DTypeName(dtype), "/", c.name, " [", kernel, "]"));
+}
+
+// SCOPE_LAYER on every backend: the cuBLAS projections around each core, every element of Y
+// against the float64 layer (X, the weights, the core and O W_o in double), for layouts whose
+// input projections batch all three (MHA), K and V (GQA) or none (D_qk != D_v), causal and RoPE,
+// odd token counts and d_model. Each iteration's split lies inside it, and a replayed graph
+// gives the same Y and no split.
+TEST(CudaBackendsTest, LayerScopeMatchesReferenceAndSplitsItsTime) {
+  SKIP_WITHOUT_DEVICE();
+  struct LayerCase {
+    const char* name;
+    void (*edit)(Problem&);
+  };
+  const LayerCase cases[] = {
+      {"mha_causal_rope",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kMha;
+         p.layout.num_heads = 4;
+         p.mask.kind = MaskKind::kCausal;
+         p.rope.enabled = true;
+       }},
+      {"gqa_none", [](Problem&) {}},
+      {"sqa_192_128",
+       [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kSqa;
+         p.layout.baseline_heads = 8;
+         p.layout.num_query_heads = 4;
+         p.layout.num_kv_heads = 2;
+         p.head_dim_qk = 192;
+         p.head_dim_v = 128;
+         p.mask.kind = MaskKind::kCausal;
+       }},
+  };
+  for (const auto& b : Backends()) {
+    for (DType dtype : {DType::kBFloat16, DType::kFloat16, DType::kFloat32}) {
+      for (const LayerCase& c : cases) {
+        Problem p = BaseProblem();
+        p.seq_len_q = p.seq_len_kv = 77;
+        c.edit(p);
+        p.scope = Scope::kLayer;
+        p.d_model = 200;
+        p.dtype = dtype;
+        p.seed = 4242 + static_cast<int>(dtype);
+        const Problem n = NormalizeProblem(p);
+        const std::string context = absl::StrCat(b->Name(), "/", DTypeName(dtype), "/", c.name);
+        ASSERT_TRUE(ValidateProblem(n).ok()) << context << ": " << ValidateProblem(n);
+        if (absl::Status s = b->CheckSupported(n); !s.ok()) {
+          EXPECT_EQ(b->Name(), kCudaFlashBackend) << context << ": " << s;
+          EXPECT_EQ(dtype, DType::kFloat32) << context << ": " << s;
+          continue;
+        }
+        IterationOptions options;
+        options.flush_cache = false;
+        const Ran r = RunOnce(*b, n, options, 2);
+        ASSERT_NE(r.workload, nullptr) << context;
+        EXPECT_EQ(r.output.shape, (std::vector<int64_t>{2, 77, 200})) << context;
+        ExpectMatchesReference(r, context);
+        const std::optional<LayerSplit> split = r.workload->LastLayerSplit();
+        ASSERT_TRUE(split.has_value()) << context;
+        EXPECT_GT(split->projections_seconds, 0) << context;
+        EXPECT_GT(split->core_seconds, 0) << context;
+
+        options.use_cuda_graph = true;
+        const Ran g = RunOnce(*b, n, options, 2);
+        ASSERT_NE(g.workload, nullptr) << context;
+        EXPECT_EQ(g.output.values, r.output.values) << context << " (graph replay)";
+        EXPECT_FALSE(g.workload->LastLayerSplit().has_value()) << context;
+      }
+    }
+  }
 }
 
 // cuda_flash says which of its kernels ran: on a compute capability 9.0 device the Hopper
@@ -189,12 +264,6 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
   // (flash/support.h FlashBackwardEnabled; cuda_backward_test.cc runs the backward).
   std::vector<std::pair<std::string, std::function<void(Problem&)>>> refusals = {
       {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
-      {"SCOPE_LAYER",
-       [](Problem& p) {
-         p.scope = Scope::kLayer;
-         p.d_model = 64;
-         p.seq_len_kv = p.seq_len_q;
-       }},
       {"paged",  // cuda_flash and cuda_unfused only
        [](Problem& p) {
          p.phase = Phase::kDecode;

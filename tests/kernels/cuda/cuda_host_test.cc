@@ -15,6 +15,7 @@
 #include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_backward.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/backend/layer_projections.h"
 #include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/flash/flash.h"
@@ -152,11 +153,6 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
   // BackwardSupportTest).
   const Refusal refusals[] = {
       {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
-      {"SCOPE_LAYER",
-       [](Problem& p) {
-         p.scope = Scope::kLayer;
-         p.d_model = 64;
-       }},
       {"spec.kv_cache.paging",
        [](Problem& p) {
          p.phase = Phase::kDecode;
@@ -536,6 +532,87 @@ TEST(DeviceProblemTest, InputCopiesRotateOnlyWhenTheyFitInL2) {
   const uint64_t inputs = (2 * 77 * 6 * 96 + 2 * 131 * 2 * 96 + 2 * 131 * 2 * 64) * 2;
   const uint64_t output = 2 * 77 * 6 * 64 * 2;
   EXPECT_GE(DeviceProblem::EstimateBytes(small, s, l2), 4 * inputs + output);
+}
+
+// SCOPE_LAYER runs on every CUDA backend: the projections wrap whatever core the backend has.
+TEST(CudaSupportTest, EveryBackendRunsLayers) {
+  Problem p = Base();
+  p.seq_len_kv = p.seq_len_q;
+  p.scope = Scope::kLayer;
+  p.d_model = 200;
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  for (CudaBackendKind kind :
+       {CudaBackendKind::kFlash, CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+    EXPECT_TRUE(CheckCudaSupport(kind, n, HopperTraits()).ok()) << CudaBackendName(kind);
+  }
+}
+
+// At layer scope Q, K, V are the projections' outputs, one copy in 256-byte-aligned regions; the
+// estimate adds X, the weights and the core's O to Y and the tables.
+TEST(DeviceProblemTest, LayerKeepsOneCopyAndCountsXWeightsAndCoreOutput) {
+  Problem p = Base();  // GQA 6/2, D 96/64, bfloat16
+  p.seq_len_kv = p.seq_len_q;
+  p.scope = Scope::kLayer;
+  p.d_model = 200;
+  const Problem n = NormalizeProblem(p);
+  const ProblemShapes s = *ShapesOf(n);
+  EXPECT_EQ(DeviceProblem::InputSetsFor(s, n.dtype, 50ull << 20), 1);
+  auto region = [](uint64_t elements) { return (elements * 2 + 255) / 256 * 256; };
+  const uint64_t tokens = 2 * 77;
+  const uint64_t expected =
+      region(tokens * 200) +                                                // X
+      region(200 * 6 * 96) + region(200 * 2 * 96) + region(200 * 2 * 64) +  // W_q, W_k, W_v
+      region(6 * 64 * 200) +                                                // W_o
+      region(tokens * 6 * 96) + region(tokens * 2 * 96) + region(tokens * 2 * 64) +  // Q, K, V
+      region(tokens * 6 * 64) +                                                      // O
+      tokens * 200 * 2 +                                                             // Y
+      6 * 3 * sizeof(int32_t);                                                       // head map
+  EXPECT_EQ(DeviceProblem::EstimateBytes(n, s, 50ull << 20), expected);
+}
+
+// Input projections of one width at one stride are one GEMM; anything else is not merged.
+TEST(LayerProjectionsTest, BatchesProjectionsOfOneWidthAtOneStride) {
+  alignas(256) static char w[1 << 16], out[1 << 16];
+  LayerBuffers b;
+  b.storage = Storage::kBFloat16;
+  b.tokens = 10;
+  b.d_model = 8;
+  auto place = [&](int64_t wq, int64_t wk, int64_t wv, int64_t stride_w, int64_t stride_o) {
+    const int64_t widths[3] = {wq, wk, wv};
+    for (int p = 0; p < 3; ++p) {
+      b.width[p] = widths[p];
+      b.w[p] = w + p * stride_w * 2;
+      b.projected[p] = out + p * stride_o * 2;
+    }
+  };
+  place(16, 16, 16, 128, 160);  // MHA: all three, W 8x16 = 128 and Q 10x16 = 160 elements apart
+  std::vector<ProjectionBatch> batches = InputProjectionBatches(b);
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].count, 3);
+  EXPECT_EQ(batches[0].weight_stride, 128);
+  EXPECT_EQ(batches[0].output_stride, 160);
+
+  place(16, 16, 16, 128, 100);  // outputs would overlap (10 x 16 > 100): no batch
+  EXPECT_EQ(InputProjectionBatches(b).size(), 3u);
+
+  place(32, 16, 16, 512, 512);  // GQA: Q alone, then K and V together
+  batches = InputProjectionBatches(b);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0].first, 0);
+  EXPECT_EQ(batches[0].count, 1);
+  EXPECT_EQ(batches[1].first, 1);
+  EXPECT_EQ(batches[1].count, 2);
+
+  place(16, 16, 8, 512, 512);  // D_qk != D_v: V alone
+  batches = InputProjectionBatches(b);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0].count, 2);
+  EXPECT_EQ(batches[1].first, 2);
+
+  b.w[2] = static_cast<const char*>(b.w[1]) + 3;  // not a whole number of elements apart
+  b.width[2] = 16;
+  EXPECT_EQ(InputProjectionBatches(b).back().count, 1);
 }
 
 TEST(FlashSupportTest, JudgedOnShapes) {

@@ -140,6 +140,53 @@ TEST(InputsTest, UsesClientTensors) {
   EXPECT_EQ(in->value.dtype, DType::kFloat16);
 }
 
+TEST(InputsTest, LayerTakesTheClientsXOrWeightsAndDrawsTheRest) {
+  Problem p = testing::SmallProblem();
+  p.batch_size = 1;
+  p.seq_len_q = p.seq_len_kv = 2;
+  p.head_dim_qk = 2;
+  p.layout.num_heads = 1;
+  p.dtype = DType::kBFloat16;
+  p.scope = Scope::kLayer;
+  p.d_model = 2;
+  auto tensor = [&](std::vector<int64_t> shape, std::vector<float> values) {
+    FloatTensor f;
+    f.dtype = DType::kBFloat16;
+    f.values = values;
+    HostTensor h;
+    h.dtype = DType::kBFloat16;
+    h.shape = shape;
+    h.data = EncodeTensor(f);
+    return h;
+  };
+  p.x = tensor({1, 2, 2}, {1, -2, 0.5, 3});
+  Problem x_only = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(x_only).ok()) << ValidateProblem(x_only);
+  absl::StatusOr<AttentionInputs> in = GenerateInputs(x_only);
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->x.values, (std::vector<float>{1, -2, 0.5, 3}));
+  EXPECT_EQ(in->w_v.values[3],
+            RoundToDType(static_cast<float>(StandardNormal(p.seed, kTensorWv, 3) / std::sqrt(2.0)),
+                         DType::kBFloat16));
+
+  p.x.reset();
+  p.w_q = tensor({2, 2}, {1, 0, 0, 1});
+  p.w_k = tensor({2, 2}, {2, 0, 0, 2});
+  p.w_v = tensor({2, 2}, {0, 1, 1, 0});
+  p.w_o = tensor({2, 2}, {-1, 0, 0, -1});
+  p.input_scale = 4.0;
+  const Problem weights_only = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(weights_only).ok()) << ValidateProblem(weights_only);
+  in = GenerateInputs(weights_only);
+  ASSERT_TRUE(in.ok());
+  EXPECT_EQ(in->w_k.values, (std::vector<float>{2, 0, 0, 2}));
+  EXPECT_EQ(in->w_o.values, (std::vector<float>{-1, 0, 0, -1}));
+  EXPECT_EQ(in->x.values[1],
+            RoundToDType(static_cast<float>(StandardNormal(p.seed, kTensorX, 1) * 4.0),
+                         DType::kBFloat16));
+  EXPECT_TRUE(in->query.values.empty());
+}
+
 TEST(InputsTest, GradOutputOnlyForBackwardGeneratedAsTensorThreeOrTheClients) {
   Problem p = testing::SmallProblem();  // O: [2, 16, 4, 8]
   p.layout.kind = LayoutKind::kGqa;

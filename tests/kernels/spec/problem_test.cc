@@ -3,6 +3,7 @@
 #include "kernels/spec/problem.h"
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -384,6 +385,116 @@ std::vector<Rule> Rules() {
         p.d_model = 0;
       },
       "spec.d_model");
+  auto client_weights = [](Problem& p) {
+    p.w_q = Client(DType::kFloat32, {32, 32});
+    p.w_k = Client(DType::kFloat32, {32, 32});
+    p.w_v = Client(DType::kFloat32, {32, 32});
+    p.w_o = Client(DType::kFloat32, {32, 32});
+  };
+  add(
+      "layer_x_only_layer",
+      [](Problem& p) {
+        Layer(p);
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [](Problem& p) {
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+      },
+      "spec.inputs.x is only valid with spec.scope = SCOPE_LAYER");
+  add(
+      "layer_weights_only_layer",
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+      },
+      [&](Problem& p) { client_weights(p); },
+      "spec.inputs.w_q is only valid with spec.scope = SCOPE_LAYER");
+  add(
+      "layer_weights_all_or_none",
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+        p.w_v.reset();
+      },
+      "spec.inputs must give all of w_q, w_k, w_v and w_o or none (w_q w_k w_o given)");
+  add(
+      "layer_x_shape",
+      [](Problem& p) {
+        Layer(p);
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.x = Client(DType::kFloat32, {2, 16, 4, 8});
+      },
+      "spec.inputs.x.shape [2, 16, 4, 8] must be [2, 16, 32] (batch, seq, d_model)");
+  add(
+      "layer_weight_shape",
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+      },
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+        p.w_o = Client(DType::kFloat32, {32, 16});
+      },
+      "spec.inputs.w_o.shape [32, 16] must be [32, 32] (H_out * D_v, d_model)");
+  add(
+      "layer_weight_dtype",
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+      },
+      [&](Problem& p) {
+        Layer(p);
+        client_weights(p);
+        p.w_k = Client(DType::kBFloat16, {32, 32});
+      },
+      "spec.inputs.w_k.dtype (bfloat16) must equal spec.dtype (float32)");
+  add(
+      "layer_no_client_qkv",
+      [](Problem& p) {
+        Layer(p);
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [](Problem& p) {
+        Layer(p);
+        ClientInputs(p);
+      },
+      "spec.inputs.query, .key and .value must be unset for spec.scope = SCOPE_LAYER");
+  add(
+      "layer_x_finite",
+      [](Problem& p) {
+        Layer(p);
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.x = Client(DType::kFloat32, {2, 16, 32});
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::memcpy(p.x->data.data() + 4 * 40, &nan, sizeof(nan));
+      },
+      "spec.inputs.x: element 40 [0, 1, 8] is NaN");
+  add(
+      "layer_input_scale_scales_x_only",
+      [](Problem& p) {  // a client X leaves nothing for input_scale to overflow
+        Layer(p);
+        p.dtype = DType::kFloat16;
+        p.x = Client(DType::kFloat16, {2, 16, 32});
+        p.input_scale = 1e6;
+      },
+      [](Problem& p) {
+        Layer(p);
+        p.dtype = DType::kFloat16;
+        p.input_scale = 1e6;
+      },
+      "spec.input_scale");
   add(
       "layer_self_attention",
       [](Problem& p) {

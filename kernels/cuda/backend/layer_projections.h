@@ -1,0 +1,54 @@
+// SCOPE_LAYER's projections on the GPU (docs/variants.md §6): Q, K, V = X W_q, X W_k, X W_v before
+// the attention core and Y = O W_o after it, by cuBLAS with float32 accumulation and each result
+// stored in the problem's storage type, as the CPU reference rounds it. Input projections of one
+// width whose weights and outputs lie at one stride from each other are one strided-batched GEMM
+// (DeviceProblem lays them out so: all three for MHA with D_qk = D_v, K and V when D_qk = D_v).
+#ifndef ATTNBENCH_KERNELS_CUDA_BACKEND_LAYER_PROJECTIONS_H_
+#define ATTNBENCH_KERNELS_CUDA_BACKEND_LAYER_PROJECTIONS_H_
+
+#include <cublas_v2.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/cuda/common/attention_args.h"
+
+namespace attnbench::cuda {
+
+// Row-major device tensors of one layer, all in `storage`. Index p of the arrays: 0 = Q, 1 = K,
+// 2 = V.
+struct LayerBuffers {
+  Storage storage = Storage::kFloat32;
+  int64_t tokens = 0;  // B * S
+  int64_t d_model = 0;
+  int64_t width[3] = {0, 0, 0};                      // H_q * D_qk, H_kv * D_qk, H_kv * D_v
+  int64_t width_o = 0;                               // H_out * D_v, W_o's rows
+  const void* x = nullptr;                           // [tokens, d_model]
+  const void* w[3] = {nullptr, nullptr, nullptr};    // [d_model, width[p]]
+  void* projected[3] = {nullptr, nullptr, nullptr};  // [tokens, width[p]]: Q, K, V
+  const void* w_o = nullptr;                         // [width_o, d_model]
+  const void* core_output = nullptr;                 // O [tokens, width_o]
+  void* output = nullptr;                            // Y [tokens, d_model]
+};
+
+// One GEMM of the input projections: `count` consecutive projections from `first`, one width,
+// their weights `weight_stride` and their outputs `output_stride` elements apart.
+struct ProjectionBatch {
+  int first = 0;
+  int count = 1;
+  int64_t weight_stride = 0;
+  int64_t output_stride = 0;
+};
+
+// The input projections grouped into as few GEMMs as their widths and strides allow.
+std::vector<ProjectionBatch> InputProjectionBatches(const LayerBuffers& b);
+
+// Enqueues Q, K, V = X W_q, X W_k, X W_v on the handle's stream.
+absl::Status EnqueueInputProjections(const LayerBuffers& b, cublasHandle_t handle);
+// Enqueues Y = O W_o on the handle's stream.
+absl::Status EnqueueOutputProjection(const LayerBuffers& b, cublasHandle_t handle);
+
+}  // namespace attnbench::cuda
+
+#endif  // ATTNBENCH_KERNELS_CUDA_BACKEND_LAYER_PROJECTIONS_H_
