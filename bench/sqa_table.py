@@ -44,7 +44,6 @@ check failed, a count or head map disagreed, a point raised, or nothing was meas
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 import time

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -315,10 +316,22 @@ class SmokeTest(unittest.TestCase):
         cls.server.stop()
 
     def test_smoke_layer_scope(self):
+        # As a device call runs it: the script in its own process, stubs from PYTHONPATH.
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.environ.get("ATTNBENCH_PYTHON_PATH", ""))
         with tempfile.TemporaryDirectory() as out_dir:
             t0 = time.monotonic()
-            rc, out, data, table = run_main(["--smoke"], None, out_dir, target=self.server.target)
+            proc = subprocess.run([sys.executable, os.path.join(BENCH, "sqa_table.py"),
+                                   f"--server={self.server.target}", "--smoke",
+                                   f"--out-dir={out_dir}"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, env=env, timeout=120,
+                                  check=False)
             elapsed = time.monotonic() - t0
+            rc, out = proc.returncode, proc.stdout
+            with open(os.path.join(out_dir, "sqa_table.json"), encoding="utf-8") as f:
+                data = json.load(f)
+            with open(os.path.join(out_dir, "sqa_table.md"), encoding="utf-8") as f:
+                table = f.read()
         self.assertEqual(rc, 0, out[-3000:])
         self.assertEqual(data["meta"]["backend"], "cpu_reference")
         rows = data["rows"]
