@@ -22,6 +22,10 @@
 #   variants    attnbench-server + bench/variants_table.py (score modifiers, block-sparse masks,
 #               head dims against FlexAttention and SDPA; ATTNBENCH_VARIANTS_ARGS, e.g.
 #               "--part=A --dims=128"); writes variants_table.md and variants_table.json
+#   sqa         attnbench-server + bench/sqa_table.py (the SQA paper's Table 3: one layer of
+#               each layout at the paper's lengths and batches, beside the paper's times;
+#               ATTNBENCH_SQA_ARGS, e.g. "--quick" or "--tokens=131072,200000"); writes
+#               sqa_table.md and sqa_table.json
 # Everything goes under $OUT (the device tool's result folder) when set, else
 # /tmp/attnbench-device: device_run.log (this output), tests.log, correctness.log,
 # correctness.json, sanitizer.log, server.log, standard_table.md, standard_table.json (8 files,
@@ -41,7 +45,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa ...]" >&2
   exit 2
 }
 
@@ -50,7 +54,7 @@ stages=()
 for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
-    tests | check | sanitize | bench | bench-quick | ops | variants) stages+=("$arg") ;;
+    tests | check | sanitize | bench | bench-quick | ops | variants | sqa) stages+=("$arg") ;;
     *) usage ;;
   esac
 done
@@ -417,6 +421,29 @@ stage_variants() {
   return "$rc"
 }
 
+# The SQA paper's Table 3: bench/sqa_table.py against a server of its own, within the stage's
+# limit (its --budget-s leaves a minute for the point in flight and the files).
+stage_sqa() {
+  local limit="$1" rc=0 budget
+  local extra=()
+  read -r -a extra <<<"${ATTNBENCH_SQA_ARGS:-}"
+  server_wrapper=()
+  server_flags=(--metrics_address= --max_request_bytes=$((48 << 30)))
+  start_server sqa 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  budget=$((limit - 60))
+  [ "$budget" -gt 30 ] || budget=30
+  timeout -k 10 "$limit" "$python" bench/sqa_table.py --server="$server_target" \
+    --out-dir="$out_dir" --budget-s="$budget" "${extra[@]}" || rc=$?
+  stop_server sqa || true
+  if [ "$rc" -eq 0 ]; then
+    STAGE_NOTE="table in $out_dir/sqa_table.md"
+  else
+    STAGE_NOTE="sqa_table.py exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
+    STAGE_NOTE="$STAGE_NOTE$([ -f "$out_dir/sqa_table.md" ] && echo "; table in $out_dir/sqa_table.md")"
+  fi
+  return "$rc"
+}
+
 free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -466,6 +493,7 @@ for stage in "${stages[@]}"; do
     bench-quick) limit_default=150 ;;
     ops) limit_default=240 ;;
     variants) limit_default=560 ;;
+    sqa) limit_default=560 ;;
   esac
   limit="$(stage_limit "$limit_default")"
   if [ "$limit" -lt 30 ]; then
@@ -486,6 +514,7 @@ for stage in "${stages[@]}"; do
     bench-quick) stage_bench "$limit" 1 || rc=$? ;;
     ops) stage_ops "$limit" || rc=$? ;;
     variants) stage_variants "$limit" || rc=$? ;;
+    sqa) stage_sqa "$limit" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
     record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"
