@@ -298,6 +298,9 @@ class Ours:
                    "preparation_ms": r.preparation_ms, "seed": req.spec.seed,
                    "sm_clock_mhz_before": r.device.sm_clock_mhz_before,
                    "sm_clock_mhz_after": r.device.sm_clock_mhz_after}
+        if r.HasField("layer_timing"):  # SCOPE_LAYER: each iteration's projections and core
+            t.extra["projections_ms"] = r.layer_timing.projections.median_ms
+            t.extra["core_ms"] = r.layer_timing.core.median_ms
         return t, r
 
     def close(self):
@@ -461,6 +464,13 @@ def scope_text(row):
     return "core (layer refused)" if row.fallback else row.scope
 
 
+def split_text(extra):
+    """The medians of a layer iteration's projections and core (RunResult.layer_timing)."""
+    if "projections_ms" not in extra:
+        return "-"
+    return f"{extra['projections_ms']:.4g} / {extra['core_ms']:.4g}"
+
+
 def projection_vs_mha(row):
     mha = Layout("MHA", {}, BASELINE_HEADS, BASELINE_HEADS, BASELINE_HEADS)
     return projection_flops(row.layout, 1, 1) / projection_flops(mha, 1, 1)
@@ -486,7 +496,7 @@ def markdown(rows, header, args, errors):
         lines.append(f"| {tokens:,} | " + " | ".join(cells) + " |")
     bwd_name = "fwd+bwd" if args.backward_timing == "step" else "bwd"
     head = ["tokens", "B x S", "layout", "H_q/H_kv", "scope", "ours fwd ms [p10-p90]",
-            "ours x GQA", "paper s/step", "paper x GQA", f"core {bwd_name} ms",
+            "proj / core ms", "ours x GQA", "paper s/step", "paper x GQA", f"core {bwd_name} ms",
             f"{bwd_name} x GQA", "flops (attn)", "projection_flops", "proj vs MHA", "check",
             "st"]
     lines += ["", "## Every point", "", "| " + " | ".join(head) + " |",
@@ -503,7 +513,7 @@ def markdown(rows, header, args, errors):
         be = r.bwd.extra if r.bwd is not None and r.bwd.ok() else {}
         checks = [x for x in (e.get("check"), be.get("check")) if x]
         cells = [f"{r.tokens:,}", f"{r.batch} x {r.seq}", r.layout.name, r.layout.label,
-                 scope_text(r), fwd_text, fmt_x(fwd_speedup(rows, r)),
+                 scope_text(r), fwd_text, split_text(e), fmt_x(fwd_speedup(rows, r)),
                  "-" if paper is None else f"{paper:.4f}",
                  fmt_x(paper_speedup(r.tokens, r.layout.name)) if paper is not None else "-",
                  fmt_ms(r.bwd), fmt_x(bwd_speedup(rows, r)), fmt_count(e.get("flops")),

@@ -348,6 +348,10 @@ class SmokeTest(unittest.TestCase):
             self.assertGreater(f["projection_flops"], 0)
             self.assertAlmostEqual(f["projection_flops"] / r["expected_projection_flops"], 1.0)
             self.assertAlmostEqual(f["flops"] / r["expected_flops"], 1.0)
+            # RunResult.layer_timing: both parts measured, inside the iteration.
+            self.assertGreater(f["projections_ms"], 0)
+            self.assertGreater(f["core_ms"], 0)
+            self.assertLessEqual(f["projections_ms"] + f["core_ms"], f["median_ms"] * 1.5)
             self.assertTrue(math.isfinite(r["speedup_vs_gqa"]) and r["speedup_vs_gqa"] > 0)
             if backward:
                 self.assertEqual(r["backward"]["check"], "pass", r)
@@ -388,6 +392,7 @@ class SmokeTest(unittest.TestCase):
             self.assertIn(LAYER_REFUSED, r["fallback"])
             self.assertEqual(r["forward"]["check"], "pass")
             self.assertEqual(r["forward"]["projection_flops"], 0.0)
+            self.assertNotIn("projections_ms", r["forward"])
             self.assertIn("not run", r["backward"]["error"])
         self.assertIn("core (layer refused)", table)
 
