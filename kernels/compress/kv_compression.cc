@@ -327,7 +327,7 @@ absl::StatusOr<OutputErrorReport> CompressedOutputError(const Problem& problem,
     return std::make_pair(probe->RowKeyGroup(a), a) < std::make_pair(probe->RowKeyGroup(b), b);
   });
   const int64_t count = static_cast<int64_t>(rows.size());
-  const int threads = Threads(count / 8);
+  const int threads = Threads(count / 64);
   std::vector<std::pair<double, double>> partial(threads, {0.0, 0.0});
   std::vector<absl::Status> statuses(threads);
   ParallelRanges(count, [&](int64_t begin, int64_t end, int t) {

@@ -50,10 +50,13 @@ namespace {
 // is large. Items are independent, so splitting the range changes nothing but the wall time.
 template <typename Fill>
 void ParallelFill(int64_t items, int64_t cost_each, const Fill& fill) {
-  constexpr int64_t kPerThread = int64_t{1} << 16;
+  constexpr double kPerThread = 1 << 16;
+  // In double: items * cost_each may pass 2^63 for a huge tensor.
+  const double work =
+      static_cast<double>(items) * static_cast<double>(std::max<int64_t>(1, cost_each));
+  const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
   const int64_t threads =
-      std::min<int64_t>({static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency())),
-                         items * std::max<int64_t>(1, cost_each) / kPerThread, items});
+      std::min<int64_t>({hardware, static_cast<int64_t>(std::min(work / kPerThread, 1e9)), items});
   if (threads <= 1) {
     fill(int64_t{0}, items);
     return;
