@@ -205,9 +205,11 @@ double CompressionHostFlops(const Problem& problem) {
   double flops = 0;
   for (const double dim : {static_cast<double>(s->dim_qk), static_cast<double>(s->dim_v)}) {
     const double w = g * dim;
-    // pca: Gram (half of w^2 multiply-adds a row), eigensolver (~10 w^3), then both methods'
-    // projection and reconstruction (2 * w * dim multiply-adds a row each).
-    flops += groups * (rows * w * w + 10 * w * w * w);
+    // pca: Gram (half of w^2 multiply-adds a row), the eigensolver (~10 w^3 FLOPs, but scalar
+    // and memory-bound: 6 s at w = 1024, which the work limit's 1.2e10 counted FLOPs a second
+    // makes ~60 w^3), then both methods' projection and reconstruction (2 * w * dim
+    // multiply-adds a row each).
+    flops += groups * (rows * w * w + 60 * w * w * w);
     flops += 2 * groups * rows * 4 * w * dim;
   }
   // Q' per method: a dim x dim product per query row and head.
