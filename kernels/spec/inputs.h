@@ -8,8 +8,8 @@
 //   z  = sqrt(-2 ln u1) * cos(2 pi u2)                               computed in double
 //   value = RoundToDType(float(z * factor), spec.dtype)
 //
-// tensor_id: query 0, key 1, value 2, grad_output 3, x 4, w_q 5, w_k 6, w_v 7, w_o 8, and 9 for
-// the page table. factor is spec.input_scale for query, key, value, grad_output and x, and
+// tensor_id: query 0, key 1, value 2, grad_output 3, x 4, w_q 5, w_k 6, w_v 7, w_o 8, 9 for the
+// page table, and 10 and 11 for the bases of the KV spectrum (below). factor is spec.input_scale for query, key, value, grad_output and x, and
 // 1 / sqrt(fan_in) for the weights (fan_in: their first dimension; no input_scale).
 // grad_output (dO, shape [B, S_q, H_out, D_v]) is drawn for PHASE_BACKWARD only, unless the
 // client sent spec.inputs.grad_output.
