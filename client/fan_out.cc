@@ -43,6 +43,8 @@ int AxisSize(const v1::SweepAxis& axis) {
       return axis.backend().values_size();
     case v1::SweepAxis::kPhase:
       return axis.phase().values_size();
+    case v1::SweepAxis::kKvCompressionHeads:
+      return axis.kv_compression_heads().values_size();
     case v1::SweepAxis::AXIS_NOT_SET:
       break;
   }
@@ -81,6 +83,9 @@ v1::SweepAxis AxisWithValue(const v1::SweepAxis& axis, int index) {
       break;
     case v1::SweepAxis::kPhase:
       KeepOne(out.mutable_phase()->mutable_values(), index);
+      break;
+    case v1::SweepAxis::kKvCompressionHeads:
+      KeepOne(out.mutable_kv_compression_heads()->mutable_values(), index);
       break;
     case v1::SweepAxis::AXIS_NOT_SET:
       break;

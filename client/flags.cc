@@ -111,6 +111,14 @@ ABSL_FLAG(std::optional<std::string>, saq, std::nullopt,
           "(e.g. 512:native,2048:int8,rest:int4)");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "Seed of the generated inputs");
 ABSL_FLAG(std::optional<double>, input_scale, std::nullopt, "Scale of the generated inputs");
+ABSL_FLAG(std::optional<double>, kv_spectrum_decay, std::nullopt,
+          "Generate K and V with singular values falling by this factor (0 < decay < 1; "
+          "docs/variants.md §8)");
+ABSL_FLAG(std::optional<int32_t>, kv_spectrum_rank, std::nullopt,
+          "With --kv_spectrum_decay: cap the spectrum's rank");
+ABSL_FLAG(std::optional<int32_t>, kv_compression_heads, std::nullopt,
+          "Also run the problem with its KV heads compressed to this many, by PCA and by "
+          "mean-pooling, reporting each method's errors and timing (docs/variants.md §5b)");
 ABSL_FLAG(std::optional<std::string>, grad_output, std::nullopt,
           "Backward: file of dO's raw little-endian bytes in --dtype, shape [B, S_q, H_out, D_v] "
           "(the format --output writes; unset: generated from the seed)");
@@ -161,6 +169,8 @@ ABSL_FLAG(std::optional<std::string>, sweep_seq_len, std::nullopt,
 ABSL_FLAG(std::optional<std::string>, sweep_seq_len_q, std::nullopt, "Axis: query lengths");
 ABSL_FLAG(std::optional<std::string>, sweep_seq_len_kv, std::nullopt, "Axis: key/value lengths");
 ABSL_FLAG(std::optional<std::string>, sweep_head_dim, std::nullopt, "Axis: head dims, e.g. 64,128");
+ABSL_FLAG(std::optional<std::string>, sweep_kv_compression_heads, std::nullopt,
+          "Axis: KV heads to compress to (--kv_compression_heads), e.g. 1,2,4");
 ABSL_FLAG(bool, continue_on_error, false, "Keep sweeping after a point fails");
 ABSL_FLAG(int32_t, fan_out, 0,
           "Split the grid along its first axis with several values into one Sweep per value and "
@@ -198,7 +208,8 @@ std::vector<FlagGroup> WorkloadGroups() {
       {"Expressions (docs/expressions.md)", {"score_mod", "mask_mod", "aux"}},
       {kInputsGroup,
        {"dtype", "phase", "scope", "d_model", "page_size", "cache_format", "saq", "seed",
-        "input_scale"}},
+        "input_scale", "kv_spectrum_decay", "kv_spectrum_rank"}},
+      {"KV-head compression", {"kv_compression_heads"}},
       {"Measurement and checking",
        {"warmup", "min_iters", "max_iters", "max_seconds", "target_noise", "cache", "cuda_graph",
         "samples", "check", "check_rows", "backward_timing"}},
@@ -229,7 +240,7 @@ std::vector<FlagGroup> MakeGroups(Subcommand subcommand) {
     groups.push_back({"Sweep axes (the grid's last axis varies fastest, in this order)",
                       {"sweep_backend", "sweep_layout", "sweep_mask", "sweep_dtype", "sweep_phase",
                        "sweep_batch", "sweep_seq_len", "sweep_seq_len_q", "sweep_seq_len_kv",
-                       "sweep_head_dim", "continue_on_error"}});
+                       "sweep_head_dim", "sweep_kv_compression_heads", "continue_on_error"}});
     groups.push_back({"Fan-out over several servers", {"fan_out"}});
   }
   return groups;

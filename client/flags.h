@@ -79,6 +79,9 @@ ABSL_DECLARE_FLAG(std::optional<std::string>, cache_format);
 ABSL_DECLARE_FLAG(std::optional<std::string>, saq);
 ABSL_DECLARE_FLAG(std::optional<uint64_t>, seed);
 ABSL_DECLARE_FLAG(std::optional<double>, input_scale);
+ABSL_DECLARE_FLAG(std::optional<double>, kv_spectrum_decay);
+ABSL_DECLARE_FLAG(std::optional<int32_t>, kv_spectrum_rank);
+ABSL_DECLARE_FLAG(std::optional<int32_t>, kv_compression_heads);
 ABSL_DECLARE_FLAG(std::optional<std::string>, grad_output);
 ABSL_DECLARE_FLAG(std::optional<std::string>, x);
 ABSL_DECLARE_FLAG(std::optional<std::string>, w_q);
@@ -108,6 +111,7 @@ ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_seq_len);
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_seq_len_q);
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_seq_len_kv);
 ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_head_dim);
+ABSL_DECLARE_FLAG(std::optional<std::string>, sweep_kv_compression_heads);
 ABSL_DECLARE_FLAG(bool, continue_on_error);
 ABSL_DECLARE_FLAG(int32_t, fan_out);
 // Health.

@@ -329,6 +329,18 @@ absl::Status SetTypePhaseScope(v1::AttentionSpec* spec) {
   if (auto d_model = absl::GetFlag(FLAGS_d_model)) spec->set_d_model(*d_model);
   if (auto seed = absl::GetFlag(FLAGS_seed)) spec->set_seed(*seed);
   if (auto input_scale = absl::GetFlag(FLAGS_input_scale)) spec->set_input_scale(*input_scale);
+  const auto decay = absl::GetFlag(FLAGS_kv_spectrum_decay);
+  const auto rank = absl::GetFlag(FLAGS_kv_spectrum_rank);
+  if (rank.has_value() && !decay.has_value()) {
+    return FlagError("kv_spectrum_rank", "needs --kv_spectrum_decay");
+  }
+  if (decay.has_value()) {
+    spec->mutable_kv_spectrum()->set_decay(*decay);
+    if (rank.has_value()) spec->mutable_kv_spectrum()->set_rank(*rank);
+  }
+  if (auto heads = absl::GetFlag(FLAGS_kv_compression_heads)) {
+    spec->mutable_kv_compression()->set_target_kv_heads(*heads);
+  }
   return absl::OkStatus();
 }
 
@@ -624,6 +636,13 @@ absl::Status HeadDimAxis(const std::string& text, v1::SweepAxis* axis) {
   return absl::OkStatus();
 }
 
+absl::Status KvCompressionAxis(const std::string& text, v1::SweepAxis* axis) {
+  absl::StatusOr<std::vector<int32_t>> values = ParseInt32List(text);
+  if (!values.ok()) return values.status();
+  axis->mutable_kv_compression_heads()->mutable_values()->Add(values->begin(), values->end());
+  return absl::OkStatus();
+}
+
 struct AxisFlag {
   absl::string_view name;
   std::optional<std::string> value;
@@ -641,7 +660,9 @@ std::vector<AxisFlag> AxisFlags() {
           {"sweep_seq_len", absl::GetFlag(FLAGS_sweep_seq_len), SeqLenAxis},
           {"sweep_seq_len_q", absl::GetFlag(FLAGS_sweep_seq_len_q), SeqLenQAxis},
           {"sweep_seq_len_kv", absl::GetFlag(FLAGS_sweep_seq_len_kv), SeqLenKvAxis},
-          {"sweep_head_dim", absl::GetFlag(FLAGS_sweep_head_dim), HeadDimAxis}};
+          {"sweep_head_dim", absl::GetFlag(FLAGS_sweep_head_dim), HeadDimAxis},
+          {"sweep_kv_compression_heads", absl::GetFlag(FLAGS_sweep_kv_compression_heads),
+           KvCompressionAxis}};
 }
 
 // The mask kinds a sweep uses: the base --mask and the named items of --sweep_mask.

@@ -119,6 +119,58 @@ std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool grad
   return cells;
 }
 
+// spec.kv_compression's methods in the order the server reports them (the CSV's columns).
+constexpr const char* kCompressionMethods[] = {"pca", "mean_pool"};
+
+const v1::KvCompressionResult* CompressionOf(const v1::RunResult& r, absl::string_view method) {
+  for (const v1::KvCompressionResult& c : r.kv_compression()) {
+    if (c.method() == method) return &c;
+  }
+  return nullptr;
+}
+
+// The rows' KV-head compression results under the main table: each method's errors and its
+// compressed run's time beside the original's.
+std::string FormatCompressionTable(const std::vector<ResultRow>& rows) {
+  std::vector<std::vector<std::string>> lines = {{"point", "method", "kv_heads", "key err",
+                                                  "value err", "output err", "median ms",
+                                                  "speed-up", "pass"}};
+  for (const ResultRow& row : rows) {
+    if (!row.result.has_value()) continue;
+    for (const v1::KvCompressionResult& c : row.result->kv_compression()) {
+      const double original = row.result->timing().median_ms();
+      const double median = c.timing().median_ms();
+      lines.push_back(
+          {absl::StrCat(row.point), c.method(), absl::StrCat(c.kv_heads()),
+           absl::StrFormat("%.2e", c.key_error()), absl::StrFormat("%.2e", c.value_error()),
+           absl::StrFormat("%.2e", c.output_error()), absl::StrFormat("%.3f", median),
+           median > 0 ? absl::StrFormat("%.2fx", original / median) : "-",
+           c.correctness().checked() ? (c.correctness().passed() ? "yes" : "NO") : "-"});
+    }
+  }
+  if (lines.size() == 1) return "";
+  std::vector<size_t> widths(lines[0].size(), 0);
+  for (const auto& line : lines) {
+    for (size_t c = 0; c < line.size(); ++c) widths[c] = std::max(widths[c], line[c].size());
+  }
+  std::string out = "\nKV-head compression\n";
+  for (const auto& line : lines) {
+    for (size_t c = 0; c < line.size(); ++c) {
+      const size_t pad = widths[c] - line[c].size();
+      if (c > 0) out += "  ";
+      // Text columns (method, pass) left, numbers right; no trailing blanks.
+      if (c == 1 || c + 1 == line.size()) {
+        out += line[c];
+        if (c + 1 < line.size()) out.append(pad, ' ');
+      } else {
+        out += std::string(pad, ' ') + line[c];
+      }
+    }
+    out += "\n";
+  }
+  return out;
+}
+
 std::string CsvField(absl::string_view text) {
   if (text.find_first_of(",\"\n") == absl::string_view::npos) return std::string(text);
   return absl::StrCat("\"", absl::StrReplaceAll(text, {{"\"", "\"\""}}), "\"");
@@ -208,7 +260,7 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
       out += absl::StrCat(point, "  error ", StatusText(row.error), "\n");
     }
   }
-  return out;
+  return out + FormatCompressionTable(rows);
 }
 
 std::string FormatCsv(const std::vector<ResultRow>& rows) {
@@ -216,11 +268,13 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,head_dim_v,"
       "median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,error,"
       "non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,dk_passed,"
-      "dv_rel_err,dv_passed,score_mod,mask_mod\n";
+      "dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
+      "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
+      "mean_pool_median_ms\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
       absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)),
-                      std::string(11, ','), "\n");
+                      std::string(20, ','), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -262,6 +316,15 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
     // Empty, not "-", where there is none: "-" would read as an expression.
     fields.push_back(spec.has_score_mod() ? CsvField(spec.score_mod().expression()) : "");
     fields.push_back(spec.has_mask_mod() ? CsvField(spec.mask_mod().expression()) : "");
+    fields.push_back(
+        spec.has_kv_compression() ? absl::StrCat(spec.kv_compression().target_kv_heads()) : "");
+    for (const char* method : kCompressionMethods) {
+      const v1::KvCompressionResult* c = CompressionOf(r, method);
+      for (double x : {c ? c->key_error() : 0.0, c ? c->value_error() : 0.0,
+                       c ? c->output_error() : 0.0, c ? c->timing().median_ms() : 0.0}) {
+        fields.push_back(c != nullptr ? absl::StrFormat("%.6g", x) : "");
+      }
+    }
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }
   return out;

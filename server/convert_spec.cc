@@ -460,6 +460,15 @@ absl::StatusOr<Problem> ProblemFromProto(const pb::AttentionSpec& spec) {
     if (!t.ok()) return t.status();
     p.aux.push_back({in.name(), TensorFromProto(in.tensor(), *t)});
   }
+  if (spec.has_kv_spectrum()) {
+    p.kv_spectrum.enabled = true;
+    p.kv_spectrum.decay = spec.kv_spectrum().decay();
+    if (spec.kv_spectrum().has_rank()) p.kv_spectrum.rank = spec.kv_spectrum().rank();
+  }
+  if (spec.has_kv_compression()) {
+    p.kv_compression.enabled = true;
+    p.kv_compression.target_kv_heads = spec.kv_compression().target_kv_heads();
+  }
   return p;
 }
 
@@ -518,6 +527,13 @@ pb::AttentionSpec ProblemToProto(const Problem& p, bool include_input_data) {
     pb::NamedTensor* out = spec.add_aux();
     out->set_name(t.name);
     HostTensorToProto(t.tensor, include_input_data, out->mutable_tensor());
+  }
+  if (p.kv_spectrum.enabled) {
+    spec.mutable_kv_spectrum()->set_decay(p.kv_spectrum.decay);
+    if (p.kv_spectrum.rank.has_value()) spec.mutable_kv_spectrum()->set_rank(*p.kv_spectrum.rank);
+  }
+  if (p.kv_compression.enabled) {
+    spec.mutable_kv_compression()->set_target_kv_heads(p.kv_compression.target_kv_heads);
   }
   return spec;
 }

@@ -16,6 +16,7 @@
 #include "server/convert.h"
 #include "server/gradient_check.h"
 #include "server/harness.h"
+#include "server/kv_compression_run.h"
 #include "server/log.h"
 #include "server/stats.h"
 #include "server/throughput.h"
@@ -164,10 +165,18 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   if (!shapes.ok()) return shapes.status();
   const bool backward = problem.phase == Phase::kBackward;
   const std::vector<DeviceDescription> devices = backend.Devices();
-  const RequestWork estimate_work =
+  RequestWork estimate_work =
       backward
           ? EstimateBackwardRequestWork(problem, *work, *shapes, request.measurement, request.check)
           : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total);
+  const bool compress = problem.kv_compression.enabled;
+  if (compress) {
+    if (absl::Status s = CheckCompressionCost(problem); !s.ok()) {
+      if (metrics_ != nullptr) metrics_->RecordRejection("too_much_work");
+      return s;
+    }
+    AddKvCompressionWork(*work, request.check, shapes->rows_total, problem, &estimate_work);
+  }
   if (absl::Status s = CheckWorkLimit(estimate_work, backend.Name(),
                                       devices.empty() ? "" : devices.front().kind, *options_);
       !s.ok()) {
@@ -260,8 +269,30 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   result.set_preparation_ms(preparation_ms);
   result.set_mask_preparation_ms(workload->MaskPreparationSeconds() * 1e3);
   result.set_expression_compile_ms(workload->ExpressionCompileSeconds() * 1e3);
+  // spec.kv_compression: the compressed problems run on the same device, one after the other,
+  // from the inputs the original read (kept past its workload, which frees its memory first).
+  std::optional<AttentionInputs> original_inputs;
+  std::vector<CompressedRun> compressed;
+  if (compress) original_inputs = workload->Inputs();
   workload.reset();
+  if (compress) {
+    for (CompressionMethod method : kCompressionMethods) {
+      if (absl::Status s = interrupted(); !s.ok()) return s;
+      absl::StatusOr<CompressedRun> run = RunCompressedMethod(
+          backend, device_index, request, *original_inputs, method, interrupted);
+      if (!run.ok()) return NoteDeviceHealth(run.status(), device_key);
+      compressed.push_back(*std::move(run));
+    }
+  }
   *lease = Scheduler::Lease();  // the device is free; what is left is host-side work
+  for (const CompressedRun& run : compressed) {
+    if (absl::Status s = interrupted(); !s.ok()) return s;
+    if (absl::Status s =
+            CompressedResultToProto(request, *original_inputs, run, result.add_kv_compression());
+        !s.ok()) {
+      return s;
+    }
+  }
 
   std::vector<double> samples_ms;
   samples_ms.reserve(samples->size());

@@ -24,6 +24,7 @@ enum FieldBit : uint32_t {
   kDType = 1 << 6,
   kBackend = 1 << 7,
   kPhase = 1 << 8,
+  kKvCompression = 1 << 9,
 };
 
 int AxisSize(const pb::SweepAxis& axis) {
@@ -48,6 +49,8 @@ int AxisSize(const pb::SweepAxis& axis) {
       return axis.backend().values_size();
     case pb::SweepAxis::kPhase:
       return axis.phase().values_size();
+    case pb::SweepAxis::kKvCompressionHeads:
+      return axis.kv_compression_heads().values_size();
     case pb::SweepAxis::AXIS_NOT_SET:
       break;
   }
@@ -76,6 +79,8 @@ uint32_t AxisFields(const pb::SweepAxis& axis) {
       return kBackend;
     case pb::SweepAxis::kPhase:
       return kPhase;
+    case pb::SweepAxis::kKvCompressionHeads:
+      return kKvCompression;
     case pb::SweepAxis::AXIS_NOT_SET:
       break;
   }
@@ -128,6 +133,9 @@ void Apply(const pb::SweepAxis& axis, int i, pb::RunRequest* request) {
     case pb::SweepAxis::kPhase:
       spec->set_phase(axis.phase().values(i));
       break;
+    case pb::SweepAxis::kKvCompressionHeads:
+      spec->mutable_kv_compression()->set_target_kv_heads(axis.kv_compression_heads().values(i));
+      break;
     case pb::SweepAxis::AXIS_NOT_SET:
       break;
   }
@@ -164,6 +172,8 @@ std::string Describe(const pb::SweepAxis& axis, int i) {
       return absl::StrCat("backend=", Clipped(axis.backend().values(i)));
     case pb::SweepAxis::kPhase:
       return absl::StrCat("phase=", pb::Phase_Name(axis.phase().values(i)));
+    case pb::SweepAxis::kKvCompressionHeads:
+      return absl::StrCat("kv_compression_heads=", axis.kv_compression_heads().values(i));
     case pb::SweepAxis::AXIS_NOT_SET:
       break;
   }

@@ -35,6 +35,17 @@ struct Partial {
 
 }  // namespace
 
+std::vector<int64_t> CheckedRows(int64_t rows_total, const CheckOptions& options) {
+  std::vector<int64_t> rows;
+  if (options.full || rows_total <= options.max_rows) {
+    rows.resize(rows_total);
+    for (int64_t r = 0; r < rows_total; ++r) rows[r] = r;
+    return rows;
+  }
+  return SampleRows(rows_total, std::max<int64_t>(1, options.max_rows), options.seed,
+                    kOutputRowStream);
+}
+
 double ToleranceFor(const Problem& problem) {
   double tolerance = 1e-4;
   switch (problem.dtype) {
@@ -81,14 +92,7 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
   report.rows_total = s.rows_total;
   report.tolerance = ToleranceFor(problem);
   report.non_finite_elements = CountNonFinite(output);
-  std::vector<int64_t> rows;
-  if (options.full || s.rows_total <= options.max_rows) {
-    rows.resize(s.rows_total);
-    for (int64_t r = 0; r < s.rows_total; ++r) rows[r] = r;
-  } else {
-    rows = SampleRows(s.rows_total, std::max<int64_t>(1, options.max_rows), options.seed,
-                      kOutputRowStream);
-  }
+  std::vector<int64_t> rows = CheckedRows(s.rows_total, options);
   // Rows sharing (batch, kv head) next to each other, so each oracle reuses its cached keys.
   std::sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
     return std::make_pair(probe->RowKeyGroup(a), a) < std::make_pair(probe->RowKeyGroup(b), b);

@@ -50,6 +50,11 @@ struct CorrectnessReport {
   std::vector<TensorCheckReport> tensors;
 };
 
+// The output rows CheckOutput compares: all of [0, rows_total) when options.full or rows_total <=
+// options.max_rows, else options.max_rows of them drawn from options.seed (kOutputRowStream);
+// unordered.
+std::vector<int64_t> CheckedRows(int64_t rows_total, const CheckOptions& options);
+
 // Relative-error tolerance for forward outputs stored in dtype (and a quantized cache, if any);
 // gradient_check.h has the backward's.
 double ToleranceFor(const Problem& problem);

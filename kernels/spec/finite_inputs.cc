@@ -64,4 +64,18 @@ absl::Status CheckInputScaleFits(double input_scale, DType dtype) {
       largest / z));
 }
 
+absl::Status CheckSpectrumScaleFits(double input_scale, double decay, int64_t rank, DType dtype) {
+  const DType bound_dtype = dtype == DType::kFloat8E4M3 ? DType::kFloat32 : dtype;
+  const double largest = LargestFiniteValue(bound_dtype);
+  // The relative margin covers the double rounding of the recipe's sum of r products.
+  const double bound = SpectrumLargestAbs(decay, rank) * (1 + 1e-9);
+  if (bound * input_scale <= largest) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "spec.input_scale (%g) would make %s K or V drawn with spec.kv_spectrum (decay %g, rank "
+      "%d) overflow: their largest |value| is input_scale times %.6g, above %g, the largest "
+      "finite %s; input_scale must be at most about %.6g",
+      input_scale, DTypeName(dtype), decay, rank, bound, largest, DTypeName(bound_dtype),
+      largest / bound));
+}
+
 }  // namespace attnbench

@@ -5,6 +5,7 @@
 #ifndef ATTNBENCH_KERNELS_SPEC_FINITE_INPUTS_H_
 #define ATTNBENCH_KERNELS_SPEC_FINITE_INPUTS_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -24,6 +25,17 @@ absl::Status CheckFiniteClientTensor(const std::string& path, const HostTensor& 
 // depend on the seed or the shape, so a scale is accepted or refused before anything is drawn.
 // INVALID_ARGUMENT naming spec.input_scale and the largest scale the dtype allows otherwise.
 absl::Status CheckInputScaleFits(double input_scale, DType dtype);
+
+// The same rule for K and V drawn with spec.kv_spectrum (inputs.h): input_scale times
+// SpectrumLargestAbs(decay, rank) must not exceed the dtype's largest finite value (float32's
+// for fp8). Depends on the spectrum's rank, and through it on H_kv * D, but not on the seed.
+// INVALID_ARGUMENT naming spec.input_scale and spec.kv_spectrum otherwise.
+absl::Status CheckSpectrumScaleFits(double input_scale, double decay, int64_t rank, DType dtype);
+
+// Bounds of the spectrum generator's cost, checked by validation: the basis U (rank x n doubles)
+// is held whole, and each generated element costs rank multiply-adds.
+inline constexpr int64_t kMaxSpectrumBasisElements = int64_t{1} << 24;
+inline constexpr int64_t kMaxSpectrumMultiplyAdds = int64_t{1} << 34;
 
 }  // namespace attnbench
 

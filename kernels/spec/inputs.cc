@@ -45,6 +45,50 @@ double StandardNormal(uint64_t seed, uint32_t tensor_id, uint64_t index) {
 
 double LargestAbsStandardNormal() { return std::sqrt(-2.0 * std::log(0.5 / kTwoTo32)); }
 
+namespace {
+
+// Runs fill(begin, end) over [0, items) split across threads when the work (items * cost_each)
+// is large. Items are independent, so splitting the range changes nothing but the wall time.
+template <typename Fill>
+void ParallelFill(int64_t items, int64_t cost_each, const Fill& fill) {
+  constexpr double kPerThread = 1 << 16;
+  // In double: items * cost_each may pass 2^63 for a huge tensor.
+  const double work =
+      static_cast<double>(items) * static_cast<double>(std::max<int64_t>(1, cost_each));
+  const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t threads =
+      std::min<int64_t>({hardware, static_cast<int64_t>(std::min(work / kPerThread, 1e9)), items});
+  if (threads <= 1) {
+    fill(int64_t{0}, items);
+    return;
+  }
+  std::vector<std::thread> workers;
+  for (int64_t w = 0; w < threads; ++w) {
+    workers.emplace_back(fill, items * w / threads, items * (w + 1) / threads);
+  }
+  for (std::thread& w : workers) w.join();
+}
+
+// w_0 .. w_{r-1} of the spectrum recipe, by repeated multiplication (exact IEEE steps, so any
+// language reproduces them bit for bit, unlike pow).
+std::vector<double> SpectrumWeights(double decay, int64_t r) {
+  std::vector<double> w(static_cast<size_t>(std::max<int64_t>(r, 0)));
+  double x = 1.0;
+  for (int64_t k = 0; k < r; ++k) {
+    w[k] = x;
+    x *= decay;
+  }
+  return w;
+}
+
+double SpectrumNorm(const std::vector<double>& w) {
+  double sum = 0;
+  for (double x : w) sum += x * x;
+  return 1.0 / std::sqrt(sum);
+}
+
+}  // namespace
+
 FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape, double factor,
                            DType dtype) {
   FloatTensor t;
@@ -52,25 +96,73 @@ FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape
   t.shape = shape;
   const int64_t n = NumElements(shape);
   t.values.resize(n);
-  auto fill = [&](int64_t begin, int64_t end) {
+  ParallelFill(n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const double z = StandardNormal(seed, tensor_id, static_cast<uint64_t>(k));
       t.values[k] = RoundToDType(static_cast<float>(z * factor), dtype);
     }
-  };
-  // Elements are independent, so splitting the range changes nothing but the wall time.
-  constexpr int64_t kPerThread = int64_t{1} << 16;
-  const int64_t threads =
-      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), n / kPerThread);
-  if (threads <= 1) {
-    fill(0, n);
-    return t;
+  });
+  return t;
+}
+
+int64_t SpectrumRank(const KvSpectrum& spectrum, int64_t n) {
+  // r_decay by the recipe's own weights, capped at n first so a decay near 1 stays cheap.
+  int64_t r = 0;
+  double w = 1.0;
+  while (r < n && w >= 1e-4) {
+    ++r;
+    w *= spectrum.decay;
   }
-  std::vector<std::thread> workers;
-  for (int64_t w = 0; w < threads; ++w) {
-    workers.emplace_back(fill, n * w / threads, n * (w + 1) / threads);
-  }
-  for (std::thread& w : workers) w.join();
+  if (spectrum.rank.has_value()) r = std::min<int64_t>(r, *spectrum.rank);
+  return r;
+}
+
+double SpectrumLargestAbs(double decay, int64_t r) {
+  const std::vector<double> w = SpectrumWeights(decay, r);
+  double sum = 0;
+  for (double x : w) sum += x;
+  const double z = LargestAbsStandardNormal();
+  return z * z * SpectrumNorm(w) * sum;
+}
+
+FloatTensor GenerateSpectrumTensor(uint64_t seed, uint32_t tensor_id, uint32_t basis_id,
+                                   const Shape& shape, const KvSpectrum& spectrum, double factor,
+                                   DType dtype) {
+  FloatTensor t;
+  t.dtype = dtype;
+  t.shape = shape;
+  const int64_t rows = shape[0] * shape[1];  // (b, s)
+  const int64_t n = shape[2] * shape[3];     // H_kv * D
+  const int64_t r = SpectrumRank(spectrum, n);
+  const std::vector<double> w = SpectrumWeights(spectrum.decay, r);
+  const double scale = factor * SpectrumNorm(w);
+  // U is drawn once: r * n values, bounded by validation (kMaxSpectrumBasisElements).
+  std::vector<double> basis(static_cast<size_t>(r * n));
+  ParallelFill(r * n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      basis[k] = StandardNormal(seed, basis_id, static_cast<uint64_t>(k));
+    }
+  });
+  t.values.resize(static_cast<size_t>(rows * n));
+  ParallelFill(rows, r * n, [&](int64_t begin, int64_t end) {
+    std::vector<double> a(static_cast<size_t>(r));
+    std::vector<double> acc(static_cast<size_t>(n));
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t k = 0; k < r; ++k) {
+        a[k] = w[k] * StandardNormal(seed, tensor_id, static_cast<uint64_t>(row * r + k));
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      // k outermost keeps the recipe's summation order per element and streams U row by row.
+      for (int64_t k = 0; k < r; ++k) {
+        const double* u = basis.data() + k * n;
+        for (int64_t c = 0; c < n; ++c) acc[c] += a[k] * u[c];
+      }
+      float* out = t.values.data() + row * n;
+      for (int64_t c = 0; c < n; ++c) {
+        out[c] = RoundToDType(static_cast<float>(scale * acc[c]), dtype);
+      }
+    }
+  });
   return t;
 }
 
@@ -139,6 +231,13 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
     return in;
   }
   in.query = GenerateTensor(seed, kTensorQuery, shapes->query, input_scale, dtype);
+  if (problem.kv_spectrum.enabled) {
+    in.key = GenerateSpectrumTensor(seed, kTensorKey, kTensorKeyBasis, shapes->key,
+                                    problem.kv_spectrum, input_scale, dtype);
+    in.value = GenerateSpectrumTensor(seed, kTensorValue, kTensorValueBasis, shapes->value,
+                                      problem.kv_spectrum, input_scale, dtype);
+    return in;
+  }
   in.key = GenerateTensor(seed, kTensorKey, shapes->key, input_scale, dtype);
   in.value = GenerateTensor(seed, kTensorValue, shapes->value, input_scale, dtype);
   return in;

@@ -8,12 +8,30 @@
 //   z  = sqrt(-2 ln u1) * cos(2 pi u2)                               computed in double
 //   value = RoundToDType(float(z * factor), spec.dtype)
 //
-// tensor_id: query 0, key 1, value 2, grad_output 3, x 4, w_q 5, w_k 6, w_v 7, w_o 8, and 9 for
-// the page table. factor is spec.input_scale for query, key, value, grad_output and x, and
-// 1 / sqrt(fan_in) for the weights (fan_in: their first dimension; no input_scale). At layer
-// scope a tensor the client sent (spec.inputs.x, .w_q, .w_k, .w_v, .w_o) replaces its draw.
+// tensor_id: query 0, key 1, value 2, grad_output 3, x 4, w_q 5, w_k 6, w_v 7, w_o 8, 9 for the
+// page table, and 10 and 11 for the bases of the KV spectrum (below). factor is spec.input_scale
+// for query, key, value, grad_output and x, and 1 / sqrt(fan_in) for the weights (fan_in: their
+// first dimension; no input_scale). At layer scope a tensor the client sent (spec.inputs.x,
+// .w_q, .w_k, .w_v, .w_o) replaces its draw.
 // grad_output (dO, shape [B, S_q, H_out, D_v]) is drawn for PHASE_BACKWARD only, unless the
 // client sent spec.inputs.grad_output.
+//
+// With spec.kv_spectrum (decay, optional rank), K and V are drawn instead with a decaying
+// singular-value spectrum. Per batch b, K's [S_kv, n] matrix of concatenated heads (n = H_kv *
+// D_qk, column c = h * D_qk + d; V likewise with D_v) is
+//
+//   r      = min(n, rank (when set), r_decay),  r_decay = the number of k >= 0 with w_k >= 1e-4
+//   w_0 = 1, w_{k+1} = w_k * decay                                  (double, in that order)
+//   norm   = 1 / sqrt(w_0^2 + w_1^2 + ... + w_{r-1}^2)               (summed in increasing k)
+//   a_k    = w_k * z(tensor 1 (V: 2), (b * S_kv + s) * r + k)
+//   acc    = sum over k = 0 .. r-1, in that order, of a_k * z(tensor 10 (V: 11), k * n + c)
+//   value  = RoundToDType(float(input_scale * norm * acc), spec.dtype)
+//
+// so K = Z diag(w) U^T up to the factor: Z and U are independent Gaussian matrices, nearly
+// orthogonal, and the singular values fall by `decay` from one to the next. Every element has
+// variance input_scale^2, like an ordinary input. Bounded by construction: |value| <=
+// input_scale * SpectrumLargestAbs(decay, r) (each |z| <= LargestAbsStandardNormal()), which
+// validation checks against the dtype as it checks input_scale alone.
 //
 // A generated page table (spec.kv_cache.paging.page_table empty) is a Fisher-Yates shuffle of
 // the identity over n = batch * ceil(S_kv / page_size) pages: for t = n-1 down to 1,
@@ -44,7 +62,23 @@ enum TensorId : uint32_t {
   kTensorWv = 7,
   kTensorWo = 8,
   kTensorPageTable = 9,
+  kTensorKeyBasis = 10,    // U of K's spectrum (spec.kv_spectrum)
+  kTensorValueBasis = 11,  // U of V's spectrum
 };
+
+// r of the spectrum recipe for a matrix of n columns.
+int64_t SpectrumRank(const KvSpectrum& spectrum, int64_t n);
+
+// The largest |value| / input_scale the spectrum recipe can produce with rank r, whatever the
+// seed: LargestAbsStandardNormal()^2 * norm * (w_0 + ... + w_{r-1}), at most
+// LargestAbsStandardNormal()^2 * sqrt(r).
+double SpectrumLargestAbs(double decay, int64_t r);
+
+// K (tensor_id kTensorKey, basis kTensorKeyBasis) or V (kTensorValue, kTensorValueBasis) of shape
+// [B, S_kv, H_kv, D] by the spectrum recipe.
+FloatTensor GenerateSpectrumTensor(uint64_t seed, uint32_t tensor_id, uint32_t basis_id,
+                                   const Shape& shape, const KvSpectrum& spectrum, double factor,
+                                   DType dtype);
 
 // z of the recipe above for one element (before the factor and rounding).
 double StandardNormal(uint64_t seed, uint32_t tensor_id, uint64_t index);

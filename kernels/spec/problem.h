@@ -115,6 +115,20 @@ struct KvCache {
   std::vector<SaqBand> saq_bands;
 };
 
+// Generated K and V with a decaying singular-value spectrum (§8, inputs.h has the recipe).
+struct KvSpectrum {
+  bool enabled = false;
+  double decay = 0.0;       // 0 < decay < 1
+  std::optional<int> rank;  // caps the rank; unset: n and decay^k >= 1e-4 bound it
+};
+
+// KV-head compression (§5b, kernels/compress): also run the problem with its KV heads compressed
+// to target_kv_heads, by principal components and by mean-pooling.
+struct KvCompression {
+  bool enabled = false;
+  int target_kv_heads = 0;
+};
+
 // A tensor a client sent: row-major, little-endian elements of dtype.
 struct HostTensor {
   DType dtype = DType::kUnspecified;
@@ -162,6 +176,8 @@ struct Problem {
   std::optional<std::string> score_mod;
   std::optional<std::string> mask_mod;
   std::vector<NamedTensor> aux;
+  KvSpectrum kv_spectrum;        // AttentionSpec.kv_spectrum
+  KvCompression kv_compression;  // AttentionSpec.kv_compression
 };
 
 // Returns a copy with every default of the proto comments filled in (head_dim_v, scale, phase,

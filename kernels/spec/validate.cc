@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/spec/expressions.h"
 #include "kernels/spec/finite_inputs.h"
+#include "kernels/spec/inputs.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
 #include "kernels/spec/validate_layout.h"
@@ -424,6 +425,89 @@ absl::Status ValidateInputs(const Problem& p, const ProblemShapes& s) {
   return ValidateClientTensor(p, "value", *p.value, s.value);
 }
 
+// §8: the spectrum's rule and its cost bounds (the basis U is held whole; each element costs r
+// multiply-adds), then the overflow rule of input_scale with the spectrum's own largest value.
+absl::Status ValidateKvSpectrum(const Problem& p, const ProblemShapes& s) {
+  const KvSpectrum& k = p.kv_spectrum;
+  if (!k.enabled) return absl::OkStatus();
+  const std::string p0 = "spec.kv_spectrum.";
+  if (!std::isfinite(k.decay) || k.decay <= 0 || k.decay >= 1) {
+    return Invalid(absl::StrCat(p0, "decay (", k.decay, ") must be in (0, 1)"));
+  }
+  if (k.rank.has_value()) {
+    if (auto st = Positive(p0 + "rank", *k.rank); !st.ok()) return st;
+  }
+  if (s.layer) {
+    return Invalid(
+        "spec.kv_spectrum is only valid with spec.scope = SCOPE_CORE (at SCOPE_LAYER K and V are "
+        "projections of a generated X)");
+  }
+  if (p.key.has_value() || p.value.has_value()) {
+    return Invalid(
+        "spec.kv_spectrum is only valid with generated K and V; spec.inputs.key and "
+        "spec.inputs.value are the client's (send low-rank tensors directly instead)");
+  }
+  for (const Shape* shape : {&s.key, &s.value}) {
+    const int64_t n = (*shape)[2] * (*shape)[3];
+    const int64_t r = SpectrumRank(k, n);
+    if (static_cast<Wide>(r) * n > kMaxSpectrumBasisElements ||
+        static_cast<Wide>(r) * n * (*shape)[0] * (*shape)[1] > kMaxSpectrumMultiplyAdds) {
+      return Invalid(
+          absl::StrCat(p0, "decay (", k.decay, ") gives rank r = ", r, " over n = H_kv * D = ", n,
+                       " columns: the basis (r * n) must stay within ", kMaxSpectrumBasisElements,
+                       " elements and the generation (batch * seq_len_kv * r * n) within ",
+                       kMaxSpectrumMultiplyAdds,
+                       " multiply-adds; set a smaller spec.kv_spectrum.rank or decay"));
+    }
+    // The spectrum's values are bounded by input_scale times SpectrumLargestAbs, which must fit
+    // the dtype as the plain generator's bound must (CheckInputScaleFits); the margin covers the
+    // double rounding of the sum.
+    if (auto st = CheckSpectrumScaleFits(p.input_scale.value_or(1.0), k.decay, r, p.dtype);
+        !st.ok()) {
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKvCompression(const Problem& p, const ProblemShapes& s) {
+  const KvCompression& c = p.kv_compression;
+  if (!c.enabled) return absl::OkStatus();
+  const std::string path = "spec.kv_compression.target_kv_heads";
+  if (auto st = Positive(path, c.target_kv_heads); !st.ok()) return st;
+  // The allow-list: what the compressed problem (GQA over G KV heads, client Q', K_c, V_c, RoPE
+  // folded into Q' and K_c) represents exactly apart from the method's own error.
+  if (p.scope == Scope::kLayer) {
+    return Invalid(
+        "spec.kv_compression is only valid with spec.scope = SCOPE_CORE (it compresses the K and "
+        "V caches the core reads)");
+  }
+  const Phase phase = p.phase == Phase::kUnspecified ? Phase::kPrefill : p.phase;
+  if (phase != Phase::kPrefill && phase != Phase::kDecode) {
+    return Invalid(
+        "spec.kv_compression is only valid with spec.phase = PHASE_PREFILL or PHASE_DECODE (a "
+        "compressed cache has no gradients of the original K and V)");
+  }
+  if (p.layout.kind != LayoutKind::kMha && p.layout.kind != LayoutKind::kGqa) {
+    return Invalid(absl::StrCat(
+        "spec.kv_compression is only valid with spec.layout mha or gqa (KV heads in equal groups "
+        "of consecutive heads, each output head reading its own query head); got ",
+        LayoutName(p.layout.kind)));
+  }
+  const int kv_heads = s.heads.num_kv_heads;
+  if (c.target_kv_heads >= kv_heads || kv_heads % c.target_kv_heads != 0) {
+    return Invalid(absl::StrCat(path, " (", c.target_kv_heads,
+                                ") must be less than the layout's KV heads (", kv_heads,
+                                ") and divide them into equal groups"));
+  }
+  if (p.score_mod.has_value() || p.mask_mod.has_value()) {
+    return Invalid(
+        "spec.kv_compression is not valid with spec.score_mod or spec.mask_mod: an expression may "
+        "read hkv, the KV head that compression renumbers");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateProblem(const Problem& p) {
@@ -438,6 +522,8 @@ absl::Status ValidateProblem(const Problem& p) {
   if (auto s = ValidateCache(p); !s.ok()) return s;
   if (auto s = ValidateTrainingStep(p); !s.ok()) return s;
   if (auto s = ValidateInputs(p, *shapes); !s.ok()) return s;
+  if (auto s = ValidateKvSpectrum(p, *shapes); !s.ok()) return s;
+  if (auto s = ValidateKvCompression(p, *shapes); !s.ok()) return s;
   return CompileExpressions(p).status();
 }
 

@@ -99,13 +99,16 @@ TEST(ResultFormatTest, Csv) {
       "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
       "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
       "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
-      "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod\n"
+      "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
+      "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
+      "mean_pool_median_ms\n"
       "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
       "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0,prefill,"
-      ",,,,,,,,\n"
+      ",,,,,,,,,,,,,,,,,\n"
       "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0,prefill,"
-      ",,,,,,,,\n"
-      "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,,,\n");
+      ",,,,,,,,,,,,,,,,,\n"
+      "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,,,,,,,,,,,,"
+      "\n");
 }
 
 // A failed check caused by NaN or infinity says so, and an unchecked run with one is not "-".
@@ -196,13 +199,16 @@ TEST(ResultFormatTest, TableAddsGradientColumnsWhenARowHasThem) {
 }
 
 TEST(ResultFormatTest, CsvAppendsPhaseTimingAndEveryGradientsCheck) {
-  EXPECT_EQ(FormatCsv({ResultRow{0, CheckedBackwardResult(), absl::OkStatus()}}),
-            "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
-            "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
-            "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
-            "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod\n"
-            "0,cuda_flash,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,0.004,false,,,,,0,"
-            "backward,training_step,0.001,true,0.004,false,0.0025,true,,\n");
+  EXPECT_EQ(
+      FormatCsv({ResultRow{0, CheckedBackwardResult(), absl::OkStatus()}}),
+      "point,backend,layout,mask,dtype,batch,seq_len_q,seq_len_kv,heads,head_dim_qk,"
+      "head_dim_v,median_ms,p10_ms,p90_ms,tflops,gbps,rel_err,passed,server,device,kernel,"
+      "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
+      "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
+      "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
+      "mean_pool_median_ms\n"
+      "0,cuda_flash,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,0.004,false,,,,,0,"
+      "backward,training_step,0.001,true,0.004,false,0.0025,true,,,,,,,,,,,\n");
 }
 
 // A result whose spec carries expressions shows them, in the table only when some row has one.
@@ -231,8 +237,9 @@ TEST(ResultFormatTest, CsvQuotesExpressionsLikeAnyText) {
   v1::RunResult r = ExpressionResult();
   r.mutable_spec()->mutable_score_mod()->set_expression("s + bias[h, min(max(q - kv, 0), 127)]");
   const std::string csv = FormatCsv({ResultRow{0, r, absl::OkStatus()}});
-  EXPECT_THAT(
-      csv, ::testing::EndsWith(",\"s + bias[h, min(max(q - kv, 0), 127)]\",doc[q] == doc[kv]\n"));
+  // The expressions, then the (empty) KV-compression columns.
+  EXPECT_THAT(csv, ::testing::EndsWith(
+                       ",\"s + bias[h, min(max(q - kv, 0), 127)]\",doc[q] == doc[kv],,,,,,,,,\n"));
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {
@@ -295,6 +302,38 @@ TEST(ResultFormatTest, OutputFormats) {
   EXPECT_EQ(*ParseOutputFormat("json"), OutputFormat::kJson);
   EXPECT_THAT(std::string(ParseOutputFormat("yaml").status().message()),
               HasSubstr("table|csv|json"));
+}
+
+// spec.kv_compression's results: a second table under the main one, and CSV columns per method.
+TEST(ResultFormatTest, KvCompressionResults) {
+  v1::RunResult r = UncheckedMhaResult();
+  r.mutable_spec()->mutable_kv_compression()->set_target_kv_heads(2);
+  const struct {
+    const char* method;
+    double key, value, output, median;
+  } methods[] = {{"pca", 0.125, 0.25, 0.0625, 0.125}, {"mean_pool", 0.5, 0.75, 0.375, 0.2}};
+  for (const auto& m : methods) {
+    v1::KvCompressionResult* c = r.add_kv_compression();
+    c->set_method(m.method);
+    c->set_kv_heads(2);
+    c->set_key_error(m.key);
+    c->set_value_error(m.value);
+    c->set_output_error(m.output);
+    c->mutable_timing()->set_median_ms(m.median);
+    c->mutable_correctness()->set_checked(true);
+    c->mutable_correctness()->set_passed(true);
+  }
+  const std::vector<ResultRow> rows = {ResultRow{0, r, absl::OkStatus()}};
+  const std::string table = FormatTable(rows);
+  EXPECT_THAT(table, HasSubstr("\nKV-head compression\n"));
+  EXPECT_THAT(table, HasSubstr("    0  pca               2  1.25e-01   2.50e-01    6.25e-02      "
+                               "0.125     2.00x  yes"));
+  EXPECT_THAT(table, HasSubstr("    0  mean_pool         2  5.00e-01   7.50e-01    3.75e-01      "
+                               "0.200     1.25x  yes"));
+  EXPECT_THAT(FormatTable({ResultRow{0, UncheckedMhaResult(), absl::OkStatus()}}),
+              ::testing::Not(HasSubstr("KV-head compression")));
+  EXPECT_THAT(FormatCsv(rows),
+              HasSubstr(",0,prefill,,,,,,,,,,2,0.125,0.25,0.0625,0.125,0.5,0.75,0.375,0.2\n"));
 }
 
 }  // namespace

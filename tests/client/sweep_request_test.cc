@@ -26,11 +26,11 @@ absl::StatusOr<v1::SweepRequest> Build(const std::vector<std::string>& args) {
 TEST(SweepRequestTest, EveryAxisInGridOrder) {
   // Given in an order different from the grid's.
   absl::StatusOr<v1::SweepRequest> sweep =
-      Build({"--sweep_head_dim=64,128", "--sweep_seq_len_kv=1024", "--sweep_seq_len_q=1,8",
-             "--sweep_seq_len=256,512", "--sweep_batch=1,4", "--sweep_phase=prefill,decode",
-             "--sweep_dtype=fp32,fp16", "--sweep_mask=none,causal,window:128/0",
-             "--sweep_layout=mha:8,gqa:8/2", "--sweep_backend=cpu_reference,auto",
-             "--continue_on_error"});
+      Build({"--sweep_kv_compression_heads=1,2", "--sweep_head_dim=64,128",
+             "--sweep_seq_len_kv=1024", "--sweep_seq_len_q=1,8", "--sweep_seq_len=256,512",
+             "--sweep_batch=1,4", "--sweep_phase=prefill,decode", "--sweep_dtype=fp32,fp16",
+             "--sweep_mask=none,causal,window:128/0", "--sweep_layout=mha:8,gqa:8/2",
+             "--sweep_backend=cpu_reference,auto", "--continue_on_error"});
   ASSERT_TRUE(sweep.ok()) << sweep.status();
   EXPECT_THAT(*sweep, EqualsProto(Proto<v1::SweepRequest>(R"pb(
     base { spec {} }
@@ -55,6 +55,7 @@ TEST(SweepRequestTest, EveryAxisInGridOrder) {
     axes { seq_len_q { values: 1 values: 8 } }
     axes { seq_len_kv { values: 1024 } }
     axes { head_dim { values: 64 values: 128 } }
+    axes { kv_compression_heads { values: 1 values: 2 } }
     continue_on_error: true
   )pb")));
 }

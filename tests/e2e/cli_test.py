@@ -131,6 +131,32 @@ class RunTest(unittest.TestCase):
         self.assertLess(float(rows[0]["rel_err"]), 1e-4)
         self.assertGreater(float(rows[0]["tflops"]), 0)
 
+    def test_kv_compression(self):
+        flags = [*GQA_RUN, "--kv_spectrum_decay=0.6", "--kv_compression_heads=1"]
+        out = run_cli("run", server_flag(), "--format=csv", *flags)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        rows = list(csv.DictReader(io.StringIO(out.stdout)))
+        self.assertEqual(len(rows), 1)
+        row = rows[0]
+        self.assertEqual(row["kv_heads"], "1")
+        self.assertEqual(row["passed"], "true")
+        for method in ("pca", "mean_pool"):
+            for column in ("key_err", "value_err", "output_err", "median_ms"):
+                self.assertGreater(float(row[f"{method}_{column}"]), 0, f"{method}_{column}")
+        self.assertLess(float(row["pca_key_err"]), float(row["mean_pool_key_err"]))
+        table = run_cli("run", server_flag(), *flags)
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertIn("KV-head compression", table.stdout)
+        self.assertRegex(table.stdout, r"\n +0  pca  ")
+        self.assertRegex(table.stdout, r"\n +0  mean_pool  ")
+        # A server-side refusal names the field; a flag alone misused is a usage error.
+        bad = run_cli("run", server_flag(), *GQA_RUN, "--kv_compression_heads=3")
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("spec.kv_compression.target_kv_heads (3)", bad.stderr)
+        usage = run_cli("run", server_flag(), *GQA_RUN, "--kv_spectrum_rank=3")
+        self.assertEqual(usage.returncode, 2)
+        self.assertIn("--kv_spectrum_rank: needs --kv_spectrum_decay", usage.stderr)
+
     def test_output_file_via_stream_run(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "o.bin")

@@ -138,7 +138,9 @@ class LayerTest(unittest.TestCase):
     between projections and core in the record."""
 
     def test_generated_layer_records_the_split(self):
-        self.assertEqual(list(ab.COLUMNS)[-4:], ["scope", "d_model", "projections_ms", "core_ms"])
+        start = list(ab.COLUMNS).index("scope")
+        self.assertEqual(list(ab.COLUMNS)[start:start + 4],
+                         ["scope", "d_model", "projections_ms", "core_ms"])
         record = CLIENT.run(check="full", scope="layer", d_model=48, **small(seq_len=16))
         self.assertEqual((record["scope"], record["d_model"]), ("layer", 48))
         self.assertTrue(record["passed"])
@@ -260,8 +262,9 @@ class BackwardRequestTest(unittest.TestCase):
         for column in ["backward_timing"] + [f"{g}_{c}" for g in GRADIENTS
                                              for c in ("rel_error", "max_abs_error", "passed")]:
             self.assertIsNone(record[column], column)
-        # The backward columns, then the expression and layer columns appended after them.
-        self.assertEqual(list(ab.COLUMNS)[-16:-6],
+        # The backward columns, then the expression columns appended after them.
+        start = list(ab.COLUMNS).index("backward_timing")
+        self.assertEqual(list(ab.COLUMNS)[start:start + 10],
                          ["backward_timing", "dq_rel_error", "dq_max_abs_error", "dq_passed",
                           "dk_rel_error", "dk_max_abs_error", "dk_passed", "dv_rel_error",
                           "dv_max_abs_error", "dv_passed"])
@@ -338,8 +341,28 @@ class ExpressionRequestTest(unittest.TestCase):
                 ab.build_request(**kwargs)
             self.assertIn(message, str(raised.exception))
 
+    def test_kv_compression_columns(self):
+        record = CLIENT.run(check="full", kv_spectrum_decay=0.6, kv_compression_heads=1,
+                            **small(seq_len=16))
+        self.assertEqual(record["kv_compression_heads"], 1)
+        for method in ("pca", "mean_pool"):
+            for column in ("key_error", "value_error", "output_error", "median_ms"):
+                self.assertGreater(record[f"{method}_{column}"], 0, f"{method}_{column}")
+        self.assertLess(record["pca_key_error"], record["mean_pool_key_error"])
+        plain = CLIENT.run(check="off", **small(seq_len=16))
+        self.assertIsNone(plain["kv_compression_heads"])
+        self.assertIsNone(plain["pca_output_error"])
+        request = ab.build_request(kv_spectrum_decay=0.5, kv_spectrum_rank=4,
+                                   kv_compression_heads=2)
+        self.assertEqual((request.spec.kv_spectrum.decay, request.spec.kv_spectrum.rank,
+                          request.spec.kv_compression.target_kv_heads), (0.5, 4, 2))
+        with self.assertRaises(ValueError):
+            ab.build_request(kv_spectrum_rank=4)
+
     def test_records_carry_the_expressions_last(self):
-        self.assertEqual(list(ab.COLUMNS)[-6:-4], ["score_mod", "mask_mod"])
+        start = list(ab.COLUMNS).index("score_mod")
+        self.assertEqual(list(ab.COLUMNS)[start:start + 3],
+                         ["score_mod", "mask_mod", "scope"])
         record = CLIENT.run(check="off", **small(seq_len=16))
         self.assertEqual((record["score_mod"], record["mask_mod"]), (None, None))
 

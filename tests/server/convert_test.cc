@@ -157,6 +157,40 @@ TEST(ConvertSpecTest, OptionalFieldsStayUnset) {
   ExpectRoundTrip(spec);
 }
 
+TEST(ConvertSpecTest, KvSpectrumAndCompressionRoundTrip) {
+  pb::AttentionSpec spec = Parse(R"pb(
+    batch_size: 1
+    seq_len_q: 4
+    seq_len_kv: 4
+    head_dim_qk: 8
+    layout { mha { num_heads: 4 } }
+    mask { none {} }
+    kv_spectrum { decay: 0.75 rank: 5 }
+    kv_compression { target_kv_heads: 2 }
+  )pb");
+  absl::StatusOr<Problem> p = ProblemFromProto(spec);
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->kv_spectrum.enabled);
+  EXPECT_EQ(p->kv_spectrum.decay, 0.75);
+  EXPECT_EQ(p->kv_spectrum.rank, 5);
+  EXPECT_TRUE(p->kv_compression.enabled);
+  EXPECT_EQ(p->kv_compression.target_kv_heads, 2);
+  ExpectRoundTrip(spec);
+  // Present but empty stays present (and then fails validation, naming the field).
+  spec.mutable_kv_spectrum()->clear_rank();
+  spec.mutable_kv_compression()->clear_target_kv_heads();
+  p = ProblemFromProto(spec);
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->kv_spectrum.rank.has_value());
+  EXPECT_TRUE(p->kv_compression.enabled);
+  ExpectRoundTrip(spec);
+  spec.clear_kv_spectrum();
+  spec.clear_kv_compression();
+  p = ProblemFromProto(spec);
+  EXPECT_FALSE(p->kv_spectrum.enabled);
+  EXPECT_FALSE(p->kv_compression.enabled);
+}
+
 TEST(ConvertSpecTest, EmptySpecIsUnspecifiedEverywhere) {
   const absl::StatusOr<Problem> p = ProblemFromProto(pb::AttentionSpec());
   ASSERT_TRUE(p.ok());

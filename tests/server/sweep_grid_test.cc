@@ -53,6 +53,7 @@ TEST(SweepGridTest, EveryAxisKindApplies) {
   sweep.add_axes()->mutable_mask()->add_values()->mutable_causal();
   sweep.add_axes()->mutable_backend()->add_values("auto");
   sweep.add_axes()->mutable_phase()->add_values(pb::PHASE_DECODE);
+  sweep.add_axes()->mutable_kv_compression_heads()->add_values(1);
   ASSERT_EQ(*CountSweepPoints(sweep, 1), 1);
   const pb::RunRequest r = SweepPointRequest(sweep, 0);
   EXPECT_EQ(r.spec().seq_len_q(), 3);
@@ -64,6 +65,8 @@ TEST(SweepGridTest, EveryAxisKindApplies) {
   EXPECT_TRUE(r.spec().mask().has_causal());
   EXPECT_EQ(r.backend(), "auto");
   EXPECT_EQ(r.spec().phase(), pb::PHASE_DECODE);
+  EXPECT_EQ(r.spec().kv_compression().target_kv_heads(), 1);
+  EXPECT_THAT(DescribeSweepPoint(sweep, 0), ::testing::HasSubstr("kv_compression_heads=1"));
 }
 
 // A point's description goes into status messages: a client's long backend name is cut short.

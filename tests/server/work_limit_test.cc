@@ -7,6 +7,7 @@
 #include "kernels/reference/gradient_check.h"
 #include "kernels/spec/counting.h"
 #include "kernels/spec/shapes.h"
+#include "server/kv_compression_run.h"
 
 namespace attnbench::server {
 namespace {
@@ -125,10 +126,37 @@ TEST(WorkLimitTest, TheBackwardCheckCountsWhatTheOracleEvaluates) {
   EXPECT_LT(sampled, check_work(Check(true, true)));
   EXPECT_EQ(check_work(Check(false)), 0);
   // The check does not depend on what the iterations time.
-  EXPECT_DOUBLE_EQ(EstimateBackwardRequestWork(BackwardProblem(true), counts, shapes,
-                                               Plan(0, 1, 1), Check(true, true))
+  EXPECT_DOUBLE_EQ(EstimateBackwardRequestWork(BackwardProblem(true), counts, shapes, Plan(0, 1, 1),
+                                               Check(true, true))
                        .check,
                    check_work(Check(true, true)));
+}
+
+// spec.kv_compression: each method's compressed run on the device, once per method, and on the
+// host the fits, each method's check and its output error (two float64 oracles).
+TEST(WorkLimitTest, KvCompressionAddsTwoCompressedRunsAndTheirHostWork) {
+  Problem p;
+  p.batch_size = 1;
+  p.seq_len_q = p.seq_len_kv = 64;
+  p.head_dim_qk = 16;
+  p.layout.kind = LayoutKind::kMha;
+  p.layout.num_heads = 4;
+  p.dtype = DType::kFloat32;
+  p.kv_compression = {true, 2};
+  p = NormalizeProblem(p);
+  const WorkCounts counts = Counts(1e6, 10000);
+  const double attention = 1e6 + kFlopsPerKeptPair * 1e4;
+  for (bool enabled : {false, true}) {
+    SCOPED_TRACE(enabled);
+    RequestWork w = EstimateRequestWork(counts, Plan(1, 2, 2), Check(enabled), 256);
+    const RequestWork plain = w;
+    AddKvCompressionWork(counts, Check(enabled), 256, p, &w);
+    EXPECT_DOUBLE_EQ(w.device_once, 2 * plain.per_iteration * plain.iterations);
+    EXPECT_DOUBLE_EQ(w.device(), 3 * plain.device());
+    // All 256 rows fit the sample: each output error is two full oracles.
+    EXPECT_DOUBLE_EQ(w.check, plain.check + CompressionHostFlops(p) +
+                                  2 * (plain.check + 2 * kCheckFlopFactor * attention));
+  }
 }
 
 TEST(WorkLimitTest, CpuRunsAreRefusedOverTheCpuLimitWithTheirNumbers) {

@@ -135,12 +135,12 @@ class Client:
 
         axes: {"seq_len": [512, 1024], "layout": ["mha:8", "gqa:8/2"], ...} in grid order, the
         first axis slowest (axis names: seq_len, seq_len_q, seq_len_kv, batch, head_dim,
-        layout, mask, dtype, backend, phase). The other keywords build the base request as in
-        run(). continue_on_error: a point that fails while running becomes a record with
-        error_code and error_message instead of ending the sweep. fan_out: with N > 1, one
-        sub-sweep per value of the first axis with several values, N at a time (see
-        requests.split_grid). on_record: called with each record as it arrives (from a
-        worker thread when fan_out > 1).
+        layout, mask, dtype, backend, phase, kv_compression_heads). The other keywords build
+        the base request as in run(). continue_on_error: a point that fails while running
+        becomes a record with error_code and error_message instead of ending the sweep.
+        fan_out: with N > 1, one sub-sweep per value of the first axis with several values, N
+        at a time (see requests.split_grid). on_record: called with each record as it arrives
+        (from a worker thread when fan_out > 1).
         A failure raises AttnBenchError whose .records holds the points received before it.
         """
         base = reqs.build_request(request, **workload)

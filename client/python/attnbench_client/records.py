@@ -40,7 +40,15 @@ COLUMNS = (
     # (None at core scope), and the median of each iteration's projections and attention core
     # (RunResult.layer_timing; None at core scope or where the backend does not split).
     "scope", "d_model", "projections_ms", "core_ms",
+    # spec.kv_compression (docs/variants.md §5b): the target KV heads and, per method, its
+    # errors and its compressed run's median time; None without compression. Appended last.
+    "kv_compression_heads",
+    "pca_key_error", "pca_value_error", "pca_output_error", "pca_median_ms",
+    "mean_pool_key_error", "mean_pool_value_error", "mean_pool_output_error",
+    "mean_pool_median_ms",
 )
+
+COMPRESSION_METHODS = ("pca", "mean_pool")
 
 GRADIENTS = ("dq", "dk", "dv")
 
@@ -68,6 +76,20 @@ def _gradient_columns(correctness):
             columns[f"{check.name}_rel_error"] = check.relative_error
             columns[f"{check.name}_max_abs_error"] = check.max_abs_error
             columns[f"{check.name}_passed"] = check.passed
+    return columns
+
+
+def _compression_columns(result):
+    """{kv_compression_heads: ..., pca_key_error: ..., ...} of result.kv_compression."""
+    columns = {}
+    if result.spec.HasField("kv_compression"):
+        columns["kv_compression_heads"] = result.spec.kv_compression.target_kv_heads
+    for c in result.kv_compression:
+        if c.method in COMPRESSION_METHODS:
+            columns[f"{c.method}_key_error"] = c.key_error
+            columns[f"{c.method}_value_error"] = c.value_error
+            columns[f"{c.method}_output_error"] = c.output_error
+            columns[f"{c.method}_median_ms"] = c.timing.median_ms
     return columns
 
 
@@ -145,6 +167,7 @@ def from_result(result, point_index=None):
     })
     record.update(_gradient_columns(c))
     record.update(_layer_columns(result))
+    record.update(_compression_columns(result))
     return record
 
 

@@ -24,6 +24,7 @@ AXES = {
     "dtype": ("dtype", lambda v: names.parse_enum(names.DTYPES, "dtype", v)),
     "backend": ("backend", str),
     "phase": ("phase", lambda v: names.parse_enum(names.PHASES, "phase", v)),
+    "kv_compression_heads": ("kv_compression_heads", int),
 }
 
 
@@ -33,7 +34,8 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
                   warmup=None, min_iters=None, max_iters=None, max_seconds=None, noise=None,
                   cache=None, samples=None, check=None, priority=None, backward_timing=None,
                   grad_output=None, return_output=None, score_mod=None, mask_mod=None,
-                  aux=None, d_model=None, x=None, w_q=None, w_k=None, w_v=None, w_o=None):
+                  aux=None, d_model=None, x=None, w_q=None, w_k=None, w_v=None, w_o=None,
+                  kv_spectrum_decay=None, kv_spectrum_rank=None, kv_compression_heads=None):
     """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
 
     seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
@@ -51,6 +53,10 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
     [d_model, H_q * D_qk], w_k [d_model, H_kv * D_qk], w_v [d_model, H_kv * D_v] and w_o
     [H_out * D_v, d_model] are the client's layer inputs (x alone, the four weights, or all
     five; a pb.Tensor or a numpy float32/float16 array each), docs/variants.md §6 and §8.
+    kv_spectrum_decay (and kv_spectrum_rank) give the generated K and V a decaying
+    singular-value spectrum (docs/variants.md §8); kv_compression_heads also runs the problem
+    with its KV heads compressed to that many, by PCA and mean-pooling (§5b; results in
+    RunResult.kv_compression).
     """
     req = pb.RunRequest()
     if request is not None:
@@ -137,6 +143,15 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
             seen.add(name)
             tensor = value if isinstance(value, pb.Tensor) else tens.aux_tensor(value, name)
             spec.aux.add(name=name).tensor.CopyFrom(tensor)
+    if kv_spectrum_rank is not None and kv_spectrum_decay is None and \
+            not spec.HasField("kv_spectrum"):
+        raise ValueError("kv_spectrum_rank needs kv_spectrum_decay")
+    if kv_spectrum_decay is not None:
+        spec.kv_spectrum.decay = kv_spectrum_decay
+    if kv_spectrum_rank is not None:
+        spec.kv_spectrum.rank = kv_spectrum_rank
+    if kv_compression_heads is not None:
+        spec.kv_compression.target_kv_heads = kv_compression_heads
     return req
 
 
@@ -229,6 +244,8 @@ def point_request(base, axes, index):
             spec.phase = value
         elif name == "backend":
             req.backend = value
+        elif name == "kv_compression_heads":
+            spec.kv_compression.target_kv_heads = value
     return req
 
 
