@@ -180,9 +180,16 @@ inline Tolerance UnfusedBackwardTolerance(DType dtype) {
 // and seed of the GPU test) puts the worst dQ element at 0.51 of UnfusedBackwardTolerance's 8u
 // (block_sparse_causal, whose rows keep few keys). row_atol is 10u here, which restores the
 // required margin (worst element under half the bound); rtol and floor are the same.
+// A query row with a single kept key has dQ = 0 exactly (P = 1, so dS = dP - D = 0); with D taken
+// from O instead of from P the float32 roundings of D and of dP no longer cancel, and such a row
+// comes out at float32 noise instead of zero (measured on an H100, 2026-12-07: up to 5.4e-7 where
+// the reference row is exactly zero, in causal rows with more queries than keys, windows and
+// probabilistic masks), which no row-scaled term covers. So the floor is float32's noise at the
+// inputs' unit scale, 2^-18, instead of the dtype's subnormal step.
 inline Tolerance FlashBackwardTolerance(DType dtype) {
   Tolerance t = UnfusedBackwardTolerance(dtype);
   if (dtype == DType::kFloat16 || dtype == DType::kBFloat16) t.row_atol *= 10.0 / 8.0;
+  t.floor = std::max(t.floor, std::ldexp(1.0, -18));
   return t;
 }
 
