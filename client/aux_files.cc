@@ -2,14 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -20,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/file_bytes.h"
 
 namespace attnbench::client {
 namespace {
@@ -282,12 +280,9 @@ absl::StatusOr<v1::Tensor> TensorFromText(absl::string_view text) {
 }
 
 absl::StatusOr<v1::Tensor> ReadAuxTensor(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return Invalid(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return Invalid(absl::StrCat("cannot read ", path));
-  const std::string bytes = contents.str();
+  absl::StatusOr<std::string> read = ReadFileBytes(path);
+  if (!read.ok()) return Invalid(std::string(read.status().message()));
+  const std::string bytes = *std::move(read);
   const bool npy = absl::StartsWith(bytes, kNpyMagic) || absl::EndsWith(path, ".npy");
   absl::StatusOr<v1::Tensor> tensor = npy ? TensorFromNpy(bytes) : TensorFromText(bytes);
   if (!tensor.ok()) return Invalid(absl::StrCat(path, ": ", tensor.status().message()));

@@ -1,14 +1,12 @@
 #include "client/command_common.h"
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/commands.h"
+#include "client/file_bytes.h"
 #include "client/target.h"
 
 namespace attnbench::client {
@@ -30,12 +28,9 @@ absl::Status FlagError(absl::string_view flag, absl::string_view message) {
 // The whole file named by a path flag; errors name the flag, never the contents.
 absl::Status ReadFlagFile(absl::string_view flag, const std::string& path, std::string* text) {
   if (path.empty()) return FlagError(flag, "empty path");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return FlagError(flag, absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return FlagError(flag, absl::StrCat("cannot read ", path));
-  *text = contents.str();
+  absl::StatusOr<std::string> read = ReadFileBytes(path);
+  if (!read.ok()) return FlagError(flag, read.status().message());
+  *text = *std::move(read);
   if (text->empty()) return FlagError(flag, absl::StrCat(path, " is empty"));
   return absl::OkStatus();
 }

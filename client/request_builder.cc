@@ -1,12 +1,9 @@
 #include "client/request_builder.h"
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/aux_files.h"
+#include "client/file_bytes.h"
 #include "client/flags.h"
 #include "client/layout_syntax.h"
 #include "client/lists.h"
@@ -439,12 +437,9 @@ absl::Status ReadInputFile(const std::string& flag, const std::string& path,
                            const std::string& what, const std::vector<int64_t>& shape,
                            v1::DType dtype, v1::Tensor* out) {
   if (path.empty()) return FlagError(flag, "empty path");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return FlagError(flag, absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return FlagError(flag, absl::StrCat("cannot read ", path));
-  std::string data = contents.str();
+  absl::StatusOr<std::string> read = ReadFileBytes(path);
+  if (!read.ok()) return FlagError(flag, read.status().message());
+  std::string data = *std::move(read);
   // The bytes the shape needs, or -1 past what any file holds (no overflow on absurd flags).
   int64_t needed = ElementBytes(dtype);
   for (int64_t d : shape) {
