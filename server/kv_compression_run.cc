@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/convert.h"
+#include "server/measurement.h"
 #include "server/stats.h"
 #include "server/throughput.h"
 
@@ -15,14 +16,6 @@ namespace attnbench::server {
 namespace {
 
 namespace pb = ::attnbench::v1;
-
-CheckOptions CheckOptionsOf(const CheckPlan& check, uint64_t seed) {
-  CheckOptions options;
-  options.full = check.full;
-  options.max_rows = check.max_sampled_rows;
-  options.seed = seed;
-  return options;
-}
 
 absl::Status WithMethod(const absl::Status& s, CompressionMethod method) {
   return absl::Status(s.code(), absl::StrCat("spec.kv_compression (", CompressionMethodName(method),

@@ -156,4 +156,12 @@ absl::StatusOr<CheckPlan> ResolveCheck(const pb::CheckSettings& in) {
   return plan;
 }
 
+CheckOptions CheckOptionsOf(const CheckPlan& check, uint64_t seed) {
+  CheckOptions options;
+  options.full = check.full;
+  options.max_rows = check.max_sampled_rows;
+  options.seed = seed;
+  return options;
+}
+
 }  // namespace attnbench::server

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "attnbench/v1/attnbench.pb.h"
+#include "kernels/reference/check.h"
 #include "server/options.h"
 
 namespace attnbench::server {
@@ -53,6 +54,9 @@ struct CheckPlan {
 };
 
 absl::StatusOr<CheckPlan> ResolveCheck(const ::attnbench::v1::CheckSettings& in);
+
+// What the float64 check of a run compares under `check`: its rows drawn with the problem's seed.
+CheckOptions CheckOptionsOf(const CheckPlan& check, uint64_t seed);
 
 }  // namespace attnbench::server
 

@@ -248,10 +248,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   pb::RunResult& result = outcome.result;
   if (request.check.enabled) {
     if (absl::Status s = interrupted(); !s.ok()) return s;
-    CheckOptions check_options;
-    check_options.full = request.check.full;
-    check_options.max_rows = request.check.max_sampled_rows;
-    check_options.seed = problem.seed;
+    const CheckOptions check_options = CheckOptionsOf(request.check, problem.seed);
     // Forward runs compare O; backward runs dQ, dK, dV (O is summarized, not checked).
     absl::StatusOr<CorrectnessReport> report =
         backward ? CheckBackwardRun(problem, workload->Inputs(), *gradients, check_options)
