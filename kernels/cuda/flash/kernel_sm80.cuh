@@ -67,6 +67,7 @@
 #include "kernels/cuda/common/softmax.cuh"
 #include "kernels/cuda/common/storage.cuh"
 #include "kernels/cuda/flash/configs.h"
+#include "kernels/cuda/flash/row_keep_bits.cuh"
 
 namespace attnbench::cuda::flash {
 
@@ -508,25 +509,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
           MaskFragmentColumns<kNT>(s[mi], lo, hi);
         }
       } else {
-        // Block masks (and a mask_mod's partial tiles): MaskKeeps per element, in a rolled loop
-        // that fills a bit per column of this thread (unrolled, its bitmap loads would all be
-        // hoisted into registers).
+        // Block masks (and a mask_mod's partial tiles): a bit per column of this thread from the
+        // mask's predicate (row_keep_bits.cuh), then the mask_mod on the kept ones, in a rolled
+        // loop (unrolled, its table loads would all be hoisted into registers).
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int64_t i = row0 + 16 * mi + 8 * r;
-            uint32_t keep = 0;
+            uint32_t keep = RowKeepBits<2 * kNT>(args, b, h, i, jl);
+            if constexpr (Expr::kMaskMod) {
 #pragma unroll 1
-            for (int c = 0; c < 2 * kNT; ++c) {
-              const int64_t j = jl + 8 * (c / 2) + c % 2;
-              if constexpr (Expr::kMaskMod) {
-                if (j < seq_kv && i < seq_q && MaskKeeps(args, b, h, i, j) &&
-                    Expr::MaskMod(b, h, i + args.offset, j, qh, kh, aux())) {
-                  keep |= 1u << c;
+              for (int c = 0; c < 2 * kNT; ++c) {
+                const int64_t j = jl + 8 * (c / 2) + c % 2;
+                if (((keep >> c) & 1u) != 0 &&
+                    !Expr::MaskMod(b, h, i + args.offset, j, qh, kh, aux())) {
+                  keep &= ~(1u << c);
                 }
-              } else {
-                if (j < seq_kv && i < seq_q && MaskKeeps(args, b, h, i, j)) keep |= 1u << c;
               }
             }
 #pragma unroll

@@ -13,7 +13,7 @@ namespace {
 // THE switch of cuda_flash's PHASE_BACKWARD: whether its allow-lists (and so the backend's
 // capabilities, CheckSupported and `auto`) declare the mma.sync backward. Set to false to ship
 // the kernel undeclared (it still compiles, and the GPU test still runs it through its launchers).
-constexpr bool kFlashBackwardEnabled = false;
+constexpr bool kFlashBackwardEnabled = true;
 
 template <typename Tile, size_t kN>
 std::vector<std::pair<int, int>> DimsOf(const Tile (&tiles)[kN]) {

@@ -2,7 +2,7 @@
 // per-element test at all, and the test itself. Interval masks (none, causal, window) cut the
 // tile by a per-row key interval (common/mask.cuh). Masks that walk tile lists (block-sparse:
 // lists built from the spec's tile coverage, kernels/spec/tile_plan.h) test the pairs of the tiles
-// their list marks partial with the mask's device predicate, MaskKeeps. Every tile that crosses
+// their list marks partial with the mask's device predicate (RowKeepBits). Every tile that crosses
 // S_kv hides the keys past it (the TMA zero fill makes them score 0, not -inf).
 #ifndef ATTNBENCH_KERNELS_CUDA_FLASH_TILE_MASK_CUH_
 #define ATTNBENCH_KERNELS_CUDA_FLASH_TILE_MASK_CUH_
@@ -12,6 +12,7 @@
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/fragment.cuh"
 #include "kernels/cuda/common/mask.cuh"
+#include "kernels/cuda/flash/row_keep_bits.cuh"
 
 namespace attnbench::cuda::flash {
 
@@ -57,19 +58,11 @@ __device__ __forceinline__ void MaskTile(Frag& s, const AttentionArgs& a, const 
       MaskFragmentColumns<kN8>(s, lo, hi);
       return;
     }
-    // Per pair, the mask's own predicate (common/mask.cuh), in a rolled loop filling one bit per
-    // column of this thread (unrolled, its table loads would all be hoisted into registers). Any
-    // mask with a device predicate and a tile coverage in the spec runs this way.
+    // Per pair, the mask's own predicate (row_keep_bits.cuh): one bit per column of this thread.
+    // Any mask with a device predicate and a tile coverage in the spec runs this way.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      uint32_t keep = 0;
-      if (rows.row[r] < a.seq_q) {
-#pragma unroll 1
-        for (int c = 0; c < kBc / 4; ++c) {
-          const int64_t j = jl + 8 * (c >> 1) + (c & 1);
-          if (j < a.seq_kv && MaskKeeps(a, b, h, rows.row[r], j)) keep |= 1u << c;
-        }
-      }
+      const uint32_t keep = RowKeepBits<kBc / 4>(a, b, h, rows.row[r], jl);
 #pragma unroll
       for (int n = 0; n < kN8; ++n) {
 #pragma unroll

@@ -35,6 +35,7 @@
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/attention_device.cuh"
+#include "kernels/cuda/flash/row_keep_bits.cuh"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/philox.h"
 #include "kernels/spec/shapes.h"
@@ -62,6 +63,22 @@ __global__ void MaskKernel(AttentionArgs a, uint8_t* keep) {
     const int h = static_cast<int>(rest % a.heads_out);
     const int b = static_cast<int>(rest / a.heads_out);
     keep[t] = MaskKeeps(a, b, h, i, j) ? 1 : 0;
+  }
+}
+
+// bits[((b * H_out + h) * S_q + i) * S_kv + jl] = RowKeepBits<32>(a, b, h, i, jl): every row
+// and every first column a thread of the fused kernels could hold.
+__global__ void RowKeepBitsKernel(AttentionArgs a, uint32_t* bits) {
+  const int64_t n = static_cast<int64_t>(a.batch) * a.heads_out * a.seq_q * a.seq_kv;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t jl = t % a.seq_kv;
+    int64_t rest = t / a.seq_kv;
+    const int64_t i = rest % a.seq_q;
+    rest /= a.seq_q;
+    const int h = static_cast<int>(rest % a.heads_out);
+    const int b = static_cast<int>(rest / a.heads_out);
+    bits[t] = flash::RowKeepBits<32>(a, b, h, i, jl);
   }
 }
 
@@ -543,6 +560,46 @@ TEST(DeviceHelpersTest, MaskKeepsMatchesTheDocsOnEveryPair) {
     // the comparison saw both answers.
     if (v.name != "none" && v.name != "window_unbounded") EXPECT_LT(kept, pairs) << v.name;
     if (v.name != "block_sparse_empty") EXPECT_GT(kept, 0) << v.name;
+  }
+}
+
+// The fused kernels' per-row test of partly kept tiles (flash/row_keep_bits.cuh): block masks
+// stepping along the row's bitmap line, the rest through MaskKeeps; bit c of row i from jl must be
+// the documented keep of (i, jl + 8 (c / 2) + c % 2), 0 past S_kv.
+TEST(DeviceHelpersTest, RowKeepBitsMatchTheDocsFromEveryColumn) {
+  SKIP_WITHOUT_DEVICE();
+  uint64_t seed = 150;
+  for (const MaskVariant& v : MaskVariants()) {
+    for (const Problem& raw : VariantProblems(v, ++seed)) {
+      const std::unique_ptr<Resident> r = MakeResident(raw);
+      ASSERT_NE(r, nullptr);
+      const AttentionArgs& a = r->args;
+      const std::vector<uint8_t> keep = NaiveKeepAll(r->problem, a.heads_out);
+      DeviceBuffer bits = MustAllocate(keep.size() * sizeof(uint32_t));
+      RowKeepBitsKernel<<<Blocks(keep.size()), kThreads>>>(a, bits.as<uint32_t>());
+      ASSERT_TRUE(Launched());
+      const std::vector<uint32_t> got = Download<uint32_t>(bits, keep.size());
+      int64_t wrong = 0;
+      std::string first;
+      for (size_t t = 0; t < keep.size(); ++t) {
+        const int64_t jl = t % a.seq_kv;
+        const size_t row = t - jl;  // (b, h, i)'s first pair
+        uint32_t want = 0;
+        for (int c = 0; c < 32; ++c) {
+          const int64_t j = jl + 8 * (c / 2) + c % 2;
+          if (j < a.seq_kv && keep[row + j] != 0) want |= 1u << c;
+        }
+        if (got[t] == want) continue;
+        if (wrong++ == 0) {
+          std::ostringstream o;
+          o << "row " << t / a.seq_kv << " from jl " << jl << ": device " << std::hex << got[t]
+            << ", docs " << want;
+          first = o.str();
+        }
+      }
+      EXPECT_EQ(wrong, 0) << v.name << " " << Describe(r->problem) << ": " << wrong << " of "
+                          << keep.size() << " rows differ; first " << first;
+    }
   }
 }
 
