@@ -261,9 +261,10 @@ def size_cases():
 
 
 def kernel_cases():
-    """What a fused kernel claims: every head dim it compiles (64, 96, 128, 192, 192/128, 256),
-    each with causal, and every modifier and mask with two of them, on odd S_q != S_kv."""
-    dims = [(64, None), (96, None), (128, None), (192, None), (192, 128), (256, None)]
+    """What a fused kernel claims: every head dim it compiles (16, 32, 64, 96, 128, 192, 192/128,
+    256), each with causal, and every modifier and mask with two of them, on odd S_q != S_kv."""
+    dims = [(16, None), (32, None), (64, None), (96, None), (128, None), (192, None), (192, 128),
+            (256, None)]
     blocks = [(0, 0), (0, 2), (1, 1), (1, 3), (2, 0), (2, 2), (2, 3)]
     odd = dict(batch=1, seq_q=133, seq_kv=201)
     features = [

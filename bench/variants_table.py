@@ -19,9 +19,10 @@ longest part):
      against the server's WorkCounts.kept_pairs; Flex gets a BlockMask of exactly that set, per
      (b, h). TFLOP/s over kept pairs (WorkCounts.flops / median), the ratio to the dense kernel's
      TFLOP/s (target >= 0.90), preparation_ms and mask_preparation_ms, ours/flex (target >= 1.3).
-  C  head dims: D 64, 96, 128, 192, 192/128 (D_qk/D_v), 256 at S 4k and 16k, no mask and
-     causal, MHA 16 heads: ours against torch SDPA's cuDNN and flash (FA2) backends ("n/a" where
-     they refuse). Targets: D 256 and 192/128 at least cuDNN's speed, D 96 at least 1.5x FA2.
+  C  head dims: D 16, 32, 64, 96, 128, 192, 192/128 (D_qk/D_v), 256 at S 4k and 16k, no mask
+     and causal, MHA 16 heads: ours against torch SDPA's cuDNN and flash (FA2) backends ("n/a"
+     where they refuse). Targets: D 256 and 192/128 at least cuDNN's speed, D 96 at least 1.5x
+     FA2, D 16 and 32 at least 1.5x SDPA's faster backend.
 
 Every row records RunResult.kernel and our sampled check (a failed check marks the row FAIL).
 Ours: the server's Run with a cold L2, median and p10/p90 of its timed iterations. Peers: CUDA
@@ -82,10 +83,12 @@ VARIANTS = {
 SPARSE_KINDS = ("dense", "causal", "block", "block_causal", "prob", "small_block")
 
 # Head-dim pairs of part C (D_qk, D_v).
-C_DIMS = "64,96,128,192,192/128,256"
+C_DIMS = "16,32,64,96,128,192,192/128,256"
 
 TARGETS = {"A_vs_none": 1.10, "A_vs_flex": 1.3, "B_vs_dense": 0.90, "B_vs_flex": 1.3,
-           "C_vs_cudnn": 1.0, "C_vs_fa2_d96": 1.5}
+           "C_vs_cudnn": 1.0, "C_vs_fa2_d96": 1.5, "C_vs_sdpa_small": 1.5}
+# Head dims of part C's SDPA target (issue #14: the SQA paper's D = 16, and 32).
+SMALL_DIMS = ((16, 16), (32, 32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -789,6 +792,9 @@ class Runner:
             p = row.peers.get(n)
             if ours is not None and ours.ok() and p is not None and p.ok():
                 row.derived[key] = p.median_ms / ours.median_ms
+        if "vs_cudnn" in row.derived or "vs_fa2" in row.derived:
+            row.derived["vs_sdpa"] = min(row.derived.get(k, float("inf"))
+                                         for k in ("vs_cudnn", "vs_fa2"))
         ratios = [f"{label} {row.derived[key]:.2f}" for key, label in
                   (("vs_cudnn", "ours/cuDNN"), ("vs_fa2", "ours/FA2")) if key in row.derived]
         if ratios:
@@ -1077,6 +1083,11 @@ def c_target(row):
             return "ours >= 1.5x FA2: n/a (FA2 did not run)"
         return "ours >= 1.5x FA2: " + ("met" if d["vs_fa2"] >= TARGETS["C_vs_fa2_d96"]
                                        else "MISS")
+    if (s.dim_qk, s.dim_v) in SMALL_DIMS:
+        if "vs_sdpa" not in d:
+            return "ours >= 1.5x SDPA: n/a (neither SDPA backend ran)"
+        return "ours >= 1.5x SDPA: " + ("met" if d["vs_sdpa"] >= TARGETS["C_vs_sdpa_small"]
+                                        else "MISS")
     return ""
 
 
@@ -1231,6 +1242,10 @@ def summarize(rows):
         d96 = [r for r in c if (r.shape.dim_qk, r.shape.dim_v) == (96, 96)]
         met, n = count(d96, "vs_fa2", TARGETS["C_vs_fa2_d96"])
         lines.append(f"C: D 96 at least 1.5x FA2: {met}/{n} rows where FA2 ran")
+        small = [r for r in c if (r.shape.dim_qk, r.shape.dim_v) in SMALL_DIMS]
+        met, n = count(small, "vs_sdpa", TARGETS["C_vs_sdpa_small"])
+        lines.append(f"C: D 16 and 32 at least 1.5x SDPA's faster backend: {met}/{n} rows where "
+                     "SDPA ran")
     fails = sum(1 for r in rows if r.failed)
     skips = sum(1 for r in rows if r.status == "skip")
     lines.append(f"rows: {len(rows)}, FAIL {fails}, skip {skips}")

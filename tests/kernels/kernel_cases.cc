@@ -127,6 +127,51 @@ std::vector<KernelCase> GpuKernelCases() {
                  p.mask.kind = MaskKind::kCausal;
                }});
   c.push_back({"dim80_padded", [](Problem& p) { p.head_dim_qk = 80; }});
+  // The small head dims of their own tiles (16: 32-byte swizzled panels; 32: 64-byte), and dims
+  // that pad to them, over several K/V tiles.
+  c.push_back({"dim16_causal_long", [](Problem& p) {
+                 Layout(p, LayoutKind::kMha);
+                 p.layout.num_heads = 4;
+                 p.head_dim_qk = 16;
+                 p.seq_len_q = p.seq_len_kv = 300;
+                 p.mask.kind = MaskKind::kCausal;
+               }});
+  c.push_back({"dim16_sqa_rope", [](Problem& p) {
+                 Layout(p, LayoutKind::kSqa);
+                 p.layout.baseline_heads = 16;
+                 p.layout.num_query_heads = 8;
+                 p.layout.num_kv_heads = 4;
+                 p.head_dim_qk = 16;
+                 p.seq_len_kv = 333;
+                 p.rope.enabled = true;
+               }});
+  c.push_back({"dim32_window_alibi_long", [](Problem& p) {
+                 p.head_dim_qk = 32;
+                 p.seq_len_q = 333;
+                 p.seq_len_kv = 700;
+                 p.mask.kind = MaskKind::kSlidingWindow;
+                 p.mask.left_tokens = 150;
+                 p.mask.right_tokens = 20;
+                 p.alibi = {true, AlibiSchedule::kGeometric, std::nullopt};
+               }});
+  c.push_back({"dim32_block_sparse_softcap", [](Problem& p) {
+                 p.head_dim_qk = 32;
+                 p.seq_len_q = 256;
+                 p.seq_len_kv = 400;
+                 p.mask.kind = MaskKind::kBlockSparse;
+                 p.mask.query_block_tokens = 64;
+                 p.mask.kv_block_tokens = 64;
+                 p.mask.blocks = {{0, 0}, {0, 5}, {1, 2}, {2, 3}, {3, 1}, {3, 6}};
+                 p.softcap = {true, 3.0};
+               }});
+  c.push_back({"dim24_padded_rope", [](Problem& p) {
+                 p.head_dim_qk = 24;
+                 p.rope.enabled = true;
+               }});
+  c.push_back({"dim16_v32", [](Problem& p) {
+                 p.head_dim_qk = 16;
+                 p.head_dim_v = 32;
+               }});
   c.push_back({"dim96_rope_causal", [](Problem& p) {
                  p.head_dim_qk = 96;
                  p.rope.enabled = true;

@@ -41,6 +41,8 @@ struct Sm90Tile {
   int stages;
 };
 inline constexpr Sm90Tile kSm90Tiles[] = {
+    {16, 16, 128, 3},    //   29 KB (32-byte swizzle: the SQA paper's head dim)
+    {32, 32, 128, 3},    //   57 KB (64-byte swizzle)
     {64, 64, 128, 3},    //  112 KB
     {96, 96, 128, 3},    //  168 KB (64-byte swizzle: 96 is not a multiple of 64 elements)
     {128, 128, 128, 2},  //  160 KB
@@ -72,6 +74,7 @@ struct Sm80Tile {
   bool common_build;  // also compiled without the general paths (flash/launch_sm80.cu)
 };
 inline constexpr Sm80Tile kSm80Tiles[] = {
+    {16, 16, 4, 2, 64, true, 2, false, false},    {32, 32, 4, 2, 64, true, 2, false, false},
     {64, 64, 4, 2, 64, true, 2, true, true},      {96, 96, 4, 2, 64, false, 2, false, true},
     {128, 128, 4, 2, 64, false, 2, false, true},  {192, 128, 8, 1, 64, false, 1, false, false},
     {192, 192, 8, 1, 64, false, 1, false, false}, {256, 256, 8, 1, 32, false, 1, false, false},

@@ -43,8 +43,9 @@ bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, i
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   const CUtensorMapDataType type = storage == Storage::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                                                  : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  const CUtensorMapSwizzle swizzle =
-      swizzle_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const CUtensorMapSwizzle swizzle = swizzle_bytes == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
+                                     : swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                           : CU_TENSOR_MAP_SWIZZLE_32B;
   return encode(map, type, 4, const_cast<void*>(base), sizes, strides, box, element_strides,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
@@ -57,7 +58,9 @@ extern template cudaError_t LaunchSm90Tile<2>(const AttentionArgs&, cudaStream_t
 extern template cudaError_t LaunchSm90Tile<3>(const AttentionArgs&, cudaStream_t, bool);
 extern template cudaError_t LaunchSm90Tile<4>(const AttentionArgs&, cudaStream_t, bool);
 extern template cudaError_t LaunchSm90Tile<5>(const AttentionArgs&, cudaStream_t, bool);
-static_assert(kNumSm90Tiles == 6, "one sm90_tile<N>.cu and one extern template per tile row");
+extern template cudaError_t LaunchSm90Tile<6>(const AttentionArgs&, cudaStream_t, bool);
+extern template cudaError_t LaunchSm90Tile<7>(const AttentionArgs&, cudaStream_t, bool);
+static_assert(kNumSm90Tiles == 8, "one sm90_tile<N>.cu and one extern template per tile row");
 
 namespace {
 

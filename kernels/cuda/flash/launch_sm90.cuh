@@ -27,8 +27,9 @@ namespace attnbench::cuda::flash {
 PFN_cuTensorMapEncodeTiled_v12000 EncodeTiledFn();
 
 // A BSHD tensor [batch, seq, heads, dim] as a 4-d TMA map (dim, heads, seq, batch) read in boxes
-// of `panel` elements x 1 head x `rows` positions, swizzled by `swizzle_bytes` (128 or 64). Rows
-// past `seq` and columns past `dim` read as zeros: the tile edges and padded head dims need it.
+// of `panel` elements x 1 head x `rows` positions, swizzled by `swizzle_bytes` (128, 64 or 32).
+// Rows past `seq` and columns past `dim` read as zeros: the tile edges and padded head dims need
+// it.
 bool EncodeMap(CUtensorMap* map, const void* base, Storage storage, int batch, int64_t seq,
                int heads, int dim, int panel, int rows, int swizzle_bytes);
 

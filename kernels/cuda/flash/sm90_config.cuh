@@ -13,25 +13,28 @@ namespace attnbench::cuda::flash {
 
 // How a [rows][dim] tile of 16-bit elements sits in shared memory for TMA and wgmma: dim / kPanel
 // column panels, each [rows][kPanel] with rows of kSwizzleBytes swizzled in the pattern TMA
-// writes and wgmma reads (128-byte rows where dim is a multiple of 64 elements, else 64-byte).
+// writes and wgmma reads: 128-byte rows where dim is a multiple of 64 elements, 64-byte rows where
+// it is a multiple of 32, else 32-byte rows (the widest swizzle whose rows tile the dim exactly).
 template <int kDim>
 struct PanelLayout {
-  static constexpr int kSwizzleBytes = kDim % 64 == 0 ? 128 : 64;
+  static constexpr int kSwizzleBytes = kDim % 64 == 0 ? 128 : kDim % 32 == 0 ? 64 : 32;
   static constexpr int kPanel = kSwizzleBytes / 2;  // elements per panel row
   static constexpr int kPanels = kDim / kPanel;
-  // wgmma descriptor swizzle mode (bits 62-63): 1 = 128-byte, 2 = 64-byte.
-  static constexpr uint64_t kDescriptorMode = kSwizzleBytes == 128 ? 1 : 2;
+  // wgmma descriptor swizzle mode (bits 62-63): 1 = 128-byte, 2 = 64-byte, 3 = 32-byte.
+  static constexpr uint64_t kDescriptorMode =
+      kSwizzleBytes == 128 ? 1 : kSwizzleBytes == 64 ? 2 : 3;
   // Bytes between 8-row groups: the descriptors' stride byte offset.
   static constexpr uint32_t kGroupBytes = 8 * kSwizzleBytes;
-  static_assert(kDim % 32 == 0, "panels of 32 or 64 elements");
+  static_assert(kDim % 16 == 0, "panels of 16, 32 or 64 elements (whole wgmma k-steps)");
 
   // Byte offset of element (row, col) within a tile of kRows rows, swizzled: the 16-byte chunk
-  // index within a row is XORed with the row's position in its swizzle atom.
+  // index within a row is XORed with the row's position in its swizzle atom (of 8, 4 or 2
+  // chunks: address bits 4-6, 4-5 or 4 XOR bits 7-9, 7-8 or 7).
   template <int kRows>
   __host__ __device__ static constexpr uint32_t Offset(int row, int col) {
     const uint32_t linear = static_cast<uint32_t>((col / kPanel) * kRows * kSwizzleBytes +
                                                   row * kSwizzleBytes + (col % kPanel) * 2);
-    return linear ^ ((linear >> 3) & (kSwizzleBytes == 128 ? 0x70u : 0x30u));
+    return linear ^ ((linear >> 3) & static_cast<uint32_t>(kSwizzleBytes - 16));
   }
 };
 

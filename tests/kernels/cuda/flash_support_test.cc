@@ -43,9 +43,10 @@ TEST(FlashSupportWalkTest, WalksEveryMaskKind) {
 struct Dims {
   int qk, v;
 };
-const Dims kDims[] = {{64, 64},   {96, 96},   {128, 128}, {192, 128}, {192, 192}, {256, 256},
-                      {32, 32},   {80, 80},   {100, 100}, {40, 24},   {128, 64},  {64, 128},
-                      {256, 128}, {320, 320}, {256, 320}, {8, 8},     {72, 200}};
+const Dims kDims[] = {{64, 64},   {96, 96},  {128, 128}, {192, 128}, {192, 192},
+                      {256, 256}, {32, 32},  {80, 80},   {100, 100}, {40, 24},
+                      {128, 64},  {64, 128}, {256, 128}, {320, 320}, {256, 320},
+                      {8, 8},     {72, 200}, {16, 16},   {24, 24},   {16, 32}};
 
 struct Mods {
   const char* name;
@@ -119,8 +120,8 @@ bool HoldsTile(const std::vector<Dims>& tiles, Dims d) {
   }
   return false;
 }
-const std::vector<Dims> kCompiled = {{64, 64},   {96, 96},   {128, 128},
-                                     {192, 128}, {192, 192}, {256, 256}};
+const std::vector<Dims> kCompiled = {{16, 16},   {32, 32},   {64, 64},   {96, 96},
+                                     {128, 128}, {192, 128}, {192, 192}, {256, 256}};
 
 bool Backendwide(const Problem& p) {  // what every CUDA backend runs at all
   return (p.phase == Phase::kPrefill || p.phase == Phase::kDecode) && p.scope == Scope::kCore;
