@@ -129,15 +129,59 @@ cudaError_t LaunchOtherTanhMods(const AttentionArgs& a, cudaStream_t stream) {
 template <typename T>
 cudaError_t LaunchOtherTanhT(const AttentionArgs& a, cudaStream_t stream) {
   namespace flash = attnbench::cuda::flash;
-  switch (flash::PickTile(flash::kSm90Tiles, a.dim_qk, a.dim_v)) {
-    case 0:
-      return LaunchOtherTanhMods<T, 0>(a, stream);
-    case 2:
-      return LaunchOtherTanhMods<T, 2>(a, stream);
-    default:
-      return cudaErrorNotSupported;
-  }
+  constexpr int kD64 = flash::PickTile(flash::kSm90Tiles, 64, 64);
+  constexpr int kD128 = flash::PickTile(flash::kSm90Tiles, 128, 128);
+  const int tile = flash::PickTile(flash::kSm90Tiles, a.dim_qk, a.dim_v);
+  if (tile == kD64) return LaunchOtherTanhMods<T, kD64>(a, stream);
+  if (tile == kD128) return LaunchOtherTanhMods<T, kD128>(a, stream);
+  return cudaErrorNotSupported;
 }
+// The Hopper kernel with the softmax's exp2 split otherwise than the table (Sm90PolyExp2Of4):
+// g_poly of every 4 column groups on the FMA pipes. bf16, D = 16, 32, 64, 128 rows, no RoPE,
+// interval masks, no modifier (g_poly 1 or 2) or softcap alone (2 or 3); cudaErrorNotSupported
+// otherwise. Same grid rule as the shipped route.
+int g_poly = 0;
+template <int kTile, int kMods, int kPoly>
+cudaError_t LaunchPolyAt(const AttentionArgs& a, cudaStream_t stream) {
+  namespace flash = attnbench::cuda::flash;
+  using Policy = flash::Sm90Policy<kMods, false, false, flash::kSm90PackedTanh,
+                                   attnbench::cuda::NoExpressions, kPoly>;
+  const bool persistent = a.mask == MaskCode::kNone && a.seq_kv <= 2048;
+  return flash::sm90_detail::LaunchPolicy<__nv_bfloat16, kTile, Policy>(a, stream, persistent);
+}
+template <int kTile>
+cudaError_t LaunchPolyTile(const AttentionArgs& a, cudaStream_t stream) {
+  namespace cu = attnbench::cuda;
+  const int mods = cu::ScoreModsOf(a);
+  if (mods == cu::kModsNone && g_poly == 1) return LaunchPolyAt<kTile, cu::kModsNone, 1>(a, stream);
+  if (mods == cu::kModsNone && g_poly == 2) return LaunchPolyAt<kTile, cu::kModsNone, 2>(a, stream);
+  if (mods == cu::kModsSoftcap && g_poly == 2) {
+    return LaunchPolyAt<kTile, cu::kModsSoftcap, 2>(a, stream);
+  }
+  if (mods == cu::kModsSoftcap && g_poly == 3) {
+    return LaunchPolyAt<kTile, cu::kModsSoftcap, 3>(a, stream);
+  }
+  return cudaErrorNotSupported;
+}
+cudaError_t LaunchPoly(const AttentionArgs& a, cudaStream_t stream) {
+  namespace flash = attnbench::cuda::flash;
+  if ((a.modifiers & attnbench::cuda::kModifierRope) != 0 || flash::UsesTileLists(a.mask) ||
+      a.storage != Storage::kBFloat16 ||
+      flash::RouteOf(a, flash::CurrentDevice()) != flash::FlashRoute::kSm90) {
+    return cudaErrorNotSupported;
+  }
+  constexpr int kTiles[4] = {flash::PickTile(flash::kSm90Tiles, 16, 16),
+                             flash::PickTile(flash::kSm90Tiles, 32, 32),
+                             flash::PickTile(flash::kSm90Tiles, 64, 64),
+                             flash::PickTile(flash::kSm90Tiles, 128, 128)};
+  const int tile = flash::PickTile(flash::kSm90Tiles, a.dim_qk, a.dim_v);
+  if (tile == kTiles[0]) return LaunchPolyTile<kTiles[0]>(a, stream);
+  if (tile == kTiles[1]) return LaunchPolyTile<kTiles[1]>(a, stream);
+  if (tile == kTiles[2]) return LaunchPolyTile<kTiles[2]>(a, stream);
+  if (tile == kTiles[3]) return LaunchPolyTile<kTiles[3]>(a, stream);
+  return cudaErrorNotSupported;
+}
+
 cudaError_t LaunchOtherTanh(const AttentionArgs& a, cudaStream_t stream) {
   namespace flash = attnbench::cuda::flash;
   if ((a.modifiers & attnbench::cuda::kModifierRope) != 0 || flash::UsesTileLists(a.mask) ||
@@ -691,6 +735,30 @@ std::vector<Case> Cases() {
   c.dqk = c.dv = 128;
   c.mask = MaskCode::kCausal;
   add(c);
+  // The small head dims' rows (32- and 64-byte swizzled panels), several K/V tiles.
+  c = Case();
+  c.name = "hopper d16 causal 300x300";
+  c.sq = c.skv = 300;
+  c.dqk = c.dv = 16;
+  c.mask = MaskCode::kCausal;
+  add(c);
+  c = Case();
+  c.name = "hopper d32 softcap 10 257x400";
+  c.sq = 257;
+  c.skv = 400;
+  c.dqk = c.dv = 32;
+  c.softcap = 10.f;
+  add(c);
+  c = Case();
+  c.name = "hopper d16 softcap 5 window(60,9) 200x333";
+  c.sq = 200;
+  c.skv = 333;
+  c.dqk = c.dv = 16;
+  c.softcap = 5.f;
+  c.mask = MaskCode::kWindow;
+  c.wl = 60;
+  c.wr = 9;
+  add(c);
   // Every Hopper tile row and policy: modifiers, RoPE in shared memory, block lists.
   c = Case();
   c.name = "hopper d128 softcap 30 300x500";
@@ -837,6 +905,19 @@ int main(int argc, char** argv) {
       std::printf("%-46s %5s %10.3e %10.3e %5ld %5ld %5ld %-6s %s\n",
                   ("other tanh: " + c.name).c_str(), st == Storage::kBFloat16 ? "bf16" : "fp16",
                   r.rel, r.max_abs, r.nan, r.guard_bad, r.zero_rows, "hopper", ok ? "ok" : "FAIL");
+    }
+  }
+  // The exp2 split's settings on the bf16 cases they can run (D 16-128, no RoPE, interval masks).
+  for (int poly : {1, 2, 3}) {
+    g_poly = poly;
+    for (const Case& c : Cases()) {
+      const CaseResult r = RunCase(c, Storage::kBFloat16, seed++, LaunchPoly);
+      if (r.nan < 0) continue;
+      const bool ok = r.nan == 0 && r.guard_bad == 0 && r.rel < 1e-2;
+      fails += !ok;
+      std::printf("%-46s %5s %10.3e %10.3e %5ld %5ld %5ld %-6s %s\n",
+                  ("exp2 " + std::to_string(poly) + "/4 poly: " + c.name).c_str(), "bf16", r.rel,
+                  r.max_abs, r.nan, r.guard_bad, r.zero_rows, "hopper", ok ? "ok" : "FAIL");
     }
   }
   std::printf("correctness: %d failures\n", fails);
@@ -1105,6 +1186,38 @@ int main(int argc, char** argv) {
       cudaFree(dbits);
       cudaFree(dtiles);
       cudaFree(doffs);
+    }
+  }
+  // The softmax's exp2 split: the shipped setting (Sm90PolyExp2Of4) against g_poly of every 4
+  // column groups on the FMA pipes, MHA 32 heads, 16k tokens, bf16.
+  std::printf("\n%-22s %6s %4s %6s %9s %9s %7s\n", "exp2 split", "S", "D", "causal", "ms",
+              "TFLOP/s", "vs ship");
+  for (int d : {16, 32, 64, 128}) {
+    for (int64_t s : {4096, 16384}) {
+      for (bool causal : {false, true}) {
+        for (bool cap : {false, true}) {
+          AttentionArgs a = plain(d, s, causal);
+          if (cap) {
+            a.modifiers |= attnbench::cuda::kModifierSoftcap;
+            a.softcap = 30.f;
+          }
+          const double flops = 4.0 * (kTokens / s) * kH * (double)s * s * d / (causal ? 2 : 1);
+          const double ship = time_ms(a);
+          const char* mods = cap ? "softcap" : "none";
+          std::printf("%-22s %6ld %4d %6d %9.3f %9.1f %7.3f\n",
+                      (std::string(mods) + " shipped").c_str(), (long)s, d, (int)causal, ship,
+                      flops / (ship * 1e-3) / 1e12, 1.0);
+          for (int poly : cap ? std::vector<int>{2, 3} : std::vector<int>{1, 2}) {
+            g_poly = poly;
+            const double t = time_ms(a, LaunchPoly);
+            std::printf("%-22s %6ld %4d %6d %9.3f %9.1f %7.3f\n",
+                        (std::string(mods) + " poly " + std::to_string(poly) + "/4").c_str(),
+                        (long)s, d, (int)causal, t, flops / (t * 1e-3) / 1e12, t / ship);
+            std::fprintf(out, "exp2:%s:%d\t%ld\t%d\t%d\t%.4f\t%.4f\n", mods, poly, (long)s, d,
+                         (int)causal, t, ship);
+          }
+        }
+      }
     }
   }
   std::fclose(out);

@@ -13,7 +13,7 @@ build() {
   # default, for the development machine; the GPU machine has 16 cores).
   local jobs=${FLASH_DEV_JOBS:-2}
   local srcs=(flash.cu launch_sm80.cu launch_sm90.cu rope_keys.cu sm90_tile0.cu sm90_tile1.cu
-              sm90_tile2.cu sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu)
+              sm90_tile2.cu sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu sm90_tile6.cu sm90_tile7.cu)
   local objs=() pids=()
   for src in "${srcs[@]}"; do
     $NVCC -Xptxas -v -c "kernels/cuda/flash/$src" -o "$dir/${src%.cu}.o" \
@@ -39,7 +39,7 @@ mkdir -p "$OUT"
 [ -x "$FB/flash_check" ] || build "$FB" || exit 1
 cat "$FB"/*.log | grep -E "Compiling entry|registers|spill" > "$OUT/ptxas.txt"
 cuobjdump -sass "$FB/launch_sm80.o" | gzip > "$OUT/sm80.sass.gz"
-cuobjdump -sass "$FB/sm90_tile2.o" | gzip > "$OUT/sm90_d128.sass.gz"
+cuobjdump -sass "$FB/sm90_tile4.o" | gzip > "$OUT/sm90_d128.sass.gz"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
 "$FB/flash_check" "$OUT/ours.tsv" 2>&1 | tee "$OUT/check.log"
 rc=$?

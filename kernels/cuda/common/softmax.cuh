@@ -6,6 +6,7 @@
 #define ATTNBENCH_KERNELS_CUDA_COMMON_SOFTMAX_CUH_
 
 #include "kernels/cuda/common/fragment.cuh"
+#include "kernels/cuda/common/poly_exp2.cuh"
 #include "kernels/cuda/common/ptx.cuh"
 
 namespace attnbench::cuda {
@@ -22,10 +23,14 @@ struct SoftmaxRows {
 // handed to emit(n, r, p0, p1) for columns (8 n + 2 (lane % 4), + 1) as soon as it exists (the
 // sm_80 kernel packs it to 16 bits right away, which keeps the float scores' registers short-
 // lived). A row whose keys are all hidden so far keeps max -inf; its offset is taken as 0, so
-// 2^(-inf - 0) = 0 and no inf - inf appears.
-template <int kN8, typename Frag, typename Emit>
+// 2^(-inf - 0) = 0 and no inf - inf appears. kPolyOf4: of every 4 column groups, how many take
+// their exp2 on the FMA pipes (PolyExp2) rather than the MUFU's ex2, to balance the two where the
+// MUFU bounds the tile (small head dims, softcap); 0 everywhere but where measured to pay.
+template <int kN8, int kPolyOf4 = 0, typename Frag, typename Emit>
 __device__ __forceinline__ void SoftmaxStep(Frag& s, SoftmaxRows& rows, float exp_scale,
                                             float (&alpha)[2], Emit&& emit) {
+  static_assert(kPolyOf4 >= 0 && kPolyOf4 <= 4, "groups of 4");
+  auto exp2 = [](int n, float x) { return n % 4 < kPolyOf4 ? PolyExp2(x) : FastExp2(x); };
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float mx = rows.max[r];
@@ -40,8 +45,8 @@ __device__ __forceinline__ void SoftmaxStep(Frag& s, SoftmaxRows& rows, float ex
     float sum = 0.f;
 #pragma unroll
     for (int n = 0; n < kN8; ++n) {
-      const float p0 = FastExp2(fmaf(FragAt(s, n, 2 * r), exp_scale, -base));
-      const float p1 = FastExp2(fmaf(FragAt(s, n, 2 * r + 1), exp_scale, -base));
+      const float p0 = exp2(n, fmaf(FragAt(s, n, 2 * r), exp_scale, -base));
+      const float p1 = exp2(n, fmaf(FragAt(s, n, 2 * r + 1), exp_scale, -base));
       emit(n, r, p0, p1);
       sum += p0 + p1;
     }

@@ -56,6 +56,15 @@ inline constexpr int kSm90Threads = 384;  // a producer and two consumer warpgro
 // How the Hopper kernel evaluates the softcap's tanh: two scores per tanh.approx.f16x2 (true) or
 // one per tanh.approx.f32 (false). Chosen by measurement (bench/flash_dev/NOTES.md, softcap).
 inline constexpr bool kSm90PackedTanh = false;
+// Of every 4 column groups of a score tile, how many take the softmax's exp2 on the FMA pipes
+// (common/poly_exp2.cuh) instead of the MUFU, by tile row and softcap (whose tanh also loads the
+// MUFU). Pays where the MUFU, not the tensor cores, bounds a tile; chosen by measurement
+// (bench/flash_dev/NOTES.md, "exp2 on the FMA pipes").
+constexpr int Sm90PolyExp2Of4(const Sm90Tile& tile, bool softcap) {
+  (void)tile;
+  (void)softcap;
+  return 0;
+}
 
 // mma.sync tiles (flash/mainloop_sm80.cuh, FlashConfig): 128 query rows as `warps` warps of
 // m_tiles x 16 rows; Q fragments kept in registers where they fit (D = 64); `tiles_in_y` lays

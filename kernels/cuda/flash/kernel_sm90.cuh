@@ -47,14 +47,16 @@ namespace attnbench::cuda::flash {
 
 // The policies one kernel is compiled with. Expr: client expressions (common/expr_hooks.cuh), set
 // only by cuda_flash's NVRTC build; a mask_mod walks tile lists (kTileList) built from its tile
-// classes, and tests mask_mod only in the tiles they mark partial.
+// classes, and tests mask_mod only in the tiles they mark partial. kPolyExp2Of4: the softmax's
+// exp2 split (SoftmaxStep), -1 for the table's choice (Sm90PolyExp2Of4, configs.h).
 template <int kMods_, bool kRope_, bool kTileList_, bool kPackedTanh_ = kSm90PackedTanh,
-          typename Expr_ = NoExpressions>
+          typename Expr_ = NoExpressions, int kPolyExp2Of4_ = -1>
 struct Sm90Policy {
   static constexpr int kMods = kMods_;               // ScoreModBits
   static constexpr bool kRope = kRope_;              // RoPE rotation of the Q tiles
   static constexpr bool kTileList = kTileList_;      // block-sparse tile lists, else an interval
   static constexpr bool kPackedTanh = kPackedTanh_;  // softcap's tanh (FragmentScoreMods)
+  static constexpr int kPolyExp2Of4 = kPolyExp2Of4_;
   using Expr = Expr_;
   static_assert(!Expr::kMaskMod || kTileList, "a mask_mod's tiles come from tile lists");
 };
@@ -248,7 +250,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         if (partial) MaskModFragment<Expr, kBc / 8>(s, place(), aux());
       }
       const float exp_scale = Expr::kScoreMod ? kLog2e : mods.exp_scale;
-      SoftmaxStep<kBc / 8>(s, rows, exp_scale, alpha, [&](int n, int r, float p0, float p1) {
+      constexpr int kPoly = Policy::kPolyExp2Of4 >= 0
+                                ? Policy::kPolyExp2Of4
+                                : Sm90PolyExp2Of4(Cfg::kShape, (Policy::kMods & kModsSoftcap) != 0);
+      SoftmaxStep<kBc / 8, kPoly>(s, rows, exp_scale, alpha, [&](int n, int r, float p0, float p1) {
         s[4 * n + 2 * r] = p0;
         s[4 * n + 2 * r + 1] = p1;
       });

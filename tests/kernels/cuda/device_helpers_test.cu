@@ -14,14 +14,16 @@
 //     storage type, partial rotary dims;
 //   - ModifyScore: ALiBi with the geometric (power-of-two and interpolated) and harmonic slopes,
 //     softcap, both;
-//   - the head map of every layout.
-// Skips (GTEST_SKIP) on a machine without a CUDA device.
+//   - the head map of every layout;
+//   - PolyExp2 (the softmax's exp2 on the FMA pipes) against std::exp2, on the host.
+// Skips (GTEST_SKIP) on a machine without a CUDA device, but for the host-side PolyExp2 test.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <random>
 #include <set>
@@ -35,6 +37,7 @@
 #include "kernels/cuda/backend/device_problem.h"
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/attention_device.cuh"
+#include "kernels/cuda/common/poly_exp2.cuh"
 #include "kernels/cuda/flash/row_keep_bits.cuh"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/philox.h"
@@ -1012,6 +1015,36 @@ TEST(DeviceHelpersTest, HeadMapMatchesTheLayoutTable) {
       EXPECT_EQ(got[2 * h + 1], expected.pairs[h].second) << what << " output head " << h;
     }
   }
+}
+
+// The fused kernels' softmax takes some exp2s from PolyExp2 (common/poly_exp2.cuh): within the
+// 1e-4 relative error its comment states (1.2e-4 allowed) over the range probabilities use, on both
+// sides of every half-integer too (where the rounding trick switches n), exactly 0 below -125 and
+// for -inf (a hidden key adds nothing), NaN kept.
+TEST(PolyExp2Test, MatchesExp2OverTheProbabilityRange) {
+  double worst = 0;
+  float worst_x = 0;
+  for (int i = 0; i <= 1250000; ++i) {
+    const float x = -125.f * static_cast<float>(i) / 1250000.f;
+    const double rel = std::abs(PolyExp2(x) / std::exp2(static_cast<double>(x)) - 1.0);
+    if (rel > worst) {
+      worst = rel;
+      worst_x = x;
+    }
+  }
+  EXPECT_LT(worst, 1.2e-4) << "at x = " << worst_x;
+  EXPECT_GT(worst, 1.0e-6) << "a cubic cannot be this close: is the polynomial used at all?";
+  for (int n = -124; n <= 0; ++n) {
+    for (float x : {std::nextafter(n - 0.5f, -200.f), n - 0.5f, std::nextafter(n + 0.5f, 1.f)}) {
+      EXPECT_NEAR(PolyExp2(x) / std::exp2(static_cast<double>(x)), 1.0, 1.2e-4) << "x = " << x;
+    }
+  }
+  EXPECT_EQ(PolyExp2(0.f), PolyExp2(-0.f));
+  EXPECT_NEAR(PolyExp2(0.f), 1.0, 1.0e-4);
+  EXPECT_EQ(PolyExp2(-125.5f), 0.f);
+  EXPECT_EQ(PolyExp2(-1000.f), 0.f);
+  EXPECT_EQ(PolyExp2(-std::numeric_limits<float>::infinity()), 0.f);
+  EXPECT_TRUE(std::isnan(PolyExp2(std::numeric_limits<float>::quiet_NaN())));
 }
 
 }  // namespace
