@@ -142,29 +142,6 @@ __device__ __forceinline__ int64_t BackwardStatIndex(const AttentionArgs& a, int
   return (static_cast<int64_t>(b) * a.heads_out + h) * a.seq_q + i;
 }
 
-// D = <dO, O> of every (b, h, i) row, a warp per row, O in float32.
-template <typename T>
-__global__ void __launch_bounds__(256)
-    FlashBackwardRowTermsKernel(const __grid_constant__ AttentionArgs a,
-                                const __grid_constant__ BackwardArgs g) {
-  const T* dout = static_cast<const T*>(g.grad_out);
-  const int lane = threadIdx.x % 32;
-  const int64_t rows = static_cast<int64_t>(a.batch) * a.heads_out * a.seq_q;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32; row < rows;
-       row += static_cast<int64_t>(gridDim.x) * 8) {
-    const int64_t i = row % a.seq_q;
-    const int64_t bh = row / a.seq_q;
-    const int h = static_cast<int>(bh % a.heads_out);
-    const int b = static_cast<int>(bh / a.heads_out);
-    const int64_t offset = RowOffset(b, a.seq_q, i, a.heads_out, h, a.dim_v);
-    float sum = 0.0f;
-    for (int d = lane; d < a.dim_v; d += 32) sum += ToFloat(dout[offset + d]) * g.out[offset + d];
-#pragma unroll
-    for (int delta = 16; delta > 0; delta /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, delta);
-    if (lane == 0) g.row_terms[row] = sum;  // row = (b H_out + h) S_q + i
-  }
-}
-
 // dQ = scale R(i')^T acc for every (b, i, qh) row of the float32 accumulator, a warp per row.
 template <typename T>
 __global__ void __launch_bounds__(256)

@@ -12,6 +12,7 @@
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/backward_args.h"
+#include "kernels/cuda/common/backward_row_terms.cuh"
 #include "kernels/cuda/common/launch_support.h"
 #include "kernels/cuda/flash/backward_configs.h"
 #include "kernels/cuda/flash/backward_sm80.cuh"
@@ -84,7 +85,8 @@ cudaError_t LaunchBackwardTile(const AttentionArgs& args, const BackwardArgs& g,
   const int64_t query_rows = static_cast<int64_t>(args.batch) * args.seq_q * args.heads_q;
   cudaError_t err = cudaMemsetAsync(acc, 0, Sm80BackwardWorkspaceBytes(args), stream);
   if (err != cudaSuccess) return err;
-  FlashBackwardRowTermsKernel<T><<<RowBlocks(output_rows), kRowThreads, 0, stream>>>(args, g);
+  BackwardRowTermsKernel<T, kRowThreads / 32>
+      <<<RowBlocks(output_rows), kRowThreads, 0, stream>>>(args, g);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   auto kernel = FlashBackwardKernel<T, Cfg>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);

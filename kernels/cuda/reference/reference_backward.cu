@@ -27,6 +27,7 @@
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/attention_device.cuh"
 #include "kernels/cuda/common/backward_args.h"
+#include "kernels/cuda/common/backward_row_terms.cuh"
 #include "kernels/cuda/common/score_grads.cuh"
 #include "kernels/cuda/reference/reference_backward.h"
 
@@ -62,28 +63,6 @@ __device__ __forceinline__ float ScaledScoreGrad(const AttentionArgs& a, int h, 
   const float p = expf(s - lse);
   *p_out = p;
   return a.scale * p * (dp - row_term) * ModifiedScoreSlope(a, s);
-}
-
-// D = <dO, O> of every (b, h, i) row, one warp per row; the loop bound is warp-uniform, so the
-// shuffles see every lane.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) RowTermsKernel(const __grid_constant__ AttentionArgs a,
-                                                           const __grid_constant__ BackwardArgs g) {
-  const T* dout = static_cast<const T*>(g.grad_out);
-  const int lane = threadIdx.x % 32;
-  const int64_t rows = static_cast<int64_t>(a.batch) * a.heads_out * a.seq_q;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; row < rows;
-       row += static_cast<int64_t>(gridDim.x) * kWarps) {
-    const int64_t i = row % a.seq_q;
-    const int64_t bh = row / a.seq_q;
-    const int h = static_cast<int>(bh % a.heads_out);
-    const int b = static_cast<int>(bh / a.heads_out);
-    const int64_t offset = RowOffset(b, a.seq_q, i, a.heads_out, h, a.dim_v);
-    float sum = 0.0f;
-    for (int d = lane; d < a.dim_v; d += 32) sum += ToFloat(dout[offset + d]) * g.out[offset + d];
-    sum = WarpSum(sum);
-    if (lane == 0) g.row_terms[row] = sum;  // row = (b H_out + h) S_q + i
-  }
 }
 
 // One block per (b, j, kv head) key row, grid-stride over rows = B * H_kv * S_kv.
@@ -301,7 +280,8 @@ cudaError_t Launch(const AttentionArgs& a, const BackwardArgs& g, cudaStream_t s
   const int64_t key_rows = static_cast<int64_t>(a.batch) * a.heads_kv * a.seq_kv;
   const int64_t query_rows = static_cast<int64_t>(a.batch) * a.heads_q * a.seq_q;
   if (output_rows > 0) {
-    RowTermsKernel<T><<<GridFor((output_rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a, g);
+    BackwardRowTermsKernel<T, kWarps>
+        <<<GridFor((output_rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(a, g);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   }
   if (key_rows > 0) {
