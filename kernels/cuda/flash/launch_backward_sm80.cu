@@ -2,7 +2,8 @@
 // the backward reads (the sm_80 forward kernel's saving build, kernel_sm80.cuh kSave), the float32
 // dQ accumulator's size, and the backward's four steps in order on one stream. Every
 // instantiation is listed here: the saving forward for the forward tiles the backward's head dims
-// reach (kSm80Tiles rows 0-2), the backward for each row of kSm80BackwardTiles, in bf16 and fp16.
+// reach (kSm80Tiles' first rows), the backward for each row of kSm80BackwardTiles, in bf16 and
+// fp16.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,14 +24,13 @@
 namespace attnbench::cuda::flash {
 namespace {
 
-// The forward tiles the saving build is compiled for: every head-dim pair the backward's tiles
-// hold (up to 128/128) lands on one of them.
-constexpr int kSavingForwardTiles = 3;
-static_assert(kSm80Tiles[kSavingForwardTiles - 1].dim_qk >=
-                      kSm80BackwardTiles[kNumSm80BackwardTiles - 1].dim_qk &&
-                  kSm80Tiles[kSavingForwardTiles - 1].dim_v >=
-                      kSm80BackwardTiles[kNumSm80BackwardTiles - 1].dim_v,
-              "the saving forward reaches every backward head dim");
+// The forward tiles the saving build is compiled for: kSm80Tiles' rows up to the one holding the
+// backward's largest tile, so every head-dim pair the backward holds lands on one of them.
+constexpr int kSavingForwardTiles =
+    PickTile(kSm80Tiles, kSm80BackwardTiles[kNumSm80BackwardTiles - 1].dim_qk,
+             kSm80BackwardTiles[kNumSm80BackwardTiles - 1].dim_v) +
+    1;
+static_assert(kSavingForwardTiles > 0, "the saving forward reaches every backward head dim");
 
 bool RowsAligned16(const void* base, int heads, int dim) {
   return Aligned16(base) && dim % 8 == 0 && (static_cast<int64_t>(heads) * dim * 2) % 16 == 0;
