@@ -12,8 +12,9 @@ build() {
   # The flash family's sources (kernels/cuda/flash), FLASH_DEV_JOBS compile jobs at a time (2 by
   # default, for the development machine; the GPU machine has 16 cores).
   local jobs=${FLASH_DEV_JOBS:-2}
-  local srcs=(flash.cu launch_sm80.cu launch_sm90.cu rope_keys.cu sm90_tile0.cu sm90_tile1.cu
-              sm90_tile2.cu sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu sm90_tile6.cu sm90_tile7.cu)
+  local srcs=(flash.cu launch_sm80.cu launch_backward_sm80.cu launch_sm90.cu rope_keys.cu
+              sm90_tile0.cu sm90_tile1.cu sm90_tile2.cu sm90_tile3.cu sm90_tile4.cu sm90_tile5.cu
+              sm90_tile6.cu sm90_tile7.cu)
   local objs=() pids=()
   for src in "${srcs[@]}"; do
     $NVCC -Xptxas -v -c "kernels/cuda/flash/$src" -o "$dir/${src%.cu}.o" \
