@@ -170,10 +170,9 @@ cudaError_t LaunchPoly(const AttentionArgs& a, cudaStream_t stream) {
       flash::RouteOf(a, flash::CurrentDevice()) != flash::FlashRoute::kSm90) {
     return cudaErrorNotSupported;
   }
-  constexpr int kTiles[4] = {flash::PickTile(flash::kSm90Tiles, 16, 16),
-                             flash::PickTile(flash::kSm90Tiles, 32, 32),
-                             flash::PickTile(flash::kSm90Tiles, 64, 64),
-                             flash::PickTile(flash::kSm90Tiles, 128, 128)};
+  constexpr int kTiles[4] = {
+      flash::PickTile(flash::kSm90Tiles, 16, 16), flash::PickTile(flash::kSm90Tiles, 32, 32),
+      flash::PickTile(flash::kSm90Tiles, 64, 64), flash::PickTile(flash::kSm90Tiles, 128, 128)};
   const int tile = flash::PickTile(flash::kSm90Tiles, a.dim_qk, a.dim_v);
   if (tile == kTiles[0]) return LaunchPolyTile<kTiles[0]>(a, stream);
   if (tile == kTiles[1]) return LaunchPolyTile<kTiles[1]>(a, stream);
@@ -399,11 +398,12 @@ CaseResult RunCase(const Case& c, Storage st, uint64_t seed, LaunchFn launch = n
     CHECK(cudaMemset(dworkspace, 0xff, bytes));  // NaN-like garbage: the pre-pass must write it all
     a.workspace = dworkspace;
   }
+  bool declined = false;  // the launcher does not run this case: marked unsupported (nan = -1)
   if (launch != nullptr) {
     const cudaError_t e = launch(a, 0);
     if (e == cudaErrorNotSupported) {
       (void)cudaGetLastError();
-      res.nan = -1;
+      declined = true;
     } else {
       CHECK(e);
     }
@@ -506,6 +506,7 @@ CaseResult RunCase(const Case& c, Storage st, uint64_t seed, LaunchFn launch = n
   if (doffsets) cudaFree(doffsets);
   if (dworkspace) cudaFree(dworkspace);
   if (dorder) cudaFree(dorder);
+  if (declined) res.nan = -1;
   return res;
 }
 
@@ -882,7 +883,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 12345;
   std::printf("%-46s %5s %10s %10s %5s %5s %5s\n", "case", "dtype", "rel", "max_abs", "nan",
               "guard", "0rows");
-  for (const Case& c : Cases()) {
+  for (const Case& c : only_exp2 ? std::vector<Case>{} : Cases()) {
     for (Storage st : {Storage::kBFloat16, Storage::kFloat16}) {
       const CaseResult r = RunCase(c, st, seed++);
       const double tol = st == Storage::kBFloat16 ? 1e-2 : 5e-3;
@@ -895,7 +896,7 @@ int main(int argc, char** argv) {
   }
   // The softcap's other tanh (kSm90PackedTanh flipped) on the cases it can run, to choose it by
   // accuracy as well as time; failures here count too.
-  for (const Case& c : Cases()) {
+  for (const Case& c : only_exp2 ? std::vector<Case>{} : Cases()) {
     if (c.softcap <= 0) continue;
     for (Storage st : {Storage::kBFloat16, Storage::kFloat16}) {
       const CaseResult r = RunCase(c, st, seed++, LaunchOtherTanh);
@@ -912,6 +913,12 @@ int main(int argc, char** argv) {
   for (int poly : {1, 2, 3}) {
     g_poly = poly;
     for (const Case& c : Cases()) {
+      // Only what LaunchPoly runs (its float64 reference is the slow part of a case).
+      const bool cap = c.softcap > 0;
+      if (c.rope_dims > 0 || c.alibi || c.mask == MaskCode::kBlock || (cap && poly == 1) ||
+          (!cap && poly == 3) || c.dqk > 128 || c.dv > 128) {
+        continue;
+      }
       const CaseResult r = RunCase(c, Storage::kBFloat16, seed++, LaunchPoly);
       if (r.nan < 0) continue;
       const bool ok = r.nan == 0 && r.guard_bad == 0 && r.rel < 1e-2;
