@@ -105,8 +105,9 @@ class CpuLayerBackwardWorkload : public Workload {
     }
     LayerSplit split;
     const Clock::time_point start = Clock::now();
+    // A step's forward leaves the queries and keys prepared; the backward alone prepares them.
     if (problem_.training_step) Forward(options_.stop, split);
-    Backward(options_.stop, split);
+    Backward(options_.stop, !problem_.training_step, split);
     const Clock::time_point end = Clock::now();
     if (options_.stop != nullptr && options_.stop->stopped()) {
       ran_ = false;  // the gradients (and, in a step, Y) are partly written
@@ -182,8 +183,9 @@ class CpuLayerBackwardWorkload : public Workload {
     split.projections_seconds += Seconds(start, core_start) + Seconds(core_end, Clock::now());
   }
 
-  // Adds the backward's time to `split`.
-  void Backward(const StopCheck* stop, LayerSplit& split) {
+  // Adds the backward's time to `split`. `prepare`: rotate and scale the queries and rotate the
+  // keys first (unless the forward just did).
+  void Backward(const StopCheck* stop, bool prepare, LayerSplit& split) {
     const DType dtype = problem_.dtype;
     const float* x = inputs_.x.values.data();
     const float* dy = inputs_.grad_output.values.data();
@@ -191,7 +193,7 @@ class CpuLayerBackwardWorkload : public Workload {
     MatMulTransposedARounded(pool_, o_.data(), dy, dw_o_.data(), no_, tokens_, dm_, dtype, stop);
     MatMulRounded(pool_, dy, wo_t_.data(), do_.data(), tokens_, dm_, no_, dtype, stop);
     const Clock::time_point core_start = Clock::now();
-    PrepareOperands(stop);
+    if (prepare) PrepareOperands(stop);
     BackwardOperands in;
     in.queries = q_work_.data();
     in.keys = Keys();

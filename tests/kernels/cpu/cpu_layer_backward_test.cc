@@ -300,6 +300,34 @@ TEST(CpuLayerBackwardTest, EstimateCoversWhatTheWorkloadAllocates) {
   EXPECT_LT(backend->EstimateBytes(core), estimate);
 }
 
+// A stop asked before the work ends the iteration as CANCELLED with nothing handed out; the
+// untimed forward of a backward-only run stops too, and the next BeforeIteration redoes it.
+TEST(CpuLayerBackwardTest, StopsWhenAsked) {
+  const StopCheck at_once([] { return true; });
+  IterationOptions stopped = NoFlush();
+  stopped.stop = &at_once;
+  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(2);
+  Problem step = OddLayer();
+  step.training_step = true;
+  step = NormalizeProblem(step);
+  absl::StatusOr<std::unique_ptr<Workload>> w = backend->Prepare(step, 0);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->BeforeIteration(stopped).ok());  // a step has no untimed forward
+  EXPECT_EQ((*w)->RunTimed().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ((*w)->Gradients().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*w)->Output().status().code(), absl::StatusCode::kFailedPrecondition);
+
+  const Problem alone = NormalizeProblem(OddLayer());
+  absl::StatusOr<std::unique_ptr<Workload>> b = backend->Prepare(alone, 0);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ((*b)->BeforeIteration(stopped).code(), absl::StatusCode::kCancelled);
+  ASSERT_TRUE((*b)->BeforeIteration(NoFlush()).ok());
+  ASSERT_TRUE((*b)->RunTimed().ok());
+  const LayerRun fresh = RunLayer(alone);
+  EXPECT_EQ((*b)->Gradients()->dx.values, fresh.gradients.dx.values);
+  EXPECT_EQ((*b)->Output()->values, fresh.output.values);
+}
+
 TEST(CpuLayerBackwardTest, TheAllowListDeclaresItAndOnlyItsListDoes) {
   std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(1);
   BackendSupport support = backend->Support();
