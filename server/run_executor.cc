@@ -28,11 +28,15 @@ namespace {
 
 namespace pb = ::attnbench::v1;
 
-absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit, bool gradients) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "return_output: ", gradients ? "the output and its gradients are " : "the output is ", bytes,
-      " bytes", gradients ? " together" : "", ", over --max_inline_output_bytes=", limit,
-      "; use StreamRun to receive ", gradients ? "them" : "it", " in chunks"));
+// `gradients`: whether the gradients come too, a layer's (`layer`) or the core's.
+absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit, bool gradients, bool layer) {
+  const char* what = !gradients ? "the output is "
+                     : layer    ? "the output, dX, dW_q, dW_k, dW_v and dW_o are "
+                                : "the output, dQ, dK and dV are ";
+  return absl::ResourceExhaustedError(
+      absl::StrCat("return_output: ", what, bytes, " bytes", gradients ? " together" : "",
+                   ", over --max_inline_output_bytes=", limit, "; use StreamRun to receive ",
+                   gradients ? "them" : "it", " in chunks"));
 }
 
 uint64_t StoredBytes(const Shape& shape, DType dtype) {
@@ -184,7 +188,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
     // Refused before running, so a client learns to use StreamRun without waiting for a run.
     const uint64_t bytes = ReturnedBytes(problem, *shapes);
     if (bytes > options_->max_inline_output_bytes) {
-      return InlineTooLarge(bytes, options_->max_inline_output_bytes, backward);
+      return InlineTooLarge(bytes, options_->max_inline_output_bytes, backward, shapes->layer);
     }
   }
   if (backward && request.check.enabled) {
@@ -326,7 +330,8 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
         for (const GradientSlot& slot : slots) bytes += StoredBytes((*gradients).*slot.tensor);
       }
       if (bytes > options_->max_inline_output_bytes) {
-        return InlineTooLarge(bytes, options_->max_inline_output_bytes, gradients.has_value());
+        return InlineTooLarge(bytes, options_->max_inline_output_bytes, gradients.has_value(),
+                              shapes->layer);
       }
       TensorToProto(*output, result.mutable_output());
       if (gradients.has_value()) {

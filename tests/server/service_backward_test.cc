@@ -231,7 +231,7 @@ TEST(BackwardServiceTest, InlineLimitCountsTheGradientsWithTheOutput) {
   s = CallRun(*below, request, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(s.error_message(),
-            "return_output: the output and its gradients are 2112 bytes together, over "
+            "return_output: the output, dQ, dK and dV are 2112 bytes together, over "
             "--max_inline_output_bytes=2111; use StreamRun to receive them in chunks");
   EXPECT_TRUE(refused_log.Prepared().empty());
   EXPECT_EQ(refused_log.Iterations(), 0);

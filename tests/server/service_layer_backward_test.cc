@@ -174,7 +174,8 @@ TEST(LayerBackwardServiceTest, InlineLimitCountsTheLayersGradients) {
   InProcessServer below(options);
   s = CallRun(below, LayerBackwardRequest(), &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_THAT(s.error_message(), HasSubstr(std::to_string(kReturnedBytes) + " bytes together"));
+  EXPECT_THAT(s.error_message(), HasSubstr("the output, dX, dW_q, dW_k, dW_v and dW_o are " +
+                                           std::to_string(kReturnedBytes) + " bytes together"));
 }
 
 TEST(LayerBackwardServiceTest, WorkLimitCountsTheProjectionsAndTheWholeCheck) {
