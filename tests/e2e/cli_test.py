@@ -298,6 +298,7 @@ class BackwardTest(unittest.TestCase):
         header, cells = [line for line in out.stdout.splitlines() if line.strip()]
         self.assertTrue(header.endswith("  device    dQ err    dK err    dV err"), header)
         self.assertEqual(cells.split()[15], "yes")  # pass
+        self.assertEqual(len(cells.split()), 18 + 3)
 
     def test_layer_gradients_to_files(self):
         if not harness.serves_backward(SERVER):
@@ -321,7 +322,7 @@ class BackwardTest(unittest.TestCase):
         header, cells = [line for line in out.stdout.splitlines() if line.strip()]
         self.assertTrue(header.endswith("dX err  dW_q err  dW_k err  dW_v err  dW_o err"), header)
         self.assertEqual(cells.split()[15], "yes")  # pass
-        self.assertEqual(len(cells.split()), 18 + 3)
+        self.assertEqual(len(cells.split()), 18 + 5)  # the five gradients' errors
 
     def test_sweep_over_phases(self):
         if not harness.serves_backward(SERVER):

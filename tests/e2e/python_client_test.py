@@ -243,7 +243,7 @@ class BackwardRequestTest(unittest.TestCase):
                 "dk chunk at offset 0 runs past its total of 4 bytes"),
                ([chunk("dk", 0, 4, b"ab"), chunk("dk", 2, 4, b"cd", (4,))],
                 "dk chunk at offset 2 describes another tensor than its first"),
-               ([chunk("dx", 0, 4, b"ab")], "unknown tensor 'dx' in the stream")]
+               ([chunk("dz", 0, 4, b"ab")], "unknown tensor 'dz' in the stream")]
         for chunks, message in bad:
             assembler = ab.ChunkAssembler()
             with self.subTest(message=message), self.assertRaises(ab.AttnBenchError) as raised:
