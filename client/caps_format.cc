@@ -95,7 +95,8 @@ std::string FormatCapabilitiesText(const v1::GetCapabilitiesResponse& caps) {
     }
     absl::StrAppend(&out, "  dtypes    ", OrAny(DTypes(b)), "\n");
     absl::StrAppend(&out, "  phases    ", OrAny(Phases(b)), "\n");
-    absl::StrAppend(&out, "  scopes    ", OrAny(Scopes(b)), "\n");
+    absl::StrAppend(&out, "  scopes    ", OrAny(Scopes(b)),
+                    b.layer_backward() ? " (backward at layer scope too)" : "", "\n");
     absl::StrAppend(&out, "  layouts   ", OrAny(absl::StrJoin(b.layouts(), " ")), "\n");
     absl::StrAppend(&out, "  masks     ", OrAny(absl::StrJoin(b.masks(), " ")), "\n");
     absl::StrAppend(&out, "  modifiers ", OrAny(absl::StrJoin(b.modifiers(), " ")), "\n");

@@ -36,7 +36,8 @@ ABSL_FLAG(std::optional<std::string>, tenant, std::nullopt,
           "Tenant to run as on a server without token auth (x-attnbench-tenant)");
 ABSL_FLAG(std::optional<std::string>, output, std::nullopt,
           "Write the output tensor's raw little-endian bytes to this file (uses StreamRun); with "
-          "--phase=backward also dQ, dK and dV to FILE.dq, FILE.dk and FILE.dv");
+          "--phase=backward also dQ, dK and dV to FILE.dq, FILE.dk and FILE.dv (with --scope=layer "
+          "dX and the weight gradients to FILE.dx, FILE.dw_q, FILE.dw_k, FILE.dw_v and FILE.dw_o)");
 
 ABSL_FLAG(std::optional<std::string>, backend, std::nullopt,
           "Backend name from `attnbench caps`, or auto (server default: auto)");

@@ -26,9 +26,19 @@ constexpr Column kColumns[] = {
     {"TFLOP/s", true}, {"GB/s", true},     {"rel err", true},   {"pass", false},
     {"server", false}, {"device", false},
 };
-// Appended to the table when some row's check compared the gradients of a backward run.
-constexpr Column kGradientColumns[] = {{"dQ err", true}, {"dK err", true}, {"dV err", true}};
-constexpr const char* kGradientNames[] = {"dq", "dk", "dv"};
+// Appended to the table, each when some row's check compared that gradient of a backward run: a
+// core-scope backward's dQ, dK, dV, a layer's dX and weight gradients.
+struct GradientColumn {
+  Column column;
+  const char* name;  // TensorCheck.name
+};
+constexpr GradientColumn kGradientColumns[] = {
+    {{"dQ err", true}, "dq"},     {{"dK err", true}, "dk"},     {{"dV err", true}, "dv"},
+    {{"dX err", true}, "dx"},     {{"dW_q err", true}, "dw_q"}, {{"dW_k err", true}, "dw_k"},
+    {{"dW_v err", true}, "dw_v"}, {{"dW_o err", true}, "dw_o"},
+};
+// The CSV's gradient fields: the core's (a layer's are in its overall error and pass).
+constexpr const char* kCsvGradientNames[] = {"dq", "dk", "dv"};
 // Appended (after any gradient columns) when some row ran a client-written expression.
 constexpr Column kExpressionColumns[] = {{"score_mod", false}, {"mask_mod", false}};
 
@@ -51,11 +61,8 @@ const v1::TensorCheck* TensorCheckOf(const v1::RunResult& r, absl::string_view n
   return nullptr;
 }
 
-bool HasGradientChecks(const v1::RunResult& r) {
-  for (const char* name : kGradientNames) {
-    if (TensorCheckOf(r, name) != nullptr) return true;
-  }
-  return false;
+bool HasGradientCheck(const v1::RunResult& r, const char* name) {
+  return TensorCheckOf(r, name) != nullptr;
 }
 
 int HeadsOf(const v1::RunResult& result) {
@@ -77,14 +84,15 @@ std::string PassCell(const v1::RunResult& r) {
   const v1::Correctness& check = r.correctness();
   std::string cell = check.checked() ? (check.passed() ? "yes" : "NO") : "-";
   int64_t non_finite = r.output_summary().non_finite_elements();
-  for (const char* name : kGradientNames) {
-    if (const v1::TensorCheck* t = TensorCheckOf(r, name)) non_finite += t->non_finite_elements();
+  for (const GradientColumn& g : kGradientColumns) {
+    if (const v1::TensorCheck* t = TensorCheckOf(r, g.name)) non_finite += t->non_finite_elements();
   }
   if (non_finite > 0) absl::StrAppend(&cell, " (", non_finite, " non-finite)");
   return cell;
 }
 
-std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool gradient_columns,
+std::vector<std::string> TableCells(int point, const v1::RunResult& r,
+                                    const std::vector<const char*>& gradient_names,
                                     bool expression_columns) {
   const v1::AttentionSpec& spec = r.spec();
   const v1::Correctness& check = r.correctness();
@@ -107,11 +115,9 @@ std::vector<std::string> TableCells(int point, const v1::RunResult& r, bool grad
       PassCell(r),
       ServerLabel(r),
       DeviceLabel(r)};
-  if (gradient_columns) {
-    for (const char* name : kGradientNames) {
-      const v1::TensorCheck* t = TensorCheckOf(r, name);
-      cells.push_back(t != nullptr ? absl::StrFormat("%.2e", t->relative_error()) : "-");
-    }
+  for (const char* name : gradient_names) {
+    const v1::TensorCheck* t = TensorCheckOf(r, name);
+    cells.push_back(t != nullptr ? absl::StrFormat("%.2e", t->relative_error()) : "-");
   }
   if (expression_columns) {
     for (std::string& cell : ExpressionCells(r)) cells.push_back(std::move(cell));
@@ -214,11 +220,14 @@ std::string StatusText(const absl::Status& status) {
 
 std::string FormatTable(const std::vector<ResultRow>& rows) {
   std::vector<Column> columns(std::begin(kColumns), std::end(kColumns));
-  const bool gradient_columns = std::any_of(rows.begin(), rows.end(), [](const ResultRow& row) {
-    return row.result.has_value() && HasGradientChecks(*row.result);
-  });
-  if (gradient_columns) {
-    columns.insert(columns.end(), std::begin(kGradientColumns), std::end(kGradientColumns));
+  std::vector<const char*> gradient_names;
+  for (const GradientColumn& g : kGradientColumns) {
+    if (std::any_of(rows.begin(), rows.end(), [&](const ResultRow& row) {
+          return row.result.has_value() && HasGradientCheck(*row.result, g.name);
+        })) {
+      columns.push_back(g.column);
+      gradient_names.push_back(g.name);
+    }
   }
   const bool expression_columns = std::any_of(rows.begin(), rows.end(), [](const ResultRow& row) {
     return row.result.has_value() && HasExpressions(*row.result);
@@ -231,7 +240,7 @@ std::string FormatTable(const std::vector<ResultRow>& rows) {
   for (size_t c = 0; c < columns.size(); ++c) widths[c] = std::string(columns[c].title).size();
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) continue;
-    cells.push_back(TableCells(row.point, *row.result, gradient_columns, expression_columns));
+    cells.push_back(TableCells(row.point, *row.result, gradient_names, expression_columns));
     for (size_t c = 0; c < columns.size(); ++c) {
       widths[c] = std::max(widths[c], cells.back()[c].size());
     }
@@ -308,7 +317,7 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         r.measurement().backward_timing() != v1::BACKWARD_TIMING_UNSPECIFIED
             ? BackwardTimingName(r.measurement().backward_timing())
             : ""};
-    for (const char* name : kGradientNames) {
+    for (const char* name : kCsvGradientNames) {
       const v1::TensorCheck* t = TensorCheckOf(r, name);
       fields.push_back(t != nullptr ? absl::StrFormat("%.6g", t->relative_error()) : "");
       fields.push_back(t != nullptr ? (t->passed() ? "true" : "false") : "");

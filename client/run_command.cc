@@ -1,5 +1,7 @@
 // `attnbench run`: one workload through Run, or through StreamRun when --output asks for the
-// output tensor in a file (and for --phase=backward dQ, dK, dV in FILE.dq, FILE.dk, FILE.dv).
+// output tensor in a file (and for --phase=backward dQ, dK, dV in FILE.dq, FILE.dk, FILE.dv; with
+// --scope=layer dX and the weight gradients in FILE.dx, FILE.dw_q, FILE.dw_k, FILE.dw_v,
+// FILE.dw_o).
 #include <string>
 #include <vector>
 

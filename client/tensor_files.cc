@@ -9,11 +9,13 @@ namespace attnbench::client {
 
 std::vector<TensorFile> OutputFilesFor(const v1::AttentionSpec& spec, const std::string& path) {
   std::vector<TensorFile> files = {{"output", path}};
-  if (spec.phase() == v1::PHASE_BACKWARD) {
-    for (const char* name : {"dq", "dk", "dv"}) {
-      files.push_back({name, absl::StrCat(path, ".", name)});
-    }
-  }
+  if (spec.phase() != v1::PHASE_BACKWARD) return files;
+  // The gradients StreamRun sends after "output", in its order.
+  const std::vector<const char*> names =
+      spec.scope() == v1::SCOPE_LAYER
+          ? std::vector<const char*>{"dx", "dw_q", "dw_k", "dw_v", "dw_o"}
+          : std::vector<const char*>{"dq", "dk", "dv"};
+  for (const char* name : names) files.push_back({name, absl::StrCat(path, ".", name)});
   return files;
 }
 

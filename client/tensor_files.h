@@ -1,4 +1,5 @@
-// Tensors a StreamRun sends (TensorChunk: "output", and for PHASE_BACKWARD "dq", "dk", "dv"), each
+// Tensors a StreamRun sends (TensorChunk: "output", and for PHASE_BACKWARD "dq", "dk", "dv", or at
+// SCOPE_LAYER "dx", "dw_q", "dw_k", "dw_v", "dw_o"), each
 // written to its own file as the raw little-endian bytes of its dtype, the format --output
 // writes: the chunks of each tensor must arrive in offset order and tile it exactly.
 #ifndef ATTNBENCH_CLIENT_TENSOR_FILES_H_
@@ -32,7 +33,8 @@ struct WrittenTensor {
 };
 
 // The files `attnbench run --output=FILE` writes for a spec: FILE gets "output"; a PHASE_BACKWARD
-// spec adds FILE.dq, FILE.dk and FILE.dv for dQ, dK and dV.
+// spec adds FILE.dq, FILE.dk and FILE.dv for dQ, dK and dV, or at SCOPE_LAYER FILE.dx,
+// FILE.dw_q, FILE.dw_k, FILE.dw_v and FILE.dw_o for dX and the weight gradients.
 std::vector<TensorFile> OutputFilesFor(const v1::AttentionSpec& spec, const std::string& path);
 
 // Writes the chunks of the tensors it was opened for, in arrival order, to their files.

@@ -14,6 +14,8 @@ constexpr char kExamples[] = R"(Examples:
       --phase=decode --saq=512:native,1024:int8,rest:int4 --output=/tmp/o.bin
   attnbench run --layout=gqa --heads=8 --kv_heads=2 --seq_len=1024 --head_dim=64 --dtype=bf16 \
       --phase=backward --backward_timing=training_step --output=/tmp/o.bin   # + o.bin.dq/.dk/.dv
+  attnbench run --scope=layer --d_model=512 --layout=gqa --heads=8 --kv_heads=2 --seq_len=256 \
+      --head_dim=64 --phase=backward --output=/tmp/y.bin   # + y.bin.dx/.dw_q/.dw_k/.dw_v/.dw_o
   attnbench run --layout=mha --heads=8 --seq_len=4096 --head_dim=64 --mask=causal \
       --mask_mod='kv < 4 || q - kv < 1024' --score_mod='30 * tanh(s / 30)'  # docs/expressions.md
   attnbench run --layout=mha --heads=8 --seq_len=4096 --head_dim=64 --mask=causal \

@@ -54,6 +54,10 @@ struct BackendSupport {
   std::vector<Modifier> modifiers;
   std::vector<CacheFormat> cache_formats;
   bool paged_kv_cache = false;
+  // PHASE_BACKWARD at SCOPE_LAYER (dX and the weight gradients, §5): the phase and scope lists
+  // each hold their value for other combinations, so this one combination is listed apart. Off:
+  // a backward runs at core scope only.
+  bool layer_backward = false;
   std::vector<int> head_dims;  // empty: any
   std::vector<std::string> limitations;
   // Whether RunTimed can replay a captured CUDA graph (IterationOptions::use_cuda_graph).

@@ -115,6 +115,13 @@ absl::Status CheckSupport(const BackendSupport& support, const Problem& problem,
       return s;
     }
   }
+  if (problem.phase == Phase::kBackward && problem.scope == Scope::kLayer &&
+      !support.layer_backward) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("backend ", backend,
+                     " does not support spec.phase=PHASE_BACKWARD with spec.scope=SCOPE_LAYER "
+                     "(its backward is core scope only: dQ, dK, dV)"));
+  }
   if (problem.phase == Phase::kDecode) {
     const KvCache& c = problem.kv_cache;
     if (c.paged && !support.paged_kv_cache) {

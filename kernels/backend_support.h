@@ -1,5 +1,6 @@
 // The one check of a problem against a backend's allow-lists (BackendSupport: dtypes, phases,
-// scopes, layouts, masks, modifiers, decode cache formats and paging). Every backend's
+// scopes, the backward at layer scope, layouts, masks, modifiers, decode cache formats and
+// paging). Every backend's
 // CheckSupported starts here, so a variant a backend does not list is refused by name instead of
 // being run as something else, and GetCapabilities reports exactly what is checked.
 #ifndef ATTNBENCH_KERNELS_BACKEND_SUPPORT_H_

@@ -58,6 +58,9 @@ void TimingToProto(const TimingStats& stats, const std::vector<double>& samples_
                    bool include_samples, pb::TimingStats* out);
 // Encodes the values as little-endian elements of tensor.dtype.
 void TensorToProto(const FloatTensor& tensor, pb::Tensor* out);
+// The RunResult field of a gradient by its GradientSlot name ("dq", ..., "dw_o"); null for any
+// other name.
+pb::Tensor* MutableGradientField(pb::RunResult* result, absl::string_view name);
 
 }  // namespace attnbench::server
 

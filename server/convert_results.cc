@@ -65,6 +65,7 @@ void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out)
   for (Modifier m : support.modifiers) out->add_modifiers(ModifierName(m));
   for (CacheFormat f : support.cache_formats) out->add_cache_formats(CacheFormatToProto(f));
   out->set_paged_kv_cache(support.paged_kv_cache);
+  out->set_layer_backward(support.layer_backward);
   for (int d : support.head_dims) out->add_head_dims(d);
   for (const std::string& l : support.limitations) out->add_limitations(l);
   out->set_cuda_graphs(support.cuda_graphs);
@@ -111,6 +112,18 @@ void TensorToProto(const FloatTensor& tensor, pb::Tensor* out) {
   out->set_dtype(DTypeToProto(tensor.dtype));
   for (int64_t d : tensor.shape) out->add_shape(d);
   out->set_data(EncodeTensor(tensor));
+}
+
+pb::Tensor* MutableGradientField(pb::RunResult* result, absl::string_view name) {
+  if (name == "dq") return result->mutable_dq();
+  if (name == "dk") return result->mutable_dk();
+  if (name == "dv") return result->mutable_dv();
+  if (name == "dx") return result->mutable_dx();
+  if (name == "dw_q") return result->mutable_dw_q();
+  if (name == "dw_k") return result->mutable_dw_k();
+  if (name == "dw_v") return result->mutable_dw_v();
+  if (name == "dw_o") return result->mutable_dw_o();
+  return nullptr;
 }
 
 }  // namespace attnbench::server

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "kernels/reference/check.h"
 #include "kernels/spec/counting.h"
+#include "kernels/spec/gradients.h"
 #include "kernels/spec/shapes.h"
 #include "server/convert.h"
 #include "server/gradient_check.h"
@@ -27,11 +28,15 @@ namespace {
 
 namespace pb = ::attnbench::v1;
 
-absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit, bool gradients) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "return_output: ", gradients ? "the output, dQ, dK and dV are " : "the output is ", bytes,
-      " bytes", gradients ? " together" : "", ", over --max_inline_output_bytes=", limit,
-      "; use StreamRun to receive ", gradients ? "them" : "it", " in chunks"));
+// `gradients`: whether the gradients come too, a layer's (`layer`) or the core's.
+absl::Status InlineTooLarge(uint64_t bytes, uint64_t limit, bool gradients, bool layer) {
+  const char* what = !gradients ? "the output is "
+                     : layer    ? "the output, dX, dW_q, dW_k, dW_v and dW_o are "
+                                : "the output, dQ, dK and dV are ";
+  return absl::ResourceExhaustedError(
+      absl::StrCat("return_output: ", what, bytes, " bytes", gradients ? " together" : "",
+                   ", over --max_inline_output_bytes=", limit, "; use StreamRun to receive ",
+                   gradients ? "them" : "it", " in chunks"));
 }
 
 uint64_t StoredBytes(const Shape& shape, DType dtype) {
@@ -43,46 +48,42 @@ uint64_t StoredBytes(const FloatTensor& tensor) {
          static_cast<uint64_t>(DTypeBytes(tensor.dtype));
 }
 
-// What return_output sends: O, and for PHASE_BACKWARD dQ, dK, dV too, at the stored width.
+// What return_output sends: O (Y), and for PHASE_BACKWARD its gradients too (GradientSlotsOf),
+// at the stored width.
 uint64_t ReturnedBytes(const Problem& problem, const ProblemShapes& shapes) {
   uint64_t bytes = StoredBytes(shapes.output, problem.dtype);
   if (problem.phase == Phase::kBackward) {
-    bytes += StoredBytes(shapes.query, problem.dtype) + StoredBytes(shapes.key, problem.dtype) +
-             StoredBytes(shapes.value, problem.dtype);
+    for (const GradientSlot& slot : GradientSlotsOf(shapes)) {
+      bytes += StoredBytes(slot.shape, problem.dtype);
+    }
   }
   return bytes;
 }
 
-// A backend's gradients hold to the API's promise (the shapes and dtype of Q, K, V, every value
-// there) before any reaches a client or the check; INTERNAL naming the backend otherwise.
+// A backend's gradients hold to the API's promise (GradientSlotsOf's shapes in the dtype, every
+// value there) before any reaches a client or the check; INTERNAL naming the backend otherwise.
 absl::Status CheckGradientShapes(const GradientTensors& gradients, const ProblemShapes& shapes,
                                  DType dtype, absl::string_view backend) {
-  const struct {
-    const char* name;
-    const FloatTensor* tensor;
-    const Shape* shape;
-  } expected[] = {{"dq", &gradients.dq, &shapes.query},
-                  {"dk", &gradients.dk, &shapes.key},
-                  {"dv", &gradients.dv, &shapes.value}};
-  for (const auto& e : expected) {
-    if (e.tensor->shape != *e.shape || e.tensor->dtype != dtype ||
-        static_cast<int64_t>(e.tensor->values.size()) != NumElements(*e.shape)) {
-      return absl::InternalError(
-          absl::StrCat("backend ", backend, " returned ", e.name, " of shape [",
-                       absl::StrJoin(e.tensor->shape, ", "), "], ", DTypeName(e.tensor->dtype),
-                       ", ", e.tensor->values.size(), " values; expected [",
-                       absl::StrJoin(*e.shape, ", "), "], ", DTypeName(dtype)));
+  for (const GradientSlot& slot : GradientSlotsOf(shapes)) {
+    const FloatTensor& t = gradients.*slot.tensor;
+    if (t.shape != slot.shape || t.dtype != dtype ||
+        static_cast<int64_t>(t.values.size()) != NumElements(slot.shape)) {
+      return absl::InternalError(absl::StrCat(
+          "backend ", backend, " returned ", slot.name, " of shape [", absl::StrJoin(t.shape, ", "),
+          "], ", DTypeName(t.dtype), ", ", t.values.size(), " values; expected [",
+          absl::StrJoin(slot.shape, ", "), "], ", DTypeName(dtype)));
     }
   }
   return absl::OkStatus();
 }
 
-// The gradient check's report has "dq", "dk" and "dv" (CheckBackwardRun's contract), so a client
-// always finds them; INTERNAL otherwise.
-absl::Status CheckGradientReport(const CorrectnessReport& report) {
+// The gradient check's report names every gradient of the problem (CheckBackwardRun's
+// contract: GradientSlotsOf's), so a client always finds them; INTERNAL otherwise.
+absl::Status CheckGradientReport(const CorrectnessReport& report, const ProblemShapes& shapes) {
   std::vector<std::string> names;
   for (const TensorCheckReport& t : report.tensors) names.push_back(t.name);
-  for (const char* wanted : kGradientNames) {
+  for (const GradientSlot& slot : GradientSlotsOf(shapes)) {
+    const char* wanted = slot.name;
     if (std::find(names.begin(), names.end(), wanted) == names.end()) {
       return absl::InternalError(absl::StrCat("the gradient check reported tensors [",
                                               absl::StrJoin(names, ", "), "], without ", wanted));
@@ -187,7 +188,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
     // Refused before running, so a client learns to use StreamRun without waiting for a run.
     const uint64_t bytes = ReturnedBytes(problem, *shapes);
     if (bytes > options_->max_inline_output_bytes) {
-      return InlineTooLarge(bytes, options_->max_inline_output_bytes, backward);
+      return InlineTooLarge(bytes, options_->max_inline_output_bytes, backward, shapes->layer);
     }
   }
   if (backward && request.check.enabled) {
@@ -255,7 +256,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
                  : CheckOutput(problem, workload->Inputs(), *output, check_options);
     if (!report.ok()) return report.status();
     if (backward) {
-      if (absl::Status s = CheckGradientReport(*report); !s.ok()) return s;
+      if (absl::Status s = CheckGradientReport(*report, *shapes); !s.ok()) return s;
     } else if (report->tensors.empty()) {
       report->tensors.push_back(OutputTensorCheck(*report));
     }
@@ -324,18 +325,19 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   if (request.return_output) {
     if (delivery == OutputDelivery::kInline) {
       uint64_t bytes = StoredBytes(*output);
+      const std::vector<GradientSlot> slots = GradientSlotsOf(*shapes);
       if (gradients.has_value()) {
-        bytes +=
-            StoredBytes(gradients->dq) + StoredBytes(gradients->dk) + StoredBytes(gradients->dv);
+        for (const GradientSlot& slot : slots) bytes += StoredBytes((*gradients).*slot.tensor);
       }
       if (bytes > options_->max_inline_output_bytes) {
-        return InlineTooLarge(bytes, options_->max_inline_output_bytes, gradients.has_value());
+        return InlineTooLarge(bytes, options_->max_inline_output_bytes, gradients.has_value(),
+                              shapes->layer);
       }
       TensorToProto(*output, result.mutable_output());
       if (gradients.has_value()) {
-        TensorToProto(gradients->dq, result.mutable_dq());
-        TensorToProto(gradients->dk, result.mutable_dk());
-        TensorToProto(gradients->dv, result.mutable_dv());
+        for (const GradientSlot& slot : slots) {
+          TensorToProto((*gradients).*slot.tensor, MutableGradientField(&result, slot.name));
+        }
       }
     } else {
       outcome.output = *std::move(output);

@@ -20,9 +20,11 @@
 
 namespace attnbench::server {
 
-// Where the output tensor (and for PHASE_BACKWARD dQ, dK, dV) goes when the request asks for it.
+// Where the output tensor (and for PHASE_BACKWARD its gradients: dQ, dK, dV, or at layer scope dX
+// and the weight gradients) goes when the request asks for it.
 enum class OutputDelivery {
-  // In RunResult.output (and .dq, .dk, .dv), refused over max_inline_output_bytes counting all of
+  // In RunResult.output (and .dq, .dk, .dv or .dx, .dw_q, ...), refused over
+  // max_inline_output_bytes counting all of
   // them together (Run, Sweep points).
   kInline,
   kStream,  // returned apart for the caller to send as chunks (StreamRun)
@@ -39,7 +41,8 @@ struct RunOutcome {
   ::attnbench::v1::RunResult result;
   // The output, for kStream delivery of a request with return_output.
   std::optional<FloatTensor> output;
-  // dQ, dK, dV, for kStream delivery of a PHASE_BACKWARD request with return_output.
+  // The gradients (GradientSlotsOf), for kStream delivery of a PHASE_BACKWARD request with
+  // return_output.
   std::optional<GradientTensors> gradients;
 };
 

@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "kernels/spec/gradients.h"
+#include "kernels/spec/shapes.h"
 #include "kernels/spec/tensors.h"
 #include "server/convert.h"
 #include "server/log.h"
@@ -201,13 +203,16 @@ grpc::Status AttnBenchService::DoStreamRun(grpc::ServerContext* context, const P
                         FromContext(context), received);
   if (!outcome.ok()) return ToGrpc(outcome.status());
 
-  // "output", then for PHASE_BACKWARD "dq", "dk", "dv", each tensor's chunks in order.
+  // "output", then for PHASE_BACKWARD its gradients in GradientSlotsOf's order ("dq", "dk",
+  // "dv"; at layer scope "dx", "dw_q", "dw_k", "dw_v", "dw_o"), each tensor's chunks in order.
   std::vector<std::pair<const char*, const FloatTensor*>> tensors;
   if (outcome->output.has_value()) tensors.emplace_back("output", &*outcome->output);
   if (outcome->gradients.has_value()) {
-    tensors.emplace_back("dq", &outcome->gradients->dq);
-    tensors.emplace_back("dk", &outcome->gradients->dk);
-    tensors.emplace_back("dv", &outcome->gradients->dv);
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(checked->problem);
+    if (!shapes.ok()) return ToGrpc(shapes.status());
+    for (const GradientSlot& slot : GradientSlotsOf(*shapes)) {
+      tensors.emplace_back(slot.name, &((*outcome->gradients).*slot.tensor));
+    }
   }
   for (const auto& [name, tensor] : tensors) {
     if (!WriteTensorChunks(name, *tensor, writer)) {

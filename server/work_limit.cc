@@ -25,14 +25,18 @@ double BackwardIterationFactor(bool training_step) {
 
 RequestWork EstimateBackwardRequestWork(const Problem& problem, const WorkCounts& counts,
                                         const ProblemShapes& shapes,
-                                        const MeasurementPlan& measurement, const CheckPlan& check) {
+                                        const MeasurementPlan& measurement,
+                                        const CheckPlan& check) {
   RequestWork work;
   const double pairs = static_cast<double>(counts.kept_pairs);
   const double forward =
       2.0 * pairs * static_cast<double>(shapes.dim_qk + shapes.dim_v) + kFlopsPerKeptPair * pairs;
-  work.per_iteration = BackwardIterationFactor(problem.training_step) * forward;
+  // At layer scope the projections add their own count (§7: 2x the forward's four products for
+  // the backward, 3x for a training step), and the untimed forward its four products.
+  work.per_iteration =
+      BackwardIterationFactor(problem.training_step) * forward + counts.projection_flops;
   work.iterations = CountedIterations(measurement);
-  if (!problem.training_step) work.device_once = forward;
+  if (!problem.training_step) work.device_once = forward + LayerProjectionFlops(shapes);
   if (check.enabled) {
     CheckOptions options;
     options.full = check.full;

@@ -56,12 +56,15 @@ double BackwardIterationFactor(bool training_step);
 // EstimateRequestWork for PHASE_BACKWARD. per_iteration is BackwardIterationFactor(training_step)
 // times the forward's attention work, 2 * kept_pairs * (D_qk + D_v) + kFlopsPerKeptPair *
 // kept_pairs, taken from counts.kept_pairs and the shapes rather than from counts.flops (whose
-// backward factor is the counting's business); iterations are counted as for the forward; the
-// backward alone also runs one untimed forward first (device_once). check is kCheckFlopFactor
+// backward factor is the counting's business), plus counts.projection_flops at layer scope (the
+// projections' forward and backward products); iterations are counted as for the forward; the
+// backward alone also runs one untimed forward first (device_once; at layer scope with its four
+// projections). check is kCheckFlopFactor
 // times what the float64 gradient check evaluates, by the oracle's own cost model
 // (EstimateGradientCheckCost in kernels/reference/gradient_check.h: the dQ rows it compares and
 // every row of the (batch, kv head) groups whose dK and dV it compares, each group at least
-// once): its FLOPs plus kFlopsPerKeptPair per pair visit.
+// once; at layer scope everything whole, with the projections): its FLOPs plus kFlopsPerKeptPair
+// per pair visit.
 RequestWork EstimateBackwardRequestWork(const Problem& problem, const WorkCounts& counts,
                                         const ProblemShapes& shapes,
                                         const MeasurementPlan& measurement, const CheckPlan& check);

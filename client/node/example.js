@@ -235,13 +235,15 @@ function describe(result) {
       fields.push(`${field}=${JSON.stringify(s[field].expression)}`);
     }
   }
-  // Each tensor the check compared ("output"; for backward "dq", "dk", "dv") and whether it
-  // passed.
+  // Each tensor the check compared ("output"; for backward "dq", "dk", "dv", at layer scope "dx",
+  // "dw_q", "dw_k", "dw_v", "dw_o") and whether it passed.
   if (check.tensors && check.tensors.length > 0) {
     fields.push(`tensor_checks=${check.tensors.map((t) => `${t.name}:${t.passed}`).join(',')}`);
   }
-  // The tensors returned inline (return_output): name:shape, shape as BxSxHxD.
-  const returned = ['output', 'dq', 'dk', 'dv'].filter((name) => result[name]);
+  // The tensors returned inline (return_output): name:shape, shape as BxSxHxD (a weight's
+  // gradient as its two dimensions).
+  const returned = ['output', 'dq', 'dk', 'dv', 'dx', 'dw_q', 'dw_k', 'dw_v', 'dw_o']
+      .filter((name) => result[name]);
   if (returned.length > 0) {
     fields.push(`returned=${returned.map((name) => `${name}:${result[name].shape.join('x')}`)
         .join(',')}`);

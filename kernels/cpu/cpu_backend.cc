@@ -14,6 +14,7 @@
 #include "kernels/cpu/cpu_backward_workload.h"
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cpu/cpu_kv_source.h"
+#include "kernels/cpu/cpu_layer_backward_workload.h"
 #include "kernels/cpu/cpu_matmul.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/spec/expressions.h"
@@ -165,7 +166,8 @@ class CpuReferenceBackend : public Backend {
     return "Attention of every layout, mask and modifier on the host CPU: float32 math with a "
            "streaming softmax over key blocks, multi-threaded over batch, heads and query tiles; "
            "paged and int8/int4/SAQ-quantized decode caches; the backward (dQ, dK, dV) from the "
-           "saved log-sum-exp, tile by tile, in a key pass and a query pass without atomics.";
+           "saved log-sum-exp, tile by tile, in a key pass and a query pass without atomics, "
+           "and a whole layer's backward (dX and the weight gradients) around it.";
   }
   std::vector<DeviceDescription> Devices() const override { return {CpuDevice()}; }
 
@@ -183,6 +185,7 @@ class CpuReferenceBackend : public Backend {
                    Modifier::kMaskMod};
     s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
     s.paged_kv_cache = true;
+    s.layer_backward = true;
     s.limitations = {
         "dtypes are storage only: math is float32 on every dtype",
         "PHASE_BACKWARD: float32, float16 and bfloat16 only (no DTYPE_FLOAT8_E4M3)",
@@ -210,7 +213,10 @@ class CpuReferenceBackend : public Backend {
     if (!shapes.ok()) return 0;
     const ProblemShapes& s = *shapes;
     const int threads = num_threads_ > 0 ? num_threads_ : CpuDevice().compute_units;
-    if (problem.phase == Phase::kBackward) return CpuBackwardWorkloadBytes(problem, s, threads);
+    if (problem.phase == Phase::kBackward) {
+      return s.layer ? CpuLayerBackwardWorkloadBytes(problem, s, threads)
+                     : CpuBackwardWorkloadBytes(problem, s, threads);
+    }
     uint64_t floats = 0;
     if (s.layer) {
       floats += NumElements(s.x) + NumElements(s.w_q) + NumElements(s.w_k) + NumElements(s.w_v) +
@@ -261,6 +267,10 @@ class CpuReferenceBackend : public Backend {
                   .count();
     absl::StatusOr<AttentionInputs> inputs = GenerateInputs(problem);
     if (!inputs.ok()) return inputs.status();
+    if (problem.phase == Phase::kBackward && shapes->layer) {
+      return MakeCpuLayerBackwardWorkload(problem, *std::move(shapes), *std::move(inputs),
+                                          num_threads_, *std::move(exprs), compile_seconds);
+    }
     if (problem.phase == Phase::kBackward) {
       return MakeCpuBackwardWorkload(problem, *std::move(shapes), *std::move(inputs), num_threads_,
                                      *std::move(exprs), compile_seconds);

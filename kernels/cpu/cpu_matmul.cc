@@ -5,9 +5,13 @@
 #include "kernels/spec/dtype.h"
 
 namespace attnbench {
+namespace {
 
-void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m, int64_t k,
-                   int64_t n, DType dtype, const StopCheck* stop) {
+// c[m, n] = RoundToDType(sum_k a(r, kk) * b[k, n]) with a(r, kk) = a[r * row_stride + kk *
+// col_stride]: a row-major (k, 1) or transposed (1, m).
+void MatMulStrided(ThreadPool& pool, const float* a, int64_t row_stride, int64_t col_stride,
+                   const float* b, float* c, int64_t m, int64_t k, int64_t n, DType dtype,
+                   const StopCheck* stop) {
   constexpr int64_t kRows = 8;
   // Column chunks keep a slab of b in cache while a few rows of a stream past it.
   constexpr int64_t kCols = 256;
@@ -21,7 +25,7 @@ void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, i
       for (int64_t r = r0; r < r1; ++r) {
         float* crow = c + r * n;
         for (int64_t kk = 0; kk < k; ++kk) {
-          const float ar = a[r * k + kk];
+          const float ar = a[r * row_stride + kk * col_stride];
           const float* brow = b + kk * n;
           for (int64_t col = n0; col < n1; ++col) crow[col] += ar * brow[col];
         }
@@ -31,6 +35,18 @@ void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, i
       for (int64_t idx = r0 * n; idx < r1 * n; ++idx) c[idx] = RoundToDType(c[idx], dtype);
     }
   });
+}
+
+}  // namespace
+
+void MatMulRounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m, int64_t k,
+                   int64_t n, DType dtype, const StopCheck* stop) {
+  MatMulStrided(pool, a, k, 1, b, c, m, k, n, dtype, stop);
+}
+
+void MatMulTransposedARounded(ThreadPool& pool, const float* a, const float* b, float* c, int64_t m,
+                              int64_t k, int64_t n, DType dtype, const StopCheck* stop) {
+  MatMulStrided(pool, a, 1, m, b, c, m, k, n, dtype, stop);
 }
 
 }  // namespace attnbench

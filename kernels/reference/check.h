@@ -24,7 +24,7 @@ struct CheckOptions {
 
 // One tensor's comparison with its float64 reference.
 struct TensorCheckReport {
-  std::string name;  // "output", "dq", "dk", "dv"
+  std::string name;  // "output", "dq", "dk", "dv"; at layer scope "dx", "dw_q", ... "dw_o"
   int64_t rows_checked = 0;
   int64_t rows_total = 0;
   double max_abs_error = 0;
@@ -45,8 +45,9 @@ struct CorrectnessReport {
   // NaN or infinite output elements over the whole output (CountNonFinite), not only the
   // compared rows: a sample must not let a non-finite value through as a pass.
   int64_t non_finite_elements = 0;
-  // Each tensor compared ("output"; for PHASE_BACKWARD "dq", "dk", "dv", and the fields above
-  // are then the worst of them, passed only when every one passed).
+  // Each tensor compared ("output"; for PHASE_BACKWARD "dq", "dk", "dv", or at layer scope "dx",
+  // "dw_q", "dw_k", "dw_v", "dw_o", and the fields above are then the worst of them, passed only
+  // when every one passed).
   std::vector<TensorCheckReport> tensors;
 };
 

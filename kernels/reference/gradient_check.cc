@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/reference/backward64.h"
+#include "kernels/reference/layer_backward64.h"
 #include "kernels/reference/row_sample.h"
+#include "kernels/spec/gradients.h"
 
 namespace attnbench {
 namespace {
@@ -87,6 +89,57 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> HeadsPerQueryAndKv(const H
   return {per_q, per_kv};
 }
 
+// The report of several tensors' checks: rows and non-finite elements summed, the largest
+// errors, passed only when every tensor passed.
+CorrectnessReport Summarize(std::vector<TensorCheckReport> tensors, double tolerance) {
+  CorrectnessReport report;
+  report.tensors = std::move(tensors);
+  report.tolerance = tolerance;
+  report.passed = true;
+  for (const TensorCheckReport& t : report.tensors) {
+    report.rows_checked += t.rows_checked;
+    report.rows_total += t.rows_total;
+    report.non_finite_elements += t.non_finite_elements;
+    report.passed = report.passed && t.passed;
+    // NaN wins over any number (std::max would keep the first argument for a NaN second one).
+    const auto worst = [](double a, double b) { return std::isnan(a) || a >= b ? a : b; };
+    report.max_abs_error = worst(report.max_abs_error, t.max_abs_error);
+    report.relative_error = worst(report.relative_error, t.relative_error);
+  }
+  return report;
+}
+
+// Layer scope: dX and the weight gradients against LayerBackward64, every row of each (a weight's
+// gradient sums over every token, so the oracle computes everything whole anyway).
+absl::StatusOr<CorrectnessReport> CheckLayerGradients(const Problem& problem,
+                                                      const AttentionInputs& inputs,
+                                                      const GradientTensors& gradients,
+                                                      const ProblemShapes& s) {
+  const std::vector<GradientSlot> slots = GradientSlotsOf(s);
+  for (const GradientSlot& slot : slots) {
+    if (auto st = CheckGradientShape(slot.name, gradients.*slot.tensor, slot.shape); !st.ok()) {
+      return st;
+    }
+  }
+  absl::StatusOr<LayerGradients64> oracle =
+      LayerBackward64(problem, inputs, Threads(s.batch * s.seq_q));
+  if (!oracle.ok()) return oracle.status();
+  // In GradientSlotsOf's order: dx, dw_q, dw_k, dw_v, dw_o.
+  const std::vector<double>* refs[] = {&oracle->dx, &oracle->dw_q, &oracle->dw_k, &oracle->dw_v,
+                                       &oracle->dw_o};
+  const double tolerance = GradientToleranceFor(problem);
+  std::vector<TensorCheckReport> tensors;
+  for (size_t k = 0; k < slots.size(); ++k) {
+    const FloatTensor& t = gradients.*slots[k].tensor;
+    Partial p;
+    p.Add(refs[k]->data(), t.values.data(), static_cast<int64_t>(t.values.size()));
+    // Rows: all but the last dimension (dX: B * S rows of d_model; a weight: its first dimension).
+    const int64_t rows = NumElements(slots[k].shape) / slots[k].shape.back();
+    tensors.push_back(Judge(slots[k].name, p, rows, rows, t, tolerance));
+  }
+  return Summarize(std::move(tensors), tolerance);
+}
+
 }  // namespace
 
 GradientCheckPlan PlanGradientCheck(const ProblemShapes& s, const CheckOptions& options) {
@@ -125,6 +178,18 @@ GradientCheckCost EstimateGradientCheckCost(const Problem& problem, const WorkCo
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return cost;
   const ProblemShapes& s = *shapes;
+  if (s.layer) {
+    // The layer's oracle computes everything whole (LayerBackward64): the core's full gradient
+    // check, the core forward of every row, and the projections: Q, K, V and dO (as many FLOPs
+    // as the forward's four), then dX and the weight gradients (twice that).
+    CheckOptions full = options;
+    full.full = true;
+    cost = EstimateGradientCheckCost(CoreProblemOfLayer(problem), counts, full);
+    const double pairs = static_cast<double>(counts.kept_pairs);
+    cost.kept_pairs += pairs;
+    cost.flops += 2 * static_cast<double>(s.dim_qk + s.dim_v) * pairs + 3 * LayerProjectionFlops(s);
+    return cost;
+  }
   const GradientCheckPlan plan = PlanGradientCheck(s, options);
   const auto [per_q, per_kv] = HeadsPerQueryAndKv(s.heads);
   const double rows = static_cast<double>(s.batch) * s.heads.num_output_heads * s.seq_q;
@@ -178,6 +243,9 @@ absl::StatusOr<CorrectnessReport> CheckGradients(const Problem& problem,
                                                  const AttentionInputs& inputs,
                                                  const GradientTensors& gradients,
                                                  const CheckOptions& options) {
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return shapes.status();
+  if (shapes->layer) return CheckLayerGradients(problem, inputs, gradients, *shapes);
   absl::StatusOr<Backward64> probe = Backward64::Create(problem, inputs);
   if (!probe.ok()) return probe.status();
   const ProblemShapes& s = probe->shapes();
@@ -233,26 +301,14 @@ absl::StatusOr<CorrectnessReport> CheckGradients(const Problem& problem,
 
   const int64_t kv_rows = static_cast<int64_t>(plan.kv_groups.size()) * s.seq_kv;
   const int64_t kv_total = plan.kv_groups_total * s.seq_kv;
-  CorrectnessReport report;
-  report.tensors = {
-      Judge("dq", dq, static_cast<int64_t>(plan.dq_rows.size()), plan.dq_rows_total, gradients.dq,
-            tolerance),
-      Judge("dk", dk, kv_rows, kv_total, gradients.dk, tolerance),
-      Judge("dv", dvp, kv_rows, kv_total, gradients.dv, tolerance),
-  };
-  report.tolerance = tolerance;
-  report.passed = true;
-  for (const TensorCheckReport& t : report.tensors) {
-    report.rows_checked += t.rows_checked;
-    report.rows_total += t.rows_total;
-    report.non_finite_elements += t.non_finite_elements;
-    report.passed = report.passed && t.passed;
-    // NaN wins over any number (std::max would keep the first argument for a NaN second one).
-    const auto worst = [](double a, double b) { return std::isnan(a) || a >= b ? a : b; };
-    report.max_abs_error = worst(report.max_abs_error, t.max_abs_error);
-    report.relative_error = worst(report.relative_error, t.relative_error);
-  }
-  return report;
+  return Summarize(
+      {
+          Judge("dq", dq, static_cast<int64_t>(plan.dq_rows.size()), plan.dq_rows_total,
+                gradients.dq, tolerance),
+          Judge("dk", dk, kv_rows, kv_total, gradients.dk, tolerance),
+          Judge("dv", dvp, kv_rows, kv_total, gradients.dv, tolerance),
+      },
+      tolerance);
 }
 
 }  // namespace attnbench

@@ -13,6 +13,10 @@
 // So a sampled check costs about max_rows query rows scored against S_kv keys for dQ, and
 // max(max_rows, c) of them, visited twice, for dK and dV: at least one whole group, which for
 // long sequences dominates (EstimateGradientCheckCost counts it).
+//
+// At layer scope the check compares dX and the four weight gradients with the layer's float64
+// oracle (layer_backward64.h), every row of each whatever the options: a weight's gradient sums
+// over every token, so the oracle computes the whole core forward and backward anyway.
 #ifndef ATTNBENCH_KERNELS_REFERENCE_GRADIENT_CHECK_H_
 #define ATTNBENCH_KERNELS_REFERENCE_GRADIENT_CHECK_H_
 
@@ -44,7 +48,8 @@ GradientCheckPlan PlanGradientCheck(const ProblemShapes& shapes, const CheckOpti
 // 2 per multiply-add (a dQ visit: score, dP and the dQ update, 2 (D_qk + D_v); a group's:
 // 2 (D_qk + D_v) for the row statistics, then 4 (D_qk + D_v) for the gradients). Kept pairs per
 // row are taken as the problem's average (counts.kept_pairs / (B * H_out * S_q)); exact for a
-// full check, and for a sampled one wherever every row keeps as many keys.
+// full check, and for a sampled one wherever every row keeps as many keys. At layer scope: the
+// core's full check, the core forward of every row and three times the forward projections.
 struct GradientCheckCost {
   int64_t dq_rows = 0;    // dQ rows compared
   int64_t kv_groups = 0;  // (b, kv head) groups compared
@@ -59,7 +64,9 @@ GradientCheckCost EstimateGradientCheckCost(const Problem& problem, const WorkCo
 double GradientToleranceFor(const Problem& problem);
 
 // The check of a normalized, valid, core-scope PHASE_BACKWARD problem whose inputs (dO included)
-// are `inputs`. report.tensors holds "dq", "dk", "dv" in that order; the top-level fields
+// are `inputs` (at layer scope: X, the weights and dY). report.tensors holds "dq", "dk", "dv"
+// in that order (layer scope: "dx", "dw_q", "dw_k", "dw_v", "dw_o", GradientSlotsOf's); the
+// top-level fields
 // describe them together: rows_checked and rows_total and non_finite_elements summed,
 // max_abs_error and relative_error the largest (NaN when any is), tolerance the common one,
 // passed only when every tensor passed. INVALID_ARGUMENT when a gradient's shape is wrong.

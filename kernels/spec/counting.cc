@@ -159,6 +159,16 @@ uint64_t KeptPairs(const Problem& problem, int64_t batch, int output_head) {
   return n > kMaxU64 ? std::numeric_limits<uint64_t>::max() : static_cast<uint64_t>(n);
 }
 
+double LayerProjectionFlops(const ProblemShapes& s) {
+  if (!s.layer) return 0;
+  const double tokens = static_cast<double>(s.batch) * static_cast<double>(s.seq_q);
+  const double dm = static_cast<double>(s.d_model);
+  return 2.0 * tokens * dm *
+             static_cast<double>(s.heads.num_query_heads * s.dim_qk +
+                                 s.heads.num_kv_heads * s.dim_qk + s.heads.num_kv_heads * s.dim_v) +
+         2.0 * tokens * static_cast<double>(s.heads.num_output_heads * s.dim_v) * dm;
+}
+
 absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
   absl::StatusOr<ProblemShapes> shapes_or = ShapesOf(p);
   if (!shapes_or.ok()) return shapes_or.status();
@@ -230,15 +240,24 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
   const Wide o = NumElements(s.core_output);
   Wide bytes = 0;
   if (s.layer) {
-    const double tokens = static_cast<double>(s.batch) * static_cast<double>(s.seq_q);
-    const double dm = static_cast<double>(s.d_model);
-    w.projection_flops =
-        2.0 * tokens * dm *
-            static_cast<double>(s.heads.num_query_heads * s.dim_qk +
-                                s.heads.num_kv_heads * s.dim_qk + s.heads.num_kv_heads * s.dim_v) +
-        2.0 * tokens * static_cast<double>(heads * s.dim_v) * dm;
-    bytes = width * (NumElements(s.x) + NumElements(s.w_q) + NumElements(s.w_k) +
-                     NumElements(s.w_v) + NumElements(s.w_o) + NumElements(s.output));
+    const double forward_projections = LayerProjectionFlops(s);
+    // The backward of each projection is two products as large as it (the input's gradient and
+    // the weight's); a training step runs the forward's as well.
+    const double projection_pass = step ? 3.0 : backward ? 2.0 : 1.0;
+    w.projection_flops = projection_pass * forward_projections;
+    const Wide weights =
+        NumElements(s.w_q) + NumElements(s.w_k) + NumElements(s.w_v) + NumElements(s.w_o);
+    const Wide x = NumElements(s.x), y = NumElements(s.output);
+    if (backward) {
+      // Reads X, the weights, dY and what the forward saved (Q, K, V, O and the log-sum-exp);
+      // writes dX and the four weight gradients.
+      const Wide lse = static_cast<Wide>(4) * s.batch * heads * s.seq_q;
+      bytes = width * (x + weights + y + q + k + v + o) + lse + width * (x + weights);
+      // A step's forward reads X and the weights, writes Y and saves Q, K, V, O and the lse.
+      if (step) bytes += width * (x + weights + y) + width * (q + k + v + o) + lse;
+    } else {
+      bytes = width * (x + weights + y);
+    }
   } else if (p.phase == Phase::kDecode) {
     Wide cache = 0;
     for (const CacheSegment& seg : CacheSegments(p)) {

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/spec/problem.h"
+#include "kernels/spec/shapes.h"
 
 namespace attnbench {
 
@@ -24,12 +25,22 @@ namespace attnbench {
 // (|dO| = |O|, |dQ| = |Q|, ...). The backward reads Q, K, V, O, dO and the log-sum-exp once and
 // writes dQ, dK, dV once; a training step's forward reads Q, K, V once more and writes O and the
 // log-sum-exp. The backward's exponentials are those of P recomputed from the log-sum-exp.
+//
+// At layer scope (§6) the core counts as above and the projections add P = the forward's four
+// products (projection_flops): P forward, 2P backward (each projection's input and weight
+// gradients), 3P a training step. With |W| the four weights' elements together, min_bytes is
+//   prefill                w(|X| + |W| + |Y|)
+//   backward               w(|X| + |W| + |dY| + |Q| + |K| + |V| + |O|) + L + w(|dX| + |dW|)
+//   backward, training     the backward's + w(|X| + |W| + |Y|) + w(|Q| + |K| + |V| + |O|) + L
+//   step
+// (the backward reads X, the weights, dY and the forward's saved Q, K, V, O and log-sum-exp, and
+// writes dX and the weight gradients; a step's forward also writes what the backward reads).
 struct WorkCounts {
   uint64_t kept_pairs = 0;            // kept (i, j) pairs summed over batch and output heads
   double flops = 0;                   // 2 * B * H_out * N * (D_qk + D_v) x the phase's factor
   double flops_flash_convention = 0;  // 4 * B * H_out * S_q * S_kv * D_qk, halved when causal,
                                       // x the phase's factor
-  double projection_flops = 0;        // layer scope only
+  double projection_flops = 0;        // layer scope only: 1x, 2x backward, 3x training step
   uint64_t exponentials = 0;          // see the table
   uint64_t min_bytes = 0;             // see the table
 };
@@ -49,6 +60,10 @@ inline constexpr int64_t kMaxProbabilisticDraws = int64_t{1} << 28;
 // Tiles of 64 x 64 pairs CountWork may classify for a mask_mod (interval analysis per tile, then
 // per pair in tiles it keeps only partly): the bound keeps counting to seconds.
 inline constexpr int64_t kMaxMaskModTiles = int64_t{1} << 23;
+
+// The FLOPs of a layer's four forward projections (§7): 2 B S d_model (H_q D_qk + H_kv D_qk +
+// H_kv D_v) for Q, K, V and 2 B S H_out D_v d_model for Y; 0 at core scope.
+double LayerProjectionFlops(const ProblemShapes& shapes);
 
 // Counts for a normalized, valid problem. INVALID_ARGUMENT if a count overflows 64 bits;
 // RESOURCE_EXHAUSTED if a probabilistic mask would take over kMaxProbabilisticDraws draws.

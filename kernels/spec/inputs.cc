@@ -168,12 +168,14 @@ FloatTensor GenerateSpectrumTensor(uint64_t seed, uint32_t tensor_id, uint32_t b
 
 namespace {
 
-// dO of PHASE_BACKWARD: the client's, decoded, or tensor id 3 of the recipe.
+// The output's gradient of PHASE_BACKWARD (dO at core scope, dY [B, S, d_model] at layer scope:
+// the shape of ProblemShapes::output either way): the client's, decoded, or tensor id 3 of the
+// recipe.
 absl::StatusOr<FloatTensor> GradOutputFor(const Problem& problem, const ProblemShapes& shapes) {
   if (problem.grad_output.has_value()) {
-    return DecodeClientTensor(*problem.grad_output, shapes.core_output, problem.dtype);
+    return DecodeClientTensor(*problem.grad_output, shapes.output, problem.dtype);
   }
-  return GenerateTensor(problem.seed, kTensorGradOutput, shapes.core_output,
+  return GenerateTensor(problem.seed, kTensorGradOutput, shapes.output,
                         problem.input_scale.value_or(1.0), problem.dtype);
 }
 
@@ -186,6 +188,11 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   const double input_scale = problem.input_scale.value_or(1.0);
   const uint64_t seed = problem.seed;
   AttentionInputs in;
+  if (problem.phase == Phase::kBackward) {
+    absl::StatusOr<FloatTensor> grad_output = GradOutputFor(problem, *shapes);
+    if (!grad_output.ok()) return grad_output.status();
+    in.grad_output = *std::move(grad_output);
+  }
   if (shapes->layer) {
     // Each tensor the client's, decoded, or drawn: X at input_scale, a weight at 1 / sqrt(fan_in).
     struct Slot {
@@ -212,11 +219,6 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
       *slot.out = GenerateTensor(seed, slot.id, *slot.shape, factor, dtype);
     }
     return in;
-  }
-  if (problem.phase == Phase::kBackward) {
-    absl::StatusOr<FloatTensor> grad_output = GradOutputFor(problem, *shapes);
-    if (!grad_output.ok()) return grad_output.status();
-    in.grad_output = *std::move(grad_output);
   }
   if (problem.query.has_value() && problem.key.has_value() && problem.value.has_value()) {
     absl::StatusOr<FloatTensor> q = DecodeClientTensor(*problem.query, shapes->query, dtype);

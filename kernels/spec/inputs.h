@@ -13,8 +13,8 @@
 // for query, key, value, grad_output and x, and 1 / sqrt(fan_in) for the weights (fan_in: their
 // first dimension; no input_scale). At layer scope a tensor the client sent (spec.inputs.x,
 // .w_q, .w_k, .w_v, .w_o) replaces its draw.
-// grad_output (dO, shape [B, S_q, H_out, D_v]) is drawn for PHASE_BACKWARD only, unless the
-// client sent spec.inputs.grad_output.
+// grad_output (dO, shape [B, S_q, H_out, D_v]; at layer scope dY, [B, S, d_model]) is drawn for
+// PHASE_BACKWARD only, unless the client sent spec.inputs.grad_output.
 //
 // With spec.kv_spectrum (decay, optional rank), K and V are drawn instead with a decaying
 // singular-value spectrum. Per batch b, K's [S_kv, n] matrix of concatenated heads (n = H_kv *
@@ -96,8 +96,8 @@ FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape
 // The inputs of a normalized, valid problem: the client's Q, K, V when given (decoded from their
 // bytes), otherwise generated ones; at layer scope X and the four weights instead (Q, K, V are
 // then left empty: they are computed from X inside the layer). For PHASE_BACKWARD also dO
-// (grad_output, [B, S_q, H_out, D_v]): the client's when given, otherwise generated, whether or
-// not Q, K, V are the client's; empty in every other phase.
+// (grad_output, [B, S_q, H_out, D_v]; dY [B, S, d_model] at layer scope): the client's when given,
+// otherwise generated, whether or not Q, K, V are the client's; empty in every other phase.
 absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem);
 
 // The generated page table of `num_pages` pages (see above).

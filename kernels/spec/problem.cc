@@ -174,4 +174,17 @@ absl::StatusOr<HeadConfig> ResolveHeads(const HeadLayout& layout) {
   return c;
 }
 
+Problem CoreProblemOfLayer(const Problem& layer) {
+  Problem core = layer;
+  core.scope = Scope::kCore;
+  core.d_model.reset();
+  core.x.reset();
+  core.w_q.reset();
+  core.w_k.reset();
+  core.w_v.reset();
+  core.w_o.reset();
+  core.grad_output.reset();
+  return core;
+}
+
 }  // namespace attnbench

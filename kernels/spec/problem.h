@@ -162,7 +162,8 @@ struct Problem {
   uint64_t seed = 0;
   std::optional<double> input_scale;            // default 1.0
   std::optional<HostTensor> query, key, value;  // client inputs instead of generated ones
-  // PHASE_BACKWARD: the client's dO [B, S_q, H_out, D_v] instead of a generated one.
+  // PHASE_BACKWARD: the client's dO [B, S_q, H_out, D_v] (at layer scope dY [B, S, d_model])
+  // instead of a generated one.
   std::optional<HostTensor> grad_output;
   // SCOPE_LAYER: the client's X and weights instead of generated ones (x alone, the four weights
   // alone, or all five).
@@ -184,6 +185,11 @@ struct Problem {
 // scope, rope theta/rotary_dims, alibi schedule/base slope, cache format, input_scale,
 // extreme_query_heads). Never changes a field the client set.
 Problem NormalizeProblem(const Problem& problem);
+
+// The core problem a SCOPE_LAYER problem contains (§6): the same layout, mask, modifiers, scale,
+// dtype, phase and seed, at core scope, without d_model and the layer's client tensors (X, the
+// weights, dY), whose Q, K, V (and for PHASE_BACKWARD dO) are the layer's projections.
+Problem CoreProblemOfLayer(const Problem& layer);
 
 // Checks every rule of §1-§6 on a normalized problem. INVALID_ARGUMENT naming the field by its
 // proto path ("spec.layout.gqa.num_kv_heads") and the rule it breaks.

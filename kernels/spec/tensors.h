@@ -32,11 +32,18 @@ struct AttentionInputs {
   FloatTensor grad_output;
 };
 
-// What a PHASE_BACKWARD run computes: dQ, dK, dV, with the shapes and dtype of Q, K, V.
+// What a PHASE_BACKWARD run computes, in the dtype: at core scope dQ, dK, dV with the shapes of
+// Q, K, V; at layer scope dX and the four weight gradients with the shapes of X and the weights.
+// The other scope's stay empty (gradients.h lists which a problem has).
 struct GradientTensors {
   FloatTensor dq;
   FloatTensor dk;
   FloatTensor dv;
+  FloatTensor dx;    // [B, S, d_model]
+  FloatTensor dw_q;  // [d_model, H_q * D_qk]
+  FloatTensor dw_k;  // [d_model, H_kv * D_qk]
+  FloatTensor dw_v;  // [d_model, H_kv * D_v]
+  FloatTensor dw_o;  // [H_out * D_v, d_model]
 };
 
 // Encodes values as little-endian elements of `dtype` (round to nearest even).

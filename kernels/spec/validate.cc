@@ -170,10 +170,11 @@ bool HasClientTensors(const Problem& p) {
 // Whether GenerateInputs draws any tensor from the seed (what spec.input_scale scales): Q, K, V
 // unless the client sent them, and for PHASE_BACKWARD dO unless the client sent it.
 bool GeneratesAnInput(const Problem& p) {
-  // At layer scope input_scale scales X alone (the weights are drawn at 1 / sqrt(fan_in)).
-  if (p.scope == Scope::kLayer) return !p.x.has_value();
   const Phase phase = p.phase == Phase::kUnspecified ? Phase::kPrefill : p.phase;
-  return !HasClientTensors(p) || (phase == Phase::kBackward && !p.grad_output.has_value());
+  const bool draws_grad = phase == Phase::kBackward && !p.grad_output.has_value();
+  // At layer scope input_scale scales X and dY alone (the weights are drawn at 1 / sqrt(fan_in)).
+  if (p.scope == Scope::kLayer) return !p.x.has_value() || draws_grad;
+  return !HasClientTensors(p) || draws_grad;
 }
 
 absl::Status ValidateModifiers(const Problem& p) {
@@ -231,15 +232,11 @@ absl::Status ValidateScope(const Problem& p) {
     return Invalid(absl::StrCat("spec.seq_len_q (", p.seq_len_q, ") must equal spec.seq_len_kv (",
                                 p.seq_len_kv, ") for spec.scope = SCOPE_LAYER (self-attention)"));
   }
-  if (phase == Phase::kBackward) {
-    // A layer's gradients are dX and the four weight gradients, shaped unlike the dQ, dK, dV a
-    // backward run returns (and its dO would be dY [B, S, d_model], not [B, S_q, H_out, D_v]).
+  // A layer is self-attention over a whole sequence: its forward (prefill) and its backward (dX
+  // and the weight gradients from dY), never a decode step against a cache.
+  if (phase != Phase::kPrefill && phase != Phase::kBackward) {
     return Invalid(
-        "spec.phase = PHASE_BACKWARD is not defined for spec.scope = SCOPE_LAYER: a backward run "
-        "returns dQ, dK, dV of the core, not a layer's dX and weight gradients; use SCOPE_CORE");
-  }
-  if (phase != Phase::kPrefill) {
-    return Invalid("spec.phase must be PHASE_PREFILL for spec.scope = SCOPE_LAYER");
+        "spec.phase must be PHASE_PREFILL or PHASE_BACKWARD for spec.scope = SCOPE_LAYER");
   }
   if (HasClientTensors(p)) {
     return Invalid(
@@ -362,13 +359,17 @@ absl::Status ValidateClientTensor(const Problem& p, const std::string& name, con
   return CheckFiniteClientTensor(path, t);
 }
 
-// dO of PHASE_BACKWARD: optional (generated when unset), and meaningless in any other phase.
+// The gradient of PHASE_BACKWARD's output: dO at core scope, dY at layer scope (the shape of
+// ProblemShapes::output either way). Optional (generated when unset), and meaningless in any other
+// phase.
 absl::Status ValidateGradOutput(const Problem& p, const ProblemShapes& s) {
   if (!p.grad_output.has_value()) return absl::OkStatus();
   if (p.phase != Phase::kBackward) {
     return Invalid("spec.inputs.grad_output is only valid with spec.phase = PHASE_BACKWARD");
   }
-  return ValidateClientTensor(p, "grad_output", *p.grad_output, s.core_output);
+  return ValidateClientTensor(
+      p, "grad_output", *p.grad_output, s.output,
+      s.layer ? "batch, seq, d_model: dY at spec.scope = SCOPE_LAYER" : "BSHD");
 }
 
 // X and the four weights of SCOPE_LAYER: x alone, the weights alone, or all five; none at core

@@ -198,6 +198,27 @@ TEST(ResultFormatTest, TableAddsGradientColumnsWhenARowHasThem) {
               ::testing::Not(HasSubstr("dQ err")));
 }
 
+// A layer's backward reports dX and the weight gradients: their columns, and only theirs.
+TEST(ResultFormatTest, TableAddsTheLayersGradientColumnsForALayerBackward) {
+  v1::RunResult layer = CheckedBackwardResult();
+  layer.mutable_spec()->set_scope(v1::SCOPE_LAYER);
+  v1::Correctness& c = *layer.mutable_correctness();
+  c.clear_tensors();
+  const char* names[] = {"dx", "dw_q", "dw_k", "dw_v", "dw_o"};
+  for (int k = 0; k < 5; ++k) {
+    v1::TensorCheck& t = *c.add_tensors();
+    t.set_name(names[k]);
+    t.set_relative_error(0.001 * (k + 1));
+    t.set_passed(true);
+    t.set_non_finite_elements(k == 4 ? 7 : 0);
+  }
+  const std::string table = FormatTable({ResultRow{0, layer, absl::OkStatus()}});
+  EXPECT_THAT(table, HasSubstr("  dX err  dW_q err  dW_k err  dW_v err  dW_o err"));
+  EXPECT_THAT(table, HasSubstr("1.00e-03  2.00e-03  3.00e-03  4.00e-03  5.00e-03"));
+  EXPECT_THAT(table, HasSubstr("NO (7 non-finite)"));  // a gradient's non-finite count shows
+  EXPECT_THAT(table, ::testing::Not(HasSubstr("dQ err")));
+}
+
 TEST(ResultFormatTest, CsvAppendsPhaseTimingAndEveryGradientsCheck) {
   EXPECT_EQ(
       FormatCsv({ResultRow{0, CheckedBackwardResult(), absl::OkStatus()}}),

@@ -57,6 +57,19 @@ TEST(OutputFilesTest, BackwardAddsOneFilePerGradient) {
   }
   EXPECT_THAT(names, ElementsAre("output", "dq", "dk", "dv"));
   EXPECT_THAT(paths, ElementsAre("/tmp/o.bin", "/tmp/o.bin.dq", "/tmp/o.bin.dk", "/tmp/o.bin.dv"));
+  // A layer's backward returns dX and the weight gradients instead, in StreamRun's order.
+  spec.set_scope(v1::SCOPE_LAYER);
+  names.clear();
+  paths.clear();
+  for (const TensorFile& f : OutputFilesFor(spec, "/tmp/y.bin")) {
+    names.push_back(f.name);
+    paths.push_back(f.path);
+  }
+  EXPECT_THAT(names, ElementsAre("output", "dx", "dw_q", "dw_k", "dw_v", "dw_o"));
+  EXPECT_THAT(paths, ElementsAre("/tmp/y.bin", "/tmp/y.bin.dx", "/tmp/y.bin.dw_q",
+                                 "/tmp/y.bin.dw_k", "/tmp/y.bin.dw_v", "/tmp/y.bin.dw_o"));
+  spec.set_phase(v1::PHASE_PREFILL);  // a layer's forward: Y alone
+  EXPECT_EQ(OutputFilesFor(spec, "/tmp/y.bin").size(), 1u);
 }
 
 TEST(TensorFileSinkTest, EachTensorToItsFileInOrder) {

@@ -300,6 +300,30 @@ class BackwardTest(unittest.TestCase):
         self.assertEqual(cells.split()[15], "yes")  # pass
         self.assertEqual(len(cells.split()), 18 + 3)
 
+    def test_layer_gradients_to_files(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        # GQA 4/2, D 32, S 16, d_model 48, float32: Y and dX [1, 16, 48], dW_q [48, 128],
+        # dW_k and dW_v [48, 64], dW_o [128, 48].
+        files = {"": [1, 16, 48], ".dx": [1, 16, 48], ".dw_q": [48, 128], ".dw_k": [48, 64],
+                 ".dw_v": [48, 64], ".dw_o": [128, 48]}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "y.bin")
+            out = run_cli("run", server_flag(), "--backend=cpu_reference", "--batch=1",
+                          "--dtype=fp32", "--layout=gqa", "--heads=4", "--kv_heads=2",
+                          "--seq_len=16", "--head_dim=32", "--scope=layer", "--d_model=48",
+                          "--phase=backward", "--check=full", f"--output={path}", *FAST_FLAGS)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            for suffix, shape in files.items():
+                size = 4 * math.prod(shape)
+                self.assertEqual(os.path.getsize(path + suffix), size, suffix)
+                self.assertIn(f"wrote {size} bytes of fp32 [{','.join(map(str, shape))}] to "
+                              f"{path}{suffix}\n", out.stderr)
+        header, cells = [line for line in out.stdout.splitlines() if line.strip()]
+        self.assertTrue(header.endswith("dX err  dW_q err  dW_k err  dW_v err  dW_o err"), header)
+        self.assertEqual(cells.split()[15], "yes")  # pass
+        self.assertEqual(len(cells.split()), 18 + 5)  # the five gradients' errors
+
     def test_sweep_over_phases(self):
         if not harness.serves_backward(SERVER):
             self.skipTest(harness.NO_BACKWARD_SKIP)

@@ -8,6 +8,7 @@ targets in the dns:/// and ipv4: schemes, TLS with a bearer token and the tenant
 the plotting example writing a PNG.
 """
 
+import math
 import os
 import shutil
 import struct
@@ -242,7 +243,7 @@ class BackwardRequestTest(unittest.TestCase):
                 "dk chunk at offset 0 runs past its total of 4 bytes"),
                ([chunk("dk", 0, 4, b"ab"), chunk("dk", 2, 4, b"cd", (4,))],
                 "dk chunk at offset 2 describes another tensor than its first"),
-               ([chunk("dx", 0, 4, b"ab")], "unknown tensor 'dx' in the stream")]
+               ([chunk("dz", 0, 4, b"ab")], "unknown tensor 'dz' in the stream")]
         for chunks, message in bad:
             assembler = ab.ChunkAssembler()
             with self.subTest(message=message), self.assertRaises(ab.AttnBenchError) as raised:
@@ -455,6 +456,56 @@ class BackwardRunTest(unittest.TestCase):
             CLIENT.run(grad_output=d_o[:, :32], **backward())
         self.assertEqual(raised.exception.code_name, "INVALID_ARGUMENT")
         self.assertIn("spec.inputs.grad_output", raised.exception.message)
+
+
+# A layer's backward: GQA 4/2, D 32, S 16, d_model 48, float32: Y and dX [1, 16, 48], dW_q
+# [48, 128], dW_k and dW_v [48, 64], dW_o [128, 48].
+LAYER_SHAPES = {"output": [1, 16, 48], "dx": [1, 16, 48], "dw_q": [48, 128], "dw_k": [48, 64],
+                "dw_v": [48, 64], "dw_o": [128, 48]}
+LAYER_GRADIENTS = ("dx", "dw_q", "dw_k", "dw_v", "dw_o")
+
+
+class LayerBackwardTest(unittest.TestCase):
+    """PHASE_BACKWARD at SCOPE_LAYER: dX and the weight gradients, inline and streamed, checked
+    one by one, and their record columns."""
+
+    def setUp(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+
+    def layer(self, **overrides):
+        return small(seq_len=16, scope="layer", d_model=48, phase="backward", check="full",
+                     **overrides)
+
+    def check_result(self, result):
+        checks = [t.name for t in result.correctness.tensors]
+        self.assertEqual(checks, list(LAYER_GRADIENTS))
+        self.assertTrue(result.correctness.passed, result.correctness)
+        tensors = ab.tensors(result)
+        self.assertEqual(list(tensors), ["output", *LAYER_GRADIENTS])
+        for name, tensor in tensors.items():
+            self.assertEqual(list(tensor.shape), LAYER_SHAPES[name], name)
+            self.assertEqual(len(tensor.data), 4 * math.prod(LAYER_SHAPES[name]), name)
+
+    def test_run_and_stream_run_return_the_layers_gradients(self):
+        inline = CLIENT.run_result(ab.build_request(return_output=True,
+                                                    backward_timing="training_step",
+                                                    **self.layer()))
+        self.check_result(inline)
+        streamed = CLIENT.stream_result(**self.layer())
+        self.check_result(streamed)
+        for name in LAYER_GRADIENTS:  # deterministic: the same bytes either way
+            self.assertEqual(getattr(inline, name).data, getattr(streamed, name).data, name)
+
+    def test_records_carry_each_gradients_check(self):
+        record = CLIENT.run(**self.layer())
+        self.assertTrue(record["passed"])
+        self.assertEqual((record["scope"], record["phase"]), ("layer", "backward"))
+        for g in LAYER_GRADIENTS:
+            self.assertTrue(record[f"{g}_passed"], g)
+            self.assertTrue(0 <= record[f"{g}_rel_error"] < 1e-4, g)  # float32
+        self.assertIsNone(record["dq_passed"])
+        self.assertGreater(record["projections_ms"], 0)
 
 
 class TargetTest(unittest.TestCase):

@@ -165,10 +165,12 @@ GradientTensors EmulateBackward(const Problem& p, const AttentionInputs& in, Emu
       if (half > 0) ApplyRopeTranspose(row, cos_sin((r / heads) % seq + pos_offset).data(), half);
     };
   };
-  return {AsTensor(dq, in.query, dt, rotate_back(sq, hq, offset), dqk),
-          AsTensor(dk, in.key, dt, rotate_back(skv, hkv, 0), dqk),
-          AsTensor(
-              dvv, in.value, dt, [](float*, int64_t) {}, dv)};
+  GradientTensors out;
+  out.dq = AsTensor(dq, in.query, dt, rotate_back(sq, hq, offset), dqk);
+  out.dk = AsTensor(dk, in.key, dt, rotate_back(skv, hkv, 0), dqk);
+  out.dv = AsTensor(
+      dvv, in.value, dt, [](float*, int64_t) {}, dv);
+  return out;
 }
 
 struct Worst {

@@ -89,7 +89,7 @@ class Client:
     def stream_result(self, request=None, *, timeout=None, **workload):
         """Runs one workload through StreamRun and returns its pb.RunResult with the streamed
         tensors put back in place: result.output, and for phase "backward" result.dq, .dk and
-        .dv, whatever their size (Run refuses them over the server's max_inline_output_bytes).
+        .dv (scope "layer": result.dx, .dw_q, .dw_k, .dw_v, .dw_o), whatever their size (Run refuses them over the server's max_inline_output_bytes).
 
         Keywords as run(); return_output is set unless given. A stream whose chunks do not tile
         their tensors raises AttnBenchError(DATA_LOSS).

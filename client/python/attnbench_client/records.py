@@ -46,11 +46,20 @@ COLUMNS = (
     "pca_key_error", "pca_value_error", "pca_output_error", "pca_median_ms",
     "mean_pool_key_error", "mean_pool_value_error", "mean_pool_output_error",
     "mean_pool_median_ms",
+    # PHASE_BACKWARD at SCOPE_LAYER (appended last, for the same reason): the check of dX and of
+    # each weight's gradient; None elsewhere.
+    "dx_rel_error", "dx_max_abs_error", "dx_passed",
+    "dw_q_rel_error", "dw_q_max_abs_error", "dw_q_passed",
+    "dw_k_rel_error", "dw_k_max_abs_error", "dw_k_passed",
+    "dw_v_rel_error", "dw_v_max_abs_error", "dw_v_passed",
+    "dw_o_rel_error", "dw_o_max_abs_error", "dw_o_passed",
 )
 
 COMPRESSION_METHODS = ("pca", "mean_pool")
 
-GRADIENTS = ("dq", "dk", "dv")
+# Gradients a backward run's check reports: dQ, dK, dV at core scope; dX and the weights' at
+# layer scope.
+GRADIENTS = ("dq", "dk", "dv", "dx", "dw_q", "dw_k", "dw_v", "dw_o")
 
 
 class Records(list):

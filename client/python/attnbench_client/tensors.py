@@ -1,8 +1,10 @@
-"""Tensors of a RunResult: O, and for PHASE_BACKWARD dQ, dK, dV.
+"""Tensors of a RunResult: O, and for PHASE_BACKWARD dQ, dK, dV (at layer scope Y, and dX and
+the weight gradients dW_q, dW_k, dW_v, dW_o).
 
-Run returns them inline (RunResult.output, .dq, .dk, .dv) when the request sets return_output
-and they fit the server's max_inline_output_bytes together; StreamRun sends them as TensorChunks
-named "output", "dq", "dk", "dv", which ChunkAssembler puts back together into the same fields.
+Run returns them inline (RunResult.output, .dq, .dk, .dv, or .dx, .dw_q, .dw_k, .dw_v, .dw_o)
+when the request sets return_output and they fit the server's max_inline_output_bytes together;
+StreamRun sends them as TensorChunks named like the fields, "output" first, which ChunkAssembler
+puts back together into the same fields.
 Every tensor is row-major with little-endian elements of its dtype (pb.Tensor).
 """
 
@@ -14,8 +16,9 @@ import grpc
 from ._stubs import pb
 from .errors import AttnBenchError
 
-# RunResult's tensor fields, in the order StreamRun sends them.
-TENSOR_NAMES = ("output", "dq", "dk", "dv")
+# RunResult's tensor fields, in the order StreamRun sends them (a run has the core's gradients or
+# the layer's, never both).
+TENSOR_NAMES = ("output", "dq", "dk", "dv", "dx", "dw_q", "dw_k", "dw_v", "dw_o")
 
 
 def tensors(result):

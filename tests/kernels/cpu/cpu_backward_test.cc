@@ -324,7 +324,8 @@ TEST(CpuBackwardTest, TooLargeForTheHostIsRefusedBeforeAllocating) {
   EXPECT_NE(w.status().message().find("bytes of host memory"), std::string::npos) << w.status();
 }
 
-TEST(CpuBackwardTest, RefusesFloat8AndLayerScope) {
+// (PHASE_BACKWARD at layer scope: cpu_layer_backward_test.cc.)
+TEST(CpuBackwardTest, RefusesFloat8) {
   std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(1);
   const BackendSupport support = backend->Support();
   EXPECT_EQ(std::count(support.phases.begin(), support.phases.end(), Phase::kBackward), 1);
@@ -339,15 +340,6 @@ TEST(CpuBackwardTest, RefusesFloat8AndLayerScope) {
   EXPECT_EQ(backend->Prepare(fp8, 0).status().code(), absl::StatusCode::kFailedPrecondition);
   fp8.phase = Phase::kPrefill;  // the forward keeps float8
   EXPECT_TRUE(backend->CheckSupported(fp8).ok());
-  Problem layer = OddProblem();
-  layer.scope = Scope::kLayer;
-  layer.d_model = 32;
-  layer.seq_len_kv = layer.seq_len_q;
-  const absl::Status l = backend->Prepare(NormalizeProblem(layer), 0).status();
-  EXPECT_EQ(l.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(l.message().find("PHASE_BACKWARD is not defined for spec.scope = SCOPE_LAYER"),
-            std::string::npos)
-      << l;
 }
 
 TEST(CpuBackwardTest, StopsMidwayWhenAsked) {

@@ -548,6 +548,32 @@ TEST(CudaSupportTest, EveryBackendRunsLayers) {
   }
 }
 
+// PHASE_BACKWARD at SCOPE_LAYER is cpu_reference's alone: no CUDA backend declares it
+// (BackendSupport::layer_backward), so each refuses it by name before any device work.
+TEST(CudaSupportTest, NoBackendRunsALayersBackward) {
+  Problem p = Base();
+  p.seq_len_kv = p.seq_len_q;
+  p.scope = Scope::kLayer;
+  p.d_model = 200;
+  p.phase = Phase::kBackward;
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  for (CudaBackendKind kind :
+       {CudaBackendKind::kFlash, CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+    EXPECT_FALSE(CudaBackendSupport(kind).layer_backward) << CudaBackendName(kind);
+    const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << CudaBackendName(kind) << s;
+    EXPECT_NE(s.message().find("PHASE_BACKWARD"), std::string::npos) << s;
+  }
+  // The same problem at core scope is refused for nothing but what each backend lacks.
+  Problem core = n;
+  core.scope = Scope::kCore;
+  core.d_model.reset();
+  for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+    EXPECT_TRUE(CheckCudaSupport(kind, core, HopperTraits()).ok()) << CudaBackendName(kind);
+  }
+}
+
 // At layer scope Q, K, V are the projections' outputs, one copy in 256-byte-aligned regions; the
 // estimate adds X, the weights and the core's O to Y and the tables.
 TEST(DeviceProblemTest, LayerKeepsOneCopyAndCountsXWeightsAndCoreOutput) {

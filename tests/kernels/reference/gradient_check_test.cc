@@ -59,8 +59,11 @@ FloatTensor AsTensor(const std::vector<double>& v, const FloatTensor& like, DTyp
 // The oracle's own gradients, stored in the dtype.
 GradientTensors OracleAsStored(const Problem& p, const AttentionInputs& in) {
   const OracleGradients g = FullOracleGradients(p, in);
-  return {AsTensor(g.dq, in.query, p.dtype), AsTensor(g.dk, in.key, p.dtype),
-          AsTensor(g.dv, in.value, p.dtype)};
+  GradientTensors out;
+  out.dq = AsTensor(g.dq, in.query, p.dtype);
+  out.dk = AsTensor(g.dk, in.key, p.dtype);
+  out.dv = AsTensor(g.dv, in.value, p.dtype);
+  return out;
 }
 
 struct Prepared {
@@ -350,7 +353,11 @@ GradientTensors EmulatedTensorCoreBackward(const Problem& p, const AttentionInpu
       }
     }
   }
-  return {AsTensor(dq, in.query, dt), AsTensor(dk, in.key, dt), AsTensor(dvv, in.value, dt)};
+  GradientTensors out;
+  out.dq = AsTensor(dq, in.query, dt);
+  out.dk = AsTensor(dk, in.key, dt);
+  out.dv = AsTensor(dvv, in.value, dt);
+  return out;
 }
 
 GradientTensors CpuReferenceBackward(const Problem& p) {

@@ -125,6 +125,41 @@ TEST(CountingTest, LayerProjections) {
   EXPECT_EQ(w.min_bytes, 2u * (8 * 16 + 16 * 32 + 16 * 16 + 16 * 12 + 24 * 16 + 8 * 16));
 }
 
+// A layer's backward: the core's backward, twice the projections (dX and dW of each), and the
+// bytes of X, the weights, dY, the saved Q, K, V, O, log-sum-exp, dX and the weight gradients.
+TEST(CountingTest, LayerBackwardAndTrainingStep) {
+  Problem p = Base(4, 4);
+  p.layout = {};
+  p.layout.kind = LayoutKind::kSqa;
+  p.layout.baseline_heads = 8;
+  p.layout.num_query_heads = 4;
+  p.layout.num_kv_heads = 2;
+  p.head_dim_v = 6;
+  p.scope = Scope::kLayer;
+  p.d_model = 16;
+  p.dtype = DType::kBFloat16;
+  const WorkCounts fwd = Count(p);
+  p.phase = Phase::kBackward;
+  const WorkCounts bwd = Count(p);
+  p.training_step = true;
+  const WorkCounts step = Count(p);
+  const double tokens = 2 * 4;
+  const double projections = 2 * tokens * 16 * (4 * 8 + 2 * 8 + 2 * 6) + 2 * tokens * 4 * 6 * 16;
+  EXPECT_DOUBLE_EQ(fwd.projection_flops, projections);
+  EXPECT_DOUBLE_EQ(bwd.projection_flops, 2 * projections);
+  EXPECT_DOUBLE_EQ(step.projection_flops, 3 * projections);
+  EXPECT_DOUBLE_EQ(bwd.flops, 2.5 * fwd.flops);
+  EXPECT_DOUBLE_EQ(step.flops, 3.5 * fwd.flops);
+  EXPECT_EQ(bwd.exponentials, fwd.exponentials);
+  EXPECT_EQ(step.exponentials, 2 * fwd.exponentials);
+  const uint64_t x = 8 * 16, weights = 16 * 32 + 16 * 16 + 16 * 12 + 24 * 16, y = 8 * 16;
+  const uint64_t q = 8 * 4 * 8, k = 8 * 2 * 8, v = 8 * 2 * 6, o = 8 * 4 * 6;
+  const uint64_t lse = 4 * 2 * 4 * 4;  // float32, B x H_out x S
+  EXPECT_EQ(fwd.min_bytes, 2 * (x + weights + y));
+  EXPECT_EQ(bwd.min_bytes, 2 * (x + weights + y + q + k + v + o) + lse + 2 * (x + weights));
+  EXPECT_EQ(step.min_bytes, bwd.min_bytes + 2 * (x + weights + y) + 2 * (q + k + v + o) + lse);
+}
+
 TEST(CountingTest, BackwardIsTwoAndAHalfForwardAndAStepThreeAndAHalf) {
   Problem p = Base(4, 4);
   p.mask.kind = MaskKind::kCausal;

@@ -762,13 +762,90 @@ std::vector<Rule> Rules() {
         p.training_step = true;
       },
       [](Problem& p) { p.training_step = true; }, "measurement.backward_timing");
+  // SCOPE_LAYER's backward: dY has Y's shape [B, S, d_model], not the core's dO's.
   add(
-      "backward_only_core_scope", [](Problem& p) { backward(p); },
+      "layer_backward_grad_output_shape",
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 4, 8});  // the core's dO
+      },
+      "spec.inputs.grad_output.shape [2, 16, 4, 8] must be [2, 16, 32] (batch, seq, d_model");
+  add(
+      "layer_backward_grad_output_finite",
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 32});
+      },
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+        p.grad_output = Client(DType::kFloat32, {2, 16, 32});
+        const float inf = std::numeric_limits<float>::infinity();
+        std::memcpy(p.grad_output->data.data() + 4 * 33, &inf, sizeof(inf));
+      },
+      "spec.inputs.grad_output: element 33");
+  add(
+      "layer_backward_self_attention",
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+        p.seq_len_q = p.seq_len_kv = 9;
+      },
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+        p.seq_len_q = 9;
+      },
+      "spec.seq_len_q (9) must equal spec.seq_len_kv (16) for spec.scope = SCOPE_LAYER");
+  add(
+      "layer_phase_prefill_or_backward",
       [](Problem& p) {
         backward(p);
         Layer(p);
       },
-      "spec.phase = PHASE_BACKWARD is not defined for spec.scope = SCOPE_LAYER");
+      [](Problem& p) {
+        Layer(p);
+        Decode(p);
+        p.seq_len_kv = p.seq_len_q;
+      },
+      "spec.phase must be PHASE_PREFILL or PHASE_BACKWARD for spec.scope = SCOPE_LAYER");
+  add(
+      "layer_backward_input_scale_scales_dy",
+      [](Problem& p) {  // a client X and dY leave nothing for input_scale to overflow
+        backward(p);
+        Layer(p);
+        p.dtype = DType::kFloat16;
+        p.x = Client(DType::kFloat16, {2, 16, 32});
+        p.grad_output = Client(DType::kFloat16, {2, 16, 32});
+        p.input_scale = 1e6;
+      },
+      [](Problem& p) {  // a generated dY would overflow float16
+        backward(p);
+        Layer(p);
+        p.dtype = DType::kFloat16;
+        p.x = Client(DType::kFloat16, {2, 16, 32});
+        p.input_scale = 1e6;
+      },
+      "spec.input_scale");
+  add(
+      "layer_backward_no_client_qkv",
+      [](Problem& p) {
+        backward(p);
+        Layer(p);
+      },
+      [](Problem& p) {
+        backward(p);
+        ClientInputs(p);
+        Layer(p);
+      },
+      "spec.inputs.query, .key and .value must be unset for spec.scope = SCOPE_LAYER");
   add(
       "backward_no_decode_cache", [](Problem& p) { backward(p); },
       [](Problem& p) {
