@@ -83,8 +83,8 @@ class VariantsTableTest(unittest.TestCase):
         variants = {r["name"] for r in rows if r["part"] == "A"}
         self.assertEqual(len(variants), 8)
         dims = {(r["head_dim_qk"], r["head_dim_v"]) for r in rows if r["part"] == "C"}
-        self.assertEqual(dims, {(64, 64), (96, 96), (128, 128), (192, 192), (192, 128),
-                                (256, 256)})
+        self.assertEqual(dims, {(16, 16), (32, 32), (64, 64), (96, 96), (128, 128), (192, 192),
+                                (192, 128), (256, 256)})
         for heading in ("## A. Score modifiers", "## B. Block-sparse masks", "## C. Head dims",
                         "Targets:"):
             self.assertIn(heading, table)
