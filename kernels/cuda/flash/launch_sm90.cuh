@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/launch_support.h"
@@ -64,16 +65,20 @@ struct TensorMaps {
 
 // The maps for `args`, encoded once per input set: a timed loop launches the same few input sets
 // (up to 4 rotated copies) again and again, and encoding three maps is host work that would sit
-// inside the timed region. Per thread (each device runs on its own worker), per tile row.
+// inside the timed region. Per thread (each device runs on its own worker), per tile row. The
+// entries live on the heap: static TLS is carved out of every thread's stack in the process, and
+// 4 KB per tile row and RoPE flag (64 KB with 8 rows) overflowed the 100 KB stacks of the metrics
+// server's civetweb workers (a segfault on every scrape, tests/server/binary_test.cc).
 template <typename Cfg>
 const TensorMaps* MapsFor(const AttentionArgs& args) {
   constexpr int kEntries = 8;
-  thread_local std::array<TensorMaps, kEntries> cache;
+  thread_local std::unique_ptr<std::array<TensorMaps, kEntries>> cache;
   thread_local int next = 0;
-  for (const TensorMaps& m : cache) {
+  if (cache == nullptr) cache = std::make_unique<std::array<TensorMaps, kEntries>>();
+  for (const TensorMaps& m : *cache) {
     if (m.q != nullptr && m.Matches(args)) return &m;
   }
-  TensorMaps& m = cache[next];
+  TensorMaps& m = (*cache)[next];
   next = (next + 1) % kEntries;
   m.q = nullptr;  // invalid until every map is encoded
   using QK = typename Cfg::QK;
