@@ -169,7 +169,8 @@ def _check_run_result(result, request, valid):
 
 def _check_chunks(chunks):
     """Each named tensor's chunks are contiguous, in offset order and add up to its total; the
-    tensors come in the proto's order ("output", then "dq", "dk", "dv" for a backward run)."""
+    tensors come in the proto's order ("output", then "dq", "dk", "dv" for a core backward run, or
+    "dx", "dw_q", "dw_k", "dw_v", "dw_o" for a layer's backward)."""
     problems = []
     names = []
     for chunk in chunks:
@@ -185,7 +186,7 @@ def _check_chunks(chunks):
         if offset != total:
             problems.append(f"{name!r} chunks add up to {offset} of {total} bytes")
     order = [name for name, _, _ in names]
-    allowed = ["output", "dq", "dk", "dv"]
+    allowed = ["output", "dq", "dk", "dv", "dx", "dw_q", "dw_k", "dw_v", "dw_o"]
     if order != [n for n in allowed if n in order]:
         problems.append(f"chunk tensors in order {order}")
     return problems
