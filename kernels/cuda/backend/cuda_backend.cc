@@ -21,6 +21,8 @@
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_kv_cache.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/backend/device_tensor.h"
+#include "kernels/cuda/backend/layer_gradients.h"
 #include "kernels/cuda/backend/layer_projections.h"
 #include "kernels/cuda/common/expression_args.h"
 #include "kernels/cuda/expr/device_expressions.h"
@@ -347,6 +349,10 @@ class BackwardKernel : public Kernel {
 
   bool training_step() const { return training_step_; }
   const cuda::DeviceBackward& state() const { return *state_; }
+  // What Workload::Gradients returns once the stream has passed an Enqueue.
+  virtual absl::StatusOr<GradientTensors> DownloadGradients() const {
+    return state_->DownloadGradients();
+  }
 
  protected:
   // dO, the saved forward, the gradients and the inverted head map on the current device.
@@ -558,58 +564,111 @@ class UnfusedKernel : public Kernel {
   std::unique_ptr<cuda::DeviceExpressions> expressions_;
 };
 
+// Events between the parts of one layer iteration, so that its time splits into projections and
+// core (LayerSplit). Nothing is recorded while the stream is being captured: a replayed graph has
+// no split.
+class LayerSplitEvents {
+ public:
+  enum class Part { kProjections, kCore };
+
+  LayerSplitEvents() = default;
+  LayerSplitEvents(const LayerSplitEvents&) = delete;
+  LayerSplitEvents& operator=(const LayerSplitEvents&) = delete;
+  ~LayerSplitEvents() {
+    for (cudaEvent_t e : events_) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+  }
+
+  // Room for iterations of up to `parts` parts.
+  absl::Status Init(int parts) {
+    events_.assign(parts + 1, nullptr);
+    for (cudaEvent_t& e : events_) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e));
+    return absl::OkStatus();
+  }
+
+  // Starts recording an iteration on `stream`, unless the stream is being captured.
+  absl::Status Start(cudaStream_t stream) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+    ready_ = false;
+    parts_.clear();
+    recording_ = capture == cudaStreamCaptureStatusNone;
+    if (recording_) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[0], stream));
+    return absl::OkStatus();
+  }
+
+  // Ends the part begun at the previous mark (or Start) as `part`; nothing outside Start-Finish.
+  absl::Status Mark(cudaStream_t stream, Part part) {
+    if (!recording_) return absl::OkStatus();
+    if (parts_.size() + 1 >= events_.size()) {
+      return absl::InternalError("a layer iteration has more parts than its split events");
+    }
+    parts_.push_back(part);
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[parts_.size()], stream));
+    return absl::OkStatus();
+  }
+
+  void Finish() {
+    ready_ = recording_;
+    recording_ = false;
+  }
+
+  // The split of the last finished iteration once the stream has passed it; nullopt after a
+  // capture.
+  std::optional<LayerSplit> Last() const {
+    if (!ready_) return std::nullopt;
+    LayerSplit split{0, 0};
+    for (size_t k = 0; k < parts_.size(); ++k) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, events_[k], events_[k + 1]) != cudaSuccess) {
+        cudaGetLastError();  // not sticky: leave the next call a clean slate
+        return std::nullopt;
+      }
+      (parts_[k] == Part::kCore ? split.core_seconds : split.projections_seconds) += ms * 1e-3;
+    }
+    return split;
+  }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+  std::vector<Part> parts_;  // of the iteration recorded last
+  bool recording_ = false;
+  bool ready_ = false;
+};
+
+using Part = LayerSplitEvents::Part;
+
 // SCOPE_LAYER around any forward kernel (§6): the input projections, the core, the output
-// projection (layer_projections.h), with events between them so an iteration's time splits into
-// projections and core. Inside a graph capture the events are left out: a replayed graph has no
-// split.
+// projection (layer_projections.h), split by LayerSplitEvents.
 class LayerKernel : public Kernel {
  public:
   static absl::StatusOr<std::unique_ptr<LayerKernel>> Create(std::unique_ptr<Kernel> core,
                                                              const cuda::LayerBuffers& buffers,
                                                              cudaStream_t stream) {
     auto k = std::unique_ptr<LayerKernel>(new LayerKernel(std::move(core), buffers));
-    for (cudaEvent_t& e : k->events_) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e));
+    if (absl::Status s = k->split_.Init(3); !s.ok()) return s;
     if (absl::Status s = k->cublas_.Init(stream); !s.ok()) return s;
     return k;
   }
-  ~LayerKernel() override {
-    for (cudaEvent_t e : events_) {
-      if (e != nullptr) cudaEventDestroy(e);
-    }
-  }
 
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-    split_ready_ = false;
-    const bool split = capture == cudaStreamCaptureStatusNone;
-    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[0], stream));
+    if (absl::Status s = split_.Start(stream); !s.ok()) return s;
     if (absl::Status s = cuda::EnqueueInputProjections(buffers_, cublas_.handle()); !s.ok()) {
       return s;
     }
-    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[1], stream));
+    if (absl::Status s = split_.Mark(stream, Part::kProjections); !s.ok()) return s;
     if (absl::Status s = core_->Enqueue(args, stream); !s.ok()) return s;
-    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[2], stream));
+    if (absl::Status s = split_.Mark(stream, Part::kCore); !s.ok()) return s;
     if (absl::Status s = cuda::EnqueueOutputProjection(buffers_, cublas_.handle()); !s.ok()) {
       return s;
     }
-    if (split) ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventRecord(events_[3], stream));
-    split_ready_ = split;
+    if (absl::Status s = split_.Mark(stream, Part::kProjections); !s.ok()) return s;
+    split_.Finish();
     return absl::OkStatus();
   }
 
-  // The split of the last Enqueue once the stream has passed it; nullopt after a capture.
-  std::optional<LayerSplit> LastSplit() const {
-    if (!split_ready_) return std::nullopt;
-    float ms[3] = {0, 0, 0};
-    for (int k = 0; k < 3; ++k) {
-      if (cudaEventElapsedTime(&ms[k], events_[k], events_[k + 1]) != cudaSuccess) {
-        cudaGetLastError();  // not sticky: leave the next call a clean slate
-        return std::nullopt;
-      }
-    }
-    return LayerSplit{(ms[0] + ms[2]) * 1e-3, ms[1] * 1e-3};
-  }
+  const LayerSplitEvents& split() const { return split_; }
 
  private:
   LayerKernel(std::unique_ptr<Kernel> core, const cuda::LayerBuffers& buffers)
@@ -618,8 +677,157 @@ class LayerKernel : public Kernel {
   std::unique_ptr<Kernel> core_;
   const cuda::LayerBuffers buffers_;
   CublasSession cublas_;
-  cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
-  bool split_ready_ = false;
+  LayerSplitEvents split_;
+};
+
+// SCOPE_LAYER's PHASE_BACKWARD around any backward kernel (§5, §6; layer_gradients.h). The forward
+// is the layer's: input projections, the core's forward keeping what its backward reads, the
+// output projection. The backward: dW_o and dO (into the core's dO), the core's backward, then the
+// weight gradients and dX from the core's dQ, dK, dV. An iteration follows Problem::training_step
+// as any BackwardKernel's, split between products and core by LayerSplitEvents.
+class LayerBackwardKernel : public BackwardKernel {
+ public:
+  // `core` made for the layer's core problem with a dO it leaves to this kernel; `problem`,
+  // `shapes` and `inputs` the layer's (dY from inputs.grad_output).
+  static absl::StatusOr<std::unique_ptr<LayerBackwardKernel>> Create(
+      std::unique_ptr<BackwardKernel> core, const cuda::LayerBuffers& layer, const Problem& problem,
+      const ProblemShapes& shapes, const AttentionInputs& inputs, cudaStream_t stream) {
+    auto k = std::unique_ptr<LayerBackwardKernel>(new LayerBackwardKernel(std::move(core)));
+    k->training_step_ = problem.training_step;
+    k->dtype_ = problem.dtype;
+    k->shapes_ = shapes;
+    if (absl::Status s = k->split_.Init(6); !s.ok()) return s;
+    if (absl::Status s = k->cublas_.Init(stream); !s.ok()) return s;
+    if (inputs.grad_output.shape != shapes.x) {
+      return absl::InternalError("the layer backward's dY does not have the shape of Y");
+    }
+    const std::string dy = EncodeTensor(inputs.grad_output);
+    absl::StatusOr<cuda::DeviceBuffer> b =
+        cuda::DeviceBuffer::Upload(dy.data(), dy.size(), "the layer's output gradient dY");
+    if (!b.ok()) return b.status();
+    k->dy_ = *std::move(b);
+
+    const uint64_t e = static_cast<uint64_t>(cuda::StorageBytes(layer.storage));
+    const uint64_t concat = static_cast<uint64_t>(cuda::ConcatWidth(layer));
+    const uint64_t tokens = static_cast<uint64_t>(layer.tokens);
+    const uint64_t d_model = static_cast<uint64_t>(layer.d_model);
+    b = cuda::DeviceBuffer::Allocate(concat * d_model * e, "the layer's [W_q W_k W_v]");
+    if (!b.ok()) return b.status();
+    k->w_concat_ = *std::move(b);
+    b = cuda::DeviceBuffer::Allocate(concat * tokens * e, "the layer's [dQ dK dV]");
+    if (!b.ok()) return b.status();
+    k->grad_concat_ = *std::move(b);
+    b = cuda::AllocateNaN(tokens * d_model * e, "the layer's input gradient dX");
+    if (!b.ok()) return b.status();
+    k->dx_ = *std::move(b);
+    b = cuda::AllocateNaN(concat * d_model * e, "the layer's dW_q, dW_k and dW_v");
+    if (!b.ok()) return b.status();
+    k->dw_qkv_ = *std::move(b);
+    b = cuda::AllocateNaN(static_cast<uint64_t>(layer.width_o) * d_model * e,
+                          "the layer's output weight gradient dW_o");
+    if (!b.ok()) return b.status();
+    k->dw_o_ = *std::move(b);
+    if (absl::Status s = cuda::ConcatenateWeights(layer, k->w_concat_.get(), stream); !s.ok()) {
+      return s;
+    }
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+
+    cuda::LayerGradientBuffers& g = k->grads_;
+    g.layer = layer;
+    g.grad_output = k->dy_.get();
+    const cuda::DeviceBackward& core_state = k->core_->state();
+    g.grad_core_output = core_state.GradOutput();
+    g.grad_projected[0] = core_state.Args().dq;
+    g.grad_projected[1] = core_state.Args().dk;
+    g.grad_projected[2] = core_state.Args().dv;
+    g.grad_concat = k->grad_concat_.get();
+    g.w_concat = k->w_concat_.get();
+    g.dx = k->dx_.get();
+    uint64_t column = 0;
+    for (int p = 0; p < 3; ++p) {
+      // dW_q, dW_k, dW_v one after another, each [d_model, width[p]].
+      g.dw[p] = k->dw_qkv_.as<char>() + column * d_model * e;
+      column += static_cast<uint64_t>(layer.width[p]);
+    }
+    g.dw_o = k->dw_o_.get();
+    return k;
+  }
+
+  absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    if (absl::Status s = split_.Start(stream); !s.ok()) return s;
+    if (absl::Status s = BackwardKernel::Enqueue(args, stream); !s.ok()) return s;
+    split_.Finish();
+    return absl::OkStatus();
+  }
+
+  // Outside Enqueue (the untimed forward a backward alone starts from) the marks record nothing.
+  absl::Status EnqueueForward(const AttentionArgs& args, cudaStream_t stream) override {
+    if (absl::Status s = cuda::EnqueueInputProjections(grads_.layer, cublas_.handle()); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = split_.Mark(stream, Part::kProjections); !s.ok()) return s;
+    if (absl::Status s = core_->EnqueueForward(args, stream); !s.ok()) return s;
+    if (absl::Status s = split_.Mark(stream, Part::kCore); !s.ok()) return s;
+    if (absl::Status s = cuda::EnqueueOutputProjection(grads_.layer, cublas_.handle()); !s.ok()) {
+      return s;
+    }
+    return split_.Mark(stream, Part::kProjections);
+  }
+
+  absl::Status EnqueueBackward(const AttentionArgs& args, cudaStream_t stream) override {
+    if (absl::Status s = cuda::EnqueueOutputGradients(grads_, cublas_.handle()); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = split_.Mark(stream, Part::kProjections); !s.ok()) return s;
+    if (absl::Status s = core_->EnqueueBackward(args, stream); !s.ok()) return s;
+    if (absl::Status s = split_.Mark(stream, Part::kCore); !s.ok()) return s;
+    if (absl::Status s = cuda::EnqueueInputGradients(grads_, cublas_.handle(), stream); !s.ok()) {
+      return s;
+    }
+    return split_.Mark(stream, Part::kProjections);
+  }
+
+  absl::StatusOr<GradientTensors> DownloadGradients() const override {
+    GradientTensors g;
+    struct Slot {
+      FloatTensor* into;
+      const void* from;
+      const Shape* shape;
+    };
+    const Slot slots[] = {{&g.dx, grads_.dx, &shapes_.x},
+                          {&g.dw_q, grads_.dw[0], &shapes_.w_q},
+                          {&g.dw_k, grads_.dw[1], &shapes_.w_k},
+                          {&g.dw_v, grads_.dw[2], &shapes_.w_v},
+                          {&g.dw_o, grads_.dw_o, &shapes_.w_o}};
+    for (const Slot& slot : slots) {
+      absl::StatusOr<FloatTensor> t = cuda::DownloadTensor(slot.from, *slot.shape, dtype_);
+      if (!t.ok()) return t.status();
+      *slot.into = *std::move(t);
+    }
+    return g;
+  }
+
+  const LayerSplitEvents& split() const { return split_; }
+
+  // Device bytes Create allocates beside the core's (DeviceBackward's dO among them): dY, [W_q
+  // W_k W_v], [dQ dK dV], dX and the weight gradients.
+  static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& s) {
+    const uint64_t weights = NumElements(s.w_q) + NumElements(s.w_k) + NumElements(s.w_v);
+    const uint64_t concat = NumElements(s.query) + NumElements(s.key) + NumElements(s.value);
+    const uint64_t elements = 2 * NumElements(s.x) + 2 * weights + concat + NumElements(s.w_o);
+    return elements * DTypeBytes(problem.dtype);
+  }
+
+ private:
+  explicit LayerBackwardKernel(std::unique_ptr<BackwardKernel> core) : core_(std::move(core)) {}
+
+  std::unique_ptr<BackwardKernel> core_;
+  CublasSession cublas_;
+  LayerSplitEvents split_;
+  DType dtype_ = DType::kUnspecified;
+  ProblemShapes shapes_;  // the layer's
+  cuda::DeviceBuffer dy_, w_concat_, grad_concat_, dx_, dw_qkv_, dw_o_;
+  cuda::LayerGradientBuffers grads_;
 };
 
 class CudaWorkload : public Workload {
@@ -643,13 +851,11 @@ class CudaWorkload : public Workload {
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start_));
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop_));
+    if (problem.phase == Phase::kBackward && problem_->layer()) return InitLayerBackward(problem);
     switch (kind) {
       case Kind::kFlash: {
         if (problem.phase == Phase::kBackward) {
-          // No expressions or tile lists: the backward's allow-list refuses expressions, and its
-          // forward and itself test block masks per tile.
-          absl::StatusOr<std::unique_ptr<FlashBackwardKernel>> k =
-              FlashBackwardKernel::Create(problem, inputs_);
+          absl::StatusOr<std::unique_ptr<BackwardKernel>> k = MakeBackwardKernel(problem, inputs_);
           if (!k.ok()) return k.status();
           backward_ = k->get();
           kernel_ = *std::move(k);
@@ -668,8 +874,7 @@ class CudaWorkload : public Workload {
       }
       case Kind::kReference:
         if (problem.phase == Phase::kBackward) {
-          absl::StatusOr<std::unique_ptr<ReferenceBackwardKernel>> k =
-              ReferenceBackwardKernel::Create(problem, inputs_);
+          absl::StatusOr<std::unique_ptr<BackwardKernel>> k = MakeBackwardKernel(problem, inputs_);
           if (!k.ok()) return k.status();
           backward_ = k->get();
           kernel_ = *std::move(k);
@@ -686,9 +891,7 @@ class CudaWorkload : public Workload {
         break;
       case Kind::kUnfused: {
         if (problem.phase == Phase::kBackward) {
-          // No expressions: CheckSupported refuses them with PHASE_BACKWARD.
-          absl::StatusOr<std::unique_ptr<UnfusedBackwardKernel>> k =
-              UnfusedBackwardKernel::Create(problem, inputs_, stream_);
+          absl::StatusOr<std::unique_ptr<BackwardKernel>> k = MakeBackwardKernel(problem, inputs_);
           if (!k.ok()) return k.status();
           backward_ = k->get();
           kernel_ = *std::move(k);
@@ -712,15 +915,10 @@ class CudaWorkload : public Workload {
       absl::StatusOr<std::unique_ptr<LayerKernel>> k =
           LayerKernel::Create(std::move(kernel_), problem_->Layer(), stream_);
       if (!k.ok()) return k.status();
-      layer_ = k->get();
+      layer_split_ = &(*k)->split();
       kernel_ = *std::move(k);
     }
-    graphs_.assign(problem_->num_input_sets(), nullptr);
-    if (absl::Status s = problem_->PoisonOutput(); !s.ok()) return s;
-    // The poison's cudaMemset may still be queued on the legacy stream, which stream_ (non-
-    // blocking) does not wait for; a backward timed alone writes O in its first BeforeIteration.
-    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-    return absl::OkStatus();
+    return FinishInit();
   }
 
   absl::Status BeforeIteration(const IterationOptions& options) override {
@@ -758,8 +956,8 @@ class CudaWorkload : public Workload {
   }
 
   std::optional<LayerSplit> LastLayerSplit() const override {
-    if (layer_ == nullptr || !ran_ || replayed_) return std::nullopt;
-    return layer_->LastSplit();
+    if (layer_split_ == nullptr || !ran_ || replayed_) return std::nullopt;
+    return layer_split_->Last();
   }
 
   const AttentionInputs& Inputs() const override { return inputs_; }
@@ -774,7 +972,7 @@ class CudaWorkload : public Workload {
     if (backward_ == nullptr) return Workload::Gradients();
     if (!ran_) return absl::FailedPreconditionError("Gradients() before any RunTimed()");
     ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
-    return backward_->state().DownloadGradients();
+    return backward_->DownloadGradients();
   }
 
   DeviceDescription Device() const override { return CudaDevices()[device_].description; }
@@ -799,6 +997,66 @@ class CudaWorkload : public Workload {
   double ExpressionCompileSeconds() const override { return expression_compile_seconds_; }
 
  private:
+  // The backend's backward kernel for a core-scope backward `problem`. No expressions (the
+  // backward allow-lists refuse them) and no tile lists: the backward kernels and their forwards
+  // test block masks per tile.
+  absl::StatusOr<std::unique_ptr<BackwardKernel>> MakeBackwardKernel(
+      const Problem& problem, const AttentionInputs& inputs) {
+    switch (kind_) {
+      case Kind::kFlash: {
+        absl::StatusOr<std::unique_ptr<FlashBackwardKernel>> k =
+            FlashBackwardKernel::Create(problem, inputs);
+        if (!k.ok()) return k.status();
+        return std::unique_ptr<BackwardKernel>(*std::move(k));
+      }
+      case Kind::kUnfused: {
+        absl::StatusOr<std::unique_ptr<UnfusedBackwardKernel>> k =
+            UnfusedBackwardKernel::Create(problem, inputs, stream_);
+        if (!k.ok()) return k.status();
+        return std::unique_ptr<BackwardKernel>(*std::move(k));
+      }
+      case Kind::kReference: {
+        absl::StatusOr<std::unique_ptr<ReferenceBackwardKernel>> k =
+            ReferenceBackwardKernel::Create(problem, inputs);
+        if (!k.ok()) return k.status();
+        return std::unique_ptr<BackwardKernel>(*std::move(k));
+      }
+    }
+    return absl::InternalError("unknown CUDA backend kind");
+  }
+
+  // SCOPE_LAYER with PHASE_BACKWARD: the backend's backward kernel for the layer's core, its dO
+  // written by the layer (a grad_output of the core output's shape without values), inside a
+  // LayerBackwardKernel.
+  absl::Status InitLayerBackward(const Problem& problem) {
+    const Problem core = CoreProblemOfLayer(problem);
+    absl::StatusOr<ProblemShapes> core_shapes = ShapesOf(core);
+    if (!core_shapes.ok()) return core_shapes.status();
+    absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+    if (!shapes.ok()) return shapes.status();
+    AttentionInputs core_inputs;
+    core_inputs.grad_output.dtype = core.dtype;
+    core_inputs.grad_output.shape = core_shapes->core_output;
+    absl::StatusOr<std::unique_ptr<BackwardKernel>> k = MakeBackwardKernel(core, core_inputs);
+    if (!k.ok()) return k.status();
+    absl::StatusOr<std::unique_ptr<LayerBackwardKernel>> layer = LayerBackwardKernel::Create(
+        *std::move(k), problem_->Layer(), problem, *shapes, inputs_, stream_);
+    if (!layer.ok()) return layer.status();
+    layer_split_ = &(*layer)->split();
+    backward_ = layer->get();
+    kernel_ = *std::move(layer);
+    return FinishInit();
+  }
+
+  absl::Status FinishInit() {
+    graphs_.assign(problem_->num_input_sets(), nullptr);
+    if (absl::Status s = problem_->PoisonOutput(); !s.ok()) return s;
+    // The poison's cudaMemset may still be queued on the legacy stream, which stream_ (non-
+    // blocking) does not wait for; a backward timed alone writes O in its first BeforeIteration.
+    ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    return absl::OkStatus();
+  }
+
   // A backward timed alone starts from the forward's O and log-sum-exp: computed here once,
   // untimed, before the first iteration (every input copy holds the same values, so any will do).
   absl::Status ForwardOnce() {
@@ -839,9 +1097,10 @@ class CudaWorkload : public Workload {
   std::unique_ptr<Kernel> kernel_;
   const FlashKernel* flash_ = nullptr;  // kernel_ when it is the flash kernel
   BackwardKernel* backward_ = nullptr;  // kernel_ when the problem is a backward
-  const LayerKernel* layer_ = nullptr;  // kernel_ at layer scope (flash_ then lies inside it)
-  bool replayed_ = false;               // the last RunTimed replayed a graph
-  bool forward_done_ = false;           // ForwardOnce ran
+  // The split events of kernel_ at layer scope (flash_ then lies inside it).
+  const LayerSplitEvents* layer_split_ = nullptr;
+  bool replayed_ = false;      // the last RunTimed replayed a graph
+  bool forward_done_ = false;  // ForwardOnce ran
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr;
   cudaEvent_t stop_ = nullptr;
@@ -945,6 +1204,10 @@ class CudaBackend : public Backend {
     }
     if (problem.phase == Phase::kBackward) {
       bytes += cuda::DeviceBackward::EstimateBytes(problem, *shapes);
+      // The layer backward's own buffers, and its cuBLAS handle beside the projections'.
+      if (shapes->layer) {
+        bytes += LayerBackwardKernel::EstimateBytes(problem, *shapes) + kCublasWorkspaceBytes;
+      }
     }
     if (shapes->layer) bytes += kCublasWorkspaceBytes;  // the projections' cuBLAS handle
     if (cuda::DeviceKvCache::Needed(problem)) {

@@ -1,6 +1,7 @@
 #include "kernels/cuda/backend/cuda_support.h"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,11 @@
 
 namespace attnbench {
 namespace {
+
+// Off until kernels_cuda_layer_backward_test has passed on a device: then true, and this the only
+// line to change.
+constexpr bool kCudaLayerBackwardEnabled = false;
+std::atomic<bool> layer_backward_for_test{false};
 
 DType DTypeOf(cuda::Storage s) {
   switch (s) {
@@ -88,6 +94,9 @@ std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind) {
   return {};
 }
 
+bool CudaLayerBackwardEnabled() { return kCudaLayerBackwardEnabled || layer_backward_for_test; }
+void EnableCudaLayerBackwardForTest() { layer_backward_for_test = true; }
+
 const char* CudaBackendName(CudaBackendKind kind) {
   switch (kind) {
     case CudaBackendKind::kFlash:
@@ -120,6 +129,14 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       "width in one strided-batched GEMM) around this backend's core; RunResult.layer_timing "
       "splits each iteration, except a replayed CUDA graph",
       "no float8 storage"};
+  // Around whichever core backward the backend has (its phases say whether it has one).
+  s.layer_backward = CudaLayerBackwardEnabled();
+  if (s.layer_backward) {
+    s.limitations.emplace_back(
+        "SCOPE_LAYER with PHASE_BACKWARD: dW_o, dO, the weight gradients and dX by cuBLAS "
+        "(float32 accumulation, each stored once in the dtype; dX one product over [dQ dK dV] "
+        "side by side) around this backend's core backward");
+  }
   switch (kind) {
     case CudaBackendKind::kFlash:
       for (const auto& [qk, v] : cuda::flash::Sm80AllowList().head_dims) {

@@ -23,6 +23,13 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind);
 // is every phase's); CheckCudaSupport refuses the others with that phase, naming the field.
 std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind);
 
+// Whether the CUDA backends declare PHASE_BACKWARD at SCOPE_LAYER (BackendSupport::layer_backward:
+// layer_gradients.h around each backend's own core backward). The one switch, off until the layer
+// backward has passed its GPU test once (kernels_cuda_layer_backward_test), which turns it on in
+// its own process through EnableCudaLayerBackwardForTest.
+bool CudaLayerBackwardEnabled();
+void EnableCudaLayerBackwardForTest();
+
 // OK when the backend runs the normalized, valid problem on such a device; otherwise
 // FAILED_PRECONDITION naming the field (backend allow-lists) or the kernels' reasons.
 absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,

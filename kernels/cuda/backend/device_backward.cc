@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cuda/backend/cuda_status.h"
+#include "kernels/cuda/backend/device_tensor.h"
 #include "kernels/spec/dtype.h"
 
 namespace attnbench::cuda {
@@ -41,30 +42,6 @@ uint64_t InverseMapBytes(const ProblemShapes& s) {
   return entries * sizeof(int32_t);
 }
 
-absl::StatusOr<DeviceBuffer> NaNFilled(uint64_t bytes, const std::string& what) {
-  absl::StatusOr<DeviceBuffer> b = DeviceBuffer::Allocate(bytes, what);
-  if (!b.ok()) return b.status();
-  // 0xFF bytes are NaN in float32, float16 and bfloat16 alike. cudaMemset may return before it
-  // runs, on the legacy stream that the workload's non-blocking stream does not wait for: the
-  // device is synchronized so that no kernel can overtake it.
-  ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaMemset(b->get(), 0xFF, bytes));
-  ATTNBENCH_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-  return b;
-}
-
-absl::StatusOr<FloatTensor> Download(const DeviceBuffer& buffer, const Shape& shape, DType dtype) {
-  std::string bytes(buffer.bytes(), '\0');
-  ATTNBENCH_CUDA_RETURN_IF_ERROR(
-      cudaMemcpy(bytes.data(), buffer.get(), bytes.size(), cudaMemcpyDeviceToHost));
-  absl::StatusOr<std::vector<float>> values = DecodeValues(bytes, dtype);
-  if (!values.ok()) return values.status();
-  FloatTensor t;
-  t.dtype = dtype;
-  t.shape = shape;
-  t.values = *std::move(values);
-  return t;
-}
-
 }  // namespace
 
 uint64_t DeviceBackward::EstimateBytes(const Problem& problem, const ProblemShapes& s) {
@@ -88,9 +65,13 @@ absl::StatusOr<std::unique_ptr<DeviceBackward>> DeviceBackward::Create(
   if (inputs.grad_output.shape != shapes.core_output) {
     return absl::InternalError("the backward's dO does not have the shape of the output");
   }
-  const std::string dout = EncodeTensor(inputs.grad_output);
-  absl::StatusOr<DeviceBuffer> b =
-      DeviceBuffer::Upload(dout.data(), dout.size(), "the output gradient dO");
+  absl::StatusOr<DeviceBuffer> b;
+  if (inputs.grad_output.values.empty()) {
+    b = AllocateNaN(StoredBytes(shapes.core_output, problem.dtype), "the output gradient dO");
+  } else {
+    const std::string dout = EncodeTensor(inputs.grad_output);
+    b = DeviceBuffer::Upload(dout.data(), dout.size(), "the output gradient dO");
+  }
   if (!b.ok()) return b.status();
   db->grad_out_ = *std::move(b);
   g.grad_out = db->grad_out_.get();
@@ -109,15 +90,15 @@ absl::StatusOr<std::unique_ptr<DeviceBackward>> DeviceBackward::Create(
   db->row_terms_ = *std::move(b);
   g.row_terms = db->row_terms_.as<float>();
 
-  b = NaNFilled(StoredBytes(shapes.query, problem.dtype), "the query gradient dQ");
+  b = AllocateNaN(StoredBytes(shapes.query, problem.dtype), "the query gradient dQ");
   if (!b.ok()) return b.status();
   db->dq_ = *std::move(b);
   g.dq = db->dq_.get();
-  b = NaNFilled(StoredBytes(shapes.key, problem.dtype), "the key gradient dK");
+  b = AllocateNaN(StoredBytes(shapes.key, problem.dtype), "the key gradient dK");
   if (!b.ok()) return b.status();
   db->dk_ = *std::move(b);
   g.dk = db->dk_.get();
-  b = NaNFilled(StoredBytes(shapes.value, problem.dtype), "the value gradient dV");
+  b = AllocateNaN(StoredBytes(shapes.value, problem.dtype), "the value gradient dV");
   if (!b.ok()) return b.status();
   db->dv_ = *std::move(b);
   g.dv = db->dv_.get();
@@ -144,13 +125,13 @@ absl::StatusOr<std::unique_ptr<DeviceBackward>> DeviceBackward::Create(
 
 absl::StatusOr<GradientTensors> DeviceBackward::DownloadGradients() const {
   GradientTensors g;
-  absl::StatusOr<FloatTensor> t = Download(dq_, query_shape_, dtype_);
+  absl::StatusOr<FloatTensor> t = DownloadTensor(dq_.get(), query_shape_, dtype_);
   if (!t.ok()) return t.status();
   g.dq = *std::move(t);
-  t = Download(dk_, key_shape_, dtype_);
+  t = DownloadTensor(dk_.get(), key_shape_, dtype_);
   if (!t.ok()) return t.status();
   g.dk = *std::move(t);
-  t = Download(dv_, value_shape_, dtype_);
+  t = DownloadTensor(dv_.get(), value_shape_, dtype_);
   if (!t.ok()) return t.status();
   g.dv = *std::move(t);
   return g;

@@ -27,12 +27,15 @@ class DeviceBackward {
 
   // On the current device, for a normalized, valid, core-scope PHASE_BACKWARD problem; `inputs`
   // from GenerateInputs (grad_output included). dQ, dK and dV start as NaN, so an element a kernel
-  // fails to write cannot pass a check.
+  // fails to write cannot pass a check. A grad_output with its shape but no values leaves dO to
+  // whoever holds GradOutput() (a layer's backward writes it from dY), NaN until then.
   static absl::StatusOr<std::unique_ptr<DeviceBackward>> Create(const Problem& problem,
                                                                 const ProblemShapes& shapes,
                                                                 const AttentionInputs& inputs);
 
   const BackwardArgs& Args() const { return args_; }
+  // dO on the device, in the storage type, shaped as the core's output.
+  void* GradOutput() const { return grad_out_.get(); }
 
   // dQ, dK, dV as float values of the storage dtype, in the shapes of Q, K and V.
   absl::StatusOr<GradientTensors> DownloadGradients() const;

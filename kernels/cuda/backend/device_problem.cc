@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/backend/cuda_status.h"
+#include "kernels/cuda/backend/device_tensor.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/mask.h"
 #include "kernels/spec/modifiers.h"
@@ -322,16 +323,7 @@ absl::Status DeviceProblem::PoisonOutput() {
 }
 
 absl::StatusOr<FloatTensor> DeviceProblem::DownloadOutput() const {
-  std::string bytes(output_.bytes(), '\0');
-  ATTNBENCH_CUDA_RETURN_IF_ERROR(
-      cudaMemcpy(bytes.data(), output_.get(), bytes.size(), cudaMemcpyDeviceToHost));
-  absl::StatusOr<std::vector<float>> values = DecodeValues(bytes, dtype_);
-  if (!values.ok()) return values.status();
-  FloatTensor t;
-  t.dtype = dtype_;
-  t.shape = output_shape_;
-  t.values = *std::move(values);
-  return t;
+  return DownloadTensor(output_.get(), output_shape_, dtype_);
 }
 
 }  // namespace attnbench::cuda

@@ -7,8 +7,6 @@
 namespace attnbench::cuda {
 namespace {
 
-int64_t StorageBytes(Storage storage) { return storage == Storage::kFloat32 ? 4 : 2; }
-
 // Elements from `from` to `to` (both in `storage`), or -1 when `to` is not past `from` by a whole
 // number of elements.
 int64_t ElementsBetween(const void* from, const void* to, Storage storage) {
@@ -75,17 +73,34 @@ absl::Status EnqueueInputProjections(const LayerBuffers& b, cublasHandle_t handl
   return absl::OkStatus();
 }
 
-absl::Status EnqueueOutputProjection(const LayerBuffers& b, cublasHandle_t handle) {
+absl::Status EnqueueGemm(const RowMajorGemm& g, cublasHandle_t handle) {
   if (absl::Status s = HostPointers(handle); !s.ok()) return s;
-  const cudaDataType_t type = CublasType(b.storage);
-  const float one = 1.0f, zero = 0.0f;
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS gets B first. A
+  // row-major matrix stored [r, c] is column-major [c, r] with leading dimension c, so an operand
+  // used as stored is CUBLAS_OP_N and a transposed one CUBLAS_OP_T.
+  const float one = 1.0f;
+  const cudaDataType_t type = CublasType(g.storage);
   return CublasStatus(
-      cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(b.d_model),
-                   static_cast<int>(b.tokens), static_cast<int>(b.width_o), &one, b.w_o, type,
-                   static_cast<int>(b.d_model), b.core_output, type, static_cast<int>(b.width_o),
-                   &zero, b.output, type, static_cast<int>(b.d_model), CUBLAS_COMPUTE_32F,
-                   CUBLAS_GEMM_DEFAULT),
-      "cublasGemmEx (output projection Y = O W_o)");
+      cublasGemmEx(handle, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                   g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(g.n),
+                   static_cast<int>(g.m), static_cast<int>(g.k), &one, g.b, type,
+                   static_cast<int>(g.trans_b ? g.k : g.n), g.a, type,
+                   static_cast<int>(g.trans_a ? g.m : g.k), &g.beta, g.c, CublasType(g.c_storage),
+                   static_cast<int>(g.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      absl::StrCat("cublasGemmEx (", g.what, ")"));
+}
+
+absl::Status EnqueueOutputProjection(const LayerBuffers& b, cublasHandle_t handle) {
+  RowMajorGemm g;
+  g.m = b.tokens;
+  g.n = b.d_model;
+  g.k = b.width_o;
+  g.a = b.core_output;
+  g.b = b.w_o;
+  g.c = b.output;
+  g.storage = g.c_storage = b.storage;
+  g.what = "output projection Y = O W_o";
+  return EnqueueGemm(g, handle);
 }
 
 }  // namespace attnbench::cuda

@@ -32,6 +32,9 @@ struct LayerBuffers {
   void* output = nullptr;                            // Y [tokens, d_model]
 };
 
+// Bytes of one element of `storage`.
+inline int64_t StorageBytes(Storage storage) { return storage == Storage::kFloat32 ? 4 : 2; }
+
 // One GEMM of the input projections: `count` consecutive projections from `first`, one width,
 // their weights `weight_stride` and their outputs `output_stride` elements apart.
 struct ProjectionBatch {
@@ -43,6 +46,24 @@ struct ProjectionBatch {
 
 // The input projections grouped into as few GEMMs as their widths and strides allow.
 std::vector<ProjectionBatch> InputProjectionBatches(const LayerBuffers& b);
+
+// One product of row-major matrices on the handle's stream, float32 accumulation: C [m, n] =
+// op(A) op(B) + beta C, with A stored [m, k] (or [k, m] when trans_a: op(A) = A^T) and B stored
+// [k, n] (or [n, k] when trans_b). A and B in `storage`, C in `c_storage`. `what` names the
+// product in an error.
+struct RowMajorGemm {
+  bool trans_a = false;
+  bool trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* c = nullptr;
+  float beta = 0;
+  Storage storage = Storage::kFloat32;
+  Storage c_storage = Storage::kFloat32;
+  const char* what = "";
+};
+absl::Status EnqueueGemm(const RowMajorGemm& g, cublasHandle_t handle);
 
 // Enqueues Q, K, V = X W_q, X W_k, X W_v on the handle's stream.
 absl::Status EnqueueInputProjections(const LayerBuffers& b, cublasHandle_t handle);

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_backend.h"
+#include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_backward.h"
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/backend/device_problem.h"
@@ -37,6 +38,7 @@
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/cuda/unfused/unfused_backward.h"
 #include "kernels/reference/gradient_check.h"
+#include "kernels/reference/layer_backward64.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
@@ -762,6 +764,211 @@ TEST(CudaFlashBackwardTest, EstimateCoversTheBackwardAndTooLargeIsRefusedFirst) 
             backend->EstimateBytes(prefill) + cuda::DeviceBackward::EstimateBytes(p, shapes) +
                 cuda::flash::BackwardWorkspaceBytes(cuda::ShapeArgs(p, shapes)));
   ExpectTooLargeRefusedFirst(kCudaFlashBackend, DType::kBFloat16);
+}
+
+// ---- SCOPE_LAYER with PHASE_BACKWARD: layer_gradients.h around each backend's core backward ----
+
+// The layer backward is declared only once it has passed here (cuda_support.h
+// CudaLayerBackwardEnabled); this binary declares it for its own process.
+void DeclareLayerBackward() { EnableCudaLayerBackwardForTest(); }
+
+// B = 2, S = 77 (no tile's multiple), d_model = 200, a layer-scope backward edited by a case.
+struct LayerCase {
+  const char* name;
+  void (*edit)(Problem&);
+};
+
+const LayerCase kLayerCases[] = {
+    // Q, K, V of one width: the input projections one batched GEMM, dX over three equal widths.
+    {"mha_causal_rope",
+     [](Problem& p) {
+       p.layout = {};
+       p.layout.kind = LayoutKind::kMha;
+       p.layout.num_heads = 4;
+       p.head_dim_qk = 64;
+       p.head_dim_v = 64;
+       p.mask.kind = MaskKind::kCausal;
+       p.rope.enabled = true;
+     }},
+    // GQA 6/2 with D_qk 40 != D_v 24: three widths, causal with RoPE, ALiBi and softcap.
+    {"gqa_causal_modifiers", [](Problem& p) { testing::SetAllModifiers(p); }},
+    // SQA 8 -> 4/2 at D 64, causal: fewer query heads than the baseline.
+    {"sqa_causal",
+     [](Problem& p) {
+       p.layout = {};
+       p.layout.kind = LayoutKind::kSqa;
+       p.layout.baseline_heads = 8;
+       p.layout.num_query_heads = 4;
+       p.layout.num_kv_heads = 2;
+       p.head_dim_qk = 64;
+       p.head_dim_v = 64;
+       p.mask.kind = MaskKind::kCausal;
+     }},
+};
+
+Problem LayerProblem(const LayerCase& c, DType dtype, bool training_step) {
+  Problem p = OddProblem();
+  p.seq_len_q = p.seq_len_kv = 77;
+  c.edit(p);
+  p.scope = Scope::kLayer;
+  p.d_model = 200;
+  p.dtype = dtype;
+  p.training_step = training_step;
+  p.seed = 5151 + static_cast<int>(dtype);
+  return p;
+}
+
+// The relative L2 error of each of dX, dW_q, dW_k, dW_v, dW_o against the layer's float64 oracle
+// (layer_backward64, checked against finite differences), recorded as a test property; on
+// cuda_reference, which computes what cpu_reference does (float32 sums, each gradient and every
+// intermediate rounded once to the dtype), under cpu_layer_backward_test.cc's bounds. Then the
+// server's check on every row must pass, naming the five.
+void ExpectLayerGradientsClose(const BackwardRun& r, const std::string& context) {
+  ASSERT_NE(r.workload, nullptr) << context;
+  const AttentionInputs& inputs = r.workload->Inputs();
+  absl::StatusOr<LayerGradients64> ref = LayerBackward64(r.problem, inputs, 4);
+  ASSERT_TRUE(ref.ok()) << context << ": " << ref.status();
+  const ProblemShapes shapes = *ShapesOf(r.problem);
+  const struct {
+    const char* name;
+    const FloatTensor& got;
+    const std::vector<double>& want;
+    const Shape& shape;
+  } tensors[] = {{"dX", r.gradients.dx, ref->dx, shapes.x},
+                 {"dW_q", r.gradients.dw_q, ref->dw_q, shapes.w_q},
+                 {"dW_k", r.gradients.dw_k, ref->dw_k, shapes.w_k},
+                 {"dW_v", r.gradients.dw_v, ref->dw_v, shapes.w_v},
+                 {"dW_o", r.gradients.dw_o, ref->dw_o, shapes.w_o}};
+  for (const auto& t : tensors) {
+    EXPECT_EQ(t.got.shape, t.shape) << context << " " << t.name;
+    EXPECT_EQ(t.got.dtype, r.problem.dtype) << context << " " << t.name;
+    ASSERT_EQ(t.got.values.size(), t.want.size()) << context << " " << t.name;
+    for (float v : t.got.values) {
+      ASSERT_TRUE(std::isfinite(v)) << context << " " << t.name << ": an element left unwritten";
+      ASSERT_EQ(RoundToDType(v, r.problem.dtype), v) << context << " " << t.name;
+    }
+    const double err = testing::RelativeError(t.got.values, t.want);
+    ::testing::Test::RecordProperty(context + "_" + t.name, absl::StrCat(err));
+    if (r.backend == kCudaReferenceBackend) {
+      const double bound = r.problem.dtype == DType::kFloat16    ? 1e-3
+                           : r.problem.dtype == DType::kBFloat16 ? 5e-3
+                                                                 : 5e-6;
+      EXPECT_LE(err, bound) << context << " " << t.name;
+    }
+  }
+  CheckOptions full;
+  full.full = true;
+  absl::StatusOr<CorrectnessReport> report = CheckGradients(r.problem, inputs, r.gradients, full);
+  ASSERT_TRUE(report.ok()) << context << ": " << report.status();
+  EXPECT_TRUE(report->passed) << context << ": oracle relative error " << report->relative_error;
+  EXPECT_EQ(report->rows_checked, report->rows_total) << context;
+  ASSERT_EQ(report->tensors.size(), 5u) << context;
+  EXPECT_EQ(report->tensors[0].name, "dx") << context;
+  // Y is the layer's forward (the backward's own forward ran it), under the GPU layer's bound.
+  const std::vector<double> y = testing::NaiveAttention(r.problem, inputs);
+  ExpectAllClose(r.output.values, y, r.output.shape, testing::LayerKernelTolerance(r.problem.dtype),
+                 context + " Y");
+}
+
+class CudaLayerBackwardTest
+    : public ::testing::TestWithParam<std::tuple<std::string, DType, bool>> {};
+
+// Every case on the backend in the dtype and timing mode: the gradients against the oracle, Y,
+// and the time split (a training step's forward and backward, or the backward alone, both with
+// products and core).
+TEST_P(CudaLayerBackwardTest, EveryGradientMatchesTheFloat64Oracle) {
+  SKIP_WITHOUT_DEVICE();
+  DeclareLayerBackward();
+  const auto& [name, dtype, training_step] = GetParam();
+  Backend* backend = Find(name);
+  ASSERT_NE(backend, nullptr);
+  for (const LayerCase& c : kLayerCases) {
+    const Problem p = NormalizeProblem(LayerProblem(c, dtype, training_step));
+    const std::string context = absl::StrCat(name, "/", DTypeName(dtype), "/", c.name,
+                                             training_step ? "/training_step" : "/backward_only");
+    if (absl::Status s = backend->CheckSupported(p); !s.ok()) {
+      // cuda_flash: its backward's dtypes and head dims; every other backend runs every case.
+      EXPECT_EQ(name, kCudaFlashBackend) << context << ": " << s;
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << context << ": " << s;
+      continue;
+    }
+    const BackwardRun r = RunBackward(name, p, NoFlush());
+    ExpectLayerGradientsClose(r, context);
+    ASSERT_NE(r.workload, nullptr) << context;
+    const std::optional<LayerSplit> split = r.workload->LastLayerSplit();
+    ASSERT_TRUE(split.has_value()) << context;
+    EXPECT_GT(split->projections_seconds, 0) << context;
+    EXPECT_GT(split->core_seconds, 0) << context;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, CudaLayerBackwardTest,
+    ::testing::Combine(::testing::Values(kCudaReferenceBackend, kCudaUnfusedBackend,
+                                         kCudaFlashBackend),
+                       ::testing::Values(DType::kFloat32, DType::kBFloat16, DType::kFloat16),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return absl::StrCat(std::get<0>(info.param), "_", DTypeName(std::get<1>(info.param)), "_",
+                          std::get<2>(info.param) ? "training_step" : "backward_only");
+    });
+
+// The deterministic backends' layer backward (cuBLAS gives the same bits for the same calls on
+// one device): the same gradients and Y bit for bit over iterations, in both timing modes and
+// under CUDA-graph replay, which records no split.
+TEST(CudaLayerBackwardTest, DeterministicOverRunsModesAndGraphReplay) {
+  SKIP_WITHOUT_DEVICE();
+  DeclareLayerBackward();
+  for (const char* name : {kCudaReferenceBackend, kCudaUnfusedBackend}) {
+    Problem p = LayerProblem(kLayerCases[1], DType::kBFloat16, /*training_step=*/false);
+    const BackwardRun once = RunBackward(name, p, NoFlush());
+    const BackwardRun again = RunBackward(name, p, NoFlush(), 3);
+    IterationOptions graph = NoFlush();
+    graph.use_cuda_graph = true;
+    const BackwardRun replayed = RunBackward(name, p, graph, 3);
+    p.training_step = true;
+    const BackwardRun step = RunBackward(name, p, NoFlush());
+    const BackwardRun step_replayed = RunBackward(name, p, graph, 3);
+    ASSERT_NE(once.workload, nullptr) << name;
+    for (const BackwardRun* other : {&again, &replayed, &step, &step_replayed}) {
+      ASSERT_NE(other->workload, nullptr) << name;
+      EXPECT_EQ(other->gradients.dx.values, once.gradients.dx.values) << name;
+      EXPECT_EQ(other->gradients.dw_q.values, once.gradients.dw_q.values) << name;
+      EXPECT_EQ(other->gradients.dw_k.values, once.gradients.dw_k.values) << name;
+      EXPECT_EQ(other->gradients.dw_v.values, once.gradients.dw_v.values) << name;
+      EXPECT_EQ(other->gradients.dw_o.values, once.gradients.dw_o.values) << name;
+      EXPECT_EQ(other->output.values, once.output.values) << name;
+    }
+    EXPECT_FALSE(replayed.workload->LastLayerSplit().has_value()) << name;
+    EXPECT_FALSE(step_replayed.workload->LastLayerSplit().has_value()) << name;
+  }
+}
+
+// Gradients only after a run; the estimate adds the layer backward's buffers (dY, [W_q W_k W_v],
+// [dQ dK dV], dX, the weight gradients) and DeviceBackward's to the layer forward's.
+TEST(CudaLayerBackwardTest, GradientsOnlyAfterARunAndTheEstimateCoversTheBuffers) {
+  SKIP_WITHOUT_DEVICE();
+  DeclareLayerBackward();
+  for (const char* name : {kCudaReferenceBackend, kCudaUnfusedBackend}) {
+    Backend* backend = Find(name);
+    ASSERT_NE(backend, nullptr);
+    const Problem p =
+        NormalizeProblem(LayerProblem(kLayerCases[0], DType::kBFloat16, /*training_step=*/false));
+    absl::StatusOr<std::unique_ptr<Workload>> w = backend->Prepare(p, 0);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_EQ((*w)->Gradients().status().code(), absl::StatusCode::kFailedPrecondition) << name;
+    ASSERT_TRUE((*w)->RunTimed().ok()) << name;  // the forward still runs first, untimed
+    ASSERT_TRUE((*w)->Gradients().ok()) << name;
+    Problem prefill = p;
+    prefill.phase = Phase::kPrefill;
+    const ProblemShapes s = *ShapesOf(p);
+    const uint64_t own =
+        2 * (NumElements(s.x) + NumElements(s.w_q) + NumElements(s.w_k) + NumElements(s.w_v)) +
+        NumElements(s.query) + NumElements(s.key) + NumElements(s.value) + NumElements(s.w_o);
+    EXPECT_GE(backend->EstimateBytes(p),
+              backend->EstimateBytes(prefill) + cuda::DeviceBackward::EstimateBytes(p, s) + 2 * own)
+        << name;
+  }
 }
 
 }  // namespace

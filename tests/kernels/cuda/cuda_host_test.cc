@@ -548,9 +548,11 @@ TEST(CudaSupportTest, EveryBackendRunsLayers) {
   }
 }
 
-// PHASE_BACKWARD at SCOPE_LAYER is cpu_reference's alone: no CUDA backend declares it
-// (BackendSupport::layer_backward), so each refuses it by name before any device work.
-TEST(CudaSupportTest, NoBackendRunsALayersBackward) {
+// PHASE_BACKWARD at SCOPE_LAYER sits behind one switch (CudaLayerBackwardEnabled) until it has
+// passed on a device: off, every CUDA backend refuses it by name before any device work; on, every
+// backend with a core backward declares it (BackendSupport::layer_backward, with a limitation
+// saying how) and accepts the problem exactly where it accepts the core's backward.
+TEST(CudaSupportTest, LayerBackwardIsDeclaredOnlyBehindItsSwitch) {
   Problem p = Base();
   p.seq_len_kv = p.seq_len_q;
   p.scope = Scope::kLayer;
@@ -558,19 +560,49 @@ TEST(CudaSupportTest, NoBackendRunsALayersBackward) {
   p.phase = Phase::kBackward;
   const Problem n = NormalizeProblem(p);
   ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
-  for (CudaBackendKind kind :
-       {CudaBackendKind::kFlash, CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
-    EXPECT_FALSE(CudaBackendSupport(kind).layer_backward) << CudaBackendName(kind);
-    const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
-    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << CudaBackendName(kind) << s;
-    EXPECT_NE(s.message().find("PHASE_BACKWARD"), std::string::npos) << s;
+  const CudaBackendKind kinds[] = {CudaBackendKind::kFlash, CudaBackendKind::kUnfused,
+                                   CudaBackendKind::kReference};
+  if (!CudaLayerBackwardEnabled()) {
+    for (CudaBackendKind kind : kinds) {
+      EXPECT_FALSE(CudaBackendSupport(kind).layer_backward) << CudaBackendName(kind);
+      const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << CudaBackendName(kind) << s;
+      EXPECT_NE(s.message().find("PHASE_BACKWARD"), std::string::npos) << s;
+    }
+    // The same problem at core scope is refused for nothing but what each backend lacks.
+    Problem core = n;
+    core.scope = Scope::kCore;
+    core.d_model.reset();
+    for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+      EXPECT_TRUE(CheckCudaSupport(kind, core, HopperTraits()).ok()) << CudaBackendName(kind);
+    }
   }
-  // The same problem at core scope is refused for nothing but what each backend lacks.
-  Problem core = n;
-  core.scope = Scope::kCore;
-  core.d_model.reset();
-  for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
-    EXPECT_TRUE(CheckCudaSupport(kind, core, HopperTraits()).ok()) << CudaBackendName(kind);
+  EnableCudaLayerBackwardForTest();
+  ASSERT_TRUE(CudaLayerBackwardEnabled());
+  for (CudaBackendKind kind : kinds) {
+    const BackendSupport support = CudaBackendSupport(kind);
+    EXPECT_TRUE(support.layer_backward) << CudaBackendName(kind);
+    const bool has_backward = std::find(support.phases.begin(), support.phases.end(),
+                                        Phase::kBackward) != support.phases.end();
+    EXPECT_TRUE(has_backward || kind == CudaBackendKind::kFlash) << CudaBackendName(kind);
+    const bool says_how =
+        std::any_of(support.limitations.begin(), support.limitations.end(), [](const auto& l) {
+          return l.find("SCOPE_LAYER with PHASE_BACKWARD") != std::string::npos;
+        });
+    EXPECT_TRUE(says_how) << CudaBackendName(kind);
+    // The layer's backward is accepted exactly where its core's is.
+    Problem core = n;
+    core.scope = Scope::kCore;
+    core.d_model.reset();
+    const absl::Status s = CheckCudaSupport(kind, n, HopperTraits());
+    const absl::Status core_status = CheckCudaSupport(kind, core, HopperTraits());
+    EXPECT_EQ(s.code(), core_status.code()) << CudaBackendName(kind) << ": " << s;
+    if (has_backward && kind != CudaBackendKind::kFlash) {
+      EXPECT_TRUE(s.ok()) << CudaBackendName(kind) << ": " << s;
+    }
+    if (!has_backward) {
+      EXPECT_NE(s.message().find("spec.phase"), std::string::npos) << s;
+    }
   }
 }
 
