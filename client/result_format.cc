@@ -37,8 +37,10 @@ constexpr GradientColumn kGradientColumns[] = {
     {{"dX err", true}, "dx"},     {{"dW_q err", true}, "dw_q"}, {{"dW_k err", true}, "dw_k"},
     {{"dW_v err", true}, "dw_v"}, {{"dW_o err", true}, "dw_o"},
 };
-// The CSV's gradient fields: the core's (a layer's are in its overall error and pass).
+// The CSV's gradient fields: the core's, where they always were, and a layer's dX and weight
+// gradients, appended last so that the older columns keep their positions.
 constexpr const char* kCsvGradientNames[] = {"dq", "dk", "dv"};
+constexpr const char* kCsvLayerGradientNames[] = {"dx", "dw_q", "dw_k", "dw_v", "dw_o"};
 // Appended (after any gradient columns) when some row ran a client-written expression.
 constexpr Column kExpressionColumns[] = {{"score_mod", false}, {"mask_mod", false}};
 
@@ -63,6 +65,14 @@ const v1::TensorCheck* TensorCheckOf(const v1::RunResult& r, absl::string_view n
 
 bool HasGradientCheck(const v1::RunResult& r, const char* name) {
   return TensorCheckOf(r, name) != nullptr;
+}
+
+// `<name>_rel_err` and `<name>_passed` of one gradient: empty unless the check compared it.
+void AppendGradientFields(const v1::RunResult& r, const char* name,
+                          std::vector<std::string>* fields) {
+  const v1::TensorCheck* t = TensorCheckOf(r, name);
+  fields->push_back(t != nullptr ? absl::StrFormat("%.6g", t->relative_error()) : "");
+  fields->push_back(t != nullptr ? (t->passed() ? "true" : "false") : "");
 }
 
 int HeadsOf(const v1::RunResult& result) {
@@ -279,11 +289,12 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       "non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,dk_passed,"
       "dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
       "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
-      "mean_pool_median_ms\n";
+      "mean_pool_median_ms,dx_rel_err,dx_passed,dw_q_rel_err,dw_q_passed,dw_k_rel_err,"
+      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
       absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)),
-                      std::string(20, ','), "\n");
+                      std::string(30, ','), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -317,11 +328,7 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         r.measurement().backward_timing() != v1::BACKWARD_TIMING_UNSPECIFIED
             ? BackwardTimingName(r.measurement().backward_timing())
             : ""};
-    for (const char* name : kCsvGradientNames) {
-      const v1::TensorCheck* t = TensorCheckOf(r, name);
-      fields.push_back(t != nullptr ? absl::StrFormat("%.6g", t->relative_error()) : "");
-      fields.push_back(t != nullptr ? (t->passed() ? "true" : "false") : "");
-    }
+    for (const char* name : kCsvGradientNames) AppendGradientFields(r, name, &fields);
     // Empty, not "-", where there is none: "-" would read as an expression.
     fields.push_back(spec.has_score_mod() ? CsvField(spec.score_mod().expression()) : "");
     fields.push_back(spec.has_mask_mod() ? CsvField(spec.mask_mod().expression()) : "");
@@ -334,6 +341,7 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
         fields.push_back(c != nullptr ? absl::StrFormat("%.6g", x) : "");
       }
     }
+    for (const char* name : kCsvLayerGradientNames) AppendGradientFields(r, name, &fields);
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }
   return out;

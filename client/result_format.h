@@ -37,8 +37,9 @@ std::string DeviceLabel(const v1::RunResult& result);
 
 // Columns: point, backend, layout, mask, dtype, B, S_q, S_kv, H, D, median ms, p10-p90 ms,
 // TFLOP/s, GB/s, rel err, pass, server, device, and when some row's check compared the gradients
-// of a backward run, dQ err, dK err, dV err (each tensor's relative error; "-" on rows without
-// it), and when some row ran a client-written expression, score_mod and mask_mod (the
+// of a backward run, dQ err, dK err, dV err (core scope) and dX err, dW_q err, dW_k err, dW_v err,
+// dW_o err (layer scope), each only when some row has it (each tensor's relative error; "-" on
+// rows without it), and when some row ran a client-written expression, score_mod and mask_mod (the
 // expressions as the result's spec echoes them; "-" on rows without). For a backward run rel err
 // and pass are the worst of the gradients'. pass adds "(N
 // non-finite)" when the output or a checked gradient held NaN or infinite elements. Text columns
@@ -51,7 +52,11 @@ std::string FormatTable(const std::vector<ResultRow>& rows);
 // output's NaN and infinite elements; empty on an error row), then `phase`, `backward_timing`
 // (empty unless backward) and `dq_rel_err`, `dq_passed`, `dk_rel_err`, `dk_passed`,
 // `dv_rel_err`, `dv_passed` (empty unless the check compared that gradient), then `score_mod`
-// and `mask_mod` (the expressions; empty when the spec has none).
+// and `mask_mod` (the expressions; empty when the spec has none), then `kv_heads` and per KV-head
+// compression method (pca, mean_pool) `<method>_key_err`, `_value_err`, `_output_err`,
+// `_median_ms` (empty without compression), and last a layer backward's `dx_rel_err`,
+// `dx_passed`, `dw_q_rel_err`, `dw_q_passed`, `dw_k_rel_err`, `dw_k_passed`, `dw_v_rel_err`,
+// `dw_v_passed`, `dw_o_rel_err`, `dw_o_passed` (empty unless the check compared that gradient).
 std::string FormatCsv(const std::vector<ResultRow>& rows);
 
 // The proto3 JSON mapping (lowerCamelCase names) of one message, pretty-printed.

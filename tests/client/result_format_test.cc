@@ -1,9 +1,11 @@
 // Table, CSV and JSON renderings of hand-built results, including a failed sweep point.
 #include "client/result_format.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -101,14 +103,15 @@ TEST(ResultFormatTest, Csv) {
       "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
       "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
       "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
-      "mean_pool_median_ms\n"
+      "mean_pool_median_ms,dx_rel_err,dx_passed,dw_q_rel_err,dw_q_passed,dw_k_rel_err,"
+      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed\n"
       "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
       "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0,prefill,"
-      ",,,,,,,,,,,,,,,,,\n"
+      ",,,,,,,,,,,,,,,,,,,,,,,,,,,\n"
       "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0,prefill,"
-      ",,,,,,,,,,,,,,,,,\n"
+      ",,,,,,,,,,,,,,,,,,,,,,,,,,,\n"
       "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,,,,,,,,,,,,"
-      "\n");
+      ",,,,,,,,,,\n");
 }
 
 // A failed check caused by NaN or infinity says so, and an unchecked run with one is not "-".
@@ -198,10 +201,13 @@ TEST(ResultFormatTest, TableAddsGradientColumnsWhenARowHasThem) {
               ::testing::Not(HasSubstr("dQ err")));
 }
 
-// A layer's backward reports dX and the weight gradients: their columns, and only theirs.
-TEST(ResultFormatTest, TableAddsTheLayersGradientColumnsForALayerBackward) {
+// A checked layer backward: dX and the four weight gradients compared one by one (dW_k failed,
+// dW_o held 7 non-finite elements), no dQ, dK, dV.
+v1::RunResult CheckedLayerBackwardResult() {
   v1::RunResult layer = CheckedBackwardResult();
+  layer.set_backend("cpu_reference");
   layer.mutable_spec()->set_scope(v1::SCOPE_LAYER);
+  layer.mutable_spec()->set_d_model(48);
   v1::Correctness& c = *layer.mutable_correctness();
   c.clear_tensors();
   const char* names[] = {"dx", "dw_q", "dw_k", "dw_v", "dw_o"};
@@ -209,10 +215,16 @@ TEST(ResultFormatTest, TableAddsTheLayersGradientColumnsForALayerBackward) {
     v1::TensorCheck& t = *c.add_tensors();
     t.set_name(names[k]);
     t.set_relative_error(0.001 * (k + 1));
-    t.set_passed(true);
+    t.set_passed(k != 2);
     t.set_non_finite_elements(k == 4 ? 7 : 0);
   }
-  const std::string table = FormatTable({ResultRow{0, layer, absl::OkStatus()}});
+  return layer;
+}
+
+// A layer's backward reports dX and the weight gradients: their columns, and only theirs.
+TEST(ResultFormatTest, TableAddsTheLayersGradientColumnsForALayerBackward) {
+  const std::string table =
+      FormatTable({ResultRow{0, CheckedLayerBackwardResult(), absl::OkStatus()}});
   EXPECT_THAT(table, HasSubstr("  dX err  dW_q err  dW_k err  dW_v err  dW_o err"));
   EXPECT_THAT(table, HasSubstr("1.00e-03  2.00e-03  3.00e-03  4.00e-03  5.00e-03"));
   EXPECT_THAT(table, HasSubstr("NO (7 non-finite)"));  // a gradient's non-finite count shows
@@ -227,9 +239,96 @@ TEST(ResultFormatTest, CsvAppendsPhaseTimingAndEveryGradientsCheck) {
       "error,non_finite_elements,phase,backward_timing,dq_rel_err,dq_passed,dk_rel_err,"
       "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
       "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
-      "mean_pool_median_ms\n"
+      "mean_pool_median_ms,dx_rel_err,dx_passed,dw_q_rel_err,dw_q_passed,dw_k_rel_err,"
+      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed\n"
       "0,cuda_flash,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,0.004,false,,,,,0,"
-      "backward,training_step,0.001,true,0.004,false,0.0025,true,,,,,,,,,,,\n");
+      "backward,training_step,0.001,true,0.004,false,0.0025,true,,,,,,,,,,,,,,,,,,,,,\n");
+}
+
+// Layer, core backward and forward rows together: each row's own gradients, "-" elsewhere.
+TEST(ResultFormatTest, TableShowsEachRowsGradientsBesideTheOthers) {
+  const std::string table =
+      FormatTable({ResultRow{0, CheckedLayerBackwardResult(), absl::OkStatus()},
+                   ResultRow{1, CheckedBackwardResult(), absl::OkStatus()},
+                   ResultRow{2, UncheckedMhaResult(), absl::OkStatus()}});
+  const std::vector<std::string> lines = absl::StrSplit(table, '\n');
+  ASSERT_EQ(lines.size(), 5u) << table;  // the header, three rows, and the final newline
+  EXPECT_THAT(lines[0], ::testing::EndsWith("  device    dQ err    dK err    dV err    dX err  "
+                                            "dW_q err  dW_k err  dW_v err  dW_o err"));
+  EXPECT_THAT(lines[1], ::testing::EndsWith("         -         -         -  1.00e-03  2.00e-03  "
+                                            "3.00e-03  4.00e-03  5.00e-03"));
+  EXPECT_THAT(lines[2], ::testing::EndsWith("  1.00e-03  4.00e-03  2.50e-03         -         -  "
+                                            "       -         -         -"));
+  EXPECT_THAT(lines[3], ::testing::EndsWith("         -         -         -         -         -  "
+                                            "       -         -         -"));
+}
+
+// The CSV's header names and each line's cells split at commas (for lines without quoted text).
+std::vector<std::vector<std::string>> CsvCells(const std::string& csv) {
+  std::vector<std::vector<std::string>> lines;
+  for (absl::string_view line : absl::StrSplit(csv, '\n', absl::SkipEmpty())) {
+    lines.push_back(absl::StrSplit(line, ','));
+  }
+  return lines;
+}
+
+// The cell of `column` in row `row` (1 = the first after the header); fails the test if absent.
+std::string CsvCell(const std::vector<std::vector<std::string>>& cells, size_t row,
+                    absl::string_view column) {
+  const std::vector<std::string>& header = cells.at(0);
+  const auto it = std::find(header.begin(), header.end(), column);
+  if (it == header.end()) {
+    ADD_FAILURE() << "no CSV column " << column;
+    return "<absent>";
+  }
+  return cells.at(row).at(it - header.begin());
+}
+
+constexpr const char* kLayerGradients[] = {"dx", "dw_q", "dw_k", "dw_v", "dw_o"};
+
+// A layer backward's dX and weight gradient checks, appended after every older column.
+TEST(ResultFormatTest, CsvAppendsTheLayersGradientChecksLast) {
+  const std::vector<ResultRow> rows = {
+      ResultRow{0, CheckedLayerBackwardResult(), absl::OkStatus()},
+      ResultRow{1, CheckedBackwardResult(), absl::OkStatus()},
+      ResultRow{2, UncheckedMhaResult(), absl::OkStatus()},
+      ResultRow{3, std::nullopt, absl::InvalidArgumentError("d_model too small")}};
+  const std::string csv = FormatCsv(rows);
+  const std::vector<std::vector<std::string>> cells = CsvCells(csv);
+  ASSERT_EQ(cells.size(), 5u) << csv;
+  // The old columns where they were, the ten new ones after mean_pool_median_ms.
+  const std::vector<std::string> tail(cells[0].end() - 11, cells[0].end());
+  EXPECT_THAT(
+      tail, ::testing::ElementsAre("mean_pool_median_ms", "dx_rel_err", "dx_passed", "dw_q_rel_err",
+                                   "dw_q_passed", "dw_k_rel_err", "dw_k_passed", "dw_v_rel_err",
+                                   "dw_v_passed", "dw_o_rel_err", "dw_o_passed"));
+  EXPECT_EQ(cells[0].at(25), "dq_rel_err");
+  for (const std::vector<std::string>& line : cells) {
+    EXPECT_EQ(line.size(), cells[0].size()) << absl::StrJoin(line, ",");
+  }
+  // The layer row: its five checks, and no dQ, dK, dV.
+  EXPECT_THAT(csv, HasSubstr("\n0,cpu_reference,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,"
+                             "0.004,false,,,,,0,backward,training_step,,,,,,,,,,,,,,,,,,"
+                             "0.001,true,0.002,true,0.003,false,0.004,true,0.005,true\n"));
+  const char* expected_errors[] = {"0.001", "0.002", "0.003", "0.004", "0.005"};
+  const char* expected_passed[] = {"true", "true", "false", "true", "true"};
+  for (int k = 0; k < 5; ++k) {
+    const std::string g = kLayerGradients[k];
+    EXPECT_EQ(CsvCell(cells, 1, g + "_rel_err"), expected_errors[k]) << g;
+    EXPECT_EQ(CsvCell(cells, 1, g + "_passed"), expected_passed[k]) << g;
+  }
+  for (const char* g : {"dq", "dk", "dv"}) {
+    EXPECT_EQ(CsvCell(cells, 1, absl::StrCat(g, "_rel_err")), "") << g;
+    EXPECT_EQ(CsvCell(cells, 1, absl::StrCat(g, "_passed")), "") << g;
+  }
+  // A core backward, a forward run and a failed point: the layer's cells empty.
+  for (size_t row = 2; row <= 4; ++row) {
+    for (const char* g : kLayerGradients) {
+      EXPECT_EQ(CsvCell(cells, row, absl::StrCat(g, "_rel_err")), "") << row << " " << g;
+      EXPECT_EQ(CsvCell(cells, row, absl::StrCat(g, "_passed")), "") << row << " " << g;
+    }
+  }
+  EXPECT_EQ(CsvCell(cells, 2, "dk_passed"), "false");  // the core backward's own, unmoved
 }
 
 // A result whose spec carries expressions shows them, in the table only when some row has one.
@@ -258,9 +357,10 @@ TEST(ResultFormatTest, CsvQuotesExpressionsLikeAnyText) {
   v1::RunResult r = ExpressionResult();
   r.mutable_spec()->mutable_score_mod()->set_expression("s + bias[h, min(max(q - kv, 0), 127)]");
   const std::string csv = FormatCsv({ResultRow{0, r, absl::OkStatus()}});
-  // The expressions, then the (empty) KV-compression columns.
+  // The expressions, then the (empty) KV-compression and layer-gradient columns.
   EXPECT_THAT(csv, ::testing::EndsWith(
-                       ",\"s + bias[h, min(max(q - kv, 0), 127)]\",doc[q] == doc[kv],,,,,,,,,\n"));
+                       ",\"s + bias[h, min(max(q - kv, 0), 127)]\",doc[q] == doc[kv],,,,,,,,,"
+                       ",,,,,,,,,,\n"));
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {
@@ -353,8 +453,9 @@ TEST(ResultFormatTest, KvCompressionResults) {
                                "0.200     1.25x  yes"));
   EXPECT_THAT(FormatTable({ResultRow{0, UncheckedMhaResult(), absl::OkStatus()}}),
               ::testing::Not(HasSubstr("KV-head compression")));
-  EXPECT_THAT(FormatCsv(rows),
-              HasSubstr(",0,prefill,,,,,,,,,,2,0.125,0.25,0.0625,0.125,0.5,0.75,0.375,0.2\n"));
+  EXPECT_THAT(
+      FormatCsv(rows),
+      HasSubstr(",0,prefill,,,,,,,,,,2,0.125,0.25,0.0625,0.125,0.5,0.75,0.375,0.2,,,,,,,,,,\n"));
 }
 
 }  // namespace
