@@ -17,13 +17,13 @@ Every result's head map (RunResult.head_map) must resolve to those H_q / H_kv / 
 
 Each point asks for SCOPE_LAYER with d_model 256 (X -> Q, K, V projections, the core, the output
 projection; docs/variants.md §6), forward. A backend that refuses layer scope with
-FAILED_PRECONDITION (today the CUDA backends run core scope only) gets the same point again at
-SCOPE_CORE, and the row says so ("core (layer refused)"); speed-ups over GQA compare only rows of
-the same scope. A second pass (after every forward point, so a budget cuts it first) runs
-PHASE_BACKWARD at SCOPE_CORE (backward is refused at layer scope, §5) as a training step
-(forward then backward; --backward-timing=backward for the backward alone) on
---backward-backend (default: --backend) when that backend lists PHASE_BACKWARD; an extra
-column. Every run has the server's sampled check (CheckSettings: CHECK_MODE_AUTO with
+FAILED_PRECONDITION gets the same point again at SCOPE_CORE, and the row says so ("core (layer
+refused)"); speed-ups over GQA compare only rows of the same scope. A second pass (after every
+forward point, so a budget cuts it first) runs PHASE_BACKWARD as a training step of one layer
+(its forward then its backward, dX and the weight gradients included; --backward-timing=backward
+for the backward alone) on --backward-backend (default: --backend) when that backend lists
+PHASE_BACKWARD; a backend that refuses the layer's backward (BackendCapabilities.layer_backward
+off) runs it at SCOPE_CORE instead, marked the same way; an extra column. Every run has the server's sampled check (CheckSettings: CHECK_MODE_AUTO with
 --check-rows rows, so the largest shapes stay cheap); WorkCounts.flops and .projection_flops are
 reported and compared with §7's formulas (a mismatch fails the row), as is the head map.
 
@@ -152,6 +152,8 @@ class Row:
     layout: Layout
     scope: str = ""        # "layer" or "core" (what ran)
     fallback: str = ""     # why layer scope was not used
+    bwd_scope: str = ""    # the same for the backward column
+    bwd_fallback: str = ""
     fwd: Timing = None
     bwd: Timing = None
     failed: list = field(default_factory=list)
@@ -204,7 +206,9 @@ def fwd_speedup(rows, row):
 
 def bwd_speedup(rows, row):
     ref = reference_row(rows, row)
-    return None if ref is None else speedup(ref.bwd, row.bwd)
+    if ref is None:
+        return None
+    return speedup(ref.bwd, row.bwd, same_scope=ref.bwd_scope == row.bwd_scope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,8 +332,9 @@ class Runner:
     def over_budget(self):
         return self.args.budget_s > 0 and self.elapsed() > self.args.budget_s
 
-    def verify(self, row, timing, result, scope, passes):
-        """Checks a measured run: the server's check, the head map, the §7 counts."""
+    def verify(self, row, timing, result, scope, passes, projection_passes=1.0):
+        """Checks a measured run: the server's check, the head map, the §7 counts (the core's
+        FLOPs `passes` times the forward's, the projections' `projection_passes` times)."""
         e = timing.extra
         what = "fwd" if passes == 1.0 else "fwd+bwd" if passes == 3.5 else "bwd"
         if e["check"] == "FAIL":
@@ -346,7 +351,8 @@ class Runner:
         want = attention_flops(lay, row.batch, row.seq, passes=passes)
         if not close(e["flops"], want):
             row.failed.append(f"{what} WorkCounts.flops {e['flops']:.6g} != §7 {want:.6g}")
-        want_proj = projection_flops(lay, row.batch, row.seq) if scope == "layer" else 0.0
+        want_proj = (projection_passes * projection_flops(lay, row.batch, row.seq)
+                     if scope == "layer" else 0.0)
         if not close(e["projection_flops"], want_proj):
             row.failed.append(f"{what} WorkCounts.projection_flops {e['projection_flops']:.6g} "
                               f"!= §7 {want_proj:.6g}")
@@ -380,11 +386,20 @@ class Runner:
         if self.over_budget():
             row.bwd = skipped()
             return
-        timing, result = self.ours.run(self.ours.request(row, "core", backward=True))
+        step = a.backward_timing == "step"
+        timing, result = self.ours.run(self.ours.request(row, "layer", backward=True))
+        row.bwd_scope = "layer"
+        if timing.extra.get("code") == "FAILED_PRECONDITION":
+            row.bwd_fallback = timing.error
+            row.bwd_scope = "core"
+            timing, result = self.ours.run(self.ours.request(row, "core", backward=True))
         row.bwd = timing
         if result is not None:
-            self.verify(row, timing, result, "core", 3.5 if a.backward_timing == "step" else 2.5)
-        self.line(row, "fwd+bwd" if a.backward_timing == "step" else "bwd", timing)
+            # §7: a layer's backward adds twice the projections (dX and dW of each), a training
+            # step three times.
+            self.verify(row, timing, result, row.bwd_scope, 3.5 if step else 2.5,
+                        3.0 if step else 2.0)
+        self.line(row, "fwd+bwd" if step else "bwd", timing)
 
     def line(self, row, what, t):
         head = (f"{row.tokens:>6} B={row.batch:<3} S={row.seq:<6} {row.layout.name:<11} "
@@ -392,8 +407,8 @@ class Runner:
         if not t.ok():
             self.say(f"{head} {t.error}")
             return
-        scope = row.scope if what == "fwd" else "core"
-        fb = " (layer refused)" if what == "fwd" and row.fallback else ""
+        scope = row.scope if what == "fwd" else row.bwd_scope
+        fb = " (layer refused)" if (row.fallback if what == "fwd" else row.bwd_fallback) else ""
         self.say(f"{head} {t.median_ms:.4f} ms [{t.p10_ms:.4f}-{t.p90_ms:.4f}] {scope}{fb} "
                  f"check={t.extra['check']}" + (f" FAIL: {'; '.join(row.failed)}"
                                                  if row.failed else ""))
@@ -464,6 +479,13 @@ def scope_text(row):
     return "core (layer refused)" if row.fallback else row.scope
 
 
+def bwd_text(row):
+    """The backward column's median and the scope it ran at."""
+    if row.bwd is None or not row.bwd.ok():
+        return fmt_ms(row.bwd)
+    return f"{fmt_ms(row.bwd)} ({'core, layer refused' if row.bwd_fallback else row.bwd_scope})"
+
+
 def split_text(extra):
     """The medians of a layer iteration's projections and core (RunResult.layer_timing)."""
     if "projections_ms" not in extra:
@@ -496,7 +518,7 @@ def markdown(rows, header, args, errors):
         lines.append(f"| {tokens:,} | " + " | ".join(cells) + " |")
     bwd_name = "fwd+bwd" if args.backward_timing == "step" else "bwd"
     head = ["tokens", "B x S", "layout", "H_q/H_kv", "scope", "ours fwd ms [p10-p90]",
-            "proj / core ms", "ours x GQA", "paper s/step", "paper x GQA", f"core {bwd_name} ms",
+            "proj / core ms", "ours x GQA", "paper s/step", "paper x GQA", f"{bwd_name} ms (scope)",
             f"{bwd_name} x GQA", "flops (attn)", "projection_flops", "proj vs MHA", "check",
             "st"]
     lines += ["", "## Every point", "", "| " + " | ".join(head) + " |",
@@ -516,7 +538,7 @@ def markdown(rows, header, args, errors):
                  scope_text(r), fwd_text, split_text(e), fmt_x(fwd_speedup(rows, r)),
                  "-" if paper is None else f"{paper:.4f}",
                  fmt_x(paper_speedup(r.tokens, r.layout.name)) if paper is not None else "-",
-                 fmt_ms(r.bwd), fmt_x(bwd_speedup(rows, r)), fmt_count(e.get("flops")),
+                 bwd_text(r), fmt_x(bwd_speedup(rows, r)), fmt_count(e.get("flops")),
                  fmt_count(e.get("projection_flops")) if e else "-",
                  f"{projection_vs_mha(r):.2f}", "/".join(checks) or "-", r.status]
         lines.append("| " + " | ".join(cells) + " |")
@@ -527,6 +549,9 @@ def markdown(rows, header, args, errors):
         if r.fallback:
             reasons.setdefault(f"layer scope refused, ran SCOPE_CORE: {r.fallback}", []).append(
                 f"{r.tokens}/{r.layout.name}")
+        if r.bwd_fallback:
+            reasons.setdefault(f"{bwd_name}: layer scope refused, ran SCOPE_CORE: "
+                               f"{r.bwd_fallback}", []).append(f"{r.tokens}/{r.layout.name}")
     if reasons:
         lines += ["", "Notes:"]
         for reason, where in reasons.items():
@@ -587,6 +612,7 @@ def to_json(rows, meta, args):
             "head_dim": HEAD_DIM, "d_model": D_MODEL, "scope": r.scope,
             "fallback": r.fallback, "status": r.status, "failed": r.failed,
             "forward": timing_json(r.fwd), "backward": timing_json(r.bwd),
+            "backward_scope": r.bwd_scope, "backward_fallback": r.bwd_fallback,
             "speedup_vs_gqa": fwd_speedup(rows, r),
             "backward_speedup_vs_gqa": bwd_speedup(rows, r),
             "paper_seconds": paper,
@@ -618,8 +644,9 @@ def parse_args(argv=None):
                    help="our backend (default cuda_flash; --smoke falls back to cpu_reference "
                         "when it is not served)")
     p.add_argument("--backward-backend", default="",
-                   help="backend of the core-scope backward column (default: --backend; 'none' "
-                        "skips the column); run only where it lists PHASE_BACKWARD")
+                   help="backend of the backward column (default: --backend; 'none' skips the "
+                        "column); run only where it lists PHASE_BACKWARD, at layer scope where it "
+                        "runs a layer's backward, else at core scope")
     p.add_argument("--backward-timing", choices=("step", "backward"), default="step",
                    help="step: forward then backward timed together (default); backward: the "
                         "backward alone")
@@ -726,7 +753,8 @@ def main(argv=None, wrap_stub=None, stubs=None):
             f"median of >= {args.min_iters} iterations after {args.warmup} warm-up, check "
             f"{args.check} ({args.check_rows} rows). Where the backend refuses layer scope the "
             "point ran at SCOPE_CORE (marked); speed-ups over GQA compare rows of one scope. "
-            f"Backward column: SCOPE_CORE {bwd_name} on {args.backward_backend}. Paper: seconds "
+            f"Backward column: {bwd_name} of one layer on {args.backward_backend} (SCOPE_CORE "
+            "where the layer's backward is refused, marked). Paper: seconds "
             "per step of an 8-layer model forward (feed-forward layers included) on one A100 "
             "40GB via PyTorch SDPA: compare speed-ups, not times."
             + (" --smoke: tiny B x S stand in for each paper length." if args.smoke else ""),

@@ -7,9 +7,10 @@ stub, then --smoke against a real CPU-only server.
     wrong projection count and a wrong head map;
   * --smoke against cpu_reference (which runs layer scope): every layout at every length, layer
     scope, WorkCounts.projection_flops equal to §7's, speed-ups from the times, the paper's
-    columns, the backward column where cpu_reference lists PHASE_BACKWARD;
-  * --smoke in process with the real server behind a stub that refuses SCOPE_LAYER (as the CUDA
-    backends do): every forward point falls back to SCOPE_CORE and still runs and checks.
+    columns, the backward column (a layer's training step) where cpu_reference lists
+    PHASE_BACKWARD; a backend refusing a layer's backward gets it at core scope;
+  * --smoke in process with the real server behind a stub that refuses SCOPE_LAYER: every
+    forward point falls back to SCOPE_CORE and still runs and checks.
 """
 
 import contextlib
@@ -53,11 +54,13 @@ class Refused(grpc.RpcError):
 
 
 LAYER_REFUSED = "backend fake does not support spec.scope=SCOPE_LAYER (supports: SCOPE_CORE)"
+LAYER_BACKWARD_REFUSED = ("backend fake does not support spec.phase=PHASE_BACKWARD with "
+                          "spec.scope=SCOPE_LAYER (its backward is core scope only: dQ, dK, dV)")
 
 
 class RefuseLayer:
-    """Wraps a stub: SCOPE_LAYER requests are refused with FAILED_PRECONDITION, like the CUDA
-    backends do today; everything else goes through."""
+    """Wraps a stub: SCOPE_LAYER requests are refused with FAILED_PRECONDITION, as by a backend
+    without layer scope; everything else goes through."""
 
     def __init__(self, stub):
         self.stub = stub
@@ -99,8 +102,9 @@ class FakeServer:
     with the script's functions), a backend that may refuse layer scope, and faults on demand."""
 
     def __init__(self, refuse_layer=False, sleep_s=0.0, fail_check_for=None,
-                 wrong_projection_for=None, wrong_map_for=None):
+                 wrong_projection_for=None, wrong_map_for=None, refuse_layer_backward=False):
         self.refuse_layer = refuse_layer
+        self.refuse_layer_backward = refuse_layer_backward
         self.sleep_s = sleep_s
         self.fail_check_for = fail_check_for
         self.wrong_projection_for = wrong_projection_for
@@ -133,6 +137,8 @@ class FakeServer:
         backward = spec.phase == pb.PHASE_BACKWARD
         if layer and self.refuse_layer:
             raise Refused(LAYER_REFUSED)
+        if layer and backward and self.refuse_layer_backward:
+            raise Refused(LAYER_BACKWARD_REFUSED)
         hmap = head_map(spec.layout)
         hq = max(q for q, _ in hmap) + 1
         hkv = max(k for _, k in hmap) + 1
@@ -148,6 +154,9 @@ class FakeServer:
         if layer:
             r.work.projection_flops = (2.0 * b * s * spec.d_model * (hq + 2 * hkv) * d +
                                        2.0 * b * s * len(hmap) * d * spec.d_model)
+            if backward:  # §7: dX and dW of each projection; a training step adds the forward
+                step = request.measurement.backward_timing == pb.BACKWARD_TIMING_TRAINING_STEP
+                r.work.projection_flops *= 3.0 if step else 2.0
             if name == self.wrong_projection_for:
                 r.work.projection_flops *= 1.5
         if name == self.wrong_map_for:
@@ -210,13 +219,34 @@ class FakeStubTest(unittest.TestCase):
         self.assertIn("core (layer refused)", table)
         self.assertIn("layer scope refused, ran SCOPE_CORE: FAILED_PRECONDITION", table)
         self.check_ratios(data)
-        # The backward column: SCOPE_CORE training steps, never layer scope.
+        # The backward column: each point asked for a layer's training step once, was refused,
+        # and ran at core scope.
         backward = [q for q in fake.requests if q.spec.phase == pb.PHASE_BACKWARD]
-        self.assertEqual(len(backward), 35)
+        self.assertEqual(len(backward), 70)
+        self.assertEqual(sum(q.spec.scope == pb.SCOPE_LAYER for q in backward), 35)
         for q in backward:
-            self.assertEqual(q.spec.scope, pb.SCOPE_CORE)
             self.assertEqual(q.measurement.backward_timing, pb.BACKWARD_TIMING_TRAINING_STEP)
             self.assertEqual(q.check.mode, pb.CHECK_MODE_AUTO)
+        for r in rows:
+            self.assertEqual(r["backward_scope"], "core")
+            self.assertIn("FAILED_PRECONDITION", r["backward_fallback"])
+            self.assertEqual(r["backward"]["projection_flops"], 0.0)
+
+    def test_layer_backward_refused_runs_the_backward_at_core_scope(self):
+        # As the CUDA backends do until their layer backward is declared: the forward at layer
+        # scope, the backward column at core scope, marked, its speed-ups among core rows.
+        fake = FakeServer(refuse_layer_backward=True)
+        rc, out, data, table = self.run_fake(fake)
+        self.assertEqual(rc, 0, out[-3000:])
+        for r in data["rows"]:
+            self.assertEqual(r["status"], "ok", r)
+            self.assertEqual(r["scope"], "layer")
+            self.assertEqual(r["backward_scope"], "core")
+            self.assertIn(LAYER_BACKWARD_REFUSED, r["backward_fallback"])
+            self.assertEqual(r["backward"]["check"], "pass")
+        self.check_ratios(data)
+        self.assertIn("(core, layer refused)", table)
+        self.assertIn("fwd+bwd: layer scope refused, ran SCOPE_CORE", table)
 
     def check_ratios(self, data):
         points = by_point(data)
@@ -248,6 +278,12 @@ class FakeStubTest(unittest.TestCase):
                              EXPECTED_HEADS[r["layout"]])
             self.assertGreater(r["forward"]["projection_flops"], 0)
             self.assertEqual(r["forward"]["projection_flops"], r["expected_projection_flops"])
+            # The backward column: a layer's training step, 3x the projections (§7).
+            self.assertEqual(r["backward_scope"], "layer")
+            self.assertEqual(r["backward_fallback"], "")
+            self.assertEqual(r["backward"]["projection_flops"],
+                             3 * r["expected_projection_flops"])
+        self.assertIn(" (layer) |", table)
         self.check_ratios(data)
         # The batches of the paper: 128 at 1k, 32 at 4k, 4 at 32k, 1 at 131k and 200k.
         self.assertEqual({(r["tokens"], r["batch"], r["seq"]) for r in data["rows"]},
@@ -354,8 +390,12 @@ class SmokeTest(unittest.TestCase):
             self.assertLessEqual(f["projections_ms"] + f["core_ms"], f["median_ms"] * 1.5)
             self.assertTrue(math.isfinite(r["speedup_vs_gqa"]) and r["speedup_vs_gqa"] > 0)
             if backward:
+                # cpu_reference runs a layer's backward: the training step of one layer.
+                self.assertEqual(r["backward_scope"], "layer", r)
                 self.assertEqual(r["backward"]["check"], "pass", r)
                 self.assertGreater(r["backward"]["median_ms"], 0)
+                self.assertAlmostEqual(r["backward"]["projection_flops"] /
+                                       r["expected_projection_flops"], 3.0)
             else:
                 self.assertIn("does not list PHASE_BACKWARD", r["backward"]["error"])
         points = by_point(data)
