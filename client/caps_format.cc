@@ -24,6 +24,15 @@ std::string Phases(const v1::BackendCapabilities& backend) {
   return absl::StrJoin(names, " ");
 }
 
+// The phases a request with --deterministic may ask of the backend.
+std::string DeterministicPhases(const v1::BackendCapabilities& backend) {
+  std::vector<std::string> names;
+  for (int phase : backend.deterministic_phases()) {
+    names.push_back(PhaseName(static_cast<v1::Phase>(phase)));
+  }
+  return names.empty() ? "none" : absl::StrJoin(names, " ");
+}
+
 std::string Scopes(const v1::BackendCapabilities& backend) {
   std::vector<std::string> names;
   for (int scope : backend.scopes()) names.push_back(ScopeName(static_cast<v1::Scope>(scope)));
@@ -94,7 +103,8 @@ std::string FormatCapabilitiesText(const v1::GetCapabilitiesResponse& caps) {
       absl::StrAppend(&out, "  device    ", DeviceLine(device), "\n");
     }
     absl::StrAppend(&out, "  dtypes    ", OrAny(DTypes(b)), "\n");
-    absl::StrAppend(&out, "  phases    ", OrAny(Phases(b)), "\n");
+    absl::StrAppend(&out, "  phases    ", OrAny(Phases(b)),
+                    " (deterministic: ", DeterministicPhases(b), ")\n");
     absl::StrAppend(&out, "  scopes    ", OrAny(Scopes(b)),
                     b.layer_backward() ? " (backward at layer scope too)" : "", "\n");
     absl::StrAppend(&out, "  layouts   ", OrAny(absl::StrJoin(b.layouts(), " ")), "\n");

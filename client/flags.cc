@@ -145,6 +145,8 @@ ABSL_FLAG(std::optional<double>, target_noise, std::nullopt,
 ABSL_FLAG(std::optional<std::string>, cache, std::nullopt,
           "Device cache between iterations: cold|warm");
 ABSL_FLAG(bool, cuda_graph, false, "Replay a captured CUDA graph per iteration (GPU backends)");
+ABSL_FLAG(bool, deterministic, false,
+          "Require the same bits over runs (no float atomics); backends that cannot refuse");
 ABSL_FLAG(bool, samples, false, "Return every timing sample (shown by --format=json)");
 ABSL_FLAG(std::optional<std::string>, check, std::nullopt,
           "Compare with the float64 reference: off|auto|full");
@@ -213,7 +215,7 @@ std::vector<FlagGroup> WorkloadGroups() {
       {"KV-head compression", {"kv_compression_heads"}},
       {"Measurement and checking",
        {"warmup", "min_iters", "max_iters", "max_seconds", "target_noise", "cache", "cuda_graph",
-        "samples", "check", "check_rows", "backward_timing"}},
+        "deterministic", "samples", "check", "check_rows", "backward_timing"}},
   };
 }
 

@@ -96,6 +96,7 @@ ABSL_DECLARE_FLAG(std::optional<double>, max_seconds);
 ABSL_DECLARE_FLAG(std::optional<double>, target_noise);
 ABSL_DECLARE_FLAG(std::optional<std::string>, cache);
 ABSL_DECLARE_FLAG(bool, cuda_graph);
+ABSL_DECLARE_FLAG(bool, deterministic);
 ABSL_DECLARE_FLAG(bool, samples);
 ABSL_DECLARE_FLAG(std::optional<std::string>, check);
 ABSL_DECLARE_FLAG(std::optional<int32_t>, check_rows);

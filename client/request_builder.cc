@@ -373,6 +373,7 @@ absl::Status SetMeasurement(v1::RunRequest* request) {
   if (auto v = absl::GetFlag(FLAGS_max_seconds)) measurement()->set_max_duration_seconds(*v);
   if (auto v = absl::GetFlag(FLAGS_target_noise)) measurement()->set_target_relative_noise(*v);
   if (absl::GetFlag(FLAGS_cuda_graph)) measurement()->set_use_cuda_graph(true);
+  if (absl::GetFlag(FLAGS_deterministic)) measurement()->set_deterministic(true);
   if (absl::GetFlag(FLAGS_samples)) measurement()->set_return_samples(true);
   absl::Status status =
       SetEnum<v1::CacheMode>("cache", absl::GetFlag(FLAGS_cache), ParseCacheMode,

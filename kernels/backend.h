@@ -58,6 +58,9 @@ struct BackendSupport {
   // each hold their value for other combinations, so this one combination is listed apart. Off:
   // a backward runs at core scope only.
   bool layer_backward = false;
+  // The phases run deterministically: the same problem gives the same bits on the same device
+  // (no sum whose order varies between runs). Problem::deterministic asks for it.
+  std::vector<Phase> deterministic_phases;
   std::vector<int> head_dims;  // empty: any
   std::vector<std::string> limitations;
   // Whether RunTimed can replay a captured CUDA graph (IterationOptions::use_cuda_graph).

@@ -115,6 +115,12 @@ absl::Status CheckSupport(const BackendSupport& support, const Problem& problem,
       return s;
     }
   }
+  if (problem.deterministic && !Holds(support.deterministic_phases, problem.phase)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("backend ", backend, " does not run spec.phase=", ProtoName(problem.phase),
+                     " deterministically (measurement.deterministic; deterministic phases: ",
+                     Listed(support.deterministic_phases), ")"));
+  }
   if (problem.phase == Phase::kBackward && problem.scope == Scope::kLayer &&
       !support.layer_backward) {
     return absl::FailedPreconditionError(

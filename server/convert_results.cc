@@ -66,6 +66,7 @@ void SupportToProto(const BackendSupport& support, pb::BackendCapabilities* out)
   for (CacheFormat f : support.cache_formats) out->add_cache_formats(CacheFormatToProto(f));
   out->set_paged_kv_cache(support.paged_kv_cache);
   out->set_layer_backward(support.layer_backward);
+  for (Phase p : support.deterministic_phases) out->add_deterministic_phases(PhaseToProto(p));
   for (int d : support.head_dims) out->add_head_dims(d);
   for (const std::string& l : support.limitations) out->add_limitations(l);
   out->set_cuda_graphs(support.cuda_graphs);

@@ -104,6 +104,7 @@ absl::StatusOr<MeasurementPlan> ResolveMeasurement(const pb::MeasurementSettings
   }
   plan.use_cuda_graph = in.use_cuda_graph();
   plan.return_samples = in.return_samples();
+  plan.deterministic = in.deterministic();
   return plan;
 }
 
@@ -117,6 +118,7 @@ pb::MeasurementSettings MeasurementToProto(const MeasurementPlan& plan) {
   out.set_cache_mode(plan.flush_cache ? pb::CACHE_MODE_COLD : pb::CACHE_MODE_WARM);
   out.set_use_cuda_graph(plan.use_cuda_graph);
   out.set_return_samples(plan.return_samples);
+  out.set_deterministic(plan.deterministic);
   switch (plan.backward_timing) {
     case BackwardTiming::kBackwardOnly:
       out.set_backward_timing(pb::BACKWARD_TIMING_BACKWARD_ONLY);

@@ -35,6 +35,7 @@ struct MeasurementPlan {
   bool flush_cache = true;           // CACHE_MODE_COLD
   bool use_cuda_graph = false;
   bool return_samples = false;
+  bool deterministic = false;  // the backend must give the same bits over runs (Problem's too)
   // Only PHASE_BACKWARD takes one (CheckRunRequest refuses it elsewhere); echoed as set there.
   BackwardTiming backward_timing = BackwardTiming::kUnspecified;
 };

@@ -55,6 +55,9 @@ absl::StatusOr<CheckedRequest> CheckRunRequest(const ::attnbench::v1::RunRequest
                      ": only valid with spec.phase = PHASE_BACKWARD (spec.phase is ",
                      pb::Phase_Name(PhaseToProto(out.problem.phase)), ")"));
   }
+  // A support check's business (Problem.deterministic): a backend that does not run the phase so
+  // refuses, and `auto` passes it over.
+  out.problem.deterministic = out.measurement.deterministic;
   absl::StatusOr<CheckPlan> check = ResolveCheck(request.check());
   if (!check.ok()) return check.status();
   out.check = *check;

@@ -186,6 +186,8 @@ class CpuReferenceBackend : public Backend {
     s.cache_formats = {CacheFormat::kNative, CacheFormat::kInt8, CacheFormat::kInt4};
     s.paged_kv_cache = true;
     s.layer_backward = true;
+    // Every sum has one order whatever the thread count (cpu_backend_test, cpu_backward_test).
+    s.deterministic_phases = s.phases;
     s.limitations = {
         "dtypes are storage only: math is float32 on every dtype",
         "PHASE_BACKWARD: float32, float16 and bfloat16 only (no DTYPE_FLOAT8_E4M3)",

@@ -172,6 +172,9 @@ struct Problem {
   // backward alone (MeasurementSettings.backward_timing; carried here because a workload
   // prepares differently for each: the backward alone needs O and the log-sum-exp up front).
   bool training_step = false;
+  // The same bits over runs on one device (MeasurementSettings.deterministic; carried here so that
+  // a backend's support check, and so `auto`, can refuse a phase it does not run so).
+  bool deterministic = false;
   // Client-written expressions (docs/expressions.md): AttentionSpec.score_mod.expression and
   // mask_mod.expression; unset when the message is absent.
   std::optional<std::string> score_mod;

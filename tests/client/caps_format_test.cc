@@ -21,6 +21,7 @@ v1::GetCapabilitiesResponse Caps() {
       devices { name: "Xeon" kind: "cpu" index: 0 compute_units: 2 peak_tflops: 0.05 }
       dtypes: [ DTYPE_FLOAT32, DTYPE_FLOAT16 ]
       phases: [ PHASE_PREFILL, PHASE_DECODE ]
+      deterministic_phases: [ PHASE_PREFILL ]
       scopes: [ SCOPE_CORE ]
       layouts: [ "mha", "gqa" ]
       masks: [ "none", "causal" ]
@@ -67,7 +68,9 @@ TEST(CapsFormatTest, Text) {
   EXPECT_THAT(text, HasSubstr("backend cpu_reference: float32 reference\n"));
   EXPECT_THAT(text, HasSubstr("  device    #0 Xeon (cpu, 2 compute units, 0.050 TFLOP/s)\n"));
   EXPECT_THAT(text, HasSubstr("  dtypes    fp32 fp16\n"));
-  EXPECT_THAT(text, HasSubstr("  phases    prefill decode\n"));
+  EXPECT_THAT(text, HasSubstr("  phases    prefill decode (deterministic: prefill)\n"));
+  // cuda_flash lists no phases ("-") and so none deterministic.
+  EXPECT_THAT(text, HasSubstr("  phases    - (deterministic: none)\n"));
   EXPECT_THAT(text, HasSubstr("  layouts   mha gqa\n"));
   EXPECT_THAT(text, HasSubstr("  kv cache  native int8, paged\n"));
   EXPECT_THAT(text, HasSubstr("  head dims any\n"));

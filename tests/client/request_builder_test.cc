@@ -168,6 +168,7 @@ INSTANTIATE_TEST_SUITE_P(
              "spec {} measurement { warmup_iterations: 2 min_iterations: 3 max_iterations: 50 "
              "max_duration_seconds: 1.5 target_relative_noise: 0.02 cache_mode: CACHE_MODE_WARM "
              "use_cuda_graph: true return_samples: true }"},
+        Case{"Deterministic", {"--deterministic"}, "spec {} measurement { deterministic: true }"},
         Case{"Check",
              {"--check=auto", "--check_rows=100"},
              "spec {} check { mode: CHECK_MODE_AUTO max_sampled_rows: 100 }"},

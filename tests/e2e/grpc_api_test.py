@@ -338,6 +338,25 @@ class BackwardTest(unittest.TestCase):
         self.check_gradients_passed(result, pb.BACKWARD_TIMING_BACKWARD_ONLY, seq_len=32)
         self.assertFalse(result.HasField("dq"))
 
+    def test_deterministic_backward_gives_the_same_bits(self):
+        if not harness.serves_backward(SERVER):
+            self.skipTest(harness.NO_BACKWARD_SKIP)
+        caps = STUB.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=RPC_TIMEOUT)
+        deterministic = [b.name for b in caps.backends
+                         if pb.PHASE_BACKWARD in b.deterministic_phases]
+        self.assertTrue(deterministic, "some backend must run the backward deterministically")
+        for b in caps.backends:  # a phase it runs deterministically is a phase it runs
+            self.assertLessEqual(set(b.deterministic_phases), set(b.phases), b.name)
+        req = backward_request(seq_len=32, return_output=True)
+        req.measurement.deterministic = True
+        first = STUB.Run(req, timeout=RPC_TIMEOUT).result
+        second = STUB.Run(req, timeout=RPC_TIMEOUT).result
+        self.assertIn(first.backend, deterministic)
+        self.assertTrue(first.measurement.deterministic)
+        self.check_gradients_passed(first, pb.BACKWARD_TIMING_TRAINING_STEP, seq_len=32)
+        for name in shapes(32):
+            self.assertEqual(getattr(first, name).data, getattr(second, name).data, name)
+
     def test_stream_run_sends_output_then_dq_dk_dv(self):
         if not harness.serves_backward(SERVER):
             self.skipTest(harness.NO_BACKWARD_SKIP)

@@ -203,6 +203,10 @@ class BackwardRequestTest(unittest.TestCase):
                          .measurement.backward_timing, ab.pb.BACKWARD_TIMING_BACKWARD_ONLY)
         with self.assertRaises(ValueError):
             ab.build_request(backward_timing="forward_only")
+        # deterministic asks for the same bits over runs; unset, the field stays false.
+        self.assertTrue(ab.build_request(phase="backward", deterministic=True)
+                        .measurement.deterministic)
+        self.assertFalse(ab.build_request(phase="backward").measurement.deterministic)
 
     def test_numpy_tensors_both_ways(self):
         try:

@@ -86,6 +86,8 @@ BackendSupport FakeBackwardBackend::Support() const {
                LayoutKind::kSqa,   LayoutKind::kSymmetricSqa, LayoutKind::kExtremeSqa,
                LayoutKind::kGqkva, LayoutKind::kExplicit};
   s.masks = {MaskKind::kNone, MaskKind::kCausal};
+  // Like cuda_flash: its forward deterministic, its backward not (float atomics, say).
+  s.deterministic_phases = {Phase::kPrefill};
   return s;
 }
 

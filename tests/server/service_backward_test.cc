@@ -148,6 +148,37 @@ TEST(BackwardServiceTest, TimingChoiceReachesTheKernelsAndIsEchoed) {
   EXPECT_TRUE(prepared[1].training_step);
 }
 
+// measurement.deterministic reaches the kernels as Problem::deterministic and is echoed; a backend
+// that does not list the phase as deterministic refuses it by name, before preparing anything.
+TEST(BackwardServiceTest, DeterministicReachesTheKernelsAndIsRefusedWhereNotDeclared) {
+  FakeBackwardLog log;
+  auto server = FakeServer(&log);
+  pb::RunRequest prefill = BackwardRequest();
+  prefill.mutable_spec()->set_phase(pb::PHASE_PREFILL);
+  prefill.mutable_measurement()->set_deterministic(true);
+  pb::RunResponse response;
+  grpc::Status s = CallRun(*server, prefill, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(response.result().measurement().deterministic());
+  ASSERT_EQ(log.Prepared().size(), 1u);
+  EXPECT_TRUE(log.Prepared()[0].deterministic);
+
+  pb::RunRequest backward = BackwardRequest();
+  backward.mutable_measurement()->set_deterministic(true);
+  s = CallRun(*server, backward, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("does not run spec.phase=PHASE_BACKWARD "
+                                           "deterministically (measurement.deterministic"));
+  EXPECT_EQ(log.Prepared().size(), 1u);
+
+  backward.mutable_measurement()->set_deterministic(false);
+  s = CallRun(*server, backward, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(response.result().measurement().deterministic());
+  ASSERT_EQ(log.Prepared().size(), 2u);
+  EXPECT_FALSE(log.Prepared()[1].deterministic);
+}
+
 TEST(BackwardServiceTest, BackwardOnlySettingsRefusedOnOtherPhases) {
   FakeBackwardLog log;
   auto server = FakeServer(&log);

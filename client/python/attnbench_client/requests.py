@@ -35,7 +35,8 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
                   cache=None, samples=None, check=None, priority=None, backward_timing=None,
                   grad_output=None, return_output=None, score_mod=None, mask_mod=None,
                   aux=None, d_model=None, x=None, w_q=None, w_k=None, w_v=None, w_o=None,
-                  kv_spectrum_decay=None, kv_spectrum_rank=None, kv_compression_heads=None):
+                  kv_spectrum_decay=None, kv_spectrum_rank=None, kv_compression_heads=None,
+                  deterministic=None):
     """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
 
     seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
@@ -43,7 +44,8 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
     check ("off"|"auto"|"full") and backward_timing ("backward_only"|"training_step", for
     phase "backward") take the CLI's short names or the enum values; warmup, min_iters,
     max_iters, max_seconds and noise set the measurement; samples asks for every per-iteration
-    time. grad_output is the client's dO [B, S_q, H_out, D_v] for phase "backward": a pb.Tensor,
+    time; deterministic asks for the same bits over runs (a backend that cannot refuses with
+    FAILED_PRECONDITION, and "auto" picks one that can). grad_output is the client's dO [B, S_q, H_out, D_v] for phase "backward": a pb.Tensor,
     or a numpy float32/float16 array. return_output asks for O (and dQ, dK, dV) in the result.
     score_mod and mask_mod are expression strings (docs/expressions.md), sent as written: the
     server parses and checks them. aux is the tensors they index: a dict (or a list of pairs)
@@ -107,6 +109,8 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
         m.cache_mode = names.parse_enum(names.CACHE_MODES, "cache mode", cache)
     if samples is not None:
         m.return_samples = bool(samples)
+    if deterministic is not None:
+        m.deterministic = bool(deterministic)
     if check is not None:
         req.check.mode = names.parse_enum(names.CHECK_MODES, "check mode", check)
     if priority is not None:

@@ -208,6 +208,12 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       s.auto_priority = 10;
       break;
   }
+  // Every sum in one order, but cuda_flash's backward's: its dQ is summed with float32 atomics.
+  for (Phase p : s.phases) {
+    if (kind != CudaBackendKind::kFlash || p != Phase::kBackward) {
+      s.deterministic_phases.push_back(p);
+    }
+  }
   return s;
 }
 

@@ -35,28 +35,18 @@ absl::Status ConcatenateWeights(const LayerBuffers& b, void* w_concat, cudaStrea
 
 absl::Status EnqueueOutputGradients(const LayerGradientBuffers& g, cublasHandle_t handle) {
   const LayerBuffers& l = g.layer;
-  RowMajorGemm dw_o;  // [width_o, d_model] = O^T [width_o, tokens] dY [tokens, d_model]
-  dw_o.trans_a = true;
-  dw_o.m = l.width_o;
-  dw_o.n = l.d_model;
-  dw_o.k = l.tokens;
-  dw_o.a = l.core_output;
-  dw_o.b = g.grad_output;
-  dw_o.c = g.dw_o;
-  dw_o.storage = dw_o.c_storage = l.storage;
-  dw_o.what = "dW_o = O^T dY";
-  if (absl::Status s = EnqueueGemm(dw_o, handle); !s.ok()) return s;
-  RowMajorGemm d_o;  // [tokens, width_o] = dY [tokens, d_model] W_o^T [d_model, width_o]
-  d_o.trans_b = true;
-  d_o.m = l.tokens;
-  d_o.n = l.width_o;
-  d_o.k = l.d_model;
-  d_o.a = g.grad_output;
-  d_o.b = l.w_o;
-  d_o.c = g.grad_core_output;
-  d_o.storage = d_o.c_storage = l.storage;
-  d_o.what = "dO = dY W_o^T";
-  return EnqueueGemm(d_o, handle);
+  // dW_o [width_o, d_model] = O^T [width_o, tokens] dY [tokens, d_model].
+  if (absl::Status s =
+          EnqueueGemm(StoredGemm(true, false, l.width_o, l.d_model, l.tokens, l.core_output,
+                                 g.grad_output, g.dw_o, l.storage, "dW_o = O^T dY"),
+                      handle);
+      !s.ok()) {
+    return s;
+  }
+  // dO [tokens, width_o] = dY [tokens, d_model] W_o^T [d_model, width_o].
+  return EnqueueGemm(StoredGemm(false, true, l.tokens, l.width_o, l.d_model, g.grad_output, l.w_o,
+                                g.grad_core_output, l.storage, "dO = dY W_o^T"),
+                     handle);
 }
 
 absl::Status EnqueueInputGradients(const LayerGradientBuffers& g, cublasHandle_t handle,
@@ -66,17 +56,14 @@ absl::Status EnqueueInputGradients(const LayerGradientBuffers& g, cublasHandle_t
   const int64_t width = ConcatWidth(l);
   int64_t column = 0;
   for (int p = 0; p < 3; ++p) {
-    RowMajorGemm dw;  // [d_model, width[p]] = X^T [d_model, tokens] dP [tokens, width[p]]
-    dw.trans_a = true;
-    dw.m = l.d_model;
-    dw.n = l.width[p];
-    dw.k = l.tokens;
-    dw.a = l.x;
-    dw.b = g.grad_projected[p];
-    dw.c = g.dw[p];
-    dw.storage = dw.c_storage = l.storage;
-    dw.what = kWeightGradients[p];
-    if (absl::Status s = EnqueueGemm(dw, handle); !s.ok()) return s;
+    // dW_p [d_model, width[p]] = X^T [d_model, tokens] dP [tokens, width[p]].
+    if (absl::Status s =
+            EnqueueGemm(StoredGemm(true, false, l.d_model, l.width[p], l.tokens, l.x,
+                                   g.grad_projected[p], g.dw[p], l.storage, kWeightGradients[p]),
+                        handle);
+        !s.ok()) {
+      return s;
+    }
     char* at = static_cast<char*>(g.grad_concat) + column * StorageBytes(l.storage);
     if (absl::Status s =
             CopyColumns(l.storage, g.grad_projected[p], l.width[p], at, width, l.tokens, stream);
@@ -85,17 +72,10 @@ absl::Status EnqueueInputGradients(const LayerGradientBuffers& g, cublasHandle_t
     }
     column += l.width[p];
   }
-  RowMajorGemm dx;  // [tokens, d_model] = [dQ dK dV] [tokens, width] [W_q W_k W_v]^T
-  dx.trans_b = true;
-  dx.m = l.tokens;
-  dx.n = l.d_model;
-  dx.k = width;
-  dx.a = g.grad_concat;
-  dx.b = g.w_concat;
-  dx.c = g.dx;
-  dx.storage = dx.c_storage = l.storage;
-  dx.what = "dX = [dQ dK dV] [W_q W_k W_v]^T";
-  return EnqueueGemm(dx, handle);
+  // dX [tokens, d_model] = [dQ dK dV] [tokens, width] [W_q W_k W_v]^T [width, d_model].
+  return EnqueueGemm(StoredGemm(false, true, l.tokens, l.d_model, width, g.grad_concat, g.w_concat,
+                                g.dx, l.storage, "dX = [dQ dK dV] [W_q W_k W_v]^T"),
+                     handle);
 }
 
 }  // namespace attnbench::cuda

@@ -91,16 +91,9 @@ absl::Status EnqueueGemm(const RowMajorGemm& g, cublasHandle_t handle) {
 }
 
 absl::Status EnqueueOutputProjection(const LayerBuffers& b, cublasHandle_t handle) {
-  RowMajorGemm g;
-  g.m = b.tokens;
-  g.n = b.d_model;
-  g.k = b.width_o;
-  g.a = b.core_output;
-  g.b = b.w_o;
-  g.c = b.output;
-  g.storage = g.c_storage = b.storage;
-  g.what = "output projection Y = O W_o";
-  return EnqueueGemm(g, handle);
+  return EnqueueGemm(StoredGemm(false, false, b.tokens, b.d_model, b.width_o, b.core_output, b.w_o,
+                                b.output, b.storage, "output projection Y = O W_o"),
+                     handle);
 }
 
 }  // namespace attnbench::cuda

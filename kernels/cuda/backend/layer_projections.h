@@ -65,6 +65,24 @@ struct RowMajorGemm {
 };
 absl::Status EnqueueGemm(const RowMajorGemm& g, cublasHandle_t handle);
 
+// C = op(A) op(B) with A, B and C all in `storage` (beta 0), as RowMajorGemm says.
+inline RowMajorGemm StoredGemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                               const void* a, const void* b, void* c, Storage storage,
+                               const char* what) {
+  RowMajorGemm g;
+  g.trans_a = trans_a;
+  g.trans_b = trans_b;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = a;
+  g.b = b;
+  g.c = c;
+  g.storage = g.c_storage = storage;
+  g.what = what;
+  return g;
+}
+
 // Enqueues Q, K, V = X W_q, X W_k, X W_v on the handle's stream.
 absl::Status EnqueueInputProjections(const LayerBuffers& b, cublasHandle_t handle);
 // Enqueues Y = O W_o on the handle's stream.

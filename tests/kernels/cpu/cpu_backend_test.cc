@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/backend_support.h"
 #include "kernels/cpu/cpu_kv_source.h"
 #include "kernels/reference/check.h"
 #include "kernels/registry.h"
@@ -437,6 +438,35 @@ TEST(CpuBackendTest, DescribesItsDeviceAndSupport) {
   EXPECT_TRUE(s.paged_kv_cache);
   EXPECT_EQ(s.auto_priority, 0);
   EXPECT_EQ(s.phases, (std::vector<Phase>{Phase::kPrefill, Phase::kDecode, Phase::kBackward}));
+  // Every phase deterministically (ThreadCountDoesNotChangeTheResult, cpu_backward_test).
+  EXPECT_EQ(s.deterministic_phases, s.phases);
+}
+
+// Problem::deterministic (MeasurementSettings.deterministic) is refused by name for a phase the
+// allow-list does not run deterministically, and for nothing else.
+TEST(CpuBackendTest, DeterministicIsAskedOfTheAllowList) {
+  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend(1);
+  BackendSupport support = backend->Support();
+  Problem p = NormalizeProblem(OddProblem());
+  p.phase = Phase::kBackward;
+  p.deterministic = true;
+  ASSERT_TRUE(ValidateProblem(p).ok()) << ValidateProblem(p);
+  EXPECT_TRUE(backend->CheckSupported(p).ok()) << backend->CheckSupported(p);
+  support.deterministic_phases = {Phase::kPrefill};
+  const absl::Status s = CheckSupport(support, p, "other");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "backend other does not run spec.phase=PHASE_BACKWARD deterministically "
+            "(measurement.deterministic; deterministic phases: PHASE_PREFILL)");
+  Problem free = p;
+  free.deterministic = false;
+  EXPECT_TRUE(CheckSupport(support, free, "other").ok());
+  Problem prefill = p;
+  prefill.phase = Phase::kPrefill;
+  EXPECT_TRUE(CheckSupport(support, prefill, "other").ok());
+  support.deterministic_phases.clear();
+  EXPECT_NE(CheckSupport(support, prefill, "other").message().find("phases: none"),
+            std::string::npos);
 }
 
 TEST(CpuBackendTest, EstimatesAtLeastTheTensors) {

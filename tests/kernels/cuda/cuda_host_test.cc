@@ -606,6 +606,42 @@ TEST(CudaSupportTest, LayerBackwardIsDeclaredOnlyBehindItsSwitch) {
   }
 }
 
+// Deterministic phases: every listed phase on cuda_reference and cuda_unfused; cuda_flash's
+// forward but not its backward (dQ summed with float32 atomics), which it refuses by name when a
+// request asks for the same bits, leaving `auto` to cuda_unfused.
+TEST(CudaSupportTest, EveryPhaseIsDeterministicButTheFlashBackward) {
+  for (CudaBackendKind kind :
+       {CudaBackendKind::kFlash, CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+    const BackendSupport support = CudaBackendSupport(kind);
+    std::vector<Phase> expected;
+    for (Phase p : support.phases) {
+      if (kind != CudaBackendKind::kFlash || p != Phase::kBackward) expected.push_back(p);
+    }
+    EXPECT_EQ(support.deterministic_phases, expected) << CudaBackendName(kind);
+  }
+  Problem p = Base();
+  p.phase = Phase::kBackward;
+  p.head_dim_qk = 64;
+  p.head_dim_v = 64;
+  p.deterministic = true;
+  const Problem n = NormalizeProblem(p);
+  ASSERT_TRUE(ValidateProblem(n).ok()) << ValidateProblem(n);
+  for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
+    EXPECT_TRUE(CheckCudaSupport(kind, n, HopperTraits()).ok()) << CudaBackendName(kind);
+  }
+  const absl::Status s = CheckCudaSupport(CudaBackendKind::kFlash, n, HopperTraits());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  if (cuda::flash::FlashBackwardEnabled()) {
+    EXPECT_NE(s.message().find("measurement.deterministic"), std::string::npos) << s;
+    Problem free = n;
+    free.deterministic = false;
+    EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kFlash, free, HopperTraits()).ok());
+  }
+  Problem forward = n;
+  forward.phase = Phase::kPrefill;
+  EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kFlash, forward, HopperTraits()).ok());
+}
+
 // At layer scope Q, K, V are the projections' outputs, one copy in 256-byte-aligned regions; the
 // estimate adds X, the weights and the core's O to Y and the tables.
 TEST(DeviceProblemTest, LayerKeepsOneCopyAndCountsXWeightsAndCoreOutput) {
