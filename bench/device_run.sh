@@ -26,6 +26,10 @@
 #               each layout at the paper's lengths and batches, beside the paper's times;
 #               ATTNBENCH_SQA_ARGS, e.g. "--quick" or "--tokens=131072,200000"); writes
 #               sqa_table.md and sqa_table.json
+#   layer       attnbench-server + bench/layer_table.py (issue #14's layer targets: one layer at
+#               d_model 4096, 32 heads of dim 128, S 4k-32k, against its core alone and torch's
+#               GEMMs of its projections; ATTNBENCH_LAYER_ARGS, e.g. "--layouts=mha,gqa");
+#               writes layer_table.md and layer_table.json
 # Everything goes under $OUT (the device tool's result folder) when set, else
 # /tmp/attnbench-device: device_run.log (this output), tests.log, correctness.log,
 # correctness.json, sanitizer.log, server.log, standard_table.md, standard_table.json (8 files,
@@ -45,7 +49,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer ...]" >&2
   exit 2
 }
 
@@ -54,7 +58,7 @@ stages=()
 for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
-    tests | check | sanitize | bench | bench-quick | ops | variants | sqa) stages+=("$arg") ;;
+    tests | check | sanitize | bench | bench-quick | ops | variants | sqa | layer) stages+=("$arg") ;;
     *) usage ;;
   esac
 done
@@ -421,25 +425,27 @@ stage_variants() {
   return "$rc"
 }
 
-# The SQA paper's Table 3: bench/sqa_table.py against a server of its own, within the stage's
-# limit (its --budget-s leaves a minute for the point in flight and the files).
-stage_sqa() {
-  local limit="$1" rc=0 budget
+# A table script (bench/NAME_table.py) against a server of its own, within the stage's limit:
+# the SQA paper's Table 3 (sqa, ATTNBENCH_SQA_ARGS) or the layer targets (layer,
+# ATTNBENCH_LAYER_ARGS); it writes NAME_table.md and NAME_table.json to $out_dir.
+stage_table() {
+  local name="$1" limit="$2" extra_args="$3" rc=0 budget
   local extra=()
-  read -r -a extra <<<"${ATTNBENCH_SQA_ARGS:-}"
+  read -r -a extra <<<"$extra_args"
   server_wrapper=()
   server_flags=(--metrics_address= --max_request_bytes=$((48 << 30)))
-  start_server sqa 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  start_server "$name" 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
   budget=$((limit - 60))
   [ "$budget" -gt 30 ] || budget=30
-  timeout -k 10 "$limit" "$python" bench/sqa_table.py --server="$server_target" \
+  timeout -k 10 "$limit" "$python" "bench/${name}_table.py" --server="$server_target" \
     --out-dir="$out_dir" --budget-s="$budget" "${extra[@]}" || rc=$?
-  stop_server sqa || true
+  stop_server "$name" || true
+  local table="$out_dir/${name}_table.md"
   if [ "$rc" -eq 0 ]; then
-    STAGE_NOTE="table in $out_dir/sqa_table.md"
+    STAGE_NOTE="table in $table"
   else
-    STAGE_NOTE="sqa_table.py exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
-    STAGE_NOTE="$STAGE_NOTE$([ -f "$out_dir/sqa_table.md" ] && echo "; table in $out_dir/sqa_table.md")"
+    STAGE_NOTE="${name}_table.py exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out)')"
+    STAGE_NOTE="$STAGE_NOTE$([ -f "$table" ] && echo "; table in $table")"
   fi
   return "$rc"
 }
@@ -494,6 +500,7 @@ for stage in "${stages[@]}"; do
     ops) limit_default=240 ;;
     variants) limit_default=560 ;;
     sqa) limit_default=560 ;;
+    layer) limit_default=300 ;;
   esac
   limit="$(stage_limit "$limit_default")"
   if [ "$limit" -lt 30 ]; then
@@ -514,7 +521,8 @@ for stage in "${stages[@]}"; do
     bench-quick) stage_bench "$limit" 1 || rc=$? ;;
     ops) stage_ops "$limit" || rc=$? ;;
     variants) stage_variants "$limit" || rc=$? ;;
-    sqa) stage_sqa "$limit" || rc=$? ;;
+    sqa) stage_table sqa "$limit" "${ATTNBENCH_SQA_ARGS:-}" || rc=$? ;;
+    layer) stage_table layer "$limit" "${ATTNBENCH_LAYER_ARGS:-}" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
     record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"
