@@ -24,6 +24,15 @@ void CorrectnessToProto(const CorrectnessReport& report, pb::Correctness* out) {
   for (const TensorCheckReport& tensor : report.tensors) {
     TensorCheckToProto(tensor, out->add_tensors());
   }
+  if (report.quantization.has_value()) {
+    const QuantizationSplit& q = *report.quantization;
+    pb::QuantizationErrors* errors = out->mutable_quantization();
+    errors->set_kernel_relative_error(q.kernel_relative_error);
+    errors->set_kernel_max_abs_error(q.kernel_max_abs_error);
+    errors->set_kernel_tolerance(q.kernel_tolerance);
+    errors->set_kernel_passed(q.kernel_passed);
+    errors->set_quantization_relative_error(q.quantization_relative_error);
+  }
 }
 
 void TensorCheckToProto(const TensorCheckReport& report, pb::TensorCheck* out) {

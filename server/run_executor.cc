@@ -169,7 +169,8 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   RequestWork estimate_work =
       backward
           ? EstimateBackwardRequestWork(problem, *work, *shapes, request.measurement, request.check)
-          : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total);
+          : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total,
+                                QuantizedDecode(problem) ? 2 : 1);
   const bool compress = problem.kv_compression.enabled;
   if (compress) {
     if (absl::Status s = CheckCompressionCost(problem); !s.ok()) {

@@ -48,7 +48,7 @@ RequestWork EstimateBackwardRequestWork(const Problem& problem, const WorkCounts
 }
 
 RequestWork EstimateRequestWork(const WorkCounts& counts, const MeasurementPlan& measurement,
-                                const CheckPlan& check, int64_t rows_total) {
+                                const CheckPlan& check, int64_t rows_total, int check_references) {
   RequestWork work;
   const double pairs = static_cast<double>(counts.exponentials);
   const double attention = counts.flops + kFlopsPerKeptPair * pairs;
@@ -62,7 +62,8 @@ RequestWork EstimateRequestWork(const WorkCounts& counts, const MeasurementPlan&
                                 static_cast<double>(rows_total));
     // At layer scope the oracle projects every key and value of a sampled row's sequence, so
     // projections count in full.
-    work.check = kCheckFlopFactor * (checked * attention + counts.projection_flops);
+    work.check =
+        kCheckFlopFactor * check_references * (checked * attention + counts.projection_flops);
   }
   return work;
 }

@@ -41,9 +41,11 @@ struct RequestWork {
 
 // The forward phases (prefill, decode; EstimateBackwardRequestWork for PHASE_BACKWARD).
 // rows_total: output rows of the problem (ProblemShapes::rows_total), of which the check compares
-// all or check.max_sampled_rows.
+// all or check.max_sampled_rows. check_references: the oracles each compared row runs (2 for a
+// decode from a quantized cache: the unquantized cache's and the stored one's, QuantizedDecode).
 RequestWork EstimateRequestWork(const WorkCounts& counts, const MeasurementPlan& measurement,
-                                const CheckPlan& check, int64_t rows_total);
+                                const CheckPlan& check, int64_t rows_total,
+                                int check_references = 1);
 
 // PHASE_BACKWARD (§7): one iteration's work relative to the forward's. The backward alone is five
 // matmuls against the forward's two; a training step runs the forward as well. Applied to the

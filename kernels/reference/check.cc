@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -11,6 +13,8 @@
 #include "kernels/reference/reference64.h"
 #include "kernels/reference/row_sample.h"
 #include "kernels/spec/cache_format.h"
+#include "kernels/spec/kv_cache_store.h"
+#include "kernels/spec/modifiers.h"
 
 namespace attnbench {
 namespace {
@@ -30,8 +34,52 @@ struct Partial {
   double max_abs = 0;
   double ref_max_abs = 0;
   bool nan = false;
+  // A quantized decode: the output against the stored cache's reference (kernel_*), and that
+  // reference against the unquantized one (quant_diff2, over ref2).
+  double kernel_diff2 = 0;
+  double kernel_ref2 = 0;
+  double kernel_max_abs = 0;
+  double quant_diff2 = 0;
   absl::Status status;
 };
+
+// `inputs` with K and V as a quantized decode cache stores them, read back: the keys rotated at
+// their positions (RoPE) as the cache holds them, stored by KvCacheStore (the backends' bytes),
+// dequantized and rotated back, since the oracle rotates the keys it is given.
+AttentionInputs StoredCacheInputs(const Problem& problem, const ProblemShapes& s,
+                                  const AttentionInputs& inputs) {
+  AttentionInputs stored = inputs;
+  const int64_t heads = s.heads.num_kv_heads;
+  std::vector<double> inv_freq;
+  if (problem.rope.enabled) {
+    inv_freq = RopeInverseFrequencies(problem.rope.theta.value_or(10000.0),
+                                      problem.rope.rotary_dims.value_or(problem.head_dim_qk));
+  }
+  std::vector<float> keys(inputs.key.values.size());
+  RotateKeyRows(inv_freq, s.seq_kv, heads, s.dim_qk, 0, s.batch * s.seq_kv,
+                inputs.key.values.data(), keys.data());
+  const KvCacheStore store(problem, keys, inputs.value.values, static_cast<int>(heads));
+  std::vector<double> row(s.dim_qk);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t j = 0; j < s.seq_kv; ++j) {
+      const int64_t slot = store.Slot(b, j);
+      const CacheFormat format = store.FormatOf(j);
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t at = (b * s.seq_kv + j) * heads + h;
+        float* k = stored.key.values.data() + at * s.dim_qk;
+        store.Read(store.keys(), format, slot, static_cast<int>(h), k, 1);
+        if (!inv_freq.empty()) {
+          std::copy(k, k + s.dim_qk, row.begin());
+          ApplyRopeTranspose(row.data(), j, inv_freq);
+          std::copy(row.begin(), row.end(), k);
+        }
+        store.Read(store.values(), format, slot, static_cast<int>(h),
+                   stored.value.values.data() + at * s.dim_v, 1);
+      }
+    }
+  }
+  return stored;
+}
 
 }  // namespace
 
@@ -46,21 +94,21 @@ std::vector<int64_t> CheckedRows(int64_t rows_total, const CheckOptions& options
                     kOutputRowStream);
 }
 
-double ToleranceFor(const Problem& problem) {
-  double tolerance = 1e-4;
+double DTypeToleranceFor(const Problem& problem) {
   switch (problem.dtype) {
     case DType::kFloat16:
-      tolerance = 5e-3;
-      break;
+      return 5e-3;
     case DType::kBFloat16:
-      tolerance = 1e-2;
-      break;
+      return 1e-2;
     case DType::kFloat8E4M3:
-      tolerance = 1e-1;
-      break;
+      return 1e-1;
     default:
-      break;
+      return 1e-4;
   }
+}
+
+double ToleranceFor(const Problem& problem) {
+  double tolerance = DTypeToleranceFor(problem);
   if (problem.phase == Phase::kDecode) {
     switch (CoarsestCacheFormat(problem)) {
       case CacheFormat::kInt8:
@@ -74,6 +122,12 @@ double ToleranceFor(const Problem& problem) {
     }
   }
   return tolerance;
+}
+
+bool QuantizedDecode(const Problem& problem) {
+  if (problem.phase != Phase::kDecode) return false;
+  const CacheFormat coarsest = CoarsestCacheFormat(problem);
+  return coarsest == CacheFormat::kInt8 || coarsest == CacheFormat::kInt4;
 }
 
 absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const AttentionInputs& inputs,
@@ -98,6 +152,8 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
     return std::make_pair(probe->RowKeyGroup(a), a) < std::make_pair(probe->RowKeyGroup(b), b);
   });
   report.rows_checked = static_cast<int64_t>(rows.size());
+  const bool quantized = QuantizedDecode(problem);
+  const AttentionInputs stored = quantized ? StoredCacheInputs(problem, s, inputs) : inputs;
 
   const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1,
                                               std::max<int64_t>(1, report.rows_checked / 8));
@@ -108,6 +164,15 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
     if (!oracle.ok()) {
       part.status = oracle.status();
       return;
+    }
+    std::optional<Reference64> stored_oracle;
+    if (quantized) {
+      absl::StatusOr<Reference64> o = Reference64::Create(problem, stored);
+      if (!o.ok()) {
+        part.status = o.status();
+        return;
+      }
+      stored_oracle.emplace(*std::move(o));
     }
     const int64_t begin = report.rows_checked * t / threads;
     const int64_t end = report.rows_checked * (t + 1) / threads;
@@ -121,6 +186,15 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
         part.ref2 += ref[d] * ref[d];
         part.max_abs = std::max(part.max_abs, std::fabs(diff));
         part.ref_max_abs = std::max(part.ref_max_abs, std::fabs(ref[d]));
+      }
+      if (!stored_oracle) continue;
+      const std::vector<double> as_stored = stored_oracle->Row(rows[k]);
+      for (size_t d = 0; d < as_stored.size(); ++d) {
+        const double diff = static_cast<double>(out[d]) - as_stored[d];
+        part.kernel_diff2 += diff * diff;
+        part.kernel_ref2 += as_stored[d] * as_stored[d];
+        part.kernel_max_abs = std::max(part.kernel_max_abs, std::fabs(diff));
+        part.quant_diff2 += (as_stored[d] - ref[d]) * (as_stored[d] - ref[d]);
       }
     }
   };
@@ -136,6 +210,10 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
     total.ref2 += p.ref2;
     total.max_abs = std::max(total.max_abs, p.max_abs);
     total.nan = total.nan || p.nan;
+    total.kernel_diff2 += p.kernel_diff2;
+    total.kernel_ref2 += p.kernel_ref2;
+    total.kernel_max_abs = std::max(total.kernel_max_abs, p.kernel_max_abs);
+    total.quant_diff2 += p.quant_diff2;
   }
   report.max_abs_error = total.nan ? std::nan("") : total.max_abs;
   // An all-zero reference (every row fully masked) has no scale: judge the absolute error.
@@ -154,6 +232,21 @@ absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const Atte
   tensor.non_finite_elements = report.non_finite_elements;
   tensor.passed = report.passed;
   report.tensors = {tensor};
+  if (quantized) {
+    QuantizationSplit q;
+    const double nan = std::nan("");
+    q.kernel_max_abs_error = total.nan ? nan : total.kernel_max_abs;
+    q.kernel_relative_error = total.nan ? nan
+                              : total.kernel_ref2 > 0
+                                  ? std::sqrt(total.kernel_diff2 / total.kernel_ref2)
+                                  : total.kernel_max_abs;
+    q.kernel_tolerance = DTypeToleranceFor(problem);
+    q.kernel_passed = !total.nan && report.non_finite_elements == 0 &&
+                      q.kernel_relative_error <= q.kernel_tolerance;
+    q.quantization_relative_error =
+        total.ref2 > 0 ? std::sqrt(total.quant_diff2 / total.ref2) : std::sqrt(total.quant_diff2);
+    report.quantization = q;
+  }
   return report;
 }
 

@@ -5,6 +5,7 @@
 #define ATTNBENCH_KERNELS_REFERENCE_CHECK_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,19 @@ struct TensorCheckReport {
   bool passed = false;
 };
 
+// A decode from a quantized cache (int8, int4 or SAQ bands) checked against the reference of the
+// unquantized cache mixes two errors; these are them apart, over the same rows: the kernel's own
+// (the output against the float64 reference of the cache as stored, dequantized) and the
+// quantization's (that reference against the unquantized one).
+struct QuantizationSplit {
+  double kernel_relative_error = 0;
+  double kernel_max_abs_error = 0;
+  // The dtype's tolerance, without the quantized cache's allowance.
+  double kernel_tolerance = 0;
+  bool kernel_passed = false;
+  double quantization_relative_error = 0;
+};
+
 struct CorrectnessReport {
   int64_t rows_checked = 0;
   int64_t rows_total = 0;
@@ -49,7 +63,13 @@ struct CorrectnessReport {
   // "dw_q", "dw_k", "dw_v", "dw_o", and the fields above are then the worst of them, passed only
   // when every one passed).
   std::vector<TensorCheckReport> tensors;
+  // Set for a decode whose cache stores any token quantized (QuantizedDecode).
+  std::optional<QuantizationSplit> quantization;
 };
+
+// Whether `problem` decodes from a cache holding any token quantized (int8, int4, or an SAQ band
+// of either): CheckOutput then also reports the QuantizationSplit, at twice the oracle's work.
+bool QuantizedDecode(const Problem& problem);
 
 // The output rows CheckOutput compares: all of [0, rows_total) when options.full or rows_total <=
 // options.max_rows, else options.max_rows of them drawn from options.seed (kOutputRowStream);
@@ -59,6 +79,8 @@ std::vector<int64_t> CheckedRows(int64_t rows_total, const CheckOptions& options
 // Relative-error tolerance for forward outputs stored in dtype (and a quantized cache, if any);
 // gradient_check.h has the backward's.
 double ToleranceFor(const Problem& problem);
+// The same without a quantized cache's allowance: the kernel's own error's.
+double DTypeToleranceFor(const Problem& problem);
 
 // The output O (or Y) against the forward oracle; report.tensors holds one entry, "output", with
 // the top-level fields. PHASE_BACKWARD's dQ, dK, dV are checked by CheckGradients

@@ -8,6 +8,16 @@ void SetLayout(Problem& p, LayoutKind kind) {
   p.layout = {};
   p.layout.kind = kind;
 }
+void SetMha(Problem& p, int heads) {
+  SetLayout(p, LayoutKind::kMha);
+  p.layout.num_heads = heads;
+}
+void SetSqa(Problem& p, int baseline, int query_heads, int kv_heads) {
+  SetLayout(p, LayoutKind::kSqa);
+  p.layout.baseline_heads = baseline;
+  p.layout.num_query_heads = query_heads;
+  p.layout.num_kv_heads = kv_heads;
+}
 void SetWindow(Problem& p, std::optional<int64_t> left, std::optional<int64_t> right) {
   p.mask.kind = MaskKind::kSlidingWindow;
   p.mask.left_tokens = left;

@@ -29,6 +29,9 @@ inline void PrintTo(const BackwardCase& c, std::ostream* os) { *os << c.name; }
 // Edits the cases are made of, for a test's own extra cases.
 void SetLayout(Problem& p, LayoutKind kind);
 void SetWindow(Problem& p, std::optional<int64_t> left, std::optional<int64_t> right);
+// MHA of `heads` heads; SQA of `baseline` heads cut to `query_heads` / `kv_heads`.
+void SetMha(Problem& p, int heads);
+void SetSqa(Problem& p, int baseline, int query_heads, int kv_heads);
 // Causal, full RoPE, geometric ALiBi and softcap 2.5 at once.
 void SetAllModifiers(Problem& p);
 // S_q = 150, S_kv = 170, D_qk = 24, D_v = 16: several blocks of either backend each way.

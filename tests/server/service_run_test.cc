@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "kernels/reference/check.h"
 #include "kernels/spec/counting.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/shapes.h"
@@ -63,6 +64,16 @@ TEST_P(RunCorrectTest, PassesCheckAndCountsMatch) {
                                         << " tolerance " << r.correctness().tolerance();
   EXPECT_EQ(r.correctness().rows_checked(), r.correctness().rows_total());
   EXPECT_GT(r.correctness().rows_total(), 0);
+  // A quantized cache's decode reports the kernel's error apart from the quantization's, and
+  // cpu_reference, reading the stored cache, passes the kernel's own check.
+  EXPECT_EQ(r.correctness().has_quantization(), QuantizedDecode(problem));
+  if (r.correctness().has_quantization()) {
+    const pb::QuantizationErrors& q = r.correctness().quantization();
+    EXPECT_TRUE(q.kernel_passed()) << q.kernel_relative_error();
+    EXPECT_LT(q.kernel_relative_error(), q.kernel_tolerance());
+    EXPECT_GT(q.quantization_relative_error(), q.kernel_relative_error());
+    EXPECT_LT(q.kernel_tolerance(), r.correctness().tolerance());
+  }
 
   const absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   ASSERT_TRUE(shapes.ok());

@@ -20,6 +20,7 @@
 #include "kernels/cuda/backend/device_buffer.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/reference/check.h"
+#include "tests/kernels/backward_cases.h"
 #include "tests/kernels/kernel_cases.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/test_util.h"
@@ -140,20 +141,14 @@ TEST(CudaBackendsTest, LayerScopeMatchesReferenceAndSplitsItsTime) {
   const LayerCase cases[] = {
       {"mha_causal_rope",
        [](Problem& p) {
-         p.layout = {};
-         p.layout.kind = LayoutKind::kMha;
-         p.layout.num_heads = 4;
+         testing::SetMha(p, 4);
          p.mask.kind = MaskKind::kCausal;
          p.rope.enabled = true;
        }},
       {"gqa_none", [](Problem&) {}},
       {"sqa_192_128",
        [](Problem& p) {
-         p.layout = {};
-         p.layout.kind = LayoutKind::kSqa;
-         p.layout.baseline_heads = 8;
-         p.layout.num_query_heads = 4;
-         p.layout.num_kv_heads = 2;
+         testing::SetSqa(p, 8, 4, 2);
          p.head_dim_qk = 192;
          p.head_dim_v = 128;
          p.mask.kind = MaskKind::kCausal;

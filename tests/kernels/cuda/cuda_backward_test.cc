@@ -782,9 +782,7 @@ const LayerCase kLayerCases[] = {
     // Q, K, V of one width: the input projections one batched GEMM, dX over three equal widths.
     {"mha_causal_rope",
      [](Problem& p) {
-       p.layout = {};
-       p.layout.kind = LayoutKind::kMha;
-       p.layout.num_heads = 4;
+       testing::SetMha(p, 4);
        p.head_dim_qk = 64;
        p.head_dim_v = 64;
        p.mask.kind = MaskKind::kCausal;
@@ -795,11 +793,7 @@ const LayerCase kLayerCases[] = {
     // SQA 8 -> 4/2 at D 64, causal: fewer query heads than the baseline.
     {"sqa_causal",
      [](Problem& p) {
-       p.layout = {};
-       p.layout.kind = LayoutKind::kSqa;
-       p.layout.baseline_heads = 8;
-       p.layout.num_query_heads = 4;
-       p.layout.num_kv_heads = 2;
+       testing::SetSqa(p, 8, 4, 2);
        p.head_dim_qk = 64;
        p.head_dim_v = 64;
        p.mask.kind = MaskKind::kCausal;

@@ -11,6 +11,7 @@
 #include "kernels/reference/check.h"
 #include "kernels/reference/reference64.h"
 #include "kernels/spec/inputs.h"
+#include "tests/kernels/kernel_cases.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/non_finite_util.h"
 #include "tests/kernels/test_util.h"
@@ -307,6 +308,61 @@ TEST(CheckOutputTest, SamplingNeverMissesAllOfACorruptedBatch) {
     o.seed = seed;
     EXPECT_FALSE(CheckOutput(c.problem, c.inputs, corrupt, o)->passed) << seed;
   }
+}
+
+// A decode from a quantized cache reports its error apart: the kernel's own (against the oracle
+// of the cache as stored) under the dtype's tolerance alone, and the quantization's (that oracle
+// against the unquantized one), which dominates; both on every quantized format, with RoPE (the
+// stored keys are rotated, as a cache holds them) and without. A native cache, or a prefill,
+// reports none.
+TEST(CheckOutputTest, QuantizedDecodeSplitsTheKernelsErrorFromTheQuantizations) {
+  CheckOptions full;
+  full.full = true;
+  for (const testing::CacheFormatCase& q : testing::QuantizedCacheCases()) {
+    for (bool rope : {false, true}) {
+      Problem p = Odd();
+      p.phase = Phase::kDecode;
+      p.seq_len_q = 3;
+      p.seq_len_kv = 211;
+      p.dtype = DType::kFloat16;
+      p.mask.kind = MaskKind::kCausal;
+      p.rope.enabled = rope;
+      q.edit(p.kv_cache);
+      const std::string ctx = q.name + (rope ? " rope" : "");
+      const Checked c = RunAndKeep(p);
+      const absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, c.output, full);
+      ASSERT_TRUE(r.ok()) << ctx << ": " << r.status();
+      ASSERT_TRUE(r->quantization.has_value()) << ctx;
+      const QuantizationSplit& s = *r->quantization;
+      // cpu_reference reads the stored cache: its own error is the fp16 output's rounding.
+      EXPECT_EQ(s.kernel_tolerance, 5e-3) << ctx;
+      EXPECT_TRUE(s.kernel_passed) << ctx << ": " << s.kernel_relative_error;
+      EXPECT_LT(s.kernel_relative_error, 1e-3) << ctx;
+      EXPECT_GT(s.quantization_relative_error, 10 * s.kernel_relative_error) << ctx;
+      // The two make up the error against the unquantized reference (triangle inequality).
+      EXPECT_LE(r->relative_error, (s.kernel_relative_error * (1 + s.quantization_relative_error) +
+                                    s.quantization_relative_error) *
+                                       (1 + 1e-9))
+          << ctx;
+      EXPECT_GE(r->relative_error, s.quantization_relative_error - 2 * s.kernel_relative_error)
+          << ctx;
+      // An output off by 2% is the kernel's error, caught whatever the quantization allows.
+      FloatTensor off = c.output;
+      for (float& v : off.values) v *= 1.02f;
+      const absl::StatusOr<CorrectnessReport> bad = CheckOutput(c.problem, c.inputs, off, full);
+      ASSERT_TRUE(bad.ok() && bad->quantization.has_value()) << ctx;
+      EXPECT_FALSE(bad->quantization->kernel_passed) << ctx;
+      EXPECT_GT(bad->quantization->kernel_relative_error, 1.5e-2) << ctx;
+    }
+  }
+  Problem native = Odd();
+  native.phase = Phase::kDecode;
+  native.seq_len_q = 3;
+  const Checked n = RunAndKeep(native);
+  const absl::StatusOr<CorrectnessReport> r = CheckOutput(n.problem, n.inputs, n.output, full);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->quantization.has_value());
+  EXPECT_FALSE(QuantizedDecode(n.problem));
 }
 
 TEST(ToleranceTest, ByDtypeAndCache) {
