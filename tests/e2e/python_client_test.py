@@ -364,6 +364,25 @@ class ExpressionRequestTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             ab.build_request(kv_spectrum_rank=4)
 
+    def test_quantized_decode_and_deterministic_columns(self):
+        self.assertEqual(list(ab.COLUMNS)[-4:], ["kernel_rel_error", "kernel_passed",
+                                                 "quantization_rel_error", "deterministic"])
+        base = ab.build_request(**small(phase="decode", seq_len_q=1, seq_len_kv=64,
+                                        mask="none", dtype="fp16"), check="full",
+                                deterministic=True)
+        base.spec.kv_cache.format = ab.pb.CACHE_FORMAT_INT4
+        record = CLIENT.run(base)
+        self.assertTrue(record["deterministic"])
+        self.assertTrue(record["kernel_passed"])
+        # int4 costs far more than cpu_reference's own rounding, and the two make up rel_error.
+        self.assertLess(10 * record["kernel_rel_error"], record["quantization_rel_error"])
+        self.assertAlmostEqual(record["rel_error"], record["quantization_rel_error"],
+                               delta=2 * record["kernel_rel_error"])
+        plain = CLIENT.run(check="full", **small(seq_len=16))
+        self.assertIsNone(plain["kernel_rel_error"])
+        self.assertIsNone(plain["quantization_rel_error"])
+        self.assertFalse(plain["deterministic"])
+
     def test_records_carry_the_expressions_last(self):
         start = list(ab.COLUMNS).index("score_mod")
         self.assertEqual(list(ab.COLUMNS)[start:start + 3],

@@ -53,6 +53,12 @@ COLUMNS = (
     "dw_k_rel_error", "dw_k_max_abs_error", "dw_k_passed",
     "dw_v_rel_error", "dw_v_max_abs_error", "dw_v_passed",
     "dw_o_rel_error", "dw_o_max_abs_error", "dw_o_passed",
+    # A decode from a quantized cache (Correctness.quantization; appended last, for the same
+    # reason): rel_error above against the unquantized cache, split into the kernel's own error
+    # (against the cache as stored) and the quantization's; and whether the run asked for
+    # deterministic results. None where not applicable.
+    "kernel_rel_error", "kernel_passed", "quantization_rel_error",
+    "deterministic",
 )
 
 COMPRESSION_METHODS = ("pca", "mean_pool")
@@ -173,7 +179,13 @@ def from_result(result, point_index=None):
         "wall_ms": result.wall_ms,
         "non_finite_elements": result.output_summary.non_finite_elements,
         "backward_timing": _backward_timing(result.measurement),
+        "deterministic": result.measurement.deterministic,
     })
+    if c.HasField("quantization"):
+        q = c.quantization
+        record.update({"kernel_rel_error": q.kernel_relative_error,
+                       "kernel_passed": q.kernel_passed,
+                       "quantization_rel_error": q.quantization_relative_error})
     record.update(_gradient_columns(c))
     record.update(_layer_columns(result))
     record.update(_compression_columns(result))
