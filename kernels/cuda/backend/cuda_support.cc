@@ -19,8 +19,8 @@
 namespace attnbench {
 namespace {
 
-// Off until kernels_cuda_layer_backward_test has passed on a device: then true, and this the only
-// line to change.
+// Off until CudaLayerBackwardTest.* (kernels_cuda_backward_test) has passed on a device: then
+// true, and this the only line to change.
 constexpr bool kCudaLayerBackwardEnabled = false;
 std::atomic<bool> layer_backward_for_test{false};
 

@@ -25,8 +25,8 @@ std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind);
 
 // Whether the CUDA backends declare PHASE_BACKWARD at SCOPE_LAYER (BackendSupport::layer_backward:
 // layer_gradients.h around each backend's own core backward). The one switch, off until the layer
-// backward has passed its GPU test once (kernels_cuda_layer_backward_test), which turns it on in
-// its own process through EnableCudaLayerBackwardForTest.
+// backward has passed its GPU test once (CudaLayerBackwardTest.* in kernels_cuda_backward_test),
+// which turns it on in its own process through EnableCudaLayerBackwardForTest.
 bool CudaLayerBackwardEnabled();
 void EnableCudaLayerBackwardForTest();
 
