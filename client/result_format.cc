@@ -290,11 +290,12 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       "dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
       "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
       "mean_pool_median_ms,dx_rel_err,dx_passed,dw_q_rel_err,dw_q_passed,dw_k_rel_err,"
-      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed\n";
+      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed,kernel_rel_err,"
+      "kernel_passed,quantization_rel_err,deterministic\n";
   for (const ResultRow& row : rows) {
     if (!row.result.has_value()) {
       absl::StrAppend(&out, row.point, std::string(21, ','), CsvField(StatusText(row.error)),
-                      std::string(30, ','), "\n");
+                      std::string(34, ','), "\n");
       continue;
     }
     const v1::RunResult& r = *row.result;
@@ -342,6 +343,12 @@ std::string FormatCsv(const std::vector<ResultRow>& rows) {
       }
     }
     for (const char* name : kCsvLayerGradientNames) AppendGradientFields(r, name, &fields);
+    const bool split = check.has_quantization();
+    const v1::QuantizationErrors& q = check.quantization();
+    fields.push_back(split ? absl::StrFormat("%.6g", q.kernel_relative_error()) : "");
+    fields.push_back(split ? (q.kernel_passed() ? "true" : "false") : "");
+    fields.push_back(split ? absl::StrFormat("%.6g", q.quantization_relative_error()) : "");
+    fields.push_back(r.measurement().deterministic() ? "true" : "false");
     absl::StrAppend(&out, absl::StrJoin(fields, ","), "\n");
   }
   return out;

@@ -56,7 +56,10 @@ std::string FormatTable(const std::vector<ResultRow>& rows);
 // compression method (pca, mean_pool) `<method>_key_err`, `_value_err`, `_output_err`,
 // `_median_ms` (empty without compression), and last a layer backward's `dx_rel_err`,
 // `dx_passed`, `dw_q_rel_err`, `dw_q_passed`, `dw_k_rel_err`, `dw_k_passed`, `dw_v_rel_err`,
-// `dw_v_passed`, `dw_o_rel_err`, `dw_o_passed` (empty unless the check compared that gradient).
+// `dw_v_passed`, `dw_o_rel_err`, `dw_o_passed` (empty unless the check compared that gradient),
+// then a quantized cache's decode's `kernel_rel_err`, `kernel_passed`, `quantization_rel_err`
+// (Correctness.quantization; empty otherwise) and `deterministic` (as the result echoes it; empty
+// on an error row).
 std::string FormatCsv(const std::vector<ResultRow>& rows);
 
 // The proto3 JSON mapping (lowerCamelCase names) of one message, pretty-printed.

@@ -104,14 +104,15 @@ TEST(ResultFormatTest, Csv) {
       "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
       "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
       "mean_pool_median_ms,dx_rel_err,dx_passed,dw_q_rel_err,dw_q_passed,dw_k_rel_err,"
-      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed\n"
+      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed,kernel_rel_err,"
+      "kernel_passed,quantization_rel_err,deterministic\n"
       "0,cpu_reference,gqa:8/2,causal,fp16,2,128,256,8,64,64,1.5,1.25,2,0.0123,12.5,"
       "0.00015,true,attnbench-7d9f-x2k4p,cuda:1,\"mma.sync D=64/64, common\",,0,prefill,"
-      ",,,,,,,,,,,,,,,,,,,,,,,,,,,\n"
+      ",,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,false\n"
       "1,cpu_reference,mha:4,none,fp32,1,64,64,4,64,32,0.25,0.2,0.3,1.5,100,,,,,,,0,prefill,"
-      ",,,,,,,,,,,,,,,,,,,,,,,,,,,\n"
+      ",,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,false\n"
       "2,,,,,,,,,,,,,,,,,,,,,\"INVALID_ARGUMENT: kv_heads must divide, really\",,,,,,,,,,,,,,,,,,,,"
-      ",,,,,,,,,,\n");
+      ",,,,,,,,,,,,,,\n");
 }
 
 // A failed check caused by NaN or infinity says so, and an unchecked run with one is not "-".
@@ -240,9 +241,10 @@ TEST(ResultFormatTest, CsvAppendsPhaseTimingAndEveryGradientsCheck) {
       "dk_passed,dv_rel_err,dv_passed,score_mod,mask_mod,kv_heads,pca_key_err,pca_value_err,"
       "pca_output_err,pca_median_ms,mean_pool_key_err,mean_pool_value_err,mean_pool_output_err,"
       "mean_pool_median_ms,dx_rel_err,dx_passed,dw_q_rel_err,dw_q_passed,dw_k_rel_err,"
-      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed\n"
+      "dw_k_passed,dw_v_rel_err,dw_v_passed,dw_o_rel_err,dw_o_passed,kernel_rel_err,"
+      "kernel_passed,quantization_rel_err,deterministic\n"
       "0,cuda_flash,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,0.004,false,,,,,0,"
-      "backward,training_step,0.001,true,0.004,false,0.0025,true,,,,,,,,,,,,,,,,,,,,,\n");
+      "backward,training_step,0.001,true,0.004,false,0.0025,true,,,,,,,,,,,,,,,,,,,,,,,,,false\n");
 }
 
 // Layer, core backward and forward rows together: each row's own gradients, "-" elsewhere.
@@ -296,8 +298,9 @@ TEST(ResultFormatTest, CsvAppendsTheLayersGradientChecksLast) {
   const std::string csv = FormatCsv(rows);
   const std::vector<std::vector<std::string>> cells = CsvCells(csv);
   ASSERT_EQ(cells.size(), 5u) << csv;
-  // The old columns where they were, the ten new ones after mean_pool_median_ms.
-  const std::vector<std::string> tail(cells[0].end() - 11, cells[0].end());
+  // The old columns where they were, the ten new ones after mean_pool_median_ms (and the
+  // quantization split and deterministic after them).
+  const std::vector<std::string> tail(cells[0].end() - 15, cells[0].end() - 4);
   EXPECT_THAT(
       tail, ::testing::ElementsAre("mean_pool_median_ms", "dx_rel_err", "dx_passed", "dw_q_rel_err",
                                    "dw_q_passed", "dw_k_rel_err", "dw_k_passed", "dw_v_rel_err",
@@ -309,7 +312,8 @@ TEST(ResultFormatTest, CsvAppendsTheLayersGradientChecksLast) {
   // The layer row: its five checks, and no dQ, dK, dV.
   EXPECT_THAT(csv, HasSubstr("\n0,cpu_reference,mha:2,none,bf16,1,64,64,2,32,32,0.75,0.5,1,2,30,"
                              "0.004,false,,,,,0,backward,training_step,,,,,,,,,,,,,,,,,,"
-                             "0.001,true,0.002,true,0.003,false,0.004,true,0.005,true\n"));
+                             "0.001,true,0.002,true,0.003,false,0.004,true,0.005,true,,,,"
+                             "false\n"));
   const char* expected_errors[] = {"0.001", "0.002", "0.003", "0.004", "0.005"};
   const char* expected_passed[] = {"true", "true", "false", "true", "true"};
   for (int k = 0; k < 5; ++k) {
@@ -357,10 +361,45 @@ TEST(ResultFormatTest, CsvQuotesExpressionsLikeAnyText) {
   v1::RunResult r = ExpressionResult();
   r.mutable_spec()->mutable_score_mod()->set_expression("s + bias[h, min(max(q - kv, 0), 127)]");
   const std::string csv = FormatCsv({ResultRow{0, r, absl::OkStatus()}});
-  // The expressions, then the (empty) KV-compression and layer-gradient columns.
+  // The expressions, then the (empty) KV-compression, layer-gradient and quantization columns
+  // and `deterministic`.
   EXPECT_THAT(csv, ::testing::EndsWith(
                        ",\"s + bias[h, min(max(q - kv, 0), 127)]\",doc[q] == doc[kv],,,,,,,,,"
-                       ",,,,,,,,,,\n"));
+                       ",,,,,,,,,,,,,,false\n"));
+}
+
+// A quantized cache's decode: the kernel's error, its pass and the quantization's error after
+// every older column, then whether the run was deterministic; empty (and "false") elsewhere.
+TEST(ResultFormatTest, CsvAppendsTheQuantizationSplitAndDeterministic) {
+  v1::RunResult decode = UncheckedMhaResult();  // no quoted text: the cells split at commas
+  decode.mutable_correctness()->set_checked(true);
+  v1::QuantizationErrors* q = decode.mutable_correctness()->mutable_quantization();
+  q->set_kernel_relative_error(0.0002);
+  q->set_kernel_passed(true);
+  q->set_quantization_relative_error(0.15);
+  decode.mutable_measurement()->set_deterministic(true);
+  const std::vector<ResultRow> rows = {
+      ResultRow{0, decode, absl::OkStatus()}, ResultRow{1, UncheckedMhaResult(), absl::OkStatus()},
+      ResultRow{2, std::nullopt, absl::InvalidArgumentError("no")}};
+  const std::string csv = FormatCsv(rows);
+  const std::vector<std::vector<std::string>> cells = CsvCells(csv);
+  ASSERT_EQ(cells.size(), 4u) << csv;
+  const std::vector<std::string> tail(cells[0].end() - 5, cells[0].end());
+  EXPECT_THAT(tail, ::testing::ElementsAre("dw_o_passed", "kernel_rel_err", "kernel_passed",
+                                           "quantization_rel_err", "deterministic"));
+  for (const std::vector<std::string>& line : cells) {
+    EXPECT_EQ(line.size(), cells[0].size()) << absl::StrJoin(line, ",");
+  }
+  EXPECT_EQ(CsvCell(cells, 1, "kernel_rel_err"), "0.0002");
+  EXPECT_EQ(CsvCell(cells, 1, "kernel_passed"), "true");
+  EXPECT_EQ(CsvCell(cells, 1, "quantization_rel_err"), "0.15");
+  EXPECT_EQ(CsvCell(cells, 1, "deterministic"), "true");
+  for (const char* column : {"kernel_rel_err", "kernel_passed", "quantization_rel_err"}) {
+    EXPECT_EQ(CsvCell(cells, 2, column), "") << column;
+    EXPECT_EQ(CsvCell(cells, 3, column), "") << column;
+  }
+  EXPECT_EQ(CsvCell(cells, 2, "deterministic"), "false");
+  EXPECT_EQ(CsvCell(cells, 3, "deterministic"), "");
 }
 
 TEST(ResultFormatTest, RunJsonRoundTrips) {
@@ -455,7 +494,8 @@ TEST(ResultFormatTest, KvCompressionResults) {
               ::testing::Not(HasSubstr("KV-head compression")));
   EXPECT_THAT(
       FormatCsv(rows),
-      HasSubstr(",0,prefill,,,,,,,,,,2,0.125,0.25,0.0625,0.125,0.5,0.75,0.375,0.2,,,,,,,,,,\n"));
+      HasSubstr(
+          ",0,prefill,,,,,,,,,,2,0.125,0.25,0.0625,0.125,0.5,0.75,0.375,0.2,,,,,,,,,,,,,,false\n"));
 }
 
 }  // namespace

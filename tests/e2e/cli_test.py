@@ -324,7 +324,8 @@ class BackwardTest(unittest.TestCase):
         self.assertEqual(cells.split()[15], "yes")  # pass
         self.assertEqual(len(cells.split()), 18 + 5)  # the five gradients' errors
 
-        # The CSV: the five gradients' checks in the columns appended last; no dQ, dK, dV.
+        # The CSV: the five gradients' checks in the columns appended after every older one (only
+        # a quantized decode's split and `deterministic` come after them); no dQ, dK, dV.
         out = run_cli("run", server_flag(), "--backend=cpu_reference", "--batch=1",
                       "--dtype=fp32", "--layout=gqa", "--heads=4", "--kv_heads=2",
                       "--seq_len=16", "--head_dim=32", "--scope=layer", "--d_model=48",
@@ -333,7 +334,8 @@ class BackwardTest(unittest.TestCase):
         header = out.stdout.splitlines()[0].split(",")
         layer_columns = [f"{g}_{c}" for g in ("dx", "dw_q", "dw_k", "dw_v", "dw_o")
                          for c in ("rel_err", "passed")]
-        self.assertEqual(header[-len(layer_columns):], layer_columns)
+        later = ["kernel_rel_err", "kernel_passed", "quantization_rel_err", "deterministic"]
+        self.assertEqual(header[-len(later) - len(layer_columns):], layer_columns + later)
         rows = list(csv.DictReader(io.StringIO(out.stdout)))
         self.assertEqual(len(rows), 1)
         row = rows[0]
@@ -343,6 +345,7 @@ class BackwardTest(unittest.TestCase):
             self.assertTrue(0 <= float(row[f"{g}_rel_err"]) < 1, g)
         for g in ("dq", "dk", "dv"):
             self.assertEqual((row[f"{g}_rel_err"], row[f"{g}_passed"]), ("", ""), g)
+        self.assertEqual((row["kernel_rel_err"], row["deterministic"]), ("", "false"))
 
     def test_sweep_over_phases(self):
         if not harness.serves_backward(SERVER):
