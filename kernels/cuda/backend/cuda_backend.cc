@@ -27,6 +27,7 @@
 #include "kernels/cuda/common/expression_args.h"
 #include "kernels/cuda/expr/device_expressions.h"
 #include "kernels/cuda/expr/expression_module.h"
+#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/reference/reference_attention.h"
@@ -329,6 +330,63 @@ class ReferenceKernel : public Kernel {
 
  private:
   std::unique_ptr<cuda::DeviceKvCache> cache_;
+};
+
+// cuda_flash's decode kernel (flash/decode.h) over the problem's cache as stored: native rows in
+// the dtype, paged or not, quantized ranges as they are (DeviceKvCache, built once in Prepare like
+// cuda_reference's, so both read the same bytes), with the split plan for this device.
+class DecodeKernel : public Kernel {
+ public:
+  static absl::StatusOr<std::unique_ptr<DecodeKernel>> Create(const Problem& problem,
+                                                              const ProblemShapes& shapes,
+                                                              const AttentionInputs& inputs,
+                                                              const AttentionArgs& args, int sms) {
+    auto k = std::make_unique<DecodeKernel>();
+    absl::StatusOr<std::unique_ptr<cuda::DeviceKvCache>> cache = cuda::DeviceKvCache::Create(
+        problem, shapes, inputs, cuda::DeviceKvCache::NativeRows::kStorage);
+    if (!cache.ok()) return cache.status();
+    k->cache_ = *std::move(cache);
+    k->plan_ = cuda::flash::PlanDecode(args, KvHeadsOfOutputs(shapes), sms);
+    if (const size_t bytes = cuda::flash::DecodeWorkspaceBytes(args, k->plan_); bytes > 0) {
+      absl::StatusOr<cuda::DeviceBuffer> ws =
+          cuda::DeviceBuffer::Allocate(bytes, "the decode kernel's split outputs");
+      if (!ws.ok()) return ws.status();
+      k->workspace_ = *std::move(ws);
+    }
+    return k;
+  }
+
+  // Device bytes Create allocates beyond the problem's own, for a problem UsesFlashDecode takes.
+  static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& shapes, int sms) {
+    const AttentionArgs args = cuda::ShapeArgs(problem, shapes);
+    return cuda::DeviceKvCache::EstimateBytes(problem, shapes) +
+           cuda::flash::DecodeWorkspaceBytes(
+               args, cuda::flash::PlanDecode(args, KvHeadsOfOutputs(shapes), sms));
+  }
+
+  absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
+    return cuda::CudaStatus(
+        cuda::flash::LaunchDecode(args, cache_->Args(), plan_, workspace_.get(), stream),
+        "flash decode launch");
+  }
+
+  // e.g. "decode split-kv D=128 rows/tile=16 splits=33 keys/split=1024".
+  std::string Name(const AttentionArgs& args) const {
+    return absl::StrCat("decode split-kv D=", args.dim_qk, " rows/tile=", cuda::flash::kDecodeRowTile,
+                        " row_tiles=", plan_.row_tiles, " splits=", plan_.splits,
+                        " keys/split=", plan_.split_tokens);
+  }
+
+ private:
+  static std::vector<int32_t> KvHeadsOfOutputs(const ProblemShapes& shapes) {
+    std::vector<int32_t> kv;
+    for (const HeadPair& p : shapes.heads.map) kv.push_back(p.kv_head);
+    return kv;
+  }
+
+  std::unique_ptr<cuda::DeviceKvCache> cache_;
+  cuda::flash::DecodePlan plan_;
+  cuda::DeviceBuffer workspace_;
 };
 
 // A PHASE_BACKWARD kernel. What an iteration enqueues follows Problem::training_step: the forward
@@ -861,6 +919,17 @@ class CudaWorkload : public Workload {
           kernel_ = *std::move(k);
           break;
         }
+        if (UsesFlashDecode(problem)) {
+          absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+          if (!shapes.ok()) return shapes.status();
+          absl::StatusOr<std::unique_ptr<DecodeKernel>> k = DecodeKernel::Create(
+              problem, *shapes, inputs_, problem_->Args(0),
+              CudaDevices()[device_].description.compute_units);
+          if (!k.ok()) return k.status();
+          decode_ = k->get();
+          kernel_ = *std::move(k);
+          break;
+        }
         // Client expressions are compiled here, in Prepare, so NVRTC never runs inside a timed
         // iteration.
         absl::StatusOr<std::unique_ptr<FlashKernel>> k =
@@ -980,6 +1049,7 @@ class CudaWorkload : public Workload {
   std::string KernelName() const override {
     switch (kind_) {
       case Kind::kFlash:
+        if (decode_ != nullptr) return decode_->Name(problem_->Args(0));
         if (flash_ == nullptr) {  // PHASE_BACKWARD
           return cuda::flash::BackwardKernelName(problem_->Args(0), FlashDeviceOf(device_));
         }
@@ -1096,6 +1166,7 @@ class CudaWorkload : public Workload {
   std::unique_ptr<cuda::DeviceProblem> problem_;
   std::unique_ptr<Kernel> kernel_;
   const FlashKernel* flash_ = nullptr;  // kernel_ when it is the flash kernel
+  const DecodeKernel* decode_ = nullptr;  // kernel_ when it is the flash decode kernel
   BackwardKernel* backward_ = nullptr;  // kernel_ when the problem is a backward
   // The split events of kernel_ at layer scope (flash_ then lies inside it).
   const LayerSplitEvents* layer_split_ = nullptr;
@@ -1170,6 +1241,9 @@ class CudaBackend : public Backend {
       // The float32 dQ accumulator; the backward's forward (the mma.sync kernel) needs no
       // workspace or tile lists.
       bytes += cuda::flash::BackwardWorkspaceBytes(cuda::ShapeArgs(problem, *shapes));
+    } else if (kind_ == Kind::kFlash && UsesFlashDecode(problem)) {
+      bytes += DecodeKernel::EstimateBytes(problem, *shapes,
+                                           CudaDevices().front().description.compute_units);
     } else if (kind_ == Kind::kFlash) {
       const AttentionArgs args = cuda::ShapeArgs(problem, *shapes);
       const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, FlashDeviceOf(0));
@@ -1210,7 +1284,8 @@ class CudaBackend : public Backend {
       }
     }
     if (shapes->layer) bytes += kCublasWorkspaceBytes;  // the projections' cuBLAS handle
-    if (cuda::DeviceKvCache::Needed(problem)) {
+    // cuda_reference's cache (the decode kernel counted its own above).
+    if (kind_ == Kind::kReference && cuda::DeviceKvCache::Needed(problem)) {
       bytes += cuda::DeviceKvCache::EstimateBytes(problem, *shapes);
     }
     return bytes;

@@ -9,7 +9,9 @@
 #include "absl/strings/str_join.h"
 #include "kernels/backend_support.h"
 #include "kernels/cuda/backend/cuda_backend.h"
+#include "kernels/cuda/backend/device_kv_cache.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
 #include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
@@ -168,8 +170,16 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       } else {
         s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
       }
+      // Every cache kind, through the decode kernel's allow-list (CheckCudaSupport).
+      s.cache_formats.push_back(CacheFormat::kInt8);
+      s.cache_formats.push_back(CacheFormat::kInt4);
+      s.paged_kv_cache = true;
       s.limitations.emplace_back(
-          "decode: contiguous native cache only (no paging, no int8/int4/SAQ)");
+          "decode: the split-KV kernel (flash-decoding on CUDA cores, float32 math) for S_q 1-64, "
+          "D_qk = D_v in {32, 64, 128, 256}, no score_mod or mask_mod; "
+          "native, paged, int8, int4 and SAQ caches read at their stored width, the query rows of "
+          "every head sharing a KV head in one block. Paged and quantized caches run only there; "
+          "a native contiguous decode outside it runs on the forward kernels");
       s.auto_priority = 30;
       break;
     case CudaBackendKind::kUnfused:
@@ -217,6 +227,12 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   return s;
 }
 
+bool UsesFlashDecode(const Problem& problem) {
+  if (problem.phase != Phase::kDecode) return false;
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  return shapes.ok() && cuda::flash::DecodeRefusal(cuda::ShapeArgs(problem, *shapes)).empty();
+}
+
 absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
                               const cuda::flash::FlashDevice& device) {
   const char* name = CudaBackendName(kind);
@@ -259,6 +275,12 @@ absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,
         // Reached only when FlashBackwardEnabled() (CheckSupport refused the phase otherwise).
         why = cuda::flash::Sm80BackwardRefusal(args, device);
         if (!why.empty()) why = cuda::flash::Sm80BackwardAllowList().name + ": " + why;
+      } else if (problem.phase == Phase::kDecode &&
+                 (cuda::DeviceKvCache::Needed(problem) || UsesFlashDecode(problem))) {
+        why = cuda::flash::DecodeRefusal(args);
+        if (!why.empty()) {
+          why = "spec.kv_cache (paged or quantized) is read only by the decode kernel, and " + why;
+        }
       } else {
         why = cuda::flash::FlashRefusal(args, device);
       }

@@ -30,6 +30,12 @@ std::vector<Modifier> CudaBackwardModifiers(CudaBackendKind kind);
 bool CudaLayerBackwardEnabled();
 void EnableCudaLayerBackwardForTest();
 
+// Whether cuda_flash runs a normalized, valid problem with its decode kernel (flash/decode.h): a
+// PHASE_DECODE inside the kernel's allow-list. Every cache kind (paged, int8, int4, SAQ bands)
+// runs only there; a native contiguous cache outside it runs on the forward kernels as a short
+// prefill.
+bool UsesFlashDecode(const Problem& problem);
+
 // OK when the backend runs the normalized, valid problem on such a device; otherwise
 // FAILED_PRECONDITION naming the field (backend allow-lists) or the kernels' reasons.
 absl::Status CheckCudaSupport(CudaBackendKind kind, const Problem& problem,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/spec/dtype.h"
 #include "kernels/spec/cache_format.h"
 #include "kernels/spec/kv_cache_store.h"
 #include "kernels/spec/modifiers.h"
@@ -49,12 +50,41 @@ absl::StatusOr<const T*> Keep(const std::vector<T>& v, const std::string& what,
   return buffers.back().as<T>();
 }
 
+// The native rows encoded in `dtype` (round to nearest even, as every stored tensor), chunks
+// encoded concurrently: a long cache holds hundreds of millions of elements.
+std::string EncodeRows(const std::vector<float>& rows, DType dtype) {
+  const size_t width = static_cast<size_t>(DTypeBytes(dtype));
+  std::string out(rows.size() * width, '\0');
+  constexpr size_t kChunk = size_t{1} << 20;
+  const int64_t chunks = static_cast<int64_t>((rows.size() + kChunk - 1) / kChunk);
+  ParallelOverCores(chunks, [&](int64_t c) {
+    const size_t begin = static_cast<size_t>(c) * kChunk;
+    const size_t end = std::min(rows.size(), begin + kChunk);
+    std::string part;
+    part.reserve((end - begin) * width);
+    for (size_t e = begin; e < end; ++e) AppendEncoded(rows[e], dtype, &part);
+    std::copy(part.begin(), part.end(), out.begin() + static_cast<std::ptrdiff_t>(begin * width));
+  });
+  return out;
+}
+
 absl::StatusOr<KvCachePool> UploadPool(const KvCacheStore::Pool& pool, const char* name,
+                                       DeviceKvCache::NativeRows native_rows, DType dtype,
                                        std::vector<DeviceBuffer>& buffers) {
   KvCachePool p;
   p.dim = static_cast<int32_t>(pool.dim);
+  if (native_rows == DeviceKvCache::NativeRows::kStorage && !pool.native.empty()) {
+    const std::string encoded = EncodeRows(pool.native, dtype);
+    absl::StatusOr<DeviceBuffer> b = DeviceBuffer::Upload(
+        encoded.data(), encoded.size(), absl::StrCat("the decode cache's native ", name));
+    if (!b.ok()) return b.status();
+    buffers.push_back(*std::move(b));
+    p.stored = buffers.back().get();
+  }
+  static const std::vector<float> kNone;
   absl::StatusOr<const float*> native =
-      Keep(pool.native, absl::StrCat("the decode cache's native ", name), buffers);
+      Keep(native_rows == DeviceKvCache::NativeRows::kFloat ? pool.native : kNone,
+           absl::StrCat("the decode cache's native ", name), buffers);
   if (!native.ok()) return native.status();
   absl::StatusOr<const int8_t*> int8 =
       Keep(pool.int8, absl::StrCat("the decode cache's int8 ", name), buffers);
@@ -90,7 +120,8 @@ uint64_t DeviceKvCache::EstimateBytes(const Problem& problem, const ProblemShape
 }
 
 absl::StatusOr<std::unique_ptr<DeviceKvCache>> DeviceKvCache::Create(
-    const Problem& problem, const ProblemShapes& shapes, const AttentionInputs& inputs) {
+    const Problem& problem, const ProblemShapes& shapes, const AttentionInputs& inputs,
+    NativeRows native) {
   std::unique_ptr<DeviceKvCache> c(new DeviceKvCache());
   // The cache holds keys after RoPE, as the prefill that filled it left them.
   const std::vector<float>* keys = &inputs.key.values;
@@ -112,9 +143,9 @@ absl::StatusOr<std::unique_ptr<DeviceKvCache>> DeviceKvCache::Create(
   const KvCacheStore store(problem, *keys, inputs.value.values, shapes.heads.num_kv_heads,
                            ParallelOverCores);
   KvCacheArgs& a = c->args_;
-  absl::StatusOr<KvCachePool> k = UploadPool(store.keys(), "keys", c->buffers_);
+  absl::StatusOr<KvCachePool> k = UploadPool(store.keys(), "keys", native, problem.dtype, c->buffers_);
   if (!k.ok()) return k.status();
-  absl::StatusOr<KvCachePool> v = UploadPool(store.values(), "values", c->buffers_);
+  absl::StatusOr<KvCachePool> v = UploadPool(store.values(), "values", native, problem.dtype, c->buffers_);
   if (!v.ok()) return v.status();
   a.keys = *k;
   a.values = *v;

@@ -20,19 +20,23 @@ namespace attnbench::cuda {
 
 class DeviceKvCache {
  public:
+  // How native rows are uploaded: as float (cuda_reference reads every format as float), or in
+  // the problem's dtype, their stored width (cuda_flash's decode kernel: KvCachePool::stored).
+  enum class NativeRows { kFloat, kStorage };
+
   // Whether a decode problem's cache is read through KvCacheArgs: paged, quantized or banded.
   // A contiguous native cache is read from AttentionArgs::k and ::v like a prefill.
   static bool Needed(const Problem& problem);
 
-  // Device bytes Create allocates (the stored pools, the page table, the format ranges). Needs
-  // no device.
+  // Device bytes Create allocates (the stored pools, the page table, the format ranges), native
+  // rows counted as float (an upper bound with NativeRows::kStorage). Needs no device.
   static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& shapes);
 
   // On the current device, for a normalized, valid decode problem that Needed() holds for;
   // `inputs` from GenerateInputs.
-  static absl::StatusOr<std::unique_ptr<DeviceKvCache>> Create(const Problem& problem,
-                                                               const ProblemShapes& shapes,
-                                                               const AttentionInputs& inputs);
+  static absl::StatusOr<std::unique_ptr<DeviceKvCache>> Create(
+      const Problem& problem, const ProblemShapes& shapes, const AttentionInputs& inputs,
+      NativeRows native = NativeRows::kFloat);
 
   const KvCacheArgs& Args() const { return args_; }
 

@@ -16,6 +16,10 @@ enum class CacheCode : int32_t { kNative = 0, kInt8 = 1, kInt4 = 2 };
 // One tensor (keys or values): the arrays of the formats the cache uses, null for the others.
 struct KvCachePool {
   const float* native = nullptr;   // [slot][head][dim]
+  // The native rows again in the run's storage dtype (AttentionArgs::storage), [slot][head][dim]:
+  // what cuda_flash's decode kernel reads, so a native cache costs its stored width. Null unless
+  // DeviceKvCache was made with NativeRows::kStorage (then `native` is null instead).
+  const void* stored = nullptr;
   const int8_t* int8 = nullptr;    // [slot][head][dim]
   const uint8_t* int4 = nullptr;   // [slot][head][(dim + 1) / 2], element 2e in the low nibble
   const float* scales8 = nullptr;  // [slot][head]
@@ -28,7 +32,7 @@ struct KvCacheArgs {
   KvCachePool values;
   int32_t heads_kv = 0;
   // Token j of sequence b is in slot page_table[b * pages_per_sequence + j / page_size] *
-  // page_size + j % page_size.
+  // page_size + j % page_size. A cache that is not paged has one page per sequence.
   const int32_t* page_table = nullptr;
   int64_t page_size = 0;
   int64_t pages_per_sequence = 0;

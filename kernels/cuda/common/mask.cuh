@@ -94,16 +94,20 @@ struct KeyInterval {
   int64_t lo = 0;
   int64_t hi = 0;
 };
-__device__ __forceinline__ KeyInterval KeysKeptByRows(const AttentionArgs& a, int64_t first_row,
-                                                      int64_t last_row) {
+// Host code (a launcher's plan) takes the same interval.
+__host__ __device__ __forceinline__ KeyInterval KeysKeptByRows(const AttentionArgs& a,
+                                                               int64_t first_row,
+                                                               int64_t last_row) {
   KeyInterval k{0, a.seq_kv};
   const int64_t first_pos = first_row + a.offset;
   const int64_t last_pos = last_row + a.offset;
   if (a.mask == MaskCode::kCausal || (a.mask == MaskCode::kBlock && a.block_causal)) {
-    k.hi = min(k.hi, last_pos + 1);
+    if (last_pos + 1 < k.hi) k.hi = last_pos + 1;
   } else if (a.mask == MaskCode::kWindow) {
-    if (a.window_right >= 0) k.hi = min(k.hi, last_pos + a.window_right + 1);
-    if (a.window_left >= 0) k.lo = max(k.lo, first_pos - a.window_left);
+    if (a.window_right >= 0 && last_pos + a.window_right + 1 < k.hi) {
+      k.hi = last_pos + a.window_right + 1;
+    }
+    if (a.window_left >= 0 && first_pos - a.window_left > k.lo) k.lo = first_pos - a.window_left;
   }
   return k;
 }

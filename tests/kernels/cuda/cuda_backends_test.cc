@@ -17,7 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_backend.h"
+#include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_buffer.h"
+#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/reference/check.h"
 #include "tests/kernels/backward_cases.h"
@@ -117,7 +119,10 @@ TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
   const std::string kernel = r.workload != nullptr ? r.workload->KernelName() : "";
   // On an H100 every case here with 16-bit storage and head dims (and rotary dims) that are
   // multiples of 8 is the Hopper kernel's to run: a fallback would be timed on the slow kernel.
-  if (name == kCudaFlashBackend && backend->Devices().front().compute_capability == "9.0") {
+  if (name == kCudaFlashBackend && UsesFlashDecode(n)) {
+    EXPECT_EQ(kernel.rfind("decode split-kv", 0), 0u) << c.name << ": " << kernel;
+  } else if (name == kCudaFlashBackend &&
+             backend->Devices().front().compute_capability == "9.0") {
     const bool hopper_case =
         n.head_dim_qk % 8 == 0 && *n.head_dim_v % 8 == 0 &&
         (!n.rope.enabled || n.rope.rotary_dims.value_or(n.head_dim_qk) % 8 == 0);
@@ -259,7 +264,7 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
   // (flash/support.h FlashBackwardEnabled; cuda_backward_test.cc runs the backward).
   std::vector<std::pair<std::string, std::function<void(Problem&)>>> refusals = {
       {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
-      {"paged",  // cuda_flash and cuda_unfused only
+      {"paged",  // cuda_unfused only
        [](Problem& p) {
          p.phase = Phase::kDecode;
          p.seq_len_q = 1;
@@ -272,8 +277,9 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
     if (b->Name() == kCudaFlashBackend && !cuda::flash::FlashBackwardEnabled()) {
       all.emplace_back("PHASE_BACKWARD", [](Problem& p) { p.phase = Phase::kBackward; });
     }
-    // cuda_reference reads paged and quantized decode caches (CudaReferenceDecodeCacheTest).
-    if (b->Name() == kCudaReferenceBackend) {
+    // cuda_reference and cuda_flash read paged and quantized decode caches
+    // (CudaReferenceDecodeCacheTest, CudaFlashDecodeTest).
+    if (b->Name() != kCudaUnfusedBackend) {
       all.erase(
           std::remove_if(all.begin(), all.end(), [](const auto& r) { return r.first == "paged"; }),
           all.end());
@@ -351,6 +357,138 @@ TEST(CudaReferenceDecodeCacheTest, MatchesTheQuantizedCacheElementByElement) {
       }
     }
   }
+}
+
+// cuda_flash's decode kernel (flash/decode.h) on every cache kind: native (contiguous or paged),
+// int8, int4 and SAQ bands. Each run is held, element by element, to the float64 attention over
+// the cache as stored (the tests' own quantization of the documented recipe; without RoPE, where
+// the cached keys are the inputs), and to the server's oracle, whose kernel error is judged by the
+// dtype's tolerance alone. The shapes take one and many splits, several row tiles of one KV head
+// (MQA, S_q 64), an uneven explicit head map, every head dim of the allow-list, every mask kind
+// and modifier; a CUDA graph replays to the same bits.
+TEST(CudaFlashDecodeTest, EveryCacheKindMatchesTheCacheAsStored) {
+  SKIP_WITHOUT_DEVICE();
+  Backend* flash = Find(kCudaFlashBackend);
+  ASSERT_NE(flash, nullptr);
+  struct DecodeShape {
+    const char* name;
+    void (*edit)(Problem&);
+  };
+  const DecodeShape shapes[] = {
+      {"gqa8/2_d64_q1_causal", [](Problem& p) {
+         p.layout.num_query_heads = 8;  // GQA 8/2
+         p.seq_len_q = 1;
+         p.seq_len_kv = 1000;
+         p.mask.kind = MaskKind::kCausal;
+       }},
+      {"mha4_d128_q4_window_alibi_softcap", [](Problem& p) {
+         testing::SetMha(p, 4);
+         p.head_dim_qk = 128;
+         p.seq_len_q = 4;
+         p.seq_len_kv = 2777;
+         p.mask.kind = MaskKind::kSlidingWindow;
+         p.mask.left_tokens = 700;
+         p.mask.right_tokens = 0;
+         p.alibi.enabled = true;
+         p.softcap = {true, 20.0};
+       }},
+      {"mqa8_d32_q5_causal", [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kMqa;
+         p.layout.num_heads = 8;
+         p.head_dim_qk = 32;
+         p.seq_len_q = 5;  // 40 rows of the one KV head: three row tiles
+         p.seq_len_kv = 301;
+         p.mask.kind = MaskKind::kCausal;
+       }},
+      {"gqa4/2_d256_q2_long", [](Problem& p) {
+         p.layout.num_query_heads = 4;  // GQA 4/2
+         p.head_dim_qk = 256;
+         p.seq_len_q = 2;
+         p.seq_len_kv = 9001;
+       }},
+      {"explicit_uneven_q3_block_sparse", [](Problem& p) {
+         p.layout = {};
+         p.layout.kind = LayoutKind::kExplicit;
+         p.layout.num_query_heads = 5;
+         p.layout.num_kv_heads = 3;
+         p.layout.pairs = {{4, 0}, {4, 2}, {0, 2}, {2, 1}, {2, 1}};
+         p.seq_len_q = 3;
+         p.seq_len_kv = 500;
+         p.mask.kind = MaskKind::kBlockSparse;
+         p.mask.query_block_tokens = 2;
+         p.mask.kv_block_tokens = 64;
+         p.mask.blocks = {{0, 0}, {0, 3}, {1, 1}, {1, 7}, {0, 7}};
+         p.mask.intersect_causal = true;
+       }},
+      {"mha2_d64_q64", [](Problem& p) {
+         testing::SetMha(p, 2);
+         p.seq_len_q = 64;  // 64 rows per KV head: four row tiles
+         p.seq_len_kv = 200;
+         p.mask.kind = MaskKind::kCausal;
+       }},
+  };
+  std::vector<testing::CacheFormatCase> formats = testing::QuantizedCacheCases();
+  formats.insert(formats.begin(), {"native", [](KvCache& c) { c.format = CacheFormat::kNative; }});
+  int seed = 700;
+  for (const DecodeShape& shape : shapes) {
+    for (const auto& [format, edit] : formats) {
+      for (bool paged : {false, true}) {
+        for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+          for (bool rope : {false, true}) {
+            Problem p = BaseProblem();
+            shape.edit(p);
+            p.phase = Phase::kDecode;
+            p.dtype = dtype;
+            p.rope.enabled = rope;
+            p.kv_cache.paged = paged;
+            p.kv_cache.page_size_tokens = dtype == DType::kBFloat16 ? 16 : 7;
+            edit(p.kv_cache);
+            p.seed = ++seed;
+            const std::string ctx = absl::StrCat(shape.name, " ", format, paged ? " paged " : " ",
+                                                 DTypeName(dtype), rope ? " rope" : "");
+            const Problem n = NormalizeProblem(p);
+            ASSERT_TRUE(ValidateProblem(n).ok()) << ctx << ": " << ValidateProblem(n);
+            ASSERT_TRUE(UsesFlashDecode(n)) << ctx;
+            const Ran r = RunOnce(*flash, n, IterationOptions{});
+            ASSERT_NE(r.workload, nullptr) << ctx;
+            EXPECT_EQ(r.workload->KernelName().rfind("decode split-kv", 0), 0u)
+                << ctx << ": " << r.workload->KernelName();
+            const std::string where = ctx + " [" + r.workload->KernelName() + "]";
+            CheckOptions full;
+            full.full = true;
+            absl::StatusOr<CorrectnessReport> report =
+                CheckOutput(r.problem, r.workload->Inputs(), r.output, full);
+            ASSERT_TRUE(report.ok()) << report.status();
+            EXPECT_TRUE(report->passed) << where << ": " << report->relative_error;
+            if (report->quantization.has_value()) {
+              EXPECT_TRUE(report->quantization->kernel_passed)
+                  << where << ": " << report->quantization->kernel_relative_error;
+            }
+            if (rope) continue;
+            testing::NaiveOptions stored;
+            stored.quantize_cache = true;
+            testing::ExpectAllClose(r.output.values,
+                                    NaiveAttention(r.problem, r.workload->Inputs(), stored),
+                                    r.output.shape, testing::TensorCoreKernelTolerance(dtype),
+                                    where);
+          }
+        }
+      }
+    }
+  }
+  // A graph replays the decode kernel and its combine to the same output.
+  Problem p = BaseProblem();
+  shapes[3].edit(p);
+  p.phase = Phase::kDecode;
+  p.kv_cache.format = CacheFormat::kInt4;
+  const Ran plain = RunOnce(*flash, p, IterationOptions{});
+  IterationOptions graph;
+  graph.use_cuda_graph = true;
+  const Ran replayed = RunOnce(*flash, p, graph, 3);
+  ASSERT_NE(replayed.workload, nullptr);
+  EXPECT_NE(replayed.workload->KernelName().find("splits="), std::string::npos);
+  EXPECT_EQ(plain.output.values, replayed.output.values);
 }
 
 TEST(CudaBackendsTest, OutOfMemoryIsResourceExhaustedAndTheDeviceStaysUsable) {

@@ -18,6 +18,7 @@
 #include "kernels/cuda/backend/layer_projections.h"
 #include "kernels/cuda/expr/expression_module.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
+#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/flash/flash.h"
 #include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/flash/support.h"
@@ -147,7 +148,9 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
   struct Refusal {
     std::string field;
     void (*edit)(Problem&);
-    bool reference_runs = false;  // cuda_reference reads paged and quantized decode caches
+    // cuda_reference reads paged and quantized decode caches (cuda_flash within its decode
+    // kernel's allow-list).
+    bool reference_runs = false;
   };
   // Refused by every CUDA backend but where marked (PHASE_BACKWARD by cuda_flash:
   // BackwardSupportTest).
@@ -181,6 +184,16 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
       const absl::Status s = CheckCudaSupport(kind, NormalizeProblem(p), HopperTraits());
       if (kind == CudaBackendKind::kReference && r.reference_runs) {
         EXPECT_TRUE(s.ok()) << r.field << ": " << s;
+        continue;
+      }
+      // cuda_flash reads these caches with its decode kernel alone, whose allow-list this shape
+      // (S_q 77, D 96/64) is outside (FlashDecodeSupportTest).
+      if (kind == CudaBackendKind::kFlash && r.reference_runs) {
+        EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
+        EXPECT_NE(std::string(s.message()).find("spec.kv_cache"), std::string::npos) << s;
+        EXPECT_NE(std::string(s.message()).find("decode kernel takes S_q from 1 to 64"),
+                  std::string::npos)
+            << s;
         continue;
       }
       EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
@@ -1068,6 +1081,190 @@ TEST(UnfusedBackwardPlanTest, RunRefusesBadArgumentsBeforeAnyDeviceWork) {
   const absl::Status small = run(a, g, rounds, heads, needed - 1);
   EXPECT_EQ(small.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(small.message()).find(std::to_string(needed)), std::string::npos) << small;
+}
+
+// cuda_flash takes every decode cache kind through its decode kernel, and only there: inside the
+// kernel's allow-list paged, int8, int4 and SAQ caches run (UsesFlashDecode), outside it they are
+// refused naming spec.kv_cache and the kernel's rule; a native contiguous decode outside it still
+// runs on the forward kernels. Prefill never takes the decode kernel.
+TEST(FlashDecodeSupportTest, EveryCacheKindRunsThroughTheDecodeKernelOnly) {
+  Problem base = Base();
+  base.phase = Phase::kDecode;
+  base.seq_len_q = 4;
+  base.seq_len_kv = 4096;
+  base.head_dim_qk = 128;
+  base.head_dim_v = std::nullopt;
+  base.layout.num_query_heads = 8;
+  const std::vector<std::pair<std::string, void (*)(KvCache&)>> caches = {
+      {"native", [](KvCache&) {}},
+      {"paged16", [](KvCache& c) {
+         c.paged = true;
+         c.page_size_tokens = 16;
+       }},
+      {"paged256_int8", [](KvCache& c) {
+         c.paged = true;
+         c.page_size_tokens = 256;
+         c.format = CacheFormat::kInt8;
+       }},
+      {"int4", [](KvCache& c) { c.format = CacheFormat::kInt4; }},
+      {"saq", [](KvCache& c) {
+         c.saq_bands = {{512, CacheFormat::kNative},
+                        {1024, CacheFormat::kInt8},
+                        {std::nullopt, CacheFormat::kInt4}};
+       }},
+  };
+  for (const auto& [name, edit] : caches) {
+    Problem p = base;
+    edit(p.kv_cache);
+    const Problem n = NormalizeProblem(p);
+    ASSERT_TRUE(ValidateProblem(n).ok()) << name << ": " << ValidateProblem(n);
+    EXPECT_TRUE(UsesFlashDecode(n)) << name;
+    EXPECT_TRUE(CheckCudaSupport(CudaBackendKind::kFlash, n, HopperTraits()).ok()) << name;
+    EXPECT_EQ(CheckCudaSupport(CudaBackendKind::kUnfused, n, HopperTraits()).ok(),
+              name == "native")
+        << name;
+
+    // Outside the allow-list: S_q 65, head dim 96, D_qk != D_v.
+    for (auto outside : {+[](Problem& q) { q.seq_len_q = 65; },
+                         +[](Problem& q) { q.head_dim_qk = 96; },
+                         +[](Problem& q) { q.head_dim_v = 64; }}) {
+      Problem o = p;
+      outside(o);
+      const Problem no = NormalizeProblem(o);
+      ASSERT_TRUE(ValidateProblem(no).ok()) << name << ": " << ValidateProblem(no);
+      EXPECT_FALSE(UsesFlashDecode(no)) << name;
+      const absl::Status s = CheckCudaSupport(CudaBackendKind::kFlash, no, HopperTraits());
+      if (name == "native") {  // the forward kernels' to take or refuse, not the cache's
+        EXPECT_EQ(std::string(s.message()).find("spec.kv_cache"), std::string::npos) << s;
+        continue;
+      }
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << name;
+      EXPECT_NE(std::string(s.message()).find("spec.kv_cache"), std::string::npos) << s;
+      EXPECT_NE(std::string(s.message()).find("the decode kernel takes"), std::string::npos) << s;
+    }
+  }
+  Problem prefill = Base();
+  prefill.head_dim_qk = 128;
+  prefill.head_dim_v = std::nullopt;
+  EXPECT_FALSE(UsesFlashDecode(NormalizeProblem(prefill)));
+  // float16 and bfloat16 only, like the rest of cuda_flash.
+  Problem wide = base;
+  wide.dtype = DType::kFloat32;
+  EXPECT_FALSE(UsesFlashDecode(NormalizeProblem(wide)));
+}
+
+TEST(FlashDecodeSupportTest, RefusalsNameTheRule) {
+  Problem p = Base();
+  p.phase = Phase::kDecode;
+  p.seq_len_q = 2;
+  p.head_dim_qk = 64;
+  p.head_dim_v = std::nullopt;
+  AttentionArgs a = ArgsOf(p);
+  EXPECT_EQ(flash::DecodeRefusal(a), "");
+  a.seq_q = 65;
+  EXPECT_NE(flash::DecodeRefusal(a).find("S_q from 1 to 64"), std::string::npos);
+  a = ArgsOf(p);
+  a.storage = Storage::kFloat32;
+  EXPECT_NE(flash::DecodeRefusal(a).find("float16 and bfloat16"), std::string::npos);
+  a = ArgsOf(p);
+  a.dim_v = 32;
+  EXPECT_NE(flash::DecodeRefusal(a).find("D_qk = D_v"), std::string::npos);
+  a = ArgsOf(p);
+  a.modifiers |= kModifierScoreMod;
+  EXPECT_NE(flash::DecodeRefusal(a).find("score_mod"), std::string::npos);
+}
+
+// The split plan: row tiles from the largest KV-head group, the keys an interval mask keeps, and
+// splits that fill the device without empty or tiny splits, covering every kept key once.
+TEST(FlashDecodePlanTest, SplitsCoverTheKeptKeysAndFillTheDevice) {
+  struct PlanCase {
+    const char* name;
+    int batch, heads_q, heads_kv, seq_q;
+    int64_t seq_kv;
+    void (*edit)(Problem&);
+  };
+  const PlanCase cases[] = {
+      {"gqa32/8 q1 512k", 1, 32, 8, 1, 1 << 19, [](Problem&) {}},
+      {"mha32 q1 16k b32", 32, 32, 32, 1, 1 << 14, [](Problem&) {}},
+      {"mqa32 q4 8k", 2, 32, 1, 4, 8192, [](Problem&) {}},
+      {"gqa q64 short", 1, 8, 2, 64, 100, [](Problem&) {}},
+      {"causal window", 4, 8, 2, 16, 100000, [](Problem& p) {
+         p.mask.kind = MaskKind::kSlidingWindow;
+         p.mask.left_tokens = 1000;
+         p.mask.right_tokens = 0;
+       }},
+  };
+  for (const PlanCase& c : cases) {
+    Problem p = Base();
+    p.phase = Phase::kDecode;
+    p.batch_size = c.batch;
+    p.layout = {};
+    p.layout.kind = c.heads_q == c.heads_kv ? LayoutKind::kMha : LayoutKind::kGqa;
+    if (c.heads_q == c.heads_kv) {
+      p.layout.num_heads = c.heads_q;
+    } else {
+      p.layout.num_query_heads = c.heads_q;
+      p.layout.num_kv_heads = c.heads_kv;
+    }
+    p.head_dim_qk = 128;
+    p.head_dim_v = std::nullopt;
+    p.seq_len_q = c.seq_q;
+    p.seq_len_kv = c.seq_kv;
+    c.edit(p);
+    const AttentionArgs a = ArgsOf(p);
+    std::vector<int32_t> kv_of(static_cast<size_t>(c.heads_q));
+    for (int h = 0; h < c.heads_q; ++h) kv_of[h] = h / (c.heads_q / c.heads_kv);
+    const flash::DecodePlan plan = flash::PlanDecode(a, kv_of, 132);
+    const int64_t rows = static_cast<int64_t>(c.heads_q / c.heads_kv) * c.seq_q;
+    EXPECT_EQ(plan.row_tiles, (rows + flash::kDecodeRowTile - 1) / flash::kDecodeRowTile) << c.name;
+    const int64_t first_kept =
+        p.mask.kind == MaskKind::kSlidingWindow ? c.seq_kv - c.seq_q - 1000 : 0;
+    EXPECT_EQ(plan.key_begin, first_kept) << c.name;
+    EXPECT_EQ(plan.key_end, c.seq_kv) << c.name;
+    const int64_t keys = plan.key_end - plan.key_begin;
+    EXPECT_EQ(plan.split_tokens % flash::kDecodeChunk, 0) << c.name;
+    EXPECT_GE(plan.splits, 1) << c.name;
+    EXPECT_LE(plan.splits, flash::kDecodeMaxSplits) << c.name;
+    EXPECT_GE(static_cast<int64_t>(plan.splits) * plan.split_tokens, keys) << c.name;
+    EXPECT_LT(static_cast<int64_t>(plan.splits - 1) * plan.split_tokens, keys) << c.name;
+    if (plan.splits > 1) {
+      EXPECT_GE(plan.split_tokens, flash::kDecodeMinChunksPerSplit * flash::kDecodeChunk)
+          << c.name;
+      EXPECT_EQ(flash::DecodeWorkspaceBytes(a, plan),
+                static_cast<size_t>(plan.splits) * c.batch * c.heads_q * c.seq_q * (128 + 1) * 4)
+          << c.name;
+    } else {
+      EXPECT_EQ(flash::DecodeWorkspaceBytes(a, plan), 0u) << c.name;
+    }
+    const int64_t blocks = static_cast<int64_t>(c.batch) * c.heads_kv * plan.row_tiles;
+    // Near enough blocks for the device where the keys allow it (evening out the splits may
+    // drop a fifth), never a whole split's blocks more.
+    if (keys >= int64_t{flash::kDecodeMaxSplits} * flash::kDecodeMinChunksPerSplit *
+                    flash::kDecodeChunk) {
+      EXPECT_GE(5 * blocks * plan.splits,
+                4 * std::min<int64_t>(132 * flash::kDecodeBlocksPerSm,
+                                      blocks * flash::kDecodeMaxSplits))
+          << c.name;
+    }
+    EXPECT_LT(blocks * (plan.splits - 1), 132 * flash::kDecodeBlocksPerSm) << c.name;
+  }
+  // One KV head read by more heads than the others: the tiles follow the largest group.
+  Problem p = Base();
+  p.phase = Phase::kDecode;
+  p.seq_len_q = 5;
+  p.head_dim_qk = 64;
+  p.head_dim_v = std::nullopt;
+  const flash::DecodePlan uneven = flash::PlanDecode(ArgsOf(p), {0, 0, 0, 0, 1, 0}, 132);
+  EXPECT_EQ(uneven.row_tiles, 2);  // 5 heads x 5 rows = 25 rows
+  // Every key hidden (a window that ends before the cache): one split that writes zeros.
+  AttentionArgs none = ArgsOf(p);
+  none.mask = MaskCode::kWindow;
+  none.window_left = 0;
+  none.window_right = 0;
+  none.offset = -100;
+  const flash::DecodePlan empty = flash::PlanDecode(none, {0, 0, 0, 1, 1, 1}, 132);
+  EXPECT_EQ(empty.splits, 1);
+  EXPECT_EQ(empty.key_end, empty.key_begin);
 }
 
 }  // namespace
