@@ -346,7 +346,8 @@ class DecodeKernel : public Kernel {
         problem, shapes, inputs, cuda::DeviceKvCache::NativeRows::kStorage);
     if (!cache.ok()) return cache.status();
     k->cache_ = *std::move(cache);
-    k->plan_ = cuda::flash::PlanDecode(args, KvHeadsOfOutputs(shapes), sms);
+    k->plan_ = cuda::flash::PlanDecode(args, KvHeadsOfOutputs(shapes), sms,
+                                       cuda::flash::DecodeBlocksPerSm(args));
     if (const size_t bytes = cuda::flash::DecodeWorkspaceBytes(args, k->plan_); bytes > 0) {
       absl::StatusOr<cuda::DeviceBuffer> ws =
           cuda::DeviceBuffer::Allocate(bytes, "the decode kernel's split outputs");
@@ -356,12 +357,14 @@ class DecodeKernel : public Kernel {
     return k;
   }
 
-  // Device bytes Create allocates beyond the problem's own, for a problem UsesFlashDecode takes.
-  static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& shapes, int sms) {
+  // Device bytes Create allocates beyond the problem's own, for a problem UsesFlashDecode takes
+  // (the split outputs at the most splits any plan makes).
+  static uint64_t EstimateBytes(const Problem& problem, const ProblemShapes& shapes) {
     const AttentionArgs args = cuda::ShapeArgs(problem, shapes);
+    cuda::flash::DecodePlan most;
+    most.splits = cuda::flash::kDecodeMaxSplits;
     return cuda::DeviceKvCache::EstimateBytes(problem, shapes) +
-           cuda::flash::DecodeWorkspaceBytes(
-               args, cuda::flash::PlanDecode(args, KvHeadsOfOutputs(shapes), sms));
+           cuda::flash::DecodeWorkspaceBytes(args, most);
   }
 
   absl::Status Enqueue(const AttentionArgs& args, cudaStream_t stream) override {
@@ -1242,8 +1245,7 @@ class CudaBackend : public Backend {
       // workspace or tile lists.
       bytes += cuda::flash::BackwardWorkspaceBytes(cuda::ShapeArgs(problem, *shapes));
     } else if (kind_ == Kind::kFlash && UsesFlashDecode(problem)) {
-      bytes += DecodeKernel::EstimateBytes(problem, *shapes,
-                                           CudaDevices().front().description.compute_units);
+      bytes += DecodeKernel::EstimateBytes(problem, *shapes);
     } else if (kind_ == Kind::kFlash) {
       const AttentionArgs args = cuda::ShapeArgs(problem, *shapes);
       const cuda::flash::ListTiles tiles = cuda::flash::BlockListTiles(args, FlashDeviceOf(0));

@@ -47,6 +47,8 @@ KernelSupport KernelSupportOf(const cuda::flash::KernelAllowList& list) {
   for (cuda::Storage st : list.storages) k.dtypes.push_back(DTypeOf(st));
   if (list.backward) {
     k.phases = {Phase::kBackward};
+  } else if (list.decode) {
+    k.phases = {Phase::kDecode};
   } else {
     k.phases = {Phase::kPrefill, Phase::kDecode};
   }
@@ -146,7 +148,10 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       }
       s.limitations.emplace_back(
           "head dims up to 256; other dims run on the next compiled size, zero-padded");
-      s.kernels = {KernelSupportOf(cuda::flash::Sm90AllowList()),
+      // The decode kernel first: a decode inside its list runs there (UsesFlashDecode), one
+      // outside it on the forward kernels, in this order.
+      s.kernels = {KernelSupportOf(cuda::flash::DecodeAllowList()),
+                   KernelSupportOf(cuda::flash::Sm90AllowList()),
                    KernelSupportOf(cuda::flash::Sm80AllowList())};
       if (cuda::flash::FlashBackwardEnabled()) {
         s.phases.push_back(Phase::kBackward);

@@ -416,23 +416,84 @@ cudaError_t LaunchForDim(const AttentionArgs& a, const KvCacheArgs& c, const Dec
   return cudaErrorNotSupported;
 }
 
+template <typename T>
+int BlocksPerSmForDim(int dim) {
+  int blocks = 0;
+  cudaError_t e = cudaErrorNotSupported;
+  switch (dim) {
+    case 32:
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 32>, kThreads,
+                                                        DecodeTile<T, 32>::kSharedBytes);
+      break;
+    case 64:
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 64>, kThreads,
+                                                        DecodeTile<T, 64>::kSharedBytes);
+      break;
+    case 128:
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 128>, kThreads,
+                                                        DecodeTile<T, 128>::kSharedBytes);
+      break;
+    case 256:
+      // Past the default 48 KB: the opt-in the launch sets first.
+      e = cudaFuncSetAttribute(DecodeKernel<T, 256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(DecodeTile<T, 256>::kSharedBytes));
+      if (e == cudaSuccess) {
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 256>, kThreads,
+                                                          DecodeTile<T, 256>::kSharedBytes);
+      }
+      break;
+  }
+  return e == cudaSuccess ? blocks : 0;
+}
+
 }  // namespace
 
+int DecodeBlocksPerSm(const AttentionArgs& a) {
+  if (!DecodeRefusal(a).empty()) return 0;
+  const int blocks = a.storage == Storage::kFloat16 ? BlocksPerSmForDim<__half>(a.dim_qk)
+                                                    : BlocksPerSmForDim<__nv_bfloat16>(a.dim_qk);
+  return std::max(blocks, 1);
+}
+
+const KernelAllowList& DecodeAllowList() {
+  static const KernelAllowList* const list = [] {
+    auto* l = new KernelAllowList;
+    l->name = "decode split-kv";
+    l->cc_major = 8;
+    l->cc_minor = 0;
+    l->cc_minimum = true;
+    l->storages = {Storage::kFloat16, Storage::kBFloat16};
+    l->masks = {MaskCode::kNone, MaskCode::kCausal, MaskCode::kWindow, MaskCode::kBlock};
+    l->modifiers = kModifierRope | kModifierAlibi | kModifierSoftcap;
+    l->head_dims = {{32, 32}, {64, 64}, {128, 128}, {256, 256}};
+    l->requirements = {"S_q from 1 to " + std::to_string(kDecodeMaxSeqQ),
+                       "S_kv below 2^31",
+                       "reads native, paged, int8, int4 and SAQ caches at their stored width"};
+    l->decode = true;
+    return l;
+  }();
+  return *list;
+}
+
 std::string DecodeRefusal(const AttentionArgs& a) {
+  const KernelAllowList& list = DecodeAllowList();
   if (a.seq_q < 1 || a.seq_q > kDecodeMaxSeqQ) {
     return "the decode kernel takes S_q from 1 to " + std::to_string(kDecodeMaxSeqQ);
   }
-  if (a.storage != Storage::kFloat16 && a.storage != Storage::kBFloat16) {
+  if (std::find(list.storages.begin(), list.storages.end(), a.storage) == list.storages.end()) {
     return "the decode kernel stores float16 and bfloat16 only";
   }
-  if (a.dim_qk != a.dim_v) return "the decode kernel takes D_qk = D_v only";
-  if (a.dim_qk != 32 && a.dim_qk != 64 && a.dim_qk != 128 && a.dim_qk != 256) {
-    return "the decode kernel takes head dims 32, 64, 128 and 256";
+  if (std::find(list.head_dims.begin(), list.head_dims.end(),
+                std::pair<int, int>(a.dim_qk, a.dim_v)) == list.head_dims.end()) {
+    return "the decode kernel takes D_qk = D_v in {32, 64, 128, 256}";
+  }
+  if (std::find(list.masks.begin(), list.masks.end(), a.mask) == list.masks.end()) {
+    return "the decode kernel does not take this mask";
+  }
+  if ((a.modifiers & ~list.modifiers) != 0) {
+    return "the decode kernel runs RoPE, ALiBi and softcap only (no score_mod or mask_mod)";
   }
   if (a.seq_kv >= (int64_t{1} << 31)) return "the decode kernel takes S_kv below 2^31";
-  if ((a.modifiers & (kModifierScoreMod | kModifierMaskMod)) != 0) {
-    return "the decode kernel runs no score_mod or mask_mod";
-  }
   if (a.batch <= 0 || a.heads_q <= 0 || a.heads_kv <= 0 || a.heads_out <= 0) {
     return "the decode kernel needs a non-empty problem";
   }
@@ -440,7 +501,7 @@ std::string DecodeRefusal(const AttentionArgs& a) {
 }
 
 DecodePlan PlanDecode(const AttentionArgs& a, const std::vector<int32_t>& kv_head_of_output,
-                      int sms) {
+                      int sms, int blocks_per_sm) {
   DecodePlan p;
   std::vector<int64_t> heads_of(static_cast<size_t>(std::max(a.heads_kv, 1)), 0);
   for (int32_t g : kv_head_of_output) {
@@ -454,11 +515,21 @@ DecodePlan PlanDecode(const AttentionArgs& a, const std::vector<int32_t>& kv_hea
   const int64_t chunks = (p.key_end - p.key_begin + kDecodeChunk - 1) / kDecodeChunk;
   if (chunks == 0) return p;  // every key hidden: one split that writes zeros
   const int64_t blocks = static_cast<int64_t>(a.batch) * a.heads_kv * std::max(p.row_tiles, 1);
-  const int64_t wanted = static_cast<int64_t>(std::max(sms, 1)) * kDecodeBlocksPerSm;
+  const int64_t slots = static_cast<int64_t>(std::max(sms, 1)) * std::max(blocks_per_sm, 1);
   const int64_t most =
       std::min<int64_t>(kDecodeMaxSplits, std::max<int64_t>(1, chunks / kDecodeMinChunksPerSplit));
-  const int64_t splits = std::clamp<int64_t>((wanted + blocks - 1) / blocks, 1, most);
-  const int64_t per = (chunks + splits - 1) / splits;
+  // Time ~ waves of the grid x chunks a split walks; the fewest splits among equals (each adds
+  // to the combine).
+  int64_t best = 1;
+  int64_t best_time = (blocks + slots - 1) / slots * chunks;
+  for (int64_t s = 2; s <= most; ++s) {
+    const int64_t time = (blocks * s + slots - 1) / slots * ((chunks + s - 1) / s);
+    if (time < best_time) {
+      best = s;
+      best_time = time;
+    }
+  }
+  const int64_t per = (chunks + best - 1) / best;
   p.splits = static_cast<int>((chunks + per - 1) / per);
   p.split_tokens = per * kDecodeChunk;
   return p;

@@ -21,6 +21,7 @@
 
 #include "kernels/cuda/common/attention_args.h"
 #include "kernels/cuda/common/kv_cache_args.h"
+#include "kernels/cuda/flash/support.h"
 
 namespace attnbench::cuda::flash {
 
@@ -32,12 +33,12 @@ inline constexpr int kDecodeMaxSeqQ = 64;
 // At most this many splits, and at least this many key chunks in each.
 inline constexpr int kDecodeMaxSplits = 64;
 inline constexpr int kDecodeMinChunksPerSplit = 4;
-// Blocks the plan aims to have resident per SM (the kernel's shared memory allows 4-5 at D 128).
-inline constexpr int kDecodeBlocksPerSm = 4;
 
-// Why the decode kernel cannot run `args` (shapes, storage, modifiers), "" when it can. The
-// allow-list: S_q in [1, 64], float16 or bfloat16, D_qk = D_v in {32, 64, 128, 256}, S_kv below
-// 2^31, every mask, RoPE, ALiBi and softcap, no score_mod or mask_mod.
+// The decode kernel's allow-list (sm_80 and newer): float16 and bfloat16, D_qk = D_v in {32, 64,
+// 128, 256}, every mask, RoPE, ALiBi and softcap (no score_mod or mask_mod), and in words S_q
+// from 1 to 64 and S_kv below 2^31.
+const KernelAllowList& DecodeAllowList();
+// Why the decode kernel cannot run `args`, "" when it can: DecodeAllowList checked.
 std::string DecodeRefusal(const AttentionArgs& args);
 
 // How a launch splits its work. rows of a KV head = (output heads reading it) * S_q.
@@ -49,10 +50,16 @@ struct DecodePlan {
   int64_t split_tokens = 0;   // keys per split, a multiple of kDecodeChunk
 };
 
-// The plan for `args` on a device of `sms` multiprocessors. kv_head_of_output[h] is the KV head
-// output head h reads (the head map's second column).
+// The plan for `args` on a device of `sms` multiprocessors holding `blocks_per_sm` of the
+// kernel's blocks each (DecodeBlocksPerSm). kv_head_of_output[h] is the KV head output head h
+// reads (the head map's second column). The splits minimize waves x chunks per split: a grid
+// that fills the device in whole waves, where the keys allow.
 DecodePlan PlanDecode(const AttentionArgs& args, const std::vector<int32_t>& kv_head_of_output,
-                      int sms);
+                      int sms, int blocks_per_sm);
+
+// How many blocks of the kernel that runs `args` one multiprocessor of the current device holds
+// (registers and shared memory decide: 4 at D 128, 2 at D 256 on an H100).
+int DecodeBlocksPerSm(const AttentionArgs& args);
 
 // Device scratch a launch with `plan` needs (each split's float32 output rows and log-sum-exp);
 // 0 when it has one split.

@@ -35,8 +35,10 @@ struct KernelAllowList {
   uint32_t modifiers = 0;                      // kModifier* bits it implements, in any combination
   std::vector<std::pair<int, int>> head_dims;  // compiled (D_qk, D_v) tiles, from configs.h
   std::vector<std::string> requirements;       // the further conditions, in words
-  // The phases it computes: the forward (prefill and decode) or, when set, PHASE_BACKWARD only.
+  // The phases it computes: the forward (prefill and decode) or, when set, PHASE_BACKWARD only,
+  // or PHASE_DECODE only (the decode kernel, decode.h).
   bool backward = false;
+  bool decode = false;
 };
 
 const KernelAllowList& Sm90AllowList();

@@ -281,14 +281,26 @@ TEST(FlashSupportWalkTest, UnknownMaskAndModifierBitsAreRefused) {
 TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
   const BackendSupport s = CudaBackendSupport(CudaBackendKind::kFlash);
   const bool backward = cuda::flash::FlashBackwardEnabled();
-  ASSERT_EQ(s.kernels.size(), backward ? 3u : 2u);
-  EXPECT_EQ(s.kernels[0].name, cuda::flash::Sm90AllowList().name);
-  EXPECT_EQ(s.kernels[0].compute_capabilities, std::vector<std::string>{"9.0"});
-  EXPECT_EQ(s.kernels[1].compute_capabilities, std::vector<std::string>{"8.0+"});
+  ASSERT_EQ(s.kernels.size(), backward ? 4u : 3u);
+  // The decode kernel first, so that a decode inside its list is claimed for it: PHASE_DECODE
+  // only, 16-bit storage, every mask, the built-in modifiers, D_qk = D_v of 32 to 256.
+  const KernelSupport& decode = s.kernels[0];
+  EXPECT_EQ(decode.name, "decode split-kv");
+  EXPECT_EQ(decode.compute_capabilities, std::vector<std::string>{"8.0+"});
+  EXPECT_EQ(decode.phases, std::vector<Phase>{Phase::kDecode});
+  EXPECT_EQ(decode.dtypes, (std::vector<DType>{DType::kFloat16, DType::kBFloat16}));
+  EXPECT_EQ(decode.masks.size(), 5u);
+  EXPECT_EQ(decode.modifiers,
+            (std::vector<Modifier>{Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap}));
+  EXPECT_EQ(decode.head_dims,
+            (std::vector<std::pair<int, int>>{{32, 32}, {64, 64}, {128, 128}, {256, 256}}));
+  EXPECT_EQ(s.kernels[1].name, cuda::flash::Sm90AllowList().name);
+  EXPECT_EQ(s.kernels[1].compute_capabilities, std::vector<std::string>{"9.0"});
+  EXPECT_EQ(s.kernels[2].compute_capabilities, std::vector<std::string>{"8.0+"});
   if (backward) {
     // The backward: its own kernel, listing only its phase, the built-in modifiers, every mask
     // and its two tiles.
-    const KernelSupport& k = s.kernels[2];
+    const KernelSupport& k = s.kernels[3];
     EXPECT_EQ(k.name, "mma.sync backward");
     EXPECT_EQ(k.compute_capabilities, std::vector<std::string>{"8.0+"});
     EXPECT_EQ(k.phases, std::vector<Phase>{Phase::kBackward});
@@ -303,7 +315,7 @@ TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
   } else {
     EXPECT_EQ(std::find(s.phases.begin(), s.phases.end(), Phase::kBackward), s.phases.end());
   }
-  for (size_t forward = 0; forward < 2; ++forward) {
+  for (size_t forward = 1; forward < 3; ++forward) {
     const KernelSupport& k = s.kernels[forward];
     EXPECT_EQ(k.phases, (std::vector<Phase>{Phase::kPrefill, Phase::kDecode})) << k.name;
     EXPECT_EQ(k.masks.size(), 5u) << k.name;
