@@ -30,6 +30,12 @@
 #               d_model 4096, 32 heads of dim 128, S 4k-32k, against its core alone and torch's
 #               GEMMs of its projections; ATTNBENCH_LAYER_ARGS, e.g. "--layouts=mha,gqa");
 #               writes layer_table.md and layer_table.json
+#   decode      attnbench-server + bench/decode_table.py (issue #13's decode: S_q 1 against 512k
+#               cached tokens, native, paged, int8, int4 and SAQ caches, GB/s against the measured
+#               copy bandwidth and speed-ups over torch SDPA after its own dequantization or page
+#               gather, then time against S_kv and S_q; ATTNBENCH_DECODE_ARGS, e.g.
+#               "--parts=bandwidth --caches=native,int8"); writes decode_table.md and
+#               decode_table.json
 # Everything goes under $OUT (the device tool's result folder) when set, else
 # /tmp/attnbench-device: device_run.log (this output), tests.log, correctness.log,
 # correctness.json, sanitizer.log, server.log, standard_table.md, standard_table.json (8 files,
@@ -49,7 +55,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer|decode ...]" >&2
   exit 2
 }
 
@@ -58,7 +64,8 @@ stages=()
 for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
-    tests | check | sanitize | bench | bench-quick | ops | variants | sqa | layer) stages+=("$arg") ;;
+    tests | check | sanitize | bench | bench-quick | ops | variants | sqa | layer | decode)
+      stages+=("$arg") ;;
     *) usage ;;
   esac
 done
@@ -426,8 +433,9 @@ stage_variants() {
 }
 
 # A table script (bench/NAME_table.py) against a server of its own, within the stage's limit:
-# the SQA paper's Table 3 (sqa, ATTNBENCH_SQA_ARGS) or the layer targets (layer,
-# ATTNBENCH_LAYER_ARGS); it writes NAME_table.md and NAME_table.json to $out_dir.
+# the SQA paper's Table 3 (sqa, ATTNBENCH_SQA_ARGS), the layer targets (layer,
+# ATTNBENCH_LAYER_ARGS) or the decode table (decode, ATTNBENCH_DECODE_ARGS); it writes
+# NAME_table.md and NAME_table.json to $out_dir.
 stage_table() {
   local name="$1" limit="$2" extra_args="$3" rc=0 budget
   local extra=()
@@ -501,6 +509,7 @@ for stage in "${stages[@]}"; do
     variants) limit_default=560 ;;
     sqa) limit_default=560 ;;
     layer) limit_default=300 ;;
+    decode) limit_default=400 ;;
   esac
   limit="$(stage_limit "$limit_default")"
   if [ "$limit" -lt 30 ]; then
@@ -523,6 +532,7 @@ for stage in "${stages[@]}"; do
     variants) stage_variants "$limit" || rc=$? ;;
     sqa) stage_table sqa "$limit" "${ATTNBENCH_SQA_ARGS:-}" || rc=$? ;;
     layer) stage_table layer "$limit" "${ATTNBENCH_LAYER_ARGS:-}" || rc=$? ;;
+    decode) stage_table decode "$limit" "${ATTNBENCH_DECODE_ARGS:-}" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
     record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"

@@ -32,7 +32,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from peer_timing import ColdL2Timer, Timing, short
+from peer_timing import Timing, cuda_torch, short
 import sqa_table
 from sqa_table import Layout, Ours, close, projection_flops, write_atomic
 
@@ -87,20 +87,7 @@ class TorchGemms:
     """The layer's four products through torch.matmul (cuBLAS) on the same shapes, or why not."""
 
     def __init__(self, enabled):
-        self.error = ""
-        self.torch = None
-        if not enabled:
-            self.error = "not run (--no-peers)"
-            return
-        try:
-            import torch  # noqa: PLC0415 - optional: only on a GPU machine
-            if not torch.cuda.is_available():
-                self.error = "torch has no CUDA device"
-                return
-            self.torch = torch
-            self.timer = ColdL2Timer(torch)
-        except Exception as e:  # noqa: BLE001 - any import problem means no peer
-            self.error = f"no torch: {short(e)}"
+        self.torch, self.timer, self.error = cuda_torch(enabled)
 
     def time(self, p, d_model, dim, args):
         if self.torch is None:
@@ -153,15 +140,7 @@ class Runner:
             spec.d_model = a.d_model
         else:
             spec.scope = pb.SCOPE_CORE
-        req = pb.RunRequest(spec=spec, backend=a.backend)
-        m = req.measurement
-        m.warmup_iterations, m.min_iterations, m.max_iterations = (a.warmup, a.min_iters,
-                                                                   a.max_iters)
-        m.max_duration_seconds = a.target_seconds
-        m.cache_mode = pb.CACHE_MODE_COLD
-        req.check.mode = pb.CHECK_MODE_AUTO
-        req.check.max_sampled_rows = a.check_rows
-        return req
+        return self.ours.settings(pb.RunRequest(spec=spec, backend=a.backend))
 
     def measure(self, p):
         a = self.args

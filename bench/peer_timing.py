@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmark scripts (standard_table.py, variants_table.py).
+"""Timing helpers shared by the benchmark scripts (standard_table.py, variants_table.py,
+layer_table.py, decode_table.py).
 
 `Timing` is one measurement in ms (or why there is none); `ColdL2Timer` times a callable the way
 the server times its kernels and the project's rules require of peers: warm-up iterations first
@@ -8,8 +9,9 @@ spread of the samples. Percentiles and the standard deviation follow server/stat
 interpolation between order statistics; the sample standard deviation), so the peers' numbers
 and the server's compare directly.
 
-torch is never imported here: ColdL2Timer is handed the module, so the scripts import torch
-lazily and everything else stays importable and testable on a machine without it.
+torch is never imported at module level: ColdL2Timer is handed the module, and `cuda_torch`
+imports it only when a script asks for its peers, so everything else stays importable and testable
+on a machine without it.
 """
 
 import math
@@ -93,6 +95,21 @@ class ColdL2Timer:
             ends[i].record()
         torch.cuda.synchronize()
         return timing_from_samples([s.elapsed_time(e) for s, e in zip(starts, ends)])
+
+
+def cuda_torch(enabled=True):
+    """(torch, a ColdL2Timer, "") when torch imports and sees a CUDA device, else (None, None, why
+    not): the peers' reason on a machine without them ("not run (--no-peers)" when `enabled` is
+    false)."""
+    if not enabled:
+        return None, None, "not run (--no-peers)"
+    try:
+        import torch  # noqa: PLC0415 - optional: only on a GPU machine
+        if not torch.cuda.is_available():
+            return None, None, "torch has no CUDA device"
+        return torch, ColdL2Timer(torch), ""
+    except Exception as e:  # noqa: BLE001 - any import or set-up problem means no peer
+        return None, None, f"no torch: {short(e)}"
 
 
 def short(exc, limit=160):

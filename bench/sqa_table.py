@@ -256,18 +256,28 @@ class Ours:
         if backward:
             spec.phase = pb.PHASE_BACKWARD
         # RunRequest copies spec: every spec field is set above this line.
-        req = pb.RunRequest(spec=spec, backend=a.backward_backend if backward else a.backend)
+        req = self.settings(pb.RunRequest(spec=spec, backend=a.backward_backend if backward
+                                          else a.backend))
+        if backward:
+            req.measurement.backward_timing = (
+                pb.BACKWARD_TIMING_TRAINING_STEP if a.backward_timing == "step"
+                else pb.BACKWARD_TIMING_BACKWARD_ONLY)
+        return req
+
+    def settings(self, req):
+        """req with the arguments' measurement (--warmup, --min-iters, --max-iters,
+        --target-seconds; a cold L2) and check (--check: sampled, the default, is
+        CHECK_MODE_AUTO with --check-rows rows; full; off) filled in; the tables share it."""
+        pb, a = self.pb, self.args
         m = req.measurement
         m.warmup_iterations, m.min_iterations, m.max_iterations = (a.warmup, a.min_iters,
                                                                    a.max_iters)
         m.max_duration_seconds = a.target_seconds
         m.cache_mode = pb.CACHE_MODE_COLD
-        if backward:
-            m.backward_timing = (pb.BACKWARD_TIMING_TRAINING_STEP if a.backward_timing == "step"
-                                 else pb.BACKWARD_TIMING_BACKWARD_ONLY)
-        if a.check == "off":
+        check = getattr(a, "check", "sampled")
+        if check == "off":
             req.check.mode = pb.CHECK_MODE_OFF
-        elif a.check == "full":
+        elif check == "full":
             req.check.mode = pb.CHECK_MODE_FULL
         else:
             req.check.mode = pb.CHECK_MODE_AUTO
@@ -286,9 +296,13 @@ class Ours:
         t = Timing(median_ms=r.timing.median_ms, p10_ms=r.timing.p10_ms, p90_ms=r.timing.p90_ms,
                    min_ms=r.timing.min_ms, stdev_ms=r.timing.stdev_ms, count=r.timing.count)
         c = r.correctness
+        # A decode from a quantized cache (Correctness.quantization) passes only when the kernel's
+        # own error, against the cache as stored, is within the dtype's tolerance too.
+        quantized = c.HasField("quantization")
         if not c.checked:
             check = "off"
-        elif c.passed and r.output_summary.non_finite_elements == 0:
+        elif (c.passed and r.output_summary.non_finite_elements == 0 and
+              (not quantized or c.quantization.kernel_passed)):
             check = "pass"
         else:
             check = "FAIL"
@@ -298,10 +312,20 @@ class Ours:
                    "non_finite_elements": r.output_summary.non_finite_elements,
                    "flops": r.work.flops, "projection_flops": r.work.projection_flops,
                    "flops_flash_convention": r.work.flops_flash_convention,
+                   "min_bytes": r.work.min_bytes,
                    "server_tflops": r.throughput.achieved_tflops,
+                   "server_gbps": r.throughput.achieved_gbps,
+                   "server_fraction_of_peak_bandwidth": r.throughput.fraction_of_peak_bandwidth,
+                   "peak_tflops": r.device.peak_tflops, "peak_gbps": r.device.peak_gbps,
                    "preparation_ms": r.preparation_ms, "seed": req.spec.seed,
                    "sm_clock_mhz_before": r.device.sm_clock_mhz_before,
                    "sm_clock_mhz_after": r.device.sm_clock_mhz_after}
+        if quantized:
+            q = c.quantization
+            t.extra.update(kernel_relative_error=q.kernel_relative_error,
+                           kernel_max_abs_error=q.kernel_max_abs_error,
+                           kernel_tolerance=q.kernel_tolerance, kernel_passed=q.kernel_passed,
+                           quantization_relative_error=q.quantization_relative_error)
         if r.HasField("layer_timing"):  # SCOPE_LAYER: each iteration's projections and core
             t.extra["projections_ms"] = r.layer_timing.projections.median_ms
             t.extra["core_ms"] = r.layer_timing.core.median_ms

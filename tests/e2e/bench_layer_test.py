@@ -8,26 +8,15 @@ fake stub of known times, then --smoke against a real CPU-only server.
     the checks passing, the sum judged from our own split (no torch).
 """
 
-import contextlib
-import io
-import json
-import os
-import sys
-import tempfile
 import unittest
 
 import harness
+from table_harness import STUBS, run_table
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH = os.path.join(ROOT, "bench")
-if BENCH not in sys.path:
-    sys.path.insert(0, BENCH)
-
-import layer_table  # noqa: E402  (after the path setup)
-from correctness import import_stubs  # noqa: E402
+import layer_table  # noqa: E402  (table_harness puts bench/ on sys.path)
 from peer_timing import Timing  # noqa: E402
 
-grpc, pb, pb_grpc, json_format = import_stubs()
+grpc, pb, pb_grpc, json_format = STUBS
 
 
 class FakeServer:
@@ -85,24 +74,15 @@ class FakeGemms:
 
 
 def run_fake(fake, gemms_ms=None, *argv):
-    buf = io.StringIO()
-    with tempfile.TemporaryDirectory() as out_dir:
-        args = ["--seqs=4096,8192", "--layouts=mha,gqa", "--budget-s=0", f"--out-dir={out_dir}",
-                *argv]
-        saved = layer_table.TorchGemms
-        if gemms_ms is not None:
-            layer_table.TorchGemms = lambda enabled: FakeGemms(gemms_ms)
-        try:
-            with contextlib.redirect_stdout(buf):
-                rc = layer_table.main(args, wrap_stub=lambda stub, g, p: fake,
-                                      stubs=(grpc, pb, pb_grpc, json_format))
-        finally:
-            layer_table.TorchGemms = saved
-        with open(os.path.join(out_dir, "layer_table.json"), encoding="utf-8") as f:
-            data = json.load(f)
-        with open(os.path.join(out_dir, "layer_table.md"), encoding="utf-8") as f:
-            table = f.read()
-    return rc, buf.getvalue(), data, table
+    saved = layer_table.TorchGemms
+    if gemms_ms is not None:
+        layer_table.TorchGemms = lambda enabled: FakeGemms(gemms_ms)
+    try:
+        return run_table(layer_table.main, "layer",
+                         ["--seqs=4096,8192", "--layouts=mha,gqa", "--budget-s=0", *argv],
+                         fake=fake)
+    finally:
+        layer_table.TorchGemms = saved
 
 
 class FakeStubTest(unittest.TestCase):
@@ -159,14 +139,9 @@ class SmokeTest(unittest.TestCase):
         cls.server.stop()
 
     def test_smoke_on_cpu_reference(self):
-        buf = io.StringIO()
-        with tempfile.TemporaryDirectory() as out_dir:
-            with contextlib.redirect_stdout(buf):
-                rc = layer_table.main([f"--server={self.server.target}", "--smoke",
-                                       f"--out-dir={out_dir}"])
-            with open(os.path.join(out_dir, "layer_table.json"), encoding="utf-8") as f:
-                data = json.load(f)
-        self.assertEqual(rc, 0, buf.getvalue()[-3000:])
+        rc, out, data, _ = run_table(layer_table.main, "layer",
+                                     [f"--server={self.server.target}", "--smoke"])
+        self.assertEqual(rc, 0, out[-3000:])
         self.assertEqual(data["meta"]["backend"], "cpu_reference")
         self.assertEqual([p["seq"] for p in data["points"]], [32, 48])
         for p in data["points"]:

@@ -13,8 +13,6 @@ stub, then --smoke against a real CPU-only server.
     forward point falls back to SCOPE_CORE and still runs and checks.
 """
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -25,33 +23,16 @@ import time
 import unittest
 
 import harness
+from table_harness import BENCH, Refused, run_table, STUBS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH = os.path.join(ROOT, "bench")
-if BENCH not in sys.path:
-    sys.path.insert(0, BENCH)
+import sqa_table  # noqa: E402  (table_harness puts bench/ on sys.path)
 
-import sqa_table  # noqa: E402  (after the path setup)
-from correctness import import_stubs  # noqa: E402
-
-grpc, pb, pb_grpc, json_format = import_stubs()
+grpc, pb, pb_grpc, json_format = STUBS
 
 LAYOUT_NAMES = {"MHA", "GQA", "MQA", "SQA", "sSQA", "xSQA", "GQKVA 4x4"}
 EXPECTED_HEADS = {"MHA": (16, 16, 16), "GQA": (16, 4, 16), "MQA": (16, 1, 16),
                   "SQA": (8, 4, 8), "sSQA": (8, 8, 8), "xSQA": (4, 4, 4),
                   "GQKVA 4x4": (4, 4, 16)}
-
-class Refused(grpc.RpcError):
-    def __init__(self, details):
-        super().__init__(details)
-        self._details = details
-
-    def code(self):
-        return grpc.StatusCode.FAILED_PRECONDITION
-
-    def details(self):
-        return self._details
-
 
 LAYER_REFUSED = "backend fake does not support spec.scope=SCOPE_LAYER (supports: SCOPE_CORE)"
 LAYER_BACKWARD_REFUSED = ("backend fake does not support spec.phase=PHASE_BACKWARD with "
@@ -174,15 +155,9 @@ class FakeServer:
 
 def run_main(argv, wrap_stub, out_dir, target=None):
     """sqa_table.main in process; (exit status, its output, the JSON, the markdown)."""
-    buf = io.StringIO()
-    args = [f"--out-dir={out_dir}", *argv] + ([f"--server={target}"] if target else [])
-    with contextlib.redirect_stdout(buf):
-        rc = sqa_table.main(args, wrap_stub=wrap_stub, stubs=(grpc, pb, pb_grpc, json_format))
-    with open(os.path.join(out_dir, "sqa_table.json"), encoding="utf-8") as f:
-        data = json.load(f)
-    with open(os.path.join(out_dir, "sqa_table.md"), encoding="utf-8") as f:
-        table = f.read()
-    return rc, buf.getvalue(), data, table
+    return run_table(sqa_table.main, "sqa",
+                     [*argv] + ([f"--server={target}"] if target else []),
+                     wrap_stub=wrap_stub, out_dir=out_dir)
 
 
 def by_point(data):

@@ -1,8 +1,10 @@
-"""A numpy stand-in for the few parts of PyTorch that bench/variants_table.py uses, so its peer
-code paths (FlexAttention with score_mod and BlockMask, SDPA pinned to a backend, the cold-L2
-CUDA-event timer, the sampled output check) run end to end on a machine without torch or a GPU.
+"""A numpy stand-in for the few parts of PyTorch that bench/variants_table.py and
+bench/decode_table.py use, so their peer code paths (FlexAttention with score_mod and BlockMask,
+SDPA pinned to a backend, the cold-L2 CUDA-event timer, the sampled output check; a decode
+cache's dequantization and page gather) run end to end on a machine without torch or a GPU.
 
-Only for tests (tests/e2e/bench_variants_test.py puts this folder on PYTHONPATH). Semantics are
+Only for tests (tests/e2e/bench_variants_test.py puts this folder on PYTHONPATH,
+tests/e2e/bench_decode_test.py on sys.path). Semantics are
 the documented ones, computed densely in float32: flex_attention applies score_mod to the scaled
 scores and attends to what the BlockMask's full tiles and its partial tiles' mask_mod keep (the
 kernel's reading of kv_num_blocks / kv_indices), with enable_gqa mapping query head h to kv head
@@ -36,6 +38,36 @@ class Tensor(np.ndarray):
         self[...] = value
         return self
 
+    def to(self, dtype):
+        return self.astype(dtype)
+
+    def copy_(self, src):
+        self[...] = np.asarray(src)
+        return self
+
+    def mul_(self, other):
+        np.multiply(self, np.asarray(other), out=self, casting="unsafe")
+        return self
+
+    def sub_(self, other):
+        np.subtract(self, np.asarray(other), out=self, casting="unsafe")
+        return self
+
+    def unsqueeze(self, dim):
+        return _t(np.expand_dims(np.asarray(self), dim))
+
+    def view(self, *shape, **kwargs):
+        """torch's view(*sizes); numpy's view(dtype or type) where numpy itself calls it."""
+        if kwargs or not shape or not isinstance(shape[0], (int, tuple, list)):
+            return np.ndarray.view(self, *shape, **kwargs)
+        return _t(np.reshape(np.asarray(self), shape[0] if len(shape) == 1 and
+                             not isinstance(shape[0], int) else shape))
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        a = np.asarray(self)
+        start, end = start_dim % max(a.ndim, 1), end_dim % max(a.ndim, 1)
+        return _t(a.reshape(a.shape[:start] + (-1,) + a.shape[end + 1:]))
+
     @property
     def device(self):
         return "cuda:0"
@@ -44,6 +76,7 @@ class Tensor(np.ndarray):
 bfloat16 = np.dtype(np.float32)  # storage precision does not matter here
 float16 = np.dtype(np.float16)
 float32 = np.dtype(np.float32)
+int8 = np.dtype(np.int8)
 int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 uint8 = np.dtype(np.uint8)
@@ -58,6 +91,26 @@ def _t(array):
 
 def randn(*shape, dtype=None, device=None):
     return _t(_rng.standard_normal(shape).astype(dtype or np.float32))
+
+
+def rand(*shape, dtype=None, device=None):
+    return _t(_rng.random(shape).astype(dtype or np.float32))
+
+
+def randint(low, high, size, dtype=None, device=None):
+    return _t(_rng.integers(low, high, size).astype(dtype or np.int64))
+
+
+def randperm(n, device=None):
+    return _t(_rng.permutation(n))
+
+
+def stack(tensors, dim=0):
+    return _t(np.stack([np.asarray(x) for x in tensors], axis=dim))
+
+
+def index_select(x, dim, index):
+    return _t(np.take(np.asarray(x), np.asarray(index), axis=dim))
 
 
 def empty(*shape, dtype=None, device=None):
