@@ -248,14 +248,19 @@ __global__ void __launch_bounds__(kThreads)
       if (j < j_end && MaskKeeps(a, b, h, i, j)) {
         const float4* qv = reinterpret_cast<const float4*>(q_s + rr * kDim);
         const float4* kv = reinterpret_cast<const float4*>(k_s + lane * Tile::kStride);
-        float dot = 0.f;
+        // Four independent sums: one chain of kDim FMAs would be latency-bound where a single
+        // warp scores the chunk (MHA, S_q 1).
+        float4 dot = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
         for (int d4 = 0; d4 < kDim / 4; ++d4) {
           const float4 x = qv[d4];
           const float4 y = kv[d4];
-          dot = fmaf(x.x, y.x, fmaf(x.y, y.y, fmaf(x.z, y.z, fmaf(x.w, y.w, dot))));
+          dot.x = fmaf(x.x, y.x, dot.x);
+          dot.y = fmaf(x.y, y.y, dot.y);
+          dot.z = fmaf(x.z, y.z, dot.z);
+          dot.w = fmaf(x.w, y.w, dot.w);
         }
-        s = ModifyScore(a, h, i, j, a.scale * dot);
+        s = ModifyScore(a, h, i, j, a.scale * ((dot.x + dot.y) + (dot.z + dot.w)));
       }
       p_s[rr * Tile::kPStride + lane] = s;
     }
