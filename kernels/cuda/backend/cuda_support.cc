@@ -150,9 +150,11 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
           "head dims up to 256; other dims run on the next compiled size, zero-padded");
       // The decode kernel first: a decode inside its list runs there (UsesFlashDecode), one
       // outside it on the forward kernels, in this order.
-      s.kernels = {KernelSupportOf(cuda::flash::DecodeAllowList()),
-                   KernelSupportOf(cuda::flash::Sm90AllowList()),
-                   KernelSupportOf(cuda::flash::Sm80AllowList())};
+      if (cuda::flash::FlashDecodeEnabled()) {
+        s.kernels.push_back(KernelSupportOf(cuda::flash::DecodeAllowList()));
+      }
+      s.kernels.push_back(KernelSupportOf(cuda::flash::Sm90AllowList()));
+      s.kernels.push_back(KernelSupportOf(cuda::flash::Sm80AllowList()));
       if (cuda::flash::FlashBackwardEnabled()) {
         s.phases.push_back(Phase::kBackward);
         s.kernels.push_back(KernelSupportOf(cuda::flash::Sm80BackwardAllowList()));
@@ -175,16 +177,22 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       } else {
         s.limitations.emplace_back("forward only: no PHASE_BACKWARD");
       }
-      // Every cache kind, through the decode kernel's allow-list (CheckCudaSupport).
-      s.cache_formats.push_back(CacheFormat::kInt8);
-      s.cache_formats.push_back(CacheFormat::kInt4);
-      s.paged_kv_cache = true;
-      s.limitations.emplace_back(
-          "decode: the split-KV kernel (flash-decoding on CUDA cores, float32 math) for S_q 1-64, "
-          "D_qk = D_v in {32, 64, 128, 256}, no score_mod or mask_mod; "
-          "native, paged, int8, int4 and SAQ caches read at their stored width, the query rows of "
-          "every head sharing a KV head in one block. Paged and quantized caches run only there; "
-          "a native contiguous decode outside it runs on the forward kernels");
+      if (cuda::flash::FlashDecodeEnabled()) {
+        // Every cache kind, through the decode kernel's allow-list (CheckCudaSupport).
+        s.cache_formats.push_back(CacheFormat::kInt8);
+        s.cache_formats.push_back(CacheFormat::kInt4);
+        s.paged_kv_cache = true;
+        s.limitations.emplace_back(
+            "decode: the split-KV kernel (flash-decoding on CUDA cores, float32 math) for S_q "
+            "1-64, D_qk = D_v in {32, 64, 128, 256}, no score_mod or mask_mod; native, paged, "
+            "int8, int4 and SAQ caches read at their stored width, the query rows of every head "
+            "sharing a KV head in one block. Paged and quantized caches run only there; a native "
+            "contiguous decode outside it runs on the forward kernels");
+      } else {
+        s.limitations.emplace_back(
+            "decode: contiguous native cache only (no paging, no int8/int4/SAQ), on the forward "
+            "kernels");
+      }
       s.auto_priority = 30;
       break;
     case CudaBackendKind::kUnfused:
@@ -233,7 +241,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
 }
 
 bool UsesFlashDecode(const Problem& problem) {
-  if (problem.phase != Phase::kDecode) return false;
+  if (problem.phase != Phase::kDecode || !cuda::flash::FlashDecodeEnabled()) return false;
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   return shapes.ok() && cuda::flash::DecodeRefusal(cuda::ShapeArgs(problem, *shapes)).empty();
 }

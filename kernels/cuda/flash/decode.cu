@@ -18,6 +18,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/cuda/common/attention_device.cuh"
@@ -25,6 +26,11 @@
 
 namespace attnbench::cuda::flash {
 namespace {
+
+// Off until CudaFlashDecodeTest.* (kernels_cuda_backends_test) has passed on a device: then true,
+// and this the only line to change.
+constexpr bool kFlashDecodeEnabled = false;
+std::atomic<bool> decode_for_test{false};
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
@@ -459,6 +465,9 @@ int DecodeBlocksPerSm(const AttentionArgs& a) {
                                                     : BlocksPerSmForDim<__nv_bfloat16>(a.dim_qk);
   return std::max(blocks, 1);
 }
+
+bool FlashDecodeEnabled() { return kFlashDecodeEnabled || decode_for_test; }
+void EnableFlashDecodeForTest() { decode_for_test = true; }
 
 const KernelAllowList& DecodeAllowList() {
   static const KernelAllowList* const list = [] {

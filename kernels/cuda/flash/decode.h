@@ -34,6 +34,13 @@ inline constexpr int kDecodeMaxSeqQ = 64;
 inline constexpr int kDecodeMaxSplits = 64;
 inline constexpr int kDecodeMinChunksPerSplit = 4;
 
+// Whether cuda_flash uses the decode kernel at all. The one switch, off until the kernel has
+// passed its GPU test once (CudaFlashDecodeTest.* in kernels_cuda_backends_test, which turns it on
+// in its own process through EnableFlashDecodeForTest): off, cuda_flash lists neither the kernel
+// nor paged or quantized caches, and runs a native decode on its forward kernels as before.
+bool FlashDecodeEnabled();
+void EnableFlashDecodeForTest();
+
 // The decode kernel's allow-list (sm_80 and newer): float16 and bfloat16, D_qk = D_v in {32, 64,
 // 128, 256}, every mask, RoPE, ALiBi and softcap (no score_mod or mask_mod), and in words S_q
 // from 1 to 64 and S_kv below 2^31.

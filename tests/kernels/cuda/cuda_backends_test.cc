@@ -32,9 +32,14 @@ namespace {
 
 using testing::NaiveAttention;
 
-// Owned by the test binary: measuring the ceilings happens once.
+// Owned by the test binary: measuring the ceilings happens once. cuda_flash's decode kernel is
+// switched on in this process (flash/decode.h FlashDecodeEnabled) before anything asks: these
+// tests are what switches it on for the server.
 const std::vector<std::unique_ptr<Backend>>& Backends() {
-  static const auto* const backends = new std::vector<std::unique_ptr<Backend>>(MakeCudaBackends());
+  static const auto* const backends = [] {
+    cuda::flash::EnableFlashDecodeForTest();
+    return new std::vector<std::unique_ptr<Backend>>(MakeCudaBackends());
+  }();
   return *backends;
 }
 

@@ -186,9 +186,9 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
         EXPECT_TRUE(s.ok()) << r.field << ": " << s;
         continue;
       }
-      // cuda_flash reads these caches with its decode kernel alone, whose allow-list this shape
-      // (S_q 77, D 96/64) is outside (FlashDecodeSupportTest).
-      if (kind == CudaBackendKind::kFlash && r.reference_runs) {
+      // cuda_flash reads these caches with its decode kernel alone (when switched on), whose
+      // allow-list this shape (S_q 77, D 96/64) is outside (FlashDecodeSupportTest).
+      if (kind == CudaBackendKind::kFlash && r.reference_runs && flash::FlashDecodeEnabled()) {
         EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
         EXPECT_NE(std::string(s.message()).find("spec.kv_cache"), std::string::npos) << s;
         EXPECT_NE(std::string(s.message()).find("decode kernel takes S_q from 1 to 64"),
@@ -1088,6 +1088,28 @@ TEST(UnfusedBackwardPlanTest, RunRefusesBadArgumentsBeforeAnyDeviceWork) {
 // refused naming spec.kv_cache and the kernel's rule; a native contiguous decode outside it still
 // runs on the forward kernels. Prefill never takes the decode kernel.
 TEST(FlashDecodeSupportTest, EveryCacheKindRunsThroughTheDecodeKernelOnly) {
+  // Off, cuda_flash lists no decode kernel and refuses every cache but a native contiguous one,
+  // naming the field, and never takes the decode kernel.
+  if (!flash::FlashDecodeEnabled()) {
+    const BackendSupport off = CudaBackendSupport(CudaBackendKind::kFlash);
+    EXPECT_EQ(off.cache_formats, std::vector<CacheFormat>{CacheFormat::kNative});
+    EXPECT_FALSE(off.paged_kv_cache);
+    for (const KernelSupport& k : off.kernels) EXPECT_NE(k.name, "decode split-kv");
+    Problem paged = Base();
+    paged.phase = Phase::kDecode;
+    paged.seq_len_q = 1;
+    paged.head_dim_qk = 128;
+    paged.head_dim_v = std::nullopt;
+    EXPECT_FALSE(UsesFlashDecode(NormalizeProblem(paged)));
+    paged.kv_cache.paged = true;
+    paged.kv_cache.page_size_tokens = 16;
+    const absl::Status s =
+        CheckCudaSupport(CudaBackendKind::kFlash, NormalizeProblem(paged), HopperTraits());
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(std::string(s.message()).find("spec.kv_cache.paging"), std::string::npos) << s;
+  }
+  flash::EnableFlashDecodeForTest();
+  ASSERT_TRUE(flash::FlashDecodeEnabled());
   Problem base = Base();
   base.phase = Phase::kDecode;
   base.seq_len_q = 4;

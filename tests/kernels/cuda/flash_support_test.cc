@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_support.h"
 #include "kernels/cuda/backend/device_problem.h"
+#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/flash/support.h"
 #include "kernels/spec/shapes.h"
 
@@ -279,12 +280,19 @@ TEST(FlashSupportWalkTest, UnknownMaskAndModifierBitsAreRefused) {
 
 // The per-kernel lists GetCapabilities reports are the ones checked.
 TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
+  const bool decode_on = cuda::flash::FlashDecodeEnabled();
   const BackendSupport s = CudaBackendSupport(CudaBackendKind::kFlash);
   const bool backward = cuda::flash::FlashBackwardEnabled();
-  ASSERT_EQ(s.kernels.size(), backward ? 4u : 3u);
-  // The decode kernel first, so that a decode inside its list is claimed for it: PHASE_DECODE
-  // only, 16-bit storage, every mask, the built-in modifiers, D_qk = D_v of 32 to 256.
-  const KernelSupport& decode = s.kernels[0];
+  // Without the decode kernel: the Hopper and mma.sync forward kernels, then the backward.
+  ASSERT_EQ(s.kernels.size(), (decode_on ? 1u : 0u) + (backward ? 3u : 2u));
+  const size_t first = decode_on ? 1 : 0;
+  // The decode kernel (while switched on, flash/decode.h) first, so that a decode inside its
+  // list is claimed for it: PHASE_DECODE only, 16-bit storage, every mask, the built-in
+  // modifiers, D_qk = D_v of 32 to 256.
+  cuda::flash::EnableFlashDecodeForTest();
+  const BackendSupport with_decode = CudaBackendSupport(CudaBackendKind::kFlash);
+  ASSERT_EQ(with_decode.kernels.size(), s.kernels.size() + (decode_on ? 0 : 1));
+  const KernelSupport& decode = with_decode.kernels[0];
   EXPECT_EQ(decode.name, "decode split-kv");
   EXPECT_EQ(decode.compute_capabilities, std::vector<std::string>{"8.0+"});
   EXPECT_EQ(decode.phases, std::vector<Phase>{Phase::kDecode});
@@ -294,13 +302,13 @@ TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
             (std::vector<Modifier>{Modifier::kRope, Modifier::kAlibi, Modifier::kSoftcap}));
   EXPECT_EQ(decode.head_dims,
             (std::vector<std::pair<int, int>>{{32, 32}, {64, 64}, {128, 128}, {256, 256}}));
-  EXPECT_EQ(s.kernels[1].name, cuda::flash::Sm90AllowList().name);
-  EXPECT_EQ(s.kernels[1].compute_capabilities, std::vector<std::string>{"9.0"});
-  EXPECT_EQ(s.kernels[2].compute_capabilities, std::vector<std::string>{"8.0+"});
+  EXPECT_EQ(s.kernels[first].name, cuda::flash::Sm90AllowList().name);
+  EXPECT_EQ(s.kernels[first].compute_capabilities, std::vector<std::string>{"9.0"});
+  EXPECT_EQ(s.kernels[first + 1].compute_capabilities, std::vector<std::string>{"8.0+"});
   if (backward) {
     // The backward: its own kernel, listing only its phase, the built-in modifiers, every mask
     // and its two tiles.
-    const KernelSupport& k = s.kernels[3];
+    const KernelSupport& k = s.kernels[first + 2];
     EXPECT_EQ(k.name, "mma.sync backward");
     EXPECT_EQ(k.compute_capabilities, std::vector<std::string>{"8.0+"});
     EXPECT_EQ(k.phases, std::vector<Phase>{Phase::kBackward});
@@ -315,7 +323,7 @@ TEST(FlashSupportWalkTest, CapabilitiesListTheKernels) {
   } else {
     EXPECT_EQ(std::find(s.phases.begin(), s.phases.end(), Phase::kBackward), s.phases.end());
   }
-  for (size_t forward = 1; forward < 3; ++forward) {
+  for (size_t forward = first; forward < first + 2; ++forward) {
     const KernelSupport& k = s.kernels[forward];
     EXPECT_EQ(k.phases, (std::vector<Phase>{Phase::kPrefill, Phase::kDecode})) << k.name;
     EXPECT_EQ(k.masks.size(), 5u) << k.name;
