@@ -38,6 +38,8 @@ inline constexpr int kDecodeMinChunksPerSplit = 4;
 // passed its GPU test once (CudaFlashDecodeTest.* in kernels_cuda_backends_test, which turns it on
 // in its own process through EnableFlashDecodeForTest): off, cuda_flash lists neither the kernel
 // nor paged or quantized caches, and runs a native decode on its forward kernels as before.
+// ATTNBENCH_FLASH_DECODE=1 in the environment switches it on for one process (a device run's
+// benchmark through the server).
 bool FlashDecodeEnabled();
 void EnableFlashDecodeForTest();
 
