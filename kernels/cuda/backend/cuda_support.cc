@@ -21,9 +21,9 @@
 namespace attnbench {
 namespace {
 
-// Off until CudaLayerBackwardTest.* (kernels_cuda_backward_test) has passed on a device: then
-// true, and this the only line to change.
-constexpr bool kCudaLayerBackwardEnabled = false;
+// On since CudaLayerBackwardTest.* (kernels_cuda_backward_test) passed on an H100 (2026-12-07,
+// bench/RESULTS.md); false again would switch the layer backward off in this one line.
+constexpr bool kCudaLayerBackwardEnabled = true;
 std::atomic<bool> layer_backward_for_test{false};
 
 DType DTypeOf(cuda::Storage s) {

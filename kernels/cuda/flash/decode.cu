@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/common/attention_device.cuh"
@@ -29,9 +28,9 @@
 namespace attnbench::cuda::flash {
 namespace {
 
-// Off until CudaFlashDecodeTest.* (kernels_cuda_backends_test) has passed on a device: then true,
-// and this the only line to change.
-constexpr bool kFlashDecodeEnabled = false;
+// On since CudaFlashDecodeTest.* (kernels_cuda_backends_test) passed on an H100 (2026-12-07,
+// bench/RESULTS.md); false again would switch the decode kernel off in this one line.
+constexpr bool kFlashDecodeEnabled = true;
 std::atomic<bool> decode_for_test{false};
 
 constexpr int kThreads = 128;
@@ -468,15 +467,7 @@ int DecodeBlocksPerSm(const AttentionArgs& a) {
   return std::max(blocks, 1);
 }
 
-bool FlashDecodeEnabled() {
-  // ATTNBENCH_FLASH_DECODE=1 in a server's environment switches it on for that process: how a
-  // device run benchmarks the kernel through the service before the switch is flipped.
-  static const bool from_env = [] {
-    const char* v = std::getenv("ATTNBENCH_FLASH_DECODE");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  return kFlashDecodeEnabled || decode_for_test || from_env;
-}
+bool FlashDecodeEnabled() { return kFlashDecodeEnabled || decode_for_test; }
 void EnableFlashDecodeForTest() { decode_for_test = true; }
 
 const KernelAllowList& DecodeAllowList() {

@@ -34,12 +34,11 @@ inline constexpr int kDecodeMaxSeqQ = 64;
 inline constexpr int kDecodeMaxSplits = 64;
 inline constexpr int kDecodeMinChunksPerSplit = 4;
 
-// Whether cuda_flash uses the decode kernel at all. The one switch, off until the kernel has
-// passed its GPU test once (CudaFlashDecodeTest.* in kernels_cuda_backends_test, which turns it on
-// in its own process through EnableFlashDecodeForTest): off, cuda_flash lists neither the kernel
-// nor paged or quantized caches, and runs a native decode on its forward kernels as before.
-// ATTNBENCH_FLASH_DECODE=1 in the environment switches it on for one process (a device run's
-// benchmark through the server).
+// Whether cuda_flash uses the decode kernel at all: the one switch (kFlashDecodeEnabled in
+// decode.cu), on since its GPU test passed (CudaFlashDecodeTest.* in kernels_cuda_backends_test,
+// which also turns it on in its own process through EnableFlashDecodeForTest). Off, cuda_flash
+// lists neither the kernel nor paged or quantized caches, and runs a native decode on its forward
+// kernels.
 bool FlashDecodeEnabled();
 void EnableFlashDecodeForTest();
 
