@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 from layer_table import fmt_ratio, ok
 from peer_timing import Timing, cuda_torch, short
-from sqa_table import Layout, Ours, close, timing_json, write_atomic
+from sqa_table import Layout, Ours, close, run_points, timing_json, write_atomic
 
 BANDWIDTH_TARGET = 0.85  # of the device's measured copy bandwidth
 SPEEDUP_TARGET = 2.0     # the best SDPA peer's time over ours
@@ -775,17 +775,7 @@ def main(argv=None, wrap_stub=None, stubs=None):
         write_atomic(md_path, markdown(runner.points, header, args, runner.errors))
         write_atomic(json_path, json.dumps(to_json(runner.points, meta, args), indent=1))
 
-    try:
-        runner.run(write)
-    finally:
-        write()
-        ours.close()
-    print()
-    with open(md_path, encoding="utf-8") as f:
-        print(f.read(), flush=True)
-    measured = [p for p in runner.points if ok(p.ours)]
-    failed = [p for p in runner.points if p.failed]
-    return 1 if failed or runner.errors or not measured else 0
+    return run_points(runner, write, ours, md_path, lambda p: ok(p.ours))
 
 
 if __name__ == "__main__":

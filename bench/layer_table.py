@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from peer_timing import Timing, cuda_torch, short
 import sqa_table
-from sqa_table import Layout, Ours, close, projection_flops, write_atomic
+from sqa_table import Layout, Ours, close, projection_flops, run_points, write_atomic
 
 PROJECTION_RATE_TARGET = 0.85  # of cuBLAS's rate on the same shapes
 SUM_TARGET = 1.05              # layer time over projections + core measured apart
@@ -321,17 +321,7 @@ def main(argv=None, wrap_stub=None, stubs=None):
         write_atomic(md_path, markdown(runner.points, header, runner.errors))
         write_atomic(json_path, json.dumps(to_json(runner.points, meta), indent=1))
 
-    try:
-        runner.run(write)
-    finally:
-        write()
-        ours.close()
-    print()
-    with open(md_path, encoding="utf-8") as f:
-        print(f.read(), flush=True)
-    measured = [p for p in runner.points if ok(p.layer)]
-    failed = [p for p in runner.points if p.failed]
-    return 1 if failed or runner.errors or not measured else 0
+    return run_points(runner, write, ours, md_path, lambda p: ok(p.layer))
 
 
 if __name__ == "__main__":

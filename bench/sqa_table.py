@@ -655,6 +655,22 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def run_points(runner, write, ours, md_path, measured):
+    """Runs a table of points (runner.points, each with .failed) writing as it goes, prints the
+    markdown at md_path, and returns the exit status: 1 on a failed point, a script error or no
+    point for which measured(point) holds, else 0."""
+    try:
+        runner.run(write)
+    finally:
+        write()
+        ours.close()
+    print()
+    with open(md_path, encoding="utf-8") as f:
+        print(f.read(), flush=True)
+    failed = [p for p in runner.points if p.failed]
+    return 1 if failed or runner.errors or not any(measured(p) for p in runner.points) else 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Arguments and main
 # ---------------------------------------------------------------------------------------------
