@@ -134,8 +134,10 @@ class FaultTest(unittest.TestCase):
         holder = self.long_run()
         self.wait_running()
         before = harness.scrape(self.server)
+        # 1.5 s: long enough to reach the queue on a loaded machine (0.5 s once expired before the
+        # server queued it, and nothing was counted), short of the holder's 3 s.
         with self.assertRaises(grpc.RpcError) as caught:
-            self.stub.Run(run_request(), timeout=0.5)
+            self.stub.Run(run_request(), timeout=1.5)
         self.assertEqual(caught.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         holder.result()
         after = harness.scrape(self.server)
