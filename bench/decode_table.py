@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 
 from layer_table import fmt_ratio, ok
 from peer_timing import Timing, cuda_torch, short
-from sqa_table import Layout, Ours, close, run_points, timing_json, write_atomic
+from sqa_table import (Layout, Ours, add_measurement_args, close, run_points, timing_json,
+                       write_atomic)
 
 BANDWIDTH_TARGET = 0.85  # of the device's measured copy bandwidth
 SPEEDUP_TARGET = 2.0     # the best SDPA peer's time over ours
@@ -689,15 +690,7 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true",
                    help="cpu_reference, MHA 2 / GQA 4/2 heads of dim 16, S_kv 64 and 96, S_q 1 "
                         "and 2, every cache kind (SAQ 16 native, 32 int8, rest int4), no torch")
-    p.add_argument("--check-rows", type=int, default=16)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--min-iters", type=int, default=10)
-    p.add_argument("--max-iters", type=int, default=30)
-    p.add_argument("--target-seconds", type=float, default=0.5)
-    p.add_argument("--rpc-timeout", type=float, default=600.0)
-    p.add_argument("--budget-s", type=float, default=400.0,
-                   help="seconds; points not started by then are skipped (0: no limit)")
-    p.add_argument("--out-dir", "--out", dest="out_dir", default=os.environ.get("OUT") or "/tmp")
+    add_measurement_args(p, budget_s=400.0)
     a = p.parse_args(argv)
     if a.smoke:
         a.backend, a.gqa_heads, a.mha_heads, a.head_dim = "cpu_reference", "4/2", 2, 16

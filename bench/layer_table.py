@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 from peer_timing import Timing, cuda_torch, short
 import sqa_table
-from sqa_table import Layout, Ours, close, projection_flops, run_points, write_atomic
+from sqa_table import (Layout, Ours, add_measurement_args, close, projection_flops, run_points,
+                       write_atomic)
 
 PROJECTION_RATE_TARGET = 0.85  # of cuBLAS's rate on the same shapes
 SUM_TARGET = 1.05              # layer time over projections + core measured apart
@@ -263,15 +264,7 @@ def parse_args(argv=None):
     p.add_argument("--no-peers", action="store_true", help="no torch GEMMs")
     p.add_argument("--smoke", action="store_true",
                    help="d_model 64, 4 heads of dim 16, S 32 and 48 on cpu_reference, no torch")
-    p.add_argument("--check-rows", type=int, default=16)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--min-iters", type=int, default=10)
-    p.add_argument("--max-iters", type=int, default=30)
-    p.add_argument("--target-seconds", type=float, default=0.5)
-    p.add_argument("--rpc-timeout", type=float, default=600.0)
-    p.add_argument("--budget-s", type=float, default=300.0,
-                   help="seconds; points not started by then are skipped (0: no limit)")
-    p.add_argument("--out-dir", "--out", dest="out_dir", default=os.environ.get("OUT") or "/tmp")
+    add_measurement_args(p, budget_s=300.0)
     a = p.parse_args(argv)
     if a.smoke:
         a.backend, a.d_model, a.heads, a.head_dim, a.seqs = "cpu_reference", 64, 4, 16, "32,48"

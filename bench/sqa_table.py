@@ -655,6 +655,19 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def add_measurement_args(p, budget_s):
+    """The measurement, check, time-budget and output arguments every table takes."""
+    p.add_argument("--check-rows", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--min-iters", type=int, default=10)
+    p.add_argument("--max-iters", type=int, default=30)
+    p.add_argument("--target-seconds", type=float, default=0.5)
+    p.add_argument("--rpc-timeout", type=float, default=600.0)
+    p.add_argument("--budget-s", type=float, default=budget_s,
+                   help="seconds; points not started by then are skipped (0: no limit)")
+    p.add_argument("--out-dir", "--out", dest="out_dir", default=os.environ.get("OUT") or "/tmp")
+
+
 def run_points(runner, write, ours, md_path, measured):
     """Runs a table of points (runner.points, each with .failed) writing as it goes, prints the
     markdown at md_path, and returns the exit status: 1 on a failed point, a script error or no
