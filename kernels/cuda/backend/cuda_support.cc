@@ -183,7 +183,7 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
         s.cache_formats.push_back(CacheFormat::kInt4);
         s.paged_kv_cache = true;
         s.limitations.emplace_back(
-            "decode: the split-KV kernel (flash-decoding on CUDA cores, float32 math) for S_q "
+            "decode: the split-KV kernel (flash-decoding on tensor cores, float32 softmax) for S_q "
             "1-64, D_qk = D_v in {32, 64, 128, 256}, no score_mod or mask_mod; native, paged, "
             "int8, int4 and SAQ caches read at their stored width, the query rows of every head "
             "sharing a KV head in one block. Paged and quantized caches run only there; a native "

@@ -1,17 +1,22 @@
 // cuda_flash's split-KV decode kernel and its combine (decode.h says what they compute).
 //
-// A block (kThreads) holds up to kDecodeRowTile query rows of one KV head and walks its split of
-// the keys kDecodeChunk at a time:
-//   stage    the chunk's K and V rows, dequantized to float, into shared memory; the next chunk's
-//            raw bytes are loaded into registers right after, so its loads are in flight while
-//            this chunk is computed (decode is memory-bound: that overlap is the kernel's speed)
-//   score    a warp per query row, a lane per key: <q, k> over float4 rows, then the mask and the
-//            modifiers per pair, exactly as the reference kernel applies them
-//   softmax  the online softmax per row (max, rescale, sum) with warp shuffles
-//   PV       each thread owns float4 groups of the rows' outputs and adds p * v over the chunk
-// CUDA cores, not tensor cores: at S_q * (heads per KV head) <= 16 the work per cache byte is a
-// few FMAs, far under what the SM can issue while the bytes stream in; past that the kernel turns
-// compute-bound, which bench/decode_table.py measures rather than hides.
+// A block (4 warps) holds the kDecodeRowTile query rows of one KV head, one mma m-tile, and walks
+// its split of the keys kDecodeChunk (64) at a time through a cp.async pipeline of kStages chunks:
+//   locate   thread t < 64 finds token t's cache row (page table, SAQ band) a chunk before its
+//            copy is issued, so the dependent page-table load never stalls the copies
+//   copy     each token's K and V rows at their stored width (int8, int4 or 16-bit), its scales
+//            and its format, into the stage; decode is memory-bound, and kStages - 1 chunks in
+//            flight per block are what keep the device's bandwidth busy
+//   widen    each warp widens the int8 / int4 rows of its 16 keys to T in place (exact); the
+//            scales stay apart: K's multiplies the score, V's the probability
+//   QK^T     mma.sync m16n8k16 over the warp's 16 keys, then the mask and the modifiers per pair
+//            exactly as the reference kernel applies them
+//   softmax  the online softmax (softmax.cuh), P rounded to T with V's scale folded in
+//   PV       mma.sync into the warp's float32 O (16 rows x D)
+// Each warp keeps its own softmax state over every 4th run of 16 keys; the block merges the four
+// by their maxima at the end, and a combine kernel merges the splits by their log-sum-exp.
+// Tensor cores, not CUDA cores: an int4 cache brings a quarter of the bytes per key, and 16 rows
+// of FMAs per key would then bound the kernel, not the memory.
 #include "kernels/cuda/flash/decode.h"
 
 #include <cuda_bf16.h>
@@ -23,7 +28,10 @@
 #include <string>
 
 #include "kernels/cuda/common/attention_device.cuh"
+#include "kernels/cuda/common/fragment.cuh"
 #include "kernels/cuda/common/kv_cache.cuh"
+#include "kernels/cuda/common/ptx.cuh"
+#include "kernels/cuda/common/softmax.cuh"
 
 namespace attnbench::cuda::flash {
 namespace {
@@ -36,121 +44,45 @@ std::atomic<bool> decode_for_test{false};
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
-static_assert(kDecodeChunk == 32, "a lane per key of the chunk");
+constexpr int kWarpKeys = 16;  // keys a warp scores per chunk: one m16n8k16 k-step of P V
+static_assert(kDecodeChunk == kWarps * kWarpKeys, "a chunk is every warp's keys");
+static_assert(kDecodeRowTile == 16, "the rows of a tile are one mma m-tile");
+constexpr int kMaxSharedSegments = 8;  // SAQ bands read from shared memory; more from global
 
-// The shapes of one instantiation: T the storage, kDim = D_qk = D_v.
+// The shapes of one instantiation, T the storage and kDim = D_qk = D_v, and its shared memory:
+//   stages  kStages x { K rows, V rows: kDecodeChunk x kRowBytes each; K and V scales; codes }
+//   q       the tile's query rows after RoPE, in T (the mma's A operand)
+//   loc     two chunks' cache rows and codes, computed a chunk ahead of their copies
+// After the loop the stages hold the warps' partial outputs for the block's merge.
 template <typename T, int kDim>
 struct DecodeTile {
-  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements of a 16-byte native load
-  static constexpr int kVecsPerRow = kDim / kVec;
-  static constexpr int kTokensPerPass = kThreads / kVecsPerRow;
-  static constexpr int kPasses = kDecodeChunk / kTokensPerPass;  // raw slots a thread holds
-  // Floats per staged K/V row: rows 4 floats apart keep a quarter-warp's float4 reads of 8
-  // consecutive rows on distinct banks.
-  static constexpr int kStride = kDim + 4;
-  static constexpr int kPStride = kDecodeChunk + 1;
-  static constexpr int kGroups = kDim / 4;  // float4 output groups per row
-  static constexpr int kOutPerThread = kDecodeRowTile * kGroups / kThreads;
-  static constexpr int kSharedFloats = kDecodeRowTile * kDim + 2 * kDecodeChunk * kStride +
-                                       kDecodeRowTile * kPStride + 3 * kDecodeRowTile;
-  static constexpr size_t kSharedBytes = kSharedFloats * sizeof(float);
-  static_assert(kDim % kVec == 0 && kThreads % kVecsPerRow == 0, "whole rows per pass");
-  static_assert(kPasses >= 1 && kDecodeChunk % kTokensPerPass == 0, "whole passes per chunk");
-  static_assert(kOutPerThread >= 1 && (kDecodeRowTile * kGroups) % kThreads == 0, "outputs");
+  // A row in T and a 16-byte pad: the 8 rows of an ldmatrix land on distinct banks.
+  static constexpr int kRowBytes = kDim * 2 + 16;
+  static constexpr int kVecs = kDim * 2 / 16;  // 16-byte vectors of a row at 16-bit width
+  static constexpr int kInt8Vecs = kDim / 16;
+  static constexpr int kInt4Vecs = kDim / 32;
+  static constexpr int kTokensPerPass = kThreads / kVecs;
+  static constexpr int kPasses = kDecodeChunk / kTokensPerPass;
+  // Chunks in flight: enough bytes to cover the memory latency, few enough for two blocks an SM
+  // at D <= 128 (one at 256).
+  static constexpr int kStages = kDim <= 64 ? 4 : kDim == 128 ? 3 : 2;
+  static constexpr int kKOff = 0;
+  static constexpr int kVOff = kDecodeChunk * kRowBytes;
+  static constexpr int kKScaleOff = 2 * kDecodeChunk * kRowBytes;
+  static constexpr int kVScaleOff = kKScaleOff + kDecodeChunk * 4;
+  static constexpr int kCodeOff = kVScaleOff + kDecodeChunk * 4;
+  static constexpr int kStageBytes = kCodeOff + kDecodeChunk * 4;
+  static constexpr int kQOff = kStages * kStageBytes;
+  static constexpr int kLocRowOff = kQOff + kDecodeRowTile * kRowBytes;
+  static constexpr int kLocCodeOff = kLocRowOff + 2 * kDecodeChunk * 8;
+  static constexpr int kSharedBytes = kLocCodeOff + 2 * kDecodeChunk * 4;
+  // The merge: each warp's float O rows, row maxima and sums.
+  static constexpr int kMergeBytes = kWarps * kDecodeRowTile * (kDim + 2) * 4;
+  static_assert(kThreads % kVecs == 0 && kDecodeChunk % kTokensPerPass == 0, "whole passes");
+  static_assert(kStageBytes % 16 == 0 && kQOff % 16 == 0 && kLocRowOff % 16 == 0, "alignment");
+  static_assert(kMergeBytes <= kStages * kStageBytes, "the merge fits in the stages");
+  static_assert(kInt4Vecs >= 1, "an int4 row is whole 16-byte vectors");
 };
-
-// One token's raw bytes of a thread's vector of K and V, and how to read them. code < 0: no token
-// (past the split), which stages as zeros.
-struct RawSlot {
-  uint4 k;
-  uint4 v;
-  float k_scale;
-  float v_scale;
-  int code;
-};
-
-template <int kBytes>
-__device__ __forceinline__ uint4 LoadBytes(const void* p) {
-  uint4 r = make_uint4(0, 0, 0, 0);
-  if constexpr (kBytes == 16) {
-    r = __ldg(static_cast<const uint4*>(p));
-  } else if constexpr (kBytes == 8) {
-    const uint2 x = __ldg(static_cast<const uint2*>(p));
-    r.x = x.x;
-    r.y = x.y;
-  } else if constexpr (kBytes == 4) {
-    r.x = __ldg(static_cast<const unsigned int*>(p));
-  } else {
-    static_assert(kBytes == 2, "2, 4, 8 or 16 bytes");
-    r.x = __ldg(static_cast<const unsigned short*>(p));
-  }
-  return r;
-}
-
-// Vector `vec` (kVec elements) of cache row `row` of `pool`, stored as `code`.
-template <typename T, int kDim>
-__device__ __forceinline__ uint4 LoadVector(const KvCachePool& pool, int64_t row, CacheCode code,
-                                            int vec) {
-  using Tile = DecodeTile<T, kDim>;
-  constexpr int kVec = Tile::kVec;
-  switch (code) {
-    case CacheCode::kInt8:
-      return LoadBytes<kVec>(pool.int8 + row * kDim + vec * kVec);
-    case CacheCode::kInt4:
-      return LoadBytes<kVec / 2>(pool.int4 + row * (kDim / 2) + vec * (kVec / 2));
-    default:
-      return LoadBytes<16>(static_cast<const T*>(pool.stored) + row * kDim + vec * kVec);
-  }
-}
-
-// The kVec elements of a raw vector as float, exactly as CachedElement reads them.
-template <typename T, int kVec>
-__device__ __forceinline__ void Dequantize(const uint4& raw, int code, float scale, float* out) {
-  if (code < 0) {
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) out[e] = 0.f;
-  } else if (code == static_cast<int>(CacheCode::kInt8)) {
-    const int8_t* q = reinterpret_cast<const int8_t*>(&raw);
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) out[e] = static_cast<float>(q[e]) * scale;
-  } else if (code == static_cast<int>(CacheCode::kInt4)) {
-    const uint8_t* q = reinterpret_cast<const uint8_t*>(&raw);
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) {
-      const int nibble = (q[e / 2] >> (4 * (e % 2))) & 0xf;
-      out[e] = static_cast<float>(nibble >= 8 ? nibble - 16 : nibble) * scale;
-    }
-  } else {
-    const T* x = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) out[e] = ToFloat(x[e]);
-  }
-}
-
-// The raw bytes of this thread's vectors of the keys [j0, j0 + kDecodeChunk) below j_end.
-template <typename T, int kDim>
-__device__ __forceinline__ void LoadChunk(const KvCacheArgs& c, int b, int g, int64_t j0,
-                                          int64_t j_end, RawSlot (&slots)[DecodeTile<T, kDim>::kPasses]) {
-  using Tile = DecodeTile<T, kDim>;
-  const int vec = threadIdx.x % Tile::kVecsPerRow;
-#pragma unroll
-  for (int p = 0; p < Tile::kPasses; ++p) {
-    const int64_t j = j0 + p * Tile::kTokensPerPass + threadIdx.x / Tile::kVecsPerRow;
-    RawSlot& s = slots[p];
-    s.code = -1;
-    if (j >= j_end) continue;
-    const CacheRow r = LocateCacheRow(c, b, j, g);
-    s.code = static_cast<int>(r.code);
-    s.k = LoadVector<T, kDim>(c.keys, r.row, r.code, vec);
-    s.v = LoadVector<T, kDim>(c.values, r.row, r.code, vec);
-    s.k_scale = r.code == CacheCode::kInt8   ? __ldg(c.keys.scales8 + r.row)
-                : r.code == CacheCode::kInt4 ? __ldg(c.keys.scales4 + r.row)
-                                             : 1.f;
-    s.v_scale = r.code == CacheCode::kInt8   ? __ldg(c.values.scales8 + r.row)
-                : r.code == CacheCode::kInt4 ? __ldg(c.values.scales4 + r.row)
-                                             : 1.f;
-  }
-}
 
 // What a split leaves for the combine: [splits][B * H_out * S_q] rows (row (b * H_out + h) * S_q
 // + i) of D_v floats, normalized by the split's own sum, and the split's log-sum-exp per row.
@@ -159,21 +91,164 @@ struct SplitOut {
   float* lse = nullptr;
 };
 
+// The format of token j: the SAQ band it falls in (the first kMaxSharedSegments from shared
+// memory).
+__device__ __forceinline__ int SegmentCode(const KvCacheArgs& c, const int64_t* ends_s,
+                                           const int* codes_s, int64_t j) {
+  for (int s = 0; s < c.num_segments; ++s) {
+    const bool shared = s < kMaxSharedSegments;
+    if (j < (shared ? ends_s[s] : c.segment_ends[s])) {
+      return shared ? codes_s[s] : static_cast<int>(c.segment_codes[s]);
+    }
+  }
+  return static_cast<int>(CacheCode::kNative);
+}
+
+// Issues the copies of one chunk into `stage`: row vector (threadIdx % kVecs) of every kPasses-th
+// token, K and V, at the token's stored width (int8 and int4 rows are fewer vectors), and each
+// token's scales and code. A token past the split (code < 0) is zero-filled.
+template <typename T, int kDim>
+__device__ __forceinline__ void IssueChunk(const KvCacheArgs& c, unsigned char* stage,
+                                           const int64_t* loc_row, const int* loc_code) {
+  using Tile = DecodeTile<T, kDim>;
+  const int vec = threadIdx.x % Tile::kVecs;
+  const uint32_t base = SmemAddr(stage);
+#pragma unroll
+  for (int p = 0; p < Tile::kPasses; ++p) {
+    const int t = p * Tile::kTokensPerPass + threadIdx.x / Tile::kVecs;
+    const int code = loc_code[t];
+    const int64_t row = loc_row[t];
+    const uint32_t kd = base + Tile::kKOff + t * Tile::kRowBytes + vec * 16;
+    const uint32_t vd = base + Tile::kVOff + t * Tile::kRowBytes + vec * 16;
+    if (code == static_cast<int>(CacheCode::kInt8)) {
+      if (vec < Tile::kInt8Vecs) {
+        CpAsync16(kd, c.keys.int8 + row * kDim + vec * 16, true);
+        CpAsync16(vd, c.values.int8 + row * kDim + vec * 16, true);
+      }
+      if (vec == 0) {
+        CpAsync4(base + Tile::kKScaleOff + 4 * t, c.keys.scales8 + row);
+        CpAsync4(base + Tile::kVScaleOff + 4 * t, c.values.scales8 + row);
+      }
+    } else if (code == static_cast<int>(CacheCode::kInt4)) {
+      if (vec < Tile::kInt4Vecs) {
+        CpAsync16(kd, c.keys.int4 + row * (kDim / 2) + vec * 16, true);
+        CpAsync16(vd, c.values.int4 + row * (kDim / 2) + vec * 16, true);
+      }
+      if (vec == 0) {
+        CpAsync4(base + Tile::kKScaleOff + 4 * t, c.keys.scales4 + row);
+        CpAsync4(base + Tile::kVScaleOff + 4 * t, c.values.scales4 + row);
+      }
+    } else {
+      const bool real = code >= 0;
+      const unsigned char* kp = static_cast<const unsigned char*>(c.keys.stored);
+      const unsigned char* vp = static_cast<const unsigned char*>(c.values.stored);
+      const int64_t at = real ? row * kDim * 2 + vec * 16 : 0;
+      // No token: a valid address that copies nothing and zero-fills the 16 bytes.
+      CpAsync16(kd, real ? kp + at : static_cast<const void*>(c.page_table), real);
+      CpAsync16(vd, real ? vp + at : static_cast<const void*>(c.page_table), real);
+      if (vec == 0) {
+        reinterpret_cast<float*>(stage + Tile::kKScaleOff)[t] = real ? 1.f : 0.f;
+        reinterpret_cast<float*>(stage + Tile::kVScaleOff)[t] = real ? 1.f : 0.f;
+      }
+    }
+    if (vec == 0) reinterpret_cast<int*>(stage + Tile::kCodeOff)[t] = code;
+  }
+}
+
+// Integers to packed pairs of T, exactly and on the full-rate pipes (I2F runs at a quarter of the
+// rate, and was what bound the int8 and int4 caches): a biased integer u is OR-ed into the mantissa
+// of a power of two p, the number p + u is exact, and one subtraction of p + bias leaves it.
+template <typename T>
+struct Widen;
+template <>
+struct Widen<__half> {
+  // Four int8 (a word) to two pairs: half 0x64uu is 1024 + u, u = x + 128.
+  static __device__ __forceinline__ void Int8(uint32_t word, uint32_t* out) {
+    const uint32_t u = word ^ 0x80808080u;
+    const __half2 bias = __halves2half2(__ushort_as_half(0x6480), __ushort_as_half(0x6480));
+    uint32_t lo = __byte_perm(u, 0x64646464u, 0x4140);
+    uint32_t hi = __byte_perm(u, 0x64646464u, 0x4342);
+    const __half2 a = __hsub2(*reinterpret_cast<__half2*>(&lo), bias);
+    const __half2 b = __hsub2(*reinterpret_cast<__half2*>(&hi), bias);
+    out[0] = *reinterpret_cast<const uint32_t*>(&a);
+    out[1] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  // Two int4 (nibbles n0 n1 of a byte, biased by 8) in the low bits of each half: 1024 + u.
+  static __device__ __forceinline__ uint32_t Int4Pair(uint32_t spread) {
+    uint32_t h = (spread & 0x000f000fu) | 0x64006400u;
+    const __half2 bias = __halves2half2(__ushort_as_half(0x6408), __ushort_as_half(0x6408));
+    const __half2 r = __hsub2(*reinterpret_cast<__half2*>(&h), bias);
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
+};
+template <>
+struct Widen<__nv_bfloat16> {
+  // bfloat16's 8-bit mantissa cannot hold 128 + 255, so through float: 2^23 + u, minus 2^23 + 128,
+  // then the high halves (exact: |x| <= 128 has at most 8 significant bits).
+  static __device__ __forceinline__ void Int8(uint32_t word, uint32_t* out) {
+    const uint32_t u = word ^ 0x80808080u;
+    float f[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      f[k] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7540 + k)) - 8388736.f;
+    }
+    out[0] = __byte_perm(__float_as_uint(f[0]), __float_as_uint(f[1]), 0x7632);
+    out[1] = __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632);
+  }
+  // bfloat16 0x43uu is 128 + u for u < 128.
+  static __device__ __forceinline__ uint32_t Int4Pair(uint32_t spread) {
+    uint32_t h = (spread & 0x000f000fu) | 0x43004300u;
+    const __nv_bfloat162 bias = __halves2bfloat162(__ushort_as_bfloat16(0x4308),
+                                                   __ushort_as_bfloat16(0x4308));
+    const __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&h), bias);
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
+};
+
+// Widens one int8 or int4 row of the stage to T in place, back to front so no byte is overwritten
+// before it is read. The scale is applied later, to the score (K) or the probability (V).
+template <typename T, int kDim>
+__device__ __forceinline__ void WidenRow(unsigned char* row, int code) {
+  if (code == static_cast<int>(CacheCode::kInt8)) {
+#pragma unroll
+    for (int piece = kDim / 8 - 1; piece >= 0; --piece) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(row + 8 * piece);
+      uint4 out;
+      Widen<T>::Int8(raw.x, &out.x);
+      Widen<T>::Int8(raw.y, &out.z);
+      *reinterpret_cast<uint4*>(row + 16 * piece) = out;
+    }
+  } else if (code == static_cast<int>(CacheCode::kInt4)) {
+#pragma unroll
+    for (int piece = kDim / 8 - 1; piece >= 0; --piece) {
+      // Element 2e in the low nibble of byte e; biased by 8 so each nibble is unsigned.
+      const uint32_t u = *reinterpret_cast<const uint32_t*>(row + 4 * piece) ^ 0x88888888u;
+      uint32_t o[4];
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        // Byte w times 0x1001: its low nibble at bit 0, its high nibble at bit 16.
+        o[w] = Widen<T>::Int4Pair(__byte_perm(u, 0u, 0x4440 + w) * 0x1001u);
+      }
+      *reinterpret_cast<uint4*>(row + 16 * piece) = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+  }
+}
+
 template <typename T, int kDim>
 __global__ void __launch_bounds__(kThreads)
     DecodeKernel(const __grid_constant__ AttentionArgs a, const __grid_constant__ KvCacheArgs c,
                  const DecodePlan plan, SplitOut split_out) {
   using Tile = DecodeTile<T, kDim>;
+  constexpr int kStages = Tile::kStages;
   extern __shared__ float4 shared4[];
-  float* q_s = reinterpret_cast<float*>(shared4);
-  float* k_s = q_s + kDecodeRowTile * kDim;
-  float* v_s = k_s + kDecodeChunk * Tile::kStride;
-  float* p_s = v_s + kDecodeChunk * Tile::kStride;
-  float* m_s = p_s + kDecodeRowTile * Tile::kPStride;
-  float* l_s = m_s + kDecodeRowTile;
-  float* alpha_s = l_s + kDecodeRowTile;
+  unsigned char* smem = reinterpret_cast<unsigned char*>(shared4);
+  unsigned char* q_s = smem + Tile::kQOff;
+  int64_t* loc_row = reinterpret_cast<int64_t*>(smem + Tile::kLocRowOff);  // [2][kDecodeChunk]
+  int* loc_code = reinterpret_cast<int*>(smem + Tile::kLocCodeOff);        // [2][kDecodeChunk]
   __shared__ int row_h[kDecodeRowTile];
   __shared__ int row_i[kDecodeRowTile];
+  __shared__ int64_t seg_end_s[kMaxSharedSegments];
+  __shared__ int seg_code_s[kMaxSharedSegments];
 
   const int b = static_cast<int>(blockIdx.x / a.heads_kv);
   const int g = static_cast<int>(blockIdx.x % a.heads_kv);
@@ -182,7 +257,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32;
 
   // The tile's rows: row r of KV head g is query i = r % S_q of the (r / S_q)-th output head
-  // reading g, in increasing head order.
+  // reading g, in increasing head order; -1 past the last.
   if (threadIdx.x < kDecodeRowTile) {
     const int64_t r = static_cast<int64_t>(blockIdx.y) * kDecodeRowTile + threadIdx.x;
     const int64_t slot = r / a.seq_q;
@@ -196,148 +271,232 @@ __global__ void __launch_bounds__(kThreads)
     }
     row_h[threadIdx.x] = found;
     row_i[threadIdx.x] = static_cast<int>(r % a.seq_q);
-    m_s[threadIdx.x] = kNegInf;
-    l_s[threadIdx.x] = 0.f;
+  }
+  if (threadIdx.x < kMaxSharedSegments && threadIdx.x < c.num_segments) {
+    seg_end_s[threadIdx.x] = c.segment_ends[threadIdx.x];
+    seg_code_s[threadIdx.x] = static_cast<int>(c.segment_codes[threadIdx.x]);
   }
   __syncthreads();
-  int rows = 0;
-  while (rows < kDecodeRowTile && row_h[rows] >= 0) ++rows;
-  if (rows == 0) return;  // block-uniform: this KV head has fewer rows than the grid's tiles
+  if (row_h[0] < 0) return;  // block-uniform: this KV head has fewer rows than the grid's tiles
 
+  // Q in T after RoPE, zeros in the rows past the last (their scores are never kept).
   const T* q = static_cast<const T*>(a.q);
-  for (int e = threadIdx.x; e < rows * kDim; e += kThreads) {
+  for (int e = threadIdx.x; e < kDecodeRowTile * kDim; e += kThreads) {
     const int rr = e / kDim;
     const int d = e % kDim;
-    const int i = row_i[rr];
-    const T* q_row = q + RowOffset(b, a.seq_q, i, a.heads_q, a.head_map[2 * row_h[rr]], kDim);
-    q_s[e] = RopedElement(a, q_row, i + a.offset, d);
+    float x = 0.f;
+    if (row_h[rr] >= 0) {
+      const int i = row_i[rr];
+      x = RopedElement(a, q + RowOffset(b, a.seq_q, i, a.heads_q, a.head_map[2 * row_h[rr]], kDim),
+                       i + a.offset, d);
+    }
+    reinterpret_cast<T*>(q_s + rr * Tile::kRowBytes)[d] = FromFloat<T>(x);
   }
 
   const int64_t j_begin = plan.key_begin + split * plan.split_tokens;
   const int64_t j_end = min(plan.key_end, j_begin + plan.split_tokens);
-  float4 acc[Tile::kOutPerThread];
-#pragma unroll
-  for (int o = 0; o < Tile::kOutPerThread; ++o) acc[o] = make_float4(0.f, 0.f, 0.f, 0.f);
+  const int chunks = static_cast<int>((max(j_end - j_begin, int64_t{0}) + kDecodeChunk - 1) /
+                                      kDecodeChunk);
 
-  RawSlot slots[Tile::kPasses];
-  if (j_begin < j_end) LoadChunk<T, kDim>(c, b, g, j_begin, j_end, slots);
-  for (int64_t j0 = j_begin; j0 < j_end; j0 += kDecodeChunk) {
-    __syncthreads();  // the previous chunk's PV is done with k_s, v_s and p_s (and q_s is written)
+  // Where the chunk's tokens are: thread t < kDecodeChunk locates token t. The page-table load is
+  // issued a chunk before its value is stored (Locate), so no thread waits on it.
+  // 32-bit token arithmetic (S_kv < 2^31 by the allow-list): a 64-bit division is a long
+  // dependent chain on the warps that locate.
+  const int32_t* pages = c.page_table + static_cast<int64_t>(b) * c.pages_per_sequence;
+  const uint32_t page_size = static_cast<uint32_t>(c.page_size);
+  auto token_of = [&](int chunk) { return j_begin + int64_t{chunk} * kDecodeChunk + threadIdx.x; };
+  auto load_page = [&](int chunk) -> int64_t {
+    const int64_t j = token_of(chunk);
+    return j < j_end ? __ldg(pages + static_cast<uint32_t>(j) / page_size) : 0;
+  };
+  auto store_loc = [&](int chunk, int64_t page) {
+    const int64_t j = token_of(chunk);
+    const int slot = chunk % 2;
+    const bool real = j < j_end;
+    loc_row[slot * kDecodeChunk + threadIdx.x] =
+        real ? (page * page_size + static_cast<uint32_t>(j) % page_size) * c.heads_kv + g : 0;
+    loc_code[slot * kDecodeChunk + threadIdx.x] =
+        real ? SegmentCode(c, seg_end_s, seg_code_s, j) : -1;
+  };
+  auto issue = [&](int chunk) {
+    if (chunk < chunks) {
+      IssueChunk<T, kDim>(c, smem + (chunk % kStages) * Tile::kStageBytes,
+                          loc_row + (chunk % 2) * kDecodeChunk, loc_code + (chunk % 2) * kDecodeChunk);
+    }
+    CpAsyncCommit();  // an empty group past the last chunk keeps the wait count uniform
+  };
+  const bool locator = threadIdx.x < kDecodeChunk;
+#pragma unroll 1
+  for (int chunk = 0; chunk < kStages - 1; ++chunk) {
+    if (locator) store_loc(chunk, load_page(chunk));
+    __syncthreads();
+    issue(chunk);
+    __syncthreads();
+  }
+  int64_t next_page = 0;
+  if (locator) {
+    store_loc(kStages - 1, load_page(kStages - 1));
+    next_page = load_page(kStages);
+  }
+
+  // The warp's fragment rows: row lane / 4 + 8 r of the tile.
+  int hr[2];
+  int64_t ir[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    hr[r] = row_h[lane / 4 + 8 * r];
+    ir[r] = row_i[lane / 4 + 8 * r];
+  }
+  const uint32_t q_addr = SmemAddr(q_s) + (lane % 16) * Tile::kRowBytes + (lane / 16) * 16;
+  // ldmatrix rows of this lane in the warp's 16 keys: K as B (non-transposed) and V (transposed).
+  const int k_lane = ((lane % 8) + 8 * (lane / 16)) * Tile::kRowBytes + ((lane / 8) % 2) * 16;
+  const int v_lane = ((lane % 8) + 8 * ((lane / 8) % 2)) * Tile::kRowBytes + (lane / 16) * 16;
+
+  float o_acc[kDim / 8][4];
+#pragma unroll
+  for (int n = 0; n < kDim / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o_acc[n][e] = 0.f;
+  }
+  SoftmaxRows rows;
+
+#pragma unroll 1
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // the chunk's bytes are visible; the stage of chunk - 1 is free again
+    issue(chunk + kStages - 1);
+    if (locator) {
+      store_loc(chunk + kStages, next_page);
+      next_page = load_page(chunk + kStages + 1);
+    }
+
+    unsigned char* stage = smem + (chunk % kStages) * Tile::kStageBytes;
+    const int64_t j0 = j_begin + int64_t{chunk} * kDecodeChunk + warp * kWarpKeys;
+    if (j0 >= j_end) continue;  // warp-uniform: none of this warp's keys is in the split
+    const int* code_s = reinterpret_cast<const int*>(stage + Tile::kCodeOff) + warp * kWarpKeys;
     {
-      const int vec = threadIdx.x % Tile::kVecsPerRow;
+      // Lanes 0-15 widen the warp's K rows, 16-31 its V rows (native rows are already T).
+      const int t = lane % kWarpKeys;
+      unsigned char* row = stage + (lane < kWarpKeys ? Tile::kKOff : Tile::kVOff) +
+                           (warp * kWarpKeys + t) * Tile::kRowBytes;
+      WidenRow<T, kDim>(row, code_s[t]);
+      __syncwarp();
+    }
+
+    // S = Q K^T over the warp's 16 keys: two n-tiles of 8.
+    float s[2][4] = {};
+    const uint32_t k_addr =
+        SmemAddr(stage + Tile::kKOff + warp * kWarpKeys * Tile::kRowBytes) + k_lane;
 #pragma unroll
-      for (int p = 0; p < Tile::kPasses; ++p) {
-        const int t = p * Tile::kTokensPerPass + threadIdx.x / Tile::kVecsPerRow;
-        float x[Tile::kVec];
-        Dequantize<T, Tile::kVec>(slots[p].k, slots[p].code, slots[p].k_scale, x);
-        float4* kd = reinterpret_cast<float4*>(k_s + t * Tile::kStride + vec * Tile::kVec);
+    for (int kk = 0; kk < kDim / 16; ++kk) {
+      uint32_t qa[4];
+      uint32_t b0, b1, b2, b3;
+      Ldmatrix4(q_addr + kk * 32, qa[0], qa[1], qa[2], qa[3]);
+      Ldmatrix4(k_addr + kk * 32, b0, b1, b2, b3);
+      Mma16816<T>(s[0], qa, b0, b1);
+      Mma16816<T>(s[1], qa, b2, b3);
+    }
+
+    // Element (n, 2 r + e): row lane / 4 + 8 r, key j0 + 8 n + 2 (lane % 4) + e. The K scale,
+    // then the mask and the modifiers per pair, exactly as the reference kernel applies them.
+    const float* k_scale = reinterpret_cast<const float*>(stage + Tile::kKScaleOff) + warp * kWarpKeys;
+    const float* v_scale = reinterpret_cast<const float*>(stage + Tile::kVScaleOff) + warp * kWarpKeys;
+    float vs[2][2];
 #pragma unroll
-        for (int e = 0; e < Tile::kVec / 4; ++e) {
-          kd[e] = make_float4(x[4 * e], x[4 * e + 1], x[4 * e + 2], x[4 * e + 3]);
-        }
-        Dequantize<T, Tile::kVec>(slots[p].v, slots[p].code, slots[p].v_scale, x);
-        float4* vd = reinterpret_cast<float4*>(v_s + t * Tile::kStride + vec * Tile::kVec);
+    for (int n = 0; n < 2; ++n) {
 #pragma unroll
-        for (int e = 0; e < Tile::kVec / 4; ++e) {
-          vd[e] = make_float4(x[4 * e], x[4 * e + 1], x[4 * e + 2], x[4 * e + 3]);
+      for (int e = 0; e < 2; ++e) {
+        const int t = 8 * n + 2 * (lane % 4) + e;
+        const int64_t j = j0 + t;
+        const float ks = k_scale[t];
+        vs[n][e] = v_scale[t];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          float& x = s[n][2 * r + e];
+          x = hr[r] >= 0 && j < j_end && MaskKeeps(a, b, hr[r], ir[r], j)
+                  ? ModifyScore(a, hr[r], ir[r], j, a.scale * (x * ks))
+                  : kNegInf;
         }
       }
     }
-    __syncthreads();
-    if (j0 + kDecodeChunk < j_end) LoadChunk<T, kDim>(c, b, g, j0 + kDecodeChunk, j_end, slots);
 
-    // Scores: warp w takes rows w, w + kWarps, ...; lane t key j0 + t.
-    for (int rr = warp; rr < rows; rr += kWarps) {
-      const int64_t j = j0 + lane;
-      const int h = row_h[rr];
-      const int64_t i = row_i[rr];
-      float s = kNegInf;
-      if (j < j_end && MaskKeeps(a, b, h, i, j)) {
-        const float4* qv = reinterpret_cast<const float4*>(q_s + rr * kDim);
-        const float4* kv = reinterpret_cast<const float4*>(k_s + lane * Tile::kStride);
-        // Four independent sums: one chain of kDim FMAs would be latency-bound where a single
-        // warp scores the chunk (MHA, S_q 1).
-        float4 dot = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-        for (int d4 = 0; d4 < kDim / 4; ++d4) {
-          const float4 x = qv[d4];
-          const float4 y = kv[d4];
-          dot.x = fmaf(x.x, y.x, dot.x);
-          dot.y = fmaf(x.y, y.y, dot.y);
-          dot.z = fmaf(x.z, y.z, dot.z);
-          dot.w = fmaf(x.w, y.w, dot.w);
-        }
-        s = ModifyScore(a, h, i, j, a.scale * ((dot.x + dot.y) + (dot.z + dot.w)));
-      }
-      p_s[rr * Tile::kPStride + lane] = s;
+    // The online softmax; P carries the V scale into the mma (the row sums do not).
+    uint32_t pk[2][2];
+    float alpha[2];
+    SoftmaxStep<2>(s, rows, kLog2e, alpha, [&](int n, int r, float p0, float p1) {
+      pk[n][r] = Pack2<T>(p0 * vs[n][0], p1 * vs[n][1]);
+    });
+#pragma unroll
+    for (int n = 0; n < kDim / 8; ++n) {
+      o_acc[n][0] *= alpha[0];
+      o_acc[n][1] *= alpha[0];
+      o_acc[n][2] *= alpha[1];
+      o_acc[n][3] *= alpha[1];
     }
-    __syncthreads();
 
-    // The online softmax of each row over this chunk.
-    for (int rr = warp; rr < rows; rr += kWarps) {
-      const float s = p_s[rr * Tile::kPStride + lane];
-      float mx = s;
+    // O += P V.
+    const uint32_t pa[4] = {pk[0][0], pk[0][1], pk[1][0], pk[1][1]};
+    const uint32_t v_addr =
+        SmemAddr(stage + Tile::kVOff + warp * kWarpKeys * Tile::kRowBytes) + v_lane;
 #pragma unroll
-      for (int delta = 16; delta > 0; delta /= 2) {
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, delta));
-      }
-      const float m_old = m_s[rr];
-      const float m_new = fmaxf(m_old, mx);
-      const float p = m_new == kNegInf ? 0.f : exp2f((s - m_new) * kLog2e);
-      float sum = p;
-#pragma unroll
-      for (int delta = 16; delta > 0; delta /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, delta);
-      p_s[rr * Tile::kPStride + lane] = p;
-      if (lane == 0) {
-        // Nothing accumulated while every key so far was hidden: the factor is then 0.
-        const float alpha = m_old == kNegInf ? 0.f : exp2f((m_old - m_new) * kLog2e);
-        alpha_s[rr] = alpha;
-        l_s[rr] = l_s[rr] * alpha + sum;
-        m_s[rr] = m_new;
-      }
-    }
-    __syncthreads();
-
-    // PV: output group o of this thread is row gi / kGroups, columns 4 (gi % kGroups) + 0..3.
-#pragma unroll
-    for (int o = 0; o < Tile::kOutPerThread; ++o) {
-      const int gi = threadIdx.x + o * kThreads;
-      const int rr = gi / Tile::kGroups;
-      if (rr >= rows) continue;
-      const int col4 = gi % Tile::kGroups;
-      const float alpha = alpha_s[rr];
-      float4 x = acc[o];
-      x.x *= alpha;
-      x.y *= alpha;
-      x.z *= alpha;
-      x.w *= alpha;
-      const float* pr = p_s + rr * Tile::kPStride;
-#pragma unroll 8
-      for (int t = 0; t < kDecodeChunk; ++t) {
-        const float p = pr[t];
-        const float4 v = reinterpret_cast<const float4*>(v_s + t * Tile::kStride)[col4];
-        x.x = fmaf(p, v.x, x.x);
-        x.y = fmaf(p, v.y, x.y);
-        x.z = fmaf(p, v.z, x.z);
-        x.w = fmaf(p, v.w, x.w);
-      }
-      acc[o] = x;
+    for (int np = 0; np < kDim / 16; ++np) {
+      uint32_t b0, b1, b2, b3;
+      Ldmatrix4Trans(v_addr + np * 32, b0, b1, b2, b3);
+      Mma16816<T>(o_acc[2 * np], pa, b0, b1);
+      Mma16816<T>(o_acc[2 * np + 1], pa, b2, b3);
     }
   }
 
+  // The block's merge: each warp saw every kWarps-th run of 16 keys; its rows' maxima, sums and
+  // unnormalized outputs go to the (now idle) stages and combine as the splits do.
+  CpAsyncWait<0>();
+  __syncthreads();
+  float* m_o = reinterpret_cast<float*>(smem);                  // [kWarps][16][kDim]
+  float* m_max = m_o + kWarps * kDecodeRowTile * kDim;          // [kWarps][16]
+  float* m_sum = m_max + kWarps * kDecodeRowTile;               // [kWarps][16]
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int rr = lane / 4 + 8 * r;
+    const float l = QuadSum(rows.sum[r]);
+    if (lane % 4 == 0) {
+      m_max[warp * kDecodeRowTile + rr] = rows.max[r];
+      m_sum[warp * kDecodeRowTile + rr] = l;
+    }
+#pragma unroll
+    for (int n = 0; n < kDim / 8; ++n) {
+      *reinterpret_cast<float2*>(m_o + (warp * kDecodeRowTile + rr) * kDim + 8 * n +
+                                 2 * (lane % 4)) = make_float2(o_acc[n][2 * r], o_acc[n][2 * r + 1]);
+    }
+  }
+  __syncthreads();
+
   // A row whose every key (of this split) is hidden has l = 0 and outputs zeros (§1).
   const int64_t rows_total = static_cast<int64_t>(a.batch) * a.heads_out * a.seq_q;
-#pragma unroll
-  for (int o = 0; o < Tile::kOutPerThread; ++o) {
-    const int gi = threadIdx.x + o * kThreads;
-    const int rr = gi / Tile::kGroups;
-    if (rr >= rows) continue;
-    const int col4 = gi % Tile::kGroups;
+  for (int gi = threadIdx.x; gi < kDecodeRowTile * (kDim / 4); gi += kThreads) {
+    const int rr = gi / (kDim / 4);
+    const int col4 = gi % (kDim / 4);
     const int h = row_h[rr];
+    if (h < 0) continue;
     const int i = row_i[rr];
-    const float l = l_s[rr];
+    float mx = kNegInf;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, m_max[w * kDecodeRowTile + rr]);
+    float l = 0.f;
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != kNegInf) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float f = exp2f((m_max[w * kDecodeRowTile + rr] - mx) * kLog2e);  // -inf: 0
+        l = fmaf(f, m_sum[w * kDecodeRowTile + rr], l);
+        const float4 y = reinterpret_cast<const float4*>(m_o + (w * kDecodeRowTile + rr) * kDim)[col4];
+        x.x = fmaf(f, y.x, x.x);
+        x.y = fmaf(f, y.y, x.y);
+        x.z = fmaf(f, y.z, x.z);
+        x.w = fmaf(f, y.w, x.w);
+      }
+    }
     const float inv = l > 0.f ? 1.f / l : 0.f;
-    const float4 x = make_float4(acc[o].x * inv, acc[o].y * inv, acc[o].z * inv, acc[o].w * inv);
+    x = make_float4(x.x * inv, x.y * inv, x.z * inv, x.w * inv);
     if (split_out.out == nullptr) {
       T* out = static_cast<T*>(a.o) + RowOffset(b, a.seq_q, i, a.heads_out, h, kDim) + 4 * col4;
       out[0] = FromFloat<T>(x.x);
@@ -345,9 +504,10 @@ __global__ void __launch_bounds__(kThreads)
       out[2] = FromFloat<T>(x.z);
       out[3] = FromFloat<T>(x.w);
     } else {
-      const int64_t row = split * rows_total + (static_cast<int64_t>(b) * a.heads_out + h) * a.seq_q + i;
+      const int64_t row =
+          split * rows_total + (static_cast<int64_t>(b) * a.heads_out + h) * a.seq_q + i;
       reinterpret_cast<float4*>(split_out.out + row * kDim)[col4] = x;
-      if (col4 == 0) split_out.lse[row] = l > 0.f ? m_s[rr] + logf(l) : kNegInf;
+      if (col4 == 0) split_out.lse[row] = l > 0.f ? mx + logf(l) : kNegInf;
     }
   }
 }
@@ -428,34 +588,37 @@ cudaError_t LaunchForDim(const AttentionArgs& a, const KvCacheArgs& c, const Dec
   return cudaErrorNotSupported;
 }
 
+// The kernel's shared memory is past the default 48 KB at most head dims: the opt-in first, then
+// the occupancy the device reports for it.
+template <typename T, int kDim>
+int BlocksPerSmFor() {
+  using Tile = DecodeTile<T, kDim>;
+  int blocks = 0;
+  if (Tile::kSharedBytes > kDefaultSharedBytes &&
+      cudaFuncSetAttribute(DecodeKernel<T, kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(Tile::kSharedBytes)) != cudaSuccess) {
+    return 0;
+  }
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, kDim>, kThreads,
+                                                    Tile::kSharedBytes) != cudaSuccess) {
+    return 0;
+  }
+  return blocks;
+}
+
 template <typename T>
 int BlocksPerSmForDim(int dim) {
-  int blocks = 0;
-  cudaError_t e = cudaErrorNotSupported;
   switch (dim) {
     case 32:
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 32>, kThreads,
-                                                        DecodeTile<T, 32>::kSharedBytes);
-      break;
+      return BlocksPerSmFor<T, 32>();
     case 64:
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 64>, kThreads,
-                                                        DecodeTile<T, 64>::kSharedBytes);
-      break;
+      return BlocksPerSmFor<T, 64>();
     case 128:
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 128>, kThreads,
-                                                        DecodeTile<T, 128>::kSharedBytes);
-      break;
+      return BlocksPerSmFor<T, 128>();
     case 256:
-      // Past the default 48 KB: the opt-in the launch sets first.
-      e = cudaFuncSetAttribute(DecodeKernel<T, 256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(DecodeTile<T, 256>::kSharedBytes));
-      if (e == cudaSuccess) {
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, DecodeKernel<T, 256>, kThreads,
-                                                          DecodeTile<T, 256>::kSharedBytes);
-      }
-      break;
+      return BlocksPerSmFor<T, 256>();
   }
-  return e == cudaSuccess ? blocks : 0;
+  return 0;
 }
 
 }  // namespace

@@ -28,7 +28,7 @@ namespace attnbench::cuda::flash {
 // Query rows a block holds (output heads of one KV head times S_q, in tiles of this many) and
 // keys it scores per step.
 inline constexpr int kDecodeRowTile = 16;
-inline constexpr int kDecodeChunk = 32;
+inline constexpr int kDecodeChunk = 64;
 inline constexpr int kDecodeMaxSeqQ = 64;
 // At most this many splits, and at least this many key chunks in each.
 inline constexpr int kDecodeMaxSplits = 64;
