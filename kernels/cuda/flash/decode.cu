@@ -250,16 +250,19 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int64_t seg_end_s[kMaxSharedSegments];
   __shared__ int seg_code_s[kMaxSharedSegments];
 
-  const int b = static_cast<int>(blockIdx.x / a.heads_kv);
-  const int g = static_cast<int>(blockIdx.x % a.heads_kv);
-  const int split = static_cast<int>(blockIdx.z);
+  // blockIdx.x = (b * H_kv + g) * row_tiles + tile: the row tiles of one KV head run side by
+  // side, so all but the first read its cache from L2.
+  const int tile = static_cast<int>(blockIdx.x % plan.row_tiles);
+  const int b = static_cast<int>(blockIdx.x / plan.row_tiles / a.heads_kv);
+  const int g = static_cast<int>(blockIdx.x / plan.row_tiles % a.heads_kv);
+  const int split = static_cast<int>(blockIdx.y);
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
 
   // The tile's rows: row r of KV head g is query i = r % S_q of the (r / S_q)-th output head
   // reading g, in increasing head order; -1 past the last.
   if (threadIdx.x < kDecodeRowTile) {
-    const int64_t r = static_cast<int64_t>(blockIdx.y) * kDecodeRowTile + threadIdx.x;
+    const int64_t r = static_cast<int64_t>(tile) * kDecodeRowTile + threadIdx.x;
     const int64_t slot = r / a.seq_q;
     int found = -1;
     for (int h = 0, seen = 0; h < a.heads_out; ++h) {
@@ -560,8 +563,9 @@ cudaError_t LaunchFor(const AttentionArgs& a, const KvCacheArgs& c, const Decode
                                                static_cast<int>(Tile::kSharedBytes));
     if (e != cudaSuccess) return e;
   }
-  const dim3 grid(static_cast<unsigned>(static_cast<int64_t>(a.batch) * a.heads_kv),
-                  static_cast<unsigned>(plan.row_tiles), static_cast<unsigned>(plan.splits));
+  const dim3 grid(
+      static_cast<unsigned>(static_cast<int64_t>(a.batch) * a.heads_kv * plan.row_tiles),
+      static_cast<unsigned>(plan.splits));
   DecodeKernel<T, kDim><<<grid, kThreads, Tile::kSharedBytes, stream>>>(a, c, plan, split_out);
   if (split_out.out == nullptr) return cudaGetLastError();
   if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
