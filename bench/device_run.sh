@@ -44,7 +44,10 @@
 # Environment knobs: ATTNBENCH_DEVICE_BUDGET_S (seconds for the whole run, default 570: the tool
 # stops a command at 600), ATTNBENCH_CHECK_ARGS, ATTNBENCH_SANITIZE_ARGS, ATTNBENCH_BENCH_ARGS,
 # ATTNBENCH_OPS_ARGS (extra arguments of correctness.py / standard_table.py / gpu_ops.py, split
-# on spaces).
+# on spaces). ATTNBENCH_TABLE_NCU (a kernel-name regex): the table stages (sqa, layer, decode)
+# run their server under Nsight Compute, which profiles one launch of that kernel (--set full,
+# past ATTNBENCH_TABLE_NCU_SKIP launches, default 3) into NAME_kernel.ncu-rep and
+# NAME_kernel.txt; the table's timings of that run are then not to be quoted.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -441,6 +444,13 @@ stage_table() {
   local extra=()
   read -r -a extra <<<"$extra_args"
   server_wrapper=()
+  local ncu report=""
+  if [ -n "${ATTNBENCH_TABLE_NCU:-}" ]; then
+    ncu="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
+    report="$out_dir/${name}_kernel"
+    server_wrapper=("$ncu" --target-processes all --kernel-name "regex:$ATTNBENCH_TABLE_NCU"
+      --launch-skip "${ATTNBENCH_TABLE_NCU_SKIP:-3}" --launch-count 1 --set full -f -o "$report")
+  fi
   server_flags=(--metrics_address= --max_request_bytes=$((48 << 30)))
   start_server "$name" 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
   budget=$((limit - 60))
@@ -448,6 +458,10 @@ stage_table() {
   timeout -k 10 "$limit" "$python" "bench/${name}_table.py" --server="$server_target" \
     --out-dir="$out_dir" --budget-s="$budget" "${extra[@]}" || rc=$?
   stop_server "$name" || true
+  if [ -n "$report" ] && [ -f "$report.ncu-rep" ]; then
+    "$ncu" --import "$report.ncu-rep" --page details >"$report.txt" 2>&1 || true
+    echo "[$name] Nsight Compute: $report.ncu-rep, details in $report.txt"
+  fi
   local table="$out_dir/${name}_table.md"
   if [ "$rc" -eq 0 ]; then
     STAGE_NOTE="table in $table"
