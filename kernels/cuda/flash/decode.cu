@@ -17,6 +17,10 @@
 // by their maxima at the end, and a combine kernel merges the splits by their log-sum-exp.
 // Tensor cores, not CUDA cores: an int4 cache brings a quarter of the bytes per key, and 16 rows
 // of FMAs per key would then bound the kernel, not the memory.
+// Measured (H100, bench/RESULTS.md 2026-12-07, GQA 32/8, 512k keys): native 0.94 and paged
+// 0.89-0.94 of the copy bandwidth; int8 0.43, int4 and SAQ 0.20. A chunk costs ~3.5 us per block
+// whatever its width: at 2 blocks (8 warps) an SM the kernel is latency-bound, and shared memory
+// (3 stages at 16-bit width) is what caps the blocks.
 #include "kernels/cuda/flash/decode.h"
 
 #include <cuda_bf16.h>
@@ -198,8 +202,8 @@ struct Widen<__nv_bfloat16> {
   // bfloat16 0x43uu is 128 + u for u < 128.
   static __device__ __forceinline__ uint32_t Int4Pair(uint32_t spread) {
     uint32_t h = (spread & 0x000f000fu) | 0x43004300u;
-    const __nv_bfloat162 bias = __halves2bfloat162(__ushort_as_bfloat16(0x4308),
-                                                   __ushort_as_bfloat16(0x4308));
+    const __nv_bfloat162 bias =
+        __halves2bfloat162(__ushort_as_bfloat16(0x4308), __ushort_as_bfloat16(0x4308));
     const __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&h), bias);
     return *reinterpret_cast<const uint32_t*>(&r);
   }
@@ -298,11 +302,12 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t j_begin = plan.key_begin + split * plan.split_tokens;
   const int64_t j_end = min(plan.key_end, j_begin + plan.split_tokens);
-  const int chunks = static_cast<int>((max(j_end - j_begin, int64_t{0}) + kDecodeChunk - 1) /
-                                      kDecodeChunk);
+  const int chunks =
+      static_cast<int>((max(j_end - j_begin, int64_t{0}) + kDecodeChunk - 1) / kDecodeChunk);
 
   // Where the chunk's tokens are: thread t < kDecodeChunk locates token t. The page-table load is
-  // issued a chunk before its value is stored (Locate), so no thread waits on it.
+  // issued a chunk before its value is stored (load_page, then store_loc an iteration later), so
+  // no thread waits on it.
   // 32-bit token arithmetic (S_kv < 2^31 by the allow-list): a 64-bit division is a long
   // dependent chain on the warps that locate.
   const int32_t* pages = c.page_table + static_cast<int64_t>(b) * c.pages_per_sequence;
@@ -324,7 +329,8 @@ __global__ void __launch_bounds__(kThreads)
   auto issue = [&](int chunk) {
     if (chunk < chunks) {
       IssueChunk<T, kDim>(c, smem + (chunk % kStages) * Tile::kStageBytes,
-                          loc_row + (chunk % 2) * kDecodeChunk, loc_code + (chunk % 2) * kDecodeChunk);
+                          loc_row + (chunk % 2) * kDecodeChunk,
+                          loc_code + (chunk % 2) * kDecodeChunk);
     }
     CpAsyncCommit();  // an empty group past the last chunk keeps the wait count uniform
   };
@@ -402,8 +408,10 @@ __global__ void __launch_bounds__(kThreads)
 
     // Element (n, 2 r + e): row lane / 4 + 8 r, key j0 + 8 n + 2 (lane % 4) + e. The K scale,
     // then the mask and the modifiers per pair, exactly as the reference kernel applies them.
-    const float* k_scale = reinterpret_cast<const float*>(stage + Tile::kKScaleOff) + warp * kWarpKeys;
-    const float* v_scale = reinterpret_cast<const float*>(stage + Tile::kVScaleOff) + warp * kWarpKeys;
+    const float* k_scale =
+        reinterpret_cast<const float*>(stage + Tile::kKScaleOff) + warp * kWarpKeys;
+    const float* v_scale =
+        reinterpret_cast<const float*>(stage + Tile::kVScaleOff) + warp * kWarpKeys;
     float vs[2][2];
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
@@ -458,9 +466,9 @@ __global__ void __launch_bounds__(kThreads)
   // unnormalized outputs go to the (now idle) stages and combine as the splits do.
   CpAsyncWait<0>();
   __syncthreads();
-  float* m_o = reinterpret_cast<float*>(smem);                  // [kWarps][16][kDim]
-  float* m_max = m_o + kWarps * kDecodeRowTile * kDim;          // [kWarps][16]
-  float* m_sum = m_max + kWarps * kDecodeRowTile;               // [kWarps][16]
+  float* m_o = reinterpret_cast<float*>(smem);          // [kWarps][16][kDim]
+  float* m_max = m_o + kWarps * kDecodeRowTile * kDim;  // [kWarps][16]
+  float* m_sum = m_max + kWarps * kDecodeRowTile;       // [kWarps][16]
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int rr = lane / 4 + 8 * r;
@@ -472,7 +480,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int n = 0; n < kDim / 8; ++n) {
       *reinterpret_cast<float2*>(m_o + (warp * kDecodeRowTile + rr) * kDim + 8 * n +
-                                 2 * (lane % 4)) = make_float2(o_acc[n][2 * r], o_acc[n][2 * r + 1]);
+                                 2 * (lane % 4)) =
+          make_float2(o_acc[n][2 * r], o_acc[n][2 * r + 1]);
     }
   }
   __syncthreads();
@@ -495,7 +504,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int w = 0; w < kWarps; ++w) {
         const float f = exp2f((m_max[w * kDecodeRowTile + rr] - mx) * kLog2e);  // -inf: 0
         l = fmaf(f, m_sum[w * kDecodeRowTile + rr], l);
-        const float4 y = reinterpret_cast<const float4*>(m_o + (w * kDecodeRowTile + rr) * kDim)[col4];
+        const float4 y =
+            reinterpret_cast<const float4*>(m_o + (w * kDecodeRowTile + rr) * kDim)[col4];
         x.x = fmaf(f, y.x, x.x);
         x.y = fmaf(f, y.y, x.y);
         x.z = fmaf(f, y.z, x.z);
@@ -562,9 +572,9 @@ cudaError_t LaunchFor(const AttentionArgs& a, const KvCacheArgs& c, const Decode
                       SplitOut split_out, cudaStream_t stream) {
   using Tile = DecodeTile<T, kDim>;
   if (Tile::kSharedBytes > kDefaultSharedBytes) {
-    const cudaError_t e = cudaFuncSetAttribute(DecodeKernel<T, kDim>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(Tile::kSharedBytes));
+    const cudaError_t e =
+        cudaFuncSetAttribute(DecodeKernel<T, kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(Tile::kSharedBytes));
     if (e != cudaSuccess) return e;
   }
   const dim3 grid(
@@ -652,8 +662,7 @@ const KernelAllowList& DecodeAllowList() {
     l->masks = {MaskCode::kNone, MaskCode::kCausal, MaskCode::kWindow, MaskCode::kBlock};
     l->modifiers = kModifierRope | kModifierAlibi | kModifierSoftcap;
     l->head_dims = {{32, 32}, {64, 64}, {128, 128}, {256, 256}};
-    l->requirements = {"S_q from 1 to " + std::to_string(kDecodeMaxSeqQ),
-                       "S_kv below 2^31",
+    l->requirements = {"S_q from 1 to " + std::to_string(kDecodeMaxSeqQ), "S_kv below 2^31",
                        "reads native, paged, int8, int4 and SAQ caches at their stored width"};
     l->decode = true;
     return l;
