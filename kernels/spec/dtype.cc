@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/spec/dtype_generic.h"
 
 namespace attnbench {
 namespace {
@@ -93,7 +94,112 @@ double DecodeBits(uint32_t bits, const Format& f, int exponent_bits) {
   return negative ? -value : value;
 }
 
+// The fast paths below: fp16 and bf16 rounded on the float's bits (generating a long decode cache
+// rounds hundreds of millions of elements, and frexp/nearbyint/ldexp per element took most of the
+// preparation). dtype_test checks them against the generic functions above on every boundary.
+
+uint32_t BitsOf(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+
+float FloatOf(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof(x));
+  return x;
+}
+
+constexpr uint32_t kSignBit = 0x80000000u;
+constexpr uint32_t kFloatInf = 0x7f800000u;
+constexpr uint32_t kHalfMinNormal = 0x38800000u;  // 2^-14 as float bits
+constexpr uint32_t kHalfOverflow = 0x47800000u;   // 2^16: the first float past fp16's range
+// At or below 2^-25 (half of fp16's smallest subnormal) everything rounds to zero; 2^-25 itself
+// is a tie to the even zero.
+constexpr uint32_t kHalfZeroLimit = 0x33000000u;
+
+// The NaN RoundToDType returns, as the generic path returns it: x through double and back.
+float SameNaN(float x) { return static_cast<float>(static_cast<double>(x)); }
+
+// |x| (float bits `a`, below 2^-14) in fp16's subnormal quanta of 2^-24, rounded to nearest even:
+// 0 .. 1024 (1024 is the smallest normal, 2^-14, where rounding carries into the exponent).
+uint32_t HalfSubnormalQuanta(uint32_t a) {
+  if (a <= kHalfZeroLimit) return 0;
+  // a is a normal float here (2^-25 < |x| < 2^-14): |x| = m * 2^(e - 150), that is m * 2^(e - 126)
+  // quanta, with the shift 126 - e between 14 and 24.
+  const uint32_t e = a >> 23;
+  const uint32_t m = (a & 0x7fffffu) | 0x800000u;
+  const uint32_t shift = 126 - e;
+  const uint32_t q = m >> shift;
+  const uint32_t rest = m & ((1u << shift) - 1);
+  const uint32_t half = 1u << (shift - 1);
+  return q + (rest > half || (rest == half && (q & 1u)) ? 1u : 0u);
+}
+
+// x rounded to fp16 (not NaN), as a float.
+float RoundToHalfFast(float x) {
+  const uint32_t u = BitsOf(x);
+  const uint32_t sign = u & kSignBit;
+  const uint32_t a = u ^ sign;
+  if (a >= kHalfMinNormal) {
+    // 10 of the float's 23 fraction bits stay: round to nearest even at bit 13; a carry moves
+    // the exponent up, as it should. Past 65504 (the carry reaching 2^16) is infinity.
+    uint32_t r = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu;
+    if (r >= kHalfOverflow) r = kFloatInf;
+    return FloatOf(sign | r);
+  }
+  // Exact: at most 1024 quanta, a power-of-two scale well inside float's normal range.
+  const float magnitude = static_cast<float>(HalfSubnormalQuanta(a)) * 0x1p-24f;
+  return FloatOf(sign | BitsOf(magnitude));
+}
+
+uint16_t FloatToHalfBitsFast(float x) {
+  const uint32_t u = BitsOf(x);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & ~kSignBit;
+  if (a > kFloatInf) return static_cast<uint16_t>(sign | 0x7e00u);  // EncodeRounded's quiet NaN
+  if (a >= kHalfOverflow) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (a >= kHalfMinNormal) {
+    // Round at bit 13 as above, then rebias the exponent from 127 to 15 (112 fields down). A
+    // carry to 2^16 lands on 0x7c00, infinity.
+    const uint32_t r = a + 0xfffu + ((a >> 13) & 1u) - (112u << 23);
+    return static_cast<uint16_t>(sign | (r >> 13));
+  }
+  return static_cast<uint16_t>(sign | HalfSubnormalQuanta(a));
+}
+
+float HalfBitsToFloatFast(uint16_t bits) {
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  const uint32_t field = (bits >> 10) & 0x1fu;
+  const uint32_t mantissa = bits & 0x3ffu;
+  if (field == 0x1f) {
+    // DecodeBits gives a positive quiet NaN (payload dropped), negated for a set sign bit.
+    return FloatOf(sign | (mantissa == 0 ? kFloatInf : 0x7fc00000u));
+  }
+  if (field == 0) {
+    // Subnormal (or zero): mantissa * 2^-24, exact in float.
+    return FloatOf(sign | BitsOf(static_cast<float>(mantissa) * 0x1p-24f));
+  }
+  return FloatOf(sign | ((field + 112u) << 23) | (mantissa << 13));
+}
+
+// bf16 is float's top half: round to nearest even at bit 16. A carry out of the largest finite
+// value reaches the infinity pattern, and float's subnormals round on the same grid.
+uint32_t BFloat16RoundedBits(uint32_t u) { return u + 0x7fffu + ((u >> 16) & 1u); }
+
+float RoundToBFloat16Fast(float x) { return FloatOf(BFloat16RoundedBits(BitsOf(x)) & 0xffff0000u); }
+
+uint16_t FloatToBFloat16BitsFast(float x) {
+  const uint32_t u = BitsOf(x);
+  if ((u & ~kSignBit) > kFloatInf) {
+    return static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7fc0u);  // EncodeRounded's quiet NaN
+  }
+  return static_cast<uint16_t>(BFloat16RoundedBits(u) >> 16);
+}
+
 }  // namespace
+
+namespace dtype_generic {
 
 float RoundToDType(float x, DType dtype) {
   switch (dtype) {
@@ -113,11 +219,34 @@ float RoundToDType(float x, DType dtype) {
 uint16_t FloatToHalfBits(float x) {
   return static_cast<uint16_t>(EncodeRounded(RoundToFormat(x, kHalf), kHalf, 5));
 }
+
 float HalfBitsToFloat(uint16_t bits) { return static_cast<float>(DecodeBits(bits, kHalf, 5)); }
 
 uint16_t FloatToBFloat16Bits(float x) {
   return static_cast<uint16_t>(EncodeRounded(RoundToFormat(x, kBFloat16), kBFloat16, 8));
 }
+
+}  // namespace dtype_generic
+
+float RoundToDType(float x, DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+    case DType::kBFloat16:
+      if (std::isnan(x)) return SameNaN(x);
+      return dtype == DType::kFloat16 ? RoundToHalfFast(x) : RoundToBFloat16Fast(x);
+    case DType::kFloat8E4M3:
+      return static_cast<float>(RoundToFormat(x, kFloat8E4M3));
+    case DType::kFloat32:
+    case DType::kUnspecified:
+      break;
+  }
+  return x;
+}
+
+uint16_t FloatToHalfBits(float x) { return FloatToHalfBitsFast(x); }
+float HalfBitsToFloat(uint16_t bits) { return HalfBitsToFloatFast(bits); }
+
+uint16_t FloatToBFloat16Bits(float x) { return FloatToBFloat16BitsFast(x); }
 float BFloat16BitsToFloat(uint16_t bits) {
   uint32_t word = static_cast<uint32_t>(bits) << 16;
   float value;

@@ -1,6 +1,8 @@
 // Storage dtypes as values: rounding a float to what fp16, bf16 or fp8 e4m3 can hold (round to
 // nearest, ties to even) and encoding/decoding little-endian bytes. Every backend, the reference
-// and the server use these so that "the value stored in dtype" means one thing everywhere.
+// and the server use these so that "the value stored in dtype" means one thing everywhere. fp16
+// and bf16 are rounded on the float's bits; dtype_generic.h keeps the generic rounding in double
+// that they match bit for bit.
 #ifndef ATTNBENCH_KERNELS_SPEC_DTYPE_H_
 #define ATTNBENCH_KERNELS_SPEC_DTYPE_H_
 
