@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/spec/dtype_generic.h"
+#include "kernels/spec/parallel_fill.h"
 
 namespace attnbench {
 namespace {
@@ -261,26 +262,31 @@ float Float8E4M3BitsToFloat(uint8_t bits) {
   return static_cast<float>(DecodeBits(bits, kFloat8E4M3, 4));
 }
 
-void AppendEncoded(float x, DType dtype, std::string* out) {
+int EncodeElement(float x, DType dtype, unsigned char* out) {
   switch (dtype) {
     case DType::kFloat16:
     case DType::kBFloat16: {
       const uint16_t bits = dtype == DType::kFloat16 ? FloatToHalfBits(x) : FloatToBFloat16Bits(x);
-      out->push_back(static_cast<char>(bits & 0xff));
-      out->push_back(static_cast<char>(bits >> 8));
-      return;
+      out[0] = static_cast<unsigned char>(bits & 0xff);
+      out[1] = static_cast<unsigned char>(bits >> 8);
+      return 2;
     }
     case DType::kFloat8E4M3:
-      out->push_back(static_cast<char>(FloatToFloat8E4M3Bits(x)));
-      return;
+      out[0] = FloatToFloat8E4M3Bits(x);
+      return 1;
     case DType::kFloat32:
-    case DType::kUnspecified: {
-      uint32_t bits;
-      std::memcpy(&bits, &x, sizeof(bits));
-      for (int k = 0; k < 4; ++k) out->push_back(static_cast<char>((bits >> (8 * k)) & 0xff));
-      return;
-    }
+    case DType::kUnspecified:
+      break;
   }
+  const uint32_t bits = BitsOf(x);
+  for (int k = 0; k < 4; ++k) out[k] = static_cast<unsigned char>((bits >> (8 * k)) & 0xff);
+  return 4;
+}
+
+void AppendEncoded(float x, DType dtype, std::string* out) {
+  unsigned char bytes[4];
+  const int n = EncodeElement(x, dtype, bytes);
+  out->append(reinterpret_cast<const char*>(bytes), static_cast<size_t>(n));
 }
 
 float DecodeElement(const unsigned char* p, DType dtype) {
@@ -327,7 +333,10 @@ absl::StatusOr<std::vector<float>> DecodeValues(const std::string& data, DType d
   }
   const auto* bytes = reinterpret_cast<const unsigned char*>(data.data());
   std::vector<float> values(data.size() / width);
-  for (size_t n = 0; n < values.size(); ++n) values[n] = DecodeElement(bytes + n * width, dtype);
+  // A client's KV cache may hold hundreds of millions of elements; each decodes on its own.
+  ParallelFill(static_cast<int64_t>(values.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) values[n] = DecodeElement(bytes + n * width, dtype);
+  });
   return values;
 }
 

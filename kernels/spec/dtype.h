@@ -31,6 +31,10 @@ float Float8E4M3BitsToFloat(uint8_t bits);
 // Appends the little-endian encoding of RoundToDType(x, dtype) to out.
 void AppendEncoded(float x, DType dtype, std::string* out);
 
+// Writes the same encoding to out[0 .. n) and returns n: DTypeBytes(dtype), or 4 for
+// kUnspecified (written as float32).
+int EncodeElement(float x, DType dtype, unsigned char* out);
+
 // The value of the little-endian element of dtype (not kUnspecified) at `bytes`.
 float DecodeElement(const unsigned char* bytes, DType dtype);
 

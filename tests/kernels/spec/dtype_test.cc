@@ -1,6 +1,6 @@
 // Rounding to fp16, bf16 and fp8 e4m3 (ties to even, overflow, saturation, subnormals), the
-// byte encodings, the fp16/bf16 fast paths bit for bit against the generic rounding, and the
-// tensor summary's checksum.
+// byte encodings (of large tensors too, encoded and decoded on several threads), the fp16/bf16
+// fast paths bit for bit against the generic rounding, and the tensor summary's checksum.
 #include "kernels/spec/dtype.h"
 
 #include <cmath>
@@ -224,6 +224,30 @@ TEST(DTypeTest, EncodesLittleEndianAndDecodes) {
   EXPECT_EQ(*half, (std::vector<float>{1.0f, 65504.0f}));
   EXPECT_FALSE(DecodeValues("abc", DType::kFloat16).ok());
   EXPECT_FALSE(DecodeValues("abcd", DType::kUnspecified).ok());
+}
+
+// A tensor large enough to be encoded and decoded on several threads: the bytes are those of
+// AppendEncoded, element by element in order, and decode back to the rounded values.
+TEST(TensorsTest, LargeTensorEncodesAsElementByElement) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 100.0f);
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat32}) {
+    FloatTensor t;
+    t.dtype = dtype;
+    t.shape = {1 << 19};
+    t.values.resize(1 << 19);
+    for (float& v : t.values) v = normal(rng);
+    std::string expected;
+    for (float v : t.values) AppendEncoded(v, dtype, &expected);
+    const std::string encoded = EncodeTensor(t);
+    ASSERT_EQ(encoded, expected) << DTypeName(dtype);
+    const absl::StatusOr<std::vector<float>> decoded = DecodeValues(encoded, dtype);
+    ASSERT_TRUE(decoded.ok());
+    ASSERT_EQ(decoded->size(), t.values.size());
+    for (size_t k = 0; k < t.values.size(); ++k) {
+      ASSERT_EQ((*decoded)[k], RoundToDType(t.values[k], dtype)) << DTypeName(dtype) << " " << k;
+    }
+  }
 }
 
 TEST(TensorsTest, EncodeAndSummarize) {
