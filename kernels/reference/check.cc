@@ -15,6 +15,7 @@
 #include "kernels/spec/cache_format.h"
 #include "kernels/spec/kv_cache_store.h"
 #include "kernels/spec/modifiers.h"
+#include "kernels/spec/parallel_fill.h"
 
 namespace attnbench {
 namespace {
@@ -45,27 +46,50 @@ struct Partial {
 
 // `inputs` with K and V as a quantized decode cache stores them, read back: the keys rotated at
 // their positions (RoPE) as the cache holds them, stored by KvCacheStore (the backends' bytes),
-// dequantized and rotated back, since the oracle rotates the keys it is given.
+// dequantized and rotated back, since the oracle rotates the keys it is given. Every pass is per
+// (b, token) row and writes only that row, so the rows are split over threads (a long cache has
+// about a billion elements) with the same result as one thread.
 AttentionInputs StoredCacheInputs(const Problem& problem, const ProblemShapes& s,
                                   const AttentionInputs& inputs) {
-  AttentionInputs stored = inputs;
+  // A decode is core scope: Q, K and V are all the oracle reads. K and V are written below, so
+  // they are not copied from `inputs` first.
+  AttentionInputs stored;
+  stored.query = inputs.query;
+  for (auto [from, to] :
+       {std::pair{&inputs.key, &stored.key}, std::pair{&inputs.value, &stored.value}}) {
+    to->dtype = from->dtype;
+    to->shape = from->shape;
+    to->values.resize(from->values.size());
+  }
   const int64_t heads = s.heads.num_kv_heads;
+  const int64_t rows = s.batch * s.seq_kv;
   std::vector<double> inv_freq;
   if (problem.rope.enabled) {
     inv_freq = RopeInverseFrequencies(problem.rope.theta.value_or(10000.0),
                                       problem.rope.rotary_dims.value_or(problem.head_dim_qk));
   }
-  std::vector<float> keys(inputs.key.values.size());
-  RotateKeyRows(inv_freq, s.seq_kv, heads, s.dim_qk, 0, s.batch * s.seq_kv,
-                inputs.key.values.data(), keys.data());
-  const KvCacheStore store(problem, keys, inputs.value.values, static_cast<int>(heads));
-  std::vector<double> row(s.dim_qk);
-  for (int64_t b = 0; b < s.batch; ++b) {
-    for (int64_t j = 0; j < s.seq_kv; ++j) {
+  // Without RoPE the cache stores the keys as given: no rotated copy.
+  const std::vector<float>* keys = &inputs.key.values;
+  std::vector<float> rotated;
+  if (!inv_freq.empty()) {
+    rotated.resize(inputs.key.values.size());
+    ParallelFill(rows, heads * s.dim_qk, [&](int64_t begin, int64_t end) {
+      RotateKeyRows(inv_freq, s.seq_kv, heads, s.dim_qk, begin, end, inputs.key.values.data(),
+                    rotated.data());
+    });
+    keys = &rotated;
+  }
+  const KvCacheStore store(problem, *keys, inputs.value.values, static_cast<int>(heads),
+                           ParallelForItems);
+  ParallelFill(rows, heads * (s.dim_qk + s.dim_v), [&](int64_t begin, int64_t end) {
+    std::vector<double> row(s.dim_qk);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / s.seq_kv;
+      const int64_t j = r % s.seq_kv;
       const int64_t slot = store.Slot(b, j);
       const CacheFormat format = store.FormatOf(j);
       for (int64_t h = 0; h < heads; ++h) {
-        const int64_t at = (b * s.seq_kv + j) * heads + h;
+        const int64_t at = r * heads + h;
         float* k = stored.key.values.data() + at * s.dim_qk;
         store.Read(store.keys(), format, slot, static_cast<int>(h), k, 1);
         if (!inv_freq.empty()) {
@@ -77,7 +101,7 @@ AttentionInputs StoredCacheInputs(const Problem& problem, const ProblemShapes& s
                    stored.value.values.data() + at * s.dim_v, 1);
       }
     }
-  }
+  });
   return stored;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/spec/dtype.h"
 #include "kernels/spec/modifiers.h"
+#include "kernels/spec/parallel_fill.h"
 
 namespace attnbench {
 namespace {
@@ -99,22 +100,27 @@ const Reference64::KeyValues& Reference64::KeyValuesFor(int64_t b, int kv_head) 
   KeyValues kv;
   kv.keys.resize(skv * dqk);
   kv.values.resize(skv * dv);
-  for (int64_t j = 0; j < skv; ++j) {
-    double* k = &kv.keys[j * dqk];
-    double* v = &kv.values[j * dv];
-    if (shapes_.layer) {
-      const std::vector<double> pk = Project(b, j, inputs_->w_k, kv_head * dqk, dqk);
-      const std::vector<double> pv = Project(b, j, inputs_->w_v, kv_head * dv, dv);
-      std::copy(pk.begin(), pk.end(), k);
-      std::copy(pv.begin(), pv.end(), v);
-    } else {
-      const float* src_k = &inputs_->key.values[((b * skv + j) * hkv + kv_head) * dqk];
-      const float* src_v = &inputs_->value.values[((b * skv + j) * hkv + kv_head) * dv];
-      std::copy(src_k, src_k + dqk, k);
-      std::copy(src_v, src_v + dv, v);
+  // Each key j is filled on its own (copied or projected, then rotated at j), so the keys are
+  // split over threads: one (b, kv head) of a long decode cache is over 10^8 elements.
+  const int64_t cost_each = (dqk + dv) * (shapes_.layer ? shapes_.d_model : 1);
+  ParallelFill(skv, cost_each, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      double* k = &kv.keys[j * dqk];
+      double* v = &kv.values[j * dv];
+      if (shapes_.layer) {
+        const std::vector<double> pk = Project(b, j, inputs_->w_k, kv_head * dqk, dqk);
+        const std::vector<double> pv = Project(b, j, inputs_->w_v, kv_head * dv, dv);
+        std::copy(pk.begin(), pk.end(), k);
+        std::copy(pv.begin(), pv.end(), v);
+      } else {
+        const float* src_k = &inputs_->key.values[((b * skv + j) * hkv + kv_head) * dqk];
+        const float* src_v = &inputs_->value.values[((b * skv + j) * hkv + kv_head) * dv];
+        std::copy(src_k, src_k + dqk, k);
+        std::copy(src_v, src_v + dv, v);
+      }
+      if (!inv_freq_.empty()) ApplyRope(k, j, inv_freq_);
     }
-    if (!inv_freq_.empty()) ApplyRope(k, j, inv_freq_);
-  }
+  });
   return cache_.emplace(kv_head, std::move(kv)).first->second;
 }
 

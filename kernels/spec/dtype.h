@@ -1,6 +1,8 @@
 // Storage dtypes as values: rounding a float to what fp16, bf16 or fp8 e4m3 can hold (round to
 // nearest, ties to even) and encoding/decoding little-endian bytes. Every backend, the reference
-// and the server use these so that "the value stored in dtype" means one thing everywhere.
+// and the server use these so that "the value stored in dtype" means one thing everywhere. fp16
+// and bf16 are rounded on the float's bits; dtype_generic.h keeps the generic rounding in double
+// that they match bit for bit.
 #ifndef ATTNBENCH_KERNELS_SPEC_DTYPE_H_
 #define ATTNBENCH_KERNELS_SPEC_DTYPE_H_
 
@@ -28,6 +30,10 @@ float Float8E4M3BitsToFloat(uint8_t bits);
 
 // Appends the little-endian encoding of RoundToDType(x, dtype) to out.
 void AppendEncoded(float x, DType dtype, std::string* out);
+
+// Writes the same encoding to out[0 .. n) and returns n: DTypeBytes(dtype), or 4 for
+// kUnspecified (written as float32).
+int EncodeElement(float x, DType dtype, unsigned char* out);
 
 // The value of the little-endian element of dtype (not kUnspecified) at `bytes`.
 float DecodeElement(const unsigned char* bytes, DType dtype);

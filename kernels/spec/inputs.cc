@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
-#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/spec/dtype.h"
+#include "kernels/spec/parallel_fill.h"
 #include "kernels/spec/philox.h"
 
 namespace attnbench {
@@ -46,28 +46,6 @@ double StandardNormal(uint64_t seed, uint32_t tensor_id, uint64_t index) {
 double LargestAbsStandardNormal() { return std::sqrt(-2.0 * std::log(0.5 / kTwoTo32)); }
 
 namespace {
-
-// Runs fill(begin, end) over [0, items) split across threads when the work (items * cost_each)
-// is large. Items are independent, so splitting the range changes nothing but the wall time.
-template <typename Fill>
-void ParallelFill(int64_t items, int64_t cost_each, const Fill& fill) {
-  constexpr double kPerThread = 1 << 16;
-  // In double: items * cost_each may pass 2^63 for a huge tensor.
-  const double work =
-      static_cast<double>(items) * static_cast<double>(std::max<int64_t>(1, cost_each));
-  const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t threads =
-      std::min<int64_t>({hardware, static_cast<int64_t>(std::min(work / kPerThread, 1e9)), items});
-  if (threads <= 1) {
-    fill(int64_t{0}, items);
-    return;
-  }
-  std::vector<std::thread> workers;
-  for (int64_t w = 0; w < threads; ++w) {
-    workers.emplace_back(fill, items * w / threads, items * (w + 1) / threads);
-  }
-  for (std::thread& w : workers) w.join();
-}
 
 // w_0 .. w_{r-1} of the spectrum recipe, by repeated multiplication (exact IEEE steps, so any
 // language reproduces them bit for bit, unlike pow).

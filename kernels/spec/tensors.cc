@@ -3,13 +3,23 @@
 #include <cmath>
 
 #include "kernels/spec/dtype.h"
+#include "kernels/spec/parallel_fill.h"
 
 namespace attnbench {
 
 std::string EncodeTensor(const FloatTensor& tensor) {
-  std::string out;
-  out.reserve(tensor.values.size() * static_cast<size_t>(std::max(1, DTypeBytes(tensor.dtype))));
-  for (float v : tensor.values) AppendEncoded(v, tensor.dtype, &out);
+  // kUnspecified is written as float32 (EncodeElement).
+  const int64_t width = tensor.dtype == DType::kUnspecified ? 4 : DTypeBytes(tensor.dtype);
+  const int64_t n = static_cast<int64_t>(tensor.values.size());
+  std::string out(static_cast<size_t>(n * width), '\0');
+  auto* bytes = reinterpret_cast<unsigned char*>(out.data());
+  // Each element has its own bytes, so chunks encode concurrently (the keys of a long decode
+  // cache are hundreds of millions of elements, encoded while a GPU backend prepares).
+  ParallelFill(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      EncodeElement(tensor.values[k], tensor.dtype, bytes + k * width);
+    }
+  });
   return out;
 }
 

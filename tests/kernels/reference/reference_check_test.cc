@@ -1,7 +1,8 @@
 // The float64 oracle (reference64) against the tests' independent naive attention, and
 // CheckOutput: passing and failing outputs, NaN (in the oracle's scores, and non-finite output
-// elements outside the sampled rows), all-masked references, tolerances, and the seeded sampling
-// of rows.
+// elements outside the sampled rows), all-masked references, tolerances, the seeded sampling
+// of rows, and a quantized decode cache long enough that the check reads it back on several
+// threads.
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -363,6 +364,31 @@ TEST(CheckOutputTest, QuantizedDecodeSplitsTheKernelsErrorFromTheQuantizations) 
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->quantization.has_value());
   EXPECT_FALSE(QuantizedDecode(n.problem));
+}
+
+// A cache long enough that the check's passes over it (rotating the keys, storing them, reading
+// them back, the oracles' keys) are split over threads: the cache read back must still be the one
+// the backend reads, with pages and SAQ bands crossing the threads' ranges of tokens.
+TEST(CheckOutputTest, QuantizedDecodeOfALongCacheReadsTheStoredCache) {
+  Problem p = Odd();
+  p.phase = Phase::kDecode;
+  p.seq_len_q = 1;
+  p.seq_len_kv = 9001;
+  p.dtype = DType::kFloat16;
+  p.rope.enabled = true;
+  p.kv_cache.paged = true;
+  p.kv_cache.page_size_tokens = 64;
+  p.kv_cache.saq_bands = {{1000, CacheFormat::kInt8}, {3000, CacheFormat::kInt4}};  // rest native
+  const Checked c = RunAndKeep(p);
+  CheckOptions full;
+  full.full = true;
+  const absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, c.output, full);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->quantization.has_value());
+  EXPECT_TRUE(r->quantization->kernel_passed) << r->quantization->kernel_relative_error;
+  EXPECT_LT(r->quantization->kernel_relative_error, 1e-3);
+  EXPECT_GT(r->quantization->quantization_relative_error,
+            10 * r->quantization->kernel_relative_error);
 }
 
 TEST(ToleranceTest, ByDtypeAndCache) {

@@ -1,19 +1,75 @@
 // Rounding to fp16, bf16 and fp8 e4m3 (ties to even, overflow, saturation, subnormals), the
-// byte encodings, and the tensor summary's checksum.
+// byte encodings (of large tensors too, encoded and decoded on several threads), the fp16/bf16
+// fast paths bit for bit against the generic rounding, and the tensor summary's checksum.
 #include "kernels/spec/dtype.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/spec/dtype_generic.h"
 #include "kernels/spec/tensors.h"
 
 namespace attnbench {
 namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
+
+uint32_t BitsOf(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+
+float FloatOf(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof(x));
+  return x;
+}
+
+// Compares every fast fp16/bf16/fp32 function with dtype_generic's on x, bit for bit (NaNs too:
+// the fast path must return the very NaN the generic one does). Counts mismatches, reporting the
+// first few, so one wrong branch does not print millions of lines.
+class FastPathChecker {
+ public:
+  void Check(float x) {
+    ++checked_;
+    for (DType dtype : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+      Expect("RoundToDType", dtype, BitsOf(x), BitsOf(RoundToDType(x, dtype)),
+             BitsOf(dtype_generic::RoundToDType(x, dtype)));
+    }
+    Expect("FloatToHalfBits", DType::kFloat16, BitsOf(x), FloatToHalfBits(x),
+           dtype_generic::FloatToHalfBits(x));
+    Expect("FloatToBFloat16Bits", DType::kBFloat16, BitsOf(x), FloatToBFloat16Bits(x),
+           dtype_generic::FloatToBFloat16Bits(x));
+  }
+  // x and its float neighbours on either side, in both signs.
+  void CheckAround(float x) {
+    for (float s : {x, -x}) {
+      Check(s);
+      Check(std::nextafter(s, kInf));
+      Check(std::nextafter(s, -kInf));
+    }
+  }
+  // `input`: the argument's bits (a float's, or the 16-bit pattern decoded).
+  void Expect(const char* what, DType dtype, uint32_t input, uint32_t fast, uint32_t generic) {
+    if (fast == generic) return;
+    if (++mismatches_ <= 20) {
+      ADD_FAILURE() << what << "(" << DTypeName(dtype) << ") of bits 0x" << std::hex << input
+                    << ": fast 0x" << fast << ", generic 0x" << generic;
+    }
+  }
+  int64_t checked() const { return checked_; }
+  int64_t mismatches() const { return mismatches_; }
+
+ private:
+  int64_t checked_ = 0;
+  int64_t mismatches_ = 0;
+};
 
 TEST(DTypeTest, HalfRoundsToNearestEven) {
   EXPECT_EQ(RoundToDType(1.0f + std::ldexp(1.0f, -11), DType::kFloat16), 1.0f);  // tie: even
@@ -93,6 +149,69 @@ TEST(DTypeTest, EveryCodeRoundTrips) {
   }
 }
 
+// Every fp16 and bf16 value, the midpoint to the next one up (where ties to even decide) and the
+// float neighbours of both, in both signs; past the largest finite value the "next" is the power
+// of two that overflows. Also every 16-bit pattern decoded, and every pattern (NaNs included) as
+// a float input.
+TEST(DTypeFastPathTest, MatchesGenericAtEveryBoundary) {
+  FastPathChecker checker;
+  for (uint32_t h = 0; h < 0x7c00; ++h) {
+    const double lo = dtype_generic::HalfBitsToFloat(static_cast<uint16_t>(h));
+    const double hi =
+        h + 1 == 0x7c00 ? 65536.0 : dtype_generic::HalfBitsToFloat(static_cast<uint16_t>(h + 1));
+    const double mid = (lo + hi) / 2;
+    ASSERT_EQ(static_cast<double>(static_cast<float>(mid)), mid) << h;
+    checker.CheckAround(static_cast<float>(lo));
+    checker.CheckAround(static_cast<float>(mid));
+  }
+  for (uint32_t h = 0; h < 0x7f80; ++h) {
+    const double lo = BFloat16BitsToFloat(static_cast<uint16_t>(h));
+    const double hi =
+        h + 1 == 0x7f80 ? std::ldexp(1.0, 128) : BFloat16BitsToFloat(static_cast<uint16_t>(h + 1));
+    const double mid = (lo + hi) / 2;
+    ASSERT_EQ(static_cast<double>(static_cast<float>(mid)), mid) << h;
+    checker.CheckAround(static_cast<float>(lo));
+    checker.CheckAround(static_cast<float>(mid));
+  }
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const uint16_t bits = static_cast<uint16_t>(h);
+    checker.Expect("HalfBitsToFloat", DType::kFloat16, h, BitsOf(HalfBitsToFloat(bits)),
+                   BitsOf(dtype_generic::HalfBitsToFloat(bits)));
+    checker.Check(FloatOf(h << 16));  // every bf16 pattern: infinities, NaNs, signaling ones too
+    checker.Check(FloatOf(h));        // float subnormals
+    checker.Check(HalfBitsToFloat(bits));
+  }
+  EXPECT_EQ(checker.mismatches(), 0) << "of " << checker.checked() << " inputs";
+}
+
+// Random float bit patterns (every exponent equally likely, so subnormals, NaNs and huge values
+// come up often) and the special values by name.
+TEST(DTypeFastPathTest, MatchesGenericOnRandomBits) {
+  FastPathChecker checker;
+  const float specials[] = {0.0f,
+                            kInf,
+                            std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::signaling_NaN(),
+                            std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::min(),
+                            std::numeric_limits<float>::max(),
+                            65504.0f,
+                            65520.0f,
+                            std::ldexp(1.0f, -24),
+                            std::ldexp(1.0f, -25),
+                            std::ldexp(1.0f, -14),
+                            3.3895313892515355e38f};
+  for (float x : specials) checker.CheckAround(x);
+  std::mt19937 rng(20240611);
+  for (int k = 0; k < 4'000'000; ++k) checker.Check(FloatOf(static_cast<uint32_t>(rng())));
+  // Float values near fp16's range, where its rounding has the most cases.
+  std::uniform_int_distribution<uint32_t> near_half(0x32000000u, 0x48000000u);
+  for (int k = 0; k < 1'000'000; ++k) {
+    checker.Check(FloatOf(near_half(rng) | (static_cast<uint32_t>(rng()) & 0x80000000u)));
+  }
+  EXPECT_EQ(checker.mismatches(), 0) << "of " << checker.checked() << " inputs";
+}
+
 TEST(DTypeTest, EncodesLittleEndianAndDecodes) {
   std::string bytes;
   AppendEncoded(1.0f, DType::kFloat16, &bytes);
@@ -105,6 +224,30 @@ TEST(DTypeTest, EncodesLittleEndianAndDecodes) {
   EXPECT_EQ(*half, (std::vector<float>{1.0f, 65504.0f}));
   EXPECT_FALSE(DecodeValues("abc", DType::kFloat16).ok());
   EXPECT_FALSE(DecodeValues("abcd", DType::kUnspecified).ok());
+}
+
+// A tensor large enough to be encoded and decoded on several threads: the bytes are those of
+// AppendEncoded, element by element in order, and decode back to the rounded values.
+TEST(TensorsTest, LargeTensorEncodesAsElementByElement) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 100.0f);
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat32}) {
+    FloatTensor t;
+    t.dtype = dtype;
+    t.shape = {1 << 19};
+    t.values.resize(1 << 19);
+    for (float& v : t.values) v = normal(rng);
+    std::string expected;
+    for (float v : t.values) AppendEncoded(v, dtype, &expected);
+    const std::string encoded = EncodeTensor(t);
+    ASSERT_EQ(encoded, expected) << DTypeName(dtype);
+    const absl::StatusOr<std::vector<float>> decoded = DecodeValues(encoded, dtype);
+    ASSERT_TRUE(decoded.ok());
+    ASSERT_EQ(decoded->size(), t.values.size());
+    for (size_t k = 0; k < t.values.size(); ++k) {
+      ASSERT_EQ((*decoded)[k], RoundToDType(t.values[k], dtype)) << DTypeName(dtype) << " " << k;
+    }
+  }
 }
 
 TEST(TensorsTest, EncodeAndSummarize) {
