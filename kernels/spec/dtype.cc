@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/base/casts.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/spec/dtype_generic.h"
@@ -99,18 +100,6 @@ double DecodeBits(uint32_t bits, const Format& f, int exponent_bits) {
 // rounds hundreds of millions of elements, and frexp/nearbyint/ldexp per element took most of the
 // preparation). dtype_test checks them against the generic functions above on every boundary.
 
-uint32_t BitsOf(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-}
-
-float FloatOf(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-
 constexpr uint32_t kSignBit = 0x80000000u;
 constexpr uint32_t kFloatInf = 0x7f800000u;
 constexpr uint32_t kHalfMinNormal = 0x38800000u;  // 2^-14 as float bits
@@ -139,7 +128,7 @@ uint32_t HalfSubnormalQuanta(uint32_t a) {
 
 // x rounded to fp16 (not NaN), as a float.
 float RoundToHalfFast(float x) {
-  const uint32_t u = BitsOf(x);
+  const uint32_t u = absl::bit_cast<uint32_t>(x);
   const uint32_t sign = u & kSignBit;
   const uint32_t a = u ^ sign;
   if (a >= kHalfMinNormal) {
@@ -147,15 +136,15 @@ float RoundToHalfFast(float x) {
     // the exponent up, as it should. Past 65504 (the carry reaching 2^16) is infinity.
     uint32_t r = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu;
     if (r >= kHalfOverflow) r = kFloatInf;
-    return FloatOf(sign | r);
+    return absl::bit_cast<float>(sign | r);
   }
   // Exact: at most 1024 quanta, a power-of-two scale well inside float's normal range.
   const float magnitude = static_cast<float>(HalfSubnormalQuanta(a)) * 0x1p-24f;
-  return FloatOf(sign | BitsOf(magnitude));
+  return absl::bit_cast<float>(sign | absl::bit_cast<uint32_t>(magnitude));
 }
 
 uint16_t FloatToHalfBitsFast(float x) {
-  const uint32_t u = BitsOf(x);
+  const uint32_t u = absl::bit_cast<uint32_t>(x);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t a = u & ~kSignBit;
   if (a > kFloatInf) return static_cast<uint16_t>(sign | 0x7e00u);  // EncodeRounded's quiet NaN
@@ -175,23 +164,26 @@ float HalfBitsToFloatFast(uint16_t bits) {
   const uint32_t mantissa = bits & 0x3ffu;
   if (field == 0x1f) {
     // DecodeBits gives a positive quiet NaN (payload dropped), negated for a set sign bit.
-    return FloatOf(sign | (mantissa == 0 ? kFloatInf : 0x7fc00000u));
+    return absl::bit_cast<float>(sign | (mantissa == 0 ? kFloatInf : 0x7fc00000u));
   }
   if (field == 0) {
     // Subnormal (or zero): mantissa * 2^-24, exact in float.
-    return FloatOf(sign | BitsOf(static_cast<float>(mantissa) * 0x1p-24f));
+    return absl::bit_cast<float>(sign |
+                                 absl::bit_cast<uint32_t>(static_cast<float>(mantissa) * 0x1p-24f));
   }
-  return FloatOf(sign | ((field + 112u) << 23) | (mantissa << 13));
+  return absl::bit_cast<float>(sign | ((field + 112u) << 23) | (mantissa << 13));
 }
 
 // bf16 is float's top half: round to nearest even at bit 16. A carry out of the largest finite
 // value reaches the infinity pattern, and float's subnormals round on the same grid.
 uint32_t BFloat16RoundedBits(uint32_t u) { return u + 0x7fffu + ((u >> 16) & 1u); }
 
-float RoundToBFloat16Fast(float x) { return FloatOf(BFloat16RoundedBits(BitsOf(x)) & 0xffff0000u); }
+float RoundToBFloat16Fast(float x) {
+  return absl::bit_cast<float>(BFloat16RoundedBits(absl::bit_cast<uint32_t>(x)) & 0xffff0000u);
+}
 
 uint16_t FloatToBFloat16BitsFast(float x) {
-  const uint32_t u = BitsOf(x);
+  const uint32_t u = absl::bit_cast<uint32_t>(x);
   if ((u & ~kSignBit) > kFloatInf) {
     return static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7fc0u);  // EncodeRounded's quiet NaN
   }
@@ -278,7 +270,7 @@ int EncodeElement(float x, DType dtype, unsigned char* out) {
     case DType::kUnspecified:
       break;
   }
-  const uint32_t bits = BitsOf(x);
+  const uint32_t bits = absl::bit_cast<uint32_t>(x);
   for (int k = 0; k < 4; ++k) out[k] = static_cast<unsigned char>((bits >> (8 * k)) & 0xff);
   return 4;
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/casts.h"
 #include "gtest/gtest.h"
 #include "kernels/spec/dtype_generic.h"
 #include "kernels/spec/tensors.h"
@@ -19,18 +20,6 @@ namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
 
-uint32_t BitsOf(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-}
-
-float FloatOf(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-
 // Compares every fast fp16/bf16/fp32 function with dtype_generic's on x, bit for bit (NaNs too:
 // the fast path must return the very NaN the generic one does). Counts mismatches, reporting the
 // first few, so one wrong branch does not print millions of lines.
@@ -39,13 +28,14 @@ class FastPathChecker {
   void Check(float x) {
     ++checked_;
     for (DType dtype : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
-      Expect("RoundToDType", dtype, BitsOf(x), BitsOf(RoundToDType(x, dtype)),
-             BitsOf(dtype_generic::RoundToDType(x, dtype)));
+      Expect("RoundToDType", dtype, absl::bit_cast<uint32_t>(x),
+             absl::bit_cast<uint32_t>(RoundToDType(x, dtype)),
+             absl::bit_cast<uint32_t>(dtype_generic::RoundToDType(x, dtype)));
     }
-    Expect("FloatToHalfBits", DType::kFloat16, BitsOf(x), FloatToHalfBits(x),
+    Expect("FloatToHalfBits", DType::kFloat16, absl::bit_cast<uint32_t>(x), FloatToHalfBits(x),
            dtype_generic::FloatToHalfBits(x));
-    Expect("FloatToBFloat16Bits", DType::kBFloat16, BitsOf(x), FloatToBFloat16Bits(x),
-           dtype_generic::FloatToBFloat16Bits(x));
+    Expect("FloatToBFloat16Bits", DType::kBFloat16, absl::bit_cast<uint32_t>(x),
+           FloatToBFloat16Bits(x), dtype_generic::FloatToBFloat16Bits(x));
   }
   // x and its float neighbours on either side, in both signs.
   void CheckAround(float x) {
@@ -175,10 +165,12 @@ TEST(DTypeFastPathTest, MatchesGenericAtEveryBoundary) {
   }
   for (uint32_t h = 0; h < 0x10000; ++h) {
     const uint16_t bits = static_cast<uint16_t>(h);
-    checker.Expect("HalfBitsToFloat", DType::kFloat16, h, BitsOf(HalfBitsToFloat(bits)),
-                   BitsOf(dtype_generic::HalfBitsToFloat(bits)));
-    checker.Check(FloatOf(h << 16));  // every bf16 pattern: infinities, NaNs, signaling ones too
-    checker.Check(FloatOf(h));        // float subnormals
+    checker.Expect("HalfBitsToFloat", DType::kFloat16, h,
+                   absl::bit_cast<uint32_t>(HalfBitsToFloat(bits)),
+                   absl::bit_cast<uint32_t>(dtype_generic::HalfBitsToFloat(bits)));
+    checker.Check(absl::bit_cast<float>(
+        h << 16));  // every bf16 pattern: infinities, NaNs, signaling ones too
+    checker.Check(absl::bit_cast<float>(h));  // float subnormals
     checker.Check(HalfBitsToFloat(bits));
   }
   EXPECT_EQ(checker.mismatches(), 0) << "of " << checker.checked() << " inputs";
@@ -203,11 +195,13 @@ TEST(DTypeFastPathTest, MatchesGenericOnRandomBits) {
                             3.3895313892515355e38f};
   for (float x : specials) checker.CheckAround(x);
   std::mt19937 rng(20240611);
-  for (int k = 0; k < 4'000'000; ++k) checker.Check(FloatOf(static_cast<uint32_t>(rng())));
+  for (int k = 0; k < 4'000'000; ++k)
+    checker.Check(absl::bit_cast<float>(static_cast<uint32_t>(rng())));
   // Float values near fp16's range, where its rounding has the most cases.
   std::uniform_int_distribution<uint32_t> near_half(0x32000000u, 0x48000000u);
   for (int k = 0; k < 1'000'000; ++k) {
-    checker.Check(FloatOf(near_half(rng) | (static_cast<uint32_t>(rng()) & 0x80000000u)));
+    checker.Check(
+        absl::bit_cast<float>(near_half(rng) | (static_cast<uint32_t>(rng()) & 0x80000000u)));
   }
   EXPECT_EQ(checker.mismatches(), 0) << "of " << checker.checked() << " inputs";
 }
