@@ -101,6 +101,15 @@ ABSL_FLAG(std::optional<std::string>, aux, std::nullopt,
           ".npy (float32/float64/int32/int64, 1-D or 2-D) or text (numbers, one row per line)");
 
 ABSL_FLAG(std::optional<std::string>, dtype, std::nullopt, "Storage type: fp32|fp16|bf16|fp8");
+ABSL_FLAG(std::optional<std::string>, fp8_scales, std::nullopt,
+          "fp8: one scale per tensor or per head (tensor|head; default tensor), each derived from "
+          "the data unless given (docs/variants.md §1b)");
+ABSL_FLAG(std::optional<std::string>, query_scales, std::nullopt,
+          "fp8: Q's scale, or one per query head with --fp8_scales=head (e.g. 0.01,0.02)");
+ABSL_FLAG(std::optional<std::string>, key_scales, std::nullopt,
+          "fp8: K's scale, or one per KV head with --fp8_scales=head");
+ABSL_FLAG(std::optional<std::string>, value_scales, std::nullopt,
+          "fp8: V's scale, or one per KV head with --fp8_scales=head");
 ABSL_FLAG(std::optional<std::string>, phase, std::nullopt, "Phase: prefill|decode|backward");
 ABSL_FLAG(std::optional<std::string>, scope, std::nullopt, "Scope: core|layer");
 ABSL_FLAG(std::optional<int32_t>, d_model, std::nullopt, "Layer width (scope layer)");
@@ -210,8 +219,9 @@ std::vector<FlagGroup> WorkloadGroups() {
        {"rope", "rope_theta", "rotary_dims", "alibi", "alibi_base_slope", "softcap", "scale"}},
       {"Expressions (docs/expressions.md)", {"score_mod", "mask_mod", "aux"}},
       {kInputsGroup,
-       {"dtype", "phase", "scope", "d_model", "page_size", "cache_format", "saq", "seed",
-        "input_scale", "kv_spectrum_decay", "kv_spectrum_rank"}},
+       {"dtype", "fp8_scales", "query_scales", "key_scales", "value_scales", "phase", "scope",
+        "d_model", "page_size", "cache_format", "saq", "seed", "input_scale", "kv_spectrum_decay",
+        "kv_spectrum_rank"}},
       {"KV-head compression", {"kv_compression_heads"}},
       {"Measurement and checking",
        {"warmup", "min_iters", "max_iters", "max_seconds", "target_noise", "cache", "cuda_graph",

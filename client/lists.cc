@@ -62,6 +62,20 @@ absl::StatusOr<std::vector<int64_t>> ParseInt64List(absl::string_view text) {
   return values;
 }
 
+absl::StatusOr<std::vector<float>> ParseFloatList(absl::string_view text) {
+  absl::StatusOr<std::vector<std::string>> items = SplitList(text);
+  if (!items.ok()) return items.status();
+  std::vector<float> values;
+  for (const std::string& item : *items) {
+    float value = 0;
+    if (!absl::SimpleAtof(item, &value)) {
+      return absl::InvalidArgumentError(absl::StrCat("\"", item, "\" is not a number"));
+    }
+    values.push_back(value);
+  }
+  return values;
+}
+
 absl::StatusOr<std::vector<int32_t>> ParseInt32List(absl::string_view text) {
   absl::StatusOr<std::vector<std::string>> items = SplitList(text);
   if (!items.ok()) return items.status();

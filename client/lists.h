@@ -1,5 +1,5 @@
-// Parsers for the CLI's list-valued flags: integer lists ("512,1024"), head maps ("0:0,1:0"),
-// block lists ("0:0,1:1") and SAQ band lists ("512:native,2048:int8,rest:int4").
+// Parsers for the CLI's list-valued flags: integer and float lists ("512,1024", "0.5,0.25"), head
+// maps ("0:0,1:0"), block lists ("0:0,1:1") and SAQ band lists ("512:native,2048:int8,rest:int4").
 #ifndef ATTNBENCH_CLIENT_LISTS_H_
 #define ATTNBENCH_CLIENT_LISTS_H_
 
@@ -23,6 +23,9 @@ absl::StatusOr<int32_t> ParseInt32(absl::string_view text);
 // "512,1024": a non-empty list of integers.
 absl::StatusOr<std::vector<int64_t>> ParseInt64List(absl::string_view text);
 absl::StatusOr<std::vector<int32_t>> ParseInt32List(absl::string_view text);
+
+// "0.5,0.25": a non-empty list of float32 values (their range is the server's to check).
+absl::StatusOr<std::vector<float>> ParseFloatList(absl::string_view text);
 
 // "qh:kh,qh:kh,...": output head h reads query head qh and key/value head kh.
 absl::StatusOr<std::vector<v1::HeadLayout::HeadPair>> ParseHeadMap(absl::string_view text);

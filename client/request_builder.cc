@@ -314,6 +314,34 @@ absl::Status SetExpressions(v1::AttentionSpec* spec) {
   return absl::OkStatus();
 }
 
+// --fp8_scales and the scale lists: spec.float8, sent as given (the server checks them against
+// the dtype and the head counts).
+absl::Status SetFloat8Scales(v1::AttentionSpec* spec) {
+  if (auto granularity = absl::GetFlag(FLAGS_fp8_scales)) {
+    const std::string g = absl::AsciiStrToLower(*granularity);
+    if (g != "tensor" && g != "head") return FlagError("fp8_scales", "must be tensor or head");
+    spec->mutable_float8()->set_granularity(g == "head" ? v1::SCALE_GRANULARITY_HEAD
+                                                        : v1::SCALE_GRANULARITY_TENSOR);
+  }
+  struct List {
+    const char* flag;
+    std::optional<std::string> text;
+    google::protobuf::RepeatedField<float>* (v1::Float8Scaling::*field)();
+  };
+  const List lists[] = {
+      {"query_scales", absl::GetFlag(FLAGS_query_scales), &v1::Float8Scaling::mutable_query_scales},
+      {"key_scales", absl::GetFlag(FLAGS_key_scales), &v1::Float8Scaling::mutable_key_scales},
+      {"value_scales", absl::GetFlag(FLAGS_value_scales),
+       &v1::Float8Scaling::mutable_value_scales}};
+  for (const List& list : lists) {
+    if (!list.text.has_value()) continue;
+    absl::StatusOr<std::vector<float>> values = ParseFloatList(*list.text);
+    if (!values.ok()) return Named(list.flag, values.status());
+    (spec->mutable_float8()->*list.field)()->Add(values->begin(), values->end());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SetTypePhaseScope(v1::AttentionSpec* spec) {
   absl::Status status = SetEnum<v1::DType>("dtype", absl::GetFlag(FLAGS_dtype), ParseDType,
                                            [&](v1::DType d) { spec->set_dtype(d); });
@@ -327,6 +355,7 @@ absl::Status SetTypePhaseScope(v1::AttentionSpec* spec) {
   if (auto d_model = absl::GetFlag(FLAGS_d_model)) spec->set_d_model(*d_model);
   if (auto seed = absl::GetFlag(FLAGS_seed)) spec->set_seed(*seed);
   if (auto input_scale = absl::GetFlag(FLAGS_input_scale)) spec->set_input_scale(*input_scale);
+  if (absl::Status s = SetFloat8Scales(spec); !s.ok()) return s;
   const auto decay = absl::GetFlag(FLAGS_kv_spectrum_decay);
   const auto rank = absl::GetFlag(FLAGS_kv_spectrum_rank);
   if (rank.has_value() && !decay.has_value()) {

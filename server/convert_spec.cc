@@ -245,6 +245,30 @@ void KvCacheToProto(const KvCache& in, pb::KvCache* out) {
 
 }  // namespace
 
+absl::StatusOr<ScaleGranularity> ScaleGranularityFromProto(int value, absl::string_view field) {
+  switch (value) {
+    case pb::SCALE_GRANULARITY_UNSPECIFIED:
+      return ScaleGranularity::kUnspecified;
+    case pb::SCALE_GRANULARITY_TENSOR:
+      return ScaleGranularity::kTensor;
+    case pb::SCALE_GRANULARITY_HEAD:
+      return ScaleGranularity::kHead;
+  }
+  return UnknownEnum(field, value);
+}
+
+pb::ScaleGranularity ScaleGranularityToProto(ScaleGranularity granularity) {
+  switch (granularity) {
+    case ScaleGranularity::kTensor:
+      return pb::SCALE_GRANULARITY_TENSOR;
+    case ScaleGranularity::kHead:
+      return pb::SCALE_GRANULARITY_HEAD;
+    case ScaleGranularity::kUnspecified:
+      break;
+  }
+  return pb::SCALE_GRANULARITY_UNSPECIFIED;
+}
+
 absl::StatusOr<DType> DTypeFromProto(int value, absl::string_view field) {
   switch (value) {
     case pb::DTYPE_UNSPECIFIED:
@@ -413,6 +437,19 @@ absl::StatusOr<Problem> ProblemFromProto(const pb::AttentionSpec& spec) {
   absl::StatusOr<DType> dtype = DTypeFromProto(spec.dtype(), "spec.dtype");
   if (!dtype.ok()) return dtype.status();
   p.dtype = *dtype;
+  absl::StatusOr<DType> output_dtype = DTypeFromProto(spec.output_dtype(), "spec.output_dtype");
+  if (!output_dtype.ok()) return output_dtype.status();
+  p.output_dtype = *output_dtype;
+  if (spec.has_float8()) {
+    const pb::Float8Scaling& f = spec.float8();
+    absl::StatusOr<ScaleGranularity> granularity =
+        ScaleGranularityFromProto(f.granularity(), "spec.float8.granularity");
+    if (!granularity.ok()) return granularity.status();
+    p.float8.granularity = *granularity;
+    p.float8.query_scales.assign(f.query_scales().begin(), f.query_scales().end());
+    p.float8.key_scales.assign(f.key_scales().begin(), f.key_scales().end());
+    p.float8.value_scales.assign(f.value_scales().begin(), f.value_scales().end());
+  }
   absl::StatusOr<Phase> phase = PhaseFromProto(spec.phase(), "spec.phase");
   if (!phase.ok()) return phase.status();
   p.phase = *phase;
@@ -496,6 +533,16 @@ pb::AttentionSpec ProblemToProto(const Problem& p, bool include_input_data) {
   if (p.softcap.enabled) spec.mutable_softcap()->set_cap(p.softcap.cap);
   if (p.scale.has_value()) spec.set_scale(*p.scale);
   spec.set_dtype(DTypeToProto(p.dtype));
+  spec.set_output_dtype(DTypeToProto(p.output_dtype));
+  const Float8Scaling& f = p.float8;
+  if (p.dtype == DType::kFloat8E4M3 || f.granularity != ScaleGranularity::kUnspecified ||
+      !f.query_scales.empty() || !f.key_scales.empty() || !f.value_scales.empty()) {
+    pb::Float8Scaling* out = spec.mutable_float8();
+    out->set_granularity(ScaleGranularityToProto(f.granularity));
+    out->mutable_query_scales()->Add(f.query_scales.begin(), f.query_scales.end());
+    out->mutable_key_scales()->Add(f.key_scales.begin(), f.key_scales.end());
+    out->mutable_value_scales()->Add(f.value_scales.begin(), f.value_scales.end());
+  }
   spec.set_phase(PhaseToProto(p.phase));
   spec.set_scope(ScopeToProto(p.scope));
   if (p.d_model.has_value()) spec.set_d_model(*p.d_model);

@@ -51,7 +51,7 @@ uint64_t StoredBytes(const FloatTensor& tensor) {
 // What return_output sends: O (Y), and for PHASE_BACKWARD its gradients too (GradientSlotsOf),
 // at the stored width.
 uint64_t ReturnedBytes(const Problem& problem, const ProblemShapes& shapes) {
-  uint64_t bytes = StoredBytes(shapes.output, problem.dtype);
+  uint64_t bytes = StoredBytes(shapes.output, problem.output_dtype);
   if (problem.phase == Phase::kBackward) {
     for (const GradientSlot& slot : GradientSlotsOf(shapes)) {
       bytes += StoredBytes(slot.shape, problem.dtype);
@@ -170,7 +170,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
       backward
           ? EstimateBackwardRequestWork(problem, *work, *shapes, request.measurement, request.check)
           : EstimateRequestWork(*work, request.measurement, request.check, shapes->rows_total,
-                                QuantizedDecode(problem) ? 2 : 1);
+                                SplitsQuantizationError(problem) ? 2 : 1);
   const bool compress = problem.kv_compression.enabled;
   if (compress) {
     if (absl::Status s = CheckCompressionCost(problem); !s.ok()) {
@@ -273,6 +273,14 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   std::optional<AttentionInputs> original_inputs;
   std::vector<CompressedRun> compressed;
   if (compress) original_inputs = workload->Inputs();
+  // §1b: the echo holds the FP8 scales the run used, derived ones included.
+  Problem echoed = problem;
+  if (problem.dtype == DType::kFloat8E4M3) {
+    const AttentionInputs& in = workload->Inputs();
+    echoed.float8.query_scales = in.query.scales;
+    echoed.float8.key_scales = in.key.scales;
+    echoed.float8.value_scales = in.value.scales;
+  }
   workload.reset();
   if (compress) {
     for (CompressionMethod method : kCompressionMethods) {
@@ -298,7 +306,7 @@ absl::StatusOr<RunOutcome> RunExecutor::Execute(const CheckedRequest& request, c
   for (double s : *samples) samples_ms.push_back(s * 1e3);
   const TimingStats stats = ComputeStats(samples_ms);
 
-  *result.mutable_spec() = ProblemToProto(problem);
+  *result.mutable_spec() = ProblemToProto(echoed);
   result.set_backend(backend.Name());
   DeviceToProto(device, result.mutable_device());
   result.mutable_device()->set_sm_clock_mhz_before(clock_before);

@@ -42,7 +42,8 @@ struct RequestWork {
 // The forward phases (prefill, decode; EstimateBackwardRequestWork for PHASE_BACKWARD).
 // rows_total: output rows of the problem (ProblemShapes::rows_total), of which the check compares
 // all or check.max_sampled_rows. check_references: the oracles each compared row runs (2 for a
-// decode from a quantized cache: the unquantized cache's and the stored one's, QuantizedDecode).
+// decode from a quantized cache or FP8 on drawn inputs: the unquantized and the stored inputs'
+// references, SplitsQuantizationError).
 RequestWork EstimateRequestWork(const WorkCounts& counts, const MeasurementPlan& measurement,
                                 const CheckPlan& check, int64_t rows_total,
                                 int check_references = 1);

@@ -226,7 +226,7 @@ void CpuAttention::RunTile(int64_t b, int h, int64_t i0, int64_t i1, const float
       continue;
     }
     for (int64_t d = 0; d < dv; ++d)
-      dst[d] = RoundToDType(sc.acc[r * dv + d] * inv, problem_.dtype);
+      dst[d] = RoundToDType(sc.acc[r * dv + d] * inv, problem_.output_dtype);
   }
 }
 

@@ -42,6 +42,12 @@ class CpuWorkload : public Workload {
       v_proj_.resize(NumElements(shapes_.value));
       o_core_.resize(NumElements(shapes_.core_output));
     }
+    if (!inputs_.query.scales.empty()) {
+      // FP8 codes (§1b): the float32 math runs on what they stand for, code * scale.
+      dequantized_q_ = DequantizedValues(inputs_.query);
+      dequantized_k_ = DequantizedValues(inputs_.key);
+      dequantized_v_ = DequantizedValues(inputs_.value);
+    }
     if (problem_.phase == Phase::kDecode) {
       // A decode cache holds keys after RoPE, as the prefill that filled it left them; rotating
       // happens once here, not in every timed step.
@@ -84,7 +90,7 @@ class CpuWorkload : public Workload {
   absl::StatusOr<FloatTensor> Output() override {
     if (!ran_) return absl::FailedPreconditionError("Output() before any RunTimed()");
     FloatTensor t;
-    t.dtype = problem_.dtype;
+    t.dtype = problem_.output_dtype;
     t.shape = shapes_.output;
     t.values = output_;
     return t;
@@ -105,9 +111,10 @@ class CpuWorkload : public Workload {
 
   void Compute(const StopCheck* stop) {
     const Clock::time_point start = Clock::now();
-    const float* q = inputs_.query.values.data();
-    const float* k = inputs_.key.values.data();
-    const float* v = inputs_.value.values.data();
+    const bool fp8 = !dequantized_q_.empty();
+    const float* q = fp8 ? dequantized_q_.data() : inputs_.query.values.data();
+    const float* k = fp8 ? dequantized_k_.data() : inputs_.key.values.data();
+    const float* v = fp8 ? dequantized_v_.data() : inputs_.value.values.data();
     const int64_t tokens = shapes_.batch * shapes_.seq_q;
     if (shapes_.layer) {
       const int64_t dm = shapes_.d_model;
@@ -151,6 +158,7 @@ class CpuWorkload : public Workload {
   ThreadPool pool_;
   CpuAttention attention_;
   std::vector<float> q_work_, k_work_, q_proj_, k_proj_, v_proj_, o_core_, output_;
+  std::vector<float> dequantized_q_, dequantized_k_, dequantized_v_;  // FP8 only
   std::unique_ptr<PagedKvCache> cache_;
   IterationOptions options_;  // the last BeforeIteration's
   LayerSplit split_;          // the last Compute's, at layer scope
@@ -189,8 +197,7 @@ class CpuReferenceBackend : public Backend {
     // Every sum has one order whatever the thread count (cpu_backend_test, cpu_backward_test).
     s.deterministic_phases = s.phases;
     s.limitations = {
-        "dtypes are storage only: math is float32 on every dtype",
-        "PHASE_BACKWARD: float32, float16 and bfloat16 only (no DTYPE_FLOAT8_E4M3)",
+        "dtypes are storage only: math is float32 on every dtype (FP8 codes times their scales)",
         "PHASE_BACKWARD recomputes the scores and dP in a separate dQ pass (seven matmuls per "
         "kept pair where the FLOP count has five) so that no accumulation needs atomics"};
     s.auto_priority = 0;
@@ -199,14 +206,6 @@ class CpuReferenceBackend : public Backend {
 
   absl::Status CheckSupported(const Problem& problem) const override {
     if (absl::Status s = CheckSupport(Support(), problem, Name()); !s.ok()) return s;
-    // The allow-lists have one dtype list for every phase; the backward's is shorter.
-    if (problem.phase == Phase::kBackward && problem.dtype == DType::kFloat8E4M3) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "backend ", Name(),
-          " does not support spec.dtype=DTYPE_FLOAT8_E4M3 with "
-          "spec.phase=PHASE_BACKWARD (supports: DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_BFLOAT16)"));
-    }
-
     return absl::OkStatus();
   }
 

@@ -35,10 +35,10 @@ struct TensorCheckReport {
   bool passed = false;
 };
 
-// A decode from a quantized cache (int8, int4 or SAQ bands) checked against the reference of the
-// unquantized cache mixes two errors; these are them apart, over the same rows: the kernel's own
-// (the output against the float64 reference of the cache as stored, dequantized) and the
-// quantization's (that reference against the unquantized one).
+// A decode from a quantized cache (int8, int4 or SAQ bands), or an FP8 run on drawn inputs (§1b),
+// checked against the reference of the unquantized inputs mixes two errors; these are them apart,
+// over the same rows: the kernel's own (the output against the float64 reference of the inputs as
+// stored, dequantized) and the quantization's (that reference against the unquantized one).
 struct QuantizationSplit {
   double kernel_relative_error = 0;
   double kernel_max_abs_error = 0;
@@ -63,13 +63,16 @@ struct CorrectnessReport {
   // "dw_q", "dw_k", "dw_v", "dw_o", and the fields above are then the worst of them, passed only
   // when every one passed).
   std::vector<TensorCheckReport> tensors;
-  // Set for a decode whose cache stores any token quantized (QuantizedDecode).
+  // Set when SplitsQuantizationError(problem).
   std::optional<QuantizationSplit> quantization;
 };
 
 // Whether `problem` decodes from a cache holding any token quantized (int8, int4, or an SAQ band
 // of either): CheckOutput then also reports the QuantizationSplit, at twice the oracle's work.
 bool QuantizedDecode(const Problem& problem);
+// QuantizedDecode, or DTYPE_FLOAT8_E4M3 on drawn inputs (UnquantizedInputs exists): CheckOutput
+// reports the QuantizationSplit, at twice the oracle's work.
+bool SplitsQuantizationError(const Problem& problem);
 
 // The output rows CheckOutput compares: all of [0, rows_total) when options.full or rows_total <=
 // options.max_rows, else options.max_rows of them drawn from options.seed (kOutputRowStream);

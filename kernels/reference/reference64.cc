@@ -113,10 +113,13 @@ const Reference64::KeyValues& Reference64::KeyValuesFor(int64_t b, int kv_head) 
         std::copy(pk.begin(), pk.end(), k);
         std::copy(pv.begin(), pv.end(), v);
       } else {
+        // FP8 codes times their scales (§1b), exact in double; 1 for every other dtype.
+        const double key_scale = ScaleOfHead(inputs_->key, kv_head);
+        const double value_scale = ScaleOfHead(inputs_->value, kv_head);
         const float* src_k = &inputs_->key.values[((b * skv + j) * hkv + kv_head) * dqk];
         const float* src_v = &inputs_->value.values[((b * skv + j) * hkv + kv_head) * dv];
-        std::copy(src_k, src_k + dqk, k);
-        std::copy(src_v, src_v + dv, v);
+        for (int64_t d = 0; d < dqk; ++d) k[d] = src_k[d] * key_scale;
+        for (int64_t d = 0; d < dv; ++d) v[d] = src_v[d] * value_scale;
       }
       if (!inv_freq_.empty()) ApplyRope(k, j, inv_freq_);
     }
@@ -133,7 +136,8 @@ std::vector<double> Reference64::QueryRow(int64_t b, int64_t i, int query_head) 
     const float* src =
         &inputs_->query
              .values[((b * shapes_.seq_q + i) * shapes_.heads.num_query_heads + query_head) * dqk];
-    std::copy(src, src + dqk, q.begin());
+    const double query_scale = ScaleOfHead(inputs_->query, query_head);
+    for (int64_t d = 0; d < dqk; ++d) q[d] = src[d] * query_scale;
   }
   if (!inv_freq_.empty()) ApplyRope(q.data(), i + mask_.offset(), inv_freq_);
   return q;

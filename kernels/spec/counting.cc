@@ -279,7 +279,8 @@ absl::StatusOr<WorkCounts> CountWork(const Problem& p) {
     // A step's forward first reads Q, K, V and writes O and the log-sum-exp the backward reads.
     if (step) bytes += width * (q + k + v + o) + lse;
   } else {
-    bytes = width * (q + k + v + o);
+    // O may be stored wider than the inputs (FP8's bfloat16, §1b).
+    bytes = width * (q + k + v) + static_cast<Wide>(DTypeBytes(p.output_dtype)) * o;
   }
   if (bytes > kMaxU64) {
     return absl::InvalidArgumentError("spec: the minimum bytes moved overflow 64 bits");

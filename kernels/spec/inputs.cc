@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/spec/dtype.h"
+#include "kernels/spec/float8.h"
 #include "kernels/spec/parallel_fill.h"
 #include "kernels/spec/philox.h"
 
@@ -159,6 +160,45 @@ absl::StatusOr<FloatTensor> GradOutputFor(const Problem& problem, const ProblemS
 
 }  // namespace
 
+namespace {
+
+// Q, K, V of a core problem in `dtype`: the client's, decoded, or drawn by the recipe.
+absl::StatusOr<AttentionInputs> CoreInputs(const Problem& problem, const ProblemShapes& shapes,
+                                           DType dtype) {
+  const double input_scale = problem.input_scale.value_or(1.0);
+  const uint64_t seed = problem.seed;
+  AttentionInputs in;
+  if (problem.query.has_value() && problem.key.has_value() && problem.value.has_value()) {
+    absl::StatusOr<FloatTensor> q = DecodeClientTensor(*problem.query, shapes.query, dtype);
+    if (!q.ok()) return q.status();
+    absl::StatusOr<FloatTensor> k = DecodeClientTensor(*problem.key, shapes.key, dtype);
+    if (!k.ok()) return k.status();
+    absl::StatusOr<FloatTensor> v = DecodeClientTensor(*problem.value, shapes.value, dtype);
+    if (!v.ok()) return v.status();
+    in.query = *std::move(q);
+    in.key = *std::move(k);
+    in.value = *std::move(v);
+    return in;
+  }
+  in.query = GenerateTensor(seed, kTensorQuery, shapes.query, input_scale, dtype);
+  if (problem.kv_spectrum.enabled) {
+    in.key = GenerateSpectrumTensor(seed, kTensorKey, kTensorKeyBasis, shapes.key,
+                                    problem.kv_spectrum, input_scale, dtype);
+    in.value = GenerateSpectrumTensor(seed, kTensorValue, kTensorValueBasis, shapes.value,
+                                      problem.kv_spectrum, input_scale, dtype);
+    return in;
+  }
+  in.key = GenerateTensor(seed, kTensorKey, shapes.key, input_scale, dtype);
+  in.value = GenerateTensor(seed, kTensorValue, shapes.value, input_scale, dtype);
+  return in;
+}
+
+bool ClientCoreInputs(const Problem& problem) {
+  return problem.query.has_value() && problem.key.has_value() && problem.value.has_value();
+}
+
+}  // namespace
+
 absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return shapes.status();
@@ -198,29 +238,41 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
     }
     return in;
   }
-  if (problem.query.has_value() && problem.key.has_value() && problem.value.has_value()) {
-    absl::StatusOr<FloatTensor> q = DecodeClientTensor(*problem.query, shapes->query, dtype);
-    if (!q.ok()) return q.status();
-    absl::StatusOr<FloatTensor> k = DecodeClientTensor(*problem.key, shapes->key, dtype);
-    if (!k.ok()) return k.status();
-    absl::StatusOr<FloatTensor> v = DecodeClientTensor(*problem.value, shapes->value, dtype);
-    if (!v.ok()) return v.status();
-    in.query = *std::move(q);
-    in.key = *std::move(k);
-    in.value = *std::move(v);
-    return in;
+  if (dtype != DType::kFloat8E4M3) {
+    absl::StatusOr<AttentionInputs> core = CoreInputs(problem, *shapes, dtype);
+    if (!core.ok()) return core.status();
+    core->grad_output = std::move(in.grad_output);
+    return core;
   }
-  in.query = GenerateTensor(seed, kTensorQuery, shapes->query, input_scale, dtype);
-  if (problem.kv_spectrum.enabled) {
-    in.key = GenerateSpectrumTensor(seed, kTensorKey, kTensorKeyBasis, shapes->key,
-                                    problem.kv_spectrum, input_scale, dtype);
-    in.value = GenerateSpectrumTensor(seed, kTensorValue, kTensorValueBasis, shapes->value,
-                                      problem.kv_spectrum, input_scale, dtype);
-    return in;
+  // §1b: a client's codes take the given scales (or 1); drawn values are drawn in float32, then
+  // quantized under the given scales or ones derived from them.
+  const bool client = ClientCoreInputs(problem);
+  absl::StatusOr<AttentionInputs> core =
+      CoreInputs(problem, *shapes, client ? DType::kFloat8E4M3 : DType::kFloat32);
+  if (!core.ok()) return core.status();
+  const Float8Scaling& f = problem.float8;
+  struct Slot {
+    FloatTensor* tensor;
+    const std::vector<float>* given;
+  };
+  for (const Slot& slot : {Slot{&core->query, &f.query_scales}, Slot{&core->key, &f.key_scales},
+                           Slot{&core->value, &f.value_scales}}) {
+    if (client) {
+      AttachFloat8Scales(f.granularity, *slot.given, slot.tensor);
+    } else {
+      *slot.tensor = QuantizeFloat8(*slot.tensor, f.granularity, *slot.given);
+    }
   }
-  in.key = GenerateTensor(seed, kTensorKey, shapes->key, input_scale, dtype);
-  in.value = GenerateTensor(seed, kTensorValue, shapes->value, input_scale, dtype);
-  return in;
+  return core;
+}
+
+std::optional<AttentionInputs> UnquantizedInputs(const Problem& problem) {
+  if (problem.dtype != DType::kFloat8E4M3 || ClientCoreInputs(problem)) return std::nullopt;
+  absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
+  if (!shapes.ok()) return std::nullopt;
+  absl::StatusOr<AttentionInputs> drawn = CoreInputs(problem, *shapes, DType::kFloat32);
+  if (!drawn.ok()) return std::nullopt;
+  return *std::move(drawn);
 }
 
 std::vector<int32_t> GeneratePageTable(uint64_t seed, int64_t num_pages) {

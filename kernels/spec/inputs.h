@@ -33,6 +33,11 @@
 // input_scale * SpectrumLargestAbs(decay, r) (each |z| <= LargestAbsStandardNormal()), which
 // validation checks against the dtype as it checks input_scale alone.
 //
+// DTYPE_FLOAT8_E4M3 (§1b, kernels/spec/float8.h): Q, K and V are drawn as for DTYPE_FLOAT32
+// (value = float(z * factor), unrounded), then quantized to e4m3 codes under the given scales or
+// ones derived from each tensor's (or head's) largest magnitude. Codes a client sent take the given
+// scales, or 1.
+//
 // A generated page table (spec.kv_cache.paging.page_table empty) is a Fisher-Yates shuffle of
 // the identity over n = batch * ceil(S_kv / page_size) pages: for t = n-1 down to 1,
 // (w0, w1, ...) = Philox4x32-10((t & 0xffffffff, t >> 32, 9, 0), key), j = (w1 * 2^32 + w0) mod
@@ -42,6 +47,7 @@
 #define ATTNBENCH_KERNELS_SPEC_INPUTS_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -99,6 +105,11 @@ FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape
 // (grad_output, [B, S_q, H_out, D_v]; dY [B, S, d_model] at layer scope): the client's when given,
 // otherwise generated, whether or not Q, K, V are the client's; empty in every other phase.
 absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem);
+
+// DTYPE_FLOAT8_E4M3 with drawn Q, K, V: the float32 values before quantization (no scales), which
+// the check's quantization error compares with (§1b). nullopt for every other problem, and when
+// the client sent Q, K, V (nothing unquantized exists then).
+std::optional<AttentionInputs> UnquantizedInputs(const Problem& problem);
 
 // The generated page table of `num_pages` pages (see above).
 std::vector<int32_t> GeneratePageTable(uint64_t seed, int64_t num_pages);

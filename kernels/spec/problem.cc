@@ -86,6 +86,12 @@ Problem NormalizeProblem(const Problem& problem) {
   if (!p.scale.has_value() && p.head_dim_qk > 0) {
     p.scale = 1.0 / std::sqrt(static_cast<double>(p.head_dim_qk));
   }
+  if (p.output_dtype == DType::kUnspecified) {
+    p.output_dtype = p.dtype == DType::kFloat8E4M3 ? DType::kBFloat16 : p.dtype;
+  }
+  if (p.dtype == DType::kFloat8E4M3 && p.float8.granularity == ScaleGranularity::kUnspecified) {
+    p.float8.granularity = ScaleGranularity::kTensor;
+  }
   if (p.phase == Phase::kUnspecified) p.phase = Phase::kPrefill;
   if (p.scope == Scope::kUnspecified) p.scope = Scope::kCore;
   if (p.rope.enabled) {

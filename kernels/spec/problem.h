@@ -31,6 +31,7 @@ enum class LayoutKind {
 enum class MaskKind { kNone, kCausal, kSlidingWindow, kBlockSparse, kProbabilisticBlockSparse };
 enum class AlibiSchedule { kUnspecified, kGeometric, kHarmonic };
 enum class CacheFormat { kUnspecified, kNative, kInt8, kInt4 };
+enum class ScaleGranularity { kUnspecified, kTensor, kHead };
 
 // Bytes one element occupies in storage.
 int DTypeBytes(DType dtype);
@@ -122,6 +123,17 @@ struct KvSpectrum {
   std::optional<int> rank;  // caps the rank; unset: n and decay^k >= 1e-4 bound it
 };
 
+// DTYPE_FLOAT8_E4M3 (§1b): Q, K and V are e4m3 codes, each standing for code * scale, with one
+// scale per tensor or per head (dimension 2 of BSHD). A tensor's list is empty when its scales are
+// to be derived from the data (amax / 448, kernels/spec/float8.h); else it holds one scale, or one
+// per head.
+struct Float8Scaling {
+  ScaleGranularity granularity = ScaleGranularity::kUnspecified;  // default per tensor
+  std::vector<float> query_scales;
+  std::vector<float> key_scales;
+  std::vector<float> value_scales;
+};
+
 // KV-head compression (§5b, kernels/compress): also run the problem with its KV heads compressed
 // to target_kv_heads, by principal components and by mean-pooling.
 struct KvCompression {
@@ -155,6 +167,9 @@ struct Problem {
   Softcap softcap;
   std::optional<double> scale;  // default 1 / sqrt(head_dim_qk)
   DType dtype = DType::kUnspecified;
+  // What O is stored in: default the dtype, except bfloat16 for DTYPE_FLOAT8_E4M3 (§1b).
+  DType output_dtype = DType::kUnspecified;
+  Float8Scaling float8;               // DTYPE_FLOAT8_E4M3 only
   Phase phase = Phase::kUnspecified;  // default prefill
   Scope scope = Scope::kUnspecified;  // default core
   std::optional<int> d_model;         // layer scope only
@@ -184,9 +199,10 @@ struct Problem {
   KvCompression kv_compression;  // AttentionSpec.kv_compression
 };
 
-// Returns a copy with every default of the proto comments filled in (head_dim_v, scale, phase,
-// scope, rope theta/rotary_dims, alibi schedule/base slope, cache format, input_scale,
-// extreme_query_heads). Never changes a field the client set.
+// Returns a copy with every default of the proto comments filled in (head_dim_v, scale,
+// output_dtype, float8.granularity (fp8 only), phase, scope, rope theta/rotary_dims, alibi
+// schedule/base slope, cache format, input_scale, extreme_query_heads). Never changes a field the
+// client set.
 Problem NormalizeProblem(const Problem& problem);
 
 // The core problem a SCOPE_LAYER problem contains (§6): the same layout, mask, modifiers, scale,

@@ -7,6 +7,20 @@
 
 namespace attnbench {
 
+std::vector<float> DequantizedValues(const FloatTensor& t) {
+  if (t.scales.empty()) return t.values;
+  const int64_t n = static_cast<int64_t>(t.values.size());
+  const int64_t dim = t.shape.empty() ? 1 : t.shape.back();
+  const int64_t heads = t.shape.size() == 4 ? t.shape[2] : 1;
+  std::vector<float> out(n);
+  ParallelFill(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      out[k] = t.values[k] * static_cast<float>(ScaleOfHead(t, (k / dim) % heads));
+    }
+  });
+  return out;
+}
+
 std::string EncodeTensor(const FloatTensor& tensor) {
   // kUnspecified is written as float32 (EncodeElement).
   const int64_t width = tensor.dtype == DType::kUnspecified ? 4 : DTypeBytes(tensor.dtype);

@@ -15,7 +15,21 @@ struct FloatTensor {
   DType dtype = DType::kFloat32;  // what the values were rounded to
   std::vector<int64_t> shape;
   std::vector<float> values;  // row-major
+  // DTYPE_FLOAT8_E4M3 Q, K, V only (§1b, kernels/spec/float8.h): values are e4m3 codes, and
+  // element [b, s, h, d] stands for values * scales[h] (one per head) or values * scales[0] (one
+  // for the tensor). Empty: the values are what they stand for.
+  std::vector<float> scales;
 };
+
+// The scale of head `head` of a BSHD tensor (1 when it has none).
+inline double ScaleOfHead(const FloatTensor& t, int64_t head) {
+  if (t.scales.empty()) return 1.0;
+  return t.scales.size() == 1 ? t.scales[0] : t.scales[head];
+}
+
+// What the values stand for, as float32 (code * scale, rounded once; a copy of the values when
+// the tensor has no scales).
+std::vector<float> DequantizedValues(const FloatTensor& t);
 
 // What a forward pass reads (§1 shapes, BSHD). Layer scope adds X and the four weights.
 struct AttentionInputs {

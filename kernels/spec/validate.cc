@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/spec/expressions.h"
 #include "kernels/spec/finite_inputs.h"
+#include "kernels/spec/float8.h"
 #include "kernels/spec/inputs.h"
 #include "kernels/spec/problem.h"
 #include "kernels/spec/shapes.h"
@@ -511,6 +512,59 @@ absl::Status ValidateKvCompression(const Problem& p, const ProblemShapes& s) {
 
 }  // namespace
 
+// §1b: where FP8 inputs are defined, their scales, and what the output is stored in.
+absl::Status ValidateFloat8(const Problem& p, const ProblemShapes& s) {
+  const bool fp8 = p.dtype == DType::kFloat8E4M3;
+  const DType allowed_output = fp8 ? DType::kBFloat16 : p.dtype;
+  if (p.output_dtype != allowed_output) {
+    return Invalid(
+        absl::StrCat("spec.output_dtype (", DTypeName(p.output_dtype), ") must be ",
+                     DTypeName(allowed_output), " with spec.dtype ", DTypeName(p.dtype),
+                     fp8 ? " (§1b)" : " (only FP8 inputs have a separate output dtype)"));
+  }
+  const Float8Scaling& f = p.float8;
+  if (!fp8) {
+    if (f.granularity != ScaleGranularity::kUnspecified || !f.query_scales.empty() ||
+        !f.key_scales.empty() || !f.value_scales.empty()) {
+      return Invalid(absl::StrCat(
+          "spec.float8 is only valid with spec.dtype DTYPE_FLOAT8_E4M3, not ", DTypeName(p.dtype)));
+    }
+    return absl::OkStatus();
+  }
+  if (p.phase != Phase::kPrefill || p.scope != Scope::kCore || p.kv_compression.enabled) {
+    return Invalid(
+        "spec.dtype DTYPE_FLOAT8_E4M3 is defined for PHASE_PREFILL at SCOPE_CORE without "
+        "spec.kv_compression (§1b)");
+  }
+  struct List {
+    const char* path;
+    const std::vector<float>* scales;
+    int heads;
+  };
+  const List lists[] = {{"spec.float8.query_scales", &f.query_scales, s.heads.num_query_heads},
+                        {"spec.float8.key_scales", &f.key_scales, s.heads.num_kv_heads},
+                        {"spec.float8.value_scales", &f.value_scales, s.heads.num_kv_heads}};
+  for (const List& list : lists) {
+    if (list.scales->empty()) continue;
+    const bool per_head = f.granularity == ScaleGranularity::kHead;
+    const size_t want = per_head ? static_cast<size_t>(list.heads) : 1;
+    if (list.scales->size() != want) {
+      return Invalid(absl::StrCat(list.path, " has ", list.scales->size(), " scales; ",
+                                  per_head ? "SCALE_GRANULARITY_HEAD" : "SCALE_GRANULARITY_TENSOR",
+                                  " needs ", want, " (or none, to derive them from the data)"));
+    }
+    for (size_t i = 0; i < list.scales->size(); ++i) {
+      const float scale = (*list.scales)[i];
+      if (!std::isfinite(scale) || scale <= 0 || scale > kFloat8LargestScale) {
+        return Invalid(absl::StrCat(list.path, "[", i, "] (", scale,
+                                    ") must be finite, > 0 and at most ", kFloat8LargestScale,
+                                    " (448 times it must stay finite in float32)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateProblem(const Problem& p) {
   if (auto s = ValidateDims(p); !s.ok()) return s;
   if (auto s = ValidateLayout(p.layout); !s.ok()) return s;
@@ -518,6 +572,7 @@ absl::Status ValidateProblem(const Problem& p) {
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(p);
   if (!shapes.ok()) return shapes.status();
   if (auto s = ValidateSizes(*shapes); !s.ok()) return s;
+  if (auto s = ValidateFloat8(p, *shapes); !s.ok()) return s;
   if (auto s = ValidateMask(p); !s.ok()) return s;
   if (auto s = ValidateModifiers(p); !s.ok()) return s;
   if (auto s = ValidateCache(p); !s.ok()) return s;

@@ -228,47 +228,48 @@ class AgainstCpuServerTest(unittest.TestCase):
                                "--cases=layout_gqa,mask_,kernel_,decode_native"])
         self.assertEqual(rc, 0)
 
-    def test_a_real_refusal_judged_by_the_claim(self):
+    def test_refusals_judged_by_the_claim(self):
         stubs = (grpc, pb, pb_grpc, json_format)
-        # cpu_reference runs float8 forward and float32 backward, but refuses float8 backward
-        # (a limitation in words: its lists claim both the dtype and the phase).
         backward = correctness.Case("backward", correctness.shape(
             1, 16, 16, 32, correctness.mha(2), phase="PHASE_BACKWARD"))
         rng = random.Random(1)
+        features = correctness.features_of(
+            pb, correctness.build_request(pb, json_format, backward, "cpu_reference", "fp8",
+                                          random.Random(1)).spec)
+        # cpu_reference runs every valid case it lists, so the refusals judged here are the
+        # FAILED_PRECONDITION a backend would answer, classified against real capabilities.
+        message = "backend cpu_reference does not support spec.dtype=DTYPE_FLOAT8_E4M3"
         # Not claimed (the dtype left out of a copy of its lists): the refusal is "unsupported".
         unclaiming = pb.BackendCapabilities()
         unclaiming.CopyFrom(self.cpu)
         del unclaiming.dtypes[:]
         unclaiming.dtypes.extend([d for d in self.cpu.dtypes if d != pb.DTYPE_FLOAT8_E4M3])
-        o = correctness.run_case(stubs, self.stub, backward, unclaiming, "fp8", rng, Args())
+        o = correctness.Outcome("cpu_reference", "backward", "fp8", "fail")
+        claim = correctness.claim_of(pb, unclaiming, features, "")
+        correctness.classify_refusal("FAILED_PRECONDITION", message, claim, False, o)
         self.assertEqual(o.status, "unsupported", o.detail)
         self.assertIn("not claimed", o.detail)
         # Claimed, as cpu_reference's own lists do: the same refusal fails the sweep.
-        o = correctness.run_case(stubs, self.stub, backward, self.cpu, "fp8", rng, Args())
+        o = correctness.Outcome("cpu_reference", "backward", "fp8", "fail")
+        claim = correctness.claim_of(pb, self.cpu, features, "")
+        self.assertTrue(claim.claimed, claim.why_not)
+        correctness.classify_refusal("FAILED_PRECONDITION", message, claim, False, o)
         self.assertEqual(o.status, "fail")
         self.assertIn("refused a case it claims: FAILED_PRECONDITION", o.detail)
-        # Claimed through a kernel, by a case that says it breaks the kernels' requirements in
-        # words: the refusal may be their due.
-        claiming = pb.BackendCapabilities()
-        claiming.CopyFrom(self.cpu)
-        kernel = claiming.kernels.add(name="any", dtypes=[pb.DTYPE_FLOAT8_E4M3],
-                                      phases=[pb.PHASE_BACKWARD], masks=["none"])
-        self.assertEqual(kernel.name, "any")
-        unmet = correctness.Case(backward.name, backward.spec, kernel_requirements_met=False)
-        o = correctness.run_case(stubs, self.stub, unmet, claiming, "fp8", rng, Args())
-        self.assertEqual(o.status, "unsupported", o.detail)
-        self.assertIn("requirements in words", o.detail)
-        o = correctness.run_case(stubs, self.stub, backward, claiming, "fp8", rng, Args())
+        # Not claimed, but a case the backend must run: the refusal fails.
+        o = correctness.Outcome("cpu_reference", "backward", "fp8", "fail")
+        correctness.classify_refusal("FAILED_PRECONDITION", message,
+                                     correctness.claim_of(pb, unclaiming, features, ""), True, o)
         self.assertEqual(o.status, "fail", o.detail)
-        # Not claimed, but the case names the backend in must_run: the refusal fails.
-        must = correctness.Case(backward.name, backward.spec, must_run=("cpu_reference",))
-        o = correctness.run_case(stubs, self.stub, must, unclaiming, "fp8", rng, Args())
+        self.assertIn("must run", o.detail)
+        # A real answer: FP8 has no backward (docs/variants.md §1b), so the server refuses the
+        # case as invalid, which is a failure whatever the claim, never "unsupported".
+        o = correctness.run_case(stubs, self.stub, backward, unclaiming, "fp8", rng, Args())
         self.assertEqual(o.status, "fail", o.detail)
-        self.assertIn("must_run", o.detail)
+        self.assertIn("INVALID_ARGUMENT", o.detail)
         # And cpu_reference's float32 backward runs and passes its check.
         o = correctness.run_case(stubs, self.stub, backward, self.cpu, "fp32", rng, Args())
         self.assertEqual(o.status, "pass", o.detail)
-
 
 if __name__ == "__main__":
     unittest.main()

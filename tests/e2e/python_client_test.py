@@ -364,6 +364,24 @@ class ExpressionRequestTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             ab.build_request(kv_spectrum_rank=4)
 
+    def test_fp8_scales_echoed_and_quantization_split(self):
+        # docs/variants.md §1b: derived per-head scales come back in the spec beside the given
+        # ones; O is bfloat16; the check splits the kernel's error from e4m3's.
+        request = ab.build_request(**small(dtype="fp8"), check="full", fp8_scales="head",
+                                   key_scales=[0.25, 0.5])
+        result = CLIENT.run_result(request)
+        self.assertEqual(result.spec.output_dtype, ab.pb.DTYPE_BFLOAT16)
+        self.assertEqual(list(result.spec.float8.key_scales), [0.25, 0.5])
+        self.assertEqual(len(result.spec.float8.query_scales), 4)  # gqa:4/2, derived
+        self.assertTrue(all(s > 0 for s in result.spec.float8.value_scales))
+        quantization = result.correctness.quantization
+        self.assertTrue(result.correctness.passed)
+        self.assertTrue(quantization.kernel_passed)
+        self.assertGreater(quantization.quantization_relative_error,
+                           quantization.kernel_relative_error)
+        with self.assertRaises(ValueError):
+            ab.build_request(fp8_scales="row")
+
     def test_quantized_decode_and_deterministic_columns(self):
         self.assertEqual(list(ab.COLUMNS)[-4:], ["kernel_rel_error", "kernel_passed",
                                                  "quantization_rel_error", "deterministic"])

@@ -189,8 +189,15 @@ std::vector<double> NaiveAttention(const Problem& p, const AttentionInputs& in,
     }
     return out;
   };
+  // FP8 codes stand for code * scale (§1b).
   auto copy = [](const FloatTensor& t) {
-    return std::vector<double>(t.values.begin(), t.values.end());
+    std::vector<double> out(t.values.begin(), t.values.end());
+    if (t.scales.empty()) return out;
+    const int64_t dim = t.shape[3], nh = t.shape[2];
+    for (size_t k = 0; k < out.size(); ++k) {
+      out[k] *= ScaleOfHead(t, (static_cast<int64_t>(k) / dim) % nh);
+    }
+    return out;
   };
   const std::vector<double> Q = layer ? project(in.w_q, heads.hq, Dqk) : copy(in.query);
   const std::vector<double> K = layer ? project(in.w_k, heads.hkv, Dqk) : copy(in.key);

@@ -101,16 +101,31 @@ TEST_F(ErrorsTest, MeasurementAndCheckSettingsOverLimitsOrInvalid) {
   ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT, "check.max_sampled_rows");
 }
 
-TEST_F(ErrorsTest, Fp8BackwardIsAPreconditionFailureOnCpuReference) {
+TEST_F(ErrorsTest, Fp8IsAPrefillDtypeOnEveryBackend) {
+  // §1b defines FP8 inputs for the prefill forward at core scope: anything else is refused as
+  // invalid, on every backend and before any runs.
   pb::RunRequest r = SmallRequest();
   r.mutable_spec()->set_phase(pb::PHASE_BACKWARD);
   r.mutable_spec()->set_dtype(pb::DTYPE_FLOAT8_E4M3);
-  r.set_backend("cpu_reference");
-  ExpectStatus(CallRun(server(), r), grpc::StatusCode::FAILED_PRECONDITION, "BACKWARD");
-  r.set_backend("auto");
-  const grpc::Status s = CallRun(server(), r);
-  ExpectStatus(s, grpc::StatusCode::FAILED_PRECONDITION, "no backend supports");
-  EXPECT_THAT(s.error_message(), HasSubstr("cpu_reference"));
+  for (const char* backend : {"cpu_reference", "auto"}) {
+    r.set_backend(backend);
+    ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT,
+                 "spec.dtype DTYPE_FLOAT8_E4M3 is defined for PHASE_PREFILL at SCOPE_CORE");
+  }
+  r.mutable_spec()->set_phase(pb::PHASE_PREFILL);
+  r.mutable_spec()->set_output_dtype(pb::DTYPE_FLOAT16);
+  ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT,
+               "spec.output_dtype (float16) must be bfloat16");
+  r.mutable_spec()->clear_output_dtype();
+  r.mutable_spec()->mutable_float8()->add_key_scales(0.0f);
+  ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT,
+               "spec.float8.key_scales[0] (0) must be finite, > 0");
+  r.mutable_spec()->mutable_float8()->add_key_scales(1.0f);
+  ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT,
+               "spec.float8.key_scales has 2 scales; SCALE_GRANULARITY_TENSOR needs 1");
+  r.mutable_spec()->set_dtype(pb::DTYPE_BFLOAT16);
+  ExpectStatus(CallRun(server(), r), grpc::StatusCode::INVALID_ARGUMENT,
+               "spec.float8 is only valid with spec.dtype DTYPE_FLOAT8_E4M3");
 }
 
 TEST_F(ErrorsTest, CudaGraphsArePreconditionFailureOnCpu) {

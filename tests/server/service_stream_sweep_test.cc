@@ -173,7 +173,8 @@ TEST(SweepTest, StreamsEveryPointInRowMajorOrder) {
   }
 }
 
-// Phase axis [prefill, backward]: every backward point fails on cpu_reference.
+// Batch axis [1, 65536] on a server taking at most 64 MiB a request: every large point is valid
+// (the grid passes) but refused once it runs, when the backend estimates its memory.
 pb::SweepRequest GridWithFailures() {
   pb::SweepRequest sweep;
   *sweep.mutable_base() = SmallRequest(8, 1, 8);
@@ -181,17 +182,20 @@ pb::SweepRequest GridWithFailures() {
   auto* seq = sweep.add_axes()->mutable_seq_len();
   seq->add_values(8);
   seq->add_values(16);
-  // float8 runs forward on cpu_reference but not backward: the second point of each pair fails
-  // only once it runs (the backend refuses it), after the grid was validated.
-  sweep.mutable_base()->mutable_spec()->set_dtype(pb::DTYPE_FLOAT8_E4M3);
-  auto* phase = sweep.add_axes()->mutable_phase();
-  phase->add_values(pb::PHASE_PREFILL);
-  phase->add_values(pb::PHASE_BACKWARD);
+  auto* batch = sweep.add_axes()->mutable_batch_size();
+  batch->add_values(1);
+  batch->add_values(65536);
   return sweep;
 }
 
+ServerOptions SmallRequestsOnly() {
+  ServerOptions options;
+  options.max_request_bytes = uint64_t{64} << 20;
+  return options;
+}
+
 TEST(SweepTest, ContinueOnErrorStreamsErrorsInPlace) {
-  InProcessServer server;
+  InProcessServer server(SmallRequestsOnly());
   pb::SweepRequest sweep = GridWithFailures();
   sweep.set_continue_on_error(true);
   const Swept swept = Sweep(server, sweep);
@@ -205,16 +209,16 @@ TEST(SweepTest, ContinueOnErrorStreamsErrorsInPlace) {
     } else {
       ASSERT_TRUE(swept.responses[i].has_error()) << i;
       EXPECT_EQ(swept.responses[i].error().code(),
-                static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
-      EXPECT_THAT(swept.responses[i].error().message(), HasSubstr("BACKWARD"));
+                static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+      EXPECT_THAT(swept.responses[i].error().message(), HasSubstr("--max_request_bytes"));
     }
   }
 }
 
 TEST(SweepTest, WithoutContinueTheFirstFailureEndsTheRpc) {
-  InProcessServer server;
+  InProcessServer server(SmallRequestsOnly());
   const Swept swept = Sweep(server, GridWithFailures());
-  EXPECT_EQ(swept.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(swept.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(swept.status.error_message(), HasSubstr("sweep point 1"));
   ASSERT_EQ(swept.responses.size(), 1u);
   EXPECT_TRUE(swept.responses[0].has_result());

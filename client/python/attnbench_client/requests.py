@@ -36,7 +36,8 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
                   grad_output=None, return_output=None, score_mod=None, mask_mod=None,
                   aux=None, d_model=None, x=None, w_q=None, w_k=None, w_v=None, w_o=None,
                   kv_spectrum_decay=None, kv_spectrum_rank=None, kv_compression_heads=None,
-                  deterministic=None):
+                  deterministic=None, fp8_scales=None, query_scales=None, key_scales=None,
+                  value_scales=None):
     """A pb.RunRequest: a copy of `request` (if given) with every non-None keyword applied.
 
     seq_len sets seq_len_q and seq_len_kv alike; layout is "gqa:8/2" or a HeadLayout; mask is
@@ -58,7 +59,10 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
     kv_spectrum_decay (and kv_spectrum_rank) give the generated K and V a decaying
     singular-value spectrum (docs/variants.md §8); kv_compression_heads also runs the problem
     with its KV heads compressed to that many, by PCA and mean-pooling (§5b; results in
-    RunResult.kv_compression).
+    RunResult.kv_compression). For dtype "fp8" (docs/variants.md §1b), fp8_scales ("tensor" or
+    "head") sets the scales' granularity, and query_scales, key_scales, value_scales (a number
+    or a list: one per head) give scales instead of deriving them from the data; the result's
+    spec echoes the scales used.
     """
     req = pb.RunRequest()
     if request is not None:
@@ -156,6 +160,21 @@ def build_request(request=None, *, batch=None, seq_len=None, seq_len_q=None, seq
         spec.kv_spectrum.rank = kv_spectrum_rank
     if kv_compression_heads is not None:
         spec.kv_compression.target_kv_heads = kv_compression_heads
+    if fp8_scales is not None:
+        granularities = {"tensor": pb.SCALE_GRANULARITY_TENSOR, "head": pb.SCALE_GRANULARITY_HEAD}
+        if fp8_scales not in granularities:
+            raise ValueError(f"fp8_scales: 'tensor' or 'head', not {fp8_scales!r}")
+        spec.float8.granularity = granularities[fp8_scales]
+    for keyword, values, field in (("query_scales", query_scales, spec.float8.query_scales),
+                                   ("key_scales", key_scales, spec.float8.key_scales),
+                                   ("value_scales", value_scales, spec.float8.value_scales)):
+        if values is None:
+            continue
+        values = [values] if isinstance(values, (int, float)) else list(values)
+        if not values:
+            raise ValueError(f"{keyword}: at least one scale")
+        del field[:]
+        field.extend(float(v) for v in values)
     return req
 
 

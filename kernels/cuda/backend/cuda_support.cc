@@ -11,8 +11,8 @@
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/device_kv_cache.h"
 #include "kernels/cuda/backend/device_problem.h"
-#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/expr/nvrtc_compiler.h"
+#include "kernels/cuda/flash/decode.h"
 #include "kernels/cuda/flash/flash_rtc.h"
 #include "kernels/cuda/unfused/unfused_attention.h"
 #include "kernels/spec/modifiers.h"
@@ -131,8 +131,8 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
   s.limitations = {
       "SCOPE_LAYER: the projections by cuBLAS (float32 accumulation; input projections of one "
       "width in one strided-batched GEMM) around this backend's core; RunResult.layer_timing "
-      "splits each iteration, except a replayed CUDA graph",
-      "no float8 storage"};
+      "splits each iteration, except a replayed CUDA graph"};
+  if (kind != CudaBackendKind::kReference) s.limitations.emplace_back("no float8 storage");
   // Around whichever core backward the backend has (its phases say whether it has one).
   s.layer_backward = CudaLayerBackwardEnabled();
   if (s.layer_backward) {
@@ -219,6 +219,12 @@ BackendSupport CudaBackendSupport(CudaBackendKind kind) {
       break;
     case CudaBackendKind::kReference:
       s.phases.push_back(Phase::kBackward);
+      // FP8 (prefill at core scope, by validation) on the float32 path: DeviceDType.
+      s.dtypes.push_back(DType::kFloat8E4M3);
+      s.limitations.emplace_back(
+          "DTYPE_FLOAT8_E4M3: the codes times their scales uploaded as float32 and run on the "
+          "float32 path, O rounded to bfloat16 on the host: a check of FP8 results, not a "
+          "measure of FP8 speed (its timings read 4-byte inputs)");
       // The decode cache as stored (kernels/spec/kv_cache_store.h), read through its page table
       // and dequantized per element.
       s.cache_formats.push_back(CacheFormat::kInt8);

@@ -76,9 +76,13 @@ Storage StorageOf(DType dtype) {
   }
 }
 
+DType DeviceDType(const Problem& problem) {
+  return problem.dtype == DType::kFloat8E4M3 ? DType::kFloat32 : problem.dtype;
+}
+
 AttentionArgs ShapeArgs(const Problem& problem, const ProblemShapes& shapes) {
   AttentionArgs a;
-  a.storage = StorageOf(problem.dtype);
+  a.storage = StorageOf(DeviceDType(problem));
   a.batch = static_cast<int32_t>(shapes.batch);
   a.seq_q = shapes.seq_q;
   a.seq_kv = shapes.seq_kv;
@@ -134,10 +138,11 @@ int DeviceProblem::InputSetsFor(const ProblemShapes& shapes, DType dtype, uint64
 
 uint64_t DeviceProblem::EstimateBytes(const Problem& problem, const ProblemShapes& shapes,
                                       uint64_t l2_bytes) {
-  const uint64_t sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
+  const DType dtype = DeviceDType(problem);
+  const uint64_t sets = InputSetsFor(shapes, dtype, l2_bytes);
   const uint64_t inputs =
-      shapes.layer ? LayerBytes(shapes, problem.dtype) : sets * InputBytes(shapes, problem.dtype);
-  return inputs + static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype) +
+      shapes.layer ? LayerBytes(shapes, dtype) : sets * InputBytes(shapes, dtype);
+  return inputs + static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(dtype) +
          RopeTableBytes(problem, shapes) + BitmapBytes(problem, shapes) +
          static_cast<uint64_t>(shapes.heads.num_output_heads) * 3 * sizeof(int32_t);
 }
@@ -147,24 +152,30 @@ absl::StatusOr<std::unique_ptr<DeviceProblem>> DeviceProblem::Create(const Probl
                                                                      const AttentionInputs& inputs,
                                                                      uint64_t l2_bytes) {
   std::unique_ptr<DeviceProblem> dp(new DeviceProblem());
-  dp->dtype_ = problem.dtype;
+  dp->dtype_ = DeviceDType(problem);
+  dp->output_dtype_ = problem.output_dtype;
   dp->output_shape_ = shapes.output;
   dp->base_ = ShapeArgs(problem, shapes);
   AttentionArgs& a = dp->base_;
 
   absl::StatusOr<DeviceBuffer> out = DeviceBuffer::Allocate(
-      static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(problem.dtype), "the output");
+      static_cast<uint64_t>(NumElements(shapes.output)) * DTypeBytes(dp->dtype_), "the output");
   if (!out.ok()) return out.status();
   dp->output_ = *std::move(out);
   a.o = dp->output_.get();
   if (shapes.layer) {
     if (absl::Status s = dp->CreateLayer(shapes, inputs); !s.ok()) return s;
   } else {
-    // Inputs: encoded once, uploaded into every copy.
-    const std::string q = EncodeTensor(inputs.query);
-    const std::string k = EncodeTensor(inputs.key);
-    const std::string v = EncodeTensor(inputs.value);
-    const int sets = InputSetsFor(shapes, problem.dtype, l2_bytes);
+    // Inputs: encoded once (FP8's as what the codes stand for, in float32), uploaded into every
+    // copy.
+    auto encode = [&](const FloatTensor& t) {
+      if (t.scales.empty()) return EncodeTensor(t);
+      return EncodeTensor(FloatTensor{dp->dtype_, t.shape, DequantizedValues(t), {}});
+    };
+    const std::string q = encode(inputs.query);
+    const std::string k = encode(inputs.key);
+    const std::string v = encode(inputs.value);
+    const int sets = InputSetsFor(shapes, dp->dtype_, l2_bytes);
     for (int i = 0; i < sets; ++i) {
       InputSet set;
       for (const auto& [data, what, ptr] :
@@ -323,7 +334,11 @@ absl::Status DeviceProblem::PoisonOutput() {
 }
 
 absl::StatusOr<FloatTensor> DeviceProblem::DownloadOutput() const {
-  return DownloadTensor(output_.get(), output_shape_, dtype_);
+  absl::StatusOr<FloatTensor> t = DownloadTensor(output_.get(), output_shape_, dtype_);
+  if (!t.ok() || output_dtype_ == dtype_) return t;
+  for (float& x : t->values) x = RoundToDType(x, output_dtype_);
+  t->dtype = output_dtype_;
+  return t;
 }
 
 }  // namespace attnbench::cuda

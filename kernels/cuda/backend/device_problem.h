@@ -25,6 +25,11 @@ namespace attnbench::cuda {
 // The Storage of a supported dtype.
 Storage StorageOf(DType dtype);
 
+// The dtype the device holds Q, K, V and O in: the problem's, except DTYPE_FLOAT8_E4M3, which
+// cuda_reference runs on its float32 path (§1b: the codes times their scales uploaded as float32,
+// O rounded to the problem's output dtype on the way back).
+DType DeviceDType(const Problem& problem);
+
 // The arguments of a problem without any device memory: sizes, scale, mask kind and window,
 // block geometry, modifier settings. Kernels' support checks read this; DeviceProblem::Create
 // starts from it and fills the pointers.
@@ -56,7 +61,7 @@ class DeviceProblem {
 
   // Fills the output with NaN, so an element a kernel fails to write cannot pass the check.
   absl::Status PoisonOutput();
-  // The output as float values of the storage dtype, shape [B, S_q, H_out, D_v].
+  // The output as float values of the problem's output dtype, shape [B, S_q, H_out, D_v].
   absl::StatusOr<FloatTensor> DownloadOutput() const;
 
  private:
@@ -71,7 +76,8 @@ class DeviceProblem {
   absl::Status CreateLayer(const ProblemShapes& shapes, const AttentionInputs& inputs);
 
   AttentionArgs base_;
-  DType dtype_ = DType::kUnspecified;
+  DType dtype_ = DType::kUnspecified;         // DeviceDType
+  DType output_dtype_ = DType::kUnspecified;  // the problem's
   Shape output_shape_;
   std::vector<InputSet> sets_;
   DeviceBuffer output_, head_map_, alibi_, rope_, bitmap_;

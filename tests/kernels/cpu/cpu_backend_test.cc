@@ -60,7 +60,7 @@ CpuRun RunCpu(const Problem& raw, int threads = 2) {
   absl::StatusOr<FloatTensor> out = r.workload->Output();
   EXPECT_TRUE(out.ok()) << out.status();
   if (out.ok()) r.output = *std::move(out);
-  EXPECT_EQ(r.output.dtype, r.problem.dtype);
+  EXPECT_EQ(r.output.dtype, r.problem.output_dtype);
   return r;
 }
 
@@ -274,7 +274,7 @@ TEST_P(CpuBackendVsNaiveTest, EveryElementMatches) {
                            ? 3 * testing::UlpRelative(r.problem.dtype)
                            : 2e-5;
   ExpectAllClose(r.output.values, expected, r.output.shape,
-                 testing::StoredOutputTolerance(r.problem.dtype, noise), GetParam().name);
+                 testing::StoredOutputTolerance(r.problem.output_dtype, noise), GetParam().name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, CpuBackendVsNaiveTest, ::testing::ValuesIn(Cases()),
@@ -393,12 +393,15 @@ TEST(CpuBackendTest, InputsAreStoredInTheDtype) {
   Problem p = OddProblem();
   p.dtype = DType::kFloat8E4M3;
   const CpuRun r = RunCpu(p);
+  // FP8 (§1b): Q, K, V are e4m3 codes with a scale each; O is bfloat16.
   for (const FloatTensor* t :
        {&r.workload->Inputs().query, &r.workload->Inputs().key, &r.workload->Inputs().value}) {
     EXPECT_EQ(t->dtype, DType::kFloat8E4M3);
+    EXPECT_EQ(t->scales.size(), 1u);
     for (float v : t->values) ASSERT_EQ(RoundToDType(v, DType::kFloat8E4M3), v);
   }
-  for (float v : r.output.values) ASSERT_EQ(RoundToDType(v, DType::kFloat8E4M3), v);
+  EXPECT_EQ(r.output.dtype, DType::kBFloat16);
+  for (float v : r.output.values) ASSERT_EQ(RoundToDType(v, DType::kBFloat16), v);
   EXPECT_EQ(r.output.shape, (std::vector<int64_t>{2, 37, 6, 24}));
 }
 

@@ -346,11 +346,10 @@ TEST(CpuLayerBackwardTest, TheAllowListDeclaresItAndOnlyItsListDoes) {
   forward.phase = Phase::kPrefill;
   EXPECT_TRUE(CheckSupport(support, forward, "other").ok());
   EXPECT_TRUE(CheckSupport(support, CoreProblemOfLayer(p), "other").ok());
-  // float8 stays refused for a backward, layer or core.
+  // float8 is not a layer's dtype at all (§1b).
   Problem fp8 = OddLayer();
   fp8.dtype = DType::kFloat8E4M3;
-  EXPECT_EQ(backend->CheckSupported(NormalizeProblem(fp8)).code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ValidateProblem(NormalizeProblem(fp8)).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -103,6 +103,50 @@ void ExpectMatchesReference(const Ran& r, const std::string& context) {
   EXPECT_TRUE(report->passed) << context << ": oracle relative error " << report->relative_error;
 }
 
+// FP8 (§1b) on cuda_reference: the codes times their scales as float32, O rounded to bfloat16.
+// Odd sizes, per-head given scales that differ by head, RoPE and a causal mask; every element
+// against the naive float64 attention of what the codes stand for, then the oracle's split.
+TEST(CudaReferenceTest, RunsFloat8OnItsFloat32Path) {
+  SKIP_WITHOUT_DEVICE();
+  Problem p = BaseProblem();
+  p.seq_len_q = 77;
+  p.seq_len_kv = 93;
+  p.dtype = DType::kFloat8E4M3;
+  p.mask.kind = MaskKind::kCausal;
+  p.rope.enabled = true;
+  p.input_scale = 1.5;
+  p.float8.granularity = ScaleGranularity::kHead;
+  const absl::StatusOr<HeadConfig> heads = ResolveHeads(p.layout);
+  ASSERT_TRUE(heads.ok());
+  for (int h = 0; h < heads->num_query_heads; ++h) {
+    p.float8.query_scales.push_back(0.01f + 0.003f * h);
+  }
+  for (int h = 0; h < heads->num_kv_heads; ++h) {
+    p.float8.key_scales.push_back(0.012f - 0.001f * h);
+    p.float8.value_scales.push_back(0.008f + 0.002f * h);
+  }
+  Backend* backend = Find(kCudaReferenceBackend);
+  ASSERT_NE(backend, nullptr);
+  ASSERT_TRUE(ValidateProblem(NormalizeProblem(p)).ok()) << ValidateProblem(NormalizeProblem(p));
+  ASSERT_TRUE(backend->CheckSupported(NormalizeProblem(p)).ok());
+  const Ran r = RunOnce(*backend, p, IterationOptions{});
+  ASSERT_NE(r.workload, nullptr);
+  EXPECT_EQ(r.output.dtype, DType::kBFloat16);
+  EXPECT_EQ(r.workload->Inputs().key.scales, p.float8.key_scales);
+  const std::vector<double> ref = NaiveAttention(r.problem, r.workload->Inputs());
+  testing::ExpectAllClose(r.output.values, ref, r.output.shape,
+                          testing::StoredOutputTolerance(DType::kBFloat16, 1e-4), "fp8");
+  CheckOptions full;
+  full.full = true;
+  absl::StatusOr<CorrectnessReport> report =
+      CheckOutput(r.problem, r.workload->Inputs(), r.output, full);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->passed) << report->relative_error;
+  ASSERT_TRUE(report->quantization.has_value());
+  EXPECT_TRUE(report->quantization->kernel_passed);
+  EXPECT_LT(report->quantization->kernel_relative_error, 4e-3);
+}
+
 class CudaBackendCaseTest : public ::testing::TestWithParam<std::tuple<std::string, DType, int>> {};
 
 TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
@@ -126,8 +170,7 @@ TEST_P(CudaBackendCaseTest, MatchesFloat64Reference) {
   // multiples of 8 is the Hopper kernel's to run: a fallback would be timed on the slow kernel.
   if (name == kCudaFlashBackend && UsesFlashDecode(n)) {
     EXPECT_EQ(kernel.rfind("decode split-kv", 0), 0u) << c.name << ": " << kernel;
-  } else if (name == kCudaFlashBackend &&
-             backend->Devices().front().compute_capability == "9.0") {
+  } else if (name == kCudaFlashBackend && backend->Devices().front().compute_capability == "9.0") {
     const bool hopper_case =
         n.head_dim_qk % 8 == 0 && *n.head_dim_v % 8 == 0 &&
         (!n.rope.enabled || n.rope.rotary_dims.value_or(n.head_dim_qk) % 8 == 0);
@@ -279,6 +322,8 @@ TEST(CudaBackendsTest, RefusesWhatNoKernelRuns) {
   };
   for (const auto& b : Backends()) {
     auto all = refusals;
+    // cuda_reference runs FP8 on its float32 path (CudaReferenceTest.RunsFloat8OnItsFloat32Path).
+    if (b->Name() == kCudaReferenceBackend) all.erase(all.begin());
     if (b->Name() == kCudaFlashBackend && !cuda::flash::FlashBackwardEnabled()) {
       all.emplace_back("PHASE_BACKWARD", [](Problem& p) { p.phase = Phase::kBackward; });
     }
@@ -380,13 +425,15 @@ TEST(CudaFlashDecodeTest, EveryCacheKindMatchesTheCacheAsStored) {
     void (*edit)(Problem&);
   };
   const DecodeShape shapes[] = {
-      {"gqa8/2_d64_q1_causal", [](Problem& p) {
+      {"gqa8/2_d64_q1_causal",
+       [](Problem& p) {
          p.layout.num_query_heads = 8;  // GQA 8/2
          p.seq_len_q = 1;
          p.seq_len_kv = 1000;
          p.mask.kind = MaskKind::kCausal;
        }},
-      {"mha4_d128_q4_window_alibi_softcap", [](Problem& p) {
+      {"mha4_d128_q4_window_alibi_softcap",
+       [](Problem& p) {
          testing::SetMha(p, 4);
          p.head_dim_qk = 128;
          p.seq_len_q = 4;
@@ -397,7 +444,8 @@ TEST(CudaFlashDecodeTest, EveryCacheKindMatchesTheCacheAsStored) {
          p.alibi.enabled = true;
          p.softcap = {true, 20.0};
        }},
-      {"mqa8_d32_q5_causal", [](Problem& p) {
+      {"mqa8_d32_q5_causal",
+       [](Problem& p) {
          p.layout = {};
          p.layout.kind = LayoutKind::kMqa;
          p.layout.num_heads = 8;
@@ -406,13 +454,15 @@ TEST(CudaFlashDecodeTest, EveryCacheKindMatchesTheCacheAsStored) {
          p.seq_len_kv = 301;
          p.mask.kind = MaskKind::kCausal;
        }},
-      {"gqa4/2_d256_q2_long", [](Problem& p) {
+      {"gqa4/2_d256_q2_long",
+       [](Problem& p) {
          p.layout.num_query_heads = 4;  // GQA 4/2
          p.head_dim_qk = 256;
          p.seq_len_q = 2;
          p.seq_len_kv = 9001;
        }},
-      {"explicit_uneven_q3_block_sparse", [](Problem& p) {
+      {"explicit_uneven_q3_block_sparse",
+       [](Problem& p) {
          p.layout = {};
          p.layout.kind = LayoutKind::kExplicit;
          p.layout.num_query_heads = 5;
@@ -426,7 +476,8 @@ TEST(CudaFlashDecodeTest, EveryCacheKindMatchesTheCacheAsStored) {
          p.mask.blocks = {{0, 0}, {0, 3}, {1, 1}, {1, 7}, {0, 7}};
          p.mask.intersect_causal = true;
        }},
-      {"mha2_d64_q64", [](Problem& p) {
+      {"mha2_d64_q64",
+       [](Problem& p) {
          testing::SetMha(p, 2);
          p.seq_len_q = 64;  // 64 rows per KV head: four row tiles
          p.seq_len_kv = 200;
@@ -473,10 +524,9 @@ TEST(CudaFlashDecodeTest, EveryCacheKindMatchesTheCacheAsStored) {
             if (rope) continue;
             testing::NaiveOptions stored;
             stored.quantize_cache = true;
-            testing::ExpectAllClose(r.output.values,
-                                    NaiveAttention(r.problem, r.workload->Inputs(), stored),
-                                    r.output.shape, testing::TensorCoreKernelTolerance(dtype),
-                                    where);
+            testing::ExpectAllClose(
+                r.output.values, NaiveAttention(r.problem, r.workload->Inputs(), stored),
+                r.output.shape, testing::TensorCoreKernelTolerance(dtype), where);
           }
         }
       }

@@ -149,13 +149,14 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
     std::string field;
     void (*edit)(Problem&);
     // cuda_reference reads paged and quantized decode caches (cuda_flash within its decode
-    // kernel's allow-list).
+    // kernel's allow-list), and FP8 inputs.
     bool reference_runs = false;
   };
   // Refused by every CUDA backend but where marked (PHASE_BACKWARD by cuda_flash:
   // BackwardSupportTest).
   const Refusal refusals[] = {
-      {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }},
+      // cuda_reference runs FP8 on its float32 path (DeviceDType).
+      {"DTYPE_FLOAT8_E4M3", [](Problem& p) { p.dtype = DType::kFloat8E4M3; }, true},
       {"spec.kv_cache.paging",
        [](Problem& p) {
          p.phase = Phase::kDecode;
@@ -188,7 +189,8 @@ TEST(CudaSupportTest, RefusesNamingTheField) {
       }
       // cuda_flash reads these caches with its decode kernel alone (when switched on), whose
       // allow-list this shape (S_q 77, D 96/64) is outside (FlashDecodeSupportTest).
-      if (kind == CudaBackendKind::kFlash && r.reference_runs && flash::FlashDecodeEnabled()) {
+      if (kind == CudaBackendKind::kFlash && r.reference_runs && p.phase == Phase::kDecode &&
+          flash::FlashDecodeEnabled()) {
         EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << r.field;
         EXPECT_NE(std::string(s.message()).find("spec.kv_cache"), std::string::npos) << s;
         EXPECT_NE(std::string(s.message()).find("decode kernel takes S_q from 1 to 64"),
@@ -390,15 +392,11 @@ TEST(BackwardSupportTest, OnCudaUnfusedAndCudaReference) {
     EXPECT_EQ(wide.code(), absl::StatusCode::kFailedPrecondition) << wide;
     EXPECT_NE(std::string(wide.message()).find("spec.head_dim_qk"), std::string::npos) << wide;
   }
-  // What the backends' backward still refuses, by name.
+  // FP8 has no backward at all (§1b: refused by validation, before any backend).
   Problem fp8 = Base();
   fp8.phase = Phase::kBackward;
   fp8.dtype = DType::kFloat8E4M3;
-  for (CudaBackendKind kind : {CudaBackendKind::kUnfused, CudaBackendKind::kReference}) {
-    const absl::Status s = CheckCudaSupport(kind, NormalizeProblem(fp8), HopperTraits());
-    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_NE(std::string(s.message()).find("DTYPE_FLOAT8_E4M3"), std::string::npos) << s;
-  }
+  EXPECT_EQ(ValidateProblem(NormalizeProblem(fp8)).code(), absl::StatusCode::kInvalidArgument);
 
   // GetCapabilities: the phase listed where it is checked, and nowhere else.
   auto lists_backward = [](CudaBackendKind kind) {

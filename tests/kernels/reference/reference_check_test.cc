@@ -12,6 +12,7 @@
 #include "kernels/reference/check.h"
 #include "kernels/reference/reference64.h"
 #include "kernels/spec/inputs.h"
+#include "tests/kernels/gradient_util.h"
 #include "tests/kernels/kernel_cases.h"
 #include "tests/kernels/naive_attention.h"
 #include "tests/kernels/non_finite_util.h"
@@ -366,6 +367,93 @@ TEST(CheckOutputTest, QuantizedDecodeSplitsTheKernelsErrorFromTheQuantizations) 
   EXPECT_FALSE(QuantizedDecode(n.problem));
 }
 
+// FP8 on drawn inputs (§1b) reports its error apart too: the kernel's own against the oracle of
+// the codes times their scales (cpu_reference's is the bfloat16 output's rounding), and the
+// quantization's against the oracle of the float32 draws. Per tensor and per head, derived and
+// given scales, with RoPE and ALiBi; codes a client sent have no draws, so no split.
+TEST(CheckOutputTest, Float8SplitsTheKernelsErrorFromTheQuantizations) {
+  CheckOptions full;
+  full.full = true;
+  struct Case {
+    const char* name;
+    ScaleGranularity granularity;
+    bool given;
+  };
+  for (const Case& k : {Case{"tensor derived", ScaleGranularity::kTensor, false},
+                        Case{"head derived", ScaleGranularity::kHead, false},
+                        Case{"head given", ScaleGranularity::kHead, true}}) {
+    Problem p = Odd();
+    p.dtype = DType::kFloat8E4M3;
+    p.mask.kind = MaskKind::kCausal;
+    p.rope.enabled = true;
+    p.alibi.enabled = true;
+    p.input_scale = 2.5;
+    p.float8.granularity = k.granularity;
+    const absl::StatusOr<HeadConfig> heads = ResolveHeads(p.layout);
+    ASSERT_TRUE(heads.ok());
+    if (k.given) {
+      // Scales that differ by head, so a kernel applying the wrong head's is caught.
+      for (int h = 0; h < heads->num_query_heads; ++h) {
+        p.float8.query_scales.push_back(0.02f + 0.01f * h);
+      }
+      for (int h = 0; h < heads->num_kv_heads; ++h) {
+        p.float8.key_scales.push_back(0.03f - 0.002f * h);
+        p.float8.value_scales.push_back(0.015f + 0.004f * h);
+      }
+    }
+    const Checked c = RunAndKeep(p);
+    const size_t want = k.granularity == ScaleGranularity::kHead ? heads->num_query_heads : 1;
+    ASSERT_EQ(c.inputs.query.scales.size(), want) << k.name;
+    if (k.given) {
+      EXPECT_EQ(c.inputs.query.scales, p.float8.query_scales) << k.name;
+    }
+    const absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, c.output, full);
+    ASSERT_TRUE(r.ok()) << k.name << ": " << r.status();
+    EXPECT_TRUE(r->passed) << k.name << ": " << r->relative_error;
+    ASSERT_TRUE(r->quantization.has_value()) << k.name;
+    const QuantizationSplit& q = *r->quantization;
+    EXPECT_EQ(q.kernel_tolerance, 5e-2) << k.name;
+    EXPECT_TRUE(q.kernel_passed) << k.name;
+    EXPECT_LT(q.kernel_relative_error, 4e-3) << k.name;
+    EXPECT_GT(q.quantization_relative_error, 5 * q.kernel_relative_error) << k.name;
+    EXPECT_LT(q.quantization_relative_error, 1e-1) << k.name;
+    // The output of the codes alone (a kernel that forgot the scales: the same codes sent by a
+    // client, whose scales are then 1) fails outright.
+    Problem forgot = c.problem;
+    forgot.float8 = Float8Scaling{};
+    forgot.query = testing::ToHost(c.inputs.query);
+    forgot.key = testing::ToHost(c.inputs.key);
+    forgot.value = testing::ToHost(c.inputs.value);
+    const Checked unscaled = RunAndKeep(forgot);
+    EXPECT_EQ(unscaled.inputs.value.scales, std::vector<float>{1.0f}) << k.name;
+    const absl::StatusOr<CorrectnessReport> bad =
+        CheckOutput(c.problem, c.inputs, unscaled.output, full);
+    ASSERT_TRUE(bad.ok() && bad->quantization.has_value()) << k.name;
+    EXPECT_FALSE(bad->passed) << k.name;
+    EXPECT_FALSE(bad->quantization->kernel_passed) << k.name;
+  }
+  // Codes the client sent: compared with the oracle of what they stand for, no split.
+  Problem sent = Odd();
+  sent.dtype = DType::kFloat8E4M3;
+  sent = NormalizeProblem(sent);
+  const absl::StatusOr<AttentionInputs> drawn = GenerateInputs(sent);
+  ASSERT_TRUE(drawn.ok());
+  sent.query = testing::ToHost(drawn->query);
+  sent.key = testing::ToHost(drawn->key);
+  sent.value = testing::ToHost(drawn->value);
+  sent.float8.key_scales = {0.5f};
+  EXPECT_FALSE(SplitsQuantizationError(sent));
+  const Checked c = RunAndKeep(sent);
+  EXPECT_EQ(c.inputs.key.scales, std::vector<float>{0.5f});
+  EXPECT_EQ(c.inputs.query.scales, std::vector<float>{1.0f});
+  EXPECT_EQ(c.inputs.key.values, drawn->key.values);
+  const absl::StatusOr<CorrectnessReport> r = CheckOutput(c.problem, c.inputs, c.output, full);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->passed) << r->relative_error;
+  EXPECT_FALSE(r->quantization.has_value());
+  EXPECT_LT(r->relative_error, 4e-3);
+}
+
 // A cache long enough that the check's passes over it (rotating the keys, storing them, reading
 // them back, the oracles' keys) are split over threads: the cache read back must still be the one
 // the backend reads, with pages and SAQ bands crossing the threads' ranges of tokens.
@@ -399,7 +487,8 @@ TEST(ToleranceTest, ByDtypeAndCache) {
   p.dtype = DType::kBFloat16;
   EXPECT_EQ(ToleranceFor(p), 1e-2);
   p.dtype = DType::kFloat8E4M3;
-  EXPECT_EQ(ToleranceFor(p), 1e-1);
+  EXPECT_EQ(DTypeToleranceFor(p), 5e-2);
+  EXPECT_DOUBLE_EQ(ToleranceFor(p), 5e-2 + 1e-1);
   p.dtype = DType::kFloat16;
   p.phase = Phase::kDecode;
   p.kv_cache.format = CacheFormat::kInt8;

@@ -1,7 +1,9 @@
 // Philox4x32-10 against the Random123 known-answer vectors, and the §8 input recipe: exact
 // values from the documented formula, determinism, rough N(0, 1) moments, scales, client
 // tensors, and generated page tables.
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -80,11 +82,24 @@ TEST(InputsTest, ScalesAndRounds) {
   p.dtype = DType::kFloat8E4M3;
   const absl::StatusOr<AttentionInputs> in = GenerateInputs(NormalizeProblem(p));
   ASSERT_TRUE(in.ok());
+  // FP8 (§1b): e4m3 codes under a scale derived from the float32 draws, amax / 448.
+  const std::optional<AttentionInputs> drawn = UnquantizedInputs(NormalizeProblem(p));
+  ASSERT_TRUE(drawn.has_value());
+  float amax = 0;
+  for (float v : drawn->value.values) amax = std::max(amax, std::fabs(v));
+  ASSERT_EQ(in->value.scales.size(), 1u);
+  EXPECT_EQ(in->value.scales[0], amax / 448.0f);
   double sum2 = 0;
-  for (float v : in->value.values) {
+  float largest_code = 0;
+  for (size_t k = 0; k < in->value.values.size(); ++k) {
+    const float code = in->value.values[k];
+    EXPECT_EQ(RoundToDType(code, DType::kFloat8E4M3), code);
+    EXPECT_EQ(code, RoundToDType(drawn->value.values[k] / in->value.scales[0], DType::kFloat8E4M3));
+    largest_code = std::max(largest_code, std::fabs(code));
+    const double v = code * in->value.scales[0];
     sum2 += v * v;
-    EXPECT_EQ(RoundToDType(v, DType::kFloat8E4M3), v);
   }
+  EXPECT_EQ(largest_code, 448.0f);
   EXPECT_NEAR(std::sqrt(sum2 / in->value.values.size()), 3.0, 0.05);
 }
 

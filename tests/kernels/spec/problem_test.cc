@@ -854,6 +854,67 @@ std::vector<Rule> Rules() {
         p.phase = Phase::kBackward;
       },
       "spec.kv_cache.paging is only valid with spec.phase = PHASE_DECODE");
+  // §1b: FP8's scales, its output dtype, and where it is defined.
+  auto fp8 = [](Problem& p) { p.dtype = DType::kFloat8E4M3; };
+  add(
+      "fp8_prefill_only", fp8,
+      [&](Problem& p) {
+        fp8(p);
+        backward(p);
+      },
+      "spec.dtype DTYPE_FLOAT8_E4M3 is defined for PHASE_PREFILL at SCOPE_CORE");
+  add(
+      "fp8_core_only", fp8,
+      [&](Problem& p) {
+        fp8(p);
+        Layer(p);
+      },
+      "spec.dtype DTYPE_FLOAT8_E4M3 is defined for PHASE_PREFILL at SCOPE_CORE");
+  add(
+      "fp8_output_bf16",
+      [&](Problem& p) {
+        fp8(p);
+        p.output_dtype = DType::kBFloat16;
+      },
+      [&](Problem& p) {
+        fp8(p);
+        p.output_dtype = DType::kFloat32;
+      },
+      "spec.output_dtype (float32) must be bfloat16");
+  add(
+      "output_dtype_is_the_dtype", [](Problem& p) { p.output_dtype = p.dtype; },
+      [](Problem& p) {
+        p.dtype = DType::kFloat16;
+        p.output_dtype = DType::kBFloat16;
+      },
+      "spec.output_dtype (bfloat16) must be float16");
+  add(
+      "fp8_scales_per_head",
+      [&](Problem& p) {
+        fp8(p);
+        p.float8.granularity = ScaleGranularity::kHead;
+        p.float8.value_scales.assign(ResolveHeads(p.layout)->num_kv_heads, 0.5f);
+      },
+      [&](Problem& p) {
+        fp8(p);
+        p.float8.granularity = ScaleGranularity::kHead;
+        p.float8.value_scales.assign(ResolveHeads(p.layout)->num_kv_heads + 1, 0.5f);
+      },
+      "spec.float8.value_scales has");
+  add(
+      "fp8_scale_finite",
+      [&](Problem& p) {
+        fp8(p);
+        p.float8.query_scales = {7e35f};
+      },
+      [&](Problem& p) {
+        fp8(p);
+        p.float8.query_scales = {8e35f};
+      },
+      "spec.float8.query_scales[0]");
+  add(
+      "float8_needs_fp8", fp8, [](Problem& p) { p.float8.key_scales = {1.0f}; },
+      "spec.float8 is only valid with spec.dtype DTYPE_FLOAT8_E4M3");
   add(
       "client_data_size", [](Problem& p) { ClientInputs(p); },
       [](Problem& p) {
