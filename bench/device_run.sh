@@ -58,7 +58,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer|decode ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer|decode|profiler ...]" >&2
   exit 2
 }
 
@@ -67,7 +67,8 @@ stages=()
 for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
-    tests | check | sanitize | bench | bench-quick | ops | variants | sqa | layer | decode)
+    tests | check | sanitize | bench | bench-quick | ops | variants | sqa | layer | decode | \
+      profiler)
       stages+=("$arg") ;;
     *) usage ;;
   esac
@@ -472,6 +473,41 @@ stage_table() {
   return "$rc"
 }
 
+# Issue #16's profiler agreement (bench/profiler_check.py): the service overhead against a plain
+# server, then the same shapes against a server under Nsight Compute recording
+# gpu__time_duration of every launch of ATTNBENCH_PROFILER_KERNEL (a kernel-name regex, default
+# the forward kernels), then the server's medians against ncu's. ATTNBENCH_PROFILER_ARGS go to
+# every phase (e.g. --backend=cuda_flash --iterations=30).
+stage_profiler() {
+  local limit="$1" rc=0 deadline=$((SECONDS + $1))
+  local ncu extra=() report="$out_dir/profiler"
+  ncu="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
+  read -r -a extra <<<"${ATTNBENCH_PROFILER_ARGS:-}"
+  server_flags=(--metrics_address= --max_request_bytes=$((48 << 30)))
+  server_wrapper=()
+  start_server profiler 180 || { STAGE_NOTE="server did not start (server.log)"; return 1; }
+  timeout -k 10 $((deadline - SECONDS)) "$python" bench/profiler_check.py --phase=overhead \
+    --server="$server_target" --out-dir="$out_dir" "${extra[@]}" || rc=$?
+  stop_server profiler || true
+  server_wrapper=("$ncu" --target-processes all
+    --kernel-name "regex:${ATTNBENCH_PROFILER_KERNEL:-ForwardKernel}"
+    --metrics gpu__time_duration.sum --clock-control none --cache-control none -f -o "$report")
+  start_server profiler 300 || { STAGE_NOTE="server under ncu did not start (server.log)"; return 1; }
+  timeout -k 10 $((deadline - SECONDS)) "$python" bench/profiler_check.py --phase=run \
+    --server="$server_target" --runs="$out_dir/profiler_runs.json" "${extra[@]}" || rc=1
+  stop_server profiler || true
+  if [ ! -f "$report.ncu-rep" ]; then
+    STAGE_NOTE="no Nsight Compute report (server.log)"
+    return 1
+  fi
+  "$ncu" --import "$report.ncu-rep" --csv --page raw --metrics gpu__time_duration.sum \
+    >"$out_dir/profiler_ncu.csv" 2>&1 || rc=1
+  "$python" bench/profiler_check.py --phase=compare --runs="$out_dir/profiler_runs.json" \
+    --ncu-csv="$out_dir/profiler_ncu.csv" --out-dir="$out_dir" || rc=1
+  STAGE_NOTE="profiler_overhead.md, profiler_check.md"
+  return "$rc"
+}
+
 free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -524,6 +560,7 @@ for stage in "${stages[@]}"; do
     sqa) limit_default=560 ;;
     layer) limit_default=300 ;;
     decode) limit_default=400 ;;
+    profiler) limit_default=300 ;;
   esac
   limit="$(stage_limit "$limit_default")"
   if [ "$limit" -lt 30 ]; then
@@ -547,6 +584,7 @@ for stage in "${stages[@]}"; do
     sqa) stage_table sqa "$limit" "${ATTNBENCH_SQA_ARGS:-}" || rc=$? ;;
     layer) stage_table layer "$limit" "${ATTNBENCH_LAYER_ARGS:-}" || rc=$? ;;
     decode) stage_table decode "$limit" "${ATTNBENCH_DECODE_ARGS:-}" || rc=$? ;;
+    profiler) stage_profiler "$limit" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
     record "$stage" PASS $((SECONDS - t0)) "$STAGE_NOTE"
