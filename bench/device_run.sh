@@ -44,8 +44,8 @@
 # Environment knobs: ATTNBENCH_DEVICE_BUDGET_S (seconds for the whole run, default 570: the tool
 # stops a command at 600), ATTNBENCH_CHECK_ARGS, ATTNBENCH_SANITIZE_ARGS, ATTNBENCH_BENCH_ARGS,
 # ATTNBENCH_OPS_ARGS (extra arguments of correctness.py / standard_table.py / gpu_ops.py, split
-# on spaces). ATTNBENCH_TABLE_NCU (a kernel-name regex): the table stages (sqa, layer, decode)
-# run their server under Nsight Compute, which profiles one launch of that kernel (--set full,
+# on spaces). ATTNBENCH_TABLE_NCU (a kernel-name regex): the table stages (sqa, layer, decode,
+# expressions) run their server under Nsight Compute, which profiles one launch of that kernel (--set full,
 # past ATTNBENCH_TABLE_NCU_SKIP launches, default 3) into NAME_kernel.ncu-rep and
 # NAME_kernel.txt; the table's timings of that run are then not to be quoted.
 set -euo pipefail
@@ -58,7 +58,7 @@ budget_s="${ATTNBENCH_DEVICE_BUDGET_S:-570}"
 python="${PYTHON:-python3}"
 
 usage() {
-  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer|decode|profiler ...]" >&2
+  echo "usage: bash bench/device_run.sh [all|tests|check|sanitize|bench|bench-quick|ops|variants|sqa|layer|decode|expressions|profiler ...]" >&2
   exit 2
 }
 
@@ -68,7 +68,7 @@ for arg in "$@"; do
   case "$arg" in
     all) stages+=(tests check sanitize bench) ;;
     tests | check | sanitize | bench | bench-quick | ops | variants | sqa | layer | decode | \
-      profiler)
+      expressions | profiler)
       stages+=("$arg") ;;
     *) usage ;;
   esac
@@ -560,6 +560,7 @@ for stage in "${stages[@]}"; do
     sqa) limit_default=560 ;;
     layer) limit_default=300 ;;
     decode) limit_default=400 ;;
+    expressions) limit_default=560 ;;
     profiler) limit_default=300 ;;
   esac
   limit="$(stage_limit "$limit_default")"
@@ -584,6 +585,7 @@ for stage in "${stages[@]}"; do
     sqa) stage_table sqa "$limit" "${ATTNBENCH_SQA_ARGS:-}" || rc=$? ;;
     layer) stage_table layer "$limit" "${ATTNBENCH_LAYER_ARGS:-}" || rc=$? ;;
     decode) stage_table decode "$limit" "${ATTNBENCH_DECODE_ARGS:-}" || rc=$? ;;
+    expressions) stage_table expressions "$limit" "${ATTNBENCH_EXPRESSIONS_ARGS:-}" || rc=$? ;;
     profiler) stage_profiler "$limit" || rc=$? ;;
   esac
   if [ "$rc" -eq 0 ]; then
