@@ -39,7 +39,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import variant_spec as vs  # noqa: E402
+from layer_table import fmt_ratio  # noqa: E402
 from peer_timing import Timing  # noqa: E402
+from sqa_table import add_measurement_args  # noqa: E402
 from variants_table import NoPeers, Ours, Shape, TorchPeers, write_atomic  # noqa: E402
 
 FLEX_TARGET = 1.2      # flex ms / ours ms
@@ -253,13 +255,6 @@ def fmt(t):
     return f"{t.median_ms:.3f}" if t.ok() else (t.error or "n/a")[:40]
 
 
-def ratio_cell(value, target, at_least):
-    if value is None:
-        return "-"
-    met = value >= target if at_least else value <= target
-    return f"{value:.2f} {'met' if met else 'MISSED'}"
-
-
 def line_of(row):
     return (f"{row.case.name:<13} S={row.shape.seq:<6} B={row.shape.batch:<3} "
             f"ours {fmt(row.ours)} built-in {fmt(row.builtin)} flex {fmt(row.flex)}"
@@ -278,8 +273,8 @@ def markdown(rows, args, peers, device):
         lines.append(
             f"| {r.case.name} | {r.shape.seq} | {r.shape.batch} | {fmt(r.ours)} | "
             f"{fmt(r.builtin)} | {fmt(r.flex)} | "
-            f"{ratio_cell(r.flex_ratio(), FLEX_TARGET, True)} | "
-            f"{ratio_cell(r.builtin_ratio(), BUILTIN_TARGET, False)} | {compile_cell} | "
+            f"{fmt_ratio(r.flex_ratio(), FLEX_TARGET, True)} | "
+            f"{fmt_ratio(r.builtin_ratio(), BUILTIN_TARGET, False)} | {compile_cell} | "
             f"{extra.get('kernel', '')} | "
             f"{'FAIL: ' + '; '.join(r.failed) if r.failed else extra.get('check', '')} |")
     return lines
@@ -312,14 +307,7 @@ def parse_args(argv=None):
     p.add_argument("--flex-sample-rows", type=int, default=8)
     p.add_argument("--flex-tolerance", type=float, default=2e-2)
     p.add_argument("--check", choices=("sampled", "full", "off"), default="sampled")
-    p.add_argument("--check-rows", type=int, default=16)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--min-iters", type=int, default=10)
-    p.add_argument("--max-iters", type=int, default=30)
-    p.add_argument("--target-seconds", type=float, default=0.3)
-    p.add_argument("--rpc-timeout", type=float, default=300.0)
-    p.add_argument("--budget-s", type=float, default=480.0)
-    p.add_argument("--out-dir", default=os.environ.get("OUT") or "/tmp")
+    add_measurement_args(p, budget_s=480.0)
     p.add_argument("--smoke", action="store_true", help="tiny shapes on cpu_reference, no Flex")
     a = p.parse_args(argv)
     by_name = {c.name: c for c in CASES}

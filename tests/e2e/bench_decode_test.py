@@ -249,15 +249,7 @@ class FakeStubTest(unittest.TestCase):
             self.assertGreater(r["peer"]["median_ms"], 0, r["cache"])
 
 
-class SmokeTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = harness.Server("--cpu_threads=2")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
+class SmokeTest(harness.ServerTestCase):
 
     def test_smoke_on_cpu_reference(self):
         rc, out, data, table = run_table(decode_table.main, "decode",

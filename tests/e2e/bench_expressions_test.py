@@ -15,15 +15,7 @@ import table_harness  # noqa: F401  (puts bench/ on sys.path)
 import expressions_table  # noqa: E402
 
 
-class ExpressionsTableTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = harness.Server("--cpu_threads=2")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
+class ExpressionsTableTest(harness.ServerTestCase):
 
     def test_smoke(self):
         out = tempfile.mkdtemp()

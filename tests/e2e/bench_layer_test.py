@@ -128,15 +128,7 @@ class FakeStubTest(unittest.TestCase):
         self.assertIn("WorkCounts.projection_flops", data["points"][0]["failed"][0])
 
 
-class SmokeTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = harness.Server("--cpu_threads=2")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
+class SmokeTest(harness.ServerTestCase):
 
     def test_smoke_on_cpu_reference(self):
         rc, out, data, _ = run_table(layer_table.main, "layer",

@@ -38,16 +38,12 @@ def write_ncu_csv(path, runs, factor=1.0, drop=0):
             f.writelines(lines[:-drop])
 
 
-class ProfilerCheckTest(unittest.TestCase):
+class ProfilerCheckTest(harness.ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = harness.Server("--cpu_threads=2")
+        super().setUpClass()
         cls.dir = tempfile.mkdtemp()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
 
     def test_smoke_then_compare(self):
         out = os.path.join(self.dir, "out")

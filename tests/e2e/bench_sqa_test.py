@@ -315,16 +315,8 @@ class FakeStubTest(unittest.TestCase):
         self.assertIn("skip", table)
 
 
-class SmokeTest(unittest.TestCase):
+class SmokeTest(harness.ServerTestCase):
     """--smoke against the real cpu_reference server."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = harness.Server("--cpu_threads=2")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
 
     def test_smoke_layer_scope(self):
         # As a device call runs it: the script in its own process, stubs from PYTHONPATH.

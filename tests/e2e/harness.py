@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 import urllib.request
 
 BIN_DIR = os.environ.get("ATTNBENCH_BIN_DIR", "")
@@ -180,3 +181,17 @@ def sample(text, name, **labels):
         if all(have.get(k) == v for k, v in labels.items()):
             total += float(match.group(4))
     return total
+
+
+class ServerTestCase(unittest.TestCase):
+    """A TestCase sharing one server, started with `server_flags`, across its tests: cls.server."""
+
+    server_flags = ("--cpu_threads=2",)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(*cls.server_flags)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
