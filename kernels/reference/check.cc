@@ -160,9 +160,8 @@ bool QuantizedDecode(const Problem& problem) {
 }
 
 bool SplitsQuantizationError(const Problem& problem) {
-  const bool client =
-      problem.query.has_value() && problem.key.has_value() && problem.value.has_value();
-  return QuantizedDecode(problem) || (problem.dtype == DType::kFloat8E4M3 && !client);
+  return QuantizedDecode(problem) ||
+         (problem.dtype == DType::kFloat8E4M3 && !HasClientCoreInputs(problem));
 }
 
 absl::StatusOr<CorrectnessReport> CheckOutput(const Problem& problem, const AttentionInputs& inputs,

@@ -168,7 +168,7 @@ absl::StatusOr<AttentionInputs> CoreInputs(const Problem& problem, const Problem
   const double input_scale = problem.input_scale.value_or(1.0);
   const uint64_t seed = problem.seed;
   AttentionInputs in;
-  if (problem.query.has_value() && problem.key.has_value() && problem.value.has_value()) {
+  if (HasClientCoreInputs(problem)) {
     absl::StatusOr<FloatTensor> q = DecodeClientTensor(*problem.query, shapes.query, dtype);
     if (!q.ok()) return q.status();
     absl::StatusOr<FloatTensor> k = DecodeClientTensor(*problem.key, shapes.key, dtype);
@@ -191,10 +191,6 @@ absl::StatusOr<AttentionInputs> CoreInputs(const Problem& problem, const Problem
   in.key = GenerateTensor(seed, kTensorKey, shapes.key, input_scale, dtype);
   in.value = GenerateTensor(seed, kTensorValue, shapes.value, input_scale, dtype);
   return in;
-}
-
-bool ClientCoreInputs(const Problem& problem) {
-  return problem.query.has_value() && problem.key.has_value() && problem.value.has_value();
 }
 
 }  // namespace
@@ -246,7 +242,7 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   }
   // §1b: a client's codes take the given scales (or 1); drawn values are drawn in float32, then
   // quantized under the given scales or ones derived from them.
-  const bool client = ClientCoreInputs(problem);
+  const bool client = HasClientCoreInputs(problem);
   absl::StatusOr<AttentionInputs> core =
       CoreInputs(problem, *shapes, client ? DType::kFloat8E4M3 : DType::kFloat32);
   if (!core.ok()) return core.status();
@@ -266,8 +262,12 @@ absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem) {
   return core;
 }
 
+bool HasClientCoreInputs(const Problem& problem) {
+  return problem.query.has_value() && problem.key.has_value() && problem.value.has_value();
+}
+
 std::optional<AttentionInputs> UnquantizedInputs(const Problem& problem) {
-  if (problem.dtype != DType::kFloat8E4M3 || ClientCoreInputs(problem)) return std::nullopt;
+  if (problem.dtype != DType::kFloat8E4M3 || HasClientCoreInputs(problem)) return std::nullopt;
   absl::StatusOr<ProblemShapes> shapes = ShapesOf(problem);
   if (!shapes.ok()) return std::nullopt;
   absl::StatusOr<AttentionInputs> drawn = CoreInputs(problem, *shapes, DType::kFloat32);

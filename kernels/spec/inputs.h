@@ -106,6 +106,9 @@ FloatTensor GenerateTensor(uint64_t seed, uint32_t tensor_id, const Shape& shape
 // otherwise generated, whether or not Q, K, V are the client's; empty in every other phase.
 absl::StatusOr<AttentionInputs> GenerateInputs(const Problem& problem);
 
+// Whether the client sent Q, K and V (spec.inputs.query, .key and .value) instead of drawing them.
+bool HasClientCoreInputs(const Problem& problem);
+
 // DTYPE_FLOAT8_E4M3 with drawn Q, K, V: the float32 values before quantization (no scales), which
 // the check's quantization error compares with (§1b). nullopt for every other problem, and when
 // the client sent Q, K, V (nothing unquantized exists then).

@@ -83,6 +83,58 @@ def m_band_format(rng, req):
     return strict("spec.kv_cache.saq_bands[")
 
 
+# --- FP8 (docs/variants.md §1b) -----------------------------------------------------------------
+
+DTYPES = [pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT16, pb.DTYPE_BFLOAT16, pb.DTYPE_FLOAT8_E4M3]
+
+
+def _fp8_allowed(req):
+    s = req.spec
+    return (s.phase in (pb.PHASE_UNSPECIFIED, pb.PHASE_PREFILL) and
+            s.scope in (pb.SCOPE_UNSPECIFIED, pb.SCOPE_CORE) and not s.HasField("kv_compression")
+            and not s.HasField("inputs"))
+
+
+def m_output_dtype(rng, req):
+    """An output dtype other than the one the dtype allows, or not a dtype at all."""
+    allowed = pb.DTYPE_BFLOAT16 if req.spec.dtype == pb.DTYPE_FLOAT8_E4M3 else req.spec.dtype
+    req.spec.output_dtype = rng.choice([d for d in DTYPES if d != allowed] +
+                                       [_bad_enum(rng, pb.DTYPE_FLOAT8_E4M3)])
+    return strict("spec.output_dtype")
+
+
+def m_float8_scales(rng, req):
+    """FP8 with a scale that is not finite and positive, too large, or one too many."""
+    if not _fp8_allowed(req):
+        return None
+    req.spec.dtype = pb.DTYPE_FLOAT8_E4M3
+    req.spec.ClearField("output_dtype")
+    f = req.spec.float8
+    scales = rng.choice([f.query_scales, f.key_scales, f.value_scales])
+    if rng.random() < 0.3:
+        scales.extend([0.5, 0.5])  # two scales for SCALE_GRANULARITY_TENSOR
+    else:
+        scales.append(rng.choice(BAD_FINITE_POSITIVE + [8e35, 3e38]))
+    return strict("spec.float8.")
+
+
+def m_float8_granularity(rng, req):
+    if not _fp8_allowed(req):
+        return None
+    req.spec.dtype = pb.DTYPE_FLOAT8_E4M3
+    req.spec.ClearField("output_dtype")
+    req.spec.float8.granularity = _bad_enum(rng, pb.SCALE_GRANULARITY_HEAD)
+    return strict("spec.float8.granularity")
+
+
+def m_float8_without_fp8(rng, req):
+    """Scales on a dtype that has none: refused, not ignored."""
+    if req.spec.dtype == pb.DTYPE_FLOAT8_E4M3:
+        return None
+    req.spec.float8.key_scales.append(1.0)
+    return strict("spec.float8")
+
+
 def m_cache_mode(rng, req):
     req.measurement.cache_mode = _bad_enum(rng, pb.CACHE_MODE_WARM)
     return strict("measurement.cache_mode")
@@ -579,7 +631,8 @@ STRICT_MUTATORS = [
     m_softcap, m_rope_theta, m_rotary_dims, m_alibi_slope, m_prob_mask, m_window, m_block_sparse,
     m_paging, m_saq, m_d_model, m_layer_mismatch, m_inputs, m_inputs_add, m_iterations,
     m_duration, m_sampled_rows, m_device_index, m_backend, m_priority, m_backward_timing,
-    m_grad_output_forward,
+    m_grad_output_forward, m_output_dtype, m_float8_scales, m_float8_granularity,
+    m_float8_without_fp8,
 ]
 # Valid or refused, depending on the rest of the request.
 LOOSE_MUTATORS = [
