@@ -226,6 +226,10 @@ class CpuReferenceBackend : public Backend {
                 NumElements(s.core_output);  // projections and O
     } else {
       floats += NumElements(s.query) + NumElements(s.key) + NumElements(s.value);
+      // FP8: the codes' values too, as float32 (CpuWorkload's dequantized copies).
+      if (problem.dtype == DType::kFloat8E4M3) {
+        floats += NumElements(s.query) + NumElements(s.key) + NumElements(s.value);
+      }
     }
     floats += NumElements(s.query) + NumElements(s.output);  // prepared queries, output
     uint64_t bytes = 4 * floats;

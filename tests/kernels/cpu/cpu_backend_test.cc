@@ -487,6 +487,11 @@ TEST(CpuBackendTest, EstimatesAtLeastTheTensors) {
   decode.seq_len_q = 1;
   decode.kv_cache.format = CacheFormat::kInt8;
   EXPECT_GT(backend->EstimateBytes(decode), 4ull * 2 * 4096 * 3 * 256);  // K, V inputs as floats
+  // FP8 holds the codes and what they stand for, both as floats: Q, K, V counted twice.
+  Problem fp8 = p;
+  fp8.dtype = DType::kFloat8E4M3;
+  const uint64_t qkv = 4ull * 2 * 4096 * 128 * (6 + 3 + 3);
+  EXPECT_EQ(backend->EstimateBytes(NormalizeProblem(fp8)), backend->EstimateBytes(n) + qkv);
 }
 
 TEST(RegistryTest, OffersTheCpuReference) {
