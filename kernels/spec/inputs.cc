@@ -158,10 +158,6 @@ absl::StatusOr<FloatTensor> GradOutputFor(const Problem& problem, const ProblemS
                         problem.input_scale.value_or(1.0), problem.dtype);
 }
 
-}  // namespace
-
-namespace {
-
 // Q, K, V of a core problem in `dtype`: the client's, decoded, or drawn by the recipe.
 absl::StatusOr<AttentionInputs> CoreInputs(const Problem& problem, const ProblemShapes& shapes,
                                            DType dtype) {

@@ -103,12 +103,19 @@ def m_output_dtype(rng, req):
     return strict("spec.output_dtype")
 
 
-def m_float8_scales(rng, req):
-    """FP8 with a scale that is not finite and positive, too large, or one too many."""
+def _make_fp8(req):
+    """Turns the request into a valid FP8 one where FP8 is defined (§1b); False elsewhere."""
     if not _fp8_allowed(req):
-        return None
+        return False
     req.spec.dtype = pb.DTYPE_FLOAT8_E4M3
     req.spec.ClearField("output_dtype")
+    return True
+
+
+def m_float8_scales(rng, req):
+    """FP8 with a scale that is not finite and positive, too large, or one too many."""
+    if not _make_fp8(req):
+        return None
     f = req.spec.float8
     scales = rng.choice([f.query_scales, f.key_scales, f.value_scales])
     if rng.random() < 0.3:
@@ -119,10 +126,8 @@ def m_float8_scales(rng, req):
 
 
 def m_float8_granularity(rng, req):
-    if not _fp8_allowed(req):
+    if not _make_fp8(req):
         return None
-    req.spec.dtype = pb.DTYPE_FLOAT8_E4M3
-    req.spec.ClearField("output_dtype")
     req.spec.float8.granularity = _bad_enum(rng, pb.SCALE_GRANULARITY_HEAD)
     return strict("spec.float8.granularity")
 
